@@ -1,0 +1,158 @@
+"""Look-ups and changes of this operator's own mailboxes."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from annuaire.model import MAILBOX_TYPES, LocalMailbox, LocalMailboxMember, MailboxCertificate
+
+
+@dataclass(frozen=True)
+class MailboxEntry:
+    """A local mailbox as the rest of the system sees it (no ORM object escapes)."""
+
+    address: str
+    type: str
+    idnat: str | None
+    structure_id: str | None
+    display_name: str
+    sent_copy: bool
+    members: tuple[str, ...] = ()
+
+
+def _entry(row: LocalMailbox, members: Iterable[str] = ()) -> MailboxEntry:
+    return MailboxEntry(
+        address=row.address,
+        type=row.type,
+        idnat=row.idnat,
+        structure_id=row.structure_id,
+        display_name=row.display_name,
+        sent_copy=row.sent_copy,
+        members=tuple(sorted(members)),
+    )
+
+
+def normalize_address(address: str) -> str:
+    """Mailbox keys are stored lower-case: local parts here are case-insensitive by policy."""
+    return address.strip().lower()
+
+
+class LocalDirectory:
+    """Queries over the local mailbox tables, bound to one session (one transaction)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, address: str) -> MailboxEntry | None:
+        address = normalize_address(address)
+        row = await self.session.get(LocalMailbox, address)
+        if row is None:
+            return None
+        return _entry(row, await self.members(address))
+
+    async def members(self, address: str) -> list[str]:
+        res = await self.session.execute(
+            select(LocalMailboxMember.member).where(LocalMailboxMember.mailbox == normalize_address(address))
+        )
+        return list(res.scalars())
+
+    async def for_idnat(self, idnat: str) -> list[MailboxEntry]:
+        """PER mailboxes of a professional, plus the ORG mailboxes any of them belongs to."""
+        res = await self.session.execute(select(LocalMailbox).where(LocalMailbox.idnat == idnat))
+        own = [_entry(r) for r in res.scalars()]
+        if not own:
+            return []
+        res = await self.session.execute(
+            select(LocalMailbox)
+            .join(LocalMailboxMember, LocalMailboxMember.mailbox == LocalMailbox.address)
+            .where(LocalMailboxMember.member.in_([m.address for m in own]))
+        )
+        shared = [_entry(r) for r in res.scalars()]
+        return own + [s for s in shared if s.address not in {o.address for o in own}]
+
+    async def for_structure(self, structure_id: str) -> list[MailboxEntry]:
+        res = await self.session.execute(
+            select(LocalMailbox).where(LocalMailbox.structure_id == structure_id)
+        )
+        return [_entry(r) for r in res.scalars()]
+
+    async def encryption_certificates(self, address: str, *, at: datetime | None = None) -> list[x509.Certificate]:
+        """The certificates a message for `address` is encrypted to.
+
+        ORG mailboxes have none of their own: every member's active certificate is used.
+        Certificates outside their validity window are skipped, so that an expired key
+        never receives new mail.
+        """
+        at = at or datetime.now(timezone.utc)
+        address = normalize_address(address)
+        entry = await self.get(address)
+        if entry is None:
+            return []
+        owners = list(entry.members) if entry.type == "ORG" and entry.members else [address]
+        res = await self.session.execute(
+            select(MailboxCertificate.cert_der, MailboxCertificate.not_before, MailboxCertificate.not_after)
+            .where(MailboxCertificate.address.in_(owners), MailboxCertificate.active.is_(True))
+            .order_by(MailboxCertificate.id)
+        )
+        certs = []
+        for der, nb, na in res.all():
+            nb = nb if nb.tzinfo else nb.replace(tzinfo=timezone.utc)
+            na = na if na.tzinfo else na.replace(tzinfo=timezone.utc)
+            if nb <= at <= na:
+                certs.append(x509.load_der_x509_certificate(der))
+        return certs
+
+    async def add_mailbox(
+        self,
+        address: str,
+        type: str,
+        *,
+        idnat: str | None = None,
+        structure_id: str | None = None,
+        display_name: str = "",
+        sent_copy: bool | None = None,
+        members: Iterable[str] = (),
+    ) -> MailboxEntry:
+        if type not in MAILBOX_TYPES:
+            raise ValueError(f"unknown mailbox type {type!r}; expected one of {', '.join(MAILBOX_TYPES)}")
+        address = normalize_address(address)
+        if await self.session.get(LocalMailbox, address) is not None:
+            raise ValueError(f"mailbox {address} already exists")
+        row = LocalMailbox(
+            address=address,
+            type=type,
+            idnat=idnat,
+            structure_id=structure_id,
+            display_name=display_name,
+            sent_copy=(type == "APP") if sent_copy is None else sent_copy,
+            red_list=False,
+            created_at=datetime.now(timezone.utc),
+        )
+        self.session.add(row)
+        member_list = [normalize_address(m) for m in members]
+        for m in member_list:
+            self.session.add(LocalMailboxMember(mailbox=address, member=m))
+        await self.session.flush()
+        return _entry(row, member_list)
+
+    async def add_certificate(self, address: str, cert: x509.Certificate, *, active: bool = True) -> None:
+        der = cert.public_bytes(Encoding.DER)
+        self.session.add(
+            MailboxCertificate(
+                address=normalize_address(address),
+                cert_der=der,
+                sha256=hashlib.sha256(der).hexdigest(),
+                not_before=cert.not_valid_before_utc,
+                not_after=cert.not_valid_after_utc,
+                active=active,
+                created_at=datetime.now(timezone.utc),
+            )
+        )
+        await self.session.flush()

@@ -1,0 +1,167 @@
+"""One message's way through the core: resolve -> policy -> encrypt -> store, group-committed.
+
+`Delivery.submit` returns only once the transaction holding the message is durable
+(DESIGN.md, "Nothing is lost"). Concurrent submissions are batched by `GroupCommitter` into
+one transaction and one fsync; each caller is woken when its batch is committed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from annuaire.local import LocalDirectory, normalize_address
+from mss.config import Settings
+from mss.errors import PolicyRejection
+from mss.mailboxes import Mailboxes
+from mss.message import check_headers, check_line_endings
+from mss.policy import Recipient, check_recipient, check_sender, domain_of
+from mss.principal import Principal
+from mss.store import NewMessage, Store, StoredRef
+
+log = logging.getLogger("mss.delivery")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+
+
+@dataclass
+class DeliveryResult:
+    stored: list[StoredRef] = field(default_factory=list)
+
+
+class GroupCommitter:
+    """Batches concurrent `Store.write` calls into one transaction (DESIGN.md, Storage)."""
+
+    def __init__(self, store: Store, *, max_batch: int = 64, wait_ms: float = 2.0) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.wait_s = wait_ms / 1000
+        self._queue: asyncio.Queue[tuple[list[NewMessage], asyncio.Future]] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="group-commit")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def write(self, items: list[NewMessage]) -> list[StoredRef]:
+        if self._task is None:
+            return await self.store.write(items)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        await self._queue.put((items, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            if self.wait_s:
+                await asyncio.sleep(self.wait_s)
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._commit(batch)
+
+    async def _commit(self, batch) -> None:
+        flat = [item for items, _ in batch for item in items]
+        try:
+            refs = await self.store.write(flat)
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting sessions
+            if len(batch) == 1:
+                _, fut = batch[0]
+                if not fut.done():
+                    fut.set_exception(exc)
+                return
+            # One bad message must not fail its neighbours: retry each on its own.
+            for items, fut in batch:
+                try:
+                    r = await self.store.write(items)
+                except Exception as exc:  # noqa: BLE001 - handed to the waiting session
+                    if not fut.done():
+                        fut.set_exception(exc)
+                else:
+                    if not fut.done():
+                        fut.set_result(r)
+            return
+        pos = 0
+        for items, fut in batch:
+            if not fut.done():
+                fut.set_result(refs[pos : pos + len(items)])
+            pos += len(items)
+
+
+class Delivery:
+    def __init__(
+        self, settings: Settings, sessions: async_sessionmaker, mailboxes: Mailboxes, committer: GroupCommitter
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.mailboxes = mailboxes
+        self.committer = committer
+
+    @property
+    def local_domains(self) -> frozenset[str]:
+        return frozenset({self.settings.domain})
+
+    async def resolve(self, address: str) -> Recipient:
+        address = normalize_address(address)
+        dom = domain_of(address)
+        if dom in self.local_domains:
+            async with self.sessions() as s:
+                entry = await LocalDirectory(s).get(address)
+            return Recipient(address, "local" if entry else "unknown_local")
+        # The trust-space whitelist arrives with the directory issue; until then every
+        # foreign domain is outside what this server relays to.
+        return Recipient(address, "outside")
+
+    def check_sender(self, principal: Principal, mail_from: str) -> None:
+        check_sender(principal, mail_from)
+
+    async def check_recipient(self, principal: Principal, address: str) -> Recipient:
+        recipient = await self.resolve(address)
+        check_recipient(recipient)
+        return recipient
+
+    async def submit(self, envelope: Envelope, raw: bytes, principal: Principal) -> DeliveryResult:
+        """Encrypt for every local recipient (and the sender's Sent copy) and store durably."""
+        check_sender(principal, envelope.mail_from)
+        check_line_endings(raw)
+        check_headers(raw)
+        if len(raw) > self.settings.limits.max_message_size:
+            raise PolicyRejection(552, "5.3.4", "Message exceeds the maximum size")
+        recipients = []
+        for rcpt in dict.fromkeys(normalize_address(r) for r in envelope.rcpt_tos):
+            recipients.append(await self.check_recipient(principal, rcpt))
+        items: list[NewMessage] = []
+        for r in recipients:
+            sealed, headers = await self.mailboxes.seal(r.address, raw)
+            items.append(NewMessage(mailbox=r.address, folder="INBOX", content=sealed, headers=headers))
+        sender = normalize_address(envelope.mail_from)
+        if await self._wants_sent_copy(sender):
+            sealed, headers = await self.mailboxes.seal(sender, raw)
+            items.append(
+                NewMessage(mailbox=sender, folder="Sent", content=sealed, headers=headers, flags=frozenset({"\\Seen"}))
+            )
+        refs = await self.committer.write(items)
+        log.info(
+            "delivered from=%s rcpts=%d stored=%d size=%d", sender, len(recipients), len(refs), len(raw)
+        )
+        return DeliveryResult(stored=refs)
+
+    async def _wants_sent_copy(self, sender: str) -> bool:
+        async with self.sessions() as s:
+            entry = await LocalDirectory(s).get(sender)
+        return bool(entry and entry.sent_copy)
+

@@ -1,0 +1,50 @@
+"""What the core needs to know of a raw message before encrypting it: one header parse."""
+from __future__ import annotations
+
+import re
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+from mss.errors import PolicyRejection
+from mss.store import OuterHeaders
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+def check_line_endings(raw: bytes) -> None:
+    """Refuse bare CR or LF: they are the raw material of SMTP smuggling (DESIGN.md)."""
+    if _BARE_LF.search(raw) or _BARE_CR.search(raw):
+        raise PolicyRejection(550, "5.6.0", "Message contains a bare CR or LF; lines must end with CRLF")
+
+
+def header_block(raw: bytes) -> bytes:
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        end = raw.find(b"\n\n")
+    return raw if end < 0 else raw[: end + 2]
+
+
+def outer_headers(raw: bytes) -> OuterHeaders:
+    """The clear header values kept beside the ciphertext (routing and threading only)."""
+    msg = BytesHeaderParser(policy=compat32).parsebytes(header_block(raw))
+
+    def get(name: str) -> str:
+        v = msg.get(name)
+        return " ".join(str(v).split()) if v is not None else ""
+
+    return OuterHeaders(
+        from_=get("From"),
+        to=get("To"),
+        cc=get("Cc"),
+        subject=get("Subject"),
+        date=get("Date"),
+        message_id=get("Message-ID"),
+    )
+
+
+def check_headers(raw: bytes) -> None:
+    """A submitted message needs the RFC 5322 3.6 minimum: From and Date."""
+    msg = BytesHeaderParser(policy=compat32).parsebytes(header_block(raw))
+    if msg.get("From") is None:
+        raise PolicyRejection(550, "5.6.0", "Message has no From header field (RFC 5322 3.6)")

@@ -1,0 +1,42 @@
+"""Pure rules over a principal, an envelope and a resolved recipient. No I/O here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mss.errors import PolicyRejection
+from mss.principal import Principal
+
+RecipientKind = Literal["local", "unknown_local", "trust_space", "outside"]
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    kind: RecipientKind
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def check_sender(principal: Principal, mail_from: str) -> None:
+    """MAIL FROM must be one of the principal's mailboxes (no null sender from clients)."""
+    if not mail_from:
+        raise PolicyRejection(550, "5.7.1", "A null sender is not accepted on submission")
+    if not principal.may_use(mail_from):
+        raise PolicyRejection(
+            550, "5.7.1", f"Sender <{mail_from}> is not a mailbox of the authenticated user"
+        )
+
+
+def check_recipient(recipient: Recipient) -> None:
+    """RFC 5321 4.2.2 / RFC 3463 codes for each way a recipient can be refused."""
+    if recipient.kind == "local":
+        return
+    if recipient.kind == "unknown_local":
+        raise PolicyRejection(550, "5.1.1", f"Mailbox <{recipient.address}> does not exist")
+    if recipient.kind == "trust_space":
+        # Relay to other operators comes with the outbound queue; until then refuse clearly.
+        raise PolicyRejection(550, "5.7.1", "Relaying to other operators is not enabled on this server")
+    raise PolicyRejection(550, "5.7.1", f"Domain {domain_of(recipient.address)} is outside the health trust space")

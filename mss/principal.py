@@ -1,0 +1,51 @@
+"""Who is authenticated on a connection, and what it may act for."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+PrincipalKind = Literal["PS", "ORG", "SERV"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated party.
+
+    `identifier` is the professional's national id (idNat_PS, e.g. ``810001045367``) for a
+    ``PS`` principal, or the structure id (idNat_Struct) for ``ORG``/``SERV``. `mailboxes`
+    are the addresses (lower-case) it may send as and read: the directory decides them once,
+    at authentication, so every later check is a set lookup.
+    """
+
+    kind: PrincipalKind
+    identifier: str
+    display_name: str
+    mailboxes: frozenset[str]
+    primary: str | None = None
+    cert_sha256: str | None = None
+    mechanism: str = "EXTERNAL"
+    acting_as: str | None = field(default=None)
+
+    @property
+    def default_mailbox(self) -> str | None:
+        """The mailbox a session opens when no authorization identity was given."""
+        return self.acting_as or self.primary or (min(self.mailboxes) if self.mailboxes else None)
+
+    def may_use(self, address: str) -> bool:
+        return address.lower() in self.mailboxes
+
+    def restricted_to(self, authzid: str) -> "Principal":
+        """The same principal narrowed to one mailbox (SASL authorization identity)."""
+        address = authzid.lower()
+        if address not in self.mailboxes:
+            raise PermissionError(f"{self.identifier} may not act as {authzid}")
+        return Principal(
+            kind=self.kind,
+            identifier=self.identifier,
+            display_name=self.display_name,
+            mailboxes=frozenset({address}),
+            primary=address,
+            cert_sha256=self.cert_sha256,
+            mechanism=self.mechanism,
+            acting_as=address,
+        )

@@ -1,0 +1,412 @@
+"""Folders and messages: the only writer of `folder` and `message` rows.
+
+Everything handed to `Store` is already ciphertext (see `mss.mailboxes` and
+`mss.delivery`): the store never sees a clear message. UIDs and MODSEQs come from the
+per-folder counters, bumped in the same transaction as the rows they number
+(RFC 9051 2.3.1.1; RFC 7162 3.1).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable, Literal, Sequence
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mss.db.models import Folder, Message
+from mss.events import Events
+
+# RFC 6154 special-use folders created with every mailbox.
+DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
+    ("INBOX", None),
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+)
+
+FlagMode = Literal["add", "remove", "replace"]
+
+
+class StoreError(Exception):
+    """A request the store refuses (missing folder, name clash, ...); nothing was written."""
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    id: int
+    mailbox: str
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    special_use: str | None
+    subscribed: bool
+    exists: int = 0
+    unseen: int = 0
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    uid: int
+    modseq: int
+    flags: frozenset[str]
+    internaldate: datetime
+    size: int
+
+
+@dataclass(frozen=True)
+class OuterHeaders:
+    """The clear header fields of a stored message (what routing and threading need)."""
+
+    from_: str = ""
+    to: str = ""
+    cc: str = ""
+    subject: str = ""
+    date: str = ""
+    message_id: str = ""
+
+
+@dataclass
+class NewMessage:
+    """A ciphertext message to store in `mailbox`/`folder`."""
+
+    mailbox: str
+    folder: str
+    content: bytes
+    headers: OuterHeaders
+    flags: frozenset[str] = frozenset()
+    internaldate: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+@dataclass(frozen=True)
+class StoredRef:
+    mailbox: str
+    folder_id: int
+    uidvalidity: int
+    uid: int
+
+
+def _flags_to_text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(set(flags)))
+
+
+def _flags_from_text(text: str) -> frozenset[str]:
+    return frozenset(text.split()) if text else frozenset()
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _folder_info(f: Folder, exists: int = 0, unseen: int = 0) -> FolderInfo:
+    return FolderInfo(
+        id=f.id,
+        mailbox=f.mailbox,
+        name=f.name,
+        uidvalidity=f.uidvalidity,
+        uidnext=f.uidnext,
+        highestmodseq=f.highestmodseq,
+        special_use=f.special_use,
+        subscribed=f.subscribed,
+        exists=exists,
+        unseen=unseen,
+    )
+
+
+def canonical_folder_name(name: str) -> str:
+    """INBOX is case-insensitive (RFC 9051 5.1); other names are kept as given."""
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
+class Store:
+    def __init__(self, sessions: async_sessionmaker, events: Events | None = None) -> None:
+        self.sessions = sessions
+        self.events = events or Events()
+
+    # -- folders -------------------------------------------------------------------------
+
+    async def ensure_default_folders(self, mailbox: str) -> None:
+        async with self.sessions() as s, s.begin():
+            await self._ensure_defaults(s, mailbox.lower())
+
+    async def _ensure_defaults(self, s: AsyncSession, mailbox: str) -> None:
+        existing = set(
+            (await s.execute(select(Folder.name).where(Folder.mailbox == mailbox))).scalars()
+        )
+        for name, special in DEFAULT_FOLDERS:
+            if name not in existing:
+                s.add(self._new_folder(mailbox, name, special))
+        await s.flush()
+
+    @staticmethod
+    def _new_folder(mailbox: str, name: str, special: str | None = None) -> Folder:
+        # UIDVALIDITY must change if a name is reused (RFC 9051 2.3.1.1): microseconds do.
+        return Folder(
+            mailbox=mailbox,
+            name=name,
+            uidvalidity=int(time.time() * 1000) % 4_000_000_000 or 1,
+            uidnext=1,
+            highestmodseq=1,
+            special_use=special,
+            subscribed=True,
+        )
+
+    async def list_folders(self, mailbox: str) -> list[FolderInfo]:
+        async with self.sessions() as s:
+            rows = (
+                await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower()).order_by(Folder.name))
+            ).scalars().all()
+            if not rows:
+                async with s.begin():
+                    await self._ensure_defaults(s, mailbox.lower())
+                rows = (
+                    await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower()).order_by(Folder.name))
+                ).scalars().all()
+            return [_folder_info(f) for f in rows]
+
+    async def get_folder(self, mailbox: str, name: str) -> FolderInfo | None:
+        """The folder with its message and unseen counts, or None."""
+        name = canonical_folder_name(name)
+        async with self.sessions() as s:
+            f = (
+                await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower(), Folder.name == name))
+            ).scalar_one_or_none()
+            if f is None and name == "INBOX":
+                async with s.begin():
+                    await self._ensure_defaults(s, mailbox.lower())
+                f = (
+                    await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower(), Folder.name == name))
+                ).scalar_one_or_none()
+            if f is None:
+                return None
+            exists = (await s.execute(select(func.count()).where(Message.folder_id == f.id))).scalar_one()
+            seen = (
+                await s.execute(
+                    select(func.count()).where(Message.folder_id == f.id, Message.flags.like("%\\Seen%"))
+                )
+            ).scalar_one()
+            return _folder_info(f, exists, exists - seen)
+
+    async def create_folder(self, mailbox: str, name: str) -> FolderInfo:
+        name = canonical_folder_name(name)
+        async with self.sessions() as s, s.begin():
+            clash = (
+                await s.execute(select(Folder.id).where(Folder.mailbox == mailbox.lower(), Folder.name == name))
+            ).first()
+            if clash:
+                raise StoreError(f"folder {name} already exists")
+            f = self._new_folder(mailbox.lower(), name)
+            s.add(f)
+            await s.flush()
+            return _folder_info(f)
+
+    async def delete_folder(self, mailbox: str, name: str) -> None:
+        if canonical_folder_name(name) == "INBOX":
+            raise StoreError("INBOX cannot be deleted")
+        async with self.sessions() as s, s.begin():
+            f = (
+                await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower(), Folder.name == name))
+            ).scalar_one_or_none()
+            if f is None:
+                raise StoreError(f"no folder {name}")
+            await s.execute(delete(Message).where(Message.folder_id == f.id))
+            await s.delete(f)
+
+    async def rename_folder(self, mailbox: str, old: str, new: str) -> None:
+        if canonical_folder_name(old) == "INBOX" or canonical_folder_name(new) == "INBOX":
+            raise StoreError("renaming INBOX is not supported")
+        async with self.sessions() as s, s.begin():
+            clash = (
+                await s.execute(select(Folder.id).where(Folder.mailbox == mailbox.lower(), Folder.name == new))
+            ).first()
+            if clash:
+                raise StoreError(f"folder {new} already exists")
+            res = await s.execute(
+                update(Folder).where(Folder.mailbox == mailbox.lower(), Folder.name == old).values(name=new)
+            )
+            if res.rowcount == 0:
+                raise StoreError(f"no folder {old}")
+
+    async def set_subscribed(self, mailbox: str, name: str, subscribed: bool) -> None:
+        async with self.sessions() as s, s.begin():
+            res = await s.execute(
+                update(Folder)
+                .where(Folder.mailbox == mailbox.lower(), Folder.name == canonical_folder_name(name))
+                .values(subscribed=subscribed)
+            )
+            if res.rowcount == 0:
+                raise StoreError(f"no folder {name}")
+
+    # -- messages ------------------------------------------------------------------------
+
+    async def messages(self, folder_id: int) -> list[MessageMeta]:
+        """Every message of the folder in UID order (their sequence numbers are 1..n)."""
+        async with self.sessions() as s:
+            rows = (
+                await s.execute(
+                    select(Message.uid, Message.modseq, Message.flags, Message.internaldate, Message.size)
+                    .where(Message.folder_id == folder_id)
+                    .order_by(Message.uid)
+                )
+            ).all()
+        return [MessageMeta(u, m, _flags_from_text(fl), _aware(d), sz) for u, m, fl, d, sz in rows]
+
+    async def headers(self, folder_id: int, uids: Sequence[int]) -> dict[int, OuterHeaders]:
+        out: dict[int, OuterHeaders] = {}
+        async with self.sessions() as s:
+            for chunk in _chunks(list(uids), 500):
+                rows = await s.execute(
+                    select(
+                        Message.uid, Message.hdr_from, Message.hdr_to, Message.hdr_cc,
+                        Message.hdr_subject, Message.hdr_date, Message.hdr_message_id,
+                    ).where(Message.folder_id == folder_id, Message.uid.in_(chunk))
+                )
+                for uid, *vals in rows.all():
+                    out[uid] = OuterHeaders(*vals)
+        return out
+
+    async def content(self, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        async with self.sessions() as s:
+            for chunk in _chunks(list(uids), 200):
+                rows = await s.execute(
+                    select(Message.uid, Message.content).where(
+                        Message.folder_id == folder_id, Message.uid.in_(chunk)
+                    )
+                )
+                out.update({u: bytes(c) for u, c in rows.all()})
+        return out
+
+    async def set_flags(
+        self, folder_id: int, uids: Sequence[int], flags: Iterable[str], mode: FlagMode
+    ) -> list[MessageMeta]:
+        """Change flags; each changed message gets a new MODSEQ. Returns the new state."""
+        flags = set(flags)
+        changed: list[MessageMeta] = []
+        async with self.sessions() as s, s.begin():
+            rows = (
+                await s.execute(
+                    select(Message).where(Message.folder_id == folder_id, Message.uid.in_(list(uids))).order_by(Message.uid)
+                )
+            ).scalars().all()
+            for m in rows:
+                old = _flags_from_text(m.flags)
+                if mode == "add":
+                    new = old | flags
+                elif mode == "remove":
+                    new = old - flags
+                else:
+                    new = frozenset(flags)
+                if new != old:
+                    modseq = await self._bump(s, folder_id, uid=False)
+                    m.flags = _flags_to_text(new)
+                    m.modseq = modseq
+                changed.append(MessageMeta(m.uid, m.modseq, frozenset(new), _aware(m.internaldate), m.size))
+        if changed:
+            self.events.publish(folder_id)
+        return changed
+
+    async def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        """Remove messages flagged \\Deleted (restricted to `uids` for UID EXPUNGE)."""
+        async with self.sessions() as s, s.begin():
+            q = select(Message.uid).where(Message.folder_id == folder_id, Message.flags.like("%\\Deleted%"))
+            if uids is not None:
+                q = q.where(Message.uid.in_(list(uids)))
+            gone = sorted((await s.execute(q)).scalars().all())
+            if gone:
+                await s.execute(delete(Message).where(Message.folder_id == folder_id, Message.uid.in_(gone)))
+                await self._bump(s, folder_id, uid=False)
+        if gone:
+            self.events.publish(folder_id)
+        return gone
+
+    async def copy(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> list[tuple[int, int]]:
+        """Copy ciphertext rows as they are (RFC 4315 COPYUID pairs returned)."""
+        pairs: list[tuple[int, int]] = []
+        async with self.sessions() as s, s.begin():
+            rows = (
+                await s.execute(
+                    select(Message).where(Message.folder_id == folder_id, Message.uid.in_(list(uids))).order_by(Message.uid)
+                )
+            ).scalars().all()
+            for m in rows:
+                uid, modseq = await self._bump(s, dest_folder_id, uid=True)
+                s.add(
+                    Message(
+                        folder_id=dest_folder_id, uid=uid, modseq=modseq, flags=m.flags,
+                        internaldate=m.internaldate, size=m.size, content=m.content,
+                        hdr_from=m.hdr_from, hdr_to=m.hdr_to, hdr_cc=m.hdr_cc,
+                        hdr_subject=m.hdr_subject, hdr_date=m.hdr_date, hdr_message_id=m.hdr_message_id,
+                    )
+                )
+                pairs.append((m.uid, uid))
+        if pairs:
+            self.events.publish(dest_folder_id)
+        return pairs
+
+    async def write(self, batch: Sequence[NewMessage]) -> list[StoredRef]:
+        """Store messages in one transaction; returns once the commit is durable."""
+        refs: list[StoredRef] = []
+        async with self.sessions() as s, s.begin():
+            refs = await self._write(s, batch)
+        for folder_id in {r.folder_id for r in refs}:
+            self.events.publish(folder_id)
+        return refs
+
+    async def _write(self, s: AsyncSession, batch: Sequence[NewMessage]) -> list[StoredRef]:
+        refs = []
+        folder_cache: dict[tuple[str, str], Folder] = {}
+        for item in batch:
+            key = (item.mailbox.lower(), canonical_folder_name(item.folder))
+            f = folder_cache.get(key)
+            if f is None:
+                f = (
+                    await s.execute(select(Folder).where(Folder.mailbox == key[0], Folder.name == key[1]))
+                ).scalar_one_or_none()
+                if f is None:
+                    if key[1] not in {n for n, _ in DEFAULT_FOLDERS}:
+                        raise StoreError(f"no folder {key[1]} in {key[0]}")
+                    await self._ensure_defaults(s, key[0])
+                    f = (
+                        await s.execute(select(Folder).where(Folder.mailbox == key[0], Folder.name == key[1]))
+                    ).scalar_one()
+                folder_cache[key] = f
+            uid, modseq = await self._bump(s, f.id, uid=True)
+            h = item.headers
+            s.add(
+                Message(
+                    folder_id=f.id, uid=uid, modseq=modseq, flags=_flags_to_text(item.flags),
+                    internaldate=item.internaldate, size=len(item.content), content=item.content,
+                    hdr_from=h.from_, hdr_to=h.to, hdr_cc=h.cc, hdr_subject=h.subject,
+                    hdr_date=h.date, hdr_message_id=h.message_id,
+                )
+            )
+            refs.append(StoredRef(key[0], f.id, f.uidvalidity, uid))
+        await s.flush()
+        return refs
+
+    @staticmethod
+    async def _bump(s: AsyncSession, folder_id: int, *, uid: bool):
+        """Advance the folder's counters in this transaction (row lock on PostgreSQL)."""
+        values = {"highestmodseq": Folder.highestmodseq + 1}
+        if uid:
+            values["uidnext"] = Folder.uidnext + 1
+        row = (
+            await s.execute(
+                update(Folder)
+                .where(Folder.id == folder_id)
+                .values(**values)
+                .returning(Folder.uidnext, Folder.highestmodseq)
+                .execution_options(synchronize_session=False)
+            )
+        ).one()
+        uidnext, modseq = row
+        return (uidnext - 1, modseq) if uid else modseq
+
+
+def _chunks(items: list, n: int):
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
