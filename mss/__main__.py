@@ -1,0 +1,3 @@
+from mss.cli.main import main
+
+main()

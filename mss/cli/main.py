@@ -1,0 +1,110 @@
+"""The `mss` command: one module per command group, gathered here."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mss.config import default_config_path
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """MSS: secure health messaging server."""
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--domain", default=None, help="Mail domain of the demo (default hopital-demo.mssante.test).")
+@click.option("--base-port", type=int, default=None, help="First of six consecutive ports (0: ephemeral).")
+@click.option("--force", is_flag=True, help="Replace an existing deployment folder.")
+@click.option("--database-url", default=None, help="Database URL (default: SQLite file mss.db in DIR).")
+def demo(directory: Path, domain: str | None, base_port: int | None, force: bool, database_url: str | None) -> None:
+    """Create a complete demo deployment in DIRECTORY."""
+    from mss.demo import DEFAULT_BASE_PORT, DEFAULT_DOMAIN, DemoExists, create_demo
+
+    try:
+        doc = create_demo(
+            directory,
+            domain=domain or DEFAULT_DOMAIN,
+            base_port=DEFAULT_BASE_PORT if base_port is None else base_port,
+            force=force,
+            **({"database_url": database_url} if database_url else {}),
+        )
+    except DemoExists as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"demo deployment created in {directory}")
+    for m in doc["mailboxes"]:
+        click.echo(f"  {m['type']:3} {m['address']}")
+    click.echo(f"start it with: mss serve -c {directory / 'mss.toml'}")
+
+
+@cli.command()
+@click.option("-c", "--config", type=click.Path(path_type=Path), default=None, help="mss.toml (default $MSS_CONFIG or ./mss.toml)")
+def serve(config: Path | None) -> None:
+    """Run every listener (SMTP, IMAP, HTTP) in the foreground."""
+    from mss.serve import main as serve_main
+
+    config = config or default_config_path()
+    if not config.is_file():
+        raise click.ClickException(f"configuration file not found: {config}")
+    _print_client_help(config)
+    serve_main(config)
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("-c", "--config", type=click.Path(path_type=Path), default=None)
+def db_upgrade(config: Path | None) -> None:
+    """Apply migrations up to the newest revision."""
+    from mss.config import load_settings
+    from mss.db.engine import upgrade_sync
+
+    settings = load_settings(config)
+    upgrade_sync(settings.resolved_database_url)
+    click.echo("schema is up to date")
+
+
+def _print_client_help(config: Path) -> None:
+    demo_json = config.parent / "demo.json"
+    if not demo_json.is_file():
+        return
+    doc = json.loads(demo_json.read_text(encoding="utf-8"))
+    p = doc["ports"]
+    base = config.parent.resolve()
+    click.echo(
+        f"MSS demo for {doc['domain']}\n"
+        f"  SMTP submission 127.0.0.1:{p['submission']} (STARTTLS), 127.0.0.1:{p['submissions']} (TLS)\n"
+        f"  IMAP            127.0.0.1:{p['imap']} (STARTTLS), 127.0.0.1:{p['imaps']} (TLS)\n"
+        f"  HTTP            http://127.0.0.1:{p['http']}/health\n"
+        f"  Trust the test CA {base / doc['trust_anchors']} and authenticate with a user's certificate\n"
+        f"  (PKCS#12 files under {base / 'users'}, passwords in demo.json). See docs/thunderbird.md.",
+        err=True,
+    )
+
+
+def _register_optional_groups() -> None:
+    """Command groups that live in their own modules."""
+    for module, name in (("mss.cli.annuaire", "annuaire"),):
+        try:
+            mod = __import__(module, fromlist=[name])
+        except ImportError:
+            continue
+        cli.add_command(getattr(mod, name))
+
+
+_register_optional_groups()
+
+
+def main() -> None:
+    cli(prog_name="mss")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""`mss demo DIR`: a complete deployment for trying MSS with a real mail client.
+
+It makes a test health PKI, a server certificate, two professionals with PER mailboxes,
+an ORG mailbox they share, and an APP mailbox for practice software; then writes
+`mss.toml` and `demo.json` (the stable contract that scripts and docs rely on). Private
+keys go to the users' folders only: the server never reads them.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from annuaire.local import LocalDirectory
+from crypto.identity import luhn_check_digit
+from crypto.keys import new_password, write_pkcs12
+from crypto.pki import Issued, TestPKI
+from mss.db.engine import create_engine, sessionmaker, upgrade
+from mss.config import resolve_database_url
+from mss.store import Store
+
+DEFAULT_DOMAIN = "hopital-demo.mssante.test"
+DEFAULT_BASE_PORT = 2587
+PORT_ORDER = ("submission", "submissions", "mta", "imap", "imaps", "http")
+
+
+class DemoExists(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Professional:
+    local: str
+    surname: str
+    given_name: str
+    profession: str
+    rpps_payload: str  # 10 digits; the 11th is the Luhn check digit
+
+    @property
+    def idnat(self) -> str:
+        return "8" + self.rpps_payload + luhn_check_digit(self.rpps_payload)
+
+
+PROFESSIONALS = (
+    Professional("claire.martin", "MARTIN", "CLAIRE", "Médecin", "1000123456"),
+    Professional("paul.durand", "DURAND", "PAUL", "Infirmier", "1000765432"),
+)
+ORG_MAILBOX = "secretariat.cardiologie"
+APP_MAILBOX = "lps.cabinet"
+FINESS_PAYLOAD = "75000123"  # 8 digits + Luhn = a 9-digit FINESS
+STRUCTURE_NAME = "HOPITAL DEMO"
+
+
+def structure_id() -> str:
+    return "1" + FINESS_PAYLOAD + luhn_check_digit(FINESS_PAYLOAD)
+
+
+def _write_user(folder: Path, prefix: str, issued: Issued) -> tuple[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / f"{prefix}.crt", folder / f"{prefix}.key"
+    issued.write_pem(cert, key, with_chain=True)
+    return str(cert), str(key)
+
+
+def _config_text(domain: str, ports: dict[str, int], database_url: str) -> str:
+    lines = [
+        "# MSS demo deployment (made by `mss demo`). Paths are relative to this file.",
+        f'domain = "{domain}"',
+        f'database_url = "{database_url}"',
+        'log_file = "mss.log"',
+        "",
+        "[listen]",
+        'host = "127.0.0.1"',
+        *(f"{name} = {port}" for name, port in ports.items()),
+        "",
+        "[tls]",
+        'cert = "pki/server.crt"',
+        'key = "pki/server.key"',
+        'trust_anchors = "pki/trust-anchors.pem"',
+        "",
+        "[limits]",
+        "max_message_size = 26214400",
+        "",
+        "[delivery]",
+        'placeholder_subject = "[...]"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def create_demo(
+    directory: Path,
+    *,
+    domain: str = DEFAULT_DOMAIN,
+    base_port: int = DEFAULT_BASE_PORT,
+    force: bool = False,
+    database_url: str = "sqlite+aiosqlite:///mss.db",
+) -> dict:
+    """Create the deployment and return the `demo.json` document."""
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        if not force:
+            raise DemoExists(f"{directory} already exists and is not empty; use --force to replace it")
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    domain = domain.lower()
+    # Port 0 everywhere asks the OS for ephemeral ports (tests); otherwise consecutive.
+    ports = {name: (base_port + i if base_port else 0) for i, name in enumerate(PORT_ORDER)}
+
+    pki_dir = directory / "pki"
+    pki = TestPKI.create(pki_dir / "ca")
+    pki.write_trust_anchors(pki_dir / "trust-anchors.pem")
+    server = pki.issue_serv(["localhost", domain], structure_id(), STRUCTURE_NAME, ip_addresses=["127.0.0.1"])
+    server.write_pem(pki_dir / "server.crt", pki_dir / "server.key", with_chain=True)
+
+    users = directory / "users"
+    entries: list[dict] = []
+    certs: dict[str, object] = {}
+    for pro in PROFESSIONALS:
+        address = f"{pro.local}@{domain}"
+        folder = users / pro.local
+        auth = pki.issue_ps(pro.idnat, pro.surname, pro.given_name, pro.profession)
+        enc = pki.issue_encryption(
+            address, kind="PS", idnat=pro.idnat, surname=pro.surname, given_name=pro.given_name
+        )
+        tls_cert, tls_key = _write_user(folder, "auth", auth)
+        smime_cert, smime_key = _write_user(folder, "smime", enc)
+        password = new_password()
+        write_pkcs12(folder / "smime.p12", enc.key, enc.cert, enc.chain, password, friendly_name=address)
+        auth_password = new_password()
+        write_pkcs12(folder / "auth.p12", auth.key, auth.cert, auth.chain, auth_password, friendly_name=f"{address} (carte)")
+        certs[address] = enc.cert
+        entries.append(
+            {
+                "address": address,
+                "type": "PER",
+                "idnat": pro.idnat,
+                "name": f"{pro.given_name.title()} {pro.surname}",
+                "profession": pro.profession,
+                "tls_cert": tls_cert,
+                "tls_key": tls_key,
+                "smime_cert": smime_cert,
+                "smime_key": smime_key,
+                "p12": str(folder / "smime.p12"),
+                "p12_password": password,
+                "tls_p12": str(folder / "auth.p12"),
+                "tls_p12_password": auth_password,
+            }
+        )
+    per_addresses = [e["address"] for e in entries]
+    entries.append(
+        {
+            "address": f"{ORG_MAILBOX}@{domain}",
+            "type": "ORG",
+            "structure": structure_id(),
+            "name": "Secrétariat de cardiologie",
+            "members": per_addresses,
+        }
+    )
+    app_address = f"{APP_MAILBOX}@{domain}"
+    folder = users / APP_MAILBOX
+    org_auth = pki.issue_org(structure_id(), STRUCTURE_NAME, "LPS CABINET DEMO")
+    app_enc = pki.issue_encryption(app_address, kind="ORG", structure_id=structure_id(), organization=STRUCTURE_NAME)
+    tls_cert, tls_key = _write_user(folder, "auth", org_auth)
+    smime_cert, smime_key = _write_user(folder, "smime", app_enc)
+    password = new_password()
+    write_pkcs12(folder / "smime.p12", app_enc.key, app_enc.cert, app_enc.chain, password, friendly_name=app_address)
+    certs[app_address] = app_enc.cert
+    entries.append(
+        {
+            "address": app_address,
+            "type": "APP",
+            "structure": structure_id(),
+            "name": "Logiciel de cabinet (démo)",
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
+            "smime_cert": smime_cert,
+            "smime_key": smime_key,
+            "p12": str(folder / "smime.p12"),
+            "p12_password": password,
+        }
+    )
+
+    (directory / "mss.toml").write_text(_config_text(domain, ports, database_url), encoding="utf-8")
+    asyncio.run(_load_directory(resolve_database_url(database_url, directory), entries, certs))
+
+    # demo.json paths are relative to the deployment folder.
+    for e in entries:
+        for k in ("tls_cert", "tls_key", "smime_cert", "smime_key", "p12", "tls_p12"):
+            if k in e:
+                e[k] = str(Path(e[k]).relative_to(directory))
+    doc = {
+        "domain": domain,
+        "config": "mss.toml",
+        "ports": ports,
+        "trust_anchors": "pki/trust-anchors.pem",
+        "mailboxes": entries,
+    }
+    (directory / "demo.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return doc
+
+
+async def _load_directory(url: str, entries: list[dict], certs: dict) -> None:
+    await upgrade(url)
+    engine: AsyncEngine = create_engine(url)
+    try:
+        sessions = sessionmaker(engine)
+        async with sessions() as s, s.begin():
+            d = LocalDirectory(s)
+            for e in entries:
+                await d.add_mailbox(
+                    e["address"],
+                    e["type"],
+                    idnat=e.get("idnat"),
+                    structure_id=e.get("structure"),
+                    display_name=e.get("name", ""),
+                    members=e.get("members", ()),
+                )
+                if e["address"] in certs:
+                    await d.add_certificate(e["address"], certs[e["address"]])
+        store = Store(sessions)
+        for e in entries:
+            await store.ensure_default_folders(e["address"])
+    finally:
+        await engine.dispose()
