@@ -112,4 +112,8 @@ def load_settings(path: Path | str | None = None) -> Settings:
     with path.open("rb") as fh:
         data = tomllib.load(fh)
     data.setdefault("base_dir", str(path.resolve().parent))
-    return Settings.model_validate(data)
+    settings = Settings.model_validate(data)
+    # Containers bind every interface without editing the deployment's file.
+    if os.environ.get("MSS_LISTEN_HOST"):
+        settings.listen.host = os.environ["MSS_LISTEN_HOST"]
+    return settings

@@ -1,0 +1,117 @@
+"""End to end: send with smtplib and a health-PKI certificate, find the message stored
+encrypted, and open it with `openssl cms` and the recipient's key only."""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from email import message_from_bytes
+from email.policy import compat32
+
+import pytest
+
+from mail import build_message, find_stored, openssl_decrypt, smtp_submission
+from support import stored_messages
+
+
+def _split(raw: bytes) -> tuple[list[bytes], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head.split(b"\r\n"), body
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit-tls"])
+def test_sent_message_is_stored_encrypted_and_openssl_decrypts_it(server, deployment, implicit, tmp_path):
+    claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
+    canary = f"CANARY-{uuid.uuid4().hex}"
+    raw, msgid = build_message(claire["address"], [paul["address"]], f"Résultats {canary}", f"Bonjour,\nvoici {canary}.\n")
+    with smtp_submission(server, claire, implicit=implicit) as smtp:
+        refused = smtp.sendmail(claire["address"], [paul["address"]], raw)
+    assert refused == {}
+
+    stored = find_stored(asyncio.run(stored_messages(deployment, paul["address"])), msgid)
+    assert canary.encode() not in stored
+    outer = message_from_bytes(stored, policy=compat32)
+    assert outer.get_content_type() == "application/pkcs7-mime"
+    assert outer["Subject"] == "[...]"
+    assert outer["Message-ID"] == msgid
+
+    inner = openssl_decrypt(deployment, paul, stored, tmp_path)
+    inner_lines, inner_body = _split(inner.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    orig_lines, orig_body = _split(raw)
+    assert inner_body.rstrip(b"\r\n") == orig_body.rstrip(b"\r\n")
+    for line in orig_lines:
+        if line.lower().startswith(b"content-type:"):
+            ct = [ln for ln in inner_lines if ln.lower().startswith(b"content-type:")]
+            assert ct and ct[0].startswith(line), (line, ct)
+            assert b'hp="cipher"' in inner
+        else:
+            assert line in inner_lines, line
+    assert b"HP-Outer: Subject: [...]" in inner
+
+    # The sender's key cannot open the recipient's copy.
+    with pytest.raises(subprocess.CalledProcessError):
+        openssl_decrypt(deployment, claire, stored, tmp_path)
+
+
+def test_org_mailbox_is_encrypted_to_every_member(server, deployment, tmp_path):
+    claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
+    org = deployment.mailbox("ORG")
+    raw, msgid = build_message(claire["address"], [org["address"]], "Pour le secrétariat", "Merci.\n")
+    with smtp_submission(server, claire) as smtp:
+        assert smtp.sendmail(claire["address"], [org["address"]], raw) == {}
+    stored = find_stored(asyncio.run(stored_messages(deployment, org["address"])), msgid)
+    for member in (claire, paul):
+        assert b"Merci." in openssl_decrypt(deployment, member, stored, tmp_path)
+
+
+def test_practice_software_keeps_an_encrypted_sent_copy(server, deployment, tmp_path):
+    app, claire = deployment.mailbox("APP"), deployment.mailbox("PER", 0)
+    canary = f"CANARY-{uuid.uuid4().hex}"
+    raw, msgid = build_message(app["address"], [claire["address"]], canary, canary, extra="X-MSS-NIL: demo-lps/1.0\r\n")
+    with smtp_submission(server, app, implicit=True) as smtp:
+        assert smtp.sendmail(app["address"], [claire["address"]], raw) == {}
+    sent = find_stored(asyncio.run(stored_messages(deployment, app["address"], "Sent")), msgid)
+    assert canary.encode() not in sent
+    assert canary.encode() in openssl_decrypt(deployment, app, sent, tmp_path)
+    inbox = find_stored(asyncio.run(stored_messages(deployment, claire["address"])), msgid)
+    assert canary.encode() in openssl_decrypt(deployment, claire, inbox, tmp_path)
+
+
+def test_a_professional_has_no_sent_copy_by_default(server, deployment):
+    claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
+    raw, msgid = build_message(claire["address"], [paul["address"]], "no copy", "x\n")
+    with smtp_submission(server, claire) as smtp:
+        smtp.sendmail(claire["address"], [paul["address"]], raw)
+    sent = asyncio.run(stored_messages(deployment, claire["address"], "Sent"))
+    assert not [m for m in sent if msgid.encode() in m]
+
+
+def test_canary_appears_in_no_byte_the_server_wrote(server, deployment):
+    """DESIGN.md "Proof": subject and body never reach the database, the WAL or a log."""
+    claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
+    org, app = deployment.mailbox("ORG"), deployment.mailbox("APP")
+    canary = f"CANARY-{uuid.uuid4().hex}"
+    raw, _ = build_message(claire["address"], [paul["address"], org["address"]], f"Sujet {canary}", f"Corps {canary}\n")
+    with smtp_submission(server, claire) as smtp:
+        smtp.sendmail(claire["address"], [paul["address"], org["address"]], raw)
+    raw2, _ = build_message(app["address"], [claire["address"]], f"LPS {canary}", f"LPS {canary}\n")
+    with smtp_submission(server, app, implicit=True) as smtp:
+        smtp.sendmail(app["address"], [claire["address"]], raw2)
+
+    needle = canary.encode()
+    scanned = 0
+    for path in deployment.directory.rglob("*"):
+        if path.is_file():
+            scanned += 1
+            assert needle not in path.read_bytes(), f"canary found in {path}"
+    assert scanned > 5
+    assert list(deployment.directory.glob("mss.db*")) or deployment.backend == "postgresql"
+    if deployment.backend == "postgresql":
+        dbname = deployment.database_url.rsplit("/", 1)[1]
+        dump = subprocess.run(
+            ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "--data-only", dbname],
+            capture_output=True, check=True,
+        ).stdout
+        assert b"[...]" in dump  # the outer placeholder subject is there, in clear
+        assert needle not in dump
+        assert needle.hex().encode() not in dump  # bytea columns are dumped as hex

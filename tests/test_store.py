@@ -1,0 +1,104 @@
+"""The store on each backend: UIDs, MODSEQs, flags, expunge, and group commit."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mss.db.engine import create_engine, sessionmaker, upgrade
+from mss.delivery import GroupCommitter
+from mss.store import NewMessage, OuterHeaders, Store, StoreError
+from support import create_pg_database, drop_pg_database
+
+
+@pytest.fixture
+async def store(backend, tmp_path):
+    pg_name = None
+    if backend == "postgresql":
+        pg_name, url = await asyncio.to_thread(create_pg_database)
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    await upgrade(url)
+    engine = create_engine(url)
+    yield Store(sessionmaker(engine))
+    await engine.dispose()
+    if pg_name:
+        await asyncio.to_thread(drop_pg_database, pg_name)
+
+
+def item(mailbox: str, n: int, folder: str = "INBOX") -> NewMessage:
+    return NewMessage(mailbox=mailbox, folder=folder, content=b"ciphertext-%d" % n, headers=OuterHeaders(subject="[...]"))
+
+
+async def test_uids_are_consecutive_and_counters_advance(store: Store):
+    refs = await store.write([item("a@x.test", i) for i in range(3)])
+    assert [r.uid for r in refs] == [1, 2, 3]
+    info = await store.get_folder("a@x.test", "inbox")
+    assert info.name == "INBOX" and info.exists == 3 and info.uidnext == 4 and info.unseen == 3
+    more = await store.write([item("a@x.test", 9)])
+    assert more[0].uid == 4 and more[0].uidvalidity == refs[0].uidvalidity
+    metas = await store.messages(info.id)
+    assert [m.uid for m in metas] == [1, 2, 3, 4]
+    assert len({m.modseq for m in metas}) == 4
+
+
+async def test_flags_bump_modseq_and_expunge_removes_only_deleted(store: Store):
+    refs = await store.write([item("b@x.test", i) for i in range(3)])
+    fid = refs[0].folder_id
+    before = {m.uid: m.modseq for m in await store.messages(fid)}
+    changed = await store.set_flags(fid, [1, 2], {"\\Seen", "\\Deleted"}, "add")
+    assert all("\\Deleted" in m.flags for m in changed)
+    assert all(m.modseq > before[m.uid] for m in changed)
+    await store.set_flags(fid, [2], {"\\Deleted"}, "remove")
+    assert await store.expunge(fid) == [1]
+    assert [m.uid for m in await store.messages(fid)] == [2, 3]
+    assert (await store.get_folder("b@x.test", "INBOX")).unseen == 1
+
+
+async def test_folders_are_per_mailbox_and_inbox_cannot_be_deleted(store: Store):
+    await store.ensure_default_folders("c@x.test")
+    names = {f.name for f in await store.list_folders("c@x.test")}
+    assert {"INBOX", "Sent", "Drafts", "Trash"} <= names
+    await store.create_folder("c@x.test", "Patients/2026")
+    with pytest.raises(StoreError):
+        await store.create_folder("c@x.test", "Patients/2026")
+    with pytest.raises(StoreError):
+        await store.delete_folder("c@x.test", "INBOX")
+    assert await store.get_folder("d@x.test", "Patients/2026") is None
+    with pytest.raises(StoreError):
+        await store.write([item("c@x.test", 1, folder="Nope")])
+
+
+async def test_group_commit_batches_concurrent_writers(store: Store):
+    gc = GroupCommitter(store, max_batch=64, wait_ms=5)
+    gc.start()
+    calls = 0
+    real = store.write
+
+    async def counting(batch):
+        nonlocal calls
+        calls += 1
+        return await real(batch)
+
+    store.write = counting
+    try:
+        results = await asyncio.gather(*(gc.write([item("e@x.test", i)]) for i in range(40)))
+    finally:
+        await gc.stop()
+        store.write = real
+    uids = sorted(r[0].uid for r in results)
+    assert uids == list(range(1, 41))
+    assert calls < 40  # several sessions shared a transaction
+
+
+async def test_group_commit_isolates_a_failing_message(store: Store):
+    gc = GroupCommitter(store, max_batch=64, wait_ms=5)
+    gc.start()
+    try:
+        good = [gc.write([item("f@x.test", i)]) for i in range(3)]
+        bad = gc.write([item("f@x.test", 99, folder="Missing")])
+        results = await asyncio.gather(*good, bad, return_exceptions=True)
+    finally:
+        await gc.stop()
+    assert isinstance(results[-1], StoreError)
+    assert sorted(r[0].uid for r in results[:-1]) == [1, 2, 3]
