@@ -1,0 +1,410 @@
+"""In-process validation of health PKI certificates: chain, validity, usage, key size, revocation.
+
+Python 3.11's ``ssl`` checks the chain at the handshake but gives neither a verify callback nor
+the verified chain, so policy (which EKU, revocation, identity) and a *readable reason* have to be
+computed again here. The checks run in a fixed order so the reason is the most useful one:
+
+1. path building to one of the configured roots only (RFC 5280 §6.1; never the system store);
+   self-signed certificates sent by the peer are never anchors -> "untrusted" /
+   "missing_intermediate";
+2. key size on every certificate of the path (RSA >= 2048, the IGC-Santé floor) -> "weak_key";
+3. validity window of every certificate (§4.1.2.5) -> "expired" / "not_yet_valid";
+4. CA constraints of issuers: basicConstraints cA, pathLenConstraint, keyCertSign (§4.2.1.9,
+   §4.2.1.3) -> "untrusted";
+5. key usage / extended key usage of the leaf for the intended use (§4.2.1.3, §4.2.1.12,
+   RFC 8550 §4.4) -> "wrong_usage";
+6. revocation against loaded CRLs (§5, §6.3) -> "revoked" / "crl_stale";
+7. a second, independent verification by ``cryptography.x509.verification`` (signatures,
+   encodings, chain rules) as defence in depth -> "untrusted".
+
+The reason codes go to the operator's log; the wire gets a generic message (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+from cryptography.x509 import verification as xv
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+__all__ = ["CertificateRejected", "CertificateValidator", "TrustAnchors", "Usage", "load_certificates"]
+
+log = logging.getLogger(__name__)
+
+Usage = Literal["client", "server", "email"]
+MIN_RSA_BITS = 2048
+MAX_CHAIN_DEPTH = 6
+
+REASONS = frozenset(
+    {
+        "no_certificate",
+        "malformed",
+        "untrusted",
+        "missing_intermediate",
+        "expired",
+        "not_yet_valid",
+        "wrong_usage",
+        "revoked",
+        "crl_stale",
+        "weak_key",
+    }
+)
+
+
+class CertificateRejected(Exception):
+    """A certificate failed validation. ``reason`` is one of ``REASONS``; str() has the detail."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """PEM bundle or a single DER certificate."""
+    if b"-----BEGIN" in data:
+        return x509.load_pem_x509_certificates(data)
+    return [x509.load_der_x509_certificate(data)]
+
+
+def _is_self_issued(cert: x509.Certificate) -> bool:
+    if cert.subject != cert.issuer:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+@dataclass
+class TrustAnchors:
+    """The health PKI's CAs, loaded from one explicit PEM bundle (never the system's CAs).
+
+    ``path`` is kept because the same file is the ``cafile`` of the TLS contexts, so that the
+    handshake and this module trust exactly the same set.
+    """
+
+    roots: list[x509.Certificate]
+    intermediates: list[x509.Certificate]
+    path: Path
+
+    @classmethod
+    def load(cls, path: Path) -> TrustAnchors:
+        path = Path(path)
+        try:
+            certs = x509.load_pem_x509_certificates(path.read_bytes())
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a PEM certificate bundle: {exc}") from exc
+        roots = [c for c in certs if _is_self_issued(c)]
+        inters = [c for c in certs if not _is_self_issued(c)]
+        if not roots:
+            raise ValueError(f"{path}: no self-signed root certificate in the trust bundle")
+        return cls(roots=roots, intermediates=inters, path=path)
+
+    @property
+    def all(self) -> list[x509.Certificate]:
+        return [*self.roots, *self.intermediates]
+
+
+# ---------------------------------------------------------------------------------------------
+# Usage profiles
+# ---------------------------------------------------------------------------------------------
+
+_EKU_FOR: dict[str, x509.ObjectIdentifier] = {
+    "client": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "server": ExtendedKeyUsageOID.SERVER_AUTH,
+    "email": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+}
+
+
+def _check_usage(cert: x509.Certificate, usage: Usage) -> None:
+    exts = cert.extensions
+    try:
+        bc = exts.get_extension_for_class(x509.BasicConstraints).value
+        if bc.ca:
+            raise CertificateRejected("wrong_usage", "a CA certificate cannot be an end entity")
+    except x509.ExtensionNotFound:
+        pass
+    want = _EKU_FOR[usage]
+    try:
+        eku = exts.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        # RFC 5280 §4.2.1.12 allows "no EKU = any use"; the health PKI always sets one, and an
+        # unconstrained certificate is not something we want to accept for a precise purpose.
+        raise CertificateRejected("wrong_usage", "no extendedKeyUsage extension") from None
+    if want not in eku and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku:
+        raise CertificateRejected("wrong_usage", f"extendedKeyUsage lacks {want._name}")
+    try:
+        ku = exts.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        ku = None
+    if usage == "email":
+        # Stored mail is encrypted with RSA key transport: keyEncipherment (RFC 8550 §4.4.2).
+        if ku is None or not ku.key_encipherment:
+            raise CertificateRejected("wrong_usage", "keyUsage lacks keyEncipherment")
+    elif ku is not None and not (ku.digital_signature or ku.key_encipherment or ku.key_agreement):
+        # TLS authentication needs a signing (or, for RSA key exchange, encipherment) key.
+        raise CertificateRejected("wrong_usage", "keyUsage does not allow TLS authentication")
+
+
+def _check_key(cert: x509.Certificate) -> None:
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CertificateRejected("malformed", f"unreadable public key: {exc}") from exc
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        raise CertificateRejected("weak_key", f"RSA-{key.key_size} < {MIN_RSA_BITS} in {_name(cert)}")
+    if isinstance(key, dsa.DSAPublicKey):
+        raise CertificateRejected("weak_key", f"DSA key in {_name(cert)}")
+
+
+def _name(cert: x509.Certificate) -> str:
+    try:
+        return cert.subject.rfc4514_string()
+    except ValueError:
+        return "<undecodable subject>"
+
+
+# ---------------------------------------------------------------------------------------------
+# CRLs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _LoadedCRL:
+    path: Path
+    crl: x509.CertificateRevocationList
+
+
+def _load_crl(path: Path) -> x509.CertificateRevocationList:
+    data = Path(path).read_bytes()
+    if b"-----BEGIN X509 CRL" in data:
+        return x509.load_pem_x509_crl(data)
+    return x509.load_der_x509_crl(data)
+
+
+class CertificateValidator:
+    """Validates leaf certificates against ``anchors`` and a set of CRL files.
+
+    Thread-safe for concurrent ``validate`` calls; ``reload_crls`` swaps the CRL set atomically,
+    so a refresh never exposes a half-loaded state.
+    """
+
+    def __init__(
+        self,
+        anchors: TrustAnchors,
+        crl_files: Sequence[Path] = (),
+        *,
+        crl_max_age: timedelta | None = None,
+        fail_closed_on_stale_crl: bool = True,
+    ) -> None:
+        self.anchors = anchors
+        self.crl_files = [Path(p) for p in crl_files]
+        self.crl_max_age = crl_max_age
+        self.fail_closed_on_stale_crl = fail_closed_on_stale_crl
+        self._crls: list[_LoadedCRL] = []
+        self._lock = threading.Lock()
+        self.reload_crls()
+
+    # ------------------------------------------------------------------ CRLs
+
+    def reload_crls(self) -> None:
+        """Re-read every CRL file. A file that cannot be read or parsed raises and keeps the
+        previous set: configuration errors must be loud, never "no CRL = nothing revoked"."""
+        loaded = []
+        for path in self.crl_files:
+            try:
+                loaded.append(_LoadedCRL(path, _load_crl(path)))
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"cannot load CRL {path}: {exc}") from exc
+        with self._lock:
+            self._crls = loaded
+
+    def _crls_for(self, issuer: x509.Certificate) -> list[x509.CertificateRevocationList]:
+        with self._lock:
+            crls = list(self._crls)
+        out = []
+        for item in crls:
+            crl = item.crl
+            if crl.issuer != issuer.subject:
+                continue
+            # A CRL only counts when signed by the issuer's key (RFC 5280 §6.3.3 (f)-(g)).
+            if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                log.warning("CRL %s: signature does not match %s, ignored", item.path, _name(issuer))
+                continue
+            out.append(crl)
+        return out
+
+    def _check_revocation(self, path: list[x509.Certificate], at: datetime) -> None:
+        if not self.crl_files:
+            return
+        # Every certificate but the root: leaf against its CA's CRL, intermediates against the
+        # root's CRL when one is loaded.
+        for index, (cert, issuer) in enumerate(zip(path, path[1:])):
+            crls = self._crls_for(issuer)
+            if not crls:
+                if index == 0:
+                    # CRLs are configured but none covers the leaf's CA: status unknown.
+                    msg = f"no CRL loaded for {_name(issuer)}"
+                    if self.fail_closed_on_stale_crl:
+                        raise CertificateRejected("crl_stale", msg)
+                    log.warning("%s; accepting (fail-open configured)", msg)
+                continue
+            fresh = []
+            for crl in crls:
+                stale = crl.next_update_utc is not None and crl.next_update_utc < at
+                if self.crl_max_age is not None and crl.last_update_utc < at - self.crl_max_age:
+                    stale = True
+                if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+                    # A revocation listed even in an old CRL is still a revocation.
+                    raise CertificateRejected("revoked", f"serial {cert.serial_number:x} of {_name(cert)}")
+                if not stale:
+                    fresh.append(crl)
+            if not fresh:
+                msg = f"CRL of {_name(issuer)} is past its nextUpdate or max age"
+                if self.fail_closed_on_stale_crl:
+                    raise CertificateRejected("crl_stale", msg)
+                log.warning("%s; accepting (fail-open configured)", msg)
+
+    # ------------------------------------------------------------------ chain
+
+    def _build_path(self, leaf: x509.Certificate, chain: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+        """leaf -> ... -> configured root, by issuer name + signature (RFC 5280 §6.1)."""
+        roots = self.anchors.roots
+        candidates = [c for c in chain if c != leaf] + self.anchors.intermediates
+        path = [leaf]
+        current = leaf
+        while True:
+            if any(current == root for root in roots):
+                return path  # the leaf itself is an anchor (only sensible for tests)
+            if _is_self_issued(current):
+                # A peer-supplied root is never an anchor, whatever its name.
+                raise CertificateRejected("untrusted", f"self-signed {_name(current)} is not a trust anchor")
+            name_match = False
+            issuer_found: x509.Certificate | None = None
+            for cand in [*roots, *candidates]:
+                if cand.subject != current.issuer or cand == current:
+                    continue
+                name_match = True
+                try:
+                    current.verify_directly_issued_by(cand)
+                except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+                    continue
+                issuer_found = cand
+                break
+            if issuer_found is None:
+                if name_match:
+                    # A CA of that name exists but did not sign this: another PKI, or a forgery.
+                    raise CertificateRejected("untrusted", f"signature of {_name(current)} matches no known CA")
+                raise CertificateRejected(
+                    "missing_intermediate", f"no certificate for issuer {current.issuer.rfc4514_string()}"
+                )
+            if any(issuer_found == c for c in path):
+                raise CertificateRejected("untrusted", "certificate loop in chain")
+            path.append(issuer_found)
+            if any(issuer_found == r for r in roots):
+                return path
+            if len(path) > MAX_CHAIN_DEPTH:
+                raise CertificateRejected("untrusted", "chain too long")
+            current = issuer_found
+
+    @staticmethod
+    def _check_ca_constraints(path: list[x509.Certificate]) -> None:
+        # path[1:] are issuers; pathLen counts the non-self-issued CAs below each one (§4.2.1.9).
+        for depth, ca in enumerate(path[1:]):
+            try:
+                bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+            except x509.ExtensionNotFound:
+                raise CertificateRejected("untrusted", f"{_name(ca)} is not a CA (no basicConstraints)") from None
+            if not bc.ca:
+                raise CertificateRejected("untrusted", f"{_name(ca)} is not a CA")
+            if bc.path_length is not None and depth > bc.path_length:
+                raise CertificateRejected("untrusted", f"pathLenConstraint of {_name(ca)} exceeded")
+            try:
+                ku = ca.extensions.get_extension_for_class(x509.KeyUsage).value
+                if not ku.key_cert_sign:
+                    raise CertificateRejected("untrusted", f"{_name(ca)} lacks keyCertSign")
+            except x509.ExtensionNotFound:
+                pass
+
+    @staticmethod
+    def _check_validity(path: list[x509.Certificate], at: datetime) -> None:
+        for cert in path:
+            if at < cert.not_valid_before_utc:
+                raise CertificateRejected("not_yet_valid", f"{_name(cert)} valid from {cert.not_valid_before_utc}")
+            if at > cert.not_valid_after_utc:
+                raise CertificateRejected("expired", f"{_name(cert)} expired {cert.not_valid_after_utc}")
+
+    def _second_opinion(self, path: list[x509.Certificate], at: datetime) -> None:
+        """Independent check by cryptography's Rust verifier (signatures, DER rules, chaining).
+
+        Extension policies are relaxed to "anything but basicConstraints on CAs": the health PKI
+        is not the Web PKI (PS certificates have no SAN), and usage was checked above.
+        """
+        ca_policy = xv.ExtensionPolicy.permit_all().require_present(
+            x509.BasicConstraints, xv.Criticality.AGNOSTIC, None
+        )
+        builder = (
+            xv.PolicyBuilder()
+            .store(xv.Store(self.anchors.roots))
+            .time(at)
+            .max_chain_depth(MAX_CHAIN_DEPTH)
+            .extension_policies(ca_policy=ca_policy, ee_policy=xv.ExtensionPolicy.permit_all())
+        )
+        try:
+            builder.build_client_verifier().verify(path[0], path[1:-1] if len(path) > 1 else [])
+        except xv.VerificationError as exc:
+            raise CertificateRejected("untrusted", f"verifier: {exc}") from exc
+
+    # ------------------------------------------------------------------ entry point
+
+    def validate(
+        self,
+        leaf: x509.Certificate | bytes | None,
+        *,
+        usage: Usage = "client",
+        chain: Sequence[x509.Certificate] = (),
+        at: datetime | None = None,
+    ) -> x509.Certificate:
+        """Return the leaf when it is acceptable for ``usage`` at ``at``; raise CertificateRejected.
+
+        ``leaf`` may be DER bytes (what ``SSLObject.getpeercert(binary_form=True)`` returns).
+        """
+        if usage not in _EKU_FOR:
+            raise ValueError(f"unknown usage {usage!r}")
+        if leaf is None or (isinstance(leaf, (bytes, bytearray)) and not leaf):
+            raise CertificateRejected("no_certificate", "no certificate presented")
+        if isinstance(leaf, (bytes, bytearray, memoryview)):
+            try:
+                leaf = x509.load_der_x509_certificate(bytes(leaf))
+            except ValueError as exc:
+                raise CertificateRejected("malformed", f"not a DER certificate: {exc}") from exc
+        at = at or datetime.now(timezone.utc)
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=timezone.utc)
+        try:
+            path = self._build_path(leaf, chain)
+            for cert in path:
+                _check_key(cert)
+            self._check_validity(path, at)
+            self._check_ca_constraints(path)
+            _check_usage(leaf, usage)
+            self._check_revocation(path, at)
+            self._second_opinion(path, at)
+        except CertificateRejected:
+            raise
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            # Undecodable extensions and the like surface lazily from cryptography.
+            raise CertificateRejected("malformed", str(exc)) from exc
+        return leaf
