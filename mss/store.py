@@ -160,8 +160,9 @@ class Store:
                 await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower()).order_by(Folder.name))
             ).scalars().all()
             if not rows:
-                async with s.begin():
-                    await self._ensure_defaults(s, mailbox.lower())
+                # The SELECT above already began a transaction (autobegin): finish it here.
+                await self._ensure_defaults(s, mailbox.lower())
+                await s.commit()
                 rows = (
                     await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower()).order_by(Folder.name))
                 ).scalars().all()
@@ -175,8 +176,8 @@ class Store:
                 await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower(), Folder.name == name))
             ).scalar_one_or_none()
             if f is None and name == "INBOX":
-                async with s.begin():
-                    await self._ensure_defaults(s, mailbox.lower())
+                await self._ensure_defaults(s, mailbox.lower())
+                await s.commit()
                 f = (
                     await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower(), Folder.name == name))
                 ).scalar_one_or_none()

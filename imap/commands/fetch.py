@@ -1,0 +1,124 @@
+"""FETCH and UID FETCH (RFC 9051 6.4.5, 7.5.2).
+
+Message data is the stored S/MIME message as it is: ENVELOPE and BODYSTRUCTURE come from
+its clear outer headers and MIME structure; BODY[] returns the exact stored bytes, which
+the client decrypts with the mailbox key.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from imap import mime
+from imap.protocol.commands import Command, FetchAtt
+from imap.protocol.response import Atom, Data, Literal, Response, bad, ok
+from imap.view import flag_list
+
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+_NEEDS_CONTENT = {"ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
+_SETS_SEEN = {"RFC822", "RFC822.TEXT"}
+_CHUNK = 50  # messages whose content is held in memory at once
+
+
+def internaldate(dt: datetime) -> str:
+    """`date-time` (RFC 9051 9): "dd-Mon-yyyy hh:mm:ss +zzzz"."""
+    dt = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    off = dt.utcoffset()
+    minutes = int(off.total_seconds() // 60) if off else 0
+    sign = "+" if minutes >= 0 else "-"
+    minutes = abs(minutes)
+    return (
+        f"{dt.day:02d}-{_MONTHS[dt.month - 1]}-{dt.year:04d} {dt.hour:02d}:{dt.minute:02d}:{dt.second:02d} "
+        f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
+    )
+
+
+def _sets_seen(att: FetchAtt) -> bool:
+    return att.name in _SETS_SEEN or (att.name == "BODY" and att.section is not None)
+
+
+def _needs_content(att: FetchAtt) -> bool:
+    return att.name in _NEEDS_CONTENT or att.section is not None
+
+
+async def fetch(session, cmd: Command) -> list[Response]:
+    view = session.view
+    if not cmd.uid and view.seq_out_of_range(cmd["set"]):
+        return [bad(cmd.tag, "Invalid message sequence number")]
+    atts: list[FetchAtt] = list(cmd["atts"])
+    if cmd.uid and not any(a.name == "UID" for a in atts):
+        atts.insert(0, FetchAtt("UID"))  # RFC 9051 6.4.9: UID FETCH always returns UID
+    targets = view.resolve(cmd["set"], cmd.uid)
+    store = session.core.store
+    metas = {m.uid: m for m in await store.messages(view.id)}
+    targets = [(s, u) for s, u in targets if u in metas]  # expunged, not yet announced
+
+    # RFC 9051 6.4.5: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \Seen.
+    if not view.readonly and any(_sets_seen(a) for a in atts):
+        unseen = [u for _, u in targets if "\\Seen" not in metas[u].flags]
+        if unseen:
+            for m in await store.set_flags(view.id, unseen, {"\\Seen"}, "add"):
+                metas[m.uid] = m
+            flags_changed = set(unseen)
+        else:
+            flags_changed = set()
+    else:
+        flags_changed = set()
+    if flags_changed and not any(a.name == "FLAGS" for a in atts):
+        atts.append(FetchAtt("FLAGS"))  # tell the client of the implicit \Seen
+    view.note_flags([metas[u] for _, u in targets])
+
+    out: list[Response] = []
+    want_content = any(_needs_content(a) for a in atts)
+    for i in range(0, len(targets), _CHUNK):
+        chunk = targets[i : i + _CHUNK]
+        contents = await store.content(view.id, [u for _, u in chunk]) if want_content else {}
+        for seq, uid in chunk:
+            raw = contents.get(uid)
+            if want_content and raw is None:
+                continue
+            part = mime.parse(raw) if raw is not None else None
+            out.append(Data(seq, Atom("FETCH"), _items(atts, metas[uid], raw, part)))
+    out.append(ok(cmd.tag, f"{cmd.full_name} completed"))
+    return out
+
+
+def _items(atts: list[FetchAtt], meta, raw: bytes | None, part) -> list:  # noqa: ANN001
+    items: list = []
+    for att in atts:
+        name = att.name
+        if att.section is not None:
+            try:
+                data = mime.section_bytes(part, att.section)
+            except mime.SectionError:
+                data = b""
+            value: object = Literal(mime.partial(data, att.partial))
+            items += [Atom(att.response_name()), value]
+        elif name == "UID":
+            items += [Atom("UID"), meta.uid]
+        elif name == "FLAGS":
+            items += [Atom("FLAGS"), flag_list(meta.flags)]
+        elif name == "INTERNALDATE":
+            items += [Atom("INTERNALDATE"), internaldate(meta.internaldate)]
+        elif name == "RFC822.SIZE":
+            items += [Atom("RFC822.SIZE"), meta.size]
+        elif name == "ENVELOPE":
+            items += [Atom("ENVELOPE"), mime.envelope(part)]
+        elif name == "BODYSTRUCTURE":
+            items += [Atom("BODYSTRUCTURE"), mime.bodystructure(part, extended=True)]
+        elif name == "BODY":
+            items += [Atom("BODY"), mime.bodystructure(part, extended=False)]
+        elif name == "RFC822":
+            items += [Atom("RFC822"), Literal(raw)]
+        elif name == "RFC822.HEADER":
+            items += [Atom("RFC822.HEADER"), Literal(part.header)]
+        elif name == "RFC822.TEXT":
+            items += [Atom("RFC822.TEXT"), Literal(part.body)]
+    # Items asked for twice are sent once.
+    seen: set = set()
+    dedup: list = []
+    for k, v in zip(items[::2], items[1::2]):
+        if k in seen:
+            continue
+        seen.add(k)
+        dedup += [k, v]
+    return dedup

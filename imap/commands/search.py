@@ -1,0 +1,147 @@
+"""SEARCH and UID SEARCH (RFC 9051 6.4.4).
+
+Messages are stored encrypted, so only what is clear can be searched: flags, sizes,
+dates, and the outer header fields kept beside the ciphertext (From, To, Cc, Subject,
+Date, Message-ID; Subject is the placeholder unless the operator keeps it). Other header
+fields are read from the stored outer header block. `BODY` never matches (the body is
+ciphertext) and `TEXT` matches the outer header fields only: clients that need full-text
+search do it on their side after decryption.
+"""
+from __future__ import annotations
+
+from datetime import date, timezone
+from email.header import decode_header, make_header
+from email.utils import parsedate_to_datetime
+
+from imap import mime
+from imap.protocol.commands import Command
+from imap.protocol.response import Atom, Data, Response, no, ok
+
+_OUTER = {"FROM": "from_", "TO": "to", "CC": "cc", "SUBJECT": "subject", "DATE": "date", "MESSAGE-ID": "message_id"}
+
+
+def _walk(key: tuple):
+    yield key
+    if key[0] == "AND":
+        for k in key[1]:
+            yield from _walk(k)
+    elif key[0] == "OR":
+        yield from _walk(key[1])
+        yield from _walk(key[2])
+    elif key[0] == "NOT":
+        yield from _walk(key[1])
+
+
+def decoded(value: str) -> str:
+    """A header value as a person reads it: raw UTF-8 (RFC 6532) and RFC 2047 words decoded,
+    so that SEARCH SUBJECT "résultats" finds it whichever way it was written."""
+    if any("\udc80" <= ch <= "\udcff" for ch in value):
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if "=?" in value:
+        try:
+            value = str(make_header(decode_header(value)))
+        except (ValueError, LookupError, UnicodeError):
+            pass
+    return value
+
+
+def _sent_date(value: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).date()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+class _Candidate:
+    def __init__(self, seq: int, meta, headers, content_loader) -> None:  # noqa: ANN001
+        self.seq = seq
+        self.meta = meta
+        self.headers = headers
+        self._load = content_loader
+        self._part = None
+
+    def header(self, name: str) -> str:
+        attr = _OUTER.get(name)
+        if attr is not None and self.headers is not None:
+            return getattr(self.headers, attr) or ""
+        if self._part is None:
+            self._part = self._load(self.meta.uid)
+        if self._part is None:
+            return ""
+        values = self._part._fields.get_all(name) or []
+        return " ".join(" ".join(str(v).split()) for v in values)
+
+
+def _match(key: tuple, c: _Candidate, n: int, max_uid: int) -> bool:
+    op = key[0]
+    m = c.meta
+    if op == "ALL":
+        return True
+    if op == "NONE":
+        return False
+    if op == "AND":
+        return all(_match(k, c, n, max_uid) for k in key[1])
+    if op == "OR":
+        return _match(key[1], c, n, max_uid) or _match(key[2], c, n, max_uid)
+    if op == "NOT":
+        return not _match(key[1], c, n, max_uid)
+    if op == "FLAG":
+        return (key[1] in m.flags) == key[2]
+    if op == "SEQ":
+        return key[1].contains(c.seq, n)
+    if op == "UID":
+        return key[1].contains(m.uid, max_uid)
+    if op == "LARGER":
+        return m.size > key[1]
+    if op == "SMALLER":
+        return m.size < key[1]
+    if op in ("BEFORE", "ON", "SINCE"):
+        d = m.internaldate.astimezone(timezone.utc).date() if m.internaldate.tzinfo else m.internaldate.date()
+        return _cmp(op, d, key[1])
+    if op in ("SENTBEFORE", "SENTON", "SENTSINCE"):
+        d = _sent_date(c.header("DATE"))
+        return d is not None and _cmp(op[4:], d, key[1])
+    if op == "HEADER":
+        needle = key[2].casefold()
+        return needle in decoded(c.header(key[1])).casefold()
+    if op == "TEXT":
+        needle = key[1].casefold()
+        return any(needle in decoded(c.header(h)).casefold() for h in _OUTER)
+    if op == "BODY":
+        return False  # the body is ciphertext
+    raise ValueError(f"unknown search key {op}")  # pragma: no cover
+
+
+def _cmp(op: str, d: date, ref: date) -> bool:
+    return d < ref if op == "BEFORE" else d == ref if op == "ON" else d >= ref
+
+
+async def search(session, cmd: Command) -> list[Response]:
+    charset = cmd["charset"]
+    if charset not in (None, "UTF-8", "US-ASCII"):
+        return [no(cmd.tag, f"Unsupported charset {charset}", "BADCHARSET (UTF-8 US-ASCII)")]
+    view = session.view
+    key = cmd["key"]
+    store = session.core.store
+    metas = {m.uid: m for m in await store.messages(view.id)}
+    pairs = [(i, u) for i, u in enumerate(view.uids, 1) if u in metas]
+    ops = list(_walk(key))
+    needs_headers = any(k[0] in ("HEADER", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE") for k in ops)
+    headers = await store.headers(view.id, [u for _, u in pairs]) if needs_headers else {}
+    uncommon = any(k[0] == "HEADER" and k[1] not in _OUTER for k in ops)
+    contents = await store.content(view.id, [u for _, u in pairs]) if uncommon else {}
+
+    def load(uid: int):
+        raw = contents.get(uid)
+        return mime.parse(mime.split_header(raw)[0]) if raw is not None else None
+
+    n = len(view.uids)
+    max_uid = view.uids[-1] if view.uids else 0
+    found: list[int] = []
+    for seq, uid in pairs:
+        c = _Candidate(seq, metas[uid], headers.get(uid), load)
+        if _match(key, c, n, max_uid):
+            found.append(uid if cmd.uid else seq)
+    return [Data(Atom("SEARCH"), *found), ok(cmd.tag, f"{cmd.full_name} completed")]

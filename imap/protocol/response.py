@@ -1,0 +1,118 @@
+"""Response objects and their serialisation to bytes (RFC 9051 7 and 9).
+
+Values inside responses are plain Python: `None` is NIL, `int` a number, `str`/`bytes` a
+string (quoted when it can be, a literal otherwise), `list`/`tuple` a parenthesised list,
+`Atom` is written as it is (flags, FETCH item names), `Literal` forces a literal.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# QUOTED-CHAR excludes CR, LF, NUL and 8-bit; such strings go as literals (RFC 9051 4.3).
+_QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*")
+_MAX_QUOTED = 1000
+
+
+class Atom(str):
+    """Written without quotes: flags, item names, keywords."""
+
+
+class Literal(bytes):
+    """Always written as `{n}CRLF` followed by the bytes."""
+
+
+def _string(b: bytes) -> bytes:
+    if len(b) <= _MAX_QUOTED and _QUOTABLE.fullmatch(b):
+        return b'"' + b.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    return b"{%d}\r\n" % len(b) + b
+
+
+def serialise(value: Any) -> bytes:
+    """One value as IMAP bytes."""
+    if value is None:
+        return b"NIL"
+    if isinstance(value, bool):
+        raise TypeError("booleans have no IMAP form")
+    if isinstance(value, int):
+        return str(value).encode()
+    if isinstance(value, Atom):
+        return value.encode("ascii")
+    if isinstance(value, Literal):
+        return b"{%d}\r\n" % len(value) + bytes(value)
+    if isinstance(value, str):
+        return _string(value.encode("utf-8"))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _string(bytes(value))
+    if isinstance(value, (list, tuple)):
+        return b"(" + b" ".join(serialise(v) for v in value) + b")"
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _text(text: str) -> bytes:
+    """resp-text must be one line of TEXT-CHAR: CR and LF are replaced."""
+    return " ".join(text.split()).encode("utf-8", "replace") or b"."
+
+
+class Response:
+    def to_bytes(self) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Status(Response):
+    """`tag OK/NO/BAD [code] text`, or untagged (`tag=None`) OK/NO/BAD/BYE/PREAUTH.
+
+    `code` is the response code's inside, already in wire form (e.g. `UIDVALIDITY 3`).
+    """
+
+    status: str
+    text: str
+    tag: str | None = None
+    code: str | None = None
+
+    def to_bytes(self) -> bytes:
+        head = (self.tag or "*").encode() + b" " + self.status.encode()
+        if self.code:
+            head += b" [" + self.code.encode("ascii") + b"]"
+        return head + b" " + _text(self.text) + b"\r\n"
+
+
+@dataclass(frozen=True)
+class Data(Response):
+    """Untagged data: `* ` followed by the items separated by spaces."""
+
+    items: tuple
+
+    def __init__(self, *items: Any) -> None:
+        object.__setattr__(self, "items", items)
+
+    def to_bytes(self) -> bytes:
+        return b"* " + b" ".join(serialise(v) for v in self.items) + b"\r\n"
+
+
+@dataclass(frozen=True)
+class Continue(Response):
+    """A command continuation request (`+ text`), or a SASL challenge when `raw`."""
+
+    text: str = "Ready"
+
+    def to_bytes(self) -> bytes:
+        return b"+ " + _text(self.text) + b"\r\n" if self.text else b"+ \r\n"
+
+
+def ok(tag: str | None, text: str, code: str | None = None) -> Status:
+    return Status("OK", text, tag, code)
+
+
+def no(tag: str | None, text: str, code: str | None = None) -> Status:
+    return Status("NO", text, tag, code)
+
+
+def bad(tag: str | None, text: str, code: str | None = None) -> Status:
+    return Status("BAD", text, tag, code)
+
+
+def bye(text: str) -> Status:
+    return Status("BYE", text)

@@ -1,0 +1,101 @@
+"""The client's view of the selected folder: sequence numbers, and what it has been told.
+
+RFC 9051 2.3.1.2 and 7.5.1: sequence numbers may only change when the server says so
+(EXPUNGE, EXISTS). The view keeps the UID list the client knows; `sync` compares it with
+the store and produces the untagged updates that bring the client up to date, in an order
+that keeps every number it sends valid (EXPUNGE from the highest number down).
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Sequence
+
+from mss.store import FolderInfo, MessageMeta
+
+from imap.protocol.response import Atom, Data, Response
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+def flag_list(flags) -> list[Atom]:  # noqa: ANN001 - any iterable of str
+    return [Atom(f) for f in sorted(flags)]
+
+
+class FolderView:
+    def __init__(self, info: FolderInfo, metas: Sequence[MessageMeta], readonly: bool) -> None:
+        self.info = info
+        self.readonly = readonly
+        self.uids: list[int] = [m.uid for m in metas]
+        self.flags: dict[int, frozenset[str]] = {m.uid: m.flags for m in metas}
+        self.max_uid = self.uids[-1] if self.uids else 0
+
+    @property
+    def id(self) -> int:
+        return self.info.id
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+
+    def resolve(self, seqset, uid: bool) -> list[tuple[int, int]]:  # noqa: ANN001 - SequenceSet
+        """(seq, uid) pairs a sequence set names, in ascending order."""
+        if uid:
+            star = self.uids[-1] if self.uids else 0
+            return [(i + 1, u) for i, u in enumerate(self.uids) if seqset.contains(u, star)]
+        n = len(self.uids)
+        return [(i + 1, u) for i, u in enumerate(self.uids) if seqset.contains(i + 1, n)]
+
+    def seq_out_of_range(self, seqset) -> bool:  # noqa: ANN001
+        """RFC 9051 6.4.8: naming a message number beyond EXISTS is a BAD. A range with `*`
+        (e.g. `1:*` in an empty folder) names what exists and is never out of range."""
+        n = len(self.uids)
+        return any(lo is not None and hi is not None and min(lo, hi) > n for lo, hi in seqset.ranges)
+
+    def note_flags(self, metas: Sequence[MessageMeta]) -> None:
+        """Flags the client has just been told of (our own STORE / implicit \\Seen)."""
+        for m in metas:
+            if m.uid in self.flags:
+                self.flags[m.uid] = m.flags
+
+    def note_expunged(self, uids: Sequence[int]) -> list[Response]:
+        """Drop UIDs and return their EXPUNGE responses, highest sequence number first."""
+        out: list[Response] = []
+        for uid in sorted(set(uids), reverse=True):
+            seq = self.seq_of(uid)
+            if seq is None:
+                continue
+            out.append(Data(seq, Atom("EXPUNGE")))
+            del self.uids[seq - 1]
+            self.flags.pop(uid, None)
+        return out
+
+    def sync(self, metas: Sequence[MessageMeta], *, allow_expunge: bool, uid_mode: bool) -> list[Response]:
+        """Untagged updates for what changed in the store since the client last heard."""
+        current = {m.uid: m for m in metas}
+        out: list[Response] = []
+        if allow_expunge:
+            gone = [u for u in self.uids if u not in current]
+            out += self.note_expunged(gone)
+        new = [m for m in metas if m.uid > self.max_uid]
+        if new:
+            for m in new:
+                self.uids.append(m.uid)
+                self.flags[m.uid] = m.flags
+            self.max_uid = new[-1].uid
+            out.append(Data(len(self.uids), Atom("EXISTS")))
+        new_uids = {m.uid for m in new}
+        for seq, uid in enumerate(self.uids, 1):
+            m = current.get(uid)
+            if m is None or uid in new_uids:
+                continue
+            if m.flags != self.flags.get(uid):
+                self.flags[uid] = m.flags
+                items: list = [Atom("FLAGS"), flag_list(m.flags)]
+                if uid_mode:
+                    items = [Atom("UID"), uid] + items
+                out.append(Data(seq, Atom("FETCH"), items))
+        return out

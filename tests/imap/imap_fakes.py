@@ -1,0 +1,86 @@
+"""Stand-ins for what needs the PKI (certificate checks, encryption), sample messages, and
+a driver that speaks to a `Session` in bytes."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from mss.errors import AuthenticationFailed, PolicyRejection
+from mss.message import outer_headers
+from mss.principal import Principal
+from mss.store import NewMessage, Store
+
+ALICE = "alice@test.mss"
+BOB = "bob@test.mss"
+ORG = "cabinet@test.mss"
+NOKEY = "nokey@test.mss"
+
+ALICE_CERT = b"cert-alice"
+BOB_CERT = b"cert-bob"
+
+
+class FakeAuth:
+    """Stands for `mss.auth.Authenticator`: a "certificate" names its principal."""
+
+    principals = {
+        ALICE_CERT: Principal("PS", "810000000001", "Alice", frozenset({ALICE, ORG}), primary=ALICE),
+        BOB_CERT: Principal("PS", "810000000002", "Bob", frozenset({BOB, NOKEY}), primary=BOB),
+    }
+
+    async def from_certificate(self, der, *, peer="?"):
+        if not der:
+            raise AuthenticationFailed("no_certificate", "a health-PKI client certificate is required")
+        p = self.principals.get(der)
+        if p is None:
+            raise AuthenticationFailed("untrusted", "client certificate not accepted")
+        return p
+
+
+class FakeMailboxes:
+    """Stands for `mss.mailboxes.Mailboxes.append`; "seals" by marking, refuses NOKEY."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.appended: list[bytes] = []
+
+    async def append(self, principal, mailbox, folder, raw, flags=(), internaldate=None):
+        if not principal.may_use(mailbox):
+            raise PermissionError(mailbox)
+        if mailbox == NOKEY:
+            raise PolicyRejection(550, "5.7.1", f"Mailbox <{mailbox}> has no valid encryption certificate")
+        self.appended.append(raw)
+        refs = await self.store.write(
+            [NewMessage(mailbox, folder, raw, outer_headers(raw), frozenset(flags),
+                        internaldate or datetime.now(timezone.utc))]
+        )
+        return refs[0]
+
+
+def sample(subject: str = "Hello", frm: str = "Bob <bob@test.mss>", to: str = ALICE, body: str = "Body text\r\n",
+           date: str = "Mon, 02 Nov 2026 10:00:00 +0100", extra: str = "") -> bytes:
+    return (
+        f"From: {frm}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\n"
+        f"Message-ID: <{subject.replace(' ', '.')}@test.mss>\r\n{extra}"
+        f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+    ).encode()
+
+
+
+class Driver:
+    """Speaks to a `Session` in bytes, as a client would."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.actions: list = []
+
+    async def send(self, data: bytes | str) -> bytes:
+        from imap.protocol.response import Response
+
+        if isinstance(data, str):
+            data = data.encode()
+        self.session.feed(data)
+        out = await self.session.process()
+        self.actions += [o for o in out if not isinstance(o, Response)]
+        return b"".join(o.to_bytes() for o in out if isinstance(o, Response))
+
+    async def line(self, text: str) -> str:
+        return (await self.send(text + "\r\n")).decode("utf-8", "replace")
