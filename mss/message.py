@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from email.parser import BytesHeaderParser
+from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import compat32
 
 from mss.errors import PolicyRejection
@@ -26,8 +26,12 @@ def header_block(raw: bytes) -> bytes:
 
 
 def outer_headers(raw: bytes) -> OuterHeaders:
-    """The clear header values kept beside the ciphertext (routing and threading only)."""
-    msg = BytesHeaderParser(policy=compat32).parsebytes(header_block(raw))
+    """The clear header values kept beside the ciphertext (routing and threading only).
+
+    Header bytes are read as UTF-8 (RFC 6532 allows it in header values); encoded words
+    (RFC 2047) are kept as they are, for IMAP ENVELOPE to return unchanged.
+    """
+    msg = HeaderParser(policy=compat32).parsestr(header_block(raw).decode("utf-8", errors="replace"))
 
     def get(name: str) -> str:
         v = msg.get(name)

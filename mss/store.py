@@ -380,7 +380,9 @@ class Store:
             s.add(
                 Message(
                     folder_id=f.id, uid=uid, modseq=modseq, flags=_flags_to_text(item.flags),
-                    internaldate=item.internaldate, size=len(item.content), content=item.content,
+                    # UTC always: SQLite keeps no offset, and IMAP renders the zone it is given.
+                    internaldate=_aware(item.internaldate).astimezone(timezone.utc),
+                    size=len(item.content), content=item.content,
                     hdr_from=h.from_, hdr_to=h.to, hdr_cc=h.cc, hdr_subject=h.subject,
                     hdr_date=h.date, hdr_message_id=h.message_id,
                 )

@@ -28,7 +28,7 @@ def test_kill_9_while_clients_send_loses_no_acknowledged_message(fresh_deploymen
         try:
             with smtp_submission(srv, claire, timeout=10) as smtp:
                 while not stop.is_set():
-                    raw, msgid = build_message(claire["address"], [paul["address"]], "crash", "x" * 2000)
+                    raw, msgid = build_message(claire["address"], [paul["address"]], "crash", ("x" * 70 + "\n") * 30)
                     smtp.sendmail(claire["address"], [paul["address"]], raw)
                     with lock:  # reached only after the server's 250
                         acked.append(msgid)

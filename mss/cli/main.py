@@ -77,6 +77,8 @@ def _print_client_help(config: Path) -> None:
         return
     doc = json.loads(demo_json.read_text(encoding="utf-8"))
     p = doc["ports"]
+    if not all(p.values()):  # ephemeral ports: the `ready` log line gives the real ones
+        return
     base = config.parent.resolve()
     click.echo(
         f"MSS demo for {doc['domain']}\n"
@@ -91,7 +93,13 @@ def _print_client_help(config: Path) -> None:
 
 def _register_optional_groups() -> None:
     """Command groups that live in their own modules."""
-    for module, name in (("mss.cli.annuaire", "annuaire"),):
+    for module, name in (
+        ("mss.cli.annuaire", "annuaire"),
+        ("mss.cli.pki", "pki"),
+        ("mss.cli.token", "token"),
+        ("mss.cli.mailbox", "mailbox"),
+        ("mss.cli.dkim", "dkim"),
+    ):
         try:
             mod = __import__(module, fromlist=[name])
         except ImportError:
