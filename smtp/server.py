@@ -1,0 +1,397 @@
+"""SMTP listeners: `submission` (STARTTLS), `submissions` (implicit TLS), `mta` (port 25 role).
+
+`start(core)` creates the three servers on the running loop and returns them by role; the
+caller reads the real ports from `server.sockets` (port 0 means ephemeral) and closes them.
+
+aiosmtpd 1.4.6 does the SMTP state machine. `SubmissionSMTP` adapts it where it falls short
+of what a health messaging server must do (DESIGN.md, Known ground and Bad input):
+
+- implicit TLS: aiosmtpd only knows STARTTLS, so `submissions` accepts plain TCP and puts a
+  TLS layer under the SMTP protocol itself (`ImplicitTLS`). A failed handshake (unknown CA,
+  expired certificate) is then logged with the peer and the reason, which
+  `create_server(ssl=...)` would swallow;
+- every reply gets an RFC 3463 enhanced status code (RFC 2034 3), aiosmtpd's own included;
+- command lines must end in CRLF with no bare CR (RFC 5321 2.3.8): an SMTP smuggling
+  precondition, refused with 500 instead of being normalised;
+- the command-line limit is per connection (aiosmtpd keeps it in a class-level dict that
+  every EHLO grows), a second STARTTLS is refused, idle connections get `421 4.4.2`;
+- exceptions never reach the wire: aiosmtpd would send the exception text.
+"""
+from __future__ import annotations
+
+import asyncio
+import asyncio.sslproto as sslproto
+import base64
+import collections
+import logging
+import re
+import ssl
+from typing import Any, Callable
+
+from aiosmtpd.smtp import SMTP, TLSSetupException
+
+from smtp.handler import SubmissionHandler, peer_text
+
+log = logging.getLogger("mss.smtp")
+
+__all__ = ["start", "stop", "SubmissionSMTP", "ImplicitTLS", "NoRelayService"]
+
+IDENT = "MSS ESMTP"
+
+# RFC 3463 codes for replies written without one (aiosmtpd's built-in replies).
+_DEFAULT_ENHANCED = {
+    211: "2.0.0", 214: "2.0.0", 220: "2.0.0", 221: "2.0.0", 235: "2.7.0", 250: "2.0.0", 252: "2.0.0",
+    421: "4.7.0", 450: "4.2.0", 451: "4.3.0", 452: "4.3.1", 454: "4.7.0",
+    500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1", 504: "5.5.4", 530: "5.7.0",
+    534: "5.7.9", 535: "5.7.8", 538: "5.7.11", 550: "5.0.0", 552: "5.3.4", 553: "5.1.3",
+    554: "5.7.0", 555: "5.5.4",
+}
+_HAS_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
+# Replies that never carry one: AUTH challenges and the DATA go-ahead (RFC 2034 3).
+_NO_ENHANCED = {334, 354}
+
+
+class ProtocolViolation(Exception):
+    """Raised from the read path; `reply` is sent and the session goes on."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+class _StrictLineReader(asyncio.StreamReader):
+    """A StreamReader whose command lines must end in CRLF and hold no other CR.
+
+    aiosmtpd reads commands with `readuntil(b"\\n")` and strips any CR/LF mix at the end,
+    so `MAIL FROM:<a@b>\\n` or `...\\r\\r\\n` would pass. DATA is read with
+    `readuntil(b"\\r\\n")` and is checked by the core (bare CR/LF refused with 550 5.6.0).
+    """
+
+    _draining = False  # the rest of an over-long line that aiosmtpd is throwing away
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        try:
+            line = await super().readuntil(separator)
+        except asyncio.LimitOverrunError:
+            self._draining = True
+            raise
+        if self._draining:
+            self._draining = False
+            return line
+        if separator == b"\n" and (not line.endswith(b"\r\n") or b"\r" in line[:-2]):
+            raise ProtocolViolation(
+                "500 5.5.2 Bare CR or LF in command line; lines must end with CRLF (RFC 5321 2.3.8)"
+            )
+        return line
+
+
+class SubmissionSMTP(SMTP):
+    """One connection of `submission` (STARTTLS required) or `submissions` (implicit TLS)."""
+
+    def __init__(
+        self,
+        handler: SubmissionHandler,
+        *,
+        settings: Any,
+        tls_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        limits = settings.limits
+        self.implicit_tls = implicit_tls
+        super().__init__(
+            handler,
+            data_size_limit=limits.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,  # keeps 8BITMIME, hands the core the exact bytes
+            hostname=getattr(settings, "hostname", None) or settings.domain,
+            ident=IDENT,
+            # Implicit TLS: the transport is already TLS, so no STARTTLS is offered, and AUTH
+            # need not wait for one (aiosmtpd only counts STARTTLS as TLS).
+            tls_context=None if implicit_tls else tls_context,
+            require_starttls=not implicit_tls,
+            auth_require_tls=not implicit_tls,
+            auth_exclude_mechanism=["PLAIN", "LOGIN"],  # a later issue (e-CPS tokens)
+            timeout=limits.smtp_timeout_s,
+            command_call_limit={
+                "EHLO": 10, "HELO": 10, "NOOP": 50, "VRFY": 10, "HELP": 10, "AUTH": 5,
+                "STARTTLS": 3, "*": 1_000_000,
+            },
+            loop=loop,
+        )
+        # RFC 5321 4.5.3.1.4: 512 octets. aiosmtpd keeps the per-command table on the class
+        # and each EHLO adds to it; keep ours per connection and rebuild it on every EHLO.
+        self.command_size_limit = limits.smtp_command_line
+        self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
+        self._greeted = False
+        self._bare_replies = False  # EHLO/HELO replies carry no enhanced code (RFC 2034 3)
+
+    # -- connection life ----------------------------------------------------------------------
+
+    def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reader.__class__ = _StrictLineReader
+        super()._cb_client_connected(reader, writer)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return
+        assert self.session is not None
+        if self.session.ssl is None:  # implicit TLS: aiosmtpd only fills it after STARTTLS
+            self.session.ssl = {
+                "ssl_object": ssl_object,
+                "peercert": ssl_object.getpeercert(),
+                "cipher": ssl_object.cipher(),
+            }
+        log.info(
+            "tls up peer=%s version=%s cipher=%s implicit=%s",
+            peer_text(self.session.peer), ssl_object.version(), (ssl_object.cipher() or ("?",))[0],
+            self.implicit_tls,
+        )
+        self.event_handler.tls_established(self.session, ssl_object)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.session is None:
+            return  # implicit TLS whose handshake failed: SMTP never started
+        self.event_handler.connection_closed(self.session)
+        super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 4.5.3.2: say why before closing.
+        if self.transport is not None and not self.transport.is_closing():
+            try:
+                self.transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
+            except Exception:  # noqa: BLE001 - the connection is going away anyway
+                pass
+        super()._timeout_cb()
+
+    # -- replies ------------------------------------------------------------------------------
+
+    def _enhance(self, status: str) -> str:
+        if len(status) < 4 or not status[:3].isdigit():
+            return status
+        code = int(status[:3])
+        sep, text = status[3], status[4:]
+        if not self._greeted:
+            self._greeted = True  # the 220 greeting
+            return status
+        if self._bare_replies or code in _NO_ENHANCED or _HAS_ENHANCED.match(text):
+            return status
+        text = self._clearer_text(code, text)
+        enhanced = _DEFAULT_ENHANCED.get(code, f"{str(code)[0]}.0.0")
+        return f"{code}{sep}{enhanced} {text}"
+
+    def _clearer_text(self, code: int, text: str) -> str:
+        if code == 552:
+            return f"Message size exceeds the fixed maximum of {self.data_size_limit} bytes"
+        if text == "Command line too long":
+            return f"Command line too long (at most {self.command_size_limit} octets, RFC 5321 4.5.3.1.4)"
+        if text.startswith("Line too long"):
+            return "Line too long: message lines are at most 998 octets (RFC 5321 4.5.3.1.6)"
+        if text == "Error: send HELO first":
+            return "Error: send EHLO first"
+        return text
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            status = self._enhance(status)
+        await super().push(status)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Log, and answer without the exception's text (aiosmtpd would put it on the wire)."""
+        peer = peer_text(self.session.peer if self.session else None)
+        if isinstance(error, ProtocolViolation):
+            log.info("protocol violation peer=%s reply=%r", peer, error.reply)
+            return error.reply
+        if isinstance(error, TLSSetupException):
+            log.warning("tls handshake failed peer=%s via=STARTTLS reason=%s", peer, _tls_reason(error.__cause__))
+            return "454 4.7.0 TLS handshake failed"
+        log.exception("smtp session error peer=%s", peer)
+        return "451 4.3.0 Internal error, try again later"
+
+    # -- commands -----------------------------------------------------------------------------
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self.command_size_limits.clear()
+        self._bare_replies = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._bare_replies = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._bare_replies = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._bare_replies = False
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self._tls_protocol is not None or self.implicit_tls:
+            await self.push("503 5.5.1 TLS is already active")
+            return
+        await super().smtp_STARTTLS(arg)
+
+    async def sasl_challenge(self, challenge: bytes = b"") -> str | None:
+        """RFC 4954 4: send `334 <base64>` and return the client's response line."""
+        await self.push(b"334 " + base64.b64encode(challenge))
+        try:
+            line = await self._reader.readline()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return None
+        if not line:
+            return None
+        return line.decode("ascii", errors="replace").rstrip("\r\n")
+
+
+def _tls_reason(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown"
+    if isinstance(exc, ssl.SSLError):
+        return f"{exc.reason or type(exc).__name__}: {exc.verify_message if isinstance(exc, ssl.SSLCertVerificationError) else exc.strerror or exc}"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "handshake timeout"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class ImplicitTLS(asyncio.Protocol):
+    """RFC 8314 implicit TLS in front of an aiosmtpd protocol.
+
+    Installs a TLS layer on the TCP transport synchronously in `connection_made` (so that no
+    byte of the ClientHello can reach anything else; with uvloop a `loop.start_tls` task
+    loses that race), the way aiosmtpd does for STARTTLS. The SMTP protocol gets
+    `connection_made` with the TLS transport only once the handshake succeeded, and a failed
+    handshake is logged with the peer and the reason.
+    """
+
+    def __init__(
+        self, factory: Callable[[], SMTP], context: ssl.SSLContext, handshake_timeout: float
+    ) -> None:
+        self.factory = factory
+        self.context = context
+        self.handshake_timeout = handshake_timeout
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        loop = asyncio.get_running_loop()
+        peer = peer_text(transport.get_extra_info("peername"))
+        waiter = loop.create_future()
+        tls = sslproto.SSLProtocol(
+            loop, self.factory(), self.context, waiter,
+            server_side=True, ssl_handshake_timeout=self.handshake_timeout,
+        )
+        transport.set_protocol(tls)  # type: ignore[attr-defined]
+        tls.connection_made(transport)
+
+        def handshake_done(fut: asyncio.Future) -> None:
+            if fut.cancelled():
+                return
+            exc = fut.exception()
+            if exc is not None:
+                log.warning("tls handshake failed peer=%s via=implicit reason=%s", peer, _tls_reason(exc))
+
+        waiter.add_done_callback(handshake_done)
+
+
+class NoRelayService(asyncio.Protocol):
+    """The `mta` listener until inter-operator inbound mail exists (a later issue).
+
+    RFC 5321 3.1: a server that offers no service greets with 554, then answers QUIT with
+    221 and every other command with 503 until the client leaves.
+    """
+
+    MAX_LINE = 1024
+    MAX_COMMANDS = 20
+
+    def __init__(self, settings: Any) -> None:
+        self.hostname = getattr(settings, "hostname", None) or settings.domain
+        self.timeout = settings.limits.smtp_timeout_s
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.commands = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = peer_text(transport.get_extra_info("peername"))
+        log.info("mta connection refused peer=%s reason=inbound_relay_not_enabled", peer)
+        self._write(
+            f"554 5.3.2 {self.hostname} inbound mail from other operators is not enabled on this server"
+        )
+        self._timer = asyncio.get_running_loop().call_later(self.timeout, self._close)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\n" in self.buffer:
+            line, _, self.buffer = self.buffer.partition(b"\n")
+            self.commands += 1
+            if line.strip().upper() == b"QUIT":
+                self._write("221 2.0.0 Bye")
+                self._close()
+                return
+            if self.commands >= self.MAX_COMMANDS:
+                self._write("421 4.7.0 Too many commands, closing")
+                self._close()
+                return
+            self._write("503 5.5.1 No SMTP service here: inbound relay is not enabled")
+        if len(self.buffer) > self.MAX_LINE:
+            self._write("500 5.5.2 Line too long")
+            self._close()
+
+    def _write(self, reply: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply.encode("ascii") + b"\r\n")
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.transport = None
+
+
+async def start(core: Any) -> dict[str, asyncio.AbstractServer]:
+    """Listen on `submission`, `submissions` and `mta`; returns the servers by role."""
+    loop = asyncio.get_running_loop()
+    settings = core.settings
+    host = settings.listen.host
+    # aiosmtpd logs every command line at INFO on "mail.log"; ours ("mss.smtp") say what
+    # matters. Leave it alone if the operator configured it.
+    aiosmtpd_log = logging.getLogger("mail.log")
+    if aiosmtpd_log.level == logging.NOTSET:
+        aiosmtpd_log.setLevel(logging.WARNING)
+    context = core.server_ssl_context()
+    handler = SubmissionHandler(core)
+    handshake_timeout = float(min(60, settings.limits.smtp_timeout_s))
+
+    def submission() -> SMTP:
+        return SubmissionSMTP(handler, settings=settings, tls_context=context, loop=loop)
+
+    def submissions_smtp() -> SMTP:
+        return SubmissionSMTP(handler, settings=settings, implicit_tls=True, loop=loop)
+
+    servers: dict[str, asyncio.AbstractServer] = {}
+    try:
+        servers["submission"] = await loop.create_server(submission, host, settings.listen.submission)
+        servers["submissions"] = await loop.create_server(
+            lambda: ImplicitTLS(submissions_smtp, context, handshake_timeout), host, settings.listen.submissions
+        )
+        servers["mta"] = await loop.create_server(lambda: NoRelayService(settings), host, settings.listen.mta)
+    except BaseException:
+        await stop(servers)
+        raise
+    for role, server in servers.items():
+        ports = sorted({s.getsockname()[1] for s in server.sockets})
+        log.info("smtp %s listening on %s port %s", role, host, ",".join(map(str, ports)))
+    return servers
+
+
+async def stop(servers: dict[str, asyncio.AbstractServer]) -> None:
+    """Stop accepting; connections in progress finish their current command."""
+    for server in servers.values():
+        server.close()
+    for server in servers.values():
+        await server.wait_closed()
+
