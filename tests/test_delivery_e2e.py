@@ -115,3 +115,57 @@ def test_canary_appears_in_no_byte_the_server_wrote(server, deployment):
         assert b"[...]" in dump  # the outer placeholder subject is there, in clear
         assert needle not in dump
         assert needle.hex().encode() not in dump  # bytea columns are dumped as hex
+
+
+def _imap(server, deployment, entry, authzid: str = ""):
+    import imaplib
+
+    m = imaplib.IMAP4_SSL(server.host, server.port("imaps"), ssl_context=deployment.client_context(entry), timeout=20)
+    m.authenticate("EXTERNAL", lambda _: authzid.encode())
+    return m
+
+
+def test_smtp_to_imap_to_openssl_round_trip(server, deployment, tmp_path):
+    """The whole slice: smtplib sends, imaplib reads the stored S/MIME message as it is,
+    and only the recipient's key opens it."""
+    claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
+    canary = f"CANARY-{uuid.uuid4().hex}"
+    raw, msgid = build_message(claire["address"], [paul["address"]], f"IMAP {canary}", f"via IMAP {canary}\n")
+    with smtp_submission(server, claire) as smtp:
+        assert smtp.sendmail(claire["address"], [paul["address"]], raw) == {}
+
+    m = _imap(server, deployment, paul)
+    try:
+        assert m.select("INBOX")[0] == "OK"
+        typ, data = m.uid("SEARCH", None, "HEADER", "Message-ID", msgid)
+        assert typ == "OK" and len(data[0].split()) == 1
+        uid = data[0].split()[0]
+        typ, fetched = m.uid("FETCH", uid, "(BODY.PEEK[])")
+        assert typ == "OK"
+        served = fetched[0][1]
+        assert canary.encode() not in served
+        typ, size = m.uid("FETCH", uid, "(RFC822.SIZE)")
+        assert f"RFC822.SIZE {len(served)}".encode() in size[0]
+        inner = openssl_decrypt(deployment, paul, served, tmp_path)
+        assert f"Subject: IMAP {canary}".encode() in inner and f"via IMAP {canary}".encode() in inner
+        # Fetching with PEEK left it unseen.
+        typ, flags = m.uid("FETCH", uid, "(FLAGS)")
+        assert b"\\Seen" not in flags[0]
+    finally:
+        m.logout()
+
+
+def test_imap_append_is_encrypted_before_it_is_stored(server, deployment, tmp_path):
+    """A draft saved by a mail client is never stored in clear either."""
+    claire = deployment.mailbox("PER", 0)
+    canary = f"CANARY-{uuid.uuid4().hex}"
+    raw, msgid = build_message(claire["address"], ["someone@example.org"], f"Brouillon {canary}", f"draft {canary}\n")
+    m = _imap(server, deployment, claire)
+    try:
+        typ, data = m.append("Drafts", "(\\Draft)", None, raw)
+        assert typ == "OK" and b"APPENDUID" in data[0]
+    finally:
+        m.logout()
+    stored = find_stored(asyncio.run(stored_messages(deployment, claire["address"], "Drafts")), msgid)
+    assert canary.encode() not in stored
+    assert canary.encode() in openssl_decrypt(deployment, claire, stored, tmp_path)
