@@ -8,10 +8,27 @@ from typing import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from annuaire.model import MAILBOX_TYPES, LocalMailbox, LocalMailboxMember, MailboxCertificate
+
+
+@dataclass(frozen=True)
+class CertificateEntry:
+    """One encryption certificate of a mailbox (public material only)."""
+
+    id: int
+    address: str
+    sha256: str
+    not_before: datetime
+    not_after: datetime
+    active: bool
+    cert_der: bytes
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.cert_der)
 
 
 @dataclass(frozen=True)
@@ -156,3 +173,39 @@ class LocalDirectory:
             )
         )
         await self.session.flush()
+
+    async def all(self) -> list[MailboxEntry]:
+        """Every local mailbox with its members, by address."""
+        rows = (await self.session.execute(select(LocalMailbox).order_by(LocalMailbox.address))).scalars().all()
+        members: dict[str, list[str]] = {}
+        for mbox, member in (await self.session.execute(select(LocalMailboxMember.mailbox, LocalMailboxMember.member))).all():
+            members.setdefault(mbox, []).append(member)
+        return [_entry(r, members.get(r.address, ())) for r in rows]
+
+    async def certificates(self, address: str) -> list[CertificateEntry]:
+        """The mailbox's own encryption certificates, oldest first (active and retired)."""
+        res = await self.session.execute(
+            select(MailboxCertificate)
+            .where(MailboxCertificate.address == normalize_address(address))
+            .order_by(MailboxCertificate.id)
+        )
+        out = []
+        for r in res.scalars():
+            nb = r.not_before if r.not_before.tzinfo else r.not_before.replace(tzinfo=timezone.utc)
+            na = r.not_after if r.not_after.tzinfo else r.not_after.replace(tzinfo=timezone.utc)
+            out.append(CertificateEntry(r.id, r.address, r.sha256, nb, na, r.active, r.cert_der))
+        return out
+
+    async def retire_certificates(self, address: str) -> int:
+        """Key rollover: the mailbox's current certificates stop receiving new mail.
+
+        The rows are kept (inactive): messages already encrypted to them stay readable by the
+        owner's older key, and the history shows which key a message needs.
+        """
+        res = await self.session.execute(
+            update(MailboxCertificate)
+            .where(MailboxCertificate.address == normalize_address(address), MailboxCertificate.active.is_(True))
+            .values(active=False)
+        )
+        await self.session.flush()
+        return res.rowcount or 0

@@ -74,3 +74,22 @@ class MailboxCertificate(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_mailbox_certificate_address", "address"),)
+
+
+class AppPassword(Base):
+    """A per-mailbox application password (PLAIN/LOGIN for clients without EXTERNAL).
+
+    Only an Argon2id hash (PHC string) is stored. It is accepted only together with a valid
+    client certificate whose principal is entitled to `address` (see `mss.credentials`).
+    """
+
+    __tablename__ = "app_password"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(
+        String(320), ForeignKey("local_mailbox.address", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str] = mapped_column(String(200), default="")
+    hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -40,6 +40,46 @@ class TLSSettings(BaseModel):
     trust_anchors: Path = Path("pki/trust-anchors.pem")
     crl_files: list[Path] = Field(default_factory=list)
     minimum_version: str = "TLSv1.2"
+    # CRL files are re-read this often by a running node, so `mss pki revoke` + `mss pki crl`
+    # reach it without a restart.
+    crl_refresh_s: float = 60.0
+    # A CRL past its nextUpdate (or older than crl_max_age_s) refuses every certificate of its
+    # CA unless this is false (then it is logged and accepted).
+    crl_fail_closed: bool = True
+    crl_max_age_s: float | None = None
+
+
+class PKISettings(BaseModel):
+    """Where `mss pki` keeps the test PKI (CA keys!): never on a production node."""
+
+    directory: Path = Path("pki/ca")
+
+
+class TokenSettings(BaseModel):
+    """e-CPS access tokens (OAUTHBEARER / XOAUTH2). Off until `jwks` is set."""
+
+    # Verifier: a JWKS file path (re-read when it changes) or an https:// URL.
+    jwks: str | None = None
+    issuer: str = ""
+    audience: str = "mss"
+    acr_values: list[str] = Field(default_factory=list)  # empty: any acr
+    skew_s: float = 30.0
+    # The small issuer of tests and the demo (`mss token issue`): its private key.
+    signing_key: Path | None = None
+    # Serve the JWKS file at /.well-known/jwks.json on the http listener.
+    serve_jwks: bool = False
+
+    def jwks_source(self, settings: "Settings") -> str | Path | None:
+        if not self.jwks:
+            return None
+        if self.jwks.startswith(("https://", "http://")):
+            return self.jwks
+        return settings.path(self.jwks)
+
+
+class DkimSettings(BaseModel):
+    directory: Path = Path("dkim")
+    selector: str = "mss"
 
 
 class LimitSettings(BaseModel):
@@ -71,6 +111,9 @@ class Settings(BaseModel):
     tls: TLSSettings = Field(default_factory=TLSSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    pki: PKISettings = Field(default_factory=PKISettings)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    dkim: DkimSettings = Field(default_factory=DkimSettings)
     base_dir: Path = Path(".")
 
     @field_validator("domain")

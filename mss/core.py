@@ -1,11 +1,15 @@
 """The core's services bundled for the front ends: one `Core` per `mss serve` process."""
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from crypto.tokens import TokenVerifier
 from crypto.validate import CertificateValidator, TrustAnchors
 from mss.auth import Authenticator
 from mss.config import Settings
@@ -15,6 +19,8 @@ from mss.events import Events
 from mss.mailboxes import Mailboxes
 from mss.store import Store
 from mss.tls import server_context
+
+log = logging.getLogger("mss.core")
 
 
 @dataclass
@@ -28,6 +34,8 @@ class Core:
     delivery: Delivery
     auth: Authenticator
     committer: GroupCommitter
+    validator: CertificateValidator | None = None
+    crl_task: asyncio.Task | None = field(default=None, repr=False)
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> "Core":
@@ -44,8 +52,8 @@ class Core:
         )
         committer.start()
         anchors = TrustAnchors.load(settings.path(settings.tls.trust_anchors))
-        validator = CertificateValidator(anchors, [settings.path(p) for p in settings.tls.crl_files])
-        return cls(
+        validator = build_validator(settings, anchors)
+        core = cls(
             settings=settings,
             engine=engine,
             sessions=sessions,
@@ -53,13 +61,71 @@ class Core:
             store=store,
             mailboxes=mailboxes,
             delivery=Delivery(settings, sessions, mailboxes, committer),
-            auth=Authenticator(validator, sessions),
+            auth=Authenticator(validator, sessions, build_token_verifier(settings)),
             committer=committer,
+            validator=validator,
         )
+        if validator.crl_files and settings.tls.crl_refresh_s > 0:
+            core.crl_task = asyncio.get_running_loop().create_task(
+                _refresh_crls(validator, settings.tls.crl_refresh_s), name="crl-refresh"
+            )
+        return core
 
     def server_ssl_context(self) -> ssl.SSLContext:
         return server_context(self.settings)
 
     async def close(self) -> None:
+        if self.crl_task is not None:
+            self.crl_task.cancel()
+            try:
+                await self.crl_task
+            except asyncio.CancelledError:
+                pass
+            self.crl_task = None
         await self.committer.stop()
         await self.engine.dispose()
+
+
+def build_validator(settings: Settings, anchors: TrustAnchors | None = None) -> CertificateValidator:
+    anchors = anchors or TrustAnchors.load(settings.path(settings.tls.trust_anchors))
+    max_age = settings.tls.crl_max_age_s
+    return CertificateValidator(
+        anchors,
+        [settings.path(p) for p in settings.tls.crl_files],
+        crl_max_age=timedelta(seconds=max_age) if max_age else None,
+        fail_closed_on_stale_crl=settings.tls.crl_fail_closed,
+    )
+
+
+def build_token_verifier(settings: Settings) -> TokenVerifier | None:
+    """The e-CPS token verifier, or None when `[tokens] jwks` is not configured."""
+    t = settings.tokens
+    source = t.jwks_source(settings)
+    if source is None:
+        return None
+    if not t.issuer:
+        raise ValueError("[tokens] jwks is set but issuer is empty")
+    return TokenVerifier(source, issuer=t.issuer, audience=t.audience, acr_values=t.acr_values, skew=t.skew_s)
+
+
+async def _refresh_crls(validator: CertificateValidator, interval: float) -> None:
+    """Re-read the CRL files every `interval` seconds (revocations reach a running node).
+
+    A file that cannot be read keeps the previous set, loudly; if the publisher stays broken the
+    loaded CRLs pass their nextUpdate and the validator fails closed (unless configured open).
+    """
+    failing = False
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(validator.reload_crls)
+        except ValueError as exc:
+            log.error("CRL refresh failed, keeping the previous CRLs: %s", exc)
+            failing = True
+        except Exception:  # noqa: BLE001 - the refresher must outlive one bad round
+            log.exception("CRL refresh failed")
+            failing = True
+        else:
+            if failing:
+                log.info("CRL refresh recovered")
+            failing = False

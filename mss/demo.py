@@ -11,6 +11,7 @@ import asyncio
 import json
 import shutil
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,6 +20,7 @@ from annuaire.local import LocalDirectory
 from crypto.identity import luhn_check_digit
 from crypto.keys import new_password, write_pkcs12
 from crypto.pki import Issued, TestPKI
+from crypto.tokens import TokenIssuer
 from mss.db.engine import create_engine, sessionmaker, upgrade
 from mss.config import resolve_database_url
 from mss.store import Store
@@ -53,6 +55,16 @@ ORG_MAILBOX = "secretariat.cardiologie"
 APP_MAILBOX = "lps.cabinet"
 FINESS_PAYLOAD = "75000123"  # 8 digits + Luhn = a 9-digit FINESS
 STRUCTURE_NAME = "HOPITAL DEMO"
+# Demo CRLs outlive a forgotten demo; `mss pki crl` writes fresh ones (7 days by default).
+DEMO_CRL_LIFETIME = timedelta(days=90)
+CRL_FILES = ("pki/ca/crl/root.crl", "pki/ca/crl/personnes.crl", "pki/ca/crl/organisations.crl")
+TOKEN_KEY = "pki/tokens/issuer.key"
+TOKEN_JWKS = "pki/tokens/jwks.json"
+TOKEN_ACR = "eidas1"
+
+
+def token_issuer_name(domain: str) -> str:
+    return f"https://{domain}/demo-token-issuer"
 
 
 def structure_id() -> str:
@@ -81,6 +93,24 @@ def _config_text(domain: str, ports: dict[str, int], database_url: str) -> str:
         'cert = "pki/server.crt"',
         'key = "pki/server.key"',
         'trust_anchors = "pki/trust-anchors.pem"',
+        "# Re-read every crl_refresh_s: `mss pki revoke CERT` + `mss pki crl` reach a running node.",
+        "crl_files = [" + ", ".join(f'"{p}"' for p in CRL_FILES) + "]",
+        "crl_refresh_s = 60",
+        "crl_fail_closed = true",
+        "",
+        "[pki]",
+        "# The test PKI with its CA keys (`mss pki ...`): demo only, never on a production node.",
+        'directory = "pki/ca"',
+        "",
+        "[tokens]",
+        "# e-CPS tokens (OAUTHBEARER/XOAUTH2), here from the demo issuer (`mss token issue`).",
+        f'jwks = "{TOKEN_JWKS}"',
+        f'issuer = "{token_issuer_name(domain)}"',
+        'audience = "mss"',
+        f'acr_values = ["{TOKEN_ACR}"]',
+        "skew_s = 30",
+        f'signing_key = "{TOKEN_KEY}"',
+        "serve_jwks = true",
         "",
         "[limits]",
         "max_message_size = 26214400",
@@ -116,6 +146,10 @@ def create_demo(
     pki.write_trust_anchors(pki_dir / "trust-anchors.pem")
     server = pki.issue_serv(["localhost", domain], structure_id(), STRUCTURE_NAME, ip_addresses=["127.0.0.1"])
     server.write_pem(pki_dir / "server.crt", pki_dir / "server.key", with_chain=True)
+    pki.write_crls(next_update=DEMO_CRL_LIFETIME)
+    issuer = TokenIssuer.generate(token_issuer_name(domain))
+    issuer.save_key(directory / TOKEN_KEY)
+    issuer.write_jwks(directory / TOKEN_JWKS)
 
     users = directory / "users"
     entries: list[dict] = []

@@ -71,3 +71,37 @@ async def health_handler(method: str, path: str, query: dict[str, list[str]]):
     if path == "/health":
         return (200, *json_body({"status": "ok"}))
     return None
+
+
+def jwks_handler(settings) -> Handler:  # noqa: ANN001 - mss.config.Settings (kept import-free)
+    """`GET /.well-known/jwks.json`: the demo token issuer's public keys (RFC 7517).
+
+    Served only when `[tokens] serve_jwks = true` and `jwks` is a local file; the file is
+    re-read when it changes, so a key rollover needs no restart.
+    """
+    source = settings.tokens.jwks_source(settings) if settings.tokens.serve_jwks else None
+    cache: dict[str, object] = {}
+
+    async def handle(method: str, path: str, query: dict[str, list[str]]):
+        if path != "/.well-known/jwks.json":
+            return None
+        if source is None or isinstance(source, str):
+            return (404, *json_body({"error": "not found"}))
+        try:
+            st = source.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            if cache.get("stamp") != stamp:
+                doc = json.loads(source.read_text(encoding="utf-8"))
+                # Never publish private members, whatever the file holds.
+                keys = [
+                    {k: v for k, v in key.items() if k not in ("d", "p", "q", "dp", "dq", "qi", "k")}
+                    for key in doc.get("keys", [])
+                ]
+                cache.update(stamp=stamp, body=json.dumps({"keys": keys}).encode())
+        except (OSError, ValueError, AttributeError):
+            log.exception("cannot read JWKS %s", source)
+            return (500, *json_body({"error": "internal error"}))
+        headers = {"Content-Type": "application/jwk-set+json", "Cache-Control": "max-age=300"}
+        return (200, headers, cache["body"])
+
+    return handle

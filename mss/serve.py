@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mss.config import Settings, load_settings
 from mss.core import Core
-from mss.http import health_handler, serve_http
+from mss.http import health_handler, jwks_handler, serve_http
 from mss.logging_setup import setup_logging
 
 log = logging.getLogger("mss.serve")
@@ -54,7 +54,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
 
 
 def _http_handlers(core: Core) -> list:
-    handlers = [health_handler]
+    handlers = [health_handler, jwks_handler(core.settings)]
     try:
         from annuaire.http import handle as annuaire_handle
     except ImportError:

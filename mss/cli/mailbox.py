@@ -1,0 +1,273 @@
+"""`mss mailbox`: this operator's mailboxes, their encryption keys and app passwords.
+
+A mailbox's encryption certificate is issued by the deployment's test PKI when the mailbox is
+created; its private key is written once, as a password-protected PKCS#12 in `--out`, and the
+server keeps only the certificate. `rollover` issues a new key: the older certificates stay in
+the directory, inactive, so new mail goes to the new key only while the owner keeps opening
+older messages with the older PKCS#12.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mss.cli.common import config_option, database, emit, json_option, load, run
+
+
+def _check_domain(settings, address: str) -> str:  # noqa: ANN001
+    address = address.strip().lower()
+    local, _, domain = address.rpartition("@")
+    if not local or not domain:
+        raise click.BadParameter(f"not an address: {address!r}", param_hint="ADDRESS")
+    if domain != settings.domain:
+        raise click.BadParameter(f"{address} is not in this operator's domain {settings.domain}", param_hint="ADDRESS")
+    return address
+
+
+def _pki(settings):  # noqa: ANN001, ANN202
+    from crypto.pki import TestPKI
+
+    directory = settings.path(settings.pki.directory)
+    if not (directory / "pki.json").is_file():
+        raise click.ClickException(f"no PKI in {directory} to issue encryption certificates; run `mss pki init`")
+    return TestPKI.load(directory)
+
+
+def _issue_key(settings, entry, *, surname: str | None, given: str | None):  # noqa: ANN001, ANN202
+    pki = _pki(settings)
+    if entry.type == "PER":
+        return pki.issue_encryption(entry.address, kind="PS", idnat=entry.idnat, surname=surname, given_name=given)
+    return pki.issue_encryption(
+        entry.address, kind="ORG", structure_id=entry.structure_id, organization=entry.display_name or "MSS"
+    )
+
+
+def _hand_over(issued, out: Path, stem: str, address: str) -> dict:  # noqa: ANN001
+    """Write the PKCS#12 (key + cert + chain) and the certificate; the key exists only there."""
+    from crypto.keys import new_password, write_pkcs12
+
+    out.mkdir(parents=True, exist_ok=True)
+    p12, crt = out / f"{stem}.p12", out / f"{stem}.crt"
+    if p12.exists():
+        raise click.ClickException(f"{p12} exists; choose another --out")
+    password = new_password()
+    write_pkcs12(p12, issued.key, issued.cert, issued.chain, password, friendly_name=address)
+    crt.write_bytes(issued.cert_pem(with_chain=True))
+    return {
+        "p12": str(p12),
+        "p12_password": password,
+        "cert": str(crt),
+        "serial": format(issued.cert.serial_number, "x"),
+        "not_after": issued.cert.not_valid_after_utc.isoformat(),
+    }
+
+
+def _key_lines(doc: dict) -> list[str]:
+    return [
+        f"  encryption certificate: {doc['cert']} (serial {doc['serial']}, until {doc['not_after']})",
+        f"  private key, PKCS#12:   {doc['p12']}",
+        f"  PKCS#12 password (shown once, not stored): {doc['p12_password']}",
+    ]
+
+
+@click.group()
+def mailbox() -> None:
+    """Local mailboxes (BAL): create, key rollover, list, app passwords."""
+
+
+@mailbox.command("create")
+@click.argument("address")
+@click.option("--type", "kind", type=click.Choice(["PER", "ORG", "APP"]), required=True)
+@click.option("--idnat", default=None, help="PER: the professional's idNat_PS.")
+@click.option("--structure", default=None, help="ORG/APP: the structure's idNat_Struct.")
+@click.option("--member", "members", multiple=True, help="ORG: address of a PER mailbox reading it (repeatable).")
+@click.option("--name", "display_name", default="", help="Display name.")
+@click.option("--surname", default=None, help="PER: surname in the encryption certificate.")
+@click.option("--given", default=None, help="PER: given name in the encryption certificate.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("."), show_default=True, help="Where the PKCS#12 goes.")
+@config_option
+@json_option
+def create(address, kind, idnat, structure, members, display_name, surname, given, out, config, as_json) -> None:  # noqa: ANN001
+    """Create ADDRESS and issue its encryption certificate (private key handed over once).
+
+    An ORG mailbox with members is encrypted to every member's key and gets no key of its own.
+    """
+    from crypto.identity import IdentityError, check_ps_id, check_structure_id
+
+    settings = load(config)
+    address = _check_domain(settings, address)
+    try:
+        if kind == "PER":
+            if not idnat or structure:
+                raise click.UsageError("a PER mailbox needs --idnat (and no --structure)")
+            check_ps_id(idnat)
+        else:
+            if not structure or idnat:
+                raise click.UsageError(f"an {kind} mailbox needs --structure (and no --idnat)")
+            check_structure_id(structure)
+    except IdentityError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if members and kind != "ORG":
+        raise click.UsageError("--member is for ORG mailboxes")
+    members = tuple(_check_domain(settings, m) for m in members)
+
+    async def go() -> dict:
+        from annuaire.local import LocalDirectory
+        from mss.store import Store
+
+        async with database(settings) as sessions:
+            async with sessions() as s, s.begin():
+                d = LocalDirectory(s)
+                for m in members:
+                    entry = await d.get(m)
+                    if entry is None or entry.type != "PER":
+                        raise click.ClickException(f"member {m} is not a local PER mailbox")
+                try:
+                    entry = await d.add_mailbox(
+                        address, kind, idnat=idnat, structure_id=structure, display_name=display_name, members=members
+                    )
+                except ValueError as exc:
+                    raise click.ClickException(str(exc)) from exc
+                key_doc: dict = {}
+                if not (kind == "ORG" and members):
+                    issued = _issue_key(settings, entry, surname=surname, given=given)
+                    key_doc = _hand_over(issued, out, address, address)
+                    await d.add_certificate(address, issued.cert)
+            await Store(sessions).ensure_default_folders(address)
+        return {"address": address, "type": kind, "idnat": idnat, "structure": structure, "members": list(members), **key_doc}
+
+    doc = run(go())
+    lines = [f"mailbox {address} ({kind}) created"]
+    if "p12" in doc:
+        lines += _key_lines(doc)
+    else:
+        lines.append(f"  encrypted to its members' keys: {', '.join(doc['members'])}")
+    emit(as_json, doc, lines)
+
+
+@mailbox.command("rollover")
+@click.argument("address")
+@click.option("--surname", default=None)
+@click.option("--given", default=None)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("."), show_default=True)
+@config_option
+@json_option
+def rollover(address, surname, given, out, config, as_json) -> None:  # noqa: ANN001
+    """Issue a new encryption key for ADDRESS; new mail uses it, older mail keeps the older key."""
+    settings = load(config)
+    address = _check_domain(settings, address)
+
+    async def go() -> dict:
+        from annuaire.local import LocalDirectory
+
+        async with database(settings) as sessions, sessions() as s, s.begin():
+            d = LocalDirectory(s)
+            entry = await d.get(address)
+            if entry is None:
+                raise click.ClickException(f"no local mailbox {address}")
+            if entry.type == "ORG" and entry.members:
+                raise click.ClickException(f"{address} is encrypted to its members' keys: roll over theirs")
+            history = await d.certificates(address)
+            issued = _issue_key(settings, entry, surname=surname, given=given)
+            key_doc = _hand_over(issued, out, f"{address}.{len(history) + 1}", address)
+            retired = await d.retire_certificates(address)
+            await d.add_certificate(address, issued.cert)
+        return {"address": address, "retired": retired, "key_number": len(history) + 1, **key_doc}
+
+    doc = run(go())
+    emit(
+        as_json,
+        doc,
+        [f"new encryption key for {address} (key #{doc['key_number']}; {doc['retired']} older key(s) retired, keep their PKCS#12 to read older mail)", *_key_lines(doc)],
+    )
+
+
+@mailbox.command("list")
+@config_option
+@json_option
+def list_(config, as_json) -> None:  # noqa: ANN001
+    """Every local mailbox with its keys."""
+    settings = load(config)
+
+    async def go() -> list[dict]:
+        from annuaire.local import LocalDirectory
+        from mss.credentials import list_app_passwords
+
+        out = []
+        async with database(settings) as sessions, sessions() as s:
+            d = LocalDirectory(s)
+            passwords: dict[str, int] = {}
+            for p in await list_app_passwords(s):
+                passwords[p.address] = passwords.get(p.address, 0) + 1
+            for e in await d.all():
+                certs = await d.certificates(e.address)
+                out.append(
+                    {
+                        "address": e.address,
+                        "type": e.type,
+                        "idnat": e.idnat,
+                        "structure": e.structure_id,
+                        "name": e.display_name,
+                        "members": list(e.members),
+                        "certificates": [
+                            {"sha256": c.sha256, "active": c.active, "not_after": c.not_after.isoformat()} for c in certs
+                        ],
+                        "app_passwords": passwords.get(e.address, 0),
+                    }
+                )
+        return out
+
+    rows = run(go())
+    lines = []
+    for r in rows:
+        who = r["idnat"] or r["structure"] or ""
+        active = sum(1 for c in r["certificates"] if c["active"])
+        extra = f" members={','.join(r['members'])}" if r["members"] else ""
+        lines.append(f"{r['type']:3} {r['address']:45} {who:14} keys={active}/{len(r['certificates'])} app-passwords={r['app_passwords']}{extra}")
+    emit(as_json, {"mailboxes": rows}, lines)
+
+
+@mailbox.command("app-password")
+@click.argument("address")
+@click.option("--label", default="", help="What it is for (e.g. 'Outlook, bureau').")
+@click.option("--list", "list_only", is_flag=True, help="List the mailbox's app passwords (never the passwords).")
+@click.option("--revoke", "revoke_ids", multiple=True, type=int, help="Revoke the app password with this id (repeatable).")
+@click.option("--revoke-all", is_flag=True)
+@config_option
+@json_option
+def app_password(address, label, list_only, revoke_ids, revoke_all, config, as_json) -> None:  # noqa: ANN001
+    """Print a new app password for ADDRESS (PLAIN/LOGIN next to a client certificate).
+
+    Only its Argon2id hash is stored: it cannot be shown again.
+    """
+    from mss.credentials import create_app_password, list_app_passwords, revoke_app_passwords
+
+    settings = load(config)
+    address = _check_domain(settings, address)
+
+    async def go() -> dict:
+        async with database(settings) as sessions, sessions() as s, s.begin():
+            if list_only:
+                items = await list_app_passwords(s, address)
+                return {"address": address, "app_passwords": [
+                    {"id": i.id, "label": i.label, "created_at": i.created_at.isoformat(),
+                     "last_used_at": i.last_used_at.isoformat() if i.last_used_at else None} for i in items
+                ]}
+            if revoke_ids or revoke_all:
+                n = await revoke_app_passwords(s, address, list(revoke_ids) or None)
+                return {"address": address, "revoked": n}
+            try:
+                pid, password = await create_app_password(s, address, label=label)
+            except (LookupError, ValueError) as exc:
+                raise click.ClickException(str(exc)) from exc
+            return {"address": address, "id": pid, "label": label, "password": password}
+
+    doc = run(go())
+    if "password" in doc:
+        lines = [f"app password #{doc['id']} for {doc['address']} (shown once):", doc["password"]]
+    elif "revoked" in doc:
+        lines = [f"{doc['revoked']} app password(s) revoked for {doc['address']}"]
+    else:
+        lines = [f"#{i['id']} {i['label'] or '-'} created {i['created_at']} last used {i['last_used_at'] or 'never'}" for i in doc["app_passwords"]]
+    emit(as_json, doc, lines)

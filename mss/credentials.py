@@ -1,0 +1,114 @@
+"""Per-mailbox application passwords, for clients that cannot do SASL EXTERNAL.
+
+An app password is a second factor *next to* the client certificate, never instead of it: the
+front end calls `Authenticator.from_app_password`, which validates the certificate first and
+then checks the password of the mailbox named by the user name. Only an Argon2id hash (RFC 9106,
+PHC string from argon2-cffi) is stored; the clear password is printed once by
+`mss mailbox app-password` and never written anywhere.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from annuaire.local import normalize_address
+from annuaire.model import AppPassword, LocalMailbox
+
+# RFC 9106 §4 second recommended option (t=3, 64 MiB, p=4): argon2-cffi's defaults.
+_HASHER = PasswordHasher()
+# 4 groups of 6 characters from an unambiguous alphabet (~124 bits): easy to type on a phone.
+_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+MAX_PER_MAILBOX = 20
+
+
+def generate_app_password() -> str:
+    return "-".join("".join(secrets.choice(_ALPHABET) for _ in range(6)) for _ in range(4))
+
+
+def _normalise(password: str) -> str:
+    # People retype them: ignore spaces and case (the alphabet is lower-case only).
+    return password.replace(" ", "").strip().lower()
+
+
+@dataclass(frozen=True)
+class AppPasswordInfo:
+    id: int
+    address: str
+    label: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+async def create_app_password(session: AsyncSession, address: str, *, label: str = "") -> tuple[int, str]:
+    """Store the hash of a new password for `address`; returns (id, the clear password)."""
+    address = normalize_address(address)
+    if await session.get(LocalMailbox, address) is None:
+        raise LookupError(f"no local mailbox {address}")
+    count = len((await session.execute(select(AppPassword.id).where(AppPassword.address == address))).all())
+    if count >= MAX_PER_MAILBOX:
+        raise ValueError(f"{address} already has {count} app passwords; revoke some first")
+    password = generate_app_password()
+    hashed = await asyncio.to_thread(_HASHER.hash, _normalise(password))
+    row = AppPassword(address=address, label=label, hash=hashed, created_at=datetime.now(timezone.utc))
+    session.add(row)
+    await session.flush()
+    return row.id, password
+
+
+async def list_app_passwords(session: AsyncSession, address: str | None = None) -> list[AppPasswordInfo]:
+    q = select(AppPassword).order_by(AppPassword.address, AppPassword.id)
+    if address is not None:
+        q = q.where(AppPassword.address == normalize_address(address))
+    return [
+        AppPasswordInfo(r.id, r.address, r.label, r.created_at, r.last_used_at)
+        for r in (await session.execute(q)).scalars()
+    ]
+
+
+async def revoke_app_passwords(session: AsyncSession, address: str, ids: list[int] | None = None) -> int:
+    q = delete(AppPassword).where(AppPassword.address == normalize_address(address))
+    if ids:
+        q = q.where(AppPassword.id.in_(ids))
+    res = await session.execute(q)
+    return res.rowcount or 0
+
+
+def _matches(hashes: list[tuple[int, str]], password: str) -> int | None:
+    """Id of the matching hash. Every hash is tried so the time does not tell which matched."""
+    found = None
+    for row_id, hashed in hashes:
+        try:
+            if _HASHER.verify(hashed, password) and found is None:
+                found = row_id
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            pass
+    return found
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the mailbox has no app password, so that "none" and "wrong" cost the same."""
+    return _HASHER.hash(generate_app_password())
+
+
+async def check_app_password(sessions: async_sessionmaker, address: str, password: str) -> bool:
+    address = normalize_address(address)
+    if not password or len(password) > 256:
+        return False
+    async with sessions() as s:
+        rows = (await s.execute(select(AppPassword.id, AppPassword.hash).where(AppPassword.address == address))).all()
+    hashes = [(r[0], r[1]) for r in rows] or [(-1, _dummy_hash())]
+    found = await asyncio.to_thread(_matches, hashes, _normalise(password))
+    if found is None or found < 0:
+        return False
+    async with sessions() as s, s.begin():
+        await s.execute(update(AppPassword).where(AppPassword.id == found).values(last_used_at=datetime.now(timezone.utc)))
+    return True
