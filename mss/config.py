@@ -9,12 +9,18 @@ import os
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 DEFAULT_CONFIG_NAMES = ("mss.toml",)
 
 
-class ListenSettings(BaseModel):
+class _Section(BaseModel):
+    """Unknown keys are errors: a misspelt limit must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListenSettings(_Section):
     host: str = "127.0.0.1"
     submission: int = 2587
     submissions: int = 2465
@@ -34,7 +40,7 @@ class ListenSettings(BaseModel):
         }
 
 
-class TLSSettings(BaseModel):
+class TLSSettings(_Section):
     cert: Path = Path("pki/server.crt")
     key: Path = Path("pki/server.key")
     trust_anchors: Path = Path("pki/trust-anchors.pem")
@@ -49,13 +55,13 @@ class TLSSettings(BaseModel):
     crl_max_age_s: float | None = None
 
 
-class PKISettings(BaseModel):
+class PKISettings(_Section):
     """Where `mss pki` keeps the test PKI (CA keys!): never on a production node."""
 
     directory: Path = Path("pki/ca")
 
 
-class TokenSettings(BaseModel):
+class TokenSettings(_Section):
     """e-CPS access tokens (OAUTHBEARER / XOAUTH2). Off until `jwks` is set."""
 
     # Verifier: a JWKS file path (re-read when it changes) or an https:// URL.
@@ -77,31 +83,33 @@ class TokenSettings(BaseModel):
         return settings.path(self.jwks)
 
 
-class DkimSettings(BaseModel):
+class DkimSettings(_Section):
     directory: Path = Path("dkim")
     selector: str = "mss"
 
 
-class LimitSettings(BaseModel):
+class LimitSettings(_Section):
     # 25 MiB: what common mail services accept; advertised through SMTP SIZE.
-    max_message_size: int = 25 * 1024 * 1024
-    max_recipients: int = 100
-    smtp_command_line: int = 512  # RFC 5321 4.5.3.1.4
-    imap_line: int = 64 * 1024
-    imap_literal: int = 25 * 1024 * 1024 + 64 * 1024
-    imap_nesting: int = 16
-    idle_timeout_s: int = 30 * 60
-    smtp_timeout_s: int = 300
+    max_message_size: PositiveInt = 25 * 1024 * 1024
+    max_recipients: PositiveInt = 100
+    smtp_command_line: int = Field(512, ge=512)  # RFC 5321 4.5.3.1.4 sets the floor
+    imap_line: int = Field(64 * 1024, ge=1000)
+    imap_literal: PositiveInt = 25 * 1024 * 1024 + 64 * 1024
+    imap_nesting: int = Field(16, ge=1, le=256)
+    idle_timeout_s: int = Field(30 * 60, ge=29 * 60)  # RFC 2177: at least 29 minutes
+    smtp_timeout_s: PositiveInt = 300
 
 
-class DeliverySettings(BaseModel):
+class DeliverySettings(_Section):
     placeholder_subject: str = "[...]"
-    group_commit_max: int = 64
-    group_commit_wait_ms: float = 2.0
+    group_commit_max: int = Field(64, ge=1, le=10_000)
+    group_commit_wait_ms: float = Field(2.0, ge=0, le=1000)
 
 
 class Settings(BaseModel):
     """Everything a node needs; `base_dir` is the folder relative paths resolve against."""
+
+    model_config = ConfigDict(extra="forbid")
 
     domain: str
     database_url: str = "sqlite+aiosqlite:///mss.db"
@@ -147,15 +155,28 @@ def default_config_path() -> Path:
     return Path(os.environ.get("MSS_CONFIG", "mss.toml"))
 
 
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the field."""
+
+
 def load_settings(path: Path | str | None = None) -> Settings:
     """Read and validate a config file; a bad file raises with the field that is wrong."""
     path = Path(path) if path else default_config_path()
     if not path.is_file():
         raise FileNotFoundError(f"configuration file not found: {path}")
-    with path.open("rb") as fh:
-        data = tomllib.load(fh)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     data.setdefault("base_dir", str(path.resolve().parent))
-    settings = Settings.model_validate(data)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from exc
     # Containers bind every interface without editing the deployment's file.
     if os.environ.get("MSS_LISTEN_HOST"):
         settings.listen.host = os.environ["MSS_LISTEN_HOST"]

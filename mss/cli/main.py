@@ -111,7 +111,13 @@ _register_optional_groups()
 
 
 def main() -> None:
-    cli(prog_name="mss")
+    from mss.config import ConfigError
+
+    try:
+        cli(prog_name="mss")
+    except ConfigError as exc:  # raised wherever a command loads its settings
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
