@@ -4,3 +4,7 @@ A leaf package: it imports nothing of `mss`, `smtp` or `imap`. Callers hand it a
 async engine or session; its tables live on `annuaire.model.Base.metadata` and are created
 by the migrations of `mss.db`.
 """
+
+# Register the national directory tables on the shared metadata (annuaire.model.Base), so that
+# whoever imports the package (migrations, tests) sees every directory table.
+from annuaire import national as _national  # noqa: E402,F401
