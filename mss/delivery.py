@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from annuaire.local import LocalDirectory, normalize_address
+from annuaire.whitelist import in_trust_space
 from mss.config import Settings
 from mss.errors import PolicyRejection
 from mss.mailboxes import Mailboxes
@@ -122,9 +123,9 @@ class Delivery:
             async with self.sessions() as s:
                 entry = await LocalDirectory(s).get(address)
             return Recipient(address, "local" if entry else "unknown_local")
-        # The trust-space whitelist arrives with the directory issue; until then every
-        # foreign domain is outside what this server relays to.
-        return Recipient(address, "outside")
+        async with self.sessions() as s:
+            trusted = await in_trust_space(s, dom)
+        return Recipient(address, "trust_space" if trusted else "outside")
 
     def check_sender(self, principal: Principal, mail_from: str) -> None:
         check_sender(principal, mail_from)

@@ -38,5 +38,7 @@ def check_recipient(recipient: Recipient) -> None:
         raise PolicyRejection(550, "5.1.1", f"Mailbox <{recipient.address}> does not exist")
     if recipient.kind == "trust_space":
         # Relay to other operators comes with the outbound queue; until then refuse clearly.
-        raise PolicyRejection(550, "5.7.1", "Relaying to other operators is not enabled on this server")
+        raise PolicyRejection(
+            550, "5.7.1", "Relaying to other operators of the trust space is not enabled on this server yet"
+        )
     raise PolicyRejection(550, "5.7.1", f"Domain {domain_of(recipient.address)} is outside the health trust space")

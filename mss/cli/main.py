@@ -91,23 +91,20 @@ def _print_client_help(config: Path) -> None:
     )
 
 
-def _register_optional_groups() -> None:
-    """Command groups that live in their own modules."""
-    for module, name in (
-        ("mss.cli.annuaire", "annuaire"),
-        ("mss.cli.pki", "pki"),
-        ("mss.cli.token", "token"),
-        ("mss.cli.mailbox", "mailbox"),
-        ("mss.cli.dkim", "dkim"),
-    ):
-        try:
-            mod = __import__(module, fromlist=[name])
-        except ImportError:
-            continue
-        cli.add_command(getattr(mod, name))
+def _register_groups() -> None:
+    """Command groups that live in their own modules (imported here, not at the top, so
+    that `mss --help` stays fast for the commands above)."""
+    from mss.cli.annuaire import annuaire
+    from mss.cli.dkim import dkim
+    from mss.cli.mailbox import mailbox
+    from mss.cli.pki import pki
+    from mss.cli.token import token
+
+    for group in (annuaire, pki, token, mailbox, dkim):
+        cli.add_command(group)
 
 
-_register_optional_groups()
+_register_groups()
 
 
 def main() -> None:
