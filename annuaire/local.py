@@ -8,7 +8,7 @@ from typing import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from annuaire.model import MAILBOX_TYPES, LocalMailbox, LocalMailboxMember, MailboxCertificate
@@ -42,6 +42,16 @@ class MailboxEntry:
     display_name: str
     sent_copy: bool
     members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeliveryTarget:
+    """A local mailbox as delivery sees it."""
+
+    address: str
+    type: str
+    sent_copy: bool
+    certificates: tuple[x509.Certificate, ...]
 
 
 def _entry(row: LocalMailbox, members: Iterable[str] = ()) -> MailboxEntry:
@@ -100,22 +110,42 @@ class LocalDirectory:
         )
         return [_entry(r) for r in res.scalars()]
 
-    async def encryption_certificates(self, address: str, *, at: datetime | None = None) -> list[x509.Certificate]:
-        """The certificates a message for `address` is encrypted to.
+    async def exists(self, address: str) -> bool:
+        """One indexed look-up: what routing asks for every RCPT."""
+        res = await self.session.execute(
+            select(LocalMailbox.address).where(LocalMailbox.address == normalize_address(address))
+        )
+        return res.first() is not None
 
-        ORG mailboxes have none of their own: every member's active certificate is used.
-        Certificates outside their validity window are skipped, so that an expired key
-        never receives new mail.
+    async def delivery_target(
+        self, address: str, *, at: datetime | None = None, certificates: bool = True
+    ) -> "DeliveryTarget | None":
+        """What delivery needs of a mailbox, in two queries: its type, whether it keeps a
+        Sent copy, and (unless `certificates` is false) the certificates a message for it
+        is encrypted to.
+
+        An ORG mailbox is encrypted to every member's active certificate (and to its own,
+        if it has one). Certificates outside their validity window are skipped, so that an
+        expired key never receives new mail.
         """
         at = at or datetime.now(timezone.utc)
         address = normalize_address(address)
-        entry = await self.get(address)
-        if entry is None:
-            return []
-        owners = list(entry.members) if entry.type == "ORG" and entry.members else [address]
+        row = (
+            await self.session.execute(
+                select(LocalMailbox.type, LocalMailbox.sent_copy).where(LocalMailbox.address == address)
+            )
+        ).first()
+        if row is None:
+            return None
+        if not certificates:
+            return DeliveryTarget(address, row.type, bool(row.sent_copy), ())
+        owners = MailboxCertificate.address == address
+        if row.type == "ORG":
+            members = select(LocalMailboxMember.member).where(LocalMailboxMember.mailbox == address)
+            owners = or_(owners, MailboxCertificate.address.in_(members))
         res = await self.session.execute(
             select(MailboxCertificate.cert_der, MailboxCertificate.not_before, MailboxCertificate.not_after)
-            .where(MailboxCertificate.address.in_(owners), MailboxCertificate.active.is_(True))
+            .where(owners, MailboxCertificate.active.is_(True))
             .order_by(MailboxCertificate.id)
         )
         certs = []
@@ -124,7 +154,12 @@ class LocalDirectory:
             na = na if na.tzinfo else na.replace(tzinfo=timezone.utc)
             if nb <= at <= na:
                 certs.append(x509.load_der_x509_certificate(der))
-        return certs
+        return DeliveryTarget(address, row.type, bool(row.sent_copy), tuple(certs))
+
+    async def encryption_certificates(self, address: str, *, at: datetime | None = None) -> list[x509.Certificate]:
+        """The certificates a message for `address` is encrypted to (see `delivery_target`)."""
+        target = await self.delivery_target(address, at=at)
+        return list(target.certificates) if target else []
 
     async def add_mailbox(
         self,

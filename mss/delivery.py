@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from annuaire.local import LocalDirectory, normalize_address
+from annuaire.local import DeliveryTarget, LocalDirectory, normalize_address
 from annuaire.whitelist import in_trust_space
 from mss.config import Settings
 from mss.errors import PolicyRejection
@@ -117,14 +117,16 @@ class Delivery:
         return frozenset({self.settings.domain})
 
     async def resolve(self, address: str) -> Recipient:
+        async with self.sessions() as s:
+            return await self._resolve(s, address)
+
+    async def _resolve(self, s: AsyncSession, address: str) -> Recipient:
         address = normalize_address(address)
         dom = domain_of(address)
         if dom in self.local_domains:
-            async with self.sessions() as s:
-                entry = await LocalDirectory(s).get(address)
-            return Recipient(address, "local" if entry else "unknown_local")
-        async with self.sessions() as s:
-            trusted = await in_trust_space(s, dom)
+            known = await LocalDirectory(s).exists(address)
+            return Recipient(address, "local" if known else "unknown_local")
+        trusted = await in_trust_space(s, dom)
         return Recipient(address, "trust_space" if trusted else "outside")
 
     def check_sender(self, principal: Principal, mail_from: str) -> None:
@@ -136,33 +138,38 @@ class Delivery:
         return recipient
 
     async def submit(self, envelope: Envelope, raw: bytes, principal: Principal) -> DeliveryResult:
-        """Encrypt for every local recipient (and the sender's Sent copy) and store durably."""
+        """Encrypt for every local recipient (and the sender's Sent copy) and store durably.
+
+        The envelope is checked again here, whatever the front end checked before: the
+        core is the one place the rules hold. Directory reads share one session.
+        """
         check_sender(principal, envelope.mail_from)
         check_line_endings(raw)
         check_headers(raw)
         if len(raw) > self.settings.limits.max_message_size:
             raise PolicyRejection(552, "5.3.4", "Message exceeds the maximum size")
-        recipients = []
-        for rcpt in dict.fromkeys(normalize_address(r) for r in envelope.rcpt_tos):
-            recipients.append(await self.check_recipient(principal, rcpt))
-        items: list[NewMessage] = []
-        for r in recipients:
-            sealed, headers = await self.mailboxes.seal(r.address, raw)
-            items.append(NewMessage(mailbox=r.address, folder="INBOX", content=sealed, headers=headers))
         sender = normalize_address(envelope.mail_from)
-        if await self._wants_sent_copy(sender):
-            sealed, headers = await self.mailboxes.seal(sender, raw)
+        targets: list[DeliveryTarget] = []
+        async with self.sessions() as s:
+            directory = LocalDirectory(s)
+            for rcpt in dict.fromkeys(normalize_address(r) for r in envelope.rcpt_tos):
+                target = await directory.delivery_target(rcpt) if domain_of(rcpt) in self.local_domains else None
+                if target is None:  # not local, or removed between RCPT and DATA
+                    check_recipient(await self._resolve(s, rcpt))
+                    raise PolicyRejection(550, "5.1.1", f"Mailbox <{rcpt}> does not exist")
+                targets.append(target)
+            own = await directory.delivery_target(sender, certificates=False)
+            if own is not None and own.sent_copy:
+                own = await directory.delivery_target(sender)
+        items: list[NewMessage] = []
+        for t in targets:
+            sealed, headers = await self.mailboxes.seal(t.address, raw, t.certificates)
+            items.append(NewMessage(mailbox=t.address, folder="INBOX", content=sealed, headers=headers))
+        if own is not None and own.sent_copy:
+            sealed, headers = await self.mailboxes.seal(sender, raw, own.certificates)
             items.append(
                 NewMessage(mailbox=sender, folder="Sent", content=sealed, headers=headers, flags=frozenset({"\\Seen"}))
             )
         refs = await self.committer.write(items)
-        log.info(
-            "delivered from=%s rcpts=%d stored=%d size=%d", sender, len(recipients), len(refs), len(raw)
-        )
+        log.info("delivered from=%s rcpts=%d stored=%d size=%d", sender, len(targets), len(refs), len(raw))
         return DeliveryResult(stored=refs)
-
-    async def _wants_sent_copy(self, sender: str) -> bool:
-        async with self.sessions() as s:
-            entry = await LocalDirectory(s).get(sender)
-        return bool(entry and entry.sent_copy)
-

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Iterable, Sequence
+
+from cryptography import x509
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -37,11 +39,17 @@ class Mailboxes:
         async with self.sessions() as s:
             return await LocalDirectory(s).encryption_certificates(mailbox)
 
-    async def seal(self, mailbox: str, raw: bytes) -> tuple[bytes, OuterHeaders]:
-        """Ciphertext for `mailbox` and its outer headers; refuses if it has no key."""
+    async def seal(
+        self, mailbox: str, raw: bytes, certs: Sequence[x509.Certificate] | None = None
+    ) -> tuple[bytes, OuterHeaders]:
+        """Ciphertext for `mailbox` and its outer headers; refuses if it has no key.
+
+        `certs` may be given by a caller that already looked them up (delivery does).
+        """
         if is_encrypted(raw):
             return raw, outer_headers(raw)
-        certs = await self.encryption_certificates(mailbox)
+        if certs is None:
+            certs = await self.encryption_certificates(mailbox)
         if not certs:
             raise PolicyRejection(
                 550, "5.7.1", f"Mailbox <{mailbox}> has no valid encryption certificate; nothing is stored in clear"

@@ -358,38 +358,51 @@ class Store:
         return refs
 
     async def _write(self, s: AsyncSession, batch: Sequence[NewMessage]) -> list[StoredRef]:
-        refs = []
-        folder_cache: dict[tuple[str, str], Folder] = {}
-        for item in batch:
-            key = (item.mailbox.lower(), canonical_folder_name(item.folder))
-            f = folder_cache.get(key)
-            if f is None:
-                f = (
-                    await s.execute(select(Folder).where(Folder.mailbox == key[0], Folder.name == key[1]))
-                ).scalar_one_or_none()
-                if f is None:
-                    if key[1] not in {n for n, _ in DEFAULT_FOLDERS}:
-                        raise StoreError(f"no folder {key[1]} in {key[0]}")
-                    await self._ensure_defaults(s, key[0])
-                    f = (
-                        await s.execute(select(Folder).where(Folder.mailbox == key[0], Folder.name == key[1]))
-                    ).scalar_one()
-                folder_cache[key] = f
-            uid, modseq = await self._bump(s, f.id, uid=True)
-            h = item.headers
-            s.add(
-                Message(
-                    folder_id=f.id, uid=uid, modseq=modseq, flags=_flags_to_text(item.flags),
-                    # UTC always: SQLite keeps no offset, and IMAP renders the zone it is given.
-                    internaldate=_aware(item.internaldate).astimezone(timezone.utc),
-                    size=len(item.content), content=item.content,
-                    hdr_from=h.from_, hdr_to=h.to, hdr_cc=h.cc, hdr_subject=h.subject,
-                    hdr_date=h.date, hdr_message_id=h.message_id,
+        """Insert a batch: one folder look-up and one counter update per folder, then one
+        multi-row insert, so a group commit costs O(folders) statements, not O(messages)."""
+        by_folder: dict[tuple[str, str], list[int]] = {}
+        for i, item in enumerate(batch):
+            by_folder.setdefault((item.mailbox.lower(), canonical_folder_name(item.folder)), []).append(i)
+        refs: list[StoredRef | None] = [None] * len(batch)
+        rows: list[Message] = []
+        for (mailbox, name), positions in by_folder.items():
+            folder_id, uidvalidity, first_uid, first_modseq = await self._reserve(s, mailbox, name, len(positions))
+            for k, i in enumerate(positions):
+                item, h = batch[i], batch[i].headers
+                rows.append(
+                    Message(
+                        folder_id=folder_id, uid=first_uid + k, modseq=first_modseq + k,
+                        flags=_flags_to_text(item.flags),
+                        # UTC always: SQLite keeps no offset, and IMAP renders the zone it is given.
+                        internaldate=_aware(item.internaldate).astimezone(timezone.utc),
+                        size=len(item.content), content=item.content,
+                        hdr_from=h.from_, hdr_to=h.to, hdr_cc=h.cc, hdr_subject=h.subject,
+                        hdr_date=h.date, hdr_message_id=h.message_id,
+                    )
                 )
-            )
-            refs.append(StoredRef(key[0], f.id, f.uidvalidity, uid))
+                refs[i] = StoredRef(mailbox, folder_id, uidvalidity, first_uid + k)
+        s.add_all(rows)
         await s.flush()
-        return refs
+        return refs  # type: ignore[return-value]
+
+    async def _reserve(self, s: AsyncSession, mailbox: str, name: str, n: int) -> tuple[int, int, int, int]:
+        """Find the folder and reserve `n` UIDs and MODSEQs in one statement (row-locked on
+        PostgreSQL): (folder id, uidvalidity, first uid, first modseq)."""
+        stmt = (
+            update(Folder)
+            .where(Folder.mailbox == mailbox, Folder.name == name)
+            .values(uidnext=Folder.uidnext + n, highestmodseq=Folder.highestmodseq + n)
+            .returning(Folder.id, Folder.uidvalidity, Folder.uidnext, Folder.highestmodseq)
+            .execution_options(synchronize_session=False)
+        )
+        row = (await s.execute(stmt)).first()
+        if row is None:
+            if name not in {n_ for n_, _ in DEFAULT_FOLDERS}:
+                raise StoreError(f"no folder {name} in {mailbox}")
+            await self._ensure_defaults(s, mailbox)
+            row = (await s.execute(stmt)).one()
+        folder_id, uidvalidity, uidnext, modseq = row
+        return folder_id, uidvalidity, uidnext - n, modseq - n + 1
 
     @staticmethod
     async def _bump(s: AsyncSession, folder_id: int, *, uid: bool):

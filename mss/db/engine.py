@@ -17,7 +17,9 @@ def is_sqlite(url: str) -> bool:
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine; SQLite gets WAL with full fsync so that a commit is durable."""
     if is_sqlite(url):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        # A pool large enough for the concurrent sessions: with aiosqlite each connection is
+        # a thread, and overflow connections are opened and closed per checkout (churn).
+        engine = create_async_engine(url, echo=echo, pool_size=20, max_overflow=10, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001 - DBAPI objects
@@ -30,7 +32,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(url, echo=echo, pool_size=20, max_overflow=10, pool_pre_ping=True)
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
