@@ -134,18 +134,21 @@ class Session:
         self.idle: Idle | None = None
         self.enabled: set[str] = set()
         self.auth_failures = 0
-        self._pending_auth: Command | None = None
+        self._pending_auth: tuple[Command, Any] | None = None  # (AUTHENTICATE, its step)
 
     # -- capabilities (RFC 9051 7.2.2) ---------------------------------------------------
 
     def capabilities(self) -> list[str]:
         caps = ["IMAP4rev1"]
         if not self.tls:
+            # RFC 9051 6.2.3: no password in clear, so neither LOGIN nor any AUTH= yet.
             return caps + ["STARTTLS", "LOGINDISABLED"]
         if self.state is State.NOT_AUTHENTICATED:
-            caps += ["AUTH=EXTERNAL", "SASL-IR"]
+            from imap.commands.auth import MECHANISMS
+
+            caps += [f"AUTH={m}" for m in MECHANISMS] + ["SASL-IR"]
         return caps + [
-            "LOGINDISABLED", "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
+            "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
             "SPECIAL-USE", "UNSELECT", "MOVE", "CHILDREN",
         ]
 
@@ -202,8 +205,8 @@ class Session:
         if self._pending_auth is not None:
             from imap.commands.auth import finish_authenticate
 
-            cmd, self._pending_auth = self._pending_auth, None
-            return await finish_authenticate(self, cmd, line)
+            (cmd, step), self._pending_auth = self._pending_auth, None
+            return await finish_authenticate(self, cmd, line, step)
         return [bad(None, "Unexpected continuation line")]  # pragma: no cover
 
     # -- dispatch ------------------------------------------------------------------------
@@ -277,8 +280,9 @@ class Session:
             return updates + [bad(idle.tag, "Expected DONE; IDLE ended")]
         return updates + [ok(idle.tag, "IDLE terminated")]
 
-    def expect_auth_response(self, cmd: Command) -> None:
-        self._pending_auth = cmd
+    def expect_auth_response(self, cmd: Command, step: Any = None) -> None:
+        """The next line answers AUTHENTICATE's challenge; `step` says which (None: the first)."""
+        self._pending_auth = (cmd, step)
         self.parser.expect_line()
 
     def close(self) -> None:

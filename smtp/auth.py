@@ -1,74 +1,66 @@
-"""SASL mechanisms offered by the SMTP front end (RFC 4954 AUTH).
+"""SASL on the SMTP front end (RFC 4954 AUTH): what is advertised, and the SMTP replies.
 
-Only EXTERNAL for now (RFC 4422 Appendix A): the credentials are the TLS client certificate
-the connection already presented; the client's message is an optional authorization
-identity (authzid) that narrows the certificate's principal to one of its mailboxes.
-PLAIN and LOGIN come with a later issue (e-CPS tokens, OAUTHBEARER).
+The client-message parsers are protocol-neutral and live in `mss.sasl` (IMAP uses them too);
+this module re-exports them so that the handler reads `sasl.plain(...)` etc.
 
-The functions here are pure: they turn the client's bytes and an already-authenticated
-principal into a result or a refusal; the protocol layer does the reading and writing.
+- EXTERNAL (RFC 4422 Appendix A): the credentials are the TLS client certificate the
+  connection already presented; the client's message is an optional authorization identity
+  (authzid) that narrows the certificate's principal to one of its mailboxes.
+- OAUTHBEARER (RFC 7628) and XOAUTH2 (Google's format): an e-CPS access token, accepted by
+  the core only when bound (`cnf`) to this connection's client certificate.
+- PLAIN (RFC 4616) and LOGIN (draft-murchison-sasl-login, what Outlook speaks): a mailbox
+  address and its app password, next to a valid client certificate, never instead of it.
+
+The functions here are pure: they turn the client's bytes into fields or a refusal; the
+protocol layers do the reading, writing and the calls into `core.auth`. Nothing here keeps
+or logs a password or a token: `SaslError.log_reason` never contains one.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-from dataclasses import dataclass
+from mss.sasl import (  # noqa: F401 - re-exported for the handler
+    MAX_AUTH_FAILURES,
+    TOKEN_MECHANISMS,
+    BearerCredentials,
+    ExternalResult,
+    PasswordCredentials,
+    SaslError,
+    bearer,
+    bearer_error,
+    decode_response,
+    external,
+    oauthbearer,
+    plain,
+    utf8,
+    xoauth2,
+)
 
-from mss.principal import Principal
+#: Mechanisms advertised in the EHLO "AUTH" line, in order (only once TLS is up).
+MECHANISMS: tuple[str, ...] = ("EXTERNAL", "PLAIN", "LOGIN", "OAUTHBEARER", "XOAUTH2")
+#: RFC 4954 4: servers accept SASL response lines of at least 12288 octets. Also the limit
+#: of the AUTH command line itself: a bearer token does not fit in 512 octets, and clients
+#: (Thunderbird, Outlook) send it as an initial response all the same.
+MAX_RESPONSE_LINE = 12288
 
-#: Mechanisms advertised in the EHLO "AUTH" line, in order.
-MECHANISMS: tuple[str, ...] = ("EXTERNAL",)
+#: LOGIN's two challenges (the de-facto texts every client expects).
+LOGIN_USERNAME = b"Username:"
+LOGIN_PASSWORD = b"Password:"
 
 #: RFC 4954 4: the reply for a refused authentication. The text stays generic on purpose.
 INVALID = "535 5.7.8 Authentication credentials invalid"
 
 
-class SaslError(Exception):
-    """A refusal with the exact SMTP reply to send."""
 
-    def __init__(self, reply: str, log_reason: str) -> None:
-        super().__init__(log_reason)
+
+def smtp_reply(exc: SaslError) -> str:
+    """The SMTP reply for a SASL error: 535 for refused credentials (RFC 4954 6), else 501."""
+    if isinstance(exc, SmtpSaslError):
+        return exc.reply
+    return f"{INVALID}: {exc.text}" if exc.refused else f"501 5.5.2 {exc.text}"
+
+
+class SmtpSaslError(SaslError):
+    """A refusal with an SMTP reply of its own (line too long, empty LOGIN field...)."""
+
+    def __init__(self, reply: str, log_reason: str, *, refused: bool = False) -> None:
+        super().__init__(reply.split(" ", 2)[-1], log_reason, refused=refused)
         self.reply = reply
-        self.log_reason = log_reason
-
-
-@dataclass(frozen=True)
-class ExternalResult:
-    principal: Principal
-    authzid: str | None
-
-
-def decode_response(blob: str) -> bytes:
-    """A client response in RFC 4954 form: base64, with "=" meaning "empty"."""
-    blob = blob.strip()
-    if blob in ("", "="):
-        return b""
-    try:
-        return base64.b64decode(blob.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
-        raise SaslError("501 5.5.2 Cannot decode base64 response", "bad base64") from exc
-
-
-def external(message: bytes, principal: Principal) -> ExternalResult:
-    """RFC 4422 Appendix A: `message` is the authzid (UTF-8), empty for "act as myself".
-
-    The principal was computed from the client certificate when TLS came up; an authzid
-    it is not entitled to is refused with 535 5.7.8 (RFC 4954 6: authorization failure
-    answers as an authentication failure, so nothing is learnt about other mailboxes).
-    """
-    if not message:
-        return ExternalResult(principal, None)
-    try:
-        authzid = message.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SaslError("501 5.5.2 Authorization identity is not UTF-8", "authzid not utf-8") from exc
-    if "\x00" in authzid or not authzid.strip():
-        raise SaslError("501 5.5.2 Invalid authorization identity", "authzid malformed")
-    try:
-        narrowed = principal.restricted_to(authzid.strip())
-    except PermissionError as exc:
-        raise SaslError(
-            f"{INVALID}: not authorized to act as this mailbox",
-            f"authzid {authzid!r} not entitled for {principal.kind}:{principal.identifier}",
-        ) from exc
-    return ExternalResult(narrowed, narrowed.acting_as)

@@ -78,7 +78,9 @@ class ConnectionAuth:
     """What a connection has proved, attached to the aiosmtpd Session as `session.mss`."""
 
     certificate: asyncio.Task | None = None  # -> Principal | Exception
+    certificate_der: bytes | None = None  # the client's leaf certificate, for SASL PLAIN/OAUTH
     sasl_principal: Principal | None = None
+    auth_failures: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,6 +90,14 @@ def _state(session: Any) -> ConnectionAuth:
         st = ConnectionAuth()
         session.mss = st
     return st
+
+
+class _Gone(Exception):
+    """The client went away in the middle of an AUTH exchange."""
+
+
+class _Aborted(Exception):
+    """The client cancelled an AUTH exchange with "*" (RFC 4954 4)."""
 
 
 class SubmissionHandler:
@@ -107,6 +117,7 @@ class SubmissionHandler:
         """
         st = _state(session)
         if st.certificate is None:
+            st.certificate_der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
             st.certificate = asyncio.get_running_loop().create_task(
                 self._authenticate_certificate(ssl_object, peer_text(session.peer)),
                 name=f"smtp-cert-auth {peer_text(session.peer)}",
@@ -155,65 +166,172 @@ class SubmissionHandler:
 
     # -- aiosmtpd hooks -----------------------------------------------------------------------
 
+    # Each lists its mechanism in aiosmtpd's table (the EHLO "AUTH" line, reordered in
+    # handle_EHLO). The exchanges themselves run in `handle_AUTH`, which aiosmtpd calls instead.
+
     @auth_mechanism("EXTERNAL")
     async def auth_EXTERNAL(self, server: Any, args: list[str]) -> Any:
-        """Lists EXTERNAL in aiosmtpd's mechanism table (the EHLO "AUTH" line).
+        raise NotImplementedError("handled by handle_AUTH")
 
-        The exchange itself runs in `handle_AUTH`, which aiosmtpd calls instead of this.
-        """
+    @auth_mechanism("PLAIN")
+    async def auth_PLAIN(self, server: Any, args: list[str]) -> Any:
+        raise NotImplementedError("handled by handle_AUTH")
+
+    @auth_mechanism("LOGIN")
+    async def auth_LOGIN(self, server: Any, args: list[str]) -> Any:
+        raise NotImplementedError("handled by handle_AUTH")
+
+    @auth_mechanism("OAUTHBEARER")
+    async def auth_OAUTHBEARER(self, server: Any, args: list[str]) -> Any:
+        raise NotImplementedError("handled by handle_AUTH")
+
+    @auth_mechanism("XOAUTH2")
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> Any:
         raise NotImplementedError("handled by handle_AUTH")
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]):
         # The hook replaces aiosmtpd's own bookkeeping, so record the name ourselves.
         session.host_name = hostname
         last = responses.pop()  # "250 HELP"
+        for i, line in enumerate(responses):
+            if line.startswith("250-AUTH "):  # aiosmtpd sorts them; the strongest goes first
+                offered = set(line[len("250-AUTH "):].split())
+                responses[i] = "250-AUTH " + " ".join(m for m in sasl.MECHANISMS if m in offered)
         responses.append("250-PIPELINING")
         responses.append("250-ENHANCEDSTATUSCODES")
         responses.append(last)
         return responses
 
     async def handle_AUTH(self, server: Any, session: Any, envelope: Any, args: list[str]) -> str | None:
-        """RFC 4954 AUTH, after aiosmtpd checked EHLO, TLS, arity and the mechanism name."""
+        """RFC 4954 AUTH, after aiosmtpd checked EHLO, TLS, arity and the mechanism name.
+
+        Returns the final reply, or None when it was already written (or the client left).
+        Every refusal of credentials (535) counts; after `MAX_AUTH_FAILURES` of them the
+        connection is closed with 421. Passwords and tokens are never logged.
+        """
         peer = peer_text(session.peer)
         if envelope.mail_from:
             return "503 5.5.1 AUTH is not permitted during a mail transaction (RFC 4954 4)"
         mechanism = args[0].upper()
-        if mechanism != "EXTERNAL":
+        if mechanism not in sasl.MECHANISMS:
             return "504 5.5.4 Unrecognized authentication type"
-        try:
-            if len(args) > 1:
-                message = sasl.decode_response(args[1])
-            else:
-                line = await server.sasl_challenge(b"")
-                if line is None:
-                    return None  # the connection went away
-                if line.strip() == "*":
-                    return "501 5.7.0 Authentication aborted"
-                message = sasl.decode_response(line)
-        except sasl.SaslError as exc:
-            log.info("auth refused peer=%s mechanism=EXTERNAL reason=%s", peer, exc.log_reason)
-            return exc.reply
-        result = await self.certificate_principal(session)
-        if isinstance(result, AuthenticationFailed):
-            log.warning("auth refused peer=%s mechanism=EXTERNAL reason=%s", peer, result.reason)
-            return f"{sasl.INVALID}: {result.public}"
-        if isinstance(result, Exception):
-            return "454 4.7.0 Temporary authentication failure, try again later"
-        if result is None:
+        st = _state(session)
+        if st.certificate is None:  # aiosmtpd refuses AUTH before STARTTLS; defence in depth
             return "538 5.7.11 Encryption required for requested authentication mechanism"
+        initial = args[1] if len(args) > 1 else None
         try:
-            outcome = sasl.external(message, result)
+            if mechanism == "EXTERNAL":
+                outcome = await self._external(server, session, initial, peer)
+            elif mechanism in sasl.TOKEN_MECHANISMS:
+                outcome = await self._bearer(server, session, mechanism, initial, peer)
+            else:
+                outcome = await self._password(server, session, mechanism, initial, peer)
+        except _Gone:
+            return None
+        except _Aborted:
+            log.info("auth aborted peer=%s mechanism=%s", peer, mechanism)
+            return await self._refused(server, st, "501 5.7.0 Authentication aborted")
         except sasl.SaslError as exc:
-            log.warning("auth refused peer=%s mechanism=EXTERNAL reason=%s", peer, exc.log_reason)
-            return exc.reply
-        _state(session).sasl_principal = outcome.principal
+            log.warning("auth refused peer=%s mechanism=%s reason=%s", peer, mechanism, exc.log_reason)
+            return await self._refused(server, st, sasl.smtp_reply(exc))
+        except AuthenticationFailed as exc:  # the core logged the precise reason
+            log.warning("auth refused peer=%s mechanism=%s reason=%s", peer, mechanism, exc.reason)
+            return await self._refused(server, st, f"{sasl.INVALID}: {exc.public}")
+        if isinstance(outcome, str):  # a temporary failure: not the client's fault, not counted
+            return outcome
+        principal = outcome
+        st.sasl_principal = principal
         session.authenticated = True
-        session.auth_data = outcome.principal
+        session.auth_data = principal
         log.info(
-            "auth ok peer=%s mechanism=EXTERNAL id=%s authzid=%s",
-            peer, outcome.principal.identifier, outcome.authzid or "-",
+            "auth ok peer=%s mechanism=%s kind=%s id=%s mailboxes=%s",
+            peer, mechanism, principal.kind, principal.identifier, ",".join(sorted(principal.mailboxes)),
         )
         return "235 2.7.0 Authentication successful"
+
+    async def _refused(self, server: Any, st: ConnectionAuth, reply: str) -> str | None:
+        """Count refused credentials (535; a malformed or cancelled exchange tests none)."""
+        if not reply.startswith("535"):
+            return reply
+        st.auth_failures += 1
+        if st.auth_failures < sasl.MAX_AUTH_FAILURES:
+            return reply
+        log.warning("auth failures=%d: closing the connection", st.auth_failures)
+        await server.push(reply)
+        await server.push("421 4.7.0 Too many failed authentication attempts, closing connection")
+        if server.transport is not None:
+            server.transport.close()
+        return None
+
+    @staticmethod
+    async def _response(server: Any, challenge: bytes) -> bytes:
+        """Send `334 <challenge>` and decode the client's answer."""
+        line = await server.sasl_challenge(challenge)
+        if line is None:
+            raise _Gone()
+        if line.strip() == "*":
+            raise _Aborted()
+        return sasl.decode_response(line)
+
+    async def _message(self, server: Any, initial: str | None) -> bytes:
+        """The client's first message: the initial response, or the answer to an empty challenge."""
+        if initial is not None:
+            return sasl.decode_response(initial)
+        return await self._response(server, b"")
+
+    async def _external(self, server: Any, session: Any, initial: str | None, peer: str) -> Principal | str:
+        message = await self._message(server, initial)
+        result = await self.certificate_principal(session)
+        if isinstance(result, AuthenticationFailed):
+            raise result
+        if isinstance(result, Exception) or result is None:
+            return "454 4.7.0 Temporary authentication failure, try again later"
+        return sasl.external(message, result).principal
+
+    async def _bearer(
+        self, server: Any, session: Any, mechanism: str, initial: str | None, peer: str
+    ) -> Principal | str:
+        creds = sasl.bearer(mechanism, await self._message(server, initial))
+        try:
+            return await self.core.auth.from_token(
+                creds.token, _state(session).certificate_der, creds.authzid, peer=peer, mechanism=mechanism
+            )
+        except AuthenticationFailed:
+            # RFC 7628 3.2.2: an error challenge, the client's %x01 (XOAUTH2: empty) reply,
+            # then the failure. Whatever the client answers, the attempt has failed.
+            line = await server.sasl_challenge(sasl.bearer_error(mechanism))
+            if line is None:
+                raise _Gone() from None
+            raise
+        except Exception:  # noqa: BLE001 - JWKS or directory unavailable: 454, not 535
+            log.exception("auth error peer=%s mechanism=%s", peer, mechanism)
+            return "454 4.7.0 Temporary authentication failure, try again later"
+
+    async def _password(
+        self, server: Any, session: Any, mechanism: str, initial: str | None, peer: str
+    ) -> Principal | str:
+        if mechanism == "PLAIN":
+            creds = sasl.plain(await self._message(server, initial))
+        else:  # LOGIN: the user name may come as the initial response (what Outlook does)
+            if initial is not None:
+                user = sasl.decode_response(initial)
+            else:
+                user = await self._response(server, sasl.LOGIN_USERNAME)
+            password = await self._response(server, sasl.LOGIN_PASSWORD)
+            creds = sasl.PasswordCredentials(
+                sasl.utf8(user, "User name").strip(), sasl.utf8(password, "Password")
+            )
+            if not creds.username or not creds.password:
+                raise sasl.SaslError("Empty user name or password", "login empty field")
+        try:
+            return await self.core.auth.from_app_password(
+                creds.username, creds.password, _state(session).certificate_der, peer=peer, mechanism=mechanism
+            )
+        except AuthenticationFailed:
+            raise
+        except Exception:  # noqa: BLE001 - database unavailable: 454, not 535
+            log.exception("auth error peer=%s mechanism=%s", peer, mechanism)
+            return "454 4.7.0 Temporary authentication failure, try again later"
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]):
         principal, refusal = await self.principal(session)

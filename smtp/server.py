@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from aiosmtpd.smtp import SMTP, TLSSetupException
 
+from smtp import auth as sasl
 from smtp.handler import SubmissionHandler, peer_text
 
 log = logging.getLogger("mss.smtp")
@@ -111,7 +112,6 @@ class SubmissionSMTP(SMTP):
             tls_context=None if implicit_tls else tls_context,
             require_starttls=not implicit_tls,
             auth_require_tls=not implicit_tls,
-            auth_exclude_mechanism=["PLAIN", "LOGIN"],  # a later issue (e-CPS tokens)
             timeout=limits.smtp_timeout_s,
             command_call_limit={
                 "EHLO": 10, "HELO": 10, "NOOP": 50, "VRFY": 10, "HELP": 10, "AUTH": 5,
@@ -130,6 +130,9 @@ class SubmissionSMTP(SMTP):
 
     def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         reader.__class__ = _StrictLineReader
+        # aiosmtpd reads with a 1001-octet stream limit; SASL lines may be 12288 (RFC 4954 4).
+        # Other commands keep their own limits (command_size_limits), DATA lines its 998.
+        reader._limit = max(reader._limit, sasl.MAX_RESPONSE_LINE + 2)  # type: ignore[attr-defined]
         super()._cb_client_connected(reader, writer)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -219,6 +222,8 @@ class SubmissionSMTP(SMTP):
             await super().smtp_EHLO(hostname)
         finally:
             self._bare_replies = False
+            # RFC 4954 4: an AUTH line with a bearer token as initial response exceeds 512.
+            self.command_size_limits["AUTH"] = sasl.MAX_RESPONSE_LINE
 
     async def smtp_HELO(self, hostname: str) -> None:
         self._bare_replies = True
@@ -240,6 +245,11 @@ class SubmissionSMTP(SMTP):
             line = await self._reader.readline()
         except (ConnectionError, asyncio.IncompleteReadError):
             return None
+        except ValueError as exc:  # StreamReader.readline: over the stream limit
+            raise sasl.SmtpSaslError(
+                f"500 5.5.6 Authentication exchange line too long (at most {sasl.MAX_RESPONSE_LINE} octets)",
+                "sasl response line too long",
+            ) from exc
         if not line:
             return None
         return line.decode("ascii", errors="replace").rstrip("\r\n")

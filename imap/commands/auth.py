@@ -1,8 +1,18 @@
-"""STARTTLS (RFC 9051 6.2.1), AUTHENTICATE EXTERNAL (RFC 4422 App. A, RFC 4959 SASL-IR), LOGIN.
+"""STARTTLS (RFC 9051 6.2.1), AUTHENTICATE (RFC 9051 6.2.2, RFC 4959 SASL-IR) and LOGIN.
 
-Authentication is the TLS client certificate: the core checks it against the health trust
-anchors and the directory maps it to a `Principal`. The SASL authorization identity, when
-given, names the one mailbox this session acts for; it must be one the principal may use.
+Every way in needs TLS and the connection's health-PKI client certificate:
+
+- EXTERNAL (RFC 4422 App. A): the certificate alone; the optional authorization identity
+  names the one mailbox this session acts for, which the principal must be entitled to.
+- OAUTHBEARER (RFC 7628) and XOAUTH2: an e-CPS token for a professional, accepted by the core
+  only when its `cnf` matches this connection's certificate (e.g. practice software's ORG
+  certificate); the session then acts for that professional. A refused token gets the
+  RFC 7628 3.2.2 error challenge first, and the final NO once the client answered it.
+- PLAIN (RFC 4616) and LOGIN (RFC 9051 6.2.3): a mailbox address and its app password, on
+  top of a certificate whose principal is entitled to that mailbox.
+
+The message parsers are shared with the SMTP front end (`smtp.auth`). Passwords and tokens
+are never logged; the core logs why it refused, the wire only says that it did.
 """
 from __future__ import annotations
 
@@ -11,12 +21,18 @@ import binascii
 import logging
 
 from mss.errors import AuthenticationFailed
+from mss import sasl
 
 from imap.protocol.commands import Command
 from imap.protocol.response import Continue, Response, bad, bye, no, ok
 from imap.session import MAX_AUTH_FAILURES, StartTLS
 
 log = logging.getLogger("mss.imap")
+
+#: Advertised as AUTH=... once TLS is up, in this order.
+MECHANISMS: tuple[str, ...] = ("EXTERNAL", "PLAIN", "OAUTHBEARER", "XOAUTH2")
+
+_BEARER_ERROR = "bearer-error"  # step: the client is answering the error challenge
 
 
 async def starttls(session, cmd: Command) -> list:
@@ -26,34 +42,68 @@ async def starttls(session, cmd: Command) -> list:
 
 
 async def login(session, cmd: Command) -> list[Response]:
-    # LOGINDISABLED is always advertised: passwords are never accepted here.
-    if not session.tls:
+    """RFC 9051 6.2.3 with a per-mailbox app password (the session dispatcher already refused
+    it before TLS, where LOGINDISABLED is advertised)."""
+    if not session.tls:  # defence in depth
         return [no(cmd.tag, "TLS is required; then use AUTHENTICATE EXTERNAL", "PRIVACYREQUIRED")]
-    return [no(cmd.tag, "LOGIN is disabled: use AUTHENTICATE EXTERNAL with your health-PKI certificate", "CANNOT")]
+    try:
+        password = bytes(cmd["password"]).decode("utf-8")
+    except UnicodeDecodeError:
+        return [bad(cmd.tag, "Password is not UTF-8")]
+    return await _password_login(session, cmd, cmd["user"], password, "LOGIN")
 
 
 async def authenticate(session, cmd: Command) -> list[Response]:
-    if cmd["mechanism"] != "EXTERNAL":
-        return [no(cmd.tag, f"Unsupported SASL mechanism {cmd['mechanism']}; use EXTERNAL", "CANNOT")]
+    mechanism = cmd["mechanism"]
+    if mechanism not in MECHANISMS:
+        return [no(cmd.tag, f"Unsupported SASL mechanism {mechanism}; use one of {' '.join(MECHANISMS)}", "CANNOT")]
     initial = cmd["initial"]
     if initial is None:
-        # RFC 4422 App. A: the server's challenge is empty.
+        # Every mechanism here is client-first: the server's first challenge is empty.
         session.expect_auth_response(cmd)
         return [Continue("")]
     return await finish_authenticate(session, cmd, initial)
 
 
-async def finish_authenticate(session, cmd: Command, response: bytes) -> list[Response]:
+async def finish_authenticate(session, cmd: Command, response: bytes, step=None) -> list[Response]:
+    """The client's message (initial response or the answer to a challenge)."""
     response = response.strip()
+    if isinstance(step, tuple) and step[0] == _BEARER_ERROR:
+        # RFC 7628 3.2.3: whatever the client answers (%x01, or "*"), the attempt failed.
+        return _failed(session, cmd, f"Authentication failed: {step[1]}", "AUTHENTICATIONFAILED")
     if response == b"*":
         return [bad(cmd.tag, "AUTHENTICATE cancelled")]
     if response in (b"", b"="):
-        authzid = ""
+        message = b""
     else:
         try:
-            authzid = base64.b64decode(response, validate=True).decode("utf-8")
+            message = base64.b64decode(response, validate=True)
         except (binascii.Error, ValueError):
             return [bad(cmd.tag, "Invalid base64 in SASL response")]
+    mechanism = cmd["mechanism"]
+    try:
+        if mechanism == "EXTERNAL":
+            return await _external(session, cmd, message)
+        if mechanism == "PLAIN":
+            creds = sasl.plain(message)
+            return await _password_login(session, cmd, creds.username, creds.password, "PLAIN")
+        return await _bearer(session, cmd, mechanism, message)
+    except sasl.SaslError as exc:
+        log.warning("imap auth refused peer=%s mechanism=%s reason=%s", session.peer, mechanism, exc.log_reason)
+        if exc.refused:
+            return _failed(session, cmd, exc.text, "AUTHENTICATIONFAILED")
+        return [bad(cmd.tag, exc.text)]
+    except Exception:
+        # The dispatcher does not see continuation lines: answer here, change nothing.
+        log.exception("imap auth error peer=%s mechanism=%s", session.peer, mechanism)
+        return [no(cmd.tag, "Temporary authentication failure, try again later", "UNAVAILABLE")]
+
+
+async def _external(session, cmd: Command, message: bytes) -> list[Response]:
+    try:
+        authzid = message.decode("utf-8")
+    except UnicodeDecodeError:
+        return [bad(cmd.tag, "Authorization identity is not UTF-8")]
     try:
         principal = await session.core.auth.from_certificate(session.client_certificate, peer=session.peer)
     except AuthenticationFailed as exc:
@@ -66,13 +116,43 @@ async def finish_authenticate(session, cmd: Command, response: bytes) -> list[Re
                 "imap authz refused peer=%s id=%s authzid=%s", session.peer, principal.identifier, authzid
             )
             return _failed(session, cmd, f"Not authorized to act as {authzid}", "AUTHORIZATIONFAILED")
+    return await _succeed(session, cmd, principal)
+
+
+async def _password_login(session, cmd: Command, username: str, password: str, mechanism: str) -> list[Response]:
+    try:
+        principal = await session.core.auth.from_app_password(
+            username, password, session.client_certificate, peer=session.peer, mechanism=mechanism
+        )
+    except AuthenticationFailed as exc:
+        return _failed(session, cmd, f"Authentication failed: {exc.public}", "AUTHENTICATIONFAILED")
+    return await _succeed(session, cmd, principal)
+
+
+async def _bearer(session, cmd: Command, mechanism: str, message: bytes) -> list[Response]:
+    creds = sasl.bearer(mechanism, message)
+    try:
+        principal = await session.core.auth.from_token(
+            creds.token, session.client_certificate, creds.authzid, peer=session.peer, mechanism=mechanism
+        )
+    except AuthenticationFailed as exc:
+        # RFC 7628 3.2.2: the error challenge; the final NO comes after the client's answer.
+        session.expect_auth_response(cmd, (_BEARER_ERROR, exc.public))
+        return [Continue(base64.b64encode(sasl.bearer_error(mechanism)).decode("ascii"))]
+    return await _succeed(session, cmd, principal)
+
+
+async def _succeed(session, cmd: Command, principal) -> list[Response]:
     mailbox = principal.default_mailbox
     if not mailbox:
         return _failed(session, cmd, "No mailbox for this certificate", "AUTHORIZATIONFAILED")
     # Idempotent: a mailbox's special-use folders exist from its first session on.
     await session.core.store.ensure_default_folders(mailbox)
     session.authenticated(principal, mailbox)
-    log.info("imap login peer=%s id=%s mailbox=%s", session.peer, principal.identifier, mailbox)
+    log.info(
+        "imap login peer=%s mechanism=%s kind=%s id=%s mailbox=%s",
+        session.peer, principal.mechanism, principal.kind, principal.identifier, mailbox,
+    )
     return [ok(cmd.tag, f"Authenticated; mailbox {mailbox}", "CAPABILITY " + " ".join(session.capabilities()))]
 
 

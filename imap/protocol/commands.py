@@ -114,6 +114,16 @@ class FetchAtt:
 SearchKey = tuple
 
 
+class Secret(bytes):
+    """Credentials in a command (LOGIN's password, a SASL initial response): plain bytes
+    whose repr hides them, so a logged `Command` never shows a password or a token."""
+
+    def __repr__(self) -> str:
+        return f"<secret {len(self)} octets>"
+
+    __str__ = __repr__
+
+
 @dataclass(frozen=True)
 class Command:
     tag: str

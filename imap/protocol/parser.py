@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, TypeVar
 
-from imap.protocol.commands import MAX_NUMBER, Command, FetchAtt, Section, SequenceSet
+from imap.protocol.commands import MAX_NUMBER, Command, FetchAtt, Secret, Section, SequenceSet
 
 T = TypeVar("T")
 
@@ -586,6 +586,7 @@ def _authenticate(r: Reader) -> dict:
         initial = r._run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
         if not initial:
             raise r.error("Invalid SASL initial response")
+        initial = Secret(initial)
     return {"mechanism": mech, "initial": initial}
 
 
@@ -593,8 +594,8 @@ def _login(r: Reader) -> dict:
     r.sp()
     user = r.astring()
     r.sp()
-    r.astring_bytes()  # the password is read only to be thrown away
-    return {"user": user}
+    password = Secret(r.astring_bytes())  # an app password; its repr never shows it
+    return {"user": user, "password": password}
 
 
 def _enable(r: Reader) -> dict:

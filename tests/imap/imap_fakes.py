@@ -2,6 +2,7 @@
 a driver that speaks to a `Session` in bytes."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from mss.errors import AuthenticationFailed, PolicyRejection
@@ -32,6 +33,37 @@ class FakeAuth:
         p = self.principals.get(der)
         if p is None:
             raise AuthenticationFailed("untrusted", "client certificate not accepted")
+        return p
+
+    #: mailbox -> its app password
+    app_passwords = {ALICE: "alice-app-pass", ORG: "org-app-pass", BOB: "bob-app-pass"}
+    #: token -> (the certificate it is bound to, the professional it names)
+    tokens = {"tok-alice-on-bob-cert": (BOB_CERT, ALICE_CERT)}
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    async def from_app_password(self, username, password, cert_der, *, peer="?", mechanism="PLAIN"):
+        self.calls.append(("app_password", username, mechanism))
+        p = await self.from_certificate(cert_der, peer=peer)
+        if not p.may_use(username):
+            raise AuthenticationFailed("app_password:not_entitled", "invalid credentials")
+        if self.app_passwords.get(username.lower()) != password:
+            raise AuthenticationFailed("app_password:wrong", "invalid credentials")
+        return replace(p.restricted_to(username), mechanism=mechanism)
+
+    async def from_token(self, token, cert_der, authzid=None, *, peer="?", mechanism="OAUTHBEARER"):
+        self.calls.append(("token", authzid, mechanism))
+        await self.from_certificate(cert_der, peer=peer)
+        bound, who = self.tokens.get(token, (None, None))
+        if bound is None or bound != cert_der:
+            raise AuthenticationFailed("token:cnf_mismatch", "invalid token")
+        p = replace(self.principals[who], mechanism=mechanism)
+        if authzid:
+            try:
+                return p.restricted_to(authzid)
+            except PermissionError as exc:
+                raise AuthenticationFailed("authzid_not_entitled", "not authorized for that mailbox") from exc
         return p
 
 

@@ -99,10 +99,10 @@ def test_no_client_certificate_is_refused(server, deployment):
         m.logout()
 
 
-def test_login_is_refused_after_tls(server, deployment, claire):
+def test_login_without_the_app_password_is_refused_after_tls(server, deployment, claire):
     m = imaplib.IMAP4_SSL(server.host, server.port("imaps"), ssl_context=deployment.client_context(claire), timeout=20)
     try:
-        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATE EXTERNAL"):
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
             m.login(claire["address"], "password")
     finally:
         m.logout()

@@ -22,9 +22,11 @@ async def test_greeting_and_capabilities_before_and_after_tls(make_session):
     assert b"STARTTLS" in greet and b"LOGINDISABLED" in greet and b"AUTH=EXTERNAL" not in greet
     tls = make_session()
     out = await tls.line("c CAPABILITY")
-    for cap in ("IMAP4rev1", "AUTH=EXTERNAL", "SASL-IR", "LITERAL+", "IDLE", "NAMESPACE", "UIDPLUS", "SPECIAL-USE", "MOVE"):
+    for cap in ("IMAP4rev1", "AUTH=EXTERNAL", "AUTH=PLAIN", "AUTH=OAUTHBEARER", "AUTH=XOAUTH2", "SASL-IR",
+                "LITERAL+", "IDLE", "NAMESPACE", "UIDPLUS", "SPECIAL-USE", "MOVE"):
         assert cap in out
-    assert "STARTTLS" not in out
+    assert "STARTTLS" not in out and "LOGINDISABLED" not in out
+    assert b"AUTH=PLAIN" not in greet and b"AUTH=OAUTHBEARER" not in greet
 
 
 async def test_only_capability_starttls_noop_logout_before_tls(make_session):
@@ -82,9 +84,10 @@ async def test_repeated_failures_end_the_connection(make_session):
     assert "* BYE" in out and isinstance(d.actions[-1], Close)
 
 
-async def test_login_is_always_refused(make_session):
-    out = await make_session().line("a LOGIN alice secret")
-    assert out.startswith("a NO [CANNOT]") and "AUTHENTICATE EXTERNAL" in out
+async def test_login_with_a_wrong_app_password_is_refused(make_session):
+    d = make_session()
+    out = await d.line(f"a LOGIN {ALICE} secret")
+    assert out.startswith("a NO [AUTHENTICATIONFAILED]") and d.session.state is State.NOT_AUTHENTICATED
 
 
 # -- state rules -----------------------------------------------------------------------------

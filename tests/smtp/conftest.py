@@ -10,11 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from smtp_support import SmtpServer  # noqa: E402
+from smtp_support import MAX_MESSAGE_SIZE, MAX_RECIPIENTS, SmtpServer  # noqa: E402
 
 #: Small enough that oversize tests stay fast; SIZE must advertise exactly this.
-MAX_MESSAGE_SIZE = 256 * 1024
-MAX_RECIPIENTS = 10
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,11 @@ from typing import Any, Iterator
 
 from support import Deployment, stored_messages
 
+
+# The shared in-process server's limits, small so that limit tests run fast.
+MAX_MESSAGE_SIZE = 256 * 1024
+MAX_RECIPIENTS = 10
+
 ENHANCED = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3} ")
 
 

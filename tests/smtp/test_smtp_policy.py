@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import MAX_MESSAGE_SIZE, MAX_RECIPIENTS
+from smtp_support import MAX_MESSAGE_SIZE, MAX_RECIPIENTS
 from smtp_support import connect, entry_context, message, raw_command
 
 DOMAIN = "hopital-demo.mssante.test"

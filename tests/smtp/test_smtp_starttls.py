@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from conftest import MAX_MESSAGE_SIZE
+from smtp_support import MAX_MESSAGE_SIZE
 from smtp_support import (
     ENHANCED, client_context, entry_context, handshake_fails, message, raw_command, starttls_client,
 )
