@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Literal, Sequence
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mss.db.models import Folder, Message
@@ -186,7 +186,12 @@ class Store:
             exists = (await s.execute(select(func.count()).where(Message.folder_id == f.id))).scalar_one()
             seen = (
                 await s.execute(
-                    select(func.count()).where(Message.folder_id == f.id, Message.flags.like("%\\Seen%"))
+                    select(func.count()).where(
+                        Message.folder_id == f.id,
+                        # Flags are space-separated; match the whole word, escaping the
+                        # backslash (PostgreSQL's default LIKE escape character).
+                        or_(*(Message.flags.like(p, escape="!") for p in ("\\Seen", "\\Seen %", "% \\Seen", "% \\Seen %"))),
+                    )
                 )
             ).scalar_one()
             return _folder_info(f, exists, exists - seen)
@@ -284,68 +289,105 @@ class Store:
     async def set_flags(
         self, folder_id: int, uids: Sequence[int], flags: Iterable[str], mode: FlagMode
     ) -> list[MessageMeta]:
-        """Change flags; each changed message gets a new MODSEQ. Returns the new state."""
+        """Change flags; each changed message gets a new MODSEQ. Returns the new state.
+
+        The folder is locked before the rows are read, so two sessions changing flags at
+        once cannot each write a state computed from a stale read.
+        """
         flags = set(flags)
-        changed: list[MessageMeta] = []
+        result: list[MessageMeta] = []
         async with self.sessions() as s, s.begin():
+            await self._lock(s, folder_id)
             rows = (
                 await s.execute(
                     select(Message).where(Message.folder_id == folder_id, Message.uid.in_(list(uids))).order_by(Message.uid)
                 )
             ).scalars().all()
+            changes = []
             for m in rows:
                 old = _flags_from_text(m.flags)
-                if mode == "add":
-                    new = old | flags
-                elif mode == "remove":
-                    new = old - flags
-                else:
-                    new = frozenset(flags)
-                if new != old:
-                    modseq = await self._bump(s, folder_id, uid=False)
+                new = old | flags if mode == "add" else old - flags if mode == "remove" else frozenset(flags)
+                changes.append((m, new, new != old))
+            n = sum(1 for _, _, changed in changes if changed)
+            modseq = (await self._bump_modseq(s, folder_id, n)) if n else 0
+            for m, new, changed in changes:
+                if changed:
                     m.flags = _flags_to_text(new)
                     m.modseq = modseq
-                changed.append(MessageMeta(m.uid, m.modseq, frozenset(new), _aware(m.internaldate), m.size))
-        if changed:
+                    modseq += 1
+                result.append(MessageMeta(m.uid, m.modseq, frozenset(new), _aware(m.internaldate), m.size))
+        if any(changed for _, _, changed in changes):
             self.events.publish(folder_id)
-        return changed
+        return result
 
     async def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
         """Remove messages flagged \\Deleted (restricted to `uids` for UID EXPUNGE)."""
         async with self.sessions() as s, s.begin():
-            q = select(Message.uid).where(Message.folder_id == folder_id, Message.flags.like("%\\Deleted%"))
-            if uids is not None:
-                q = q.where(Message.uid.in_(list(uids)))
-            gone = sorted((await s.execute(q)).scalars().all())
+            await self._lock(s, folder_id)
+            gone = await self._deleted_uids(s, folder_id, uids)
             if gone:
                 await s.execute(delete(Message).where(Message.folder_id == folder_id, Message.uid.in_(gone)))
-                await self._bump(s, folder_id, uid=False)
+                await self._bump_modseq(s, folder_id, 1)
         if gone:
             self.events.publish(folder_id)
         return gone
 
+    @staticmethod
+    async def _deleted_uids(s: AsyncSession, folder_id: int, uids: Sequence[int] | None) -> list[int]:
+        """UIDs flagged \\Deleted, decided on the parsed flag set: a keyword that merely
+        contains the word (say `$NotDeleted`) must never be expunged."""
+        q = select(Message.uid, Message.flags).where(Message.folder_id == folder_id)
+        if uids is not None:
+            q = q.where(Message.uid.in_(list(uids)))
+        rows = (await s.execute(q)).all()
+        return sorted(uid for uid, fl in rows if "\\Deleted" in _flags_from_text(fl))
+
     async def copy(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> list[tuple[int, int]]:
         """Copy ciphertext rows as they are (RFC 4315 COPYUID pairs returned)."""
-        pairs: list[tuple[int, int]] = []
         async with self.sessions() as s, s.begin():
-            rows = (
-                await s.execute(
-                    select(Message).where(Message.folder_id == folder_id, Message.uid.in_(list(uids))).order_by(Message.uid)
-                )
-            ).scalars().all()
-            for m in rows:
-                uid, modseq = await self._bump(s, dest_folder_id, uid=True)
-                s.add(
-                    Message(
-                        folder_id=dest_folder_id, uid=uid, modseq=modseq, flags=m.flags,
-                        internaldate=m.internaldate, size=m.size, content=m.content,
-                        hdr_from=m.hdr_from, hdr_to=m.hdr_to, hdr_cc=m.hdr_cc,
-                        hdr_subject=m.hdr_subject, hdr_date=m.hdr_date, hdr_message_id=m.hdr_message_id,
-                    )
-                )
-                pairs.append((m.uid, uid))
+            pairs = await self._copy(s, folder_id, uids, dest_folder_id)
         if pairs:
             self.events.publish(dest_folder_id)
+        return pairs
+
+    async def move(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> list[tuple[int, int]]:
+        """RFC 6851 MOVE in one transaction: the copies and the removal commit together, so a
+        crash never leaves a message in both folders or in neither."""
+        if folder_id == dest_folder_id:
+            raise StoreError("source and destination are the same folder")
+        async with self.sessions() as s, s.begin():
+            await self._lock(s, folder_id)
+            pairs = await self._copy(s, folder_id, uids, dest_folder_id)
+            moved = [src for src, _ in pairs]
+            if moved:
+                await s.execute(delete(Message).where(Message.folder_id == folder_id, Message.uid.in_(moved)))
+                await self._bump_modseq(s, folder_id, 1)
+        if pairs:
+            self.events.publish(folder_id)
+            self.events.publish(dest_folder_id)
+        return pairs
+
+    async def _copy(self, s: AsyncSession, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> list[tuple[int, int]]:
+        rows = (
+            await s.execute(
+                select(Message).where(Message.folder_id == folder_id, Message.uid.in_(list(uids))).order_by(Message.uid)
+            )
+        ).scalars().all()
+        if not rows:
+            return []
+        first_uid, first_modseq = await self._reserve_by_id(s, dest_folder_id, len(rows))
+        pairs = []
+        for k, m in enumerate(rows):
+            s.add(
+                Message(
+                    folder_id=dest_folder_id, uid=first_uid + k, modseq=first_modseq + k, flags=m.flags,
+                    internaldate=m.internaldate, size=m.size, content=m.content,
+                    hdr_from=m.hdr_from, hdr_to=m.hdr_to, hdr_cc=m.hdr_cc,
+                    hdr_subject=m.hdr_subject, hdr_date=m.hdr_date, hdr_message_id=m.hdr_message_id,
+                )
+            )
+            pairs.append((m.uid, first_uid + k))
+        await s.flush()
         return pairs
 
     async def write(self, batch: Sequence[NewMessage]) -> list[StoredRef]:
@@ -405,22 +447,43 @@ class Store:
         return folder_id, uidvalidity, uidnext - n, modseq - n + 1
 
     @staticmethod
-    async def _bump(s: AsyncSession, folder_id: int, *, uid: bool):
-        """Advance the folder's counters in this transaction (row lock on PostgreSQL)."""
-        values = {"highestmodseq": Folder.highestmodseq + 1}
-        if uid:
-            values["uidnext"] = Folder.uidnext + 1
+    async def _lock(s: AsyncSession, folder_id: int) -> None:
+        """Take the folder's write lock first (row lock on PostgreSQL; on SQLite the write
+        lock, so a later write never fails on a snapshot that went stale)."""
+        res = await s.execute(
+            update(Folder).where(Folder.id == folder_id).values(highestmodseq=Folder.highestmodseq)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount == 0:
+            raise StoreError("the folder no longer exists")
+
+    @staticmethod
+    async def _bump_modseq(s: AsyncSession, folder_id: int, n: int) -> int:
+        """Reserve `n` MODSEQs; returns the first."""
+        modseq = (
+            await s.execute(
+                update(Folder).where(Folder.id == folder_id)
+                .values(highestmodseq=Folder.highestmodseq + n)
+                .returning(Folder.highestmodseq)
+                .execution_options(synchronize_session=False)
+            )
+        ).scalar_one()
+        return modseq - n + 1
+
+    @staticmethod
+    async def _reserve_by_id(s: AsyncSession, folder_id: int, n: int) -> tuple[int, int]:
+        """Reserve `n` UIDs and MODSEQs of a folder known by id: (first uid, first modseq)."""
         row = (
             await s.execute(
-                update(Folder)
-                .where(Folder.id == folder_id)
-                .values(**values)
+                update(Folder).where(Folder.id == folder_id)
+                .values(uidnext=Folder.uidnext + n, highestmodseq=Folder.highestmodseq + n)
                 .returning(Folder.uidnext, Folder.highestmodseq)
                 .execution_options(synchronize_session=False)
             )
-        ).one()
-        uidnext, modseq = row
-        return (uidnext - 1, modseq) if uid else modseq
+        ).first()
+        if row is None:
+            raise StoreError("the destination folder no longer exists")
+        return row[0] - n, row[1] - n + 1
 
 
 def _chunks(items: list, n: int):

@@ -102,3 +102,35 @@ async def test_group_commit_isolates_a_failing_message(store: Store):
         await gc.stop()
     assert isinstance(results[-1], StoreError)
     assert sorted(r[0].uid for r in results[:-1]) == [1, 2, 3]
+
+
+async def test_keywords_that_contain_deleted_or_seen_are_not_mistaken_for_them(store: Store):
+    refs = await store.write([item("g@x.test", i) for i in range(3)])
+    fid = refs[0].folder_id
+    await store.set_flags(fid, [1], {"$NotDeleted", "Deleted", "NotSeen"}, "add")
+    await store.set_flags(fid, [2], {"\\Deleted"}, "add")
+    assert await store.expunge(fid) == [2]
+    assert [m.uid for m in await store.messages(fid)] == [1, 3]
+    assert (await store.get_folder("g@x.test", "INBOX")).unseen == 2
+
+
+async def test_concurrent_flag_changes_are_all_kept(store: Store):
+    refs = await store.write([item("h@x.test", 0)])
+    fid = refs[0].folder_id
+    keywords = [f"k{i}" for i in range(12)]
+    await asyncio.gather(*(store.set_flags(fid, [1], {k}, "add") for k in keywords))
+    (meta,) = await store.messages(fid)
+    assert set(keywords) <= meta.flags
+
+
+async def test_move_is_one_transaction_and_keeps_the_ciphertext(store: Store):
+    refs = await store.write([item("i@x.test", i) for i in range(3)])
+    src = refs[0].folder_id
+    dest = (await store.get_folder("i@x.test", "Trash")).id
+    pairs = await store.move(src, [1, 3], dest)
+    assert [p[0] for p in pairs] == [1, 3]
+    assert [m.uid for m in await store.messages(src)] == [2]
+    moved = await store.content(dest, [p[1] for p in pairs])
+    assert sorted(moved.values()) == [b"ciphertext-0", b"ciphertext-2"]
+    with pytest.raises(StoreError):
+        await store.move(src, [2], src)
