@@ -24,22 +24,22 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
+from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
-__all__ = ["SMimeError", "decrypt", "is_encrypted", "protect_and_encrypt", "OUTER_HEADERS"]
+__all__ = ["SMimeError", "decrypt", "is_encrypted", "minimize_outer_headers", "protect_and_encrypt", "OUTER_HEADERS"]
 
 # Header fields kept on the outer message (DESIGN.md "Header protection"), in this order.
 OUTER_HEADERS: tuple[str, ...] = ("From", "To", "Cc", "Date", "Message-ID", "In-Reply-To", "References")
 
-_OID_ENVELOPED_DATA = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x03"  # 1.2.840.113549.1.7.3
-_OID_AUTH_ENVELOPED_DATA = b"\x06\x0b\x2a\x86\x48\x86\xf7\x0d\x01\x09\x10\x01\x17"  # 1.2.840.113549.1.9.16.1.23
 _PKCS7_MIME_TYPES = {"application/pkcs7-mime", "application/x-pkcs7-mime"}
 _HEADER_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
@@ -114,19 +114,40 @@ def _content_type(fields: Sequence[_Field]) -> tuple[str, dict[str, str]]:
 # ---------------------------------------------------------------------------------------------
 
 
+#: Below this many ciphertext octets the randomness test below is meaningless.
+_MIN_SAMPLE = 256
+
+
 def _content_info_is_enveloped(der: bytes) -> bool:
-    """ContentInfo ::= SEQUENCE { contentType OID, ... } (RFC 5652 §3) naming (auth)envelopedData."""
-    if len(der) < 2 or der[0] != 0x30:
+    """Parse the whole ContentInfo (RFC 5652 3) and accept only a well-formed
+    EnvelopedData (6.1) or AuthEnvelopedData (RFC 5083) whose encrypted content looks like
+    ciphertext.
+
+    Checking only the first octets lets anyone prefix clear text with the enveloped-data
+    OID and have it stored as is. Here the DER must parse to the end, carry at least one
+    RecipientInfo and an encrypted content, and that content must not compress (clear
+    text does; AES output does not). A determined sender can still wrap clear text in a
+    structurally perfect envelope of random-looking bytes; what it cannot do any more is
+    smuggle readable health data past the check by accident or with a forged header.
+    """
+    try:
+        info = cms.ContentInfo.load(der, strict=True)
+        kind = info["content_type"].native
+        if kind not in ("enveloped_data", "authenticated_enveloped_data"):
+            return False
+        content = info["content"]
+        if len(content["recipient_infos"]) == 0:
+            return False
+        field = "encrypted_content_info" if kind == "enveloped_data" else "auth_encrypted_content_info"
+        encrypted = content[field]["encrypted_content"].native
+    except (ValueError, TypeError, KeyError):
         return False
-    first = der[1]
-    if first < 0x80:
-        offset = 2
-    elif first == 0x80:  # BER indefinite length (some clients stream CMS that way)
-        offset = 2
-    else:
-        offset = 2 + (first & 0x7F)
-    oid = der[offset : offset + 13]
-    return oid.startswith(_OID_ENVELOPED_DATA) or oid.startswith(_OID_AUTH_ENVELOPED_DATA)
+    if not encrypted or len(encrypted) < 16:
+        return False
+    sample = encrypted[:65536]
+    if len(sample) >= _MIN_SAMPLE and len(zlib.compress(sample, 6)) < 0.9 * len(sample):
+        return False
+    return True
 
 
 def is_encrypted(raw: bytes) -> bool:
@@ -224,6 +245,27 @@ def protect_and_encrypt(
     head += b'Content-Disposition: attachment; filename="smime.p7m"\r\n'
     head += b"Content-Transfer-Encoding: base64\r\n"
     return head + b"\r\n" + _wrap_base64(der)
+
+
+_MIME_FIELDS = ("content-type", "content-transfer-encoding", "content-disposition")
+
+
+def minimize_outer_headers(raw: bytes, *, placeholder_subject: str = "[...]") -> bytes:
+    """An already-encrypted message as it is stored: the CMS body untouched, the outer
+    header reduced to what routing and threading need, with the placeholder Subject.
+
+    The sender's client may have left a clear Subject (or anything else) on the outside of
+    its own S/MIME message; the server keeps none of it.
+    """
+    if any(c in placeholder_subject for c in "\r\n\0"):
+        raise SMimeError("placeholder subject must be a single line")
+    fields, body = _split_message(_to_crlf(raw))
+    kept = [f for name in OUTER_HEADERS for f in fields if f.key == name.lower()]
+    head = b"".join(f.raw for f in kept)
+    head += b"Subject: " + placeholder_subject.encode("utf-8") + b"\r\n"
+    head += b"MIME-Version: 1.0\r\n"
+    head += b"".join(f.raw for key in _MIME_FIELDS for f in fields if f.key == key)
+    return head + b"\r\n" + body
 
 
 def decrypt(outer: bytes, cert: x509.Certificate, key: object) -> bytes:

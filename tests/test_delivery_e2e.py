@@ -169,3 +169,47 @@ def test_imap_append_is_encrypted_before_it_is_stored(server, deployment, tmp_pa
     stored = find_stored(asyncio.run(stored_messages(deployment, claire["address"], "Drafts")), msgid)
     assert canary.encode() not in stored
     assert canary.encode() in openssl_decrypt(deployment, claire, stored, tmp_path)
+
+
+def test_message_encrypted_by_the_sender_is_stored_as_it_came_less_its_clear_subject(server, deployment, tmp_path):
+    claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
+    canary = f"CANARY-{uuid.uuid4().hex}"
+    inner, _ = build_message(claire["address"], [paul["address"]], "inner", f"encrypted by the client {canary}\n")
+    src = tmp_path / "inner.eml"
+    src.write_bytes(inner)
+    out = subprocess.run(
+        ["openssl", "cms", "-encrypt", "-aes256", "-in", str(src), "-subject", f"Clear {canary}",
+         "-from", claire["address"], "-to", paul["address"], str(deployment.path(paul, "smime_cert"))],
+        capture_output=True, check=True,
+    ).stdout
+    msgid = f"<{uuid.uuid4().hex}@client.test>"
+    sent = f"Message-ID: {msgid}\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n".encode() + out.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    with smtp_submission(server, claire) as smtp:
+        assert smtp.sendmail(claire["address"], [paul["address"]], sent) == {}
+    stored = find_stored(asyncio.run(stored_messages(deployment, paul["address"])), msgid)
+    assert canary.encode() not in stored
+    assert b"Subject: [...]" in stored
+    assert stored.split(b"\r\n\r\n", 1)[1] == sent.split(b"\r\n\r\n", 1)[1]  # the CMS is untouched
+    assert canary.encode() in openssl_decrypt(deployment, paul, stored, tmp_path)
+
+
+def test_clear_text_dressed_as_enveloped_data_is_encrypted_all_the_same(server, deployment, tmp_path):
+    """The enveloped-data OID followed by clear text must not pass for ciphertext."""
+    import base64
+
+    claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
+    canary = f"CANARY-{uuid.uuid4().hex}"
+    fake = bytes.fromhex("308006092a864886f70d010703") + f"diagnosis {canary} ".encode() * 30
+    msgid = f"<{uuid.uuid4().hex}@client.test>"
+    b64 = base64.encodebytes(fake).replace(b"\n", b"\r\n")
+    sent = (
+        f"From: <{claire['address']}>\r\nTo: <{paul['address']}>\r\nMessage-ID: {msgid}\r\n"
+        "Date: Tue, 24 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+    ).encode() + b64
+    with smtp_submission(server, claire) as smtp:
+        assert smtp.sendmail(claire["address"], [paul["address"]], sent) == {}
+    stored = find_stored(asyncio.run(stored_messages(deployment, paul["address"])), msgid)
+    assert canary.encode() not in stored and b64.strip() not in stored
+    assert b64.strip()[:60] in openssl_decrypt(deployment, paul, stored, tmp_path)

@@ -209,6 +209,52 @@ def test_is_encrypted_false(raw: bytes) -> None:
     assert not is_encrypted(raw)
 
 
+_ENVELOPED_PREFIX = bytes.fromhex("3080" "06092a864886f70d010703")  # SEQUENCE, envelopedData OID
+
+
+@pytest.mark.parametrize("encoding", ["base64", "binary"])
+def test_enveloped_data_oid_followed_by_clear_text_is_not_encrypted(encoding: str) -> None:
+    """Only the first octets looked right: the old check stored this in clear."""
+    body = _ENVELOPED_PREFIX + b"PATIENT DIAGNOSIS CANARY in clear " * 20
+    if encoding == "base64":
+        body = base64.b64encode(body)
+    raw = (
+        b"Subject: x\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n"
+        + f"Content-Transfer-Encoding: {encoding}\r\n\r\n".encode() + body + b"\r\n"
+    )
+    assert not is_encrypted(raw)
+
+
+def test_well_formed_envelope_around_clear_text_is_not_encrypted(world) -> None:
+    """A structurally perfect EnvelopedData whose 'ciphertext' is readable text."""
+    from asn1crypto import cms
+
+    real = protect_and_encrypt(ORIGINAL, [world.enc.cert])
+    der = base64.b64decode(real.split(b"\r\n\r\n", 1)[1])
+    info = cms.ContentInfo.load(der)
+    info["content"]["encrypted_content_info"]["encrypted_content"] = b"Diagnostic: CANARY clear text. " * 40
+    forged = cms.ContentInfo({"content_type": "enveloped_data", "content": info["content"]}).dump(force=True)
+    raw = (
+        b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(forged) + b"\r\n"
+    )
+    assert cms.ContentInfo.load(forged)["content_type"].native == "enveloped_data"
+    assert not is_encrypted(raw)
+
+
+def test_an_encrypted_message_keeps_its_body_but_loses_its_clear_outer_subject(world) -> None:
+    from crypto.smime import minimize_outer_headers
+
+    real = protect_and_encrypt(ORIGINAL, [world.enc.cert])
+    sent = real.replace(b"Subject: [...]", b"Subject: Secret diagnosis in clear").replace(
+        b"MIME-Version: 1.0\r\n", b"MIME-Version: 1.0\r\nX-Leak: patient name\r\n"
+    )
+    stored = minimize_outer_headers(sent, placeholder_subject="[...]")
+    assert b"Secret diagnosis" not in stored and b"X-Leak" not in stored
+    assert b"Subject: [...]" in stored and is_encrypted(stored)
+    assert stored.split(b"\r\n\r\n", 1)[1] == sent.split(b"\r\n\r\n", 1)[1]
+
+
 def test_own_output_is_encrypted_and_lf_variant_too(world) -> None:
     stored = protect_and_encrypt(ORIGINAL, [world.enc.cert])
     assert is_encrypted(stored)
