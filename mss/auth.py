@@ -11,17 +11,22 @@ import hashlib
 import logging
 from datetime import datetime, timezone
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from annuaire.local import LocalDirectory
-from crypto.identity import IdentityError, check_ps_id, identity_from_certificate
+from crypto.identity import Identity, IdentityError, check_ps_id, identity_from_certificate
 from crypto.tokens import TokenRejected, TokenVerifier
 from crypto.validate import CertificateRejected, CertificateValidator
 from mss.errors import AuthenticationFailed
 from mss.principal import Principal
 
 log = logging.getLogger("mss.auth")
+
+
+#: The one text the wire gets for any certificate problem (DESIGN.md: generic on the wire).
+CERTIFICATE_REFUSED = "client certificate not accepted"
 
 
 class Authenticator:
@@ -35,19 +40,33 @@ class Authenticator:
         self.sessions = sessions
         self.tokens = tokens
 
-    async def from_certificate(self, der: bytes | None, *, peer: str = "?") -> Principal:
+    def _client_identity(self, der: bytes | None, peer: str, mechanism: str) -> tuple[x509.Certificate, Identity]:
+        """Validate a client certificate for client authentication and read its identity.
+
+        SERV certificates are refused here: they identify another operator's server on the
+        MTA port, never a person or software acting for a mailbox.
+        """
         if not der:
-            log.warning("auth refused peer=%s reason=no_certificate", peer)
+            log.warning("auth refused peer=%s mech=%s reason=no_certificate", peer, mechanism)
             raise AuthenticationFailed("no_certificate", "a health-PKI client certificate is required")
         try:
             cert = self.validator.validate(der, usage="client", at=datetime.now(timezone.utc))
             identity = identity_from_certificate(cert)
         except CertificateRejected as exc:
-            log.warning("auth refused peer=%s reason=%s", peer, exc.reason)
-            raise AuthenticationFailed(exc.reason, "client certificate not accepted") from exc
+            log.warning("auth refused peer=%s mech=%s reason=%s detail=%s", peer, mechanism, exc.reason, exc.detail)
+            raise AuthenticationFailed(exc.reason, CERTIFICATE_REFUSED) from exc
         except IdentityError as exc:
-            log.warning("auth refused peer=%s reason=identity:%s", peer, exc.reason)
-            raise AuthenticationFailed(f"identity:{exc.reason}", "client certificate not accepted") from exc
+            log.warning("auth refused peer=%s mech=%s reason=identity:%s", peer, mechanism, exc.reason)
+            raise AuthenticationFailed(f"identity:{exc.reason}", CERTIFICATE_REFUSED) from exc
+        if identity.kind == "SERV":
+            log.warning("auth refused peer=%s mech=%s reason=serv_certificate id=%s", peer, mechanism, identity.identifier)
+            raise AuthenticationFailed("serv_certificate", CERTIFICATE_REFUSED)
+        return cert, identity
+
+    async def from_certificate(self, der: bytes | None, *, peer: str = "?") -> Principal:
+        """The principal of a professional card (PER mailboxes and the ORG mailboxes they
+        belong to) or of a structure certificate (its ORG and APP mailboxes)."""
+        cert, identity = self._client_identity(der, peer, "EXTERNAL")
         async with self.sessions() as s:
             directory = LocalDirectory(s)
             if identity.kind == "PS":
@@ -55,14 +74,14 @@ class Authenticator:
                 primary = next((e.address for e in entries if e.type == "PER"), None)
                 name = " ".join(p for p in (identity.given_name, identity.surname) if p) or identity.common_name
             else:
-                entries = await directory.for_structure(identity.identifier)
+                entries = [e for e in await directory.for_structure(identity.identifier) if e.type in ("ORG", "APP")]
                 primary = next((e.address for e in entries if e.type == "APP"), None)
                 name = identity.organization or identity.common_name
         if not entries:
             log.warning(
                 "auth refused peer=%s reason=not_in_directory kind=%s id=%s", peer, identity.kind, identity.identifier
             )
-            raise AuthenticationFailed("not_in_directory", "no mailbox for this certificate")
+            raise AuthenticationFailed("not_in_directory", CERTIFICATE_REFUSED)
         fp = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
         principal = Principal(
             kind=identity.kind,
@@ -88,22 +107,7 @@ class Authenticator:
         if self.tokens is None:
             log.warning("auth refused peer=%s mech=%s reason=tokens_not_configured", peer, mechanism)
             raise AuthenticationFailed("tokens_not_configured", "token authentication is not available")
-        if not cert_der:
-            log.warning("auth refused peer=%s mech=%s reason=no_certificate", peer, mechanism)
-            raise AuthenticationFailed("no_certificate", "a health-PKI client certificate is required")
-        try:
-            cert = self.validator.validate(cert_der, usage="client", at=datetime.now(timezone.utc))
-            holder = identity_from_certificate(cert)
-        except CertificateRejected as exc:
-            log.warning("auth refused peer=%s mech=%s reason=%s", peer, mechanism, exc.reason)
-            raise AuthenticationFailed(exc.reason, "client certificate not accepted") from exc
-        except IdentityError as exc:
-            log.warning("auth refused peer=%s mech=%s reason=identity:%s", peer, mechanism, exc.reason)
-            raise AuthenticationFailed(f"identity:{exc.reason}", "client certificate not accepted") from exc
-        if holder.kind == "SERV":
-            # A server certificate is for operator-to-operator relay, not for acting as a person.
-            log.warning("auth refused peer=%s mech=%s reason=token_on_serv_certificate", peer, mechanism)
-            raise AuthenticationFailed("token_on_serv_certificate", "client certificate not accepted")
+        cert, holder = self._client_identity(cert_der, peer, mechanism)
         try:
             claims = await asyncio.to_thread(self.tokens.verify, token, cert)
         except TokenRejected as exc:
@@ -122,7 +126,7 @@ class Authenticator:
             entries = await LocalDirectory(s).for_idnat(idnat)
         if not entries:
             log.warning("auth refused peer=%s mech=%s reason=not_in_directory kind=PS id=%s", peer, mechanism, idnat)
-            raise AuthenticationFailed("not_in_directory", "no mailbox for this professional")
+            raise AuthenticationFailed("not_in_directory", "invalid token")
         primary = next((e.address for e in entries if e.type == "PER"), None)
         principal = Principal(
             kind="PS",

@@ -86,7 +86,7 @@ def test_untrusted_or_expired_certificate_fails_the_handshake(smtp_server, deplo
 def test_identity_not_in_directory_gets_530(smtp_server, deployment, bad_certs):
     ctx = client_context(deployment, bad_certs.unknown_id.cert, bad_certs.unknown_id.key)
     with smtps_client(smtp_server, ctx) as c:
-        assert c.mail(deployment.mailbox("PER", 0)["address"]) == (530, b"5.7.0 no mailbox for this certificate")
+        assert c.mail(deployment.mailbox("PER", 0)["address"]) == (530, b"5.7.0 client certificate not accepted")
 
 
 def test_starttls_inside_implicit_tls_is_refused(smtp_server, deployment):

@@ -98,7 +98,7 @@ def test_identity_not_in_directory_gets_530(smtp_server, deployment, bad_certs):
     ctx = client_context(deployment, bad_certs.unknown_id.cert, bad_certs.unknown_id.key)
     mark = smtp_server.log_mark()
     with starttls_client(smtp_server, ctx) as c:
-        assert c.mail(claire["address"]) == (530, b"5.7.0 no mailbox for this certificate")
+        assert c.mail(claire["address"]) == (530, b"5.7.0 client certificate not accepted")
         assert c.docmd("AUTH", "EXTERNAL =")[0] == 535
     assert "reason=not_in_directory" in smtp_server.log_since(mark)
 
