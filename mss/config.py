@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
@@ -45,7 +47,7 @@ class TLSSettings(_Section):
     key: Path = Path("pki/server.key")
     trust_anchors: Path = Path("pki/trust-anchors.pem")
     crl_files: list[Path] = Field(default_factory=list)
-    minimum_version: str = "TLSv1.2"
+    minimum_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"  # MSSANTE.md: 1.2 is the floor
     # CRL files are re-read this often by a running node, so `mss pki revoke` + `mss pki crl`
     # reach it without a restart.
     crl_refresh_s: float = 60.0
@@ -74,6 +76,17 @@ class TokenSettings(_Section):
     signing_key: Path | None = None
     # Serve the JWKS file at /.well-known/jwks.json on the http listener.
     serve_jwks: bool = False
+
+    @field_validator("jwks")
+    @classmethod
+    def _jwks_transport(cls, v: str | None) -> str | None:
+        """Keys that sign identities come over TLS: plain http only from this machine
+        (the demo's own listener), where nobody on the network can swap them."""
+        if v and v.lower().startswith("http://"):
+            host = (urlsplit(v).hostname or "").lower()
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError("a JWKS URL must use https:// (plain http only for a loopback address)")
+        return v
 
     def jwks_source(self, settings: "Settings") -> str | Path | None:
         if not self.jwks:

@@ -16,7 +16,7 @@ from annuaire.whitelist import in_trust_space
 from mss.config import Settings
 from mss.errors import PolicyRejection
 from mss.mailboxes import Mailboxes
-from mss.message import check_headers, check_line_endings
+from mss.message import check_header_senders, check_headers, check_line_endings
 from mss.policy import Recipient, check_recipient, check_sender, domain_of
 from mss.principal import Principal
 from mss.store import NewMessage, Store, StoredRef
@@ -42,38 +42,63 @@ class GroupCommitter:
         self.store = store
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000
-        self._queue: asyncio.Queue[tuple[list[NewMessage], asyncio.Future]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[list[NewMessage], asyncio.Future] | None] = asyncio.Queue()
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="group-commit")
 
     async def stop(self) -> None:
-        if self._task:
+        """Commit what is already queued, then stop: a session waiting for its 250 when
+        the server is asked to stop still gets it."""
+        if self._task is None:
+            return
+        self._stopping = True
+        await self._queue.put(None)
+        try:
+            await asyncio.wait_for(self._task, 30)
+        except asyncio.TimeoutError:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        self._task = None
+        while not self._queue.empty():  # only if the drain timed out
+            entry = self._queue.get_nowait()
+            if entry and not entry[1].done():
+                entry[1].set_exception(RuntimeError("server stopping"))
 
     async def write(self, items: list[NewMessage]) -> list[StoredRef]:
-        if self._task is None:
+        if self._task is None or self._stopping:
             return await self.store.write(items)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         await self._queue.put((items, fut))
         return await fut
 
     async def _run(self) -> None:
+        stop_seen = False
         while True:
+            if stop_seen and self._queue.empty():
+                return
             first = await self._queue.get()
+            if first is None:
+                stop_seen = True
+                continue
             batch = [first]
-            if self.wait_s:
+            if self.wait_s and not self._stopping:
                 await asyncio.sleep(self.wait_s)
             while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            await self._commit(batch)
+                entry = self._queue.get_nowait()
+                if entry is None:
+                    stop_seen = True
+                else:
+                    batch.append(entry)
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # noqa: BLE001 - never leave a session waiting forever
+                log.exception("group commit failed")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
 
     async def _commit(self, batch) -> None:
         flat = [item for items, _ in batch for item in items]
@@ -133,8 +158,14 @@ class Delivery:
         check_sender(principal, mail_from)
 
     async def check_recipient(self, principal: Principal, address: str) -> Recipient:
-        recipient = await self.resolve(address)
-        check_recipient(recipient)
+        """RCPT: refuse here, not at DATA, a recipient that cannot receive (DESIGN.md step 3),
+        including a local mailbox with no valid encryption certificate: nothing is ever
+        stored in clear, and one such recipient must not fail the others' delivery."""
+        async with self.sessions() as s:
+            recipient = await self._resolve(s, address)
+            check_recipient(recipient)
+            target = await LocalDirectory(s).delivery_target(recipient.address)
+        _check_can_receive(target)
         return recipient
 
     async def submit(self, envelope: Envelope, raw: bytes, principal: Principal) -> DeliveryResult:
@@ -146,6 +177,7 @@ class Delivery:
         check_sender(principal, envelope.mail_from)
         check_line_endings(raw)
         check_headers(raw)
+        check_header_senders(principal, raw)
         if len(raw) > self.settings.limits.max_message_size:
             raise PolicyRejection(552, "5.3.4", "Message exceeds the maximum size")
         sender = normalize_address(envelope.mail_from)
@@ -157,6 +189,7 @@ class Delivery:
                 if target is None:  # not local, or removed between RCPT and DATA
                     check_recipient(await self._resolve(s, rcpt))
                     raise PolicyRejection(550, "5.1.1", f"Mailbox <{rcpt}> does not exist")
+                _check_can_receive(target)
                 targets.append(target)
             own = await directory.delivery_target(sender, certificates=False)
             if own is not None and own.sent_copy:
@@ -173,3 +206,10 @@ class Delivery:
         refs = await self.committer.write(items)
         log.info("delivered from=%s rcpts=%d stored=%d size=%d", sender, len(targets), len(refs), len(raw))
         return DeliveryResult(stored=refs)
+
+
+def _check_can_receive(target: DeliveryTarget | None) -> None:
+    if target is not None and not target.certificates:
+        raise PolicyRejection(
+            550, "5.7.1", f"Mailbox <{target.address}> has no valid encryption certificate and cannot receive"
+        )

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import re
+from email.utils import getaddresses
 from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import compat32
 
 from mss.errors import PolicyRejection
+from mss.principal import Principal
 from mss.store import OuterHeaders
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -48,7 +50,28 @@ def outer_headers(raw: bytes) -> OuterHeaders:
 
 
 def check_headers(raw: bytes) -> None:
-    """A submitted message needs the RFC 5322 3.6 minimum: From and Date."""
+    """A submitted message needs a From field (RFC 5322 3.6). A missing Date is let
+    through: RFC 6409 8.3 lets submission complete it, and clients always send one."""
     msg = BytesHeaderParser(policy=compat32).parsebytes(header_block(raw))
     if msg.get("From") is None:
         raise PolicyRejection(550, "5.6.0", "Message has no From header field (RFC 5322 3.6)")
+
+
+def check_header_senders(principal: Principal, raw: bytes) -> None:
+    """The author fields must name the authenticated user's own mailboxes (RFC 6409 8.1
+    lets a submission server enforce this): every From address, and Sender when present.
+
+    MAIL FROM alone is not enough: the recipient's client shows From, and in a health
+    trust space a message must never appear to come from a colleague who did not send it.
+    """
+    msg = BytesHeaderParser(policy=compat32).parsebytes(header_block(raw))
+    fields = [("From", v) for v in msg.get_all("From") or []] + [("Sender", v) for v in msg.get_all("Sender") or []]
+    for name, value in fields:
+        addresses = [a for _, a in getaddresses([str(value)]) if a]
+        if not addresses:
+            raise PolicyRejection(550, "5.6.0", f"{name} header field has no address")
+        for address in addresses:
+            if not principal.may_use(address):
+                raise PolicyRejection(
+                    550, "5.7.1", f"{name} <{address}> is not a mailbox of the authenticated user"
+                )

@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from typing import Iterable, Literal, Sequence
 
 from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mss.db.models import Folder, Message
@@ -133,13 +135,21 @@ class Store:
             await self._ensure_defaults(s, mailbox.lower())
 
     async def _ensure_defaults(self, s: AsyncSession, mailbox: str) -> None:
+        """Create the missing default folders. Two sessions may do this for a new mailbox
+        at the same moment (a login and a delivery): ON CONFLICT DO NOTHING lets both win."""
         existing = set(
             (await s.execute(select(Folder.name).where(Folder.mailbox == mailbox))).scalars()
         )
+        rows = []
         for name, special in DEFAULT_FOLDERS:
             if name not in existing:
-                s.add(self._new_folder(mailbox, name, special))
-        await s.flush()
+                f = self._new_folder(mailbox, name, special)
+                rows.append(
+                    {c: getattr(f, c) for c in ("mailbox", "name", "uidvalidity", "uidnext", "highestmodseq", "special_use", "subscribed")}
+                )
+        if rows:
+            insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+            await s.execute(insert(Folder).values(rows).on_conflict_do_nothing(index_elements=["mailbox", "name"]))
 
     @staticmethod
     def _new_folder(mailbox: str, name: str, special: str | None = None) -> Folder:

@@ -34,8 +34,12 @@ def test_minimal_file_gets_safe_defaults_and_paths_resolve_beside_it(tmp_path):
         ('domain = "a.test"\ndatabse_url = "x"\n', ["databse_url"]),
         ("[listen]\nhost = '127.0.0.1'\n", ["domain", "Field required"]),
         ('domain = "a.test"\n[listen\n', ["not valid TOML"]),
+        ('domain = "a.test"\n[tls]\nminimum_version = "TLSv1"\n', ["tls.minimum_version"]),
+        ('domain = "a.test"\n[tls]\nminimum_version = "TLSv1.1"\n', ["tls.minimum_version"]),
+        ('domain = "a.test"\n[tokens]\njwks = "http://keys.example.org/jwks.json"\n', ["tokens.jwks", "https"]),
     ],
-    ids=["misspelt-key", "zero-size", "short-command-line", "misspelt-top-level", "no-domain", "bad-toml"],
+    ids=["misspelt-key", "zero-size", "short-command-line", "misspelt-top-level", "no-domain", "bad-toml",
+         "tls-1.0", "tls-1.1", "jwks-over-http"],
 )
 def test_bad_files_are_refused_with_the_field_named(tmp_path, text, words):
     with pytest.raises(ConfigError) as err:
@@ -50,3 +54,8 @@ def test_mss_serve_reports_a_bad_file_without_a_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "mss", "serve", "-c", str(cfg)], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2
     assert "limits.max_recipients" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_jwks_over_https_or_loopback_http_is_accepted(tmp_path):
+    for url in ("https://keys.example.org/jwks.json", "http://127.0.0.1:2592/.well-known/jwks.json"):
+        assert load_settings(write(tmp_path, f'domain = "a.test"\n[tokens]\njwks = "{url}"\n')).tokens.jwks == url

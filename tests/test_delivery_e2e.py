@@ -84,6 +84,7 @@ def test_a_professional_has_no_sent_copy_by_default(server, deployment):
         smtp.sendmail(claire["address"], [paul["address"]], raw)
     sent = asyncio.run(stored_messages(deployment, claire["address"], "Sent"))
     assert not [m for m in sent if msgid.encode() in m]
+    find_stored(asyncio.run(stored_messages(deployment, paul["address"])), msgid)  # it was delivered
 
 
 def test_canary_appears_in_no_byte_the_server_wrote(server, deployment):

@@ -2,6 +2,8 @@
 (whitelist), or outside the trust space; each with its own reply."""
 from __future__ import annotations
 
+import asyncio
+
 import idna
 import pytest
 
@@ -41,3 +43,58 @@ async def test_each_kind_of_recipient_gets_its_reply(core, fresh_deployment):
         with pytest.raises(PolicyRejection) as err:
             await core.delivery.check_recipient(None, address)
         assert err.value.code == 550 and err.value.status == status and text in err.value.text, address
+
+
+async def test_a_mailbox_without_encryption_certificate_is_refused_at_rcpt(core, fresh_deployment):
+    from annuaire.local import LocalDirectory
+
+    address = f"sans.cle@{fresh_deployment.domain}"
+    async with core.sessions() as s, s.begin():
+        await LocalDirectory(s).add_mailbox(address, "PER", idnat="810000000009")
+    with pytest.raises(PolicyRejection) as err:
+        await core.delivery.check_recipient(None, address)
+    assert (err.value.code, err.value.status) == (550, "5.7.1")
+    assert "no valid encryption certificate" in err.value.text
+
+
+async def test_from_header_must_name_the_authenticated_users_mailbox(core, fresh_deployment):
+    from mss.delivery import Envelope
+    from mss.principal import Principal
+
+    claire, paul = fresh_deployment.mailbox("PER", 0)["address"], fresh_deployment.mailbox("PER", 1)["address"]
+    org = fresh_deployment.mailbox("ORG")["address"]
+    me = Principal("PS", "x", "Claire", frozenset({claire, org}), claire)
+
+    def msg(headers: str) -> bytes:
+        return (headers + "Date: Tue, 24 Nov 2026 10:00:00 +0000\r\nSubject: s\r\n\r\nbody\r\n").encode()
+
+    for headers, who in (
+        (f"From: Paul <{paul}>\r\n", paul),
+        (f"From: <{claire}>, <{paul}>\r\n", paul),
+        (f"From: <{claire}>\r\nSender: <{paul}>\r\n", paul),
+    ):
+        with pytest.raises(PolicyRejection) as err:
+            await core.delivery.submit(Envelope(claire, (paul,)), msg(headers), me)
+        assert err.value.status == "5.7.1" and who in err.value.text
+    # Her own mailbox, and the ORG mailbox she belongs to, are fine.
+    for headers in (f"From: Claire <{claire.upper()}>\r\n", f"From: <{org}>\r\nSender: <{claire}>\r\n"):
+        result = await core.delivery.submit(Envelope(claire, (paul,)), msg(headers), me)
+        assert len(result.stored) == 1
+
+
+async def test_stopping_commits_what_is_queued(fresh_deployment):
+    from mss.store import NewMessage, OuterHeaders
+
+    c = await Core.open(fresh_deployment.settings())
+    paul = fresh_deployment.mailbox("PER", 1)["address"]
+    try:
+        writes = [
+            asyncio.create_task(c.committer.write([NewMessage(paul, "INBOX", b"x%d" % i, OuterHeaders())]))
+            for i in range(20)
+        ]
+        await asyncio.sleep(0)
+        await c.committer.stop()
+        refs = await asyncio.gather(*writes)
+        assert sorted(r[0].uid for r in refs) == list(range(1, 21))
+    finally:
+        await c.close()

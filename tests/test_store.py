@@ -134,3 +134,17 @@ async def test_move_is_one_transaction_and_keeps_the_ciphertext(store: Store):
     assert sorted(moved.values()) == [b"ciphertext-0", b"ciphertext-2"]
     with pytest.raises(StoreError):
         await store.move(src, [2], src)
+
+
+async def test_first_use_of_a_mailbox_from_many_sessions_at_once(store: Store):
+    """A login and deliveries racing to create a new mailbox's folders all succeed."""
+    results = await asyncio.gather(
+        *(store.write([item("new@x.test", i)]) for i in range(6)),
+        *(store.list_folders("new@x.test") for _ in range(3)),
+        return_exceptions=True,
+    )
+    assert not [r for r in results if isinstance(r, Exception)], results
+    names = [f.name for f in await store.list_folders("new@x.test")]
+    assert sorted(names) == sorted(set(names)) and "INBOX" in names
+    inbox = await store.get_folder("new@x.test", "INBOX")
+    assert inbox.exists == 6
