@@ -320,14 +320,39 @@ class _Parser:
         return out + (first[n:] or other[n:])
 
 
+#: National rows are a few hundred octets; anything far longer is not a row (a file with
+#: no line ends must not be read into memory whole).
+MAX_LINE = 64 * 1024
+#: Stands for an over-long line in the stream of lines (no real line contains a NUL).
+LINE_TOO_LONG = "\x00line too long"
+
+
+def _bounded_lines(fh) -> Iterator[bytes]:  # noqa: ANN001 - a binary file object
+    """Lines of at most MAX_LINE octets; a longer one is consumed and replaced by b"\\0"."""
+    while True:
+        raw = fh.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = fh.readline(MAX_LINE + 1)
+            yield b"\0"
+            continue
+        yield raw
+
+
 def _lines(src: _Source, state: dict, progress: ProgressFn | None) -> Iterator[tuple[int, str]]:
-    """(line number, text without EOL/trailing pipe); line 1 is the header."""
+    """(line number, text without EOL/trailing pipe); line 1 is the header. An over-long
+    line is given as LINE_TOO_LONG, for the caller to count as rejected."""
     with src.open() as fh:
         n = 0
         pending = 0
         first = True
-        for raw in fh:
+        for raw in _bounded_lines(fh):
             n += 1
+            if raw == b"\0":
+                yield n, LINE_TOO_LONG
+                continue
             if first:
                 first = False
                 if raw.startswith(codecs.BOM_UTF8):
@@ -541,6 +566,9 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
             if not text or text.isspace():
                 continue
             report.rows_read += 1
+            if text is LINE_TOO_LONG:
+                report.reject(n, "line_too_long", f"longer than {MAX_LINE} octets")
+                continue
             parts = parser.fields(text)
             if parts is None:
                 report.reject(n, "field_count", f"{text.count('|') + 1} fields, header has {layout.width}")

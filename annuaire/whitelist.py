@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
+import defusedxml.ElementTree as DefusedET
+from defusedxml import DefusedXmlException
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -47,10 +49,12 @@ def parse_whitelist(data: bytes) -> tuple[dict[str, str], list[str]]:
     """
     if len(data) > MAX_FILE_BYTES:
         raise WhitelistError("whitelist file too large")
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise WhitelistError("whitelist with a DTD or entities refused")
     try:
-        root = ET.fromstring(data)
+        # defusedxml refuses DTDs, entities and external references whatever the encoding
+        # (a byte search for "<!DOCTYPE" misses UTF-16 documents).
+        root = DefusedET.fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise WhitelistError("whitelist with a DTD or entities refused") from exc
     except ET.ParseError as exc:
         raise WhitelistError(f"not XML: {exc}") from exc
     names = [e.text or "" for e in root.iterfind(f".//{{{NAMESPACE}}}Domaine/{{{NAMESPACE}}}Nom")]

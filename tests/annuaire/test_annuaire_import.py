@@ -109,6 +109,19 @@ async def test_bad_rows_counted_with_line_numbers(engine, session_factory, tmp_p
         assert await d.resolve("francois.simon@medecin.mssante.fr") is not None
 
 
+async def test_a_line_without_end_is_rejected_not_read_whole(engine, tmp_path):
+    """A multi-megabyte 'line' (no line end) counts as one rejected row; the rest imports."""
+    from annuaire.importer import MAX_LINE
+
+    f = tmp_path / "Extraction_Correspondance_MSSante_202611200601.txt"
+    lines = MAILBOX_FILE.read_bytes().splitlines(keepends=True)
+    f.write_bytes(b"".join(lines[:3]) + b"A" * (MAX_LINE * 40) + b"\n" + b"".join(lines[3:]))
+    (r,) = await import_files(engine, [f])
+    assert r.rejected == {"line_too_long": 1}
+    assert [(ln, why) for ln, why, _ in r.rejected_lines] == [(4, "line_too_long")]
+    assert r.added == 60
+
+
 async def test_reimport_is_a_diff_and_idempotent(engine, session_factory, tmp_path):
     (r0,) = await import_files(engine, [MAILBOX_FILE])
     (r1,) = await import_files(engine, [MAILBOX_FILE])

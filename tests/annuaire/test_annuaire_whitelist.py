@@ -44,3 +44,16 @@ def test_is_local_and_parse_errors():
         parse_whitelist(b'<!DOCTYPE x [<!ENTITY a "b">]><ListeBlanche/>')
     with pytest.raises(WhitelistError):
         parse_whitelist(b"<ListeBlanche xmlns='https://listeblanche.mssante.fr/schema'/>")
+
+
+def test_utf16_document_with_a_dtd_is_refused():
+    """A byte search for '<!DOCTYPE' misses UTF-16; the parser must refuse the DTD itself."""
+    from annuaire.whitelist import WhitelistError, parse_whitelist
+
+    doc = (
+        '<?xml version="1.0" encoding="UTF-16"?>\n<!DOCTYPE l [<!ENTITY a "medecin.mssante.fr">]>\n'
+        '<ListeBlanche xmlns="https://listeblanche.mssante.fr/schema"><Domaine><Nom>&a;</Nom></Domaine></ListeBlanche>'
+    ).encode("utf-16")
+    assert b"<!DOCTYPE" not in doc
+    with pytest.raises(WhitelistError, match="DTD"):
+        parse_whitelist(doc)
