@@ -21,6 +21,42 @@ log = logging.getLogger("mss.imap")
 
 _READ_CHUNK = 64 * 1024
 
+#: A connection that has not authenticated this long after it opened is closed: an
+#: anonymous peer may not hold a slot for the 30-minute idle timeout (RFC 9051 5.4 allows
+#: any autologout before authentication).
+PREAUTH_TIMEOUT_S = 60.0
+#: Connections over both listeners, and from one IP address; more are answered BYE.
+MAX_CONNECTIONS = 1000
+MAX_CONNECTIONS_PER_IP = 50
+
+
+class _Admission:
+    """Counts open connections, globally and per peer address."""
+
+    def __init__(self, max_total: int, max_per_ip: int) -> None:
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self.total = 0
+        self.by_ip: dict[str, int] = {}
+
+    def admit(self, ip: str) -> str | None:
+        """Takes a slot, or says why not."""
+        if self.total >= self.max_total:
+            return "Too many connections to this server; try again later"
+        if self.by_ip.get(ip, 0) >= self.max_per_ip:
+            return "Too many connections from your address; try again later"
+        self.total += 1
+        self.by_ip[ip] = self.by_ip.get(ip, 0) + 1
+        return None
+
+    def release(self, ip: str) -> None:
+        self.total -= 1
+        left = self.by_ip.get(ip, 0) - 1
+        if left > 0:
+            self.by_ip[ip] = left
+        else:
+            self.by_ip.pop(ip, None)
+
 
 class _Connection(asyncio.Protocol):
     """A byte pipe with flow control that survives `loop.start_tls` (same protocol object)."""
@@ -106,15 +142,18 @@ async def _send(conn: _Connection, outputs: list[Any]) -> bool:
     return True
 
 
-async def serve_connection(core: Any, conn: _Connection, *, implicit_tls: bool, ctx: ssl.SSLContext) -> None:
+async def serve_connection(
+    core: Any, conn: _Connection, *, implicit_tls: bool, ctx: ssl.SSLContext, preauth_timeout: float = PREAUTH_TIMEOUT_S
+) -> None:
     transport = conn.transport
     peername = transport.get_extra_info("peername") if transport else None
     peer = f"{peername[0]}:{peername[1]}" if peername else "?"
     session = Session(core, tls=implicit_tls, starttls=not implicit_tls, peer=peer)
     if implicit_tls:
         session.tls_started(peer_certificate_der(transport.get_extra_info("ssl_object")))
-    timeout = core.settings.limits.idle_timeout_s
+    idle_timeout = core.settings.limits.idle_timeout_s
     loop = asyncio.get_running_loop()
+    auth_deadline = loop.time() + preauth_timeout
     try:
         if not await _send(conn, session.greeting()):
             return
@@ -135,10 +174,18 @@ async def serve_connection(core: Any, conn: _Connection, *, implicit_tls: bool, 
                 continue
             if session.state is State.LOGOUT:
                 return
-            data = await _read_or_idle(conn, session, timeout)
-            if data is None:
-                await _send(conn, [bye("Autologout: idle for too long")])
-                return
+            if session.state is State.NOT_AUTHENTICATED:
+                # One deadline from connection to authentication, not per read: a peer
+                # sending a byte now and then does not keep the slot.
+                data = await _read_or_idle(conn, session, max(0.0, auth_deadline - loop.time()))
+                if data is None:
+                    await _send(conn, [bye("Autologout: not authenticated in time")])
+                    return
+            else:
+                data = await _read_or_idle(conn, session, idle_timeout)
+                if data is None:
+                    await _send(conn, [bye("Autologout: idle for too long")])
+                    return
             if data == b"":
                 return
             session.feed(data)
@@ -180,17 +227,36 @@ async def _read_or_idle(conn: _Connection, session: Session, timeout: float) -> 
             read.cancel()
 
 
-async def start(core: Any) -> dict[str, asyncio.AbstractServer]:
-    """Start the `imap` (STARTTLS) and `imaps` (implicit TLS) listeners."""
+async def start(
+    core: Any,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+    max_per_ip: int = MAX_CONNECTIONS_PER_IP,
+    preauth_timeout: float = PREAUTH_TIMEOUT_S,
+) -> dict[str, asyncio.AbstractServer]:
+    """Start the `imap` (STARTTLS) and `imaps` (implicit TLS) listeners; the connection
+    caps are shared by both."""
     loop = asyncio.get_running_loop()
     listen = core.settings.listen
     ctx = core.server_ssl_context()
+    admission = _Admission(max_connections, max_per_ip)
 
     def handler(implicit: bool):
         def made(conn: _Connection) -> None:
-            task = loop.create_task(serve_connection(core, conn, implicit_tls=implicit, ctx=ctx))
+            peername = conn.transport.get_extra_info("peername") if conn.transport else None
+            ip = str(peername[0]) if peername else "?"
+            why = admission.admit(ip)
+            if why is not None:
+                log.warning("imap connection refused peer=%s reason=%s", ip, why)
+                conn.transport.write(bye(why).to_bytes())
+                conn.close()  # what was written is flushed first
+                return
+            task = loop.create_task(
+                serve_connection(core, conn, implicit_tls=implicit, ctx=ctx, preauth_timeout=preauth_timeout)
+            )
             _TASKS.add(task)
             task.add_done_callback(_TASKS.discard)
+            task.add_done_callback(lambda _t: admission.release(ip))
 
         return lambda: _Connection(made)
 

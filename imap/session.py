@@ -235,10 +235,25 @@ class Session:
 
     async def sync(self, *, allow_expunge: bool = True, uid_mode: bool = False) -> list[Response]:
         """Untagged updates for the selected folder (RFC 9051 7.5.1)."""
-        if self.view is None:
+        view = self.view
+        if view is None:
             return []
-        metas = await self.core.store.messages(self.view.id)
-        return self.view.sync(metas, allow_expunge=allow_expunge, uid_mode=uid_mode)
+        # Every change to a folder's messages bumps its UIDNEXT or HIGHESTMODSEQ (RFC 7162
+        # 3.1), so one read of the folder rows says whether the message list must be
+        # reloaded. The state is read before the list: a change landing in between is
+        # seen again next time, never missed.
+        state = await self._folder_state(view.id)
+        if state is not None and state == view.synced_state:
+            return []
+        metas = await self.core.store.messages(view.id)
+        return view.sync(metas, allow_expunge=allow_expunge, uid_mode=uid_mode, state=state)
+
+    async def _folder_state(self, folder_id: int) -> tuple[int, int] | None:
+        """(UIDNEXT, HIGHESTMODSEQ) of the folder, None if it is gone."""
+        for f in await self.core.store.list_folders(self.mailbox):
+            if f.id == folder_id:
+                return (f.uidnext, f.highestmodseq)
+        return None
 
     # -- transitions ---------------------------------------------------------------------
 

@@ -14,8 +14,6 @@ from mss.store import FolderInfo, MessageMeta
 
 from imap.protocol.response import Atom, Data, Response
 
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-
 
 def flag_list(flags) -> list[Atom]:  # noqa: ANN001 - any iterable of str
     return [Atom(f) for f in sorted(flags)]
@@ -28,6 +26,9 @@ class FolderView:
         self.uids: list[int] = [m.uid for m in metas]
         self.flags: dict[int, frozenset[str]] = {m.uid: m.flags for m in metas}
         self.max_uid = self.uids[-1] if self.uids else 0
+        #: (UIDNEXT, HIGHESTMODSEQ) of the folder when the client was last told everything
+        #: (None: unknown, reload at the next sync).
+        self.synced_state: tuple[int, int] | None = (info.uidnext, info.highestmodseq)
 
     @property
     def id(self) -> int:
@@ -73,13 +74,19 @@ class FolderView:
             self.flags.pop(uid, None)
         return out
 
-    def sync(self, metas: Sequence[MessageMeta], *, allow_expunge: bool, uid_mode: bool) -> list[Response]:
-        """Untagged updates for what changed in the store since the client last heard."""
+    def sync(
+        self, metas: Sequence[MessageMeta], *, allow_expunge: bool, uid_mode: bool, state: tuple[int, int] | None = None
+    ) -> list[Response]:
+        """Untagged updates for what changed in the store since the client last heard.
+
+        `state` is the folder's (UIDNEXT, HIGHESTMODSEQ) read before `metas`; it is kept
+        only if the client was told everything (no EXPUNGE held back)."""
         current = {m.uid: m for m in metas}
         out: list[Response] = []
+        gone = [u for u in self.uids if u not in current]
         if allow_expunge:
-            gone = [u for u in self.uids if u not in current]
             out += self.note_expunged(gone)
+        self.synced_state = state if allow_expunge or not gone else None
         new = [m for m in metas if m.uid > self.max_uid]
         if new:
             for m in new:

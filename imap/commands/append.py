@@ -11,10 +11,9 @@ from datetime import timezone
 from mss.errors import PolicyRejection
 from mss.store import StoreError
 
+from imap.flags import check_flags
 from imap.protocol.commands import Command
 from imap.protocol.response import Response, bad, no, ok
-
-from imap.commands.store import _check_flags
 
 log = logging.getLogger("mss.imap")
 
@@ -23,13 +22,12 @@ async def append(session, cmd: Command) -> list[Response]:
     raw: bytes = cmd["message"]
     if not raw:
         return [bad(cmd.tag, "APPEND needs a non-empty message")]
-    why = _check_flags(cmd["flags"])
+    flags, why = check_flags(cmd["flags"])
     if why:
         return [bad(cmd.tag, why)]
     info = await session.core.store.get_folder(session.mailbox, cmd["mailbox"])
     if info is None:
         return [no(cmd.tag, f"No folder {cmd['mailbox']}", "TRYCREATE")]
-    flags = [f for f in cmd["flags"] if f != "\\Recent"]
     when = cmd["date"].astimezone(timezone.utc) if cmd["date"] else None  # SQLite keeps no offset
     try:
         ref = await session.core.mailboxes.append(

@@ -7,15 +7,17 @@ with "/" as hierarchy delimiter. (IMAP "mailbox" in the RFCs is our `Folder`.)
 """
 from __future__ import annotations
 
-import re
+import logging
 
-from mss.store import StoreError
+from mss.store import StoreError, canonical_folder_name
 
+from imap.flags import SYSTEM_FLAGS
 from imap.protocol.commands import Command
-from imap.protocol.response import Atom, Data, Response, no, ok
-from imap.view import SYSTEM_FLAGS, FolderView, flag_list
+from imap.protocol.response import Atom, Data, Response, bad, no, ok
+from imap.view import FolderView, flag_list
 
 DELIMITER = "/"
+log = logging.getLogger("mss.imap")
 
 
 def check_name(name: str) -> str | None:
@@ -89,7 +91,7 @@ async def create(session, cmd: Command) -> list[Response]:
 
 
 async def delete(session, cmd: Command) -> list[Response]:
-    name = cmd["mailbox"]
+    name = canonical_folder_name(cmd["mailbox"])  # INBOX is case-insensitive (RFC 9051 5.1)
     if name == "INBOX":
         return [no(cmd.tag, "INBOX cannot be deleted", "CANNOT")]
     store = session.core.store
@@ -103,7 +105,11 @@ async def delete(session, cmd: Command) -> list[Response]:
 
 
 async def rename(session, cmd: Command) -> list[Response]:
-    old, new = cmd["mailbox"], cmd["new"].rstrip(DELIMITER)
+    """RFC 9051 6.3.6, inferior names included. The store renames one folder per
+    transaction, so every target name is checked first, and a failure half-way renames
+    back what was already renamed: the client gets NO and the tree as it was."""
+    old = canonical_folder_name(cmd["mailbox"])
+    new = canonical_folder_name(cmd["new"].rstrip(DELIMITER))
     if old == "INBOX" or new == "INBOX":
         return [no(cmd.tag, "Renaming INBOX is not supported", "CANNOT")]
     why = check_name(new)
@@ -116,16 +122,42 @@ async def rename(session, cmd: Command) -> list[Response]:
         return [no(cmd.tag, f"No folder {old}", "NONEXISTENT")]
     if new in names:
         return [no(cmd.tag, f"Folder {new} already exists", "ALREADYEXISTS")]
-    await store.rename_folder(session.mailbox, old, new)
-    # RFC 9051 6.3.6: inferior hierarchical names are renamed too.
     prefix = old + DELIMITER
-    for f in sorted(folders, key=lambda f: f.name):
-        if f.name.startswith(prefix):
-            try:
-                await store.rename_folder(session.mailbox, f.name, new + DELIMITER + f.name[len(prefix):])
-            except StoreError:
-                pass
+    if new.startswith(prefix):
+        return [no(cmd.tag, "Cannot rename a folder into itself", "CANNOT")]
+    moves = [(old, new)] + [
+        (n, new + DELIMITER + n[len(prefix):]) for n in sorted(names) if n.startswith(prefix)
+    ]
+    for _, target in moves[1:]:
+        if target in names:
+            return [no(cmd.tag, f"Folder {target} already exists", "ALREADYEXISTS")]
+        why = check_name(target)
+        if why:
+            return [no(cmd.tag, f"{target}: {why}", "CANNOT")]
+    done: list[tuple[str, str]] = []
+    try:
+        for src, dst in moves:
+            await store.rename_folder(session.mailbox, src, dst)
+            done.append((src, dst))
+    except StoreError as exc:
+        undone = await _rename_back(session, done)
+        if undone:
+            return [no(cmd.tag, f"RENAME failed, nothing was renamed: {exc}", "CANNOT")]
+        return [no(cmd.tag, f"RENAME failed and was only partly undone: {exc}", "SERVERBUG")]
     return [ok(cmd.tag, "RENAME completed")]
+
+
+async def _rename_back(session, done: list[tuple[str, str]]) -> bool:
+    ok_ = True
+    for src, dst in reversed(done):
+        try:
+            await session.core.store.rename_folder(session.mailbox, dst, src)
+        except StoreError as exc:
+            ok_ = False
+            log.error(
+                "imap rename undo failed peer=%s mailbox=%s folder=%s error=%s", session.peer, session.mailbox, dst, exc
+            )
+    return ok_
 
 
 async def subscribe(session, cmd: Command) -> list[Response]:
@@ -136,15 +168,67 @@ async def subscribe(session, cmd: Command) -> list[Response]:
     return [ok(cmd.tag, f"{cmd.name} completed")]
 
 
-def pattern_regex(reference: str, pattern: str) -> re.Pattern:
-    """RFC 9051 6.3.9: `*` matches anything, `%` anything but the delimiter."""
-    full = reference + pattern if not pattern.startswith(DELIMITER) or not reference else pattern
-    if full[:5].upper() == "INBOX":
-        full = "INBOX" + full[5:]  # INBOX is case-insensitive (RFC 9051 5.1)
-    rx = "".join(
-        ".*" if c == "*" else f"[^{re.escape(DELIMITER)}]*" if c == "%" else re.escape(c) for c in full
-    )
-    return re.compile(rx, re.S)
+#: Longest LIST pattern (reference + pattern) and most patterns in one LIST (RFC 5258
+#: allows several). Names are at most 255 characters, so longer patterns match nothing useful.
+MAX_PATTERN = 512
+MAX_PATTERNS = 16
+
+
+class Pattern:
+    """RFC 9051 6.3.9 LIST pattern: `*` matches anything, `%` anything but the delimiter.
+
+    Matched without backtracking: runs of wildcards collapse to one, then a bit-parallel
+    walk keeps the set of name prefixes the pattern so far can match (one big-integer bit
+    per position), so a match costs O(len(pattern) * log(len(name))) integer operations
+    whatever the pattern. (A regular expression `.*a.*a.*...` backtracks exponentially.)
+    """
+
+    def __init__(self, reference: str, pattern: str) -> None:
+        full = reference + pattern if not pattern.startswith(DELIMITER) or not reference else pattern
+        self.tokens = _tokens(full)
+        # INBOX is case-insensitive (RFC 9051 5.1): "inbox", "Inbox/%" also name INBOX.
+        self.inbox_tokens = _tokens("INBOX" + full[5:]) if full[:5].upper() == "INBOX" and full[:5] != "INBOX" else None
+
+    def match(self, name: str) -> bool:
+        if _glob(self.tokens, name):
+            return True
+        return self.inbox_tokens is not None and name[:5] == "INBOX" and _glob(self.inbox_tokens, name)
+
+
+def _tokens(full: str) -> list[str]:
+    out: list[str] = []
+    for c in full:
+        if c in "*%" and out and out[-1] in ("*", "%"):
+            if c == "*":
+                out[-1] = "*"  # "%*", "*%", "**": "*"; "%%": "%"
+            continue
+        out.append(c)
+    return out
+
+
+def _glob(tokens: list[str], name: str) -> bool:
+    # Bit p of `cur` set: the tokens so far can match name[:p].
+    n = len(name)
+    everything = (1 << (n + 1)) - 1
+    at: dict[str, int] = {}
+    for j, ch in enumerate(name):
+        at[ch] = at.get(ch, 0) | (1 << (j + 1))
+    not_delim = everything & ~at.get(DELIMITER, 0) & ~1
+    cur = 1
+    for t in tokens:
+        if t == "*":  # from the shortest prefix matched so far, any longer one
+            cur = everything & ~((cur & -cur) - 1)
+        elif t == "%":  # extend through characters other than the delimiter, by doubling
+            step, run = 1, not_delim
+            while run and step <= n:
+                cur |= (cur << step) & run
+                run &= run << step
+                step <<= 1
+        else:
+            cur = (cur << 1) & at.get(t, 0)
+        if not cur:
+            return False
+    return bool(cur >> n & 1)
 
 
 async def list_(session, cmd: Command) -> list[Response]:
@@ -155,6 +239,9 @@ async def list_(session, cmd: Command) -> list[Response]:
         # RFC 9051 6.3.9: the hierarchy delimiter and root of the reference.
         root = reference.split(DELIMITER)[0] + DELIMITER if DELIMITER in reference else ""
         return [Data(Atom(kind), [Atom("\\Noselect")], DELIMITER, root), ok(cmd.tag, f"{kind} completed")]
+    full = [reference + p for p in patterns]
+    if len(patterns) > MAX_PATTERNS or any(len(p) > MAX_PATTERN for p in full):
+        return [bad(cmd.tag, f"At most {MAX_PATTERNS} patterns of at most {MAX_PATTERN} characters")]
     folders = await session.core.store.list_folders(session.mailbox)
     by_name = {f.name: f for f in folders}
     # Parents that do not exist themselves appear as \Noselect (a/b without a).
@@ -163,11 +250,11 @@ async def list_(session, cmd: Command) -> list[Response]:
         parts = n.split(DELIMITER)
         for i in range(1, len(parts)):
             names.add(DELIMITER.join(parts[:i]))
-    regexes = [pattern_regex(reference, p) for p in patterns]
+    matchers = [Pattern(reference, p) for p in patterns]
     special_only = "SPECIAL-USE" in cmd["select"]
     out: list[Response] = []
     for name in sorted(names, key=lambda n: (n != "INBOX", n)):
-        if not any(rx.fullmatch(name) for rx in regexes):
+        if not any(m.match(name) for m in matchers):
             continue
         f = by_name.get(name)
         if lsub and (f is None or not f.subscribed):

@@ -2,18 +2,10 @@
 COPYUID (RFC 4315)."""
 from __future__ import annotations
 
+from imap.flags import check_flags
 from imap.protocol.commands import Command, SequenceSet
 from imap.protocol.response import Atom, Data, Response, bad, no, ok
 from imap.view import flag_list
-
-_STORABLE_SYSTEM = {"\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"}
-
-
-def _check_flags(flags: list[str]) -> str | None:
-    for f in flags:
-        if f.startswith("\\") and f not in _STORABLE_SYSTEM and f != "\\Recent":
-            return f"{f} is not a flag that can be stored"
-    return None
 
 
 async def store(session, cmd: Command) -> list[Response]:
@@ -22,15 +14,14 @@ async def store(session, cmd: Command) -> list[Response]:
         return [no(cmd.tag, "Folder is read-only (EXAMINE)", "READ-ONLY")]
     if not cmd.uid and view.seq_out_of_range(cmd["set"]):
         return [bad(cmd.tag, "Invalid message sequence number")]
-    why = _check_flags(cmd["flags"])
+    flags, why = check_flags(cmd["flags"])  # \Recent is the server's to set: dropped
     if why:
         return [bad(cmd.tag, why)]
-    flags = {f for f in cmd["flags"] if f != "\\Recent"}  # \Recent is the server's to set
     targets = view.resolve(cmd["set"], cmd.uid)
     if not targets:
         return [ok(cmd.tag, f"{cmd.full_name} completed")]
     seq_of = {u: s for s, u in targets}
-    changed = await session.core.store.set_flags(view.id, list(seq_of), flags, cmd["mode"])
+    changed = await session.core.store.set_flags(view.id, list(seq_of), set(flags), cmd["mode"])
     view.note_flags(changed)
     out: list[Response] = []
     if not cmd["silent"]:
@@ -67,10 +58,13 @@ async def copy(session, cmd: Command) -> list[Response]:
     dest = await store.get_folder(session.mailbox, cmd["mailbox"])
     if dest is None:
         return [no(cmd.tag, f"No folder {cmd['mailbox']}", "TRYCREATE")]
+    if move and dest.id == view.id:
+        return [no(cmd.tag, "Cannot move messages to the folder they are in", "CANNOT")]
     uids = [u for _, u in view.resolve(cmd["set"], cmd.uid)]
     if not uids:
         return [ok(cmd.tag, f"{cmd.full_name} completed")]
-    pairs = await store.copy(view.id, uids, dest.id)
+    # MOVE is one store transaction (RFC 6851 3.3: never in both folders, never in neither).
+    pairs = await (store.move if move else store.copy)(view.id, uids, dest.id)
     code = None
     if pairs:
         code = (
@@ -79,12 +73,9 @@ async def copy(session, cmd: Command) -> list[Response]:
         )
     if not move:
         return [ok(cmd.tag, f"{cmd.full_name} completed", code)]
-    # RFC 6851 3.3: COPYUID goes in an untagged OK before the EXPUNGEs.
-    moved = [p[0] for p in pairs]
+    # RFC 6851 3.3/4.3: COPYUID in an untagged OK first, then an EXPUNGE per moved message
+    # (highest sequence number first, so every number sent stays valid).
     out: list[Response] = [ok(None, "Moved", code)] if code else []
-    if moved:
-        await store.set_flags(view.id, moved, {"\\Deleted"}, "add")
-        gone = await store.expunge(view.id, moved)
-        out += view.note_expunged(gone)
+    out += view.note_expunged([src for src, _ in pairs])
     out.append(ok(cmd.tag, f"{cmd.full_name} completed"))
     return out

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, TypeVar
 
+from imap.flags import canonical_flag
 from imap.protocol.commands import MAX_NUMBER, Command, FetchAtt, Secret, Section, SequenceSet
 
 T = TypeVar("T")
@@ -197,7 +198,6 @@ _ASTRING_CHARS = _ATOM_CHARS + b"]"
 _LIST_CHARS = _ATOM_CHARS + b"%*]"
 _MONTHS = {m: i + 1 for i, m in enumerate(
     ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"])}
-_SYSTEM_FLAGS = {"\\ANSWERED", "\\FLAGGED", "\\DELETED", "\\SEEN", "\\DRAFT", "\\RECENT"}
 _FETCH_MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
@@ -208,13 +208,6 @@ _SIMPLE_FETCH = {
     "BODY", "BODYSTRUCTURE", "UID",
 }
 _STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "HIGHESTMODSEQ"}
-
-
-def _canonical_flag(flag: str) -> str:
-    """System flags in their usual case (`\\seen` -> `\\Seen`); keywords as sent."""
-    if flag.upper() in _SYSTEM_FLAGS:
-        return "\\" + flag[1:].capitalize()
-    return flag
 
 
 class Reader:
@@ -391,7 +384,7 @@ class Reader:
                 self.pos += 1
                 return "\\*"
             name = "\\" + self.atom()
-            return _canonical_flag(name)
+            return canonical_flag(name)
         return self.atom()
 
     def flag_list(self) -> list[str]:

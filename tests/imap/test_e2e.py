@@ -270,3 +270,24 @@ def test_malformed_and_oversized_input(server, deployment, claire):
             s.sendall(b"a6 APPEND INBOX {99999999999+}\r\n")
             assert f.readline().startswith(b"a6 BAD")
             assert f.readline().startswith(b"* BYE")
+
+
+def test_uid_move_untagged_copyuid_then_expunges_highest_first(server, deployment, claire, folder):
+    m = connect(server, deployment, claire)
+    try:
+        m.create(folder)
+        m.create(folder + "-b")
+        for i in range(4):
+            m.append(folder, None, None, message(f"m{i}", claire["address"], claire["address"]))
+        m.select(folder)
+        m.send(f"x1 UID MOVE 1,3 {folder}-b\r\n".encode())
+        lines = []
+        while not lines or not lines[-1].startswith(b"x1 "):
+            lines.append(m.readline().rstrip(b"\r\n"))
+        assert re.fullmatch(rb"\* OK \[COPYUID \d+ 1,3 1:2\] .*", lines[0]), lines
+        assert lines[1:] == [b"* 3 EXPUNGE", b"* 1 EXPUNGE", b"x1 OK UID MOVE completed"]
+        typ, data = m.uid("FETCH", "1:*", "(FLAGS)")
+        assert typ == "OK" and [int(u) for u in re.findall(rb"UID (\d+)", b" ".join(data))] == [2, 4]
+        assert m.status(folder + "-b", "(MESSAGES)")[1][0].endswith(b"(MESSAGES 2)")
+    finally:
+        m.logout()
