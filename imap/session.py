@@ -250,10 +250,7 @@ class Session:
 
     async def _folder_state(self, folder_id: int) -> tuple[int, int] | None:
         """(UIDNEXT, HIGHESTMODSEQ) of the folder, None if it is gone."""
-        for f in await self.core.store.list_folders(self.mailbox):
-            if f.id == folder_id:
-                return (f.uidnext, f.highestmodseq)
-        return None
+        return await self.core.store.folder_state(folder_id)
 
     # -- transitions ---------------------------------------------------------------------
 

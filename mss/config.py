@@ -110,6 +110,9 @@ class LimitSettings(_Section):
     imap_literal: PositiveInt = 25 * 1024 * 1024 + 64 * 1024
     imap_nesting: int = Field(16, ge=1, le=256)
     idle_timeout_s: int = Field(30 * 60, ge=29 * 60)  # RFC 2177: at least 29 minutes
+    imap_preauth_timeout_s: float = Field(60, gt=0, le=600)  # connect to authenticated
+    imap_max_connections: PositiveInt = 1000
+    imap_max_connections_per_ip: PositiveInt = 50
     smtp_timeout_s: PositiveInt = 300
 
 

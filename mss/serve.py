@@ -35,7 +35,15 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     servers: dict[str, asyncio.AbstractServer] = {}
     try:
         servers.update(await start_smtp(core))
-        servers.update(await start_imap(core))
+        limits = settings.limits
+        servers.update(
+            await start_imap(
+                core,
+                max_connections=limits.imap_max_connections,
+                max_per_ip=limits.imap_max_connections_per_ip,
+                preauth_timeout=limits.imap_preauth_timeout_s,
+            )
+        )
         servers["http"] = await serve_http(settings.listen.host, settings.listen.http, _http_handlers(core))
         ports = {name: _port(srv) for name, srv in servers.items()}
         log.info("ready host=%s ports=%s", settings.listen.host, json.dumps(ports, sort_keys=True))

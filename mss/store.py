@@ -206,6 +206,15 @@ class Store:
             ).scalar_one()
             return _folder_info(f, exists, exists - seen)
 
+    async def folder_state(self, folder_id: int) -> tuple[int, int] | None:
+        """(UIDNEXT, HIGHESTMODSEQ) of a folder, None if it is gone: one primary-key read, so
+        an IMAP session can tell after each command whether anything changed."""
+        async with self.sessions() as s:
+            row = (
+                await s.execute(select(Folder.uidnext, Folder.highestmodseq).where(Folder.id == folder_id))
+            ).first()
+        return (row[0], row[1]) if row else None
+
     async def create_folder(self, mailbox: str, name: str) -> FolderInfo:
         name = canonical_folder_name(name)
         async with self.sessions() as s, s.begin():
