@@ -54,8 +54,10 @@ async def test_json_api(directory):
     assert (await get(sf, "/annuaire/resolve"))[0] == 400
     st, _, doc = await get(sf, "/annuaire/search?name=richard")
     assert st == 200 and RED_NATIONAL not in {e["address"] for e in doc["results"]} and doc["count"] == 2
+    assert {e["address"] for e in doc["results"]} == {"eric.richard@chu-nantes.mssante.fr", "francois.richard@hopital-demo.mssante.test"}
     st, _, doc = await get(sf, "/annuaire/search?name=lambert")
-    assert RED_LOCAL not in {e["address"] for e in doc["results"]}
+    # The other LAMBERT is listed: the search works, only the red-listed mailbox is hidden.
+    assert st == 200 and [e["address"] for e in doc["results"]] == ["jerome.lambert@ch-amiens.mssante.fr"]
     assert (await get(sf, "/annuaire/search"))[0] == 400
     assert (await get(sf, "/annuaire/search?type=XYZ"))[0] == 400
     assert await handle("GET", "/portal/inbox", {}, sf) is None
@@ -102,8 +104,13 @@ async def test_fhir(directory):
     st, _, b = await get(sf, "/fhir/Practitioner?name=richard")
     everything = json.dumps(b)
     assert RED_NATIONAL not in everything
+    # Zoé Richard is still found (published), with the other Richards' mailboxes; only hers is withheld.
+    found = {e["resource"]["id"]: mailboxes(e["resource"]) for e in b["entry"]}
+    assert found == {"812104709527": ["eric.richard@chu-nantes.mssante.fr"],
+                     "817190659403": ["francois.richard@hopital-demo.mssante.test"], "819877694539": []}
     st, _, b = await get(sf, "/fhir/Practitioner?identifier=814948083135")
     assert RED_LOCAL not in json.dumps(b) and "loic.lambert" not in json.dumps(b)
+    assert st == 200 and b["total"] == 1 and b["entry"][0]["resource"]["id"] == "814948083135"  # found, mailbox withheld
     st, _, p = await get(sf, "/fhir/Practitioner/819877694539")  # Zoé Richard: only a red-listed mailbox
     assert st == 200 and "telecom" not in p  # she is published (activity), her mailbox is not
 

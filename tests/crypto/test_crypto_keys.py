@@ -65,9 +65,10 @@ def test_openssl_reads_pkcs12(world, p12) -> None:
     assert info.returncode == 0, info.stderr
     assert "AES-256-CBC" in info.stderr and "PBKDF2" in info.stderr and "sha256" in info.stderr.lower()
     bad = subprocess.run(
-        ["openssl", "pkcs12", "-in", str(path), "-passin", "pass:wrong", "-noout"], capture_output=True, timeout=30
+        ["openssl", "pkcs12", "-in", str(path), "-passin", "pass:wrong", "-noout"], capture_output=True, text=True, timeout=30
     )
-    assert bad.returncode != 0
+    # Refused because the password does not match the file's MAC, not for any other reason.
+    assert bad.returncode != 0 and "mac verify error" in (bad.stdout + bad.stderr).lower(), bad.stderr
 
 
 def test_new_password() -> None:

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, pkcs12
 
 from crypto import dkim as dk
-from crypto.smime import decrypt, protect_and_encrypt
+from crypto.smime import SMimeError, decrypt, protect_and_encrypt
 from crypto.tokens import TokenVerifier
 from crypto.validate import load_certificates
 
@@ -127,7 +127,9 @@ def test_revoke_and_crl_openssl_sees_the_revocation(dep, tmp_path) -> None:
     assert res.returncode != 0 and "revoked" in (res.stdout + res.stderr)
     # By serial, for a certificate file the operator no longer has.
     doc2 = mss_json(dep, "pki", "issue", "org", "--structure", FINESS, "--name", "X", "--out", str(tmp_path))
-    assert mss_json(dep, "pki", "revoke", "--serial", doc2["serial"], "--crl")["crl_files"]
+    published = mss_json(dep, "pki", "revoke", "--serial", doc2["serial"], "--crl")["crl_files"]
+    organisations = x509.load_der_x509_crl(Path(next(p for p in published if p.endswith("organisations.crl"))).read_bytes())
+    assert organisations.get_revoked_certificate_by_serial_number(int(doc2["serial"], 16)) is not None
 
 
 # -------------------------------------------------------------------------------- mailbox
@@ -175,7 +177,7 @@ def test_mailbox_create_rollover_and_old_mail_stays_readable(dep, tmp_path) -> N
     new_mail = protect_and_encrypt(b"From: a@x.test\r\nTo: " + address.encode() + b"\r\nSubject: new\r\n\r\nnew body\r\n", certs_after)
     assert b"old body" in decrypt(old_mail, cert1, key1)
     assert b"new body" in decrypt(new_mail, cert2, key2)
-    with pytest.raises(Exception):
+    with pytest.raises(SMimeError):  # the retired key cannot open mail encrypted after the rollover
         decrypt(new_mail, cert1, key1)
     # openssl cms opens the older message with the older PKCS#12's key.
     pem = tmp_path / "k1.pem"
@@ -187,12 +189,16 @@ def test_mailbox_create_rollover_and_old_mail_stays_readable(dep, tmp_path) -> N
 
     listed = {m["address"]: m for m in mss_json(dep, "mailbox", "list")["mailboxes"]}
     assert [c["active"] for c in listed[address]["certificates"]] == [False, True]
+    scanned = []
     for path in dep[0].rglob("*"):
         if path.is_file() and path.suffix in (".db", ".db-wal", ".key", ".log", ".json", ".toml"):
             data = path.read_bytes()
+            scanned.append(path.name)
             for k in (key1, key2):
                 der = k.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
                 assert der[-64:] not in data, path
+    # The scan covered the store that holds the mailbox's certificates (else it proves nothing).
+    assert "mss.db" in scanned and "mss.toml" in scanned, scanned
 
 
 def test_org_mailbox_encrypts_to_every_member(dep, tmp_path) -> None:
@@ -231,6 +237,7 @@ def test_app_password_is_printed_once_and_stored_hashed(dep) -> None:
     password = out.strip().splitlines()[-1]
     assert len(password) == 27 and password.count("-") == 3
     db = dep[0] / "mss.db"
+    assert db.is_file()  # the store the password row was written to (else the check below is vacuous)
     for path in (db, db.with_name("mss.db-wal")):
         if path.exists():
             assert password.encode() not in path.read_bytes()

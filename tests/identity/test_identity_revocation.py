@@ -46,42 +46,48 @@ def _revoke_and_publish(dep, entry) -> None:
     run_mss("pki", "crl", "-c", str(dep.config))
 
 
-async def _wait_refused(check, timeout: float) -> float:
+async def _wait_refused(check, timeout: float, what: str = "still accepted") -> float:
+    """Poll `check()` until it is true (bounded): how long it took."""
     start = asyncio.get_running_loop().time()
     while True:
         if await check():
             return asyncio.get_running_loop().time() - start
         if asyncio.get_running_loop().time() - start > timeout:
-            raise AssertionError(f"still accepted after {timeout}s")
+            raise AssertionError(f"{what} after {timeout}s")
         await asyncio.sleep(0.2)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("smtp.server") is None, reason="SMTP front end not in the tree")
-async def test_revocation_reaches_a_running_smtp_listener(fresh_deployment) -> None:
+async def test_revocation_reaches_a_running_smtp_listener(fresh_deployment, caplog) -> None:
     from smtp.server import start, stop
 
     dep = fresh_deployment
     _fast_refresh(dep)
     core = await Core.open(dep.settings())
-    servers = await start(core)
     try:
-        port = servers["submission"].sockets[0].getsockname()[1]
-        victim, bystander = dep.mailbox("PER", 0), dep.mailbox("PER", 1)
-        assert await asyncio.to_thread(_mail_from, dep, port, victim) == 250
-        await asyncio.to_thread(_revoke_and_publish, dep, victim)
+        servers = await start(core)
+        try:
+            port = servers["submission"].sockets[0].getsockname()[1]
+            victim, bystander = dep.mailbox("PER", 0), dep.mailbox("PER", 1)
+            assert await asyncio.to_thread(_mail_from, dep, port, victim) == 250
+            assert await asyncio.to_thread(_mail_from, dep, port, bystander) == 250
+            await asyncio.to_thread(_revoke_and_publish, dep, victim)
 
-        async def refused() -> bool:
-            return await asyncio.to_thread(_mail_from, dep, port, victim) == 530
+            async def refused() -> bool:
+                return await asyncio.to_thread(_mail_from, dep, port, victim) == 530
 
-        waited = await _wait_refused(refused, timeout=REFRESH_S + 10)
-        assert waited <= REFRESH_S + 5
-        with pytest.raises(AuthenticationFailed) as exc:
-            await core.auth.from_certificate(_der(dep, victim))
-        assert exc.value.reason == "revoked"
-        # Everyone else is unaffected.
-        assert await asyncio.to_thread(_mail_from, dep, port, bystander) == 250
+            waited = await _wait_refused(refused, timeout=REFRESH_S + 10)
+            assert waited <= REFRESH_S + 5
+            # Refused for the revocation, not for any other certificate problem.
+            assert "reason=revoked" in caplog.text
+            with pytest.raises(AuthenticationFailed) as exc:
+                await core.auth.from_certificate(_der(dep, victim))
+            assert exc.value.reason == "revoked"
+            # Everyone else is unaffected.
+            assert await asyncio.to_thread(_mail_from, dep, port, bystander) == 250
+        finally:
+            await stop(servers)
     finally:
-        await stop(servers)
         await core.close()
 
 
@@ -142,18 +148,50 @@ async def test_stale_crl_fails_closed_unless_configured_open(fresh_deployment) -
 
 
 async def test_unreadable_crl_keeps_the_previous_set(fresh_deployment, caplog) -> None:
+    """A CRL file that turns unreadable must not wipe the revocations already loaded: the
+    revoked certificate stays refused as `revoked` and everyone else stays accepted."""
     dep = fresh_deployment
     _fast_refresh(dep)
+    victim, bystander = dep.mailbox("PER", 0), dep.mailbox("PER", 1)
+    victim_der, bystander_der = _der(dep, victim), _der(dep, bystander)
+    crl = dep.directory / "pki" / "ca" / "crl" / "personnes.crl"
+    assert crl.is_file()
+    good: bytes | None = None
     core = await Core.open(dep.settings())
     try:
-        crl = dep.directory / "pki" / "ca" / "crl" / "personnes.crl"
+        await core.auth.from_certificate(victim_der)
+        # 1. The running core learns a revocation from the CRL file.
+        await asyncio.to_thread(_revoke_and_publish, dep, victim)
+
+        async def victim_revoked() -> bool:
+            try:
+                await core.auth.from_certificate(victim_der)
+            except AuthenticationFailed as exc:
+                assert exc.reason == "revoked"
+                return True
+            return False
+
+        await _wait_refused(victim_revoked, timeout=REFRESH_S + 10)
         good = crl.read_bytes()
+        # 2. The CRL file turns to garbage; wait until the refresher has tried (and failed)
+        #    to read it at least once, as told by its log.
+        caplog.clear()
         crl.write_bytes(b"garbage")
-        await asyncio.sleep(REFRESH_S * 2 + 0.5)
-        assert "CRL refresh failed" in caplog.text
-        await core.auth.from_certificate(_der(dep, dep.mailbox("PER", 0)))  # previous CRLs still apply
-        crl.write_bytes(good)
+
+        async def refresh_failed() -> bool:
+            return any("CRL refresh failed" in r.getMessage() and crl.name in r.getMessage() for r in caplog.records)
+
+        await _wait_refused(refresh_failed, timeout=REFRESH_S + 10, what="no failed CRL refresh logged")
+        # 3. The previous CRLs still apply: the revoked card is still refused for revocation
+        #    (not "crl_stale", which would mean the set was dropped), the others still pass.
+        with pytest.raises(AuthenticationFailed) as exc:
+            await core.auth.from_certificate(victim_der)
+        assert exc.value.reason == "revoked"
+        principal = await core.auth.from_certificate(bystander_der)
+        assert principal.identifier == bystander["idnat"]
     finally:
+        if good is not None:
+            crl.write_bytes(good)
         await core.close()
 
 
