@@ -71,11 +71,34 @@ def structure_id() -> str:
     return "1" + FINESS_PAYLOAD + luhn_check_digit(FINESS_PAYLOAD)
 
 
-def _write_user(folder: Path, prefix: str, issued: Issued) -> tuple[str, str]:
+_PATH_KEYS = ("tls_cert", "tls_key", "smime_cert", "smime_key", "p12", "tls_p12")
+
+
+def _write_pair(folder: Path, prefix: str, issued: Issued) -> tuple[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     cert, key = folder / f"{prefix}.crt", folder / f"{prefix}.key"
     issued.write_pem(cert, key, with_chain=True)
     return str(cert), str(key)
+
+
+def _user_files(folder: Path, address: str, auth: Issued, enc: Issued) -> dict:
+    """What the owner of a mailbox is handed: the authentication certificate (PEM and
+    PKCS#12, for TLS client authentication) and the decryption key (PEM and PKCS#12)."""
+    tls_cert, tls_key = _write_pair(folder, "auth", auth)
+    smime_cert, smime_key = _write_pair(folder, "smime", enc)
+    p12_password, tls_p12_password = new_password(), new_password()
+    write_pkcs12(folder / "smime.p12", enc.key, enc.cert, enc.chain, p12_password, friendly_name=address)
+    write_pkcs12(folder / "auth.p12", auth.key, auth.cert, auth.chain, tls_p12_password, friendly_name=f"{address} (auth)")
+    return {
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "smime_cert": smime_cert,
+        "smime_key": smime_key,
+        "p12": str(folder / "smime.p12"),
+        "p12_password": p12_password,
+        "tls_p12": str(folder / "auth.p12"),
+        "tls_p12_password": tls_p12_password,
+    }
 
 
 def _config_text(domain: str, ports: dict[str, int], database_url: str) -> str:
@@ -156,17 +179,8 @@ def create_demo(
     certs: dict[str, object] = {}
     for pro in PROFESSIONALS:
         address = f"{pro.local}@{domain}"
-        folder = users / pro.local
         auth = pki.issue_ps(pro.idnat, pro.surname, pro.given_name, pro.profession)
-        enc = pki.issue_encryption(
-            address, kind="PS", idnat=pro.idnat, surname=pro.surname, given_name=pro.given_name
-        )
-        tls_cert, tls_key = _write_user(folder, "auth", auth)
-        smime_cert, smime_key = _write_user(folder, "smime", enc)
-        password = new_password()
-        write_pkcs12(folder / "smime.p12", enc.key, enc.cert, enc.chain, password, friendly_name=address)
-        auth_password = new_password()
-        write_pkcs12(folder / "auth.p12", auth.key, auth.cert, auth.chain, auth_password, friendly_name=f"{address} (carte)")
+        enc = pki.issue_encryption(address, kind="PS", idnat=pro.idnat, surname=pro.surname, given_name=pro.given_name)
         certs[address] = enc.cert
         entries.append(
             {
@@ -175,34 +189,21 @@ def create_demo(
                 "idnat": pro.idnat,
                 "name": f"{pro.given_name.title()} {pro.surname}",
                 "profession": pro.profession,
-                "tls_cert": tls_cert,
-                "tls_key": tls_key,
-                "smime_cert": smime_cert,
-                "smime_key": smime_key,
-                "p12": str(folder / "smime.p12"),
-                "p12_password": password,
-                "tls_p12": str(folder / "auth.p12"),
-                "tls_p12_password": auth_password,
+                **_user_files(users / pro.local, address, auth, enc),
             }
         )
-    per_addresses = [e["address"] for e in entries]
     entries.append(
         {
             "address": f"{ORG_MAILBOX}@{domain}",
             "type": "ORG",
             "structure": structure_id(),
             "name": "Secrétariat de cardiologie",
-            "members": per_addresses,
+            "members": [e["address"] for e in entries],
         }
     )
     app_address = f"{APP_MAILBOX}@{domain}"
-    folder = users / APP_MAILBOX
     org_auth = pki.issue_org(structure_id(), STRUCTURE_NAME, "LPS CABINET DEMO")
     app_enc = pki.issue_encryption(app_address, kind="ORG", structure_id=structure_id(), organization=STRUCTURE_NAME)
-    tls_cert, tls_key = _write_user(folder, "auth", org_auth)
-    smime_cert, smime_key = _write_user(folder, "smime", app_enc)
-    password = new_password()
-    write_pkcs12(folder / "smime.p12", app_enc.key, app_enc.cert, app_enc.chain, password, friendly_name=app_address)
     certs[app_address] = app_enc.cert
     entries.append(
         {
@@ -210,12 +211,7 @@ def create_demo(
             "type": "APP",
             "structure": structure_id(),
             "name": "Logiciel de cabinet (démo)",
-            "tls_cert": tls_cert,
-            "tls_key": tls_key,
-            "smime_cert": smime_cert,
-            "smime_key": smime_key,
-            "p12": str(folder / "smime.p12"),
-            "p12_password": password,
+            **_user_files(users / APP_MAILBOX, app_address, org_auth, app_enc),
         }
     )
 
@@ -224,7 +220,7 @@ def create_demo(
 
     # demo.json paths are relative to the deployment folder.
     for e in entries:
-        for k in ("tls_cert", "tls_key", "smime_cert", "smime_key", "p12", "tls_p12"):
+        for k in _PATH_KEYS:
             if k in e:
                 e[k] = str(Path(e[k]).relative_to(directory))
     doc = {
