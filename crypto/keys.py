@@ -176,6 +176,14 @@ def wrap_private_key(key: object, password: str, *, params: Argon2Params = Argon
     return _WRAP_MAGIC + header + b"\n" + base64.b64encode(ct) + b"\n"
 
 
+def rewrap_private_key(
+    blob: bytes, old_password: str, new_password: str, *, params: Argon2Params = Argon2Params()
+) -> bytes:
+    """A patient's password change: the same key under the new password, with a fresh salt
+    and nonce. A wrong old password raises KeyUnwrapError and the caller keeps the old blob."""
+    return wrap_private_key(unwrap_private_key(blob, old_password), new_password, params=params)
+
+
 def unwrap_private_key(blob: bytes, password: str) -> object:
     """Inverse of ``wrap_private_key``; raises KeyUnwrapError on a wrong password or tampering."""
     if not blob.startswith(_WRAP_MAGIC):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -187,15 +188,35 @@ class _LoadedCRL:
     crl: x509.CertificateRevocationList
 
 
-def _load_crl(path: Path) -> x509.CertificateRevocationList:
-    data = Path(path).read_bytes()
+#: Largest CRL accepted from a URL (the national CAs' full CRLs are a few MB).
+MAX_CRL_BYTES = 32 * 1024 * 1024
+CRL_FETCH_TIMEOUT_S = 15.0
+
+
+def is_url(source: Path | str) -> bool:
+    return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
+
+
+def _fetch(url: str) -> bytes:
+    """A CRL from its distribution point. Plain http is fine (RFC 5280 4.2.1.13 points at
+    http URIs): the CRL is signed, and only a CRL signed by the issuer's key is used."""
+    with urllib.request.urlopen(url, timeout=CRL_FETCH_TIMEOUT_S) as resp:  # noqa: S310 - http(s) only
+        data = resp.read(MAX_CRL_BYTES + 1)
+    if len(data) > MAX_CRL_BYTES:
+        raise ValueError(f"CRL larger than {MAX_CRL_BYTES} octets")
+    return data
+
+
+def _load_crl(source: Path | str) -> x509.CertificateRevocationList:
+    data = _fetch(source) if is_url(source) else Path(source).read_bytes()
     if b"-----BEGIN X509 CRL" in data:
         return x509.load_pem_x509_crl(data)
     return x509.load_der_x509_crl(data)
 
 
 class CertificateValidator:
-    """Validates leaf certificates against ``anchors`` and a set of CRL files.
+    """Validates leaf certificates against ``anchors`` and a set of CRLs (files, or
+    http(s) URLs fetched at each reload).
 
     Thread-safe for concurrent ``validate`` calls; ``reload_crls`` swaps the CRL set atomically,
     so a refresh never exposes a half-loaded state.
@@ -204,13 +225,13 @@ class CertificateValidator:
     def __init__(
         self,
         anchors: TrustAnchors,
-        crl_files: Sequence[Path] = (),
+        crl_files: Sequence[Path | str] = (),
         *,
         crl_max_age: timedelta | None = None,
         fail_closed_on_stale_crl: bool = True,
     ) -> None:
         self.anchors = anchors
-        self.crl_files = [Path(p) for p in crl_files]
+        self.crl_files: list[Path | str] = [p if is_url(p) else Path(p) for p in crl_files]
         self.crl_max_age = crl_max_age
         self.fail_closed_on_stale_crl = fail_closed_on_stale_crl
         self._crls: list[_LoadedCRL] = []
@@ -220,8 +241,8 @@ class CertificateValidator:
     # ------------------------------------------------------------------ CRLs
 
     def reload_crls(self) -> None:
-        """Re-read every CRL file. A file that cannot be read or parsed raises and keeps the
-        previous set: configuration errors must be loud, never "no CRL = nothing revoked"."""
+        """Re-read every CRL (file or URL). One that cannot be read or parsed raises and keeps
+        the previous set: errors must be loud, never "no CRL = nothing revoked"."""
         loaded = []
         for path in self.crl_files:
             try:

@@ -47,6 +47,8 @@ class TLSSettings(_Section):
     key: Path = Path("pki/server.key")
     trust_anchors: Path = Path("pki/trust-anchors.pem")
     crl_files: list[Path] = Field(default_factory=list)
+    # CRL distribution points fetched at every refresh (http is fine: CRLs are signed).
+    crl_urls: list[str] = Field(default_factory=list)
     minimum_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"  # MSSANTE.md: 1.2 is the floor
     # CRL files are re-read this often by a running node, so `mss pki revoke` + `mss pki crl`
     # reach it without a restart.

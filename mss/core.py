@@ -91,7 +91,7 @@ def build_validator(settings: Settings, anchors: TrustAnchors | None = None) -> 
     max_age = settings.tls.crl_max_age_s
     return CertificateValidator(
         anchors,
-        [settings.path(p) for p in settings.tls.crl_files],
+        [*(settings.path(p) for p in settings.tls.crl_files), *settings.tls.crl_urls],
         crl_max_age=timedelta(seconds=max_age) if max_age else None,
         fail_closed_on_stale_crl=settings.tls.crl_fail_closed,
     )

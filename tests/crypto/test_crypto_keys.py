@@ -17,6 +17,7 @@ from crypto.keys import (
     KeyUnwrapError,
     cert_sha256,
     new_password,
+    rewrap_private_key,
     unwrap_private_key,
     wrap_private_key,
     write_pkcs12,
@@ -108,3 +109,14 @@ def test_wrap_default_params_round_trip(world) -> None:
     blob = wrap_private_key(world.enc2.key, "pw")
     assert b'"m": 65536' in blob
     assert unwrap_private_key(blob, "pw").public_key() == world.enc2.cert.public_key()  # type: ignore[attr-defined]
+
+
+def test_password_change_rewraps_and_the_old_password_stops_working(world) -> None:
+    blob = wrap_private_key(world.enc.key, "old secret", params=FAST)
+    with pytest.raises(KeyUnwrapError):
+        rewrap_private_key(blob, "not the old one", "new secret", params=FAST)
+    new = rewrap_private_key(blob, "old secret", "new secret", params=FAST)
+    assert new != blob
+    assert unwrap_private_key(new, "new secret").public_key() == world.enc.cert.public_key()  # type: ignore[attr-defined]
+    with pytest.raises(KeyUnwrapError):
+        unwrap_private_key(new, "old secret")

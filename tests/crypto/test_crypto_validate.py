@@ -209,3 +209,37 @@ def test_reload_keeps_old_crls_on_error(world, anchors, tmp_path: Path) -> None:
     with pytest.raises(CertificateRejected) as exc:
         v.validate(world.revoked.cert)
     assert exc.value.reason == "revoked"
+
+
+def test_crls_from_a_url_are_fetched_at_each_reload(world, anchors, tmp_path: Path) -> None:
+    """A CRL distribution point over http (a real socket on 127.0.0.1): a revocation
+    published after start-up is seen at the next reload; an unreachable URL keeps the
+    previous CRLs and says so."""
+    import functools
+    import http.server
+    import threading
+
+    pki = TestPKI.create(tmp_path / "pki")
+    served = tmp_path / "www"
+    pki.write_crls(served)
+    victim = pki.issue_ps("810001045367", "DUPONT", "JEAN")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        urls = [f"{base}/{p.name}" for p in sorted(served.iterdir())]
+        v = CertificateValidator(TrustAnchors.load(pki.write_trust_anchors(tmp_path / "a.pem")), urls)
+        assert v.validate(victim.cert) == victim.cert
+        pki.revoke(victim.cert)
+        pki.write_crls(served)
+        v.reload_crls()
+        with pytest.raises(CertificateRejected) as exc:
+            v.validate(victim.cert)
+        assert exc.value.reason == "revoked"
+    finally:
+        httpd.shutdown()
+    with pytest.raises(ValueError, match="cannot load CRL http://127.0.0.1"):
+        v.reload_crls()
+    with pytest.raises(CertificateRejected):  # the previous CRLs still apply
+        v.validate(victim.cert)
