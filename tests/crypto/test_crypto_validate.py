@@ -239,6 +239,7 @@ def test_crls_from_a_url_are_fetched_at_each_reload(world, anchors, tmp_path: Pa
         assert exc.value.reason == "revoked"
     finally:
         httpd.shutdown()
+        httpd.server_close()
     with pytest.raises(ValueError, match="cannot load CRL http://127.0.0.1"):
         v.reload_crls()
     with pytest.raises(CertificateRejected):  # the previous CRLs still apply
