@@ -161,10 +161,16 @@ class Delivery:
         """RCPT: refuse here, not at DATA, a recipient that cannot receive (DESIGN.md step 3),
         including a local mailbox with no valid encryption certificate: nothing is ever
         stored in clear, and one such recipient must not fail the others' delivery."""
+        address = normalize_address(address)
         async with self.sessions() as s:
-            recipient = await self._resolve(s, address)
-            check_recipient(recipient)
-            target = await LocalDirectory(s).delivery_target(recipient.address)
+            if domain_of(address) in self.local_domains:
+                # One look-up answers both "does it exist" and "can it receive".
+                target = await LocalDirectory(s).delivery_target(address)
+                recipient = Recipient(address, "local" if target else "unknown_local")
+            else:
+                target = None
+                recipient = await self._resolve(s, address)
+        check_recipient(recipient)
         _check_can_receive(target)
         return recipient
 
