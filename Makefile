@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 DEMO   := var/demo
 # Debian packages the test suite drives as real clients.
-DEB_TEST_PACKAGES := swaks openssl
+DEB_TEST_PACKAGES := swaks openssl docker-compose
 
 .PHONY: run test venv venv-test deb-test demo clean
 
