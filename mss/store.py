@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Literal, Sequence
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -364,6 +364,7 @@ class Store:
     async def copy(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> list[tuple[int, int]]:
         """Copy ciphertext rows as they are (RFC 4315 COPYUID pairs returned)."""
         async with self.sessions() as s, s.begin():
+            await self._lock(s, folder_id, dest_folder_id)
             pairs = await self._copy(s, folder_id, uids, dest_folder_id)
         if pairs:
             self.events.publish(dest_folder_id)
@@ -375,7 +376,7 @@ class Store:
         if folder_id == dest_folder_id:
             raise StoreError("source and destination are the same folder")
         async with self.sessions() as s, s.begin():
-            await self._lock(s, folder_id)
+            await self._lock(s, folder_id, dest_folder_id)
             pairs = await self._copy(s, folder_id, uids, dest_folder_id)
             moved = [src for src, _ in pairs]
             if moved:
@@ -426,7 +427,21 @@ class Store:
             by_folder.setdefault((item.mailbox.lower(), canonical_folder_name(item.folder)), []).append(i)
         refs: list[StoredRef | None] = [None] * len(batch)
         rows: list[Message] = []
-        for (mailbox, name), positions in by_folder.items():
+        keys = list(by_folder)
+        if s.get_bind().dialect.name == "postgresql":
+            # Same lock order as `_lock` (ascending folder id): see there.
+            locked = (
+                await s.execute(
+                    select(Folder.mailbox, Folder.name)
+                    .where(tuple_(Folder.mailbox, Folder.name).in_(keys))
+                    .order_by(Folder.id)
+                    .with_for_update()
+                )
+            ).all()
+            ordered = [(m, n) for m, n in locked]
+            keys = ordered + [k for k in keys if k not in set(ordered)]  # new folders last
+        for mailbox, name in keys:
+            positions = by_folder[(mailbox, name)]
             folder_id, uidvalidity, first_uid, first_modseq = await self._reserve(s, mailbox, name, len(positions))
             for k, i in enumerate(positions):
                 item, h = batch[i], batch[i].headers
@@ -466,14 +481,26 @@ class Store:
         return folder_id, uidvalidity, uidnext - n, modseq - n + 1
 
     @staticmethod
-    async def _lock(s: AsyncSession, folder_id: int) -> None:
-        """Take the folder's write lock first (row lock on PostgreSQL; on SQLite the write
-        lock, so a later write never fails on a snapshot that went stale)."""
-        res = await s.execute(
-            update(Folder).where(Folder.id == folder_id).values(highestmodseq=Folder.highestmodseq)
-            .execution_options(synchronize_session=False)
-        )
-        if res.rowcount == 0:
+    async def _lock(s: AsyncSession, *folder_ids: int) -> None:
+        """Take the write locks of these folders before reading anything.
+
+        PostgreSQL: row locks, always in ascending id order (`_write` follows the same
+        order), so two transactions that touch the same two folders cannot deadlock.
+        SQLite: one database-wide write lock; taking it with the transaction's first
+        statement means a later write never fails on a read snapshot that went stale.
+        """
+        ids = sorted(set(folder_ids))
+        if s.get_bind().dialect.name == "postgresql":
+            found = (
+                await s.execute(select(Folder.id).where(Folder.id.in_(ids)).order_by(Folder.id).with_for_update())
+            ).scalars().all()
+        else:
+            res = await s.execute(
+                update(Folder).where(Folder.id.in_(ids)).values(highestmodseq=Folder.highestmodseq)
+                .execution_options(synchronize_session=False)
+            )
+            found = ids if res.rowcount == len(ids) else []
+        if len(found) != len(ids):
             raise StoreError("the folder no longer exists")
 
     @staticmethod

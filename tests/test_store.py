@@ -148,3 +148,25 @@ async def test_first_use_of_a_mailbox_from_many_sessions_at_once(store: Store):
     assert sorted(names) == sorted(set(names)) and "INBOX" in names
     inbox = await store.get_folder("new@x.test", "INBOX")
     assert inbox.exists == 6
+
+
+async def test_crossing_moves_and_deliveries_do_not_deadlock(store: Store):
+    """MOVE INBOX->Sent, MOVE Sent->INBOX and deliveries to INBOX and Sent, all at once:
+    every folder lock is taken in one global order, so none of them deadlocks (PostgreSQL
+    would abort one with 'deadlock detected')."""
+    box = "lock@x.test"
+    await store.write([item(box, i) for i in range(40)] + [item(box, 100 + i, folder="Sent") for i in range(40)])
+    inbox = (await store.get_folder(box, "INBOX")).id
+    sent = (await store.get_folder(box, "Sent")).id
+    inbox_uids = [m.uid for m in await store.messages(inbox)]
+    sent_uids = [m.uid for m in await store.messages(sent)]
+    ops = []
+    for i in range(20):
+        ops.append(store.move(inbox, [inbox_uids[i]], sent))
+        ops.append(store.move(sent, [sent_uids[i]], inbox))
+        ops.append(store.write([item(box, 200 + i, folder="Sent"), item(box, 300 + i)]))
+    results = await asyncio.gather(*ops, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert not errors, errors[:3]
+    total = len(await store.messages(inbox)) + len(await store.messages(sent))
+    assert total == 80 + 40
