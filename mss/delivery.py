@@ -45,12 +45,13 @@ class GroupCommitter:
         self._queue: asyncio.Queue[tuple[list[NewMessage], asyncio.Future] | None] = asyncio.Queue()
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self._inflight: list[tuple[list[NewMessage], asyncio.Future]] = []
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="group-commit")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 30.0) -> None:
         """Commit what is already queued, then stop: a session waiting for its 250 when
         the server is asked to stop still gets it."""
         if self._task is None:
@@ -58,7 +59,7 @@ class GroupCommitter:
         self._stopping = True
         await self._queue.put(None)
         try:
-            await asyncio.wait_for(self._task, 30)
+            await asyncio.wait_for(self._task, timeout)
         except asyncio.TimeoutError:
             self._task.cancel()
         self._task = None
@@ -75,6 +76,17 @@ class GroupCommitter:
         return await fut
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            # Cancelled in the middle of a commit (a drain that timed out): whatever the
+            # outcome, no session may wait forever for its reply.
+            for _, fut in self._inflight:
+                if not fut.done():
+                    fut.set_exception(RuntimeError("server stopping"))
+            self._inflight = []
+
+    async def _loop(self) -> None:
         stop_seen = False
         while True:
             if stop_seen and self._queue.empty():
@@ -84,6 +96,7 @@ class GroupCommitter:
                 stop_seen = True
                 continue
             batch = [first]
+            self._inflight = batch  # the same list: entries added below are covered too
             if self.wait_s and not self._stopping:
                 await asyncio.sleep(self.wait_s)
             while len(batch) < self.max_batch and not self._queue.empty():
@@ -99,6 +112,7 @@ class GroupCommitter:
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
+            self._inflight = []
 
     async def _commit(self, batch) -> None:
         flat = [item for items, _ in batch for item in items]

@@ -170,3 +170,22 @@ async def test_crossing_moves_and_deliveries_do_not_deadlock(store: Store):
     assert not errors, errors[:3]
     total = len(await store.messages(inbox)) + len(await store.messages(sent))
     assert total == 80 + 40
+
+
+async def test_a_commit_cut_short_by_shutdown_fails_its_sessions_instead_of_stranding_them(store: Store):
+    never = asyncio.Event()
+
+    async def hanging_write(batch):
+        await never.wait()
+
+    gc = GroupCommitter(store, max_batch=8, wait_ms=1)
+    gc.start()
+    store.write = hanging_write
+    try:
+        waiting = [asyncio.create_task(gc.write([item("j@x.test", i)])) for i in range(3)]
+        await asyncio.sleep(0.05)
+        await gc.stop(timeout=0.2)
+        results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+    finally:
+        del store.write
+    assert all(isinstance(r, RuntimeError) and "stopping" in str(r) for r in results), results
