@@ -35,7 +35,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
-__all__ = ["SMimeError", "decrypt", "is_encrypted", "minimize_outer_headers", "protect_and_encrypt", "OUTER_HEADERS"]
+__all__ = ["SMimeError", "decrypt", "is_encrypted", "replace_outer_subject", "protect_and_encrypt", "OUTER_HEADERS"]
 
 # Header fields kept on the outer message (DESIGN.md "Header protection"), in this order.
 OUTER_HEADERS: tuple[str, ...] = ("From", "To", "Cc", "Date", "Message-ID", "In-Reply-To", "References")
@@ -247,24 +247,19 @@ def protect_and_encrypt(
     return head + b"\r\n" + _wrap_base64(der)
 
 
-_MIME_FIELDS = ("content-type", "content-transfer-encoding", "content-disposition")
+def replace_outer_subject(raw: bytes, *, placeholder_subject: str = "[...]") -> bytes:
+    """An already-encrypted message with its clear outer Subject replaced by the placeholder;
+    every other header field and the CMS body are kept byte for byte.
 
-
-def minimize_outer_headers(raw: bytes, *, placeholder_subject: str = "[...]") -> bytes:
-    """An already-encrypted message as it is stored: the CMS body untouched, the outer
-    header reduced to what routing and threading need, with the placeholder Subject.
-
-    The sender's client may have left a clear Subject (or anything else) on the outside of
-    its own S/MIME message; the server keeps none of it.
+    Clients that do not protect headers leave the Subject outside the envelope; an operator
+    may choose not to keep it (at the cost of the subject for those clients). Other fields
+    stay: Disposition-Notification-To (MDN), X-MSS-* and Reply-To are needed downstream.
     """
     if any(c in placeholder_subject for c in "\r\n\0"):
         raise SMimeError("placeholder subject must be a single line")
     fields, body = _split_message(_to_crlf(raw))
-    kept = [f for name in OUTER_HEADERS for f in fields if f.key == name.lower()]
-    head = b"".join(f.raw for f in kept)
+    head = b"".join(f.raw for f in fields if f.key != "subject")
     head += b"Subject: " + placeholder_subject.encode("utf-8") + b"\r\n"
-    head += b"MIME-Version: 1.0\r\n"
-    head += b"".join(f.raw for key in _MIME_FIELDS for f in fields if f.key == key)
     return head + b"\r\n" + body
 
 

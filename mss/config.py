@@ -120,6 +120,9 @@ class LimitSettings(_Section):
 
 class DeliverySettings(_Section):
     placeholder_subject: str = "[...]"
+    # A message its sender already encrypted is stored as it came (DESIGN.md); with this on,
+    # its clear outer Subject (clients without header protection) is replaced too.
+    hide_subject_of_encrypted: bool = False
     group_commit_max: int = Field(64, ge=1, le=10_000)
     group_commit_wait_ms: float = Field(2.0, ge=0, le=1000)
 

@@ -14,7 +14,7 @@ from cryptography import x509
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from annuaire.local import LocalDirectory
-from crypto.smime import is_encrypted, minimize_outer_headers, protect_and_encrypt
+from crypto.smime import is_encrypted, protect_and_encrypt, replace_outer_subject
 from mss.config import Settings
 from mss.errors import PolicyRejection
 from mss.message import outer_headers
@@ -46,9 +46,10 @@ class Mailboxes:
 
         `certs` may be given by a caller that already looked them up (delivery does).
         """
-        if is_encrypted(raw):  # stored as it came, less any clear header it carried outside
-            minimal = minimize_outer_headers(raw, placeholder_subject=self.settings.delivery.placeholder_subject)
-            return minimal, outer_headers(minimal)
+        if is_encrypted(raw):  # DESIGN.md: stored as it came (the operator may hide its Subject)
+            if self.settings.delivery.hide_subject_of_encrypted:
+                raw = replace_outer_subject(raw, placeholder_subject=self.settings.delivery.placeholder_subject)
+            return raw, outer_headers(raw)
         if certs is None:
             certs = await self.encryption_certificates(mailbox)
         if not certs:

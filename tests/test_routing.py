@@ -98,3 +98,23 @@ async def test_stopping_commits_what_is_queued(fresh_deployment):
         assert sorted(r[0].uid for r in refs) == list(range(1, 21))
     finally:
         await c.close()
+
+
+async def test_operator_may_hide_the_clear_subject_of_messages_encrypted_by_their_sender(core, fresh_deployment):
+    from crypto.pki import TestPKI
+    from crypto.smime import protect_and_encrypt
+    from mss.mailboxes import Mailboxes
+
+    pki = TestPKI.load(fresh_deployment.directory / "pki" / "ca")
+    enc = pki.issue_encryption(f"x@{fresh_deployment.domain}", idnat="810001045367", surname="X", given_name="Y")
+    sent = protect_and_encrypt(b"From: <a@b.test>\r\nSubject: s\r\n\r\nbody\r\n", [enc.cert]).replace(
+        b"Subject: [...]", b"Subject: Patient DUPONT"
+    )
+    paul = fresh_deployment.mailbox("PER", 1)["address"]
+    as_it_came, _ = await core.mailboxes.seal(paul, sent)
+    assert as_it_came == sent
+    hiding = core.settings.model_copy(
+        update={"delivery": core.settings.delivery.model_copy(update={"hide_subject_of_encrypted": True})}
+    )
+    hidden, headers = await Mailboxes(hiding, core.sessions, core.store).seal(paul, sent)
+    assert b"DUPONT" not in hidden and headers.subject == "[...]"
