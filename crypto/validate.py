@@ -22,6 +22,7 @@ The reason codes go to the operator's log; the wire gets a generic message (DESI
 
 from __future__ import annotations
 
+import http.client
 import logging
 import threading
 import urllib.request
@@ -207,6 +208,14 @@ def _fetch(url: str) -> bytes:
     return data
 
 
+def _readable_crl(path: Path | str) -> bool:
+    try:
+        _load_crl(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _load_crl(source: Path | str) -> x509.CertificateRevocationList:
     data = _fetch(source) if is_url(source) else Path(source).read_bytes()
     if b"-----BEGIN X509 CRL" in data:
@@ -236,21 +245,37 @@ class CertificateValidator:
         self.fail_closed_on_stale_crl = fail_closed_on_stale_crl
         self._crls: list[_LoadedCRL] = []
         self._lock = threading.Lock()
-        self.reload_crls()
+        try:
+            self.reload_crls()
+        except ValueError:
+            # A missing or broken local file is a configuration error: refuse to start. An
+            # unreachable distribution point is not: its CA's certificates fail closed
+            # ("crl_stale") until a refresh reaches it.
+            if any(not is_url(p) and not _readable_crl(p) for p in self.crl_files):
+                raise
+            log.warning("CRL distribution point unreachable at start-up; its CA fails closed until it is fetched")
 
     # ------------------------------------------------------------------ CRLs
 
     def reload_crls(self) -> None:
-        """Re-read every CRL (file or URL). One that cannot be read or parsed raises and keeps
-        the previous set: errors must be loud, never "no CRL = nothing revoked"."""
-        loaded = []
-        for path in self.crl_files:
+        """Re-read every CRL source (file or URL), each on its own: a source that cannot be
+        read or parsed keeps its previous CRL, the others are refreshed all the same, and
+        the failures are raised together afterwards (loud, never "no CRL = nothing revoked").
+        """
+        with self._lock:
+            previous = {item.path: item for item in self._crls}
+        loaded, failures = [], []
+        for source in self.crl_files:
             try:
-                loaded.append(_LoadedCRL(path, _load_crl(path)))
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"cannot load CRL {path}: {exc}") from exc
+                loaded.append(_LoadedCRL(source, _load_crl(source)))
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                failures.append(f"{source}: {exc}")
+                if source in previous:
+                    loaded.append(previous[source])
         with self._lock:
             self._crls = loaded
+        if failures:
+            raise ValueError("cannot load CRL " + "; ".join(failures))
 
     def _crls_for(self, issuer: x509.Certificate) -> list[x509.CertificateRevocationList]:
         with self._lock:

@@ -244,3 +244,20 @@ def test_crls_from_a_url_are_fetched_at_each_reload(world, anchors, tmp_path: Pa
         v.reload_crls()
     with pytest.raises(CertificateRejected):  # the previous CRLs still apply
         v.validate(victim.cert)
+
+
+def test_an_unreachable_crl_url_neither_blocks_start_up_nor_other_crls(world, anchors, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/personnes.crl"
+    v = CertificateValidator(anchors, [*world.crl_paths, dead])  # starts
+    with pytest.raises(CertificateRejected) as exc:  # the file CRLs still apply
+        v.validate(world.revoked.cert)
+    assert exc.value.reason == "revoked"
+    with pytest.raises(ValueError, match="cannot load CRL http://127.0.0.1"):
+        v.reload_crls()
+    assert v.validate(world.ps.cert) == world.ps.cert
+    with pytest.raises(ValueError):  # a broken local file is still a start-up error
+        CertificateValidator(anchors, [tmp_path / "missing.crl"])
