@@ -192,7 +192,13 @@ class Pattern:
     def match(self, name: str) -> bool:
         if _glob(self.tokens, name):
             return True
-        return self.inbox_tokens is not None and name[:5] == "INBOX" and _glob(self.inbox_tokens, name)
+        # Only INBOX itself (and what lies below it) is case-insensitive: "inbox*" names
+        # INBOX and INBOX/x, not a folder called "INBOXold".
+        return (
+            self.inbox_tokens is not None
+            and (name == "INBOX" or name.startswith("INBOX" + DELIMITER))
+            and _glob(self.inbox_tokens, name)
+        )
 
 
 def _tokens(full: str) -> list[str]:

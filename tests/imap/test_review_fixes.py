@@ -242,3 +242,10 @@ async def test_resync_reads_the_message_list_only_when_the_folder_changed(core, 
     n = len(reads)
     await alice.line("n NOOP")
     assert len(reads) == n
+
+
+def test_only_inbox_itself_is_case_insensitive_in_list_patterns():
+    assert Pattern("", "inbox").match("INBOX")
+    assert Pattern("", "inbox*").match("INBOX/Patients")
+    assert not Pattern("", "inbox*").match("INBOXold")  # another folder, matched case-sensitively
+    assert Pattern("", "INBOX*").match("INBOXold")
