@@ -126,28 +126,25 @@ def _check_number(kind: str, number: str, length: int | None) -> None:
         raise IdentityError("bad_check_digit", f"{kind} {number!r} fails its Luhn check digit")
 
 
-def check_ps_id(idnat: str) -> str:
-    """Validate an idNat_PS and return its type character."""
+def _check_typed_id(idnat: str, types: dict[str, tuple[str, int | None]], label: str, what: str) -> str:
     if not idnat:
-        raise IdentityError("no_national_id", "empty professional national id")
+        raise IdentityError("no_national_id", f"empty {what} national id")
     id_type, number = idnat[0], idnat[1:]
-    if id_type not in _PS_TYPES:
-        raise IdentityError("unknown_id_type", f"unknown idNat_PS type {id_type!r}")
-    kind, length = _PS_TYPES[id_type]
+    if id_type not in types:
+        raise IdentityError("unknown_id_type", f"unknown {label} type {id_type!r}")
+    kind, length = types[id_type]
     _check_number(kind, number, length)
     return id_type
+
+
+def check_ps_id(idnat: str) -> str:
+    """Validate an idNat_PS and return its type character."""
+    return _check_typed_id(idnat, _PS_TYPES, "idNat_PS", "professional")
 
 
 def check_structure_id(idnat: str) -> str:
     """Validate an idNat_Struct and return its type character."""
-    if not idnat:
-        raise IdentityError("no_national_id", "empty structure national id")
-    id_type, number = idnat[0], idnat[1:]
-    if id_type not in _STRUCT_TYPES:
-        raise IdentityError("unknown_id_type", f"unknown idNat_Struct type {id_type!r}")
-    kind, length = _STRUCT_TYPES[id_type]
-    _check_number(kind, number, length)
-    return id_type
+    return _check_typed_id(idnat, _STRUCT_TYPES, "idNat_Struct", "structure")
 
 
 # --------------------------------------------------------------------------------------------
