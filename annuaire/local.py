@@ -66,6 +66,11 @@ def _entry(row: LocalMailbox, members: Iterable[str] = ()) -> MailboxEntry:
     )
 
 
+def _utc(dt: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every date here was stored in UTC."""
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
 def normalize_address(address: str) -> str:
     """Mailbox keys are stored lower-case: local parts here are case-insensitive by policy."""
     return address.strip().lower()
@@ -150,8 +155,7 @@ class LocalDirectory:
         )
         certs = []
         for der, nb, na in res.all():
-            nb = nb if nb.tzinfo else nb.replace(tzinfo=timezone.utc)
-            na = na if na.tzinfo else na.replace(tzinfo=timezone.utc)
+            nb, na = _utc(nb), _utc(na)
             if nb <= at <= na:
                 certs.append(x509.load_der_x509_certificate(der))
         return DeliveryTarget(address, row.type, bool(row.sent_copy), tuple(certs))
@@ -226,8 +230,7 @@ class LocalDirectory:
         )
         out = []
         for r in res.scalars():
-            nb = r.not_before if r.not_before.tzinfo else r.not_before.replace(tzinfo=timezone.utc)
-            na = r.not_after if r.not_after.tzinfo else r.not_after.replace(tzinfo=timezone.utc)
+            nb, na = _utc(r.not_before), _utc(r.not_after)
             out.append(CertificateEntry(r.id, r.address, r.sha256, nb, na, r.active, r.cert_der))
         return out
 
