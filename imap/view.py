@@ -10,7 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Sequence
 
-from mss.store import FolderInfo, MessageMeta
+from mss.records import FolderInfo, MessageMeta
 
 from imap.protocol.response import Atom, Data, Response
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from annuaire.local import DeliveryTarget, LocalDirectory, normalize_address
 from annuaire.whitelist import in_trust_space
 from mss.config import Settings
-from mss.errors import PolicyRejection
+from mss.refusals import Reason, Refusal
 from mss.mailboxes import Mailboxes
 from mss.message import check_header_senders, check_headers, check_line_endings
 from mss.policy import Recipient, check_recipient, check_sender, domain_of
@@ -199,7 +199,7 @@ class Delivery:
         check_headers(raw)
         check_header_senders(principal, raw)
         if len(raw) > self.settings.limits.max_message_size:
-            raise PolicyRejection(552, "5.3.4", "Message exceeds the maximum size")
+            raise Refusal(Reason.TOO_BIG, "Message exceeds the maximum size")
         sender = normalize_address(envelope.mail_from)
         targets: list[DeliveryTarget] = []
         async with self.sessions() as s:
@@ -208,7 +208,7 @@ class Delivery:
                 target = await directory.delivery_target(rcpt) if domain_of(rcpt) in self.local_domains else None
                 if target is None:  # not local, or removed between RCPT and DATA
                     check_recipient(await self._resolve(s, rcpt))
-                    raise PolicyRejection(550, "5.1.1", f"Mailbox <{rcpt}> does not exist")
+                    raise Refusal(Reason.UNKNOWN_RECIPIENT, f"Mailbox <{rcpt}> does not exist")
                 _check_can_receive(target)
                 targets.append(target)
             own = await directory.delivery_target(sender, certificates=False)
@@ -230,6 +230,6 @@ class Delivery:
 
 def _check_can_receive(target: DeliveryTarget | None) -> None:
     if target is not None and not target.certificates:
-        raise PolicyRejection(
-            550, "5.7.1", f"Mailbox <{target.address}> has no valid encryption certificate and cannot receive"
+        raise Refusal(
+            Reason.NO_ENCRYPTION_KEY, f"Mailbox <{target.address}> has no valid encryption certificate and cannot receive"
         )

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from annuaire.local import LocalDirectory
 from crypto.smime import is_encrypted, protect_and_encrypt, replace_outer_subject
 from mss.config import Settings
-from mss.errors import PolicyRejection
+from mss.refusals import Reason, Refusal
 from mss.message import outer_headers
 from mss.principal import Principal
 from mss.store import NewMessage, OuterHeaders, Store, StoredRef
@@ -53,8 +53,8 @@ class Mailboxes:
         if certs is None:
             certs = await self.encryption_certificates(mailbox)
         if not certs:
-            raise PolicyRejection(
-                550, "5.7.1", f"Mailbox <{mailbox}> has no valid encryption certificate; nothing is stored in clear"
+            raise Refusal(
+                Reason.NO_ENCRYPTION_KEY, f"Mailbox <{mailbox}> has no valid encryption certificate; nothing is stored in clear"
             )
         sealed = await asyncio.to_thread(
             protect_and_encrypt, raw, certs, placeholder_subject=self.settings.delivery.placeholder_subject

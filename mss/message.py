@@ -6,9 +6,9 @@ from email.utils import getaddresses
 from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import compat32
 
-from mss.errors import PolicyRejection
+from mss.refusals import Reason, Refusal
 from mss.principal import Principal
-from mss.store import OuterHeaders
+from mss.records import OuterHeaders
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _BARE_CR = re.compile(rb"\r(?!\n)")
@@ -17,7 +17,7 @@ _BARE_CR = re.compile(rb"\r(?!\n)")
 def check_line_endings(raw: bytes) -> None:
     """Refuse bare CR or LF: they are the raw material of SMTP smuggling (DESIGN.md)."""
     if _BARE_LF.search(raw) or _BARE_CR.search(raw):
-        raise PolicyRejection(550, "5.6.0", "Message contains a bare CR or LF; lines must end with CRLF")
+        raise Refusal(Reason.MALFORMED_MESSAGE, "Message contains a bare CR or LF; lines must end with CRLF")
 
 
 def header_block(raw: bytes) -> bytes:
@@ -54,7 +54,7 @@ def check_headers(raw: bytes) -> None:
     through: RFC 6409 8.3 lets submission complete it, and clients always send one."""
     msg = BytesHeaderParser(policy=compat32).parsebytes(header_block(raw))
     if msg.get("From") is None:
-        raise PolicyRejection(550, "5.6.0", "Message has no From header field (RFC 5322 3.6)")
+        raise Refusal(Reason.MALFORMED_MESSAGE, "Message has no From header field (RFC 5322 3.6)")
 
 
 def check_header_senders(principal: Principal, raw: bytes) -> None:
@@ -69,9 +69,7 @@ def check_header_senders(principal: Principal, raw: bytes) -> None:
     for name, value in fields:
         addresses = [a for _, a in getaddresses([str(value)]) if a]
         if not addresses:
-            raise PolicyRejection(550, "5.6.0", f"{name} header field has no address")
+            raise Refusal(Reason.MALFORMED_MESSAGE, f"{name} header field has no address")
         for address in addresses:
             if not principal.may_use(address):
-                raise PolicyRejection(
-                    550, "5.7.1", f"{name} <{address}> is not a mailbox of the authenticated user"
-                )
+                raise Refusal(Reason.NOT_ALLOWED, f"{name} <{address}> is not a mailbox of the authenticated user")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mss.errors import PolicyRejection
+from mss.refusals import Reason, Refusal
 from mss.principal import Principal
 
 RecipientKind = Literal["local", "unknown_local", "trust_space", "outside"]
@@ -23,11 +23,9 @@ def domain_of(address: str) -> str:
 def check_sender(principal: Principal, mail_from: str) -> None:
     """MAIL FROM must be one of the principal's mailboxes (no null sender from clients)."""
     if not mail_from:
-        raise PolicyRejection(550, "5.7.1", "A null sender is not accepted on submission")
+        raise Refusal(Reason.NOT_ALLOWED, "A null sender is not accepted on submission")
     if not principal.may_use(mail_from):
-        raise PolicyRejection(
-            550, "5.7.1", f"Sender <{mail_from}> is not a mailbox of the authenticated user"
-        )
+        raise Refusal(Reason.NOT_ALLOWED, f"Sender <{mail_from}> is not a mailbox of the authenticated user")
 
 
 def check_recipient(recipient: Recipient) -> None:
@@ -35,10 +33,10 @@ def check_recipient(recipient: Recipient) -> None:
     if recipient.kind == "local":
         return
     if recipient.kind == "unknown_local":
-        raise PolicyRejection(550, "5.1.1", f"Mailbox <{recipient.address}> does not exist")
+        raise Refusal(Reason.UNKNOWN_RECIPIENT, f"Mailbox <{recipient.address}> does not exist")
     if recipient.kind == "trust_space":
         # Relay to other operators comes with the outbound queue; until then refuse clearly.
-        raise PolicyRejection(
-            550, "5.7.1", "Relaying to other operators of the trust space is not enabled on this server yet"
+        raise Refusal(
+            Reason.RELAY_NOT_ENABLED, "Relaying to other operators of the trust space is not enabled on this server yet"
         )
-    raise PolicyRejection(550, "5.7.1", f"Domain {domain_of(recipient.address)} is outside the health trust space")
+    raise Refusal(Reason.OUTSIDE_TRUST_SPACE, f"Domain {domain_of(recipient.address)} is outside the health trust space")

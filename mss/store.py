@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mss.db.models import Folder, Message
 from mss.events import Events
+from mss.records import FlagMode, FolderInfo, MessageMeta, NewMessage, OuterHeaders, StoredRef
 
 # RFC 6154 special-use folders created with every mailbox.
 DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
@@ -29,66 +30,8 @@ DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
     ("Junk", "\\Junk"),
 )
 
-FlagMode = Literal["add", "remove", "replace"]
-
-
 class StoreError(Exception):
     """A request the store refuses (missing folder, name clash, ...); nothing was written."""
-
-
-@dataclass(frozen=True)
-class FolderInfo:
-    id: int
-    mailbox: str
-    name: str
-    uidvalidity: int
-    uidnext: int
-    highestmodseq: int
-    special_use: str | None
-    subscribed: bool
-    exists: int = 0
-    unseen: int = 0
-
-
-@dataclass(frozen=True)
-class MessageMeta:
-    uid: int
-    modseq: int
-    flags: frozenset[str]
-    internaldate: datetime
-    size: int
-
-
-@dataclass(frozen=True)
-class OuterHeaders:
-    """The clear header fields of a stored message (what routing and threading need)."""
-
-    from_: str = ""
-    to: str = ""
-    cc: str = ""
-    subject: str = ""
-    date: str = ""
-    message_id: str = ""
-
-
-@dataclass
-class NewMessage:
-    """A ciphertext message to store in `mailbox`/`folder`."""
-
-    mailbox: str
-    folder: str
-    content: bytes
-    headers: OuterHeaders
-    flags: frozenset[str] = frozenset()
-    internaldate: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-
-
-@dataclass(frozen=True)
-class StoredRef:
-    mailbox: str
-    folder_id: int
-    uidvalidity: int
-    uid: int
 
 
 def _flags_to_text(flags: Iterable[str]) -> str:

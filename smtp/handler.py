@@ -20,7 +20,9 @@ from typing import Any
 from aiosmtpd.smtp import auth_mechanism
 
 from mss.delivery import Envelope as CoreEnvelope
-from mss.errors import AuthenticationFailed, PolicyRejection
+from mss.errors import AuthenticationFailed
+from mss.refusals import Refusal
+from smtp.replies import smtp_reply
 from mss.principal import Principal
 from smtp import auth as sasl
 
@@ -343,12 +345,12 @@ class SubmissionHandler:
             return f"553 5.1.7 Invalid sender address: {problem}"
         try:
             self.core.delivery.check_sender(principal, address)
-        except PolicyRejection as exc:
+        except Refusal as exc:
             log.info(
                 "MAIL refused peer=%s id=%s from=%s reply=%r",
-                peer_text(session.peer), principal.identifier, address, exc.smtp_reply,
+                peer_text(session.peer), principal.identifier, address, smtp_reply(exc),
             )
-            return exc.smtp_reply
+            return smtp_reply(exc)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         _state(session).extras["principal"] = principal
@@ -365,12 +367,12 @@ class SubmissionHandler:
             return f"553 5.1.3 Invalid recipient address: {problem}"
         try:
             await self.core.delivery.check_recipient(principal, address)
-        except PolicyRejection as exc:
+        except Refusal as exc:
             log.info(
                 "RCPT refused peer=%s id=%s to=%s reply=%r",
-                peer_text(session.peer), principal.identifier, address, exc.smtp_reply,
+                peer_text(session.peer), principal.identifier, address, smtp_reply(exc),
             )
-            return exc.smtp_reply
+            return smtp_reply(exc)
         except Exception:  # noqa: BLE001 - never 250 on an unknown failure
             log.exception("RCPT check failed peer=%s to=%s", peer_text(session.peer), address)
             return "451 4.3.0 Temporary failure checking the recipient, try again later"
@@ -388,9 +390,9 @@ class SubmissionHandler:
         core_env = CoreEnvelope(envelope.mail_from, tuple(envelope.rcpt_tos))
         try:
             await self.core.delivery.submit(core_env, raw, principal)
-        except PolicyRejection as exc:
-            log.info("DATA refused peer=%s id=%s reply=%r", peer, principal.identifier, exc.smtp_reply)
-            return exc.smtp_reply
+        except Refusal as exc:
+            log.info("DATA refused peer=%s id=%s reply=%r", peer, principal.identifier, smtp_reply(exc))
+            return smtp_reply(exc)
         except Exception:  # noqa: BLE001 - never 250 when storing failed
             log.exception("DATA storing failed peer=%s id=%s", peer, principal.identifier)
             return "451 4.3.0 Message not stored because of a local error, try again later"

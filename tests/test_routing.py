@@ -9,7 +9,8 @@ import pytest
 
 from annuaire.whitelist import import_whitelist
 from mss.core import Core
-from mss.errors import PolicyRejection
+from mss.refusals import Reason, Refusal
+from smtp.replies import smtp_reply
 
 WHITELIST = """<?xml version="1.0" encoding="UTF-8"?>
 <ListeBlanche xmlns="https://listeblanche.mssante.fr/schema">
@@ -33,16 +34,20 @@ async def test_each_kind_of_recipient_gets_its_reply(core, fresh_deployment):
     paul = fresh_deployment.mailbox("PER", 1)["address"]
     assert (await core.delivery.check_recipient(None, paul.upper())).kind == "local"
     cases = {
-        f"nobody@{fresh_deployment.domain}": ("5.1.1", "does not exist"),
-        "dr.x@medecin.mssante.fr": ("5.7.1", "trust space is not enabled"),
-        "dr.y@" + idna.encode("clinique-sainte-hélène.mssante.fr").decode(): ("5.7.1", "trust space is not enabled"),
-        "someone@gmail.com": ("5.7.1", "outside the health trust space"),
-        "dr.z@sub.medecin.mssante.fr": ("5.7.1", "outside the health trust space"),
+        f"nobody@{fresh_deployment.domain}": (Reason.UNKNOWN_RECIPIENT, "does not exist"),
+        "dr.x@medecin.mssante.fr": (Reason.RELAY_NOT_ENABLED, "trust space is not enabled"),
+        "dr.y@" + idna.encode("clinique-sainte-hélène.mssante.fr").decode(): (
+            Reason.RELAY_NOT_ENABLED,
+            "trust space is not enabled",
+        ),
+        "someone@gmail.com": (Reason.OUTSIDE_TRUST_SPACE, "outside the health trust space"),
+        "dr.z@sub.medecin.mssante.fr": (Reason.OUTSIDE_TRUST_SPACE, "outside the health trust space"),
     }
-    for address, (status, text) in cases.items():
-        with pytest.raises(PolicyRejection) as err:
+    for address, (reason, text) in cases.items():
+        with pytest.raises(Refusal) as err:
             await core.delivery.check_recipient(None, address)
-        assert err.value.code == 550 and err.value.status == status and text in err.value.text, address
+        assert err.value.reason is reason and text in err.value.public, address
+        assert smtp_reply(err.value).startswith("550 5.1.1" if reason is Reason.UNKNOWN_RECIPIENT else "550 5.7.1")
 
 
 async def test_a_mailbox_without_encryption_certificate_is_refused_at_rcpt(core, fresh_deployment):
@@ -51,10 +56,10 @@ async def test_a_mailbox_without_encryption_certificate_is_refused_at_rcpt(core,
     address = f"sans.cle@{fresh_deployment.domain}"
     async with core.sessions() as s, s.begin():
         await LocalDirectory(s).add_mailbox(address, "PER", idnat="810000000009")
-    with pytest.raises(PolicyRejection) as err:
+    with pytest.raises(Refusal) as err:
         await core.delivery.check_recipient(None, address)
-    assert (err.value.code, err.value.status) == (550, "5.7.1")
-    assert "no valid encryption certificate" in err.value.text
+    assert err.value.reason is Reason.NO_ENCRYPTION_KEY and smtp_reply(err.value).startswith("550 5.7.1")
+    assert "no valid encryption certificate" in err.value.public
 
 
 async def test_from_header_must_name_the_authenticated_users_mailbox(core, fresh_deployment):
@@ -73,9 +78,9 @@ async def test_from_header_must_name_the_authenticated_users_mailbox(core, fresh
         (f"From: <{claire}>, <{paul}>\r\n", paul),
         (f"From: <{claire}>\r\nSender: <{paul}>\r\n", paul),
     ):
-        with pytest.raises(PolicyRejection) as err:
+        with pytest.raises(Refusal) as err:
             await core.delivery.submit(Envelope(claire, (paul,)), msg(headers), me)
-        assert err.value.status == "5.7.1" and who in err.value.text
+        assert err.value.reason is Reason.NOT_ALLOWED and who in err.value.public
     # Her own mailbox, and the ORG mailbox she belongs to, are fine.
     for headers in (f"From: Claire <{claire.upper()}>\r\n", f"From: <{org}>\r\nSender: <{claire}>\r\n"):
         result = await core.delivery.submit(Envelope(claire, (paul,)), msg(headers), me)

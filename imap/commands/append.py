@@ -8,12 +8,13 @@ from __future__ import annotations
 import logging
 from datetime import timezone
 
-from mss.errors import PolicyRejection
+from mss.refusals import Refusal
 from mss.store import StoreError
 
 from imap.flags import check_flags
 from imap.protocol.commands import Command
 from imap.protocol.response import Response, bad, no, ok
+from imap.replies import refused
 
 log = logging.getLogger("mss.imap")
 
@@ -33,8 +34,8 @@ async def append(session, cmd: Command) -> list[Response]:
         ref = await session.core.mailboxes.append(
             session.principal, session.mailbox, info.name, raw, flags, when
         )
-    except PolicyRejection as exc:
-        return [no(cmd.tag, exc.text, "CANNOT")]
+    except Refusal as exc:
+        return [refused(cmd.tag, exc)]
     except PermissionError:
         return [no(cmd.tag, "Not allowed to write to this mailbox", "NOPERM")]
     except StoreError as exc:

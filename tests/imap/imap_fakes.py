@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from mss.errors import AuthenticationFailed, PolicyRejection
+from mss.errors import AuthenticationFailed
+from mss.refusals import Reason, Refusal
 from mss.message import outer_headers
 from mss.principal import Principal
 from mss.store import NewMessage, Store
@@ -78,7 +79,7 @@ class FakeMailboxes:
         if not principal.may_use(mailbox):
             raise PermissionError(mailbox)
         if mailbox == NOKEY:
-            raise PolicyRejection(550, "5.7.1", f"Mailbox <{mailbox}> has no valid encryption certificate")
+            raise Refusal(Reason.NO_ENCRYPTION_KEY, f"Mailbox <{mailbox}> has no valid encryption certificate")
         self.appended.append(raw)
         refs = await self.store.write(
             [NewMessage(mailbox, folder, raw, outer_headers(raw), frozenset(flags),

@@ -1,0 +1,68 @@
+"""The plain records the store hands out and takes in: no database, no SQLAlchemy here,
+so front ends can name them (through `mss.services`) without importing the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal
+
+FlagMode = Literal["add", "remove", "replace"]
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    id: int
+    mailbox: str
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    special_use: str | None
+    subscribed: bool
+    exists: int = 0
+    unseen: int = 0
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    uid: int
+    modseq: int
+    flags: frozenset[str]
+    internaldate: datetime
+    size: int
+
+
+@dataclass(frozen=True)
+class OuterHeaders:
+    """The clear header fields of a stored message (what routing and threading need)."""
+
+    from_: str = ""
+    to: str = ""
+    cc: str = ""
+    subject: str = ""
+    date: str = ""
+    message_id: str = ""
+
+
+@dataclass
+class NewMessage:
+    """A ciphertext message to store in `mailbox`/`folder`."""
+
+    mailbox: str
+    folder: str
+    content: bytes
+    headers: OuterHeaders
+    flags: frozenset[str] = frozenset()
+    internaldate: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+@dataclass(frozen=True)
+class StoredRef:
+    mailbox: str
+    folder_id: int
+    uidvalidity: int
+    uid: int
+
+

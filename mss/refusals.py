@@ -1,0 +1,67 @@
+"""Why the core refuses something, in domain words: one small enum, no protocol in it.
+
+The core raises `Refusal(reason, public, log)`; every front end maps the `Reason` to its own
+reply (SMTP code and enhanced status in `smtp.replies`, IMAP response code in
+`imap.replies`, HTTP status in the web front end). The core never formats a wire reply.
+
+`public` is safe to show the client (it may name the address the client itself sent);
+`log` is for the operator only and may say more (which check failed, which certificate).
+Log lines escape control characters whatever they contain (`mss.logging_setup`).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.Enum):
+    """Each way the core can say no. Add a member only for a new decision a client can act on."""
+
+    #: The recipient is in one of our domains but no such mailbox exists.
+    UNKNOWN_RECIPIENT = "unknown_recipient"
+    #: The address itself is malformed for its kind (e.g. a patient address with a bad INS key).
+    BAD_ADDRESS = "bad_address"
+    #: The authenticated principal may not do this (send as that address, open that mailbox).
+    NOT_ALLOWED = "not_allowed"
+    #: The recipient's domain is not on the trust-space whitelist.
+    OUTSIDE_TRUST_SPACE = "outside_trust_space"
+    #: Another operator of the trust space, but relaying to it is not enabled here.
+    RELAY_NOT_ENABLED = "relay_not_enabled"
+    #: The mailbox has no valid encryption certificate: nothing may be stored for it in clear.
+    NO_ENCRYPTION_KEY = "no_encryption_key"
+    #: The recipient exists but does not receive mail now (opposed, closed, disabled).
+    MAILBOX_DISABLED = "mailbox_disabled"
+    #: More than the message size limit.
+    TOO_BIG = "too_big"
+    #: The mailbox is over its quota.
+    OVER_QUOTA = "over_quota"
+    #: Too many recipients for one message.
+    TOO_MANY_RECIPIENTS = "too_many_recipients"
+    #: The message breaks the syntax rules the core enforces (bare CR/LF, no From, ...).
+    MALFORMED_MESSAGE = "malformed_message"
+    #: The folder named does not exist.
+    NO_SUCH_FOLDER = "no_such_folder"
+    #: A folder of that name exists already.
+    FOLDER_EXISTS = "folder_exists"
+    #: A valid request the store cannot carry out (delete INBOX, move into the same folder, ...).
+    CANNOT = "cannot"
+    #: Not the client's fault: the database or a dependency failed; try again later.
+    TEMPORARILY_UNAVAILABLE = "temporarily_unavailable"
+
+    @property
+    def permanent(self) -> bool:
+        """False for the reasons a client should retry (SMTP 4xx)."""
+        return self is not Reason.TEMPORARILY_UNAVAILABLE and self is not Reason.TOO_MANY_RECIPIENTS
+
+
+class Refusal(Exception):
+    """A decision of the core: nothing was changed. Front ends turn it into a reply."""
+
+    def __init__(self, reason: Reason, public: str, log: str | None = None) -> None:
+        super().__init__(f"{reason.value}: {log or public}")
+        self.reason = reason
+        self.public = public
+        self.log = log or public
+
+    def __repr__(self) -> str:
+        return f"Refusal({self.reason.name}, {self.public!r})"

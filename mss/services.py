@@ -1,0 +1,252 @@
+"""The core as the front ends see it: small `typing.Protocol` interfaces, nothing else.
+
+`smtp/`, `imap/` (and the web front end) are typed against these, never against `Core`, the
+store or the database (DESIGN.md, "Core services"). Every object a front end obtains here is
+already bound to an authenticated `Principal` and authorised for it: a `MailboxHandle` can
+only be had for a mailbox the principal may use, and it only accepts folders it handed out.
+
+Refusals come back as `mss.refusals.Refusal`; each front end maps the reason to its replies.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from mss.config import Settings
+from mss.events import FolderWatch
+from mss.principal import Principal
+from mss.records import FlagMode, FolderInfo, MessageMeta, OuterHeaders, StoredRef
+
+# -- who the client is --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientConnection:
+    """What a front end knows of a client when it asks the core who that client is."""
+
+    protocol: Literal["smtp", "imap", "http"]
+    #: `ip:port` or `[ip6]:port`, from `mss.peers.format_peer`.
+    peer: str
+    #: The TLS client certificate (leaf, DER), None when the client sent none.
+    certificate: bytes | None
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """The server's next SASL challenge (raw bytes; the front end base64-encodes them)."""
+
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
+class Success:
+    """The exchange authenticated `principal`."""
+
+    principal: Principal
+
+
+FailureKind = Literal["malformed", "cancelled", "refused", "unauthorized", "unavailable", "unsupported"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The exchange failed; nothing was authenticated.
+
+    `kind`: `malformed` (a protocol error, nothing was checked), `cancelled` (the client sent
+    "*"), `refused` (credentials refused: counted), `unauthorized` (valid credentials, but not
+    for the identity asked: counted), `unavailable` (our fault: try later), `unsupported`
+    (unknown mechanism). `public` is safe for the wire. `close` says the connection must end
+    now (too many refused attempts).
+    """
+
+    kind: FailureKind
+    public: str
+    close: bool = False
+
+
+SaslStep = Challenge | Success | Failure
+
+
+class SaslExchange(Protocol):
+    """One AUTHENTICATE / AUTH exchange (RFC 4422 3), sans-IO: lines in, steps out."""
+
+    mechanism: str
+
+    async def step(self, response: str | None) -> SaslStep:
+        """Feed the client's next response line (base64, "=" for empty, "*" to cancel;
+        None for "no initial response"); get the next challenge or the outcome."""
+        ...
+
+
+class Authentication(Protocol):
+    """One connection's authentication: its exchanges, and failures counted across them."""
+
+    @property
+    def mechanisms(self) -> tuple[str, ...]:
+        """The SASL mechanisms offered on this connection, strongest first."""
+        ...
+
+    def exchange(self, mechanism: str) -> SaslExchange:
+        """A new exchange; an unknown mechanism's first step is a Failure("unsupported")."""
+        ...
+
+    async def password(self, username: str, password: str, *, mechanism: str = "LOGIN") -> Success | Failure:
+        """A user name and app password outside SASL (IMAP LOGIN, RFC 9051 6.2.3)."""
+        ...
+
+    async def certificate(self) -> Success | Failure:
+        """The principal of the connection's certificate alone (SMTP's implicit EXTERNAL)."""
+        ...
+
+
+class Credentials(Protocol):
+    """Turns what a client proves into a `Principal` (certificate, app password, token)."""
+
+    def authentication(self, client: ClientConnection) -> Authentication: ...
+
+
+# -- sending --------------------------------------------------------------------------------
+
+
+class Recipient(Protocol):
+    """A recipient the core accepted, resolved once at RCPT and carried to delivery."""
+
+    @property
+    def address(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What a delivery stored (local copies; queued remote copies come with the relay)."""
+
+    stored: tuple[StoredRef, ...]
+
+
+class SubmissionTransaction(Protocol):
+    """One mail transaction for one principal (RFC 5321 3.3): sender, recipients, content."""
+
+    def mail_from(self, address: str) -> None:
+        """Raises Refusal when the principal may not send as `address`."""
+        ...
+
+    async def add_recipient(self, address: str) -> Recipient:
+        """Resolve and check one recipient; raises Refusal. Carried to `deliver`."""
+        ...
+
+    async def deliver(self, raw: bytes) -> DeliveryResult:
+        """Parse once, check, encrypt for every recipient, store durably; returns only once
+        the transaction holding the message is committed (the SMTP 250 waits for it)."""
+        ...
+
+
+class Submission(Protocol):
+    """The one way mail enters: SMTP submission, and later the relay's inbound side and the
+    patient portal's answers."""
+
+    @property
+    def max_message_size(self) -> int: ...
+
+    @property
+    def max_recipients(self) -> int: ...
+
+    def begin(self, principal: Principal) -> SubmissionTransaction: ...
+
+
+# -- reading and filing ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FolderState:
+    """What changes whenever a folder's messages change (RFC 7162 3.1): one cheap read tells
+    a session whether it must reload."""
+
+    uidnext: int
+    highestmodseq: int
+
+
+class MailboxHandle(Protocol):
+    """One mailbox (BAL) opened for one principal. Every method is already authorised; the
+    folders it takes are the `FolderInfo` objects it handed out."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def principal(self) -> Principal: ...
+
+    async def folders(self) -> list[FolderInfo]: ...
+
+    async def folder(self, name: str) -> FolderInfo | None:
+        """The folder with its message and unseen counts, None if it does not exist."""
+        ...
+
+    async def create_folder(self, name: str) -> FolderInfo: ...
+
+    async def delete_folder(self, name: str) -> None: ...
+
+    async def rename_folder(self, old: str, new: str) -> None:
+        """RFC 9051 6.3.6: the folder and its inferiors, in one transaction."""
+        ...
+
+    async def subscribe(self, name: str, subscribed: bool) -> None: ...
+
+    async def folder_state(self, folder: FolderInfo) -> FolderState | None: ...
+
+    async def messages(self, folder: FolderInfo) -> list[MessageMeta]: ...
+
+    async def headers(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, OuterHeaders]: ...
+
+    async def content(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, bytes]: ...
+
+    async def set_flags(
+        self, folder: FolderInfo, uids: Sequence[int], flags: Iterable[str], mode: FlagMode
+    ) -> list[MessageMeta]: ...
+
+    async def expunge(self, folder: FolderInfo, uids: Sequence[int] | None = None) -> list[int]: ...
+
+    async def copy(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]: ...
+
+    async def move(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]: ...
+
+    async def append(
+        self, folder: str, raw: bytes, flags: Iterable[str] = (), internaldate: datetime | None = None
+    ) -> StoredRef:
+        """Encrypt to the mailbox's keys, then store (RFC 9051 6.3.12)."""
+        ...
+
+    def watch(self, folder: FolderInfo) -> AbstractContextManager[FolderWatch]: ...
+
+
+class MailAccess(Protocol):
+    def mailboxes(self, principal: Principal) -> list[str]: ...
+
+    async def open(self, principal: Principal, mailbox: str | None = None) -> MailboxHandle:
+        """The principal's mailbox (its default one when None); Refusal(NOT_ALLOWED) when the
+        principal may not use it, whatever the front end asking."""
+        ...
+
+
+# -- what each front end is given -----------------------------------------------------------
+
+
+class FrontEndServices(Protocol):
+    """What `mss serve` hands every front end."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def credentials(self) -> Credentials: ...
+
+    @property
+    def submission(self) -> Submission: ...
+
+    @property
+    def mail(self) -> MailAccess: ...
+
+    def server_ssl_context(self) -> ssl.SSLContext: ...
