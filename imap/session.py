@@ -14,11 +14,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from mss.store import StoreError
+from mss.refusals import Refusal
+from mss.services import ImapServices, MailboxHandle
 
 from imap.protocol.commands import Command
 from imap.protocol.parser import ContinuationNeeded, Limits, ParseError, Parser, RawLine
 from imap.protocol.response import Continue, Response, Status, bad, bye, no, ok
+from imap.replies import refused
 from imap.view import FolderView
 
 log = logging.getLogger("mss.imap")
@@ -111,12 +113,13 @@ def commands() -> dict[str, tuple[Handler, frozenset[State]]]:
 class Session:
     """Feed it bytes (`feed`), let it work (`process`), send what it returns.
 
-    `core` is the `mss.core.Core` (or anything with the same `store`, `mailboxes`, `auth`,
-    `events` and `settings`). `tls` says whether the connection is already encrypted
-    (implicit TLS); `starttls` whether STARTTLS may be offered.
+    `core` is what the core gives front ends (`mss.services.ImapServices`). Once
+    authenticated the session holds one `MailboxHandle`, already authorised for its
+    principal: every folder and message operation goes through it. `tls` says whether the
+    connection is already encrypted (implicit TLS); `starttls` whether STARTTLS may be offered.
     """
 
-    def __init__(self, core: Any, *, tls: bool, starttls: bool = True, peer: str = "?") -> None:
+    def __init__(self, core: ImapServices, *, tls: bool, starttls: bool = True, peer: str = "?") -> None:
         self.core = core
         self.tls = tls
         self.starttls_offered = starttls and not tls
@@ -129,7 +132,7 @@ class Session:
         self.parser = Parser(Limits(line=lim.imap_line, literal=min(lim.imap_literal, PREAUTH_LITERAL), nesting=lim.imap_nesting))
         self.client_certificate: bytes | None = None
         self.principal = None  # mss.principal.Principal once authenticated
-        self.mailbox: str | None = None  # the one mailbox this session is bound to
+        self.handle: MailboxHandle | None = None  # the one mailbox this session is bound to
         self.view: FolderView | None = None
         self.idle: Idle | None = None
         self.enabled: set[str] = set()
@@ -222,8 +225,8 @@ class Session:
             return [bad(cmd.tag, f"{cmd.full_name} is not valid in the {self.state.value} state")]
         try:
             replies = await handler(self, cmd)
-        except StoreError as exc:
-            replies = [no(cmd.tag, str(exc))]
+        except Refusal as exc:
+            replies = [refused(cmd.tag, exc)]
         except Exception:
             log.exception("imap command failed peer=%s command=%s", self.peer, cmd.full_name)
             replies = [no(cmd.tag, "Internal server error; nothing was changed", "SERVERBUG")]
@@ -242,21 +245,34 @@ class Session:
         # 3.1), so one read of the folder rows says whether the message list must be
         # reloaded. The state is read before the list: a change landing in between is
         # seen again next time, never missed.
-        state = await self._folder_state(view.id)
-        if state is not None and state == view.synced_state:
+        state = await self.box.folder_state(view.info)
+        if state is not None and (state.uidnext, state.highestmodseq) == view.synced_state:
             return []
-        metas = await self.core.store.messages(view.id)
-        return view.sync(metas, allow_expunge=allow_expunge, uid_mode=uid_mode, state=state)
+        metas = await self.box.messages(view.info)
+        return view.sync(
+            metas,
+            allow_expunge=allow_expunge,
+            uid_mode=uid_mode,
+            state=(state.uidnext, state.highestmodseq) if state else None,
+        )
 
-    async def _folder_state(self, folder_id: int) -> tuple[int, int] | None:
-        """(UIDNEXT, HIGHESTMODSEQ) of the folder, None if it is gone."""
-        return await self.core.store.folder_state(folder_id)
+    @property
+    def box(self) -> MailboxHandle:
+        """The authenticated session's mailbox (the dispatcher lets no command that needs
+        it run before authentication)."""
+        if self.handle is None:  # pragma: no cover - the state table forbids it
+            raise RuntimeError("no mailbox before authentication")
+        return self.handle
+
+    @property
+    def mailbox(self) -> str | None:
+        return self.handle.address if self.handle is not None else None
 
     # -- transitions ---------------------------------------------------------------------
 
-    def authenticated(self, principal: Any, mailbox: str) -> None:
+    def authenticated(self, principal: Any, handle: MailboxHandle) -> None:
         self.principal = principal
-        self.mailbox = mailbox
+        self.handle = handle
         self.parser.limits = self._limits
         self.state = State.AUTHENTICATED
 
@@ -276,7 +292,7 @@ class Session:
         stack = ExitStack()
         watch = None
         if self.view is not None:
-            watch = stack.enter_context(self.core.events.watch(self.view.id))
+            watch = stack.enter_context(self.box.watch(self.view.info))
         self.idle = Idle(tag, watch, stack)
         self.parser.expect_line()
 

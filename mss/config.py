@@ -123,8 +123,8 @@ class DeliverySettings(_Section):
     # A message its sender already encrypted is stored as it came (DESIGN.md); with this on,
     # its clear outer Subject (clients without header protection) is replaced too.
     hide_subject_of_encrypted: bool = False
+    # Most writes one transaction carries (mss.commit); writers never wait for a timer.
     group_commit_max: int = Field(64, ge=1, le=10_000)
-    group_commit_wait_ms: float = Field(2.0, ge=0, le=1000)
 
 
 class Settings(BaseModel):

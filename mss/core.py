@@ -14,8 +14,9 @@ from crypto.validate import CertificateValidator, TrustAnchors
 from mss.auth import Authenticator
 from mss.config import Settings
 from mss.db.engine import create_engine, sessionmaker, upgrade
-from mss.delivery import Delivery, GroupCommitter
+from mss.delivery import Delivery
 from mss.events import Events
+from mss.mailaccess import MailAccessService
 from mss.mailboxes import Mailboxes
 from mss.store import Store
 from mss.tls import server_context
@@ -30,10 +31,10 @@ class Core:
     sessions: async_sessionmaker
     events: Events
     store: Store
-    mailboxes: Mailboxes
-    delivery: Delivery
+    sealer: Mailboxes
+    submission: Delivery
+    mail: MailAccessService
     auth: Authenticator
-    committer: GroupCommitter
     validator: CertificateValidator | None = None
     crl_task: asyncio.Task | None = field(default=None, repr=False)
 
@@ -45,12 +46,8 @@ class Core:
         engine = create_engine(url)
         sessions = sessionmaker(engine)
         events = Events()
-        store = Store(sessions, events)
-        mailboxes = Mailboxes(settings, sessions, store)
-        committer = GroupCommitter(
-            store, max_batch=settings.delivery.group_commit_max, wait_ms=settings.delivery.group_commit_wait_ms
-        )
-        committer.start()
+        store = Store(sessions, events, max_batch=settings.delivery.group_commit_max)
+        sealer = Mailboxes(settings, sessions)
         anchors = TrustAnchors.load(settings.path(settings.tls.trust_anchors))
         validator = build_validator(settings, anchors)
         core = cls(
@@ -59,10 +56,10 @@ class Core:
             sessions=sessions,
             events=events,
             store=store,
-            mailboxes=mailboxes,
-            delivery=Delivery(settings, sessions, mailboxes, committer),
+            sealer=sealer,
+            submission=Delivery(settings, sessions, sealer, store),
+            mail=MailAccessService(store, sealer),
             auth=Authenticator(validator, sessions, build_token_verifier(settings)),
-            committer=committer,
             validator=validator,
         )
         if validator.crl_files and settings.tls.crl_refresh_s > 0:
@@ -82,7 +79,7 @@ class Core:
             except asyncio.CancelledError:
                 pass
             self.crl_task = None
-        await self.committer.stop()
+        await self.store.close()
         await self.engine.dispose()
 
 

@@ -1,25 +1,31 @@
 """One message's way through the core: resolve -> policy -> encrypt -> store, group-committed.
 
-`Delivery.submit` returns only once the transaction holding the message is durable
-(DESIGN.md, "Nothing is lost"). Concurrent submissions are batched by `GroupCommitter` into
-one transaction and one fsync; each caller is woken when its batch is committed.
+`Delivery` is the `mss.services.Submission` service. A front end begins a transaction for
+an authenticated principal, names the sender and the recipients (each resolved ONCE, at
+RCPT, and carried to the end with what delivery needs of it: Twisted's `validateTo`
+returning a factory is the model), then hands the bytes over. `deliver` returns only once
+the transaction holding the message is durable (DESIGN.md, "Nothing is lost"); concurrent
+deliveries share that transaction and its fsync (`mss.commit`).
 """
+
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from annuaire.local import DeliveryTarget, LocalDirectory, normalize_address
 from annuaire.whitelist import in_trust_space
 from mss.config import Settings
-from mss.refusals import Reason, Refusal
 from mss.mailboxes import Mailboxes
 from mss.message import check_header_senders, check_headers, check_line_endings
 from mss.policy import Recipient, check_recipient, check_sender, domain_of
 from mss.principal import Principal
-from mss.store import NewMessage, Store, StoredRef
+from mss.records import NewMessage
+from mss.refusals import Reason, Refusal
+from mss.services import DeliveryResult
+from mss.store import Store
 
 log = logging.getLogger("mss.delivery")
 
@@ -27,205 +33,114 @@ log = logging.getLogger("mss.delivery")
 @dataclass(frozen=True)
 class Envelope:
     mail_from: str
-    rcpt_tos: tuple[str, ...]
+    recipients: tuple[Recipient, ...]
 
 
-@dataclass
-class DeliveryResult:
-    stored: list[StoredRef] = field(default_factory=list)
+class Transaction:
+    """`mss.services.SubmissionTransaction`: one MAIL ... DATA for one principal."""
 
+    def __init__(self, delivery: Delivery, principal: Principal) -> None:
+        self._delivery = delivery
+        self._principal = principal
+        self._mail_from: str | None = None
+        self._recipients: dict[str, Recipient] = {}
+        self._accepted = 0  # RCPT commands accepted, duplicates included (RFC 5321 4.5.3.1.8)
 
-class GroupCommitter:
-    """Batches concurrent `Store.write` calls into one transaction (DESIGN.md, Storage)."""
+    def mail_from(self, address: str) -> None:
+        check_sender(self._principal, address)
+        self._mail_from = address
 
-    def __init__(self, store: Store, *, max_batch: int = 64, wait_ms: float = 2.0) -> None:
-        self.store = store
-        self.max_batch = max_batch
-        self.wait_s = wait_ms / 1000
-        self._queue: asyncio.Queue[tuple[list[NewMessage], asyncio.Future] | None] = asyncio.Queue()
-        self._task: asyncio.Task | None = None
-        self._stopping = False
-        self._inflight: list[tuple[list[NewMessage], asyncio.Future]] = []
+    async def add_recipient(self, address: str) -> Recipient:
+        if self._mail_from is None:
+            raise Refusal(Reason.CANNOT, "Need MAIL command first")
+        limit = self._delivery.max_recipients
+        if self._accepted >= limit:
+            raise Refusal(Reason.TOO_MANY_RECIPIENTS, f"Too many recipients (at most {limit} per message)")
+        recipient = await self._delivery.resolve(address)
+        self._recipients.setdefault(recipient.address, recipient)
+        self._accepted += 1
+        return recipient
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="group-commit")
-
-    async def stop(self, timeout: float = 30.0) -> None:
-        """Commit what is already queued, then stop: a session waiting for its 250 when
-        the server is asked to stop still gets it."""
-        if self._task is None:
-            return
-        self._stopping = True
-        await self._queue.put(None)
-        try:
-            await asyncio.wait_for(self._task, timeout)
-        except asyncio.TimeoutError:
-            self._task.cancel()
-        self._task = None
-        while not self._queue.empty():  # only if the drain timed out
-            entry = self._queue.get_nowait()
-            if entry and not entry[1].done():
-                entry[1].set_exception(RuntimeError("server stopping"))
-
-    async def write(self, items: list[NewMessage]) -> list[StoredRef]:
-        if self._task is None or self._stopping:
-            return await self.store.write(items)
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        await self._queue.put((items, fut))
-        return await fut
-
-    async def _run(self) -> None:
-        try:
-            await self._loop()
-        finally:
-            # Cancelled in the middle of a commit (a drain that timed out): whatever the
-            # outcome, no session may wait forever for its reply.
-            for _, fut in self._inflight:
-                if not fut.done():
-                    fut.set_exception(RuntimeError("server stopping"))
-            self._inflight = []
-
-    async def _loop(self) -> None:
-        stop_seen = False
-        while True:
-            if stop_seen and self._queue.empty():
-                return
-            first = await self._queue.get()
-            if first is None:
-                stop_seen = True
-                continue
-            batch = [first]
-            self._inflight = batch  # the same list: entries added below are covered too
-            if self.wait_s and not self._stopping:
-                await asyncio.sleep(self.wait_s)
-            while len(batch) < self.max_batch and not self._queue.empty():
-                entry = self._queue.get_nowait()
-                if entry is None:
-                    stop_seen = True
-                else:
-                    batch.append(entry)
-            try:
-                await self._commit(batch)
-            except Exception as exc:  # noqa: BLE001 - never leave a session waiting forever
-                log.exception("group commit failed")
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-            self._inflight = []
-
-    async def _commit(self, batch) -> None:
-        flat = [item for items, _ in batch for item in items]
-        try:
-            refs = await self.store.write(flat)
-        except Exception as exc:  # noqa: BLE001 - handed to the waiting sessions
-            if len(batch) == 1:
-                _, fut = batch[0]
-                if not fut.done():
-                    fut.set_exception(exc)
-                return
-            # One bad message must not fail its neighbours: retry each on its own.
-            for items, fut in batch:
-                try:
-                    r = await self.store.write(items)
-                except Exception as exc:  # noqa: BLE001 - handed to the waiting session
-                    if not fut.done():
-                        fut.set_exception(exc)
-                else:
-                    if not fut.done():
-                        fut.set_result(r)
-            return
-        pos = 0
-        for items, fut in batch:
-            if not fut.done():
-                fut.set_result(refs[pos : pos + len(items)])
-            pos += len(items)
+    async def deliver(self, raw: bytes) -> DeliveryResult:
+        if self._mail_from is None or not self._recipients:
+            raise Refusal(Reason.CANNOT, "Need MAIL and RCPT commands first")
+        envelope = Envelope(self._mail_from, tuple(self._recipients.values()))
+        return await self._delivery.deliver(self._principal, envelope, raw)
 
 
 class Delivery:
-    def __init__(
-        self, settings: Settings, sessions: async_sessionmaker, mailboxes: Mailboxes, committer: GroupCommitter
-    ) -> None:
+    """`mss.services.Submission` for this node: local recipients only until the relay exists."""
+
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], sealer: Mailboxes, store: Store) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.mailboxes = mailboxes
-        self.committer = committer
+        self.sealer = sealer
+        self.store = store
+
+    @property
+    def max_message_size(self) -> int:
+        return self.settings.limits.max_message_size
+
+    @property
+    def max_recipients(self) -> int:
+        return self.settings.limits.max_recipients
 
     @property
     def local_domains(self) -> frozenset[str]:
         return frozenset({self.settings.domain})
 
-    async def resolve(self, address: str) -> Recipient:
-        async with self.sessions() as s:
-            return await self._resolve(s, address)
+    def begin(self, principal: Principal) -> Transaction:
+        return Transaction(self, principal)
 
-    async def _resolve(self, s: AsyncSession, address: str) -> Recipient:
+    async def resolve(self, address: str) -> Recipient:
+        """RCPT: one directory look-up decides existence and keys (DESIGN.md step 3). A local
+        mailbox with no valid encryption certificate is refused here, not at DATA: nothing is
+        ever stored in clear, and one such recipient must not fail the others' delivery."""
         address = normalize_address(address)
         dom = domain_of(address)
-        if dom in self.local_domains:
-            known = await LocalDirectory(s).exists(address)
-            return Recipient(address, "local" if known else "unknown_local")
-        trusted = await in_trust_space(s, dom)
-        return Recipient(address, "trust_space" if trusted else "outside")
-
-    def check_sender(self, principal: Principal, mail_from: str) -> None:
-        check_sender(principal, mail_from)
-
-    async def check_recipient(self, principal: Principal, address: str) -> Recipient:
-        """RCPT: refuse here, not at DATA, a recipient that cannot receive (DESIGN.md step 3),
-        including a local mailbox with no valid encryption certificate: nothing is ever
-        stored in clear, and one such recipient must not fail the others' delivery."""
-        address = normalize_address(address)
         async with self.sessions() as s:
-            if domain_of(address) in self.local_domains:
-                # One look-up answers both "does it exist" and "can it receive".
+            if dom in self.local_domains:
                 target = await LocalDirectory(s).delivery_target(address)
-                recipient = Recipient(address, "local" if target else "unknown_local")
+                recipient = Recipient(address, "local" if target else "unknown_local", target)
             else:
-                target = None
-                recipient = await self._resolve(s, address)
+                trusted = await in_trust_space(s, dom)
+                recipient = Recipient(address, "trust_space" if trusted else "outside")
         check_recipient(recipient)
-        _check_can_receive(target)
+        _check_can_receive(recipient.target)
         return recipient
 
-    async def submit(self, envelope: Envelope, raw: bytes, principal: Principal) -> DeliveryResult:
+    async def deliver(self, principal: Principal, envelope: Envelope, raw: bytes) -> DeliveryResult:
         """Encrypt for every local recipient (and the sender's Sent copy) and store durably.
 
-        The envelope is checked again here, whatever the front end checked before: the
-        core is the one place the rules hold. Directory reads share one session.
+        The sender is checked again here, whatever the front end checked before: the core
+        is the one place the rules hold. Recipients come resolved from RCPT.
         """
         check_sender(principal, envelope.mail_from)
+        if len(raw) > self.max_message_size:
+            raise Refusal(Reason.TOO_BIG, "Message exceeds the maximum size")
         check_line_endings(raw)
         check_headers(raw)
         check_header_senders(principal, raw)
-        if len(raw) > self.settings.limits.max_message_size:
-            raise Refusal(Reason.TOO_BIG, "Message exceeds the maximum size")
         sender = normalize_address(envelope.mail_from)
-        targets: list[DeliveryTarget] = []
+        targets = [r.target for r in envelope.recipients if r.target is not None]
+        if len(targets) != len(envelope.recipients):  # pragma: no cover - add_recipient refuses them
+            raise Refusal(Reason.CANNOT, "A recipient was not resolved")
         async with self.sessions() as s:
-            directory = LocalDirectory(s)
-            for rcpt in dict.fromkeys(normalize_address(r) for r in envelope.rcpt_tos):
-                target = await directory.delivery_target(rcpt) if domain_of(rcpt) in self.local_domains else None
-                if target is None:  # not local, or removed between RCPT and DATA
-                    check_recipient(await self._resolve(s, rcpt))
-                    raise Refusal(Reason.UNKNOWN_RECIPIENT, f"Mailbox <{rcpt}> does not exist")
-                _check_can_receive(target)
-                targets.append(target)
-            own = await directory.delivery_target(sender, certificates=False)
+            own = await LocalDirectory(s).delivery_target(sender, certificates=False)
             if own is not None and own.sent_copy:
-                own = await directory.delivery_target(sender)
+                own = await LocalDirectory(s).delivery_target(sender)
         items: list[NewMessage] = []
         for t in targets:
-            sealed, headers = await self.mailboxes.seal(t.address, raw, t.certificates)
+            sealed, headers = await self.sealer.seal(t.address, raw, t.certificates)
             items.append(NewMessage(mailbox=t.address, folder="INBOX", content=sealed, headers=headers))
         if own is not None and own.sent_copy:
-            sealed, headers = await self.mailboxes.seal(sender, raw, own.certificates)
+            sealed, headers = await self.sealer.seal(sender, raw, own.certificates)
             items.append(
                 NewMessage(mailbox=sender, folder="Sent", content=sealed, headers=headers, flags=frozenset({"\\Seen"}))
             )
-        refs = await self.committer.write(items)
+        refs = await self.store.write(items)
         log.info("delivered from=%s rcpts=%d stored=%d size=%d", sender, len(targets), len(refs), len(raw))
-        return DeliveryResult(stored=refs)
+        return DeliveryResult(stored=tuple(refs))
 
 
 def _check_can_receive(target: DeliveryTarget | None) -> None:

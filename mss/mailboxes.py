@@ -1,13 +1,12 @@
-"""Mailbox-level services used by IMAP: which mailboxes a principal sees, and APPEND.
+"""Sealing: a message becomes ciphertext for one mailbox before the store ever sees it.
 
-APPEND is the other way into the store besides SMTP: a draft or a client's copy of a sent
-message. It is encrypted to the mailbox's certificates here, before the store sees it.
+Delivery (SMTP) and APPEND (IMAP) both come here, so nothing is stored in clear, whatever
+the path: a mailbox without a valid encryption certificate receives nothing.
 """
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from cryptography import x509
 
@@ -18,22 +17,13 @@ from crypto.smime import is_encrypted, protect_and_encrypt, replace_outer_subjec
 from mss.config import Settings
 from mss.refusals import Reason, Refusal
 from mss.message import outer_headers
-from mss.principal import Principal
-from mss.store import NewMessage, OuterHeaders, Store, StoredRef
+from mss.records import OuterHeaders
 
 
 class Mailboxes:
-    def __init__(self, settings: Settings, sessions: async_sessionmaker, store: Store) -> None:
+    def __init__(self, settings: Settings, sessions: async_sessionmaker) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.store = store
-
-    def for_principal(self, principal: Principal) -> list[str]:
-        return sorted(principal.mailboxes)
-
-    def check_access(self, principal: Principal, mailbox: str) -> None:
-        if not principal.may_use(mailbox):
-            raise PermissionError(f"{principal.identifier} may not open {mailbox}")
 
     async def encryption_certificates(self, mailbox: str):
         async with self.sessions() as s:
@@ -60,30 +50,3 @@ class Mailboxes:
             protect_and_encrypt, raw, certs, placeholder_subject=self.settings.delivery.placeholder_subject
         )
         return sealed, outer_headers(sealed)
-
-    async def append(
-        self,
-        principal: Principal,
-        mailbox: str,
-        folder: str,
-        raw: bytes,
-        flags: Iterable[str] = (),
-        internaldate: datetime | None = None,
-    ) -> StoredRef:
-        """IMAP APPEND (RFC 9051 6.3.12): encrypted to the mailbox, then stored."""
-        self.check_access(principal, mailbox)
-        sealed, headers = await self.seal(mailbox, raw)
-        refs = await self.store.write(
-            [
-                NewMessage(
-                    mailbox=mailbox,
-                    folder=folder,
-                    content=sealed,
-                    headers=headers,
-                    flags=frozenset(flags),
-                    internaldate=internaldate or datetime.now(timezone.utc),
-                )
-            ]
-        )
-        return refs[0]
-

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mss.refusals import Reason, Refusal
+from annuaire.local import DeliveryTarget
 from mss.principal import Principal
 
 RecipientKind = Literal["local", "unknown_local", "trust_space", "outside"]
@@ -12,8 +13,14 @@ RecipientKind = Literal["local", "unknown_local", "trust_space", "outside"]
 
 @dataclass(frozen=True)
 class Recipient:
+    """A recipient as RCPT resolved it, carried to delivery (`mss.services.Recipient`).
+
+    `target` is what delivery needs of a local mailbox (its type and the certificates a
+    message for it is encrypted to), looked up once at RCPT."""
+
     address: str
     kind: RecipientKind
+    target: DeliveryTarget | None = None
 
 
 def domain_of(address: str) -> str:

@@ -10,6 +10,14 @@ from typing import Literal
 
 FlagMode = Literal["add", "remove", "replace"]
 
+#: The hierarchy delimiter of folder names (RFC 9051 5.1.1), the same for every front end.
+DELIMITER = "/"
+
+
+def canonical_folder_name(name: str) -> str:
+    """INBOX is case-insensitive (RFC 9051 5.1); other names are kept as given."""
+    return "INBOX" if name.upper() == "INBOX" else name
+
 
 @dataclass(frozen=True)
 class FolderInfo:

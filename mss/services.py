@@ -234,8 +234,8 @@ class MailAccess(Protocol):
 # -- what each front end is given -----------------------------------------------------------
 
 
-class FrontEndServices(Protocol):
-    """What `mss serve` hands every front end."""
+class SmtpServices(Protocol):
+    """What the SMTP front end is given by `mss serve`."""
 
     @property
     def settings(self) -> Settings: ...
@@ -245,6 +245,18 @@ class FrontEndServices(Protocol):
 
     @property
     def submission(self) -> Submission: ...
+
+    def server_ssl_context(self) -> ssl.SSLContext: ...
+
+
+class ImapServices(Protocol):
+    """What the IMAP front end is given by `mss serve`."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def credentials(self) -> Credentials: ...
 
     @property
     def mail(self) -> MailAccess: ...

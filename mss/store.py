@@ -1,27 +1,45 @@
-"""Folders and messages: the only writer of `folder` and `message` rows.
+"""Folders and messages: the only writer of `folder`, `message` and `message_keyword` rows.
 
-Everything handed to `Store` is already ciphertext (see `mss.mailboxes` and
-`mss.delivery`): the store never sees a clear message. UIDs and MODSEQs come from the
-per-folder counters, bumped in the same transaction as the rows they number
-(RFC 9051 2.3.1.1; RFC 7162 3.1).
+Everything handed to `Store` is already ciphertext (see `mss.sealing` and `mss.delivery`):
+the store never sees a clear message. UIDs and MODSEQs come from the per-folder counters,
+bumped in the same transaction as the rows they number (RFC 9051 2.3.1.1; RFC 7162 3.1);
+UIDVALIDITY comes from a store-wide counter, so it only ever grows.
+
+Every method names the mailbox it acts on, and every folder id is checked against it in
+SQL: a folder id of another mailbox matches nothing. Every write goes through the group
+committer (`mss.commit`), which shares transactions and fsyncs between concurrent writers.
+Front ends never see this class: they get a `mss.services.MailboxHandle`.
 """
+
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Iterable, Literal, Sequence
+from typing import TypeVar
 
-from sqlalchemy import delete, func, or_, select, tuple_, update
+from sqlalchemy import Select, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mss.db.models import Folder, Message
+from mss.commit import GroupCommit, Locks
+from mss.db.models import Folder, Message, MessageKeyword, StoreCounter
 from mss.events import Events
-from mss.records import FlagMode, FolderInfo, MessageMeta, NewMessage, OuterHeaders, StoredRef
+from mss.records import (
+    DELIMITER,
+    FlagMode,
+    FolderInfo,
+    MessageMeta,
+    NewMessage,
+    OuterHeaders,
+    StoredRef,
+    canonical_folder_name,
+)
+from mss.refusals import Reason, Refusal
 
-# RFC 6154 special-use folders created with every mailbox.
+T = TypeVar("T")
+
+#: RFC 6154 special-use folders created with every mailbox.
 DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
     ("INBOX", None),
     ("Sent", "\\Sent"),
@@ -29,21 +47,39 @@ DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
     ("Trash", "\\Trash"),
     ("Junk", "\\Junk"),
 )
+#: RFC 9051 2.3.2 system flags and the column each one is kept in.
+SYSTEM_FLAGS: dict[str, str] = {
+    "\\Seen": "seen",
+    "\\Answered": "answered",
+    "\\Flagged": "flagged",
+    "\\Deleted": "deleted",
+    "\\Draft": "draft",
+}
+MAX_KEYWORD = 255
+MAX_FOLDER_NAME = 255
+_UIDVALIDITY = "uidvalidity"
+_MAX_UIDVALIDITY = 2**32 - 1  # RFC 9051 9: nz-number, 32 bits
 
-class StoreError(Exception):
-    """A request the store refuses (missing folder, name clash, ...); nothing was written."""
+
+def folder_name_problem(name: str) -> str | None:
+    """Why a new folder name is refused, or None (RFC 9051 5.1: no wildcards, no controls,
+    no empty hierarchy level)."""
+    if not name or len(name) > MAX_FOLDER_NAME:
+        return f"Folder name must be 1 to {MAX_FOLDER_NAME} characters"
+    if any(c in name for c in "*%") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return "Folder name contains a character that is not allowed"
+    if name.startswith(DELIMITER) or DELIMITER * 2 in name or name.endswith(DELIMITER):
+        return "Folder name has an empty hierarchy level"
+    return None
 
 
-def _flags_to_text(flags: Iterable[str]) -> str:
-    return " ".join(sorted(set(flags)))
-
-
-def _flags_from_text(text: str) -> frozenset[str]:
-    return frozenset(text.split()) if text else frozenset()
-
-
-def _aware(dt: datetime) -> datetime:
+def as_utc(dt: datetime) -> datetime:
+    """Stored dates are UTC; SQLite hands them back naive."""
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _no_folder(name: str | None = None) -> Refusal:
+    return Refusal(Reason.NO_SUCH_FOLDER, f"No folder {name}" if name else "The folder no longer exists")
 
 
 def _folder_info(f: Folder, exists: int = 0, unseen: int = 0) -> FolderInfo:
@@ -61,347 +97,521 @@ def _folder_info(f: Folder, exists: int = 0, unseen: int = 0) -> FolderInfo:
     )
 
 
-def canonical_folder_name(name: str) -> str:
-    """INBOX is case-insensitive (RFC 9051 5.1); other names are kept as given."""
-    return "INBOX" if name.upper() == "INBOX" else name
+def _flag_set(row: Message | tuple, keywords: Iterable[str] = ()) -> frozenset[str]:
+    """The flag set of a row, from its five columns and its keywords."""
+    return frozenset(
+        [name for name, column in SYSTEM_FLAGS.items() if getattr(row, column)] + list(keywords)
+    )
+
+
+def _system_values(flags: Iterable[str]) -> dict[str, bool]:
+    present = set(flags)
+    return {column: name in present for name, column in SYSTEM_FLAGS.items()}
+
+
+def _keywords(flags: Iterable[str]) -> set[str]:
+    return {f for f in flags if f not in SYSTEM_FLAGS and not f.startswith("\\")}
 
 
 class Store:
-    def __init__(self, sessions: async_sessionmaker, events: Events | None = None) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], events: Events | None = None, *, max_batch: int = 64
+    ) -> None:
         self.sessions = sessions
         self.events = events or Events()
+        self.commit = GroupCommit(sessions, self._lock, self.events.publish, max_batch=max_batch)
 
-    # -- folders -------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Commit what is queued, then stop the committer."""
+        await self.commit.stop()
 
-    async def ensure_default_folders(self, mailbox: str) -> None:
-        async with self.sessions() as s, s.begin():
-            await self._ensure_defaults(s, mailbox.lower())
-
-    async def _ensure_defaults(self, s: AsyncSession, mailbox: str) -> None:
-        """Create the missing default folders. Two sessions may do this for a new mailbox
-        at the same moment (a login and a delivery): ON CONFLICT DO NOTHING lets both win."""
-        existing = set(
-            (await s.execute(select(Folder.name).where(Folder.mailbox == mailbox))).scalars()
-        )
-        rows = []
-        for name, special in DEFAULT_FOLDERS:
-            if name not in existing:
-                f = self._new_folder(mailbox, name, special)
-                rows.append(
-                    {c: getattr(f, c) for c in ("mailbox", "name", "uidvalidity", "uidnext", "highestmodseq", "special_use", "subscribed")}
-                )
-        if rows:
-            insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-            await s.execute(insert(Folder).values(rows).on_conflict_do_nothing(index_elements=["mailbox", "name"]))
-
-    @staticmethod
-    def _new_folder(mailbox: str, name: str, special: str | None = None) -> Folder:
-        # UIDVALIDITY must change if a name is reused (RFC 9051 2.3.1.1): microseconds do.
-        return Folder(
-            mailbox=mailbox,
-            name=name,
-            uidvalidity=int(time.time() * 1000) % 4_000_000_000 or 1,
-            uidnext=1,
-            highestmodseq=1,
-            special_use=special,
-            subscribed=True,
-        )
+    # -- reads ---------------------------------------------------------------------------
 
     async def list_folders(self, mailbox: str) -> list[FolderInfo]:
         async with self.sessions() as s:
             rows = (
-                await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower()).order_by(Folder.name))
-            ).scalars().all()
-            if not rows:
-                # The SELECT above already began a transaction (autobegin): finish it here.
-                await self._ensure_defaults(s, mailbox.lower())
-                await s.commit()
-                rows = (
-                    await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower()).order_by(Folder.name))
-                ).scalars().all()
-            return [_folder_info(f) for f in rows]
+                (await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower()).order_by(Folder.name)))
+                .scalars()
+                .all()
+            )
+        return [_folder_info(f) for f in rows]
 
     async def get_folder(self, mailbox: str, name: str) -> FolderInfo | None:
         """The folder with its message and unseen counts, or None."""
-        name = canonical_folder_name(name)
         async with self.sessions() as s:
             f = (
-                await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower(), Folder.name == name))
+                await s.execute(
+                    select(Folder).where(Folder.mailbox == mailbox.lower(), Folder.name == canonical_folder_name(name))
+                )
             ).scalar_one_or_none()
-            if f is None and name == "INBOX":
-                await self._ensure_defaults(s, mailbox.lower())
-                await s.commit()
-                f = (
-                    await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower(), Folder.name == name))
-                ).scalar_one_or_none()
             if f is None:
                 return None
-            exists = (await s.execute(select(func.count()).where(Message.folder_id == f.id))).scalar_one()
-            seen = (
+            exists, unseen = (
                 await s.execute(
-                    select(func.count()).where(
-                        Message.folder_id == f.id,
-                        # Flags are space-separated; match the whole word, escaping the
-                        # backslash (PostgreSQL's default LIKE escape character).
-                        or_(*(Message.flags.like(p, escape="!") for p in ("\\Seen", "\\Seen %", "% \\Seen", "% \\Seen %"))),
-                    )
+                    select(func.count(), func.count().filter(Message.seen.is_(False))).where(Message.folder_id == f.id)
                 )
-            ).scalar_one()
-            return _folder_info(f, exists, exists - seen)
+            ).one()
+        return _folder_info(f, exists, unseen or 0)
 
-    async def folder_state(self, folder_id: int) -> tuple[int, int] | None:
+    async def folder_state(self, mailbox: str, folder_id: int) -> tuple[int, int] | None:
         """(UIDNEXT, HIGHESTMODSEQ) of a folder, None if it is gone: one primary-key read, so
-        an IMAP session can tell after each command whether anything changed."""
+        a session can tell after each command whether anything changed."""
         async with self.sessions() as s:
             row = (
-                await s.execute(select(Folder.uidnext, Folder.highestmodseq).where(Folder.id == folder_id))
+                await s.execute(
+                    select(Folder.uidnext, Folder.highestmodseq).where(
+                        Folder.id == folder_id, Folder.mailbox == mailbox.lower()
+                    )
+                )
             ).first()
         return (row[0], row[1]) if row else None
 
-    async def create_folder(self, mailbox: str, name: str) -> FolderInfo:
-        name = canonical_folder_name(name)
-        async with self.sessions() as s, s.begin():
-            clash = (
-                await s.execute(select(Folder.id).where(Folder.mailbox == mailbox.lower(), Folder.name == name))
-            ).first()
-            if clash:
-                raise StoreError(f"folder {name} already exists")
-            f = self._new_folder(mailbox.lower(), name)
-            s.add(f)
-            await s.flush()
-            return _folder_info(f)
+    @staticmethod
+    def _in_folder(query: Select, mailbox: str, folder_id: int) -> Select:
+        """Restrict a message query to one folder of one mailbox (the id alone is not trusted)."""
+        return query.join(Folder, Folder.id == Message.folder_id).where(
+            Message.folder_id == folder_id, Folder.mailbox == mailbox.lower()
+        )
 
-    async def delete_folder(self, mailbox: str, name: str) -> None:
-        if canonical_folder_name(name) == "INBOX":
-            raise StoreError("INBOX cannot be deleted")
-        async with self.sessions() as s, s.begin():
-            f = (
-                await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower(), Folder.name == name))
-            ).scalar_one_or_none()
-            if f is None:
-                raise StoreError(f"no folder {name}")
-            await s.execute(delete(Message).where(Message.folder_id == f.id))
-            await s.delete(f)
-
-    async def rename_folder(self, mailbox: str, old: str, new: str) -> None:
-        if canonical_folder_name(old) == "INBOX" or canonical_folder_name(new) == "INBOX":
-            raise StoreError("renaming INBOX is not supported")
-        async with self.sessions() as s, s.begin():
-            clash = (
-                await s.execute(select(Folder.id).where(Folder.mailbox == mailbox.lower(), Folder.name == new))
-            ).first()
-            if clash:
-                raise StoreError(f"folder {new} already exists")
-            res = await s.execute(
-                update(Folder).where(Folder.mailbox == mailbox.lower(), Folder.name == old).values(name=new)
-            )
-            if res.rowcount == 0:
-                raise StoreError(f"no folder {old}")
-
-    async def set_subscribed(self, mailbox: str, name: str, subscribed: bool) -> None:
-        async with self.sessions() as s, s.begin():
-            res = await s.execute(
-                update(Folder)
-                .where(Folder.mailbox == mailbox.lower(), Folder.name == canonical_folder_name(name))
-                .values(subscribed=subscribed)
-            )
-            if res.rowcount == 0:
-                raise StoreError(f"no folder {name}")
-
-    # -- messages ------------------------------------------------------------------------
-
-    async def messages(self, folder_id: int) -> list[MessageMeta]:
+    async def messages(self, mailbox: str, folder_id: int) -> list[MessageMeta]:
         """Every message of the folder in UID order (their sequence numbers are 1..n)."""
         async with self.sessions() as s:
             rows = (
                 await s.execute(
-                    select(Message.uid, Message.modseq, Message.flags, Message.internaldate, Message.size)
-                    .where(Message.folder_id == folder_id)
-                    .order_by(Message.uid)
+                    self._in_folder(
+                        select(
+                            Message.id,
+                            Message.uid,
+                            Message.modseq,
+                            Message.internaldate,
+                            Message.size,
+                            *(getattr(Message, c) for c in SYSTEM_FLAGS.values()),
+                        ),
+                        mailbox,
+                        folder_id,
+                    ).order_by(Message.uid)
                 )
             ).all()
-        return [MessageMeta(u, m, _flags_from_text(fl), _aware(d), sz) for u, m, fl, d, sz in rows]
+            keywords = await self._folder_keywords(s, folder_id)
+        return [
+            MessageMeta(r.uid, r.modseq, _flag_set(r, keywords.get(r.id, ())), as_utc(r.internaldate), r.size)
+            for r in rows
+        ]
 
-    async def headers(self, folder_id: int, uids: Sequence[int]) -> dict[int, OuterHeaders]:
+    @staticmethod
+    async def _folder_keywords(s: AsyncSession, folder_id: int) -> dict[int, list[str]]:
+        rows = await s.execute(
+            select(MessageKeyword.message_id, MessageKeyword.keyword)
+            .join(Message, Message.id == MessageKeyword.message_id)
+            .where(Message.folder_id == folder_id)
+        )
+        out: dict[int, list[str]] = {}
+        for mid, word in rows.all():
+            out.setdefault(mid, []).append(word)
+        return out
+
+    async def headers(self, mailbox: str, folder_id: int, uids: Sequence[int]) -> dict[int, OuterHeaders]:
         out: dict[int, OuterHeaders] = {}
         async with self.sessions() as s:
             for chunk in _chunks(list(uids), 500):
                 rows = await s.execute(
-                    select(
-                        Message.uid, Message.hdr_from, Message.hdr_to, Message.hdr_cc,
-                        Message.hdr_subject, Message.hdr_date, Message.hdr_message_id,
-                    ).where(Message.folder_id == folder_id, Message.uid.in_(chunk))
+                    self._in_folder(
+                        select(
+                            Message.uid,
+                            Message.hdr_from,
+                            Message.hdr_to,
+                            Message.hdr_cc,
+                            Message.hdr_subject,
+                            Message.hdr_date,
+                            Message.hdr_message_id,
+                        ),
+                        mailbox,
+                        folder_id,
+                    ).where(Message.uid.in_(chunk))
                 )
                 for uid, *vals in rows.all():
                     out[uid] = OuterHeaders(*vals)
         return out
 
-    async def content(self, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
+    async def content(self, mailbox: str, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         out: dict[int, bytes] = {}
         async with self.sessions() as s:
             for chunk in _chunks(list(uids), 200):
                 rows = await s.execute(
-                    select(Message.uid, Message.content).where(
-                        Message.folder_id == folder_id, Message.uid.in_(chunk)
+                    self._in_folder(select(Message.uid, Message.content), mailbox, folder_id).where(
+                        Message.uid.in_(chunk)
                     )
                 )
                 out.update({u: bytes(c) for u, c in rows.all()})
         return out
 
+    # -- folder writes ---------------------------------------------------------------------
+
+    async def ensure_default_folders(self, mailbox: str) -> None:
+        """Create the mailbox's missing special-use folders; no write when none is missing."""
+        mailbox = mailbox.lower()
+        existing = {f.name for f in await self.list_folders(mailbox)}
+        if all(name in existing for name, _ in DEFAULT_FOLDERS):
+            return
+
+        async def run(s: AsyncSession) -> tuple[None, Iterable[int]]:
+            await self._ensure_defaults(s, mailbox)
+            return None, ()
+
+        await self.commit.run(Locks(mailbox), run)
+
+    async def _ensure_defaults(self, s: AsyncSession, mailbox: str) -> None:
+        """Create the missing default folders. Two sessions may do this for a new mailbox
+        at the same moment (a login and a delivery): ON CONFLICT DO NOTHING lets both win."""
+        existing = set((await s.execute(select(Folder.name).where(Folder.mailbox == mailbox))).scalars())
+        missing = [(name, special) for name, special in DEFAULT_FOLDERS if name not in existing]
+        if not missing:
+            return
+        first = await self._reserve_uidvalidity(s, len(missing))
+        rows = [
+            {
+                "mailbox": mailbox,
+                "name": name,
+                "uidvalidity": first + k,
+                "uidnext": 1,
+                "highestmodseq": 1,
+                "special_use": special,
+                "subscribed": True,
+            }
+            for k, (name, special) in enumerate(missing)
+        ]
+        upsert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+        await s.execute(upsert(Folder).values(rows).on_conflict_do_nothing(index_elements=["mailbox", "name"]))
+
+    @staticmethod
+    async def _reserve_uidvalidity(s: AsyncSession, n: int) -> int:
+        """Reserve `n` consecutive UIDVALIDITY values; returns the first. The counter row is
+        locked until commit, so two transactions never hand out the same value."""
+        stmt = (
+            update(StoreCounter)
+            .where(StoreCounter.name == _UIDVALIDITY)
+            .values(value=StoreCounter.value + n)
+            .returning(StoreCounter.value)
+            .execution_options(synchronize_session=False)
+        )
+        last = (await s.execute(stmt)).scalar_one_or_none()
+        if last is None:  # a schema made by create_all (tests) has no row yet
+            await s.execute(insert(StoreCounter).values(name=_UIDVALIDITY, value=n))
+            last = n
+        if last > _MAX_UIDVALIDITY:
+            raise Refusal(Reason.CANNOT, "No UIDVALIDITY left for a new folder", "uidvalidity counter exhausted")
+        return last - n + 1
+
+    async def create_folder(self, mailbox: str, name: str) -> FolderInfo:
+        mailbox, name = mailbox.lower(), canonical_folder_name(name)
+        problem = folder_name_problem(name)
+        if problem:
+            raise Refusal(Reason.CANNOT, problem)
+
+        async def run(s: AsyncSession) -> tuple[FolderInfo, Iterable[int]]:
+            clash = (
+                await s.execute(select(Folder.id).where(Folder.mailbox == mailbox, Folder.name == name))
+            ).first()
+            if clash:
+                raise Refusal(Reason.FOLDER_EXISTS, f"Folder {name} already exists")
+            f = Folder(
+                mailbox=mailbox,
+                name=name,
+                uidvalidity=await self._reserve_uidvalidity(s, 1),
+                uidnext=1,
+                highestmodseq=1,
+                special_use=None,
+                subscribed=True,
+            )
+            s.add(f)
+            await s.flush()
+            return _folder_info(f), ()
+
+        return await self.commit.run(Locks(mailbox), run)
+
+    async def delete_folder(self, mailbox: str, name: str) -> None:
+        mailbox, name = mailbox.lower(), canonical_folder_name(name)
+        if name == "INBOX":
+            raise Refusal(Reason.CANNOT, "INBOX cannot be deleted")
+
+        async def run(s: AsyncSession) -> tuple[None, Iterable[int]]:
+            f = (
+                await s.execute(select(Folder).where(Folder.mailbox == mailbox, Folder.name == name))
+            ).scalar_one_or_none()
+            if f is None:
+                raise _no_folder(name)
+            await s.execute(delete(Message).where(Message.folder_id == f.id))
+            await s.delete(f)
+            return None, (f.id,)
+
+        await self.commit.run(Locks(mailbox, folder_keys=frozenset({(mailbox, name)})), run)
+
+    async def rename_folder(self, mailbox: str, old: str, new: str) -> None:
+        """RFC 9051 6.3.6: the folder and every inferior name, in one transaction, so a
+        failure renames nothing. Folders keep their UIDVALIDITY (the counter guarantees a
+        folder created later under the old name gets a greater one)."""
+        mailbox, old, new = mailbox.lower(), canonical_folder_name(old), canonical_folder_name(new)
+        if old == "INBOX" or new == "INBOX":
+            raise Refusal(Reason.CANNOT, "Renaming INBOX is not supported")
+        problem = folder_name_problem(new)
+        if problem:
+            raise Refusal(Reason.CANNOT, problem)
+        prefix = old + DELIMITER
+        if new.startswith(prefix):
+            raise Refusal(Reason.CANNOT, "Cannot rename a folder into itself")
+
+        async def run(s: AsyncSession) -> tuple[None, Iterable[int]]:
+            rows = (await s.execute(select(Folder.id, Folder.name).where(Folder.mailbox == mailbox))).all()
+            names = {n: i for i, n in rows}
+            if old not in names:
+                raise _no_folder(old)
+            moves = [(old, new)] + [(n, new + DELIMITER + n[len(prefix) :]) for n in sorted(names) if n.startswith(prefix)]
+            for _, target in moves:
+                if target in names:
+                    raise Refusal(Reason.FOLDER_EXISTS, f"Folder {target} already exists")
+                problem = folder_name_problem(target)
+                if problem:
+                    raise Refusal(Reason.CANNOT, f"{target}: {problem}")
+            for src, dst in moves:
+                await s.execute(
+                    update(Folder)
+                    .where(Folder.id == names[src])
+                    .values(name=dst)
+                    .execution_options(synchronize_session=False)
+                )
+            return None, [names[src] for src, _ in moves]
+
+        await self.commit.run(Locks(mailbox), run)
+
+    async def set_subscribed(self, mailbox: str, name: str, subscribed: bool) -> None:
+        mailbox, name = mailbox.lower(), canonical_folder_name(name)
+
+        async def run(s: AsyncSession) -> tuple[None, Iterable[int]]:
+            res = await s.execute(
+                update(Folder)
+                .where(Folder.mailbox == mailbox, Folder.name == name)
+                .values(subscribed=subscribed)
+                .execution_options(synchronize_session=False)
+            )
+            if res.rowcount == 0:
+                raise _no_folder(name)
+            return None, ()
+
+        await self.commit.run(Locks(mailbox), run)
+
+    # -- message writes --------------------------------------------------------------------
+
     async def set_flags(
-        self, folder_id: int, uids: Sequence[int], flags: Iterable[str], mode: FlagMode
+        self, mailbox: str, folder_id: int, uids: Sequence[int], flags: Iterable[str], mode: FlagMode
     ) -> list[MessageMeta]:
         """Change flags; each changed message gets a new MODSEQ. Returns the new state.
 
         The folder is locked before the rows are read, so two sessions changing flags at
         once cannot each write a state computed from a stale read.
         """
-        flags = set(flags)
-        result: list[MessageMeta] = []
-        async with self.sessions() as s, s.begin():
-            await self._lock(s, folder_id)
+        wanted = frozenset(flags)
+        too_long = [k for k in _keywords(wanted) if len(k) > MAX_KEYWORD]
+        if too_long:
+            raise Refusal(Reason.CANNOT, f"Keywords are at most {MAX_KEYWORD} characters")
+        targets = list(uids)
+
+        async def run(s: AsyncSession) -> tuple[list[MessageMeta], Iterable[int]]:
             rows = (
-                await s.execute(
-                    select(Message).where(Message.folder_id == folder_id, Message.uid.in_(list(uids))).order_by(Message.uid)
+                (
+                    await s.execute(
+                        select(Message)
+                        .where(Message.folder_id == folder_id, Message.uid.in_(targets))
+                        .order_by(Message.uid)
+                    )
                 )
-            ).scalars().all()
-            changes = []
+                .scalars()
+                .all()
+            )
+            keywords = await self._keywords_of(s, [m.id for m in rows])
+            changes: list[tuple[Message, frozenset[str], bool]] = []
             for m in rows:
-                old = _flags_from_text(m.flags)
-                new = old | flags if mode == "add" else old - flags if mode == "remove" else frozenset(flags)
+                old = _flag_set(m, keywords.get(m.id, ()))
+                new = old | wanted if mode == "add" else old - wanted if mode == "remove" else wanted
                 changes.append((m, new, new != old))
             n = sum(1 for _, _, changed in changes if changed)
             modseq = (await self._bump_modseq(s, folder_id, n)) if n else 0
+            added: list[dict[str, object]] = []
+            removed: list[tuple[int, str]] = []
+            result: list[MessageMeta] = []
             for m, new, changed in changes:
                 if changed:
-                    m.flags = _flags_to_text(new)
+                    for column, value in _system_values(new).items():
+                        setattr(m, column, value)
                     m.modseq = modseq
                     modseq += 1
-                result.append(MessageMeta(m.uid, m.modseq, frozenset(new), _aware(m.internaldate), m.size))
-        if any(changed for _, _, changed in changes):
-            self.events.publish(folder_id)
-        return result
+                    before = set(keywords.get(m.id, ()))
+                    after = _keywords(new)
+                    added += [{"message_id": m.id, "keyword": k} for k in sorted(after - before)]
+                    removed += [(m.id, k) for k in sorted(before - after)]
+                result.append(MessageMeta(m.uid, m.modseq, new, as_utc(m.internaldate), m.size))
+            if removed:
+                await s.execute(
+                    delete(MessageKeyword).where(tuple_(MessageKeyword.message_id, MessageKeyword.keyword).in_(removed))
+                )
+            if added:
+                await s.execute(insert(MessageKeyword), added)
+            await s.flush()
+            return result, (folder_id,) if n else ()
 
-    async def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
+
+    @staticmethod
+    async def _keywords_of(s: AsyncSession, message_ids: Sequence[int]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for chunk in _chunks(list(message_ids), 500):
+            rows = await s.execute(
+                select(MessageKeyword.message_id, MessageKeyword.keyword).where(MessageKeyword.message_id.in_(chunk))
+            )
+            for mid, word in rows.all():
+                out.setdefault(mid, []).append(word)
+        return out
+
+    async def expunge(self, mailbox: str, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
         """Remove messages flagged \\Deleted (restricted to `uids` for UID EXPUNGE)."""
-        async with self.sessions() as s, s.begin():
-            await self._lock(s, folder_id)
-            gone = await self._deleted_uids(s, folder_id, uids)
+        only = None if uids is None else list(uids)
+
+        async def run(s: AsyncSession) -> tuple[list[int], Iterable[int]]:
+            q = select(Message.uid).where(Message.folder_id == folder_id, Message.deleted.is_(True))
+            if only is not None:
+                q = q.where(Message.uid.in_(only))
+            gone = sorted((await s.execute(q)).scalars())
             if gone:
                 await s.execute(delete(Message).where(Message.folder_id == folder_id, Message.uid.in_(gone)))
                 await self._bump_modseq(s, folder_id, 1)
-        if gone:
-            self.events.publish(folder_id)
-        return gone
+            return gone, (folder_id,) if gone else ()
 
-    @staticmethod
-    async def _deleted_uids(s: AsyncSession, folder_id: int, uids: Sequence[int] | None) -> list[int]:
-        """UIDs flagged \\Deleted, decided on the parsed flag set: a keyword that merely
-        contains the word (say `$NotDeleted`) must never be expunged."""
-        q = select(Message.uid, Message.flags).where(Message.folder_id == folder_id)
-        if uids is not None:
-            q = q.where(Message.uid.in_(list(uids)))
-        rows = (await s.execute(q)).all()
-        return sorted(uid for uid, fl in rows if "\\Deleted" in _flags_from_text(fl))
+        return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
 
-    async def copy(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> list[tuple[int, int]]:
+    async def copy(self, mailbox: str, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> list[tuple[int, int]]:
         """Copy ciphertext rows as they are (RFC 4315 COPYUID pairs returned)."""
-        async with self.sessions() as s, s.begin():
-            await self._lock(s, folder_id, dest_folder_id)
-            pairs = await self._copy(s, folder_id, uids, dest_folder_id)
-        if pairs:
-            self.events.publish(dest_folder_id)
-        return pairs
+        targets = list(uids)
 
-    async def move(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> list[tuple[int, int]]:
+        async def run(s: AsyncSession) -> tuple[list[tuple[int, int]], Iterable[int]]:
+            pairs = await self._copy(s, folder_id, targets, dest_folder_id)
+            return pairs, (dest_folder_id,) if pairs else ()
+
+        return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id, dest_folder_id})), run)
+
+    async def move(self, mailbox: str, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> list[tuple[int, int]]:
         """RFC 6851 MOVE in one transaction: the copies and the removal commit together, so a
         crash never leaves a message in both folders or in neither."""
         if folder_id == dest_folder_id:
-            raise StoreError("source and destination are the same folder")
-        async with self.sessions() as s, s.begin():
-            await self._lock(s, folder_id, dest_folder_id)
-            pairs = await self._copy(s, folder_id, uids, dest_folder_id)
+            raise Refusal(Reason.CANNOT, "Cannot move messages to the folder they are in")
+        targets = list(uids)
+
+        async def run(s: AsyncSession) -> tuple[list[tuple[int, int]], Iterable[int]]:
+            pairs = await self._copy(s, folder_id, targets, dest_folder_id)
             moved = [src for src, _ in pairs]
             if moved:
                 await s.execute(delete(Message).where(Message.folder_id == folder_id, Message.uid.in_(moved)))
                 await self._bump_modseq(s, folder_id, 1)
-        if pairs:
-            self.events.publish(folder_id)
-            self.events.publish(dest_folder_id)
-        return pairs
+            return pairs, (folder_id, dest_folder_id) if pairs else ()
 
-    async def _copy(self, s: AsyncSession, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> list[tuple[int, int]]:
+        return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id, dest_folder_id})), run)
+
+    async def _copy(
+        self, s: AsyncSession, folder_id: int, uids: Sequence[int], dest_folder_id: int
+    ) -> list[tuple[int, int]]:
         rows = (
-            await s.execute(
-                select(Message).where(Message.folder_id == folder_id, Message.uid.in_(list(uids))).order_by(Message.uid)
-            )
-        ).scalars().all()
-        if not rows:
-            return []
-        first_uid, first_modseq = await self._reserve_by_id(s, dest_folder_id, len(rows))
-        pairs = []
-        for k, m in enumerate(rows):
-            s.add(
-                Message(
-                    folder_id=dest_folder_id, uid=first_uid + k, modseq=first_modseq + k, flags=m.flags,
-                    internaldate=m.internaldate, size=m.size, content=m.content,
-                    hdr_from=m.hdr_from, hdr_to=m.hdr_to, hdr_cc=m.hdr_cc,
-                    hdr_subject=m.hdr_subject, hdr_date=m.hdr_date, hdr_message_id=m.hdr_message_id,
+            (
+                await s.execute(
+                    select(Message).where(Message.folder_id == folder_id, Message.uid.in_(list(uids))).order_by(Message.uid)
                 )
             )
-            pairs.append((m.uid, first_uid + k))
+            .scalars()
+            .all()
+        )
+        if not rows:
+            return []
+        keywords = await self._keywords_of(s, [m.id for m in rows])
+        first_uid, first_modseq = await self._reserve_by_id(s, dest_folder_id, len(rows))
+        copies = []
+        for k, m in enumerate(rows):
+            copies.append(
+                Message(
+                    folder_id=dest_folder_id,
+                    uid=first_uid + k,
+                    modseq=first_modseq + k,
+                    **{c: getattr(m, c) for c in SYSTEM_FLAGS.values()},
+                    internaldate=m.internaldate,
+                    size=m.size,
+                    content=m.content,
+                    hdr_from=m.hdr_from,
+                    hdr_to=m.hdr_to,
+                    hdr_cc=m.hdr_cc,
+                    hdr_subject=m.hdr_subject,
+                    hdr_date=m.hdr_date,
+                    hdr_message_id=m.hdr_message_id,
+                )
+            )
+        s.add_all(copies)
         await s.flush()
-        return pairs
+        kw_rows = [
+            {"message_id": copy.id, "keyword": word}
+            for m, copy in zip(rows, copies)
+            for word in keywords.get(m.id, ())
+        ]
+        if kw_rows:
+            await s.execute(insert(MessageKeyword), kw_rows)
+        return [(m.uid, first_uid + k) for k, m in enumerate(rows)]
 
     async def write(self, batch: Sequence[NewMessage]) -> list[StoredRef]:
-        """Store messages in one transaction; returns once the commit is durable."""
-        refs: list[StoredRef] = []
-        async with self.sessions() as s, s.begin():
-            refs = await self._write(s, batch)
-        for folder_id in {r.folder_id for r in refs}:
-            self.events.publish(folder_id)
-        return refs
+        """Store new messages; returns once the commit holding them is durable."""
+        items = list(batch)
+        keys = frozenset((i.mailbox.lower(), canonical_folder_name(i.folder)) for i in items)
+
+        async def run(s: AsyncSession) -> tuple[list[StoredRef], Iterable[int]]:
+            refs = await self._write(s, items)
+            return refs, {r.folder_id for r in refs}
+
+        return await self.commit.run(Locks(folder_keys=keys), run)
 
     async def _write(self, s: AsyncSession, batch: Sequence[NewMessage]) -> list[StoredRef]:
-        """Insert a batch: one folder look-up and one counter update per folder, then one
-        multi-row insert, so a group commit costs O(folders) statements, not O(messages)."""
+        """Insert messages: one counter update per folder, then one multi-row insert, so a
+        group commit costs O(folders) statements, not O(messages)."""
         by_folder: dict[tuple[str, str], list[int]] = {}
         for i, item in enumerate(batch):
             by_folder.setdefault((item.mailbox.lower(), canonical_folder_name(item.folder)), []).append(i)
         refs: list[StoredRef | None] = [None] * len(batch)
         rows: list[Message] = []
-        keys = list(by_folder)
-        if s.get_bind().dialect.name == "postgresql":
-            # Same lock order as `_lock` (ascending folder id): see there.
-            locked = (
-                await s.execute(
-                    select(Folder.mailbox, Folder.name)
-                    .where(tuple_(Folder.mailbox, Folder.name).in_(keys))
-                    .order_by(Folder.id)
-                    .with_for_update()
-                )
-            ).all()
-            ordered = [(m, n) for m, n in locked]
-            keys = ordered + [k for k in keys if k not in set(ordered)]  # new folders last
-        for mailbox, name in keys:
+        for mailbox, name in by_folder:
             positions = by_folder[(mailbox, name)]
             folder_id, uidvalidity, first_uid, first_modseq = await self._reserve(s, mailbox, name, len(positions))
             for k, i in enumerate(positions):
                 item, h = batch[i], batch[i].headers
                 rows.append(
                     Message(
-                        folder_id=folder_id, uid=first_uid + k, modseq=first_modseq + k,
-                        flags=_flags_to_text(item.flags),
+                        folder_id=folder_id,
+                        uid=first_uid + k,
+                        modseq=first_modseq + k,
+                        **_system_values(item.flags),
                         # UTC always: SQLite keeps no offset, and IMAP renders the zone it is given.
-                        internaldate=_aware(item.internaldate).astimezone(timezone.utc),
-                        size=len(item.content), content=item.content,
-                        hdr_from=h.from_, hdr_to=h.to, hdr_cc=h.cc, hdr_subject=h.subject,
-                        hdr_date=h.date, hdr_message_id=h.message_id,
+                        internaldate=as_utc(item.internaldate).astimezone(timezone.utc),
+                        size=len(item.content),
+                        content=item.content,
+                        hdr_from=h.from_,
+                        hdr_to=h.to,
+                        hdr_cc=h.cc,
+                        hdr_subject=h.subject,
+                        hdr_date=h.date,
+                        hdr_message_id=h.message_id,
                     )
                 )
                 refs[i] = StoredRef(mailbox, folder_id, uidvalidity, first_uid + k)
         s.add_all(rows)
         await s.flush()
+        kw_rows = [
+            {"message_id": row.id, "keyword": word}
+            for row, item in zip(_in_batch_order(rows, by_folder), batch)
+            for word in sorted(_keywords(item.flags))
+        ]
+        if kw_rows:
+            await s.execute(insert(MessageKeyword), kw_rows)
         return refs  # type: ignore[return-value]
 
     async def _reserve(self, s: AsyncSession, mailbox: str, name: str, n: int) -> tuple[int, int, int, int]:
@@ -417,41 +627,63 @@ class Store:
         row = (await s.execute(stmt)).first()
         if row is None:
             if name not in {n_ for n_, _ in DEFAULT_FOLDERS}:
-                raise StoreError(f"no folder {name} in {mailbox}")
+                raise _no_folder(name)
             await self._ensure_defaults(s, mailbox)
             row = (await s.execute(stmt)).one()
         folder_id, uidvalidity, uidnext, modseq = row
         return folder_id, uidvalidity, uidnext - n, modseq - n + 1
 
-    @staticmethod
-    async def _lock(s: AsyncSession, *folder_ids: int) -> None:
-        """Take the write locks of these folders before reading anything.
+    async def _lock(self, s: AsyncSession, batch_locks: Iterable[Locks]) -> None:
+        """Take the write locks of every folder a batch touches, before it reads anything.
 
-        PostgreSQL: row locks, always in ascending id order (`_write` follows the same
-        order), so two transactions that touch the same two folders cannot deadlock.
-        SQLite: one database-wide write lock; taking it with the transaction's first
-        statement means a later write never fails on a read snapshot that went stale.
+        PostgreSQL: row locks in ascending folder id order (one global order: two batches
+        that touch the same folders cannot deadlock). SQLite: one database-wide write lock,
+        taken by the transaction's first statement, so a later write never fails on a read
+        snapshot that went stale. Either way a folder id that is not the named mailbox's
+        fails the batch (and, re-run alone, the operation that named it).
         """
-        ids = sorted(set(folder_ids))
+        owned: set[tuple[str, int]] = set()
+        keys: set[tuple[str, str]] = set()
+        for lk in batch_locks:
+            if lk.folder_ids and lk.mailbox is None:
+                raise ValueError("folder ids are locked within a mailbox")
+            owned.update((lk.mailbox, i) for i in lk.folder_ids)  # type: ignore[misc]
+            keys.update(lk.folder_keys)
+        ids = sorted({i for _, i in owned})
         if s.get_bind().dialect.name == "postgresql":
+            conditions = []
+            if ids:
+                conditions.append(Folder.id.in_(ids))
+            if keys:
+                conditions.append(tuple_(Folder.mailbox, Folder.name).in_(sorted(keys)))
+            if not conditions:
+                return
             found = (
-                await s.execute(select(Folder.id).where(Folder.id.in_(ids)).order_by(Folder.id).with_for_update())
-            ).scalars().all()
+                await s.execute(
+                    select(Folder.id, Folder.mailbox).where(or_(*conditions)).order_by(Folder.id).with_for_update()
+                )
+            ).all()
         else:
-            res = await s.execute(
-                update(Folder).where(Folder.id.in_(ids)).values(highestmodseq=Folder.highestmodseq)
+            await s.execute(
+                update(StoreCounter)
+                .where(StoreCounter.name == _UIDVALIDITY)
+                .values(value=StoreCounter.value)
                 .execution_options(synchronize_session=False)
             )
-            found = ids if res.rowcount == len(ids) else []
-        if len(found) != len(ids):
-            raise StoreError("the folder no longer exists")
+            if not ids:
+                return
+            found = (await s.execute(select(Folder.id, Folder.mailbox).where(Folder.id.in_(ids)))).all()
+        have = {(m, i) for i, m in found}
+        if not owned <= have:
+            raise _no_folder()
 
     @staticmethod
     async def _bump_modseq(s: AsyncSession, folder_id: int, n: int) -> int:
         """Reserve `n` MODSEQs; returns the first."""
         modseq = (
             await s.execute(
-                update(Folder).where(Folder.id == folder_id)
+                update(Folder)
+                .where(Folder.id == folder_id)
                 .values(highestmodseq=Folder.highestmodseq + n)
                 .returning(Folder.highestmodseq)
                 .execution_options(synchronize_session=False)
@@ -464,17 +696,30 @@ class Store:
         """Reserve `n` UIDs and MODSEQs of a folder known by id: (first uid, first modseq)."""
         row = (
             await s.execute(
-                update(Folder).where(Folder.id == folder_id)
+                update(Folder)
+                .where(Folder.id == folder_id)
                 .values(uidnext=Folder.uidnext + n, highestmodseq=Folder.highestmodseq + n)
                 .returning(Folder.uidnext, Folder.highestmodseq)
                 .execution_options(synchronize_session=False)
             )
         ).first()
         if row is None:
-            raise StoreError("the destination folder no longer exists")
+            raise _no_folder()
         return row[0] - n, row[1] - n + 1
 
 
-def _chunks(items: list, n: int):
+def _in_batch_order(rows: list[Message], by_folder: dict[tuple[str, str], list[int]]) -> list[Message]:
+    """`rows` were built folder by folder; put them back in the batch's own order."""
+    ordered: list[Message | None] = [None] * len(rows)
+    k = 0
+    for positions in by_folder.values():
+        for i in positions:
+            ordered[i] = rows[k]
+            k += 1
+    return ordered  # type: ignore[return-value]
+
+
+def _chunks(items: list[T], n: int) -> Iterable[list[T]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+

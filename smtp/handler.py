@@ -2,7 +2,7 @@
 
 One `SubmissionHandler` serves every connection of the submission listeners. It owns no
 SQL and no cryptography: who the client is comes from `core.auth`, what may be sent from
-`core.delivery`. Per-connection state lives on the aiosmtpd `Session` (under `session.mss`),
+`core.submission`. Per-connection state lives on the aiosmtpd `Session` (under `session.mss`),
 which aiosmtpd replaces after STARTTLS (RFC 3207 4.2), so nothing learnt in clear survives.
 
 Every reply carries an RFC 3463 enhanced status code (RFC 2034), and texts say what was
@@ -19,7 +19,6 @@ from typing import Any
 
 from aiosmtpd.smtp import auth_mechanism
 
-from mss.delivery import Envelope as CoreEnvelope
 from mss.errors import AuthenticationFailed
 from mss.refusals import Refusal
 from smtp.replies import smtp_reply
@@ -108,7 +107,6 @@ class SubmissionHandler:
     def __init__(self, core: Any) -> None:
         self.core = core
         self.settings = core.settings
-        self.max_recipients = core.settings.limits.max_recipients
 
     # -- authentication by certificate ------------------------------------------------------
 
@@ -343,8 +341,9 @@ class SubmissionHandler:
         problem = address_problem(address, smtputf8=envelope.smtp_utf8)
         if problem is not None:
             return f"553 5.1.7 Invalid sender address: {problem}"
+        transaction = self.core.submission.begin(principal)
         try:
-            self.core.delivery.check_sender(principal, address)
+            transaction.mail_from(address)
         except Refusal as exc:
             log.info(
                 "MAIL refused peer=%s id=%s from=%s reply=%r",
@@ -353,25 +352,20 @@ class SubmissionHandler:
             return smtp_reply(exc)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        _state(session).extras["principal"] = principal
+        _state(session).extras["transaction"] = transaction
         return "250 2.1.0 Sender ok"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]):
-        principal = _state(session).extras.get("principal")
-        if principal is None:  # aiosmtpd already requires MAIL; defence in depth
+        transaction = _state(session).extras.get("transaction")
+        if transaction is None or not envelope.mail_from:  # aiosmtpd already requires MAIL
             return "503 5.5.1 Need MAIL command"
-        if len(envelope.rcpt_tos) >= self.max_recipients:
-            return f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)"
         problem = address_problem(address, smtputf8=envelope.smtp_utf8)
         if problem is not None:
             return f"553 5.1.3 Invalid recipient address: {problem}"
         try:
-            await self.core.delivery.check_recipient(principal, address)
+            await transaction.add_recipient(address)
         except Refusal as exc:
-            log.info(
-                "RCPT refused peer=%s id=%s to=%s reply=%r",
-                peer_text(session.peer), principal.identifier, address, smtp_reply(exc),
-            )
+            log.info("RCPT refused peer=%s to=%s reply=%r", peer_text(session.peer), address, smtp_reply(exc))
             return smtp_reply(exc)
         except Exception:  # noqa: BLE001 - never 250 on an unknown failure
             log.exception("RCPT check failed peer=%s to=%s", peer_text(session.peer), address)
@@ -381,22 +375,19 @@ class SubmissionHandler:
         return "250 2.1.5 Recipient ok"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        """250 only once `submit` returned, i.e. the message is durably stored (DESIGN.md 4)."""
-        principal = _state(session).extras.get("principal")
+        """250 only once `deliver` returned, i.e. the message is durably stored (DESIGN.md 4)."""
+        transaction = _state(session).extras.pop("transaction", None)
         peer = peer_text(session.peer)
-        if principal is None:
+        if transaction is None:
             return "503 5.5.1 Need MAIL command"
         raw = envelope.original_content or b""
-        core_env = CoreEnvelope(envelope.mail_from, tuple(envelope.rcpt_tos))
         try:
-            await self.core.delivery.submit(core_env, raw, principal)
+            await transaction.deliver(raw)
         except Refusal as exc:
-            log.info("DATA refused peer=%s id=%s reply=%r", peer, principal.identifier, smtp_reply(exc))
+            log.info("DATA refused peer=%s reply=%r", peer, smtp_reply(exc))
             return smtp_reply(exc)
         except Exception:  # noqa: BLE001 - never 250 when storing failed
-            log.exception("DATA storing failed peer=%s id=%s", peer, principal.identifier)
+            log.exception("DATA storing failed peer=%s", peer)
             return "451 4.3.0 Message not stored because of a local error, try again later"
-        log.info(
-            "DATA stored peer=%s id=%s rcpts=%d size=%d", peer, principal.identifier, len(envelope.rcpt_tos), len(raw)
-        )
+        log.info("DATA stored peer=%s rcpts=%d size=%d", peer, len(envelope.rcpt_tos), len(raw))
         return "250 2.0.0 Ok: stored"

@@ -171,8 +171,8 @@ async def stored_messages(deployment: Deployment, mailbox: str, folder: str = "I
         info = await store.get_folder(mailbox, folder)
         if info is None:
             return []
-        metas = await store.messages(info.id)
-        content = await store.content(info.id, [m.uid for m in metas])
+        metas = await store.messages(mailbox, info.id)
+        content = await store.content(mailbox, info.id, [m.uid for m in metas])
         return [content[m.uid] for m in metas]
     finally:
         await engine.dispose()
@@ -180,3 +180,35 @@ async def stored_messages(deployment: Deployment, mailbox: str, folder: str = "I
 
 def count_messages(deployment: Deployment, mailbox: str, folder: str = "INBOX") -> int:
     return len(asyncio.run(stored_messages(deployment, mailbox, folder)))
+
+
+_SCAN = r"""
+import json, sys
+from pathlib import Path
+root, needles = Path(sys.argv[1]), [bytes.fromhex(n) for n in sys.argv[2:]]
+scanned, found = [], []
+for path in sorted(root.rglob("*")):
+    if path.is_file():
+        data = path.read_bytes()
+        scanned.append(str(path))
+        found += [[str(path), n.hex()] for n in needles if n in data]
+print(json.dumps({"scanned": scanned, "found": found}))
+"""
+
+
+def scan_files(root: Path, needles: list[bytes]) -> tuple[list[Path], list[tuple[Path, bytes]]]:
+    """(every file below `root`, the (file, needle) pairs found), read by a CHILD process.
+
+    Never read a live SQLite file in the test process: closing any descriptor of it drops
+    every POSIX lock the process holds on it, including those of the in-process servers'
+    connections (sqlite.org/howtocorrupt.html, 2.2), after which their view of the WAL is
+    wrong and committed rows look missing.
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", _SCAN, str(root), *(n.hex() for n in needles)],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    doc = json.loads(out)
+    return [Path(p) for p in doc["scanned"]], [(Path(p), bytes.fromhex(n)) for p, n in doc["found"]]

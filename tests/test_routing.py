@@ -32,7 +32,7 @@ async def core(fresh_deployment, tmp_path):
 
 async def test_each_kind_of_recipient_gets_its_reply(core, fresh_deployment):
     paul = fresh_deployment.mailbox("PER", 1)["address"]
-    assert (await core.delivery.check_recipient(None, paul.upper())).kind == "local"
+    assert (await core.submission.resolve(paul.upper())).kind == "local"
     cases = {
         f"nobody@{fresh_deployment.domain}": (Reason.UNKNOWN_RECIPIENT, "does not exist"),
         "dr.x@medecin.mssante.fr": (Reason.RELAY_NOT_ENABLED, "trust space is not enabled"),
@@ -45,7 +45,7 @@ async def test_each_kind_of_recipient_gets_its_reply(core, fresh_deployment):
     }
     for address, (reason, text) in cases.items():
         with pytest.raises(Refusal) as err:
-            await core.delivery.check_recipient(None, address)
+            await core.submission.resolve(address)
         assert err.value.reason is reason and text in err.value.public, address
         assert smtp_reply(err.value).startswith("550 5.1.1" if reason is Reason.UNKNOWN_RECIPIENT else "550 5.7.1")
 
@@ -57,13 +57,12 @@ async def test_a_mailbox_without_encryption_certificate_is_refused_at_rcpt(core,
     async with core.sessions() as s, s.begin():
         await LocalDirectory(s).add_mailbox(address, "PER", idnat="810000000009")
     with pytest.raises(Refusal) as err:
-        await core.delivery.check_recipient(None, address)
+        await core.submission.resolve(address)
     assert err.value.reason is Reason.NO_ENCRYPTION_KEY and smtp_reply(err.value).startswith("550 5.7.1")
     assert "no valid encryption certificate" in err.value.public
 
 
 async def test_from_header_must_name_the_authenticated_users_mailbox(core, fresh_deployment):
-    from mss.delivery import Envelope
     from mss.principal import Principal
 
     claire, paul = fresh_deployment.mailbox("PER", 0)["address"], fresh_deployment.mailbox("PER", 1)["address"]
@@ -78,12 +77,18 @@ async def test_from_header_must_name_the_authenticated_users_mailbox(core, fresh
         (f"From: <{claire}>, <{paul}>\r\n", paul),
         (f"From: <{claire}>\r\nSender: <{paul}>\r\n", paul),
     ):
+        tx = core.submission.begin(me)
+        tx.mail_from(claire)
+        await tx.add_recipient(paul)
         with pytest.raises(Refusal) as err:
-            await core.delivery.submit(Envelope(claire, (paul,)), msg(headers), me)
+            await tx.deliver(msg(headers))
         assert err.value.reason is Reason.NOT_ALLOWED and who in err.value.public
     # Her own mailbox, and the ORG mailbox she belongs to, are fine.
     for headers in (f"From: Claire <{claire.upper()}>\r\n", f"From: <{org}>\r\nSender: <{claire}>\r\n"):
-        result = await core.delivery.submit(Envelope(claire, (paul,)), msg(headers), me)
+        tx = core.submission.begin(me)
+        tx.mail_from(claire)
+        await tx.add_recipient(paul)
+        result = await tx.deliver(msg(headers))
         assert len(result.stored) == 1
 
 
@@ -94,11 +99,11 @@ async def test_stopping_commits_what_is_queued(fresh_deployment):
     paul = fresh_deployment.mailbox("PER", 1)["address"]
     try:
         writes = [
-            asyncio.create_task(c.committer.write([NewMessage(paul, "INBOX", b"x%d" % i, OuterHeaders())]))
+            asyncio.create_task(c.store.write([NewMessage(paul, "INBOX", b"x%d" % i, OuterHeaders())]))
             for i in range(20)
         ]
         await asyncio.sleep(0)
-        await c.committer.stop()
+        await c.store.close()
         refs = await asyncio.gather(*writes)
         assert sorted(r[0].uid for r in refs) == list(range(1, 21))
     finally:
@@ -116,10 +121,10 @@ async def test_operator_may_hide_the_clear_subject_of_messages_encrypted_by_thei
         b"Subject: [...]", b"Subject: Patient DUPONT"
     )
     paul = fresh_deployment.mailbox("PER", 1)["address"]
-    as_it_came, _ = await core.mailboxes.seal(paul, sent)
+    as_it_came, _ = await core.sealer.seal(paul, sent)
     assert as_it_came == sent
     hiding = core.settings.model_copy(
         update={"delivery": core.settings.delivery.model_copy(update={"hide_subject_of_encrypted": True})}
     )
-    hidden, headers = await Mailboxes(hiding, core.sessions, core.store).seal(paul, sent)
+    hidden, headers = await Mailboxes(hiding, core.sessions).seal(paul, sent)
     assert b"DUPONT" not in hidden and headers.subject == "[...]"

@@ -1,4 +1,5 @@
-"""The store on each backend: UIDs, MODSEQs, flags, expunge, and group commit."""
+"""The store on each backend: UIDs, MODSEQs, UIDVALIDITY, flags and keywords, expunge,
+folder ids checked against their mailbox, and group commit for every write."""
 from __future__ import annotations
 
 import asyncio
@@ -6,8 +7,9 @@ import asyncio
 import pytest
 
 from mss.db.engine import create_engine, sessionmaker, upgrade
-from mss.delivery import GroupCommitter
-from mss.store import NewMessage, OuterHeaders, Store, StoreError
+from mss.records import NewMessage, OuterHeaders
+from mss.refusals import Reason, Refusal
+from mss.store import Store
 from support import create_pg_database, drop_pg_database
 
 
@@ -20,7 +22,9 @@ async def store(backend, tmp_path):
         url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     await upgrade(url)
     engine = create_engine(url)
-    yield Store(sessionmaker(engine))
+    store = Store(sessionmaker(engine))
+    yield store
+    await store.close()
     await engine.dispose()
     if pg_name:
         await asyncio.to_thread(drop_pg_database, pg_name)
@@ -37,7 +41,7 @@ async def test_uids_are_consecutive_and_counters_advance(store: Store):
     assert info.name == "INBOX" and info.exists == 3 and info.uidnext == 4 and info.unseen == 3
     more = await store.write([item("a@x.test", 9)])
     assert more[0].uid == 4 and more[0].uidvalidity == refs[0].uidvalidity
-    metas = await store.messages(info.id)
+    metas = await store.messages("a@x.test", info.id)
     assert [m.uid for m in metas] == [1, 2, 3, 4]
     assert len({m.modseq for m in metas}) == 4
 
@@ -45,13 +49,13 @@ async def test_uids_are_consecutive_and_counters_advance(store: Store):
 async def test_flags_bump_modseq_and_expunge_removes_only_deleted(store: Store):
     refs = await store.write([item("b@x.test", i) for i in range(3)])
     fid = refs[0].folder_id
-    before = {m.uid: m.modseq for m in await store.messages(fid)}
-    changed = await store.set_flags(fid, [1, 2], {"\\Seen", "\\Deleted"}, "add")
+    before = {m.uid: m.modseq for m in await store.messages("b@x.test", fid)}
+    changed = await store.set_flags("b@x.test", fid, [1, 2], {"\\Seen", "\\Deleted"}, "add")
     assert all("\\Deleted" in m.flags for m in changed)
     assert all(m.modseq > before[m.uid] for m in changed)
-    await store.set_flags(fid, [2], {"\\Deleted"}, "remove")
-    assert await store.expunge(fid) == [1]
-    assert [m.uid for m in await store.messages(fid)] == [2, 3]
+    await store.set_flags("b@x.test", fid, [2], {"\\Deleted"}, "remove")
+    assert await store.expunge("b@x.test", fid) == [1]
+    assert [m.uid for m in await store.messages("b@x.test", fid)] == [2, 3]
     assert (await store.get_folder("b@x.test", "INBOX")).unseen == 1
 
 
@@ -60,57 +64,70 @@ async def test_folders_are_per_mailbox_and_inbox_cannot_be_deleted(store: Store)
     names = {f.name for f in await store.list_folders("c@x.test")}
     assert {"INBOX", "Sent", "Drafts", "Trash"} <= names
     await store.create_folder("c@x.test", "Patients/2026")
-    with pytest.raises(StoreError):
+    with pytest.raises(Refusal) as err:
         await store.create_folder("c@x.test", "Patients/2026")
-    with pytest.raises(StoreError):
+    assert err.value.reason is Reason.FOLDER_EXISTS
+    with pytest.raises(Refusal) as err:
         await store.delete_folder("c@x.test", "INBOX")
+    assert err.value.reason is Reason.CANNOT
     assert await store.get_folder("d@x.test", "Patients/2026") is None
-    with pytest.raises(StoreError):
+    with pytest.raises(Refusal) as err:
         await store.write([item("c@x.test", 1, folder="Nope")])
+    assert err.value.reason is Reason.NO_SUCH_FOLDER
 
 
 async def test_group_commit_batches_concurrent_writers(store: Store):
-    gc = GroupCommitter(store, max_batch=64, wait_ms=5)
-    gc.start()
-    calls = 0
-    real = store.write
-
-    async def counting(batch):
-        nonlocal calls
-        calls += 1
-        return await real(batch)
-
-    store.write = counting
-    try:
-        results = await asyncio.gather(*(gc.write([item("e@x.test", i)]) for i in range(40)))
-    finally:
-        await gc.stop()
-        store.write = real
+    results = await asyncio.gather(*(store.write([item("e@x.test", i)]) for i in range(40)))
     uids = sorted(r[0].uid for r in results)
     assert uids == list(range(1, 41))
-    assert calls < 40  # several sessions shared a transaction
+    assert store.commit.operations == 40
+    assert store.commit.commits < 40  # several sessions shared a transaction
 
 
-async def test_group_commit_isolates_a_failing_message(store: Store):
-    gc = GroupCommitter(store, max_batch=64, wait_ms=5)
-    gc.start()
-    try:
-        good = [gc.write([item("f@x.test", i)]) for i in range(3)]
-        bad = gc.write([item("f@x.test", 99, folder="Missing")])
-        results = await asyncio.gather(*good, bad, return_exceptions=True)
-    finally:
-        await gc.stop()
-    assert isinstance(results[-1], StoreError)
+async def test_a_lone_writer_is_committed_at_once(store: Store):
+    """No timer: a write that finds nothing in flight is its own batch, at once."""
+    await store.write([item("e2@x.test", 0)])
+    commits = store.commit.commits
+    for i in range(5):
+        await store.write([item("e2@x.test", i + 1)])
+    assert store.commit.commits == commits + 5
+
+
+async def test_every_kind_of_write_shares_the_group_commit(store: Store):
+    box = "e3@x.test"
+    await store.write([item(box, i) for i in range(4)])
+    inbox = (await store.get_folder(box, "INBOX")).id
+    trash = (await store.get_folder(box, "Trash")).id
+    ops = [
+        store.set_flags(box, inbox, [1], {"\\Seen"}, "add"),
+        store.set_flags(box, inbox, [2], {"$Label"}, "add"),
+        store.copy(box, inbox, [3], trash),
+        store.move(box, inbox, [4], trash),
+        store.write([item(box, 9)]),
+        store.create_folder(box, "Archive"),
+    ]
+    before = store.commit.commits
+    await asyncio.gather(*ops)
+    assert store.commit.commits - before < len(ops)
+    assert [m.uid for m in await store.messages(box, inbox)] == [1, 2, 3, 5]
+    assert len(await store.messages(box, trash)) == 2
+
+
+async def test_group_commit_isolates_a_failing_write(store: Store):
+    good = [store.write([item("f@x.test", i)]) for i in range(3)]
+    bad = store.write([item("f@x.test", 99, folder="Missing")])
+    results = await asyncio.gather(*good, bad, return_exceptions=True)
+    assert isinstance(results[-1], Refusal) and results[-1].reason is Reason.NO_SUCH_FOLDER
     assert sorted(r[0].uid for r in results[:-1]) == [1, 2, 3]
 
 
 async def test_keywords_that_contain_deleted_or_seen_are_not_mistaken_for_them(store: Store):
     refs = await store.write([item("g@x.test", i) for i in range(3)])
     fid = refs[0].folder_id
-    await store.set_flags(fid, [1], {"$NotDeleted", "Deleted", "NotSeen"}, "add")
-    await store.set_flags(fid, [2], {"\\Deleted"}, "add")
-    assert await store.expunge(fid) == [2]
-    assert [m.uid for m in await store.messages(fid)] == [1, 3]
+    await store.set_flags("g@x.test", fid, [1], {"$NotDeleted", "Deleted", "NotSeen"}, "add")
+    await store.set_flags("g@x.test", fid, [2], {"\\Deleted"}, "add")
+    assert await store.expunge("g@x.test", fid) == [2]
+    assert [m.uid for m in await store.messages("g@x.test", fid)] == [1, 3]
     assert (await store.get_folder("g@x.test", "INBOX")).unseen == 2
 
 
@@ -118,8 +135,8 @@ async def test_concurrent_flag_changes_are_all_kept(store: Store):
     refs = await store.write([item("h@x.test", 0)])
     fid = refs[0].folder_id
     keywords = [f"k{i}" for i in range(12)]
-    await asyncio.gather(*(store.set_flags(fid, [1], {k}, "add") for k in keywords))
-    (meta,) = await store.messages(fid)
+    await asyncio.gather(*(store.set_flags("h@x.test", fid, [1], {k}, "add") for k in keywords))
+    (meta,) = await store.messages("h@x.test", fid)
     assert set(keywords) <= meta.flags
 
 
@@ -127,20 +144,20 @@ async def test_move_is_one_transaction_and_keeps_the_ciphertext(store: Store):
     refs = await store.write([item("i@x.test", i) for i in range(3)])
     src = refs[0].folder_id
     dest = (await store.get_folder("i@x.test", "Trash")).id
-    pairs = await store.move(src, [1, 3], dest)
+    pairs = await store.move("i@x.test", src, [1, 3], dest)
     assert [p[0] for p in pairs] == [1, 3]
-    assert [m.uid for m in await store.messages(src)] == [2]
-    moved = await store.content(dest, [p[1] for p in pairs])
+    assert [m.uid for m in await store.messages("i@x.test", src)] == [2]
+    moved = await store.content("i@x.test", dest, [p[1] for p in pairs])
     assert sorted(moved.values()) == [b"ciphertext-0", b"ciphertext-2"]
-    with pytest.raises(StoreError):
-        await store.move(src, [2], src)
+    with pytest.raises(Refusal):
+        await store.move("i@x.test", src, [2], src)
 
 
 async def test_first_use_of_a_mailbox_from_many_sessions_at_once(store: Store):
     """A login and deliveries racing to create a new mailbox's folders all succeed."""
     results = await asyncio.gather(
         *(store.write([item("new@x.test", i)]) for i in range(6)),
-        *(store.list_folders("new@x.test") for _ in range(3)),
+        *(store.ensure_default_folders("new@x.test") for _ in range(3)),
         return_exceptions=True,
     )
     assert not [r for r in results if isinstance(r, Exception)], results
@@ -158,34 +175,91 @@ async def test_crossing_moves_and_deliveries_do_not_deadlock(store: Store):
     await store.write([item(box, i) for i in range(40)] + [item(box, 100 + i, folder="Sent") for i in range(40)])
     inbox = (await store.get_folder(box, "INBOX")).id
     sent = (await store.get_folder(box, "Sent")).id
-    inbox_uids = [m.uid for m in await store.messages(inbox)]
-    sent_uids = [m.uid for m in await store.messages(sent)]
+    inbox_uids = [m.uid for m in await store.messages(box, inbox)]
+    sent_uids = [m.uid for m in await store.messages(box, sent)]
     ops = []
     for i in range(20):
-        ops.append(store.move(inbox, [inbox_uids[i]], sent))
-        ops.append(store.move(sent, [sent_uids[i]], inbox))
+        ops.append(store.move(box, inbox, [inbox_uids[i]], sent))
+        ops.append(store.move(box, sent, [sent_uids[i]], inbox))
         ops.append(store.write([item(box, 200 + i, folder="Sent"), item(box, 300 + i)]))
     results = await asyncio.gather(*ops, return_exceptions=True)
     errors = [r for r in results if isinstance(r, Exception)]
     assert not errors, errors[:3]
-    total = len(await store.messages(inbox)) + len(await store.messages(sent))
+    total = len(await store.messages(box, inbox)) + len(await store.messages(box, sent))
     assert total == 80 + 40
 
 
 async def test_a_commit_cut_short_by_shutdown_fails_its_sessions_instead_of_stranding_them(store: Store):
     never = asyncio.Event()
+    real = store._write
 
-    async def hanging_write(batch):
+    async def hanging_write(s, batch):
         await never.wait()
 
-    gc = GroupCommitter(store, max_batch=8, wait_ms=1)
-    gc.start()
-    store.write = hanging_write
+    store._write = hanging_write
     try:
-        waiting = [asyncio.create_task(gc.write([item("j@x.test", i)])) for i in range(3)]
+        waiting = [asyncio.create_task(store.write([item("j@x.test", i)])) for i in range(3)]
         await asyncio.sleep(0.05)
-        await gc.stop(timeout=0.2)
+        await store.commit.stop(timeout=0.2)
         results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
     finally:
-        del store.write
+        store._write = real
     assert all(isinstance(r, RuntimeError) and "stopping" in str(r) for r in results), results
+    with pytest.raises(RuntimeError, match="stopping"):
+        await store.write([item("j@x.test", 9)])
+
+
+async def test_uidvalidity_only_grows_even_for_a_recreated_folder(store: Store):
+    """RFC 9051 2.3.1.1: a folder created again under a name used before gets a greater
+    UIDVALIDITY, whatever the clock says (it comes from a counter)."""
+    box = "k@x.test"
+    await store.ensure_default_folders(box)
+    first = await store.create_folder(box, "Patients")
+    await store.delete_folder(box, "Patients")
+    again = await store.create_folder(box, "Patients")
+    other = await store.create_folder("l@x.test", "Patients")
+    assert first.uidvalidity < again.uidvalidity < other.uidvalidity
+    values = [f.uidvalidity for f in await store.list_folders(box)]
+    assert len(set(values)) == len(values)
+
+
+async def test_system_flags_are_columns_and_keywords_rows(store: Store):
+    from sqlalchemy import text
+
+    box = "m@x.test"
+    (ref,) = await store.write([NewMessage(box, "INBOX", b"c", OuterHeaders(), frozenset({"\\Seen", "$Forwarded"}))])
+    await store.set_flags(box, ref.folder_id, [ref.uid], {"\\Flagged", "Work"}, "add")
+    async with store.sessions() as s:
+        row = (await s.execute(text("SELECT seen, flagged, deleted FROM message WHERE uid = :u AND folder_id = :f"),
+                               {"u": ref.uid, "f": ref.folder_id})).one()
+        words = sorted((await s.execute(text("SELECT keyword FROM message_keyword"))).scalars())
+    assert tuple(bool(v) for v in row) == (True, True, False)
+    assert words == ["$Forwarded", "Work"]
+    await store.set_flags(box, ref.folder_id, [ref.uid], {"\\Seen"}, "replace")
+    (meta,) = await store.messages(box, ref.folder_id)
+    assert meta.flags == frozenset({"\\Seen"})
+    async with store.sessions() as s:
+        assert (await s.execute(text("SELECT count(*) FROM message_keyword"))).scalar_one() == 0
+
+
+async def test_a_folder_id_of_another_mailbox_matches_nothing(store: Store):
+    """The store checks every folder id against the mailbox named with it, in SQL."""
+    (ref,) = await store.write([item("victim@x.test", 0)])
+    await store.ensure_default_folders("mallory@x.test")
+    fid = ref.folder_id
+    assert await store.messages("mallory@x.test", fid) == []
+    assert await store.content("mallory@x.test", fid, [ref.uid]) == {}
+    assert await store.headers("mallory@x.test", fid, [ref.uid]) == {}
+    assert await store.folder_state("mallory@x.test", fid) is None
+    mallory_inbox = (await store.get_folder("mallory@x.test", "INBOX")).id
+    for attempt in (
+        store.set_flags("mallory@x.test", fid, [ref.uid], {"\\Deleted"}, "add"),
+        store.expunge("mallory@x.test", fid),
+        store.copy("mallory@x.test", fid, [ref.uid], mallory_inbox),
+        store.move("mallory@x.test", fid, [ref.uid], mallory_inbox),
+    ):
+        with pytest.raises(Refusal) as err:
+            await attempt
+        assert err.value.reason is Reason.NO_SUCH_FOLDER
+    (meta,) = await store.messages("victim@x.test", fid)
+    assert meta.flags == frozenset() and await store.messages("mallory@x.test", mallory_inbox) == []

@@ -21,6 +21,7 @@ import binascii
 import logging
 
 from mss.errors import AuthenticationFailed
+from mss.refusals import Refusal
 from mss import sasl
 
 from imap.protocol.commands import Command
@@ -143,17 +144,17 @@ async def _bearer(session, cmd: Command, mechanism: str, message: bytes) -> list
 
 
 async def _succeed(session, cmd: Command, principal) -> list[Response]:
-    mailbox = principal.default_mailbox
-    if not mailbox:
-        return _failed(session, cmd, "No mailbox for this certificate", "AUTHORIZATIONFAILED")
-    # Idempotent: a mailbox's special-use folders exist from its first session on.
-    await session.core.store.ensure_default_folders(mailbox)
-    session.authenticated(principal, mailbox)
+    try:
+        handle = await session.core.mail.open(principal)
+    except Refusal as exc:
+        log.warning("imap login refused peer=%s id=%s reason=%r", session.peer, principal.identifier, exc.log)
+        return _failed(session, cmd, exc.public, "AUTHORIZATIONFAILED")
+    session.authenticated(principal, handle)
     log.info(
         "imap login peer=%s mechanism=%s kind=%s id=%s mailbox=%s",
-        session.peer, principal.mechanism, principal.kind, principal.identifier, mailbox,
+        session.peer, principal.mechanism, principal.kind, principal.identifier, handle.address,
     )
-    return [ok(cmd.tag, f"Authenticated; mailbox {mailbox}", "CAPABILITY " + " ".join(session.capabilities()))]
+    return [ok(cmd.tag, f"Authenticated; mailbox {handle.address}", "CAPABILITY " + " ".join(session.capabilities()))]
 
 
 def _failed(session, cmd: Command, text: str, code: str) -> list:

@@ -48,15 +48,15 @@ async def fetch(session, cmd: Command) -> list[Response]:
     if cmd.uid and not any(a.name == "UID" for a in atts):
         atts.insert(0, FetchAtt("UID"))  # RFC 9051 6.4.9: UID FETCH always returns UID
     targets = view.resolve(cmd["set"], cmd.uid)
-    store = session.core.store
-    metas = {m.uid: m for m in await store.messages(view.id)}
+    box = session.box
+    metas = {m.uid: m for m in await box.messages(view.info)}
     targets = [(s, u) for s, u in targets if u in metas]  # expunged, not yet announced
 
     # RFC 9051 6.4.5: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \Seen.
     if not view.readonly and any(_sets_seen(a) for a in atts):
         unseen = [u for _, u in targets if "\\Seen" not in metas[u].flags]
         if unseen:
-            for m in await store.set_flags(view.id, unseen, {"\\Seen"}, "add"):
+            for m in await box.set_flags(view.info, unseen, {"\\Seen"}, "add"):
                 metas[m.uid] = m
             flags_changed = set(unseen)
         else:
@@ -71,7 +71,7 @@ async def fetch(session, cmd: Command) -> list[Response]:
     want_content = any(_needs_content(a) for a in atts)
     for i in range(0, len(targets), _CHUNK):
         chunk = targets[i : i + _CHUNK]
-        contents = await store.content(view.id, [u for _, u in chunk]) if want_content else {}
+        contents = await box.content(view.info, [u for _, u in chunk]) if want_content else {}
         for seq, uid in chunk:
             raw = contents.get(uid)
             if want_content and raw is None:

@@ -2,33 +2,23 @@
 CREATE, DELETE, RENAME, SUBSCRIBE/UNSUBSCRIBE, LIST/LSUB (RFC 9051 6.3; RFC 6154
 SPECIAL-USE; RFC 3348 CHILDREN), STATUS.
 
-A session sees the folders of the one mailbox it is bound to, in a personal namespace
-with "/" as hierarchy delimiter. (IMAP "mailbox" in the RFCs is our `Folder`.)
+A session sees the folders of the one mailbox it is bound to (its `MailboxHandle`), in a
+personal namespace with "/" as hierarchy delimiter. (IMAP "mailbox" in the RFCs is our
+`Folder`.) Folder names are checked, and RENAME carried out with its inferiors in one
+transaction, by the core; refusals come back as `Refusal` and the dispatcher answers them.
 """
 from __future__ import annotations
 
 import logging
 
-from mss.store import StoreError, canonical_folder_name
+from mss.records import DELIMITER, canonical_folder_name
 
 from imap.flags import SYSTEM_FLAGS
 from imap.protocol.commands import Command
 from imap.protocol.response import Atom, Data, Response, bad, no, ok
 from imap.view import FolderView, flag_list
 
-DELIMITER = "/"
 log = logging.getLogger("mss.imap")
-
-
-def check_name(name: str) -> str | None:
-    """Why a new folder name is refused, or None."""
-    if not name or len(name) > 255:
-        return "Folder name must be 1 to 255 characters"
-    if any(c in name for c in "*%") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        return "Folder name contains a character that is not allowed"
-    if name.startswith(DELIMITER) or DELIMITER * 2 in name:
-        return "Folder name has an empty hierarchy level"
-    return None
 
 
 async def namespace(session, cmd: Command) -> list[Response]:
@@ -39,11 +29,11 @@ async def select(session, cmd: Command) -> list[Response]:
     readonly = cmd.name == "EXAMINE"
     if session.view is not None:
         session.deselected()  # RFC 9051 6.3.2: a failed SELECT leaves no folder selected
-    store = session.core.store
-    info = await store.get_folder(session.mailbox, cmd["mailbox"])
+    box = session.box
+    info = await box.folder(cmd["mailbox"])
     if info is None:
         return [no(cmd.tag, f"No folder {cmd['mailbox']}", "NONEXISTENT")]
-    metas = await store.messages(info.id)
+    metas = await box.messages(info)
     view = FolderView(info, metas, readonly)
     keywords = sorted({f for m in metas for f in m.flags if not f.startswith("\\")})
     flags = flag_list(SYSTEM_FLAGS) + [Atom(k) for k in keywords]
@@ -73,98 +63,35 @@ async def close(session, cmd: Command) -> list[Response]:
     view = session.view
     if cmd.name == "CLOSE" and not view.readonly:
         # RFC 9051 6.4.1: CLOSE expunges silently.
-        await session.core.store.expunge(view.id)
+        await session.box.expunge(view.info)
     session.deselected()
     return [ok(cmd.tag, f"{cmd.name} completed")]
 
 
 async def create(session, cmd: Command) -> list[Response]:
+    # RFC 9051 6.3.4: a trailing delimiter declares the intent to create names under it.
     name = cmd["mailbox"].rstrip(DELIMITER) if cmd["mailbox"] != DELIMITER else ""
-    why = check_name(name)
-    if why:
-        return [no(cmd.tag, why, "CANNOT")]
-    store = session.core.store
-    if await store.get_folder(session.mailbox, name) is not None:
-        return [no(cmd.tag, f"Folder {name} already exists", "ALREADYEXISTS")]
-    await store.create_folder(session.mailbox, name)
+    await session.box.create_folder(name)
     return [ok(cmd.tag, "CREATE completed")]
 
 
 async def delete(session, cmd: Command) -> list[Response]:
     name = canonical_folder_name(cmd["mailbox"])  # INBOX is case-insensitive (RFC 9051 5.1)
-    if name == "INBOX":
-        return [no(cmd.tag, "INBOX cannot be deleted", "CANNOT")]
-    store = session.core.store
-    info = await store.get_folder(session.mailbox, name)
-    if info is None:
-        return [no(cmd.tag, f"No folder {name}", "NONEXISTENT")]
-    if session.view is not None and session.view.id == info.id:
+    if session.view is not None and session.view.info.name == name:
         return [no(cmd.tag, "Cannot delete the selected folder; CLOSE it first", "INUSE")]
-    await store.delete_folder(session.mailbox, info.name)
+    await session.box.delete_folder(name)
     return [ok(cmd.tag, "DELETE completed")]
 
 
 async def rename(session, cmd: Command) -> list[Response]:
-    """RFC 9051 6.3.6, inferior names included. The store renames one folder per
-    transaction, so every target name is checked first, and a failure half-way renames
-    back what was already renamed: the client gets NO and the tree as it was."""
-    old = canonical_folder_name(cmd["mailbox"])
-    new = canonical_folder_name(cmd["new"].rstrip(DELIMITER))
-    if old == "INBOX" or new == "INBOX":
-        return [no(cmd.tag, "Renaming INBOX is not supported", "CANNOT")]
-    why = check_name(new)
-    if why:
-        return [no(cmd.tag, why, "CANNOT")]
-    store = session.core.store
-    folders = await store.list_folders(session.mailbox)
-    names = {f.name for f in folders}
-    if old not in names:
-        return [no(cmd.tag, f"No folder {old}", "NONEXISTENT")]
-    if new in names:
-        return [no(cmd.tag, f"Folder {new} already exists", "ALREADYEXISTS")]
-    prefix = old + DELIMITER
-    if new.startswith(prefix):
-        return [no(cmd.tag, "Cannot rename a folder into itself", "CANNOT")]
-    moves = [(old, new)] + [
-        (n, new + DELIMITER + n[len(prefix):]) for n in sorted(names) if n.startswith(prefix)
-    ]
-    for _, target in moves[1:]:
-        if target in names:
-            return [no(cmd.tag, f"Folder {target} already exists", "ALREADYEXISTS")]
-        why = check_name(target)
-        if why:
-            return [no(cmd.tag, f"{target}: {why}", "CANNOT")]
-    done: list[tuple[str, str]] = []
-    try:
-        for src, dst in moves:
-            await store.rename_folder(session.mailbox, src, dst)
-            done.append((src, dst))
-    except StoreError as exc:
-        undone = await _rename_back(session, done)
-        if undone:
-            return [no(cmd.tag, f"RENAME failed, nothing was renamed: {exc}", "CANNOT")]
-        return [no(cmd.tag, f"RENAME failed and was only partly undone: {exc}", "SERVERBUG")]
+    """RFC 9051 6.3.6, inferior names included: the core renames them all in one
+    transaction, so the client gets OK and the new tree, or NO and the tree as it was."""
+    await session.box.rename_folder(cmd["mailbox"], cmd["new"].rstrip(DELIMITER))
     return [ok(cmd.tag, "RENAME completed")]
 
 
-async def _rename_back(session, done: list[tuple[str, str]]) -> bool:
-    ok_ = True
-    for src, dst in reversed(done):
-        try:
-            await session.core.store.rename_folder(session.mailbox, dst, src)
-        except StoreError as exc:
-            ok_ = False
-            log.error(
-                "imap rename undo failed peer=%s mailbox=%s folder=%s error=%s", session.peer, session.mailbox, dst, exc
-            )
-    return ok_
-
-
 async def subscribe(session, cmd: Command) -> list[Response]:
-    info = await session.core.store.get_folder(session.mailbox, cmd["mailbox"])
-    if info is None:
-        return [no(cmd.tag, f"No folder {cmd['mailbox']}", "NONEXISTENT")]
-    await session.core.store.set_subscribed(session.mailbox, info.name, cmd.name == "SUBSCRIBE")
+    await session.box.subscribe(cmd["mailbox"], cmd.name == "SUBSCRIBE")
     return [ok(cmd.tag, f"{cmd.name} completed")]
 
 
@@ -248,7 +175,7 @@ async def list_(session, cmd: Command) -> list[Response]:
     full = [reference + p for p in patterns]
     if len(patterns) > MAX_PATTERNS or any(len(p) > MAX_PATTERN for p in full):
         return [bad(cmd.tag, f"At most {MAX_PATTERNS} patterns of at most {MAX_PATTERN} characters")]
-    folders = await session.core.store.list_folders(session.mailbox)
+    folders = await session.box.folders()
     by_name = {f.name: f for f in folders}
     # Parents that do not exist themselves appear as \Noselect (a/b without a).
     names = set(by_name)
@@ -281,13 +208,12 @@ async def list_(session, cmd: Command) -> list[Response]:
 
 
 async def status(session, cmd: Command) -> list[Response]:
-    store = session.core.store
-    info = await store.get_folder(session.mailbox, cmd["mailbox"])
+    info = await session.box.folder(cmd["mailbox"])
     if info is None:
         return [no(cmd.tag, f"No folder {cmd['mailbox']}", "NONEXISTENT")]
-    metas = None
+    metas = []
     if {"SIZE", "DELETED"} & set(cmd["items"]):
-        metas = await store.messages(info.id)
+        metas = await session.box.messages(info)
     values = {
         "MESSAGES": lambda: info.exists,
         "RECENT": lambda: 0,

@@ -124,14 +124,14 @@ async def search(session, cmd: Command) -> list[Response]:
         return [no(cmd.tag, f"Unsupported charset {charset}", "BADCHARSET (UTF-8 US-ASCII)")]
     view = session.view
     key = cmd["key"]
-    store = session.core.store
-    metas = {m.uid: m for m in await store.messages(view.id)}
+    box = session.box
+    metas = {m.uid: m for m in await box.messages(view.info)}
     pairs = [(i, u) for i, u in enumerate(view.uids, 1) if u in metas]
     ops = list(_walk(key))
     needs_headers = any(k[0] in ("HEADER", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE") for k in ops)
-    headers = await store.headers(view.id, [u for _, u in pairs]) if needs_headers else {}
+    headers = await box.headers(view.info, [u for _, u in pairs]) if needs_headers else {}
     uncommon = any(k[0] == "HEADER" and k[1] not in _OUTER for k in ops)
-    contents = await store.content(view.id, [u for _, u in pairs]) if uncommon else {}
+    contents = await box.content(view.info, [u for _, u in pairs]) if uncommon else {}
 
     def load(uid: int):
         raw = contents.get(uid)

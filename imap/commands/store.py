@@ -21,7 +21,7 @@ async def store(session, cmd: Command) -> list[Response]:
     if not targets:
         return [ok(cmd.tag, f"{cmd.full_name} completed")]
     seq_of = {u: s for s, u in targets}
-    changed = await session.core.store.set_flags(view.id, list(seq_of), set(flags), cmd["mode"])
+    changed = await session.box.set_flags(view.info, list(seq_of), set(flags), cmd["mode"])
     view.note_flags(changed)
     out: list[Response] = []
     if not cmd["silent"]:
@@ -43,7 +43,7 @@ async def expunge(session, cmd: Command) -> list[Response]:
         uids = [u for _, u in view.resolve(cmd["set"], True)]
         if not uids:
             return [ok(cmd.tag, "UID EXPUNGE completed")]
-    gone = await session.core.store.expunge(view.id, uids)
+    gone = await session.box.expunge(view.info, uids)
     return view.note_expunged(gone) + [ok(cmd.tag, f"{cmd.full_name} completed")]
 
 
@@ -54,8 +54,8 @@ async def copy(session, cmd: Command) -> list[Response]:
         return [no(cmd.tag, "Folder is read-only (EXAMINE)", "READ-ONLY")]
     if not cmd.uid and view.seq_out_of_range(cmd["set"]):
         return [bad(cmd.tag, "Invalid message sequence number")]
-    store = session.core.store
-    dest = await store.get_folder(session.mailbox, cmd["mailbox"])
+    box = session.box
+    dest = await box.folder(cmd["mailbox"])
     if dest is None:
         return [no(cmd.tag, f"No folder {cmd['mailbox']}", "TRYCREATE")]
     if move and dest.id == view.id:
@@ -64,7 +64,7 @@ async def copy(session, cmd: Command) -> list[Response]:
     if not uids:
         return [ok(cmd.tag, f"{cmd.full_name} completed")]
     # MOVE is one store transaction (RFC 6851 3.3: never in both folders, never in neither).
-    pairs = await (store.move if move else store.copy)(view.id, uids, dest.id)
+    pairs = await (box.move if move else box.copy)(view.info, uids, dest)
     code = None
     if pairs:
         code = (

@@ -1,10 +1,15 @@
-"""Store tables: folders and messages. `mss.store` is the only writer of these rows."""
+"""Store tables: folders, messages, their keywords, and the store's counters.
+
+`mss.store` is the only writer of these rows.
+"""
+
 from __future__ import annotations
 
 from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -13,12 +18,27 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     """Metadata of the store's tables."""
+
+
+_BIGID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class StoreCounter(Base):
+    """Store-wide counters. `uidvalidity`: the last UIDVALIDITY given to a folder, so a
+    folder created later (a name reused included) always gets a greater one (RFC 9051
+    2.3.1.1) whatever the clock does."""
+
+    __tablename__ = "store_counter"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
 
 
 class Folder(Base):
@@ -46,16 +66,22 @@ class Message(Base):
     """One stored message: its ciphertext (an S/MIME message) and the clear outer headers.
 
     The outer header columns hold only what routing and threading need (DESIGN.md,
-    header protection) so that IMAP SEARCH and ENVELOPE work without a private key.
+    header protection) so that IMAP SEARCH and ENVELOPE work without a private key. The
+    system flags (RFC 9051 2.3.2) are columns, so "unseen" and "deleted" are plain
+    predicates; keywords live in `message_keyword`.
     """
 
     __tablename__ = "message"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(_BIGID, primary_key=True, autoincrement=True)
     folder_id: Mapped[int] = mapped_column(ForeignKey("folder.id", ondelete="CASCADE"))
     uid: Mapped[int] = mapped_column(BigInteger)
     modseq: Mapped[int] = mapped_column(BigInteger)
-    flags: Mapped[str] = mapped_column(Text, default="")
+    seen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    answered: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    draft: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     internaldate: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     size: Mapped[int] = mapped_column(Integer)
     content: Mapped[bytes] = mapped_column(LargeBinary)
@@ -72,11 +98,10 @@ class Message(Base):
     )
 
 
-class MailEvent(Base):
-    """A change in a folder, for IDLE sessions on other nodes (polled or NOTIFY-woken)."""
+class MessageKeyword(Base):
+    """A keyword (RFC 9051 2.3.2: `$Forwarded`, `$MDNSent`, user labels) set on a message."""
 
-    __tablename__ = "mail_event"
+    __tablename__ = "message_keyword"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    folder_id: Mapped[int] = mapped_column(Integer, index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    message_id: Mapped[int] = mapped_column(_BIGID, ForeignKey("message.id", ondelete="CASCADE"), primary_key=True)
+    keyword: Mapped[str] = mapped_column(String(255), primary_key=True)

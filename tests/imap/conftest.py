@@ -1,23 +1,49 @@
 """Fixtures for the sans-IO IMAP tests: a core made of the real `Store` (SQLite in a temp
-folder) and `Events`, with stand-ins (`imap_fakes`) only for what needs the PKI."""
+folder), `Events` and `MailAccess`, with stand-ins (`imap_fakes`) only for what needs the
+PKI: certificate checks and encryption."""
 from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
+from dataclasses import dataclass
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from imap_fakes import ALICE_CERT, Driver, FakeAuth, FakeMailboxes  # noqa: E402
+from imap_fakes import ALICE_CERT, Driver, FakeAuth, FakeSealer  # noqa: E402
 from mss.config import Settings  # noqa: E402
 from mss.db.engine import create_engine, sessionmaker  # noqa: E402
 from mss.db.models import Base  # noqa: E402
 from mss.events import Events  # noqa: E402
+from mss.mailaccess import MailAccessService  # noqa: E402
 from mss.message import outer_headers  # noqa: E402
-from mss.store import NewMessage, Store  # noqa: E402
+from mss.records import NewMessage, StoredRef  # noqa: E402
+from mss.store import Store  # noqa: E402
+
+
+@dataclass
+class ImapTestCore:
+    """The services the IMAP front end is given (`mss.services.ImapServices`), plus the
+    store and the sealer for the tests to look behind them."""
+
+    settings: Settings
+    store: Store
+    events: Events
+    auth: FakeAuth
+    sealer: FakeSealer
+    mail: MailAccessService
+
+    def server_ssl_context(self):  # pragma: no cover - the sans-IO tests have no sockets
+        raise NotImplementedError
+
+    async def deliver(self, mailbox: str, raw: bytes, folder: str = "INBOX", flags=(), when=None) -> StoredRef:
+        refs = await self.store.write(
+            [NewMessage(mailbox, folder, raw, outer_headers(raw), frozenset(flags),
+                        when or datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc))]
+        )
+        return refs[0]
 
 
 @pytest.fixture
@@ -27,16 +53,10 @@ async def core(tmp_path):
         await conn.run_sync(Base.metadata.create_all)
     events = Events()
     store = Store(sessionmaker(engine), events)
-    settings = Settings(domain="test.mss")
-    c = SimpleNamespace(settings=settings, store=store, events=events, auth=FakeAuth(), mailboxes=FakeMailboxes(store))
-
-    async def deliver(mailbox: str, raw: bytes, folder: str = "INBOX", flags=(), when=None):
-        refs = await store.write([NewMessage(mailbox, folder, raw, outer_headers(raw), frozenset(flags),
-                                             when or datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc))])
-        return refs[0]
-
-    c.deliver = deliver
+    sealer = FakeSealer()
+    c = ImapTestCore(Settings(domain="test.mss"), store, events, FakeAuth(), sealer, MailAccessService(store, sealer))
     yield c
+    await store.close()
     await engine.dispose()
 
 

@@ -3,13 +3,11 @@ a driver that speaks to a `Session` in bytes."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
 
 from mss.errors import AuthenticationFailed
 from mss.refusals import Reason, Refusal
 from mss.message import outer_headers
 from mss.principal import Principal
-from mss.store import NewMessage, Store
 
 ALICE = "alice@test.mss"
 BOB = "bob@test.mss"
@@ -68,24 +66,18 @@ class FakeAuth:
         return p
 
 
-class FakeMailboxes:
-    """Stands for `mss.mailboxes.Mailboxes.append`; "seals" by marking, refuses NOKEY."""
+class FakeSealer:
+    """Stands for `mss.mailboxes.Mailboxes.seal` (encryption needs the PKI): keeps the bytes
+    as they are, records them, and refuses NOKEY as a mailbox without a certificate."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self) -> None:
         self.appended: list[bytes] = []
 
-    async def append(self, principal, mailbox, folder, raw, flags=(), internaldate=None):
-        if not principal.may_use(mailbox):
-            raise PermissionError(mailbox)
+    async def seal(self, mailbox, raw, certs=None):
         if mailbox == NOKEY:
             raise Refusal(Reason.NO_ENCRYPTION_KEY, f"Mailbox <{mailbox}> has no valid encryption certificate")
         self.appended.append(raw)
-        refs = await self.store.write(
-            [NewMessage(mailbox, folder, raw, outer_headers(raw), frozenset(flags),
-                        internaldate or datetime.now(timezone.utc))]
-        )
-        return refs[0]
+        return raw, outer_headers(raw)
 
 
 def sample(subject: str = "Hello", frm: str = "Bob <bob@test.mss>", to: str = ALICE, body: str = "Body text\r\n",

@@ -11,7 +11,6 @@ from imap_fakes import ALICE, sample
 
 from imap.commands.mailbox import MAX_PATTERN, Pattern
 from imap.flags import check_flags
-from mss.store import StoreError
 
 
 # -- LIST patterns ---------------------------------------------------------------------------
@@ -103,24 +102,38 @@ async def test_rename_into_itself_is_refused(core, alice):
     assert "A" in await folder_names(core)
 
 
-async def test_rename_failure_half_way_is_undone(core, alice, monkeypatch):
+async def test_rename_is_one_transaction_a_failure_half_way_renames_nothing(core, alice, monkeypatch):
+    """RENAME moves a folder and its inferiors in one transaction: a database failure after
+    two of the three renames leaves the tree exactly as it was."""
     for name in ("A", "A/x", "A/y"):
         await alice.line(f"c CREATE {name}")
     before = await folder_names(core)
-    real = core.store.rename_folder
-    calls = []
+    real_run = core.store.commit.run
 
-    async def flaky(mailbox, old, new):
-        calls.append((old, new))
-        if len(calls) == 3:  # A -> B, A/x -> B/x done; A/y -> B/y fails
-            raise StoreError(f"folder {new} already exists")
-        await real(mailbox, old, new)
+    async def failing_third_update(locks, run):
+        async def wrapped(s):
+            real_execute, updates = s.execute, []
 
-    monkeypatch.setattr(core.store, "rename_folder", flaky)
+            async def execute(stmt, *a, **k):
+                if getattr(stmt, "is_update", False):
+                    updates.append(stmt)
+                    if len(updates) == 3:  # A -> B and A/x -> B/x are done
+                        raise OSError("disk failure during RENAME")
+                return await real_execute(stmt, *a, **k)
+
+            s.execute = execute
+            try:
+                return await run(s)
+            finally:
+                del s.execute
+
+        return await real_run(locks, wrapped)
+
+    monkeypatch.setattr(core.store.commit, "run", failing_third_update)
     out = await alice.line("r RENAME A B")
-    assert out.startswith("r NO [CANNOT]") and "nothing was renamed" in out
+    assert out.startswith("r NO [SERVERBUG]") and "nothing was changed" in out
     assert await folder_names(core) == before
-    monkeypatch.setattr(core.store, "rename_folder", real)
+    monkeypatch.setattr(core.store.commit, "run", real_run)
     assert (await alice.line("r RENAME A B")).startswith("r OK")
     names = await folder_names(core)
     assert {"B", "B/x", "B/y"} <= names and not {"A", "A/x", "A/y"} & names
@@ -146,7 +159,7 @@ async def test_store_and_append_accept_any_case_of_system_flags(core, alice):
     out = (await alice.send(b"c APPEND Drafts (\\draft) {%d+}\r\n" % len(raw) + raw + b"\r\n")).decode()
     assert "c OK" in out
     info = await core.store.get_folder(ALICE, "Drafts")
-    assert [m.flags for m in await core.store.messages(info.id)] == [frozenset({"\\Draft"})]
+    assert [m.flags for m in await core.store.messages(ALICE, info.id)] == [frozenset({"\\Draft"})]
 
 
 def test_append_does_not_reach_into_the_store_command_module():
@@ -166,9 +179,9 @@ async def test_move_is_one_store_call_with_rfc6851_responses(core, alice, monkey
     moves = []
     real_move = core.store.move
 
-    async def move(folder_id, uids, dest_id):
+    async def move(mailbox, folder_id, uids, dest_id):
         moves.append(list(uids))
-        return await real_move(folder_id, uids, dest_id)
+        return await real_move(mailbox, folder_id, uids, dest_id)
 
     async def forbidden(*a, **k):
         raise AssertionError("MOVE must be one Store.move transaction")
@@ -186,7 +199,7 @@ async def test_move_is_one_store_call_with_rfc6851_responses(core, alice, monkey
     out = await alice.line("u UID MOVE 5 Trash")
     assert re.search(r"\* OK \[COPYUID \d+ 5 3\]", out) and "* 3 EXPUNGE" in out
     trash = await core.store.get_folder(ALICE, "Trash")
-    metas = await core.store.messages(trash.id)
+    metas = await core.store.messages(ALICE, trash.id)
     assert [m.uid for m in metas] == [1, 2, 3] and metas[0].flags == frozenset({"\\Seen"})
     assert "* 2 EXISTS" in await alice.line("x SELECT INBOX")
 
@@ -197,7 +210,7 @@ async def test_failed_move_changes_nothing(core, alice, monkeypatch):
     await alice.line("s SELECT INBOX")
 
     async def broken(*a, **k):
-        raise StoreError("disk full")
+        raise OSError("disk full")
 
     monkeypatch.setattr(core.store, "move", broken)
     out = await alice.line("m MOVE 1:3 Trash")
@@ -216,9 +229,9 @@ async def test_resync_reads_the_message_list_only_when_the_folder_changed(core, 
     reads = []
     real = core.store.messages
 
-    async def messages(folder_id):
+    async def messages(mailbox, folder_id):
         reads.append(folder_id)
-        return await real(folder_id)
+        return await real(mailbox, folder_id)
 
     monkeypatch.setattr(core.store, "messages", messages)
     for i in range(3):

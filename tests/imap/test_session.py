@@ -280,7 +280,7 @@ async def test_append(core, alice):
     assert out == b"+ Ready for literal data\r\n"
     out = (await alice.send(raw + b"\r\n")).decode()
     assert re.search(r"a OK \[APPENDUID \d+ 1\]", out)
-    assert core.mailboxes.appended == [raw]
+    assert core.sealer.appended == [raw]
     out = await alice.line("s SELECT Drafts")
     assert "* 1 EXISTS" in out
     out = await alice.line("f FETCH 1 (FLAGS INTERNALDATE)")
@@ -296,7 +296,7 @@ async def test_append_to_mailbox_without_key_is_refused(make_session, core):
     await d.line(f"a AUTHENTICATE EXTERNAL {b64(NOKEY)}")
     out = (await d.send(b"b APPEND INBOX {2+}\r\nhi\r\n")).decode()
     assert out.startswith("b NO") and "encryption certificate" in out
-    assert (await core.store.messages((await core.store.get_folder(NOKEY, "INBOX")).id)) == []
+    assert (await core.store.messages(NOKEY, (await core.store.get_folder(NOKEY, "INBOX")).id)) == []
 
 
 async def test_idle_pushes_changes_until_done(core, alice):

@@ -112,10 +112,10 @@ def test_storage_failure_is_451_never_250(claire_session, deployment, smtp_serve
     total = smtp_server.total_stored()
     mark = smtp_server.log_mark()
 
-    async def broken_submit(envelope, raw, principal):
+    async def broken_deliver(principal, envelope, raw):
         raise OSError("disk on fire")
 
-    with smtp_server.patched(smtp_server.core.delivery, "submit", broken_submit):
+    with smtp_server.patched(smtp_server.core.submission, "deliver", broken_deliver):
         claire_session.mail(claire["address"])
         claire_session.rcpt(paul["address"])
         code, text = claire_session.data(message(claire["address"], paul["address"]))
@@ -128,11 +128,11 @@ def test_storage_failure_is_451_never_250(claire_session, deployment, smtp_serve
 def test_directory_failure_on_rcpt_is_451(claire_session, deployment, smtp_server):
     claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
 
-    async def broken(principal, address):
+    async def broken(address):
         raise RuntimeError("database unreachable")
 
     claire_session.mail(claire["address"])
-    with smtp_server.patched(smtp_server.core.delivery, "check_recipient", broken):
+    with smtp_server.patched(smtp_server.core.submission, "resolve", broken):
         code, text = claire_session.rcpt(paul["address"])
     assert code == 451 and text.startswith(b"4.3.0 ") and b"database" not in text
 

@@ -1,0 +1,146 @@
+"""`MailAccess`: a principal opens one of its mailboxes and gets a handle whose every method is
+already authorised (DESIGN.md, "Core services").
+
+The check happens once, at `open`, in the core, whatever the front end: a principal that may
+not use a mailbox never gets a handle for it. The handle then only accepts folders it handed
+out (their `mailbox` is the handle's), and the store checks each folder id against the
+mailbox again in SQL, so a folder id forged or kept from another session matches nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timezone
+
+from mss.events import FolderWatch
+from mss.mailboxes import Mailboxes
+from mss.principal import Principal
+from mss.records import FlagMode, FolderInfo, MessageMeta, NewMessage, OuterHeaders, StoredRef
+from mss.refusals import Reason, Refusal
+from mss.services import FolderState
+from mss.store import Store
+
+
+class Handle:
+    """A `mss.services.MailboxHandle` over the store, for one principal and one mailbox."""
+
+    def __init__(self, store: Store, sealer: Mailboxes, principal: Principal, address: str) -> None:
+        self._store = store
+        self._sealer = sealer
+        self._principal = principal
+        self._address = address
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def principal(self) -> Principal:
+        return self._principal
+
+    def _own(self, folder: FolderInfo) -> int:
+        """The folder's id, once it is known to be one of this mailbox's folders."""
+        if folder.mailbox != self._address:
+            raise Refusal(
+                Reason.NOT_ALLOWED,
+                "Not a folder of this mailbox",
+                f"{self._principal.identifier} on {self._address} named a folder of {folder.mailbox}",
+            )
+        return folder.id
+
+    async def folders(self) -> list[FolderInfo]:
+        return await self._store.list_folders(self._address)
+
+    async def folder(self, name: str) -> FolderInfo | None:
+        return await self._store.get_folder(self._address, name)
+
+    async def create_folder(self, name: str) -> FolderInfo:
+        return await self._store.create_folder(self._address, name)
+
+    async def delete_folder(self, name: str) -> None:
+        await self._store.delete_folder(self._address, name)
+
+    async def rename_folder(self, old: str, new: str) -> None:
+        await self._store.rename_folder(self._address, old, new)
+
+    async def subscribe(self, name: str, subscribed: bool) -> None:
+        await self._store.set_subscribed(self._address, name, subscribed)
+
+    async def folder_state(self, folder: FolderInfo) -> FolderState | None:
+        state = await self._store.folder_state(self._address, self._own(folder))
+        return FolderState(*state) if state else None
+
+    async def messages(self, folder: FolderInfo) -> list[MessageMeta]:
+        return await self._store.messages(self._address, self._own(folder))
+
+    async def headers(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, OuterHeaders]:
+        return await self._store.headers(self._address, self._own(folder), uids)
+
+    async def content(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, bytes]:
+        return await self._store.content(self._address, self._own(folder), uids)
+
+    async def set_flags(
+        self, folder: FolderInfo, uids: Sequence[int], flags: Iterable[str], mode: FlagMode
+    ) -> list[MessageMeta]:
+        return await self._store.set_flags(self._address, self._own(folder), uids, flags, mode)
+
+    async def expunge(self, folder: FolderInfo, uids: Sequence[int] | None = None) -> list[int]:
+        return await self._store.expunge(self._address, self._own(folder), uids)
+
+    async def copy(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]:
+        return await self._store.copy(self._address, self._own(folder), uids, self._own(dest))
+
+    async def move(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]:
+        return await self._store.move(self._address, self._own(folder), uids, self._own(dest))
+
+    async def append(
+        self, folder: str, raw: bytes, flags: Iterable[str] = (), internaldate: datetime | None = None
+    ) -> StoredRef:
+        """IMAP APPEND (RFC 9051 6.3.12): encrypted to the mailbox's keys, then stored
+        through the group committer like any delivery."""
+        info = await self._store.get_folder(self._address, folder)
+        if info is None:
+            raise Refusal(Reason.NO_SUCH_FOLDER, f"No folder {folder}")
+        sealed, headers = await self._sealer.seal(self._address, raw)
+        (ref,) = await self._store.write(
+            [
+                NewMessage(
+                    mailbox=self._address,
+                    folder=info.name,
+                    content=sealed,
+                    headers=headers,
+                    flags=frozenset(flags),
+                    internaldate=internaldate or datetime.now(timezone.utc),
+                )
+            ]
+        )
+        return ref
+
+    def watch(self, folder: FolderInfo) -> AbstractContextManager[FolderWatch]:
+        return self._store.events.watch(self._own(folder))
+
+
+class MailAccessService:
+    """`mss.services.MailAccess`: the one place that decides who opens which mailbox."""
+
+    def __init__(self, store: Store, sealer: Mailboxes) -> None:
+        self._store = store
+        self._sealer = sealer
+
+    def mailboxes(self, principal: Principal) -> list[str]:
+        return sorted(principal.mailboxes)
+
+    async def open(self, principal: Principal, mailbox: str | None = None) -> Handle:
+        address = (mailbox or principal.default_mailbox or "").lower()
+        if not address:
+            raise Refusal(Reason.NOT_ALLOWED, "No mailbox for this identity", f"{principal.identifier} has no mailbox")
+        if not principal.may_use(address):
+            raise Refusal(
+                Reason.NOT_ALLOWED,
+                "Not allowed to open this mailbox",
+                f"{principal.kind}:{principal.identifier} may not open {address}",
+            )
+        # A mailbox's special-use folders exist from its first session on (no write once they do).
+        await self._store.ensure_default_folders(address)
+        return Handle(self._store, self._sealer, principal, address)

@@ -1,0 +1,99 @@
+"""Migration 0004 converts a store written by earlier versions: flags text -> system flag
+columns + keyword rows, UIDVALIDITY counter above every value handed out; and back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import text
+
+from mss.db.engine import _alembic_config, create_engine, sessionmaker
+from mss.records import NewMessage, OuterHeaders
+from mss.store import Store
+from support import create_pg_database, drop_pg_database
+
+
+@pytest.fixture
+async def url(backend, tmp_path):
+    pg_name = None
+    if backend == "postgresql":
+        pg_name, url = await asyncio.to_thread(create_pg_database)
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    yield url
+    if pg_name:
+        await asyncio.to_thread(drop_pg_database, pg_name)
+
+
+def _alembic(url: str, verb: str, revision: str) -> None:
+    from alembic import command
+
+    getattr(command, verb)(_alembic_config(url), revision)
+
+
+OLD_ROWS = [
+    # uid, flags as the old schema kept them
+    (1, ""),
+    (2, "\\Seen"),
+    (3, "$Forwarded \\Answered \\Seen"),
+    (4, "$NotDeleted Work \\Deleted"),
+]
+
+
+async def test_0004_converts_flags_and_starts_the_counter_above_old_uidvalidities(url):
+    await asyncio.to_thread(_alembic, url, "upgrade", "0003")
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as c:
+            await c.execute(
+                text(
+                    "INSERT INTO folder (mailbox, name, uidvalidity, uidnext, highestmodseq, subscribed) "
+                    "VALUES ('old@x.test', 'INBOX', 3999999000, 5, 5, true)"
+                )
+            )
+            fid = (await c.execute(text("SELECT id FROM folder"))).scalar_one()
+            for uid, flags in OLD_ROWS:
+                await c.execute(
+                    text(
+                        "INSERT INTO message (folder_id, uid, modseq, flags, internaldate, size, content, hdr_from, "
+                        "hdr_to, hdr_cc, hdr_subject, hdr_date, hdr_message_id) VALUES (:f, :uid, :uid, :flags, "
+                        "'2026-11-02 10:00:00+00:00', 1, :c, '', '', '', '[...]', '', '')"
+                    ),
+                    {"f": fid, "uid": uid, "flags": flags, "c": b"x"},
+                )
+    finally:
+        await engine.dispose()
+
+    await asyncio.to_thread(_alembic, url, "upgrade", "head")
+    engine = create_engine(url)
+    store = Store(sessionmaker(engine))
+    try:
+        metas = {m.uid: m.flags for m in await store.messages("old@x.test", fid)}
+        assert metas == {
+            1: frozenset(),
+            2: frozenset({"\\Seen"}),
+            3: frozenset({"$Forwarded", "\\Answered", "\\Seen"}),
+            4: frozenset({"$NotDeleted", "Work", "\\Deleted"}),
+        }
+        assert (await store.get_folder("old@x.test", "INBOX")).unseen == 2
+        assert await store.expunge("old@x.test", fid) == [4]  # $NotDeleted is not \Deleted
+        new = await store.create_folder("old@x.test", "Later")
+        assert new.uidvalidity == 3999999001
+        async with engine.connect() as c:
+            tables = await c.run_sync(lambda sc: __import__("sqlalchemy").inspect(sc).get_table_names())
+        assert "mail_event" not in tables and "message_keyword" in tables
+        await store.write([NewMessage("old@x.test", "INBOX", b"y", OuterHeaders(), frozenset({"\\Flagged", "k"}))])
+    finally:
+        await store.close()
+        await engine.dispose()
+
+    # And back: the flags come home as text.
+    await asyncio.to_thread(_alembic, url, "downgrade", "0003")
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as c:
+            rows = dict((await c.execute(text("SELECT uid, flags FROM message ORDER BY uid"))).all())
+        assert rows == {1: "", 2: "\\Seen", 3: "$Forwarded \\Answered \\Seen", 5: "\\Flagged k"}
+    finally:
+        await engine.dispose()
