@@ -56,7 +56,12 @@ def address_ok(address: str) -> bool:
 
 
 def normalize_address(address: str) -> str:
-    """Directory keys: lower-case, surrounding blanks dropped (same policy as annuaire.local)."""
+    """Directory and mailbox keys: lower-case, surrounding blanks dropped.
+
+    Local parts are case-insensitive by policy here, so an address is stored and looked up in
+    this one form by the importer, the search, the local mailboxes and the core (which imports
+    it from `annuaire.local` too).
+    """
     return address.strip().lower()
 
 

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from annuaire.ids import normalize_address  # also imported from here by mss.credentials, mss.delivery
 from annuaire.model import MAILBOX_TYPES, LocalMailbox, LocalMailboxMember, MailboxCertificate
 from crypto.dates import as_utc
 
@@ -65,11 +66,6 @@ def _entry(row: LocalMailbox, members: Iterable[str] = ()) -> MailboxEntry:
         sent_copy=row.sent_copy,
         members=tuple(sorted(members)),
     )
-
-
-def normalize_address(address: str) -> str:
-    """Mailbox keys are stored lower-case: local parts here are case-insensitive by policy."""
-    return address.strip().lower()
 
 
 class LocalDirectory:
