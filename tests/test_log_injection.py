@@ -193,88 +193,84 @@ class _Lines:
             if line.startswith(tag + b" ") or line.startswith(b"+"):
                 return line
 
-    def close(self) -> None:
+    def __enter__(self) -> _Lines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         try:
             self.sock.close()
         except (OSError, ssl.SSLError):
             pass
 
 
-def _forge_smtp(server, deployment, entry: dict, marker: str) -> None:
-    other = deployment.mailbox("PER", 1)["address"]
-    c = _Lines(server, deployment, entry, "submissions")
-    try:
-        assert c.smtp_reply().startswith(b"220")
-        # EHLO with a NUL, a vertical tab and a forged record after it.
-        c.send(f"EHLO client.test\x00\x0b{_forged(marker + '-ehlo')}\r\n".encode())
-        assert c.smtp_reply().startswith(b"250")
-        # An unknown command: aiosmtpd's own logger ("mail.log") reports it.
-        c.send(f"X\x00\x0c{marker}-UNKNOWN\r\n".encode())
-        assert c.smtp_reply().startswith(b"500")
-        # MAIL FROM with C0 controls (refused by the syntax check) ...
-        c.send(f"MAIL FROM:<a\x01\x1b[2J{marker}@{deployment.domain}>\r\n".encode())
-        assert c.smtp_reply()[:1] == b"5"
-        # ... and with line breaks that RFC 6531 lets through as UTF-8 in a quoted local part:
-        # NEL (U+0085) or LINE SEPARATOR (U+2028), then a forged record (short: a local part
-        # has 64 octets). The sender is not this certificate's mailbox: the refusal is logged.
-        for brk, name in (("\u0085", "nel"), ("\u2028", "ls")):
-            local = f'"x{brk}{_forged_short(marker + "-" + name)}"'
-            c.send(f"MAIL FROM:<{local}@{deployment.domain}> SMTPUTF8\r\n".encode())
-            assert c.smtp_reply().startswith(b"550")
-        c.send(b"RSET\r\n")
-        assert c.smtp_reply().startswith(b"250")
-        # AUTH EXTERNAL whose authzid carries CR LF and a forged record.
-        authzid = f"{other}\r\n{_forged(marker + '-smtp-authzid')}".encode()
-        c.send(b"AUTH EXTERNAL " + base64.b64encode(authzid) + b"\r\n")
-        assert c.smtp_reply()[:1] in (b"5", b"4")
-        c.send(b"QUIT\r\n")
-        c.smtp_reply()
-    finally:
-        c.close()
+def _forge_smtp(c: _Lines, domain: str, other: str, marker: str) -> None:
+    assert c.smtp_reply().startswith(b"220")
+    # EHLO with a NUL, a vertical tab and a forged record after it.
+    c.send(f"EHLO client.test\x00\x0b{_forged(marker + '-ehlo')}\r\n".encode())
+    assert c.smtp_reply().startswith(b"250")
+    # An unknown command: aiosmtpd's own logger ("mail.log") reports it.
+    c.send(f"X\x00\x0c{marker}-UNKNOWN\r\n".encode())
+    assert c.smtp_reply().startswith(b"500")
+    # MAIL FROM with C0 controls (refused by the syntax check) ...
+    c.send(f"MAIL FROM:<a\x01\x1b[2J{marker}@{domain}>\r\n".encode())
+    assert c.smtp_reply()[:1] == b"5"
+    # ... and with line breaks that RFC 6531 lets through as UTF-8 in a quoted local part:
+    # NEL (U+0085) or LINE SEPARATOR (U+2028), then a forged record (short: a local part
+    # has 64 octets). The sender is not this certificate's mailbox: the refusal is logged.
+    for brk, name in (("\u0085", "nel"), ("\u2028", "ls")):
+        local = f'"x{brk}{_forged_short(marker + "-" + name)}"'
+        c.send(f"MAIL FROM:<{local}@{domain}> SMTPUTF8\r\n".encode())
+        assert c.smtp_reply().startswith(b"550")
+    c.send(b"RSET\r\n")
+    assert c.smtp_reply().startswith(b"250")
+    # AUTH EXTERNAL whose authzid carries CR LF and a forged record.
+    authzid = f"{other}\r\n{_forged(marker + '-smtp-authzid')}".encode()
+    c.send(b"AUTH EXTERNAL " + base64.b64encode(authzid) + b"\r\n")
+    assert c.smtp_reply()[:1] in (b"5", b"4")
+    c.send(b"QUIT\r\n")
+    c.smtp_reply()
 
 
-def _literal(c: _Lines, tag: bytes, head: bytes, value: bytes, tail: bytes = b"") -> bytes:
+def _literal(c: _Lines, tag: bytes, head: bytes, value: bytes) -> bytes:
     """`tag head {n}` CRLF, wait for the go-ahead, then the literal: the server's answer."""
     c.send(tag + b" " + head + b" {%d}\r\n" % len(value))
     cont = c.imap_until(tag)
     if not cont.startswith(b"+"):
         return cont
-    c.send(value + tail + b"\r\n")
+    c.send(value + b"\r\n")
     return c.imap_until(tag)
 
 
-def _forge_imap(server, deployment, entry: dict, marker: str) -> None:
-    other = deployment.mailbox("PER", 1)["address"]
-    c = _Lines(server, deployment, entry, "imaps")
-    try:
-        assert c.line().startswith(b"* OK")
-        # A tag with a NUL and a form feed in it.
-        c.send(b"a\x00\x0cb NOOP\r\n")
-        c.line()
-        # AUTHENTICATE EXTERNAL, initial response (RFC 4959): an authzid with CR LF.
-        authzid = f"{other}\r\n{_forged(marker + '-imap-authzid')}".encode()
-        c.send(b"a1 AUTHENTICATE EXTERNAL " + base64.b64encode(authzid) + b"\r\n")
-        assert c.imap_until(b"a1").startswith(b"a1 NO")
-        c.send(b"a2 AUTHENTICATE EXTERNAL =\r\n")
-        assert c.imap_until(b"a2").startswith(b"a2 OK")
-        # Folder names with CR LF, sent as literals: SELECT, then CREATE + APPEND (which logs
-        # the folder's name) + DELETE.
-        name = f"x\r\n{_forged(marker + '-folder')}\r\nz".encode()
-        _literal(c, b"a3", b"SELECT", name)
-        created = _literal(c, b"a4", b"CREATE", name)
-        if created.startswith(b"a4 OK"):
-            msg = f"From: <{entry['address']}>\r\nSubject: log test\r\n\r\nhello\r\n".encode()
-            c.send(b"a5 APPEND {%d}\r\n" % len(name))
-            assert c.imap_until(b"a5").startswith(b"+")
-            c.send(name + b" {%d}\r\n" % len(msg))
-            assert c.imap_until(b"a5").startswith(b"+")
-            c.send(msg + b"\r\n")
-            c.imap_until(b"a5")
-            _literal(c, b"a6", b"DELETE", name)
-        c.send(b"a7 LOGOUT\r\n")
-        c.imap_until(b"a7")
-    finally:
-        c.close()
+def _forge_imap(c: _Lines, entry: dict, other: str, marker: str) -> None:
+    assert c.line().startswith(b"* OK")
+    # A tag with a NUL and a form feed in it.
+    c.send(b"a\x00\x0cb NOOP\r\n")
+    c.line()
+    # AUTHENTICATE EXTERNAL, initial response (RFC 4959): an authzid with CR LF.
+    authzid = f"{other}\r\n{_forged(marker + '-imap-authzid')}".encode()
+    c.send(b"a1 AUTHENTICATE EXTERNAL " + base64.b64encode(authzid) + b"\r\n")
+    assert c.imap_until(b"a1").startswith(b"a1 NO")
+    c.send(b"a2 AUTHENTICATE EXTERNAL =\r\n")
+    assert c.imap_until(b"a2").startswith(b"a2 OK")
+    # A quoted folder name with controls (a quoted string cannot hold CR or LF) ...
+    c.send(f'a3q SELECT "x\x0b{_forged(marker + "-quoted")}\x1c"\r\n'.encode())
+    c.imap_until(b"a3q")
+    # ... and folder names with CR LF, sent as literals: SELECT, then CREATE + APPEND (which
+    # logs the folder's name) + DELETE.
+    name = f"x\r\n{_forged(marker + '-folder')}\r\nz".encode()
+    _literal(c, b"a3", b"SELECT", name)
+    created = _literal(c, b"a4", b"CREATE", name)
+    if created.startswith(b"a4 OK"):
+        msg = f"From: <{entry['address']}>\r\nSubject: log test\r\n\r\nhello\r\n".encode()
+        c.send(b"a5 APPEND {%d}\r\n" % len(name))
+        assert c.imap_until(b"a5").startswith(b"+")
+        c.send(name + b" {%d}\r\n" % len(msg))
+        assert c.imap_until(b"a5").startswith(b"+")
+        c.send(msg + b"\r\n")
+        c.imap_until(b"a5")
+        _literal(c, b"a6", b"DELETE", name)
+    c.send(b"a7 LOGOUT\r\n")
+    c.imap_until(b"a7")
 
 
 def _check_log(name: str, data: bytes, marker: str) -> list[str]:
@@ -295,9 +291,11 @@ def _check_log(name: str, data: bytes, marker: str) -> list[str]:
 
 def test_forged_input_never_makes_a_log_line(server, deployment) -> None:
     marker = "forged" + uuid.uuid4().hex[:10]
-    claire = deployment.mailbox("PER", 0)
-    _forge_smtp(server, deployment, claire, marker)
-    _forge_imap(server, deployment, claire, marker)
+    claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
+    with _Lines(server, deployment, claire, "submissions") as c:
+        _forge_smtp(c, deployment.domain, paul["address"], marker)
+    with _Lines(server, deployment, claire, "imaps") as c:
+        _forge_imap(c, claire, paul["address"], marker)
     # Every reply came after its log line was written (and handlers flush every record).
     for name, data in (
         ("stderr", server.stderr_path.read_bytes()),
