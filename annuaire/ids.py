@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from crypto.identity import luhn_valid
+
 #: OIDs of the national identifier namespaces (MSSANTE.md, "Identifiers").
 OID_IDNAT_PS = "1.2.250.1.71.4.2.1"
 OID_IDNAT_STRUCT = "1.2.250.1.71.4.2.2"
@@ -19,18 +21,6 @@ _ADDRESS_RE = re.compile(
 _FOLD_DROP = re.compile(r"[^a-z0-9 ]+")
 # Letters that NFKD does not decompose into a base letter + accent.
 _EXTRA = str.maketrans({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ı": "i"})
-
-
-_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
-
-
-def luhn_ok(digits: str) -> bool:
-    """True when the last digit of `digits` is its Luhn check digit."""
-    if not digits or not digits.isascii() or not digits.isdigit():
-        return False
-    rev = digits[::-1]
-    total = sum(map(int, rev[::2])) + sum(_DOUBLE[int(c)] for c in rev[1::2])
-    return total % 10 == 0
 
 
 def idnat_ps_problem(idnat: str) -> str | None:
@@ -46,7 +36,7 @@ def idnat_ps_problem(idnat: str) -> str | None:
         rpps = idnat[1:]
         if len(rpps) != 11 or not (rpps.isascii() and rpps.isdigit()):
             return "bad_rpps_format"
-        if not luhn_ok(rpps):
+        if not luhn_valid(rpps):
             return "bad_rpps_check_digit"
     return None
 
@@ -56,7 +46,12 @@ def address_ok(address: str) -> bool:
 
 
 def normalize_address(address: str) -> str:
-    """Directory keys: lower-case, surrounding blanks dropped (same policy as annuaire.local)."""
+    """Directory and mailbox keys: lower-case, surrounding blanks dropped.
+
+    Local parts are case-insensitive by policy here, so an address is stored and looked up in
+    this one form by the importer, the search, the local mailboxes and the core (which imports
+    it from `annuaire.local` too).
+    """
     return address.strip().lower()
 
 

@@ -11,7 +11,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from annuaire.ids import normalize_address  # also imported from here by mss.credentials, mss.delivery
 from annuaire.model import MAILBOX_TYPES, LocalMailbox, LocalMailboxMember, MailboxCertificate
+from crypto.dates import as_utc
 
 
 @dataclass(frozen=True)
@@ -64,16 +66,6 @@ def _entry(row: LocalMailbox, members: Iterable[str] = ()) -> MailboxEntry:
         sent_copy=row.sent_copy,
         members=tuple(sorted(members)),
     )
-
-
-def _utc(dt: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every date here was stored in UTC."""
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
-def normalize_address(address: str) -> str:
-    """Mailbox keys are stored lower-case: local parts here are case-insensitive by policy."""
-    return address.strip().lower()
 
 
 class LocalDirectory:
@@ -155,7 +147,7 @@ class LocalDirectory:
         )
         certs = []
         for der, nb, na in res.all():
-            nb, na = _utc(nb), _utc(na)
+            nb, na = as_utc(nb), as_utc(na)
             if nb <= at <= na:
                 certs.append(x509.load_der_x509_certificate(der))
         return DeliveryTarget(address, row.type, bool(row.sent_copy), tuple(certs))
@@ -230,7 +222,7 @@ class LocalDirectory:
         )
         out = []
         for r in res.scalars():
-            nb, na = _utc(r.not_before), _utc(r.not_after)
+            nb, na = as_utc(r.not_before), as_utc(r.not_after)
             out.append(CertificateEntry(r.id, r.address, r.sha256, nb, na, r.active, r.cert_der))
         return out
 

@@ -42,22 +42,6 @@ CITIES = [("75013", "PARIS", "75"), ("69003", "LYON", "69"), ("31000", "TOULOUSE
 SERVICES = ["Urgences", "Radiologie", "Laboratoire", "Secrétariat cardiologie", "Pharmacie", "Maternité"]
 
 
-def luhn_digit(base: str) -> str:
-    for d in "0123456789":
-        s = base + d
-        total = 0
-        for i, ch in enumerate(reversed(s)):
-            v = int(ch)
-            if i & 1:
-                v *= 2
-                if v > 9:
-                    v -= 9
-            total += v
-        if total % 10 == 0:
-            return d
-    raise AssertionError
-
-
 def _ascii(s: str) -> str:
     from annuaire.ids import fold
 
@@ -66,6 +50,7 @@ def _ascii(s: str) -> str:
 
 def generate(folder: Path, n_mailboxes: int, n_activities: int, seed: int = 4) -> tuple[Path, Path, list[str], list[str]]:
     from annuaire.national import MAILBOX_FIELDS
+    from crypto.identity import luhn_check_digit as luhn_digit
 
     rnd = random.Random(seed)
     n_people = n_activities * 9 // 10

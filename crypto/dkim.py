@@ -12,7 +12,6 @@ DER SubjectPublicKeyInfo, for Ed25519 the raw 32-byte public key (RFC 8463 §4.2
 from __future__ import annotations
 
 import base64
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from typing import Literal
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from .files import write_private
 
 __all__ = ["DkimKey", "generate", "load", "sign", "verify", "DEFAULT_SIGNED_HEADERS"]
 
@@ -82,12 +83,7 @@ class DkimKey:
     def write(self, directory: Path) -> Path:
         """``<directory>/<domain>/<selector>.key`` (0600, PKCS#8) and ``.txt`` (the record)."""
         folder = Path(directory) / self.domain
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = folder / f"{self.selector}.key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(self.private_pem())
-        os.chmod(path, 0o600)
+        path = write_private(folder / f"{self.selector}.key", self.private_pem(), exclusive=True)
         (folder / f"{self.selector}.txt").write_text(self.dns_record() + "\n")
         return path
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ from cryptography.hazmat.primitives.serialization import (
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, pkcs12
+
+from .files import write_private
 
 __all__ = [
     "Argon2Params",
@@ -88,12 +89,7 @@ def write_pkcs12(
 ) -> None:
     """Write the PKCS#12 file with mode 0600 from creation (it holds a private key)."""
     data = pkcs12_bytes(key, cert, chain, password, friendly_name=friendly_name)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(path, 0o600)
+    write_private(path, data)
 
 
 def new_password(nbytes: int = 18) -> str:

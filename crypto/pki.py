@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .files import write_private
 from .identity import luhn_check_digit
 
 __all__ = ["Issued", "TestPKI", "generate_luhn_id"]
@@ -51,15 +52,6 @@ def _key_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Create the file 0600 from the start: a chmod after write leaves a readable window."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(path, 0o600)
 
 
 def generate_luhn_id(prefix_digits: str, length: int) -> str:
@@ -93,7 +85,7 @@ class Issued:
         cert_path = Path(cert_path)
         cert_path.parent.mkdir(parents=True, exist_ok=True)
         cert_path.write_bytes(self.cert_pem(with_chain=with_chain))
-        _write_private(Path(key_path), self.key_pem())
+        write_private(Path(key_path), self.key_pem())
 
 
 @dataclass
@@ -155,7 +147,7 @@ class TestPKI:
             cas.append(_CA(slug, cert, key))
         for ca in cas:
             (directory / f"{ca.slug}.pem").write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
-            _write_private(directory / "private" / f"{ca.slug}.key", _key_pem(ca.key))
+            write_private(directory / "private" / f"{ca.slug}.key", _key_pem(ca.key))
         (directory / _STATE_FILE).write_text(json.dumps({"range": range_name, "revoked": {}}))
         return cls(directory, range_name, *cas)
 

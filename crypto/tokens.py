@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from .files import write_private
 from .keys import x5t_s256
 
 __all__ = ["TokenIssuer", "TokenRejected", "TokenVerifier", "REASONS", "jwk_thumbprint"]
@@ -161,13 +162,7 @@ class TokenIssuer:
         data = self.private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        key_path = Path(key_path)
-        key_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(key_path, 0o600)
-        return key_path
+        return write_private(key_path, data)
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [dict(self.public_jwk)]}

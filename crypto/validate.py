@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 from cryptography.x509 import verification as xv
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from .dates import as_utc
+
 __all__ = ["CertificateRejected", "CertificateValidator", "TrustAnchors", "Usage", "load_certificates"]
 
 log = logging.getLogger(__name__)
@@ -436,9 +438,7 @@ class CertificateValidator:
                 leaf = x509.load_der_x509_certificate(bytes(leaf))
             except ValueError as exc:
                 raise CertificateRejected("malformed", f"not a DER certificate: {exc}") from exc
-        at = at or datetime.now(timezone.utc)
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=timezone.utc)
+        at = as_utc(at) if at is not None else datetime.now(timezone.utc)
         try:
             path = self._build_path(leaf, chain)
             for cert in path:

@@ -13,6 +13,7 @@ import ssl
 from typing import Any
 
 from mss.auth import peer_certificate_der
+from mss.peers import format_peer
 
 from imap.protocol.response import Response, bye
 from imap.session import Close, Session, StartTLS, State
@@ -147,7 +148,7 @@ async def serve_connection(
 ) -> None:
     transport = conn.transport
     peername = transport.get_extra_info("peername") if transport else None
-    peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+    peer = format_peer(peername)
     session = Session(core, tls=implicit_tls, starttls=not implicit_tls, peer=peer)
     if implicit_tls:
         session.tls_started(peer_certificate_der(transport.get_extra_info("ssl_object")))

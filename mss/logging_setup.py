@@ -2,15 +2,115 @@
 
 Log lines name peers, mailboxes and reasons, never message content (subjects and bodies
 stay out of every log: the canary test checks it).
+
+Log lines carry client input (EHLO names, addresses, authorization identities, folder
+names), so a client must not be able to write a line of its own: `EscapingFormatter` turns
+every control character and line break of the formatted message into visible escapes. It is
+set on the root handlers, so every logger that propagates to the root (ours, aiosmtpd's
+`mail.log`, asyncio, SQLAlchemy) gets the same treatment whatever its call site did.
+A library that installs handlers of its own and stops propagation would bypass it: uvicorn
+does by default, so it must be started with `log_config=None`.
 """
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 from mss.config import Settings
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+# What a reader could take for the end of a line, or what rewrites a terminal:
+# - C0 controls and DEL (CR, LF, NUL, ESC, and VT, FF, FS, GS, RS, which str.splitlines()
+#   treats as line breaks), C1 controls (NEL U+0085 is a line break too, CSI U+009B starts
+#   a terminal escape);
+# - U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR (splitlines() breaks on them);
+# - the bidirectional embeddings, overrides and isolates, which reorder what is displayed
+#   (the "Trojan Source" trick, CVE-2021-42574) without being seen;
+# - lone surrogates: aiosmtpd decodes arguments with `surrogateescape`, and a surrogate
+#   makes the UTF-8 log file raise, which drops the line instead of writing it.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape_one(m: re.Match[str]) -> str:
+    c = m.group()
+    named = _NAMED.get(c)
+    if named is not None:
+        return named
+    cp = ord(c)
+    return f"\\x{cp:02x}" if cp <= 0xFF else f"\\u{cp:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every unsafe character written as a visible escape (\\r, \\n, \\x00, \\u2028).
+
+    Backslashes are left as they are, so `%r` values and Windows paths read as usual.
+    """
+    return _UNSAFE.sub(_escape_one, text) if _UNSAFE.search(text) else text
+
+
+def _type_name(cls: type) -> str:
+    """The exception type as `traceback` prints it before the message."""
+    name, module = cls.__qualname__, cls.__module__
+    if module in ("__main__", "builtins"):
+        return name
+    return f"{module if isinstance(module, str) else '<unknown>'}.{name}"
+
+
+def _escape_exception_messages(text: str, exc: BaseException | None) -> str:
+    """Escape the messages of `exc` and of its chain inside a formatted traceback.
+
+    An exception's message may carry client input (`ValueError(f"bad name {name}")`), and
+    `traceback` prints it raw after `Type: `; everything else in a traceback (frames, source
+    lines, the chaining sentences) comes from the server itself and stays as it is.
+    """
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        todo += [e.__cause__, e.__context__]
+        if isinstance(e, BaseExceptionGroup):
+            todo += e.exceptions
+        try:
+            message = str(e)
+        except Exception:  # noqa: BLE001 - traceback prints a placeholder for these
+            continue
+        if _UNSAFE.search(message):
+            head = f"{_type_name(type(e))}: "
+            text = text.replace(head + message, head + escape_controls(message))
+    return text
+
+
+class EscapingFormatter(logging.Formatter):
+    """A `logging.Formatter` whose record line cannot be split or forged by what it logs.
+
+    The line (`formatMessage`: the format string with `record.getMessage()`, i.e. after
+    %-interpolation of the arguments) is escaped as a whole. The traceback and stack that
+    `format` appends stay on their own lines, with only the exceptions' messages escaped.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei) -> str:  # noqa: ANN001, N802 - logging's signature
+        return _escape_exception_messages(super().formatException(ei), ei[1])
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Another formatter may have cached its own rendering of the traceback on the record
+        # (`exc_text`); ours is computed afresh and the other one's cache is left for it.
+        cached = record.exc_text
+        if record.exc_info:
+            record.exc_text = None
+        try:
+            return super().format(record)
+        finally:
+            if record.exc_info:
+                record.exc_text = cached
 
 
 def setup_logging(settings: Settings) -> None:
@@ -18,11 +118,11 @@ def setup_logging(settings: Settings) -> None:
     root.handlers.clear()
     root.setLevel(settings.log_level.upper())
     stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(logging.Formatter(FORMAT))
+    stderr.setFormatter(EscapingFormatter(FORMAT))
     root.addHandler(stderr)
     if settings.log_file:
         fh = logging.FileHandler(settings.path(settings.log_file), encoding="utf-8")
-        fh.setFormatter(logging.Formatter(FORMAT))
+        fh.setFormatter(EscapingFormatter(FORMAT))
         root.addHandler(fh)
     # Library chatter at INFO would log every SMTP line, content included: keep it quiet.
     for noisy in ("mail.log", "aiosmtpd", "sqlalchemy", "alembic", "asyncio"):

@@ -30,8 +30,9 @@ from typing import Any, Callable
 
 from aiosmtpd.smtp import SMTP, TLSSetupException
 
+from mss.peers import format_peer
 from smtp import auth as sasl
-from smtp.handler import SubmissionHandler, peer_text
+from smtp.handler import SubmissionHandler
 
 log = logging.getLogger("mss.smtp")
 
@@ -149,7 +150,7 @@ class SubmissionSMTP(SMTP):
             }
         log.info(
             "tls up peer=%s version=%s cipher=%s implicit=%s",
-            peer_text(self.session.peer), ssl_object.version(), (ssl_object.cipher() or ("?",))[0],
+            format_peer(self.session.peer), ssl_object.version(), (ssl_object.cipher() or ("?",))[0],
             self.implicit_tls,
         )
         self.event_handler.tls_established(self.session, ssl_object)
@@ -203,7 +204,7 @@ class SubmissionSMTP(SMTP):
 
     async def handle_exception(self, error: Exception) -> str:
         """Log, and answer without the exception's text (aiosmtpd would put it on the wire)."""
-        peer = peer_text(self.session.peer if self.session else None)
+        peer = format_peer(self.session.peer if self.session else None)
         if isinstance(error, ProtocolViolation):
             log.info("protocol violation peer=%s reply=%r", peer, error.reply)
             return error.reply
@@ -284,7 +285,7 @@ class ImplicitTLS(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         loop = asyncio.get_running_loop()
-        peer = peer_text(transport.get_extra_info("peername"))
+        peer = format_peer(transport.get_extra_info("peername"))
         waiter = loop.create_future()
         tls = sslproto.SSLProtocol(
             loop, self.factory(), self.context, waiter,
@@ -323,7 +324,7 @@ class NoRelayService(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = peer_text(transport.get_extra_info("peername"))
+        peer = format_peer(transport.get_extra_info("peername"))
         log.info("mta connection refused peer=%s reason=inbound_relay_not_enabled", peer)
         self._write(
             f"554 5.3.2 {self.hostname} inbound mail from other operators is not enabled on this server"

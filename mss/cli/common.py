@@ -9,11 +9,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
+from crypto.dates import as_utc
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,7 +63,7 @@ def parse_when(value: str | None, *, end_of_day: bool = False) -> datetime | Non
         raise click.BadParameter(f"not an ISO date: {value!r}") from exc
     if len(value) == 10 and end_of_day:
         when = when.replace(hour=23, minute=59, second=59)
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return as_utc(when)  # a date typed without an offset is UTC
 
 
 def run(coro):  # noqa: ANN001, ANN201

@@ -6,8 +6,9 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from annuaire.ids import fold, idna_domain, idnat_ps_problem, luhn_ok
+from annuaire.ids import fold, idna_domain, idnat_ps_problem
 from annuaire.importer import ImportReport, _layout, _Parser
+from crypto.identity import luhn_valid
 from annuaire_support import ACTIVITY_FILE, MAILBOX_FILE
 
 MB_HEADER = MAILBOX_FILE.read_text(encoding="utf-8").splitlines()[0].rstrip("|")
@@ -15,8 +16,8 @@ ACT_HEADER = ACTIVITY_FILE.read_text(encoding="utf-8").splitlines()[0].rstrip("|
 
 
 def test_luhn_and_ids():
-    assert luhn_ok("79927398713") and not luhn_ok("79927398710")
-    assert luhn_ok("11838425137")
+    assert luhn_valid("79927398713") and not luhn_valid("79927398710")
+    assert luhn_valid("11838425137")
     assert idnat_ps_problem("811838425137") is None
     assert idnat_ps_problem("811838425138") == "bad_rpps_check_digit"
     assert idnat_ps_problem("81183842513") == "bad_rpps_format"
