@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crypto.dates import as_utc
 from mss.commit import GroupCommit, Locks
 from mss.db.models import Folder, Message, MessageKeyword, StoreCounter
 from mss.events import Events
@@ -71,11 +72,6 @@ def folder_name_problem(name: str) -> str | None:
     if name.startswith(DELIMITER) or DELIMITER * 2 in name or name.endswith(DELIMITER):
         return "Folder name has an empty hierarchy level"
     return None
-
-
-def as_utc(dt: datetime) -> datetime:
-    """Stored dates are UTC; SQLite hands them back naive."""
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def _no_folder(name: str | None = None) -> Refusal:

@@ -6,7 +6,9 @@ the client decrypts with the mailbox key.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
+
+from crypto.dates import as_utc
 
 from imap import mime
 from imap.protocol.commands import Command, FetchAtt
@@ -21,7 +23,7 @@ _CHUNK = 50  # messages whose content is held in memory at once
 
 def internaldate(dt: datetime) -> str:
     """`date-time` (RFC 9051 9): "dd-Mon-yyyy hh:mm:ss +zzzz"."""
-    dt = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    dt = as_utc(dt)
     off = dt.utcoffset()
     minutes = int(off.total_seconds() // 60) if off else 0
     sign = "+" if minutes >= 0 else "-"
