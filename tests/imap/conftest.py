@@ -1,5 +1,6 @@
 """Fixtures for the sans-IO IMAP tests: a core made of the real `Store` (SQLite in a temp
-folder) and `Events`, with stand-ins (`imap_fakes`) only for what needs the PKI."""
+folder) and `Events`, the real authentication exchange (`mss.auth.CoreCredentials`), with
+stand-ins (`imap_fakes`) only for what needs the PKI."""
 from __future__ import annotations
 
 import sys
@@ -12,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from imap_fakes import ALICE_CERT, Driver, FakeAuth, FakeMailboxes  # noqa: E402
+from mss.auth import CoreCredentials  # noqa: E402
 from mss.config import Settings  # noqa: E402
 from mss.db.engine import create_engine, sessionmaker  # noqa: E402
 from mss.db.models import Base  # noqa: E402
@@ -28,7 +30,10 @@ async def core(tmp_path):
     events = Events()
     store = Store(sessionmaker(engine), events)
     settings = Settings(domain="test.mss")
-    c = SimpleNamespace(settings=settings, store=store, events=events, auth=FakeAuth(), mailboxes=FakeMailboxes(store))
+    auth = FakeAuth()
+    # The real core exchange (`CoreCredentials`) over a fake credential checker.
+    c = SimpleNamespace(settings=settings, store=store, events=events, auth=auth,
+                        credentials=CoreCredentials(auth), mailboxes=FakeMailboxes(store))
 
     async def deliver(mailbox: str, raw: bytes, folder: str = "INBOX", flags=(), when=None):
         refs = await store.write([NewMessage(mailbox, folder, raw, outer_headers(raw), frozenset(flags),
