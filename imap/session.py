@@ -41,7 +41,7 @@ class Close:
 
 
 Output = "Response | StartTLS | Close"
-Handler = Callable[["Session", Command], Awaitable[list[Response]]]
+Handler = Callable[["Session", Command], Awaitable[list[Any]]]  # Responses and actions (StartTLS)
 
 _ANY = frozenset(State)
 _NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})

@@ -401,8 +401,11 @@ class ConnectionAuthentication:
         """The one line of a result: `auth <outcome>` for an attempt, `certificate <outcome>`
         for SMTP's implicit certificate check. Every value goes through `log_safe`."""
         event = "auth" if mechanism else "certificate"
-        names = ["peer", "protocol"] + (["mech"] if mechanism else [])
-        values: list[object] = [self.client.peer, self.client.protocol] + ([mechanism] if mechanism else [])
+        names = ["peer", "protocol"]
+        values: list[object] = [self.client.peer, self.client.protocol]
+        if mechanism:
+            names.append("mech")
+            values.append(mechanism)
         for name, value in fields.items():
             if value is not None and value != "":
                 names.append(name)

@@ -86,7 +86,7 @@ class ConnectionAuth:
     #: The certificate's principal, looked up while the client sends EHLO (MAIL awaits it).
     certificate: asyncio.Task[Success | Failure] | None = None
     sasl_principal: Principal | None = None
-    extras: dict[str, Principal] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def _state(session: Session) -> ConnectionAuth:
@@ -215,7 +215,7 @@ class SubmissionHandler:
         if isinstance(step, Success):
             st.sasl_principal = step.principal
             session.authenticated = True
-            session.auth_data = step.principal
+            session.auth_data = step.principal  # type: ignore[assignment] # aiosmtpd types it None
             return sasl.SUCCESS
         reply = sasl.failure_reply(step)
         if not step.close:

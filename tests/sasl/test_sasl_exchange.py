@@ -124,7 +124,7 @@ ERROR_OAUTHBEARER = sasl.bearer_error("OAUTHBEARER")
 ERROR_XOAUTH2 = sasl.bearer_error("XOAUTH2")
 
 #: (mechanism, the client's lines: None = no initial response, the steps expected)
-EXCHANGES = {
+EXCHANGES: dict[str, tuple[str, list[str | None], list[tuple[object, ...]]]] = {
     # EXTERNAL (RFC 4422 App. A): the certificate; the message is an optional authzid
     "external, empty initial response": ("EXTERNAL", ["="], [("ok", ALICE, "EXTERNAL")]),
     "external, empty challenge, empty line": ("EXTERNAL", [None, ""], [("challenge", b""), ("ok", ALICE, "EXTERNAL")]),
@@ -220,6 +220,7 @@ async def test_refusals_of_any_mechanism_count_to_the_close() -> None:
     challenge = await exchange.step(oauthbearer("forged"))
     third = await exchange.step(b64("\x01"))
     assert isinstance(challenge, Challenge)
+    assert isinstance(first, Failure) and isinstance(second, Failure) and isinstance(third, Failure)
     assert [(f.kind, f.close) for f in (first, second, third)] == [
         ("refused", False), ("unauthorized", False), ("refused", True)]
     assert auth.failures == 3
@@ -372,7 +373,7 @@ def test_any_lines_to_any_exchange(mechanism: str, lines: list[str], initial: bo
     are counted at most once per exchange, and no log line carries a raw control character."""
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
+    handler.emit = records.append  # type: ignore[method-assign,assignment]
     logger = logging.getLogger("mss.auth")
     logger.addHandler(handler)
     old_level = logger.level
