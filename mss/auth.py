@@ -326,8 +326,9 @@ class ConnectionAuthentication:
 
     def unsupported(self, *, mechanism: str) -> Failure:
         # RFC 4422 3.1 names are [A-Z0-9-_]{1,20}; anything else is not echoed on the wire.
-        name = mechanism if len(mechanism) <= 20 and all(c.isalnum() or c in "-_" for c in mechanism) else ""
-        public = f"Unsupported SASL mechanism {name}; use one of {' '.join(self._mechanisms)}".replace("  ", " ")
+        named = 0 < len(mechanism) <= 20 and all(c.isascii() and (c.isalnum() or c in "-_") for c in mechanism)
+        what = f"SASL mechanism {mechanism}" if named else "SASL mechanism"
+        public = f"Unsupported {what}; use one of {' '.join(self._mechanisms)}"
         return self._conclude("unsupported", public, mechanism=mechanism, reason="mechanism_not_offered")
 
     # -- conclusions: count, log once ------------------------------------------------------------
