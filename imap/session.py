@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from mss.refusals import Refusal
-from mss.services import ImapServices, MailboxHandle
+from mss.services import Authentication, ClientConnection, ImapServices, MailboxHandle, SaslExchange
 
 from imap.protocol.commands import Command
 from imap.protocol.parser import ContinuationNeeded, Limits, ParseError, Parser, RawLine
@@ -42,7 +42,7 @@ class Close:
 
 
 Output = "Response | StartTLS | Close"
-Handler = Callable[["Session", Command], Awaitable[list[Response]]]
+Handler = Callable[["Session", Command], Awaitable[list[Any]]]  # Responses and actions (StartTLS)
 
 _ANY = frozenset(State)
 _NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})
@@ -52,8 +52,16 @@ _SELECTED = frozenset({State.SELECTED})
 _BEFORE_TLS = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS"})
 # RFC 9051 7.5.1: no EXPUNGE while answering FETCH, STORE or SEARCH by sequence number.
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
-MAX_AUTH_FAILURES = 3
 PREAUTH_LITERAL = 8 * 1024
+
+
+@dataclass(frozen=True)
+class PendingAuthentication:
+    """An AUTHENTICATE waiting for the client's next line (RFC 9051 6.2.2): the command's tag
+    and the core's exchange, which knows which step it is at."""
+
+    tag: str
+    exchange: SaslExchange
 
 
 @dataclass
@@ -136,8 +144,9 @@ class Session:
         self.view: FolderView | None = None
         self.idle: Idle | None = None
         self.enabled: set[str] = set()
-        self.auth_failures = 0
-        self._pending_auth: tuple[Command, Any] | None = None  # (AUTHENTICATE, its step)
+        #: The core's authentication of this connection, from the moment TLS is up.
+        self.authentication: Authentication | None = None
+        self._pending_auth: PendingAuthentication | None = None
 
     # -- capabilities (RFC 9051 7.2.2) ---------------------------------------------------
 
@@ -146,10 +155,8 @@ class Session:
         if not self.tls:
             # RFC 9051 6.2.3: no password in clear, so neither LOGIN nor any AUTH= yet.
             return caps + ["STARTTLS", "LOGINDISABLED"]
-        if self.state is State.NOT_AUTHENTICATED:
-            from imap.commands.auth import MECHANISMS
-
-            caps += [f"AUTH={m}" for m in MECHANISMS] + ["SASL-IR"]
+        if self.state is State.NOT_AUTHENTICATED and self.authentication is not None:
+            caps += [f"AUTH={m}" for m in self.authentication.mechanisms] + ["SASL-IR"]
         return caps + [
             "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
             "SPECIAL-USE", "UNSELECT", "MOVE", "CHILDREN",
@@ -164,10 +171,19 @@ class Session:
         self.parser.feed(data)
 
     def tls_started(self, client_certificate: bytes | None) -> None:
-        """The TLS handshake is done (implicit TLS, or after STARTTLS)."""
+        """The TLS handshake is done (implicit TLS, or after STARTTLS): from now on the core
+        authenticates this connection, with the certificate the client presented."""
         self.tls = True
         self.starttls_offered = False
         self.client_certificate = client_certificate
+        self.authentication = self.core.credentials.authentication(
+            ClientConnection("imap", self.peer, client_certificate)
+        )
+
+    @property
+    def auth_failures(self) -> int:
+        """Refused attempts so far (counted by the core, across LOGIN and AUTHENTICATE)."""
+        return self.authentication.failures if self.authentication is not None else 0
 
     async def process(self) -> list[Any]:
         """Handle every complete command buffered so far; returns responses and actions."""
@@ -206,10 +222,10 @@ class Session:
         if self.idle is not None:
             return await self.end_idle(line)
         if self._pending_auth is not None:
-            from imap.commands.auth import finish_authenticate
+            from imap.commands.auth import continue_authenticate
 
-            (cmd, step), self._pending_auth = self._pending_auth, None
-            return await finish_authenticate(self, cmd, line, step)
+            pending, self._pending_auth = self._pending_auth, None
+            return await continue_authenticate(self, pending, line)
         return [bad(None, "Unexpected continuation line")]  # pragma: no cover
 
     # -- dispatch ------------------------------------------------------------------------
@@ -308,9 +324,10 @@ class Session:
             return updates + [bad(idle.tag, "Expected DONE; IDLE ended")]
         return updates + [ok(idle.tag, "IDLE terminated")]
 
-    def expect_auth_response(self, cmd: Command, step: Any = None) -> None:
-        """The next line answers AUTHENTICATE's challenge; `step` says which (None: the first)."""
-        self._pending_auth = (cmd, step)
+    def expect_auth_response(self, tag: str, exchange: SaslExchange) -> None:
+        """The next line answers the challenge of AUTHENTICATE `tag`: read it raw (it is no
+        command) and hand it to `exchange`."""
+        self._pending_auth = PendingAuthentication(tag, exchange)
         self.parser.expect_line()
 
     def close(self) -> None:

@@ -1,7 +1,14 @@
-"""From a TLS client certificate to a `Principal`: crypto checks it, the directory maps it.
+"""Who a client is: the credential checkers, and each connection's authentication.
 
-Failures carry a precise `reason` for the operator's log and a generic public text: the
-wire never tells an attacker which check failed (DESIGN.md, Identity).
+- `Authenticator` checks one kind of credential at a time (a TLS client certificate, an
+  e-CPS token bound to it, a mailbox app password next to it) and returns a `Principal` or
+  raises `AuthenticationFailed` with a precise `reason` for the operator and a generic public
+  text: the wire never tells an attacker which check failed (DESIGN.md, Identity). It does
+  not log.
+- `ConnectionAuthentication` (`mss.services.Authentication`) is one connection's side: the
+  SASL exchanges of `mss.sasl` run on it, it counts refused attempts across them (one
+  `MAX_AUTH_FAILURES` for SMTP and IMAP) and writes the one log line of every result.
+- `CoreCredentials` (`mss.services.Credentials`) hands each new connection its own.
 """
 from __future__ import annotations
 
@@ -9,7 +16,10 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import ssl
+import unicodedata
 from datetime import datetime, timezone
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -19,17 +29,28 @@ from annuaire.local import LocalDirectory
 from crypto.identity import Identity, IdentityError, check_ps_id, identity_from_certificate
 from crypto.tokens import TokenRejected, TokenVerifier
 from crypto.validate import CertificateRejected, CertificateValidator
-from mss.errors import AuthenticationFailed
+from mss import sasl
+from mss.errors import AuthenticationFailed, AuthenticationUnavailable
 from mss.principal import Principal
+from mss.services import ClientConnection, Failure, FailureKind, SaslExchange, Success
 
 log = logging.getLogger("mss.auth")
 
 
 #: The one text the wire gets for any certificate problem (DESIGN.md: generic on the wire).
 CERTIFICATE_REFUSED = "client certificate not accepted"
+#: The wire text of every temporary failure (database, directory or JWKS unreachable).
+TEMPORARY_FAILURE = "Temporary authentication failure, try again later"
 
 
 class Authenticator:
+    """The credential checkers (`CredentialChecker`) over the trust anchors, the directory,
+    the app-password store and the token verifier.
+
+    `peer` is accepted for the callers' convenience and not used: the checkers do not log,
+    `ConnectionAuthentication` does, once per result.
+    """
+
     def __init__(
         self,
         validator: CertificateValidator,
@@ -40,33 +61,29 @@ class Authenticator:
         self.sessions = sessions
         self.tokens = tokens
 
-    def _client_identity(self, der: bytes | None, peer: str, mechanism: str) -> tuple[x509.Certificate, Identity]:
+    def _client_identity(self, der: bytes | None) -> tuple[x509.Certificate, Identity]:
         """Validate a client certificate for client authentication and read its identity.
 
         SERV certificates are refused here: they identify another operator's server on the
         MTA port, never a person or software acting for a mailbox.
         """
         if not der:
-            log.warning("auth refused peer=%s mech=%s reason=no_certificate", peer, mechanism)
             raise AuthenticationFailed("no_certificate", "a health-PKI client certificate is required")
         try:
             cert = self.validator.validate(der, usage="client", at=datetime.now(timezone.utc))
             identity = identity_from_certificate(cert)
         except CertificateRejected as exc:
-            log.warning("auth refused peer=%s mech=%s reason=%s detail=%s", peer, mechanism, exc.reason, exc.detail)
-            raise AuthenticationFailed(exc.reason, CERTIFICATE_REFUSED) from exc
+            raise AuthenticationFailed(exc.reason, CERTIFICATE_REFUSED, detail=exc.detail) from exc
         except IdentityError as exc:
-            log.warning("auth refused peer=%s mech=%s reason=identity:%s", peer, mechanism, exc.reason)
             raise AuthenticationFailed(f"identity:{exc.reason}", CERTIFICATE_REFUSED) from exc
         if identity.kind == "SERV":
-            log.warning("auth refused peer=%s mech=%s reason=serv_certificate id=%s", peer, mechanism, identity.identifier)
-            raise AuthenticationFailed("serv_certificate", CERTIFICATE_REFUSED)
+            raise AuthenticationFailed("serv_certificate", CERTIFICATE_REFUSED, detail=f"id={identity.identifier}")
         return cert, identity
 
     async def from_certificate(self, der: bytes | None, *, peer: str = "?") -> Principal:
         """The principal of a professional card (PER mailboxes and the ORG mailboxes they
         belong to) or of a structure certificate (its ORG and APP mailboxes)."""
-        cert, identity = self._client_identity(der, peer, "EXTERNAL")
+        cert, identity = self._client_identity(der)
         async with self.sessions() as s:
             directory = LocalDirectory(s)
             if identity.kind == "PS":
@@ -78,12 +95,11 @@ class Authenticator:
                 primary = next((e.address for e in entries if e.type == "APP"), None)
                 name = identity.organization or identity.common_name
         if not entries:
-            log.warning(
-                "auth refused peer=%s reason=not_in_directory kind=%s id=%s", peer, identity.kind, identity.identifier
+            raise AuthenticationFailed(
+                "not_in_directory", CERTIFICATE_REFUSED, detail=f"kind={identity.kind} id={identity.identifier}"
             )
-            raise AuthenticationFailed("not_in_directory", CERTIFICATE_REFUSED)
         fp = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
-        principal = Principal(
+        return Principal(
             kind=identity.kind,
             identifier=identity.identifier,
             display_name=name,
@@ -91,9 +107,6 @@ class Authenticator:
             primary=primary or entries[0].address,
             cert_sha256=fp,
         )
-        log.info("auth ok peer=%s kind=%s id=%s mailboxes=%d", peer, principal.kind, principal.identifier, len(entries))
-        return principal
-
 
     # -- OAUTHBEARER / XOAUTH2: an e-CPS token bound to the connection's certificate -------------
 
@@ -103,30 +116,29 @@ class Authenticator:
     ) -> Principal:
         """The professional named by an access token, on a connection whose client certificate
         (typically the ORG certificate of practice software) validates and matches the token's
-        `cnf` `x5t#S256` (RFC 8705). `authzid`, when given, narrows to one of their mailboxes."""
+        `cnf` `x5t#S256` (RFC 8705). `authzid`, when given, narrows to one of their mailboxes.
+
+        A JWKS that cannot be fetched is `AuthenticationUnavailable` (try later), not a refusal.
+        """
         if self.tokens is None:
-            log.warning("auth refused peer=%s mech=%s reason=tokens_not_configured", peer, mechanism)
             raise AuthenticationFailed("tokens_not_configured", "token authentication is not available")
-        cert, holder = self._client_identity(cert_der, peer, mechanism)
+        cert, holder = self._client_identity(cert_der)
+        via = f"via={holder.kind}:{holder.identifier}"
         try:
             claims = await asyncio.to_thread(self.tokens.verify, token, cert)
         except TokenRejected as exc:
-            log.warning(
-                "auth refused peer=%s mech=%s reason=token:%s holder=%s detail=%s",
-                peer, mechanism, exc.reason, holder.identifier, exc.detail,
-            )
-            raise AuthenticationFailed(f"token:{exc.reason}", "invalid token") from exc
+            if exc.reason == "jwks_unavailable":
+                raise AuthenticationUnavailable("token:jwks_unavailable", detail=exc.detail) from exc
+            raise AuthenticationFailed(f"token:{exc.reason}", "invalid token", detail=f"{via} {exc.detail}") from exc
         idnat = self.tokens.idnat(claims) or ""
         try:
             check_ps_id(idnat)
         except IdentityError as exc:
-            log.warning("auth refused peer=%s mech=%s reason=token:bad_subject:%s", peer, mechanism, exc.reason)
-            raise AuthenticationFailed("token:bad_subject", "invalid token") from exc
+            raise AuthenticationFailed("token:bad_subject", "invalid token", detail=f"{via} {exc.reason}") from exc
         async with self.sessions() as s:
             entries = await LocalDirectory(s).for_idnat(idnat)
         if not entries:
-            log.warning("auth refused peer=%s mech=%s reason=not_in_directory kind=PS id=%s", peer, mechanism, idnat)
-            raise AuthenticationFailed("not_in_directory", "invalid token")
+            raise AuthenticationFailed("not_in_directory", "invalid token", detail=f"kind=PS id={idnat} {via}")
         primary = next((e.address for e in entries if e.type == "PER"), None)
         principal = Principal(
             kind="PS",
@@ -137,12 +149,7 @@ class Authenticator:
             cert_sha256=hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(),
             mechanism=mechanism,
         )
-        principal = self._narrow(principal, authzid, peer)
-        log.info(
-            "auth ok peer=%s mech=%s kind=PS id=%s via=%s:%s jti=%s",
-            peer, mechanism, idnat, holder.kind, holder.identifier, claims.get("jti", "-"),
-        )
-        return principal
+        return self._narrow(principal, authzid)
 
     # -- PLAIN / LOGIN: certificate + per-mailbox app password ----------------------------------
 
@@ -156,35 +163,280 @@ class Authenticator:
 
         principal = await self.from_certificate(cert_der, peer=peer)
         address = (username or "").strip().lower()
+        who = f"id={principal.identifier} mailbox={address!r}"
         if not principal.may_use(address):
-            log.warning(
-                "auth refused peer=%s mech=%s reason=app_password:not_entitled id=%s mailbox=%s",
-                peer, mechanism, principal.identifier, address,
-            )
-            raise AuthenticationFailed("app_password:not_entitled", "invalid credentials")
+            raise AuthenticationFailed("app_password:not_entitled", "invalid credentials", detail=who)
         if not await check_app_password(self.sessions, address, password):
-            log.warning(
-                "auth refused peer=%s mech=%s reason=app_password:wrong id=%s mailbox=%s",
-                peer, mechanism, principal.identifier, address,
-            )
-            raise AuthenticationFailed("app_password:wrong", "invalid credentials")
-        log.info("auth ok peer=%s mech=%s id=%s mailbox=%s", peer, mechanism, principal.identifier, address)
+            raise AuthenticationFailed("app_password:wrong", "invalid credentials", detail=who)
         return dataclasses.replace(principal.restricted_to(address), mechanism=mechanism)
 
     @staticmethod
-    def _narrow(principal: Principal, authzid: str | None, peer: str) -> Principal:
+    def _narrow(principal: Principal, authzid: str | None) -> Principal:
         if not authzid:
             return principal
         try:
             return principal.restricted_to(authzid)
         except PermissionError as exc:
-            log.warning(
-                "auth refused peer=%s reason=authzid_not_entitled id=%s authzid=%s", peer, principal.identifier, authzid
+            raise AuthenticationFailed(
+                "authzid_not_entitled", "not authorized for that mailbox",
+                detail=f"id={principal.identifier} authzid={authzid!r}",
+            ) from exc
+
+
+class CredentialChecker(Protocol):
+    """The checkers a connection's authentication calls (`Authenticator`; a fake in the
+    IMAP unit tests). Each returns the principal, raises `AuthenticationFailed` (refused) or
+    `AuthenticationUnavailable`; any other exception is taken as "unavailable" too."""
+
+    async def from_certificate(self, der: bytes | None, *, peer: str = "?") -> Principal: ...
+
+    async def from_token(
+        self, token: str, cert_der: bytes | None, authzid: str | None = None, *, peer: str = "?",
+        mechanism: str = "OAUTHBEARER",
+    ) -> Principal: ...
+
+    async def from_app_password(
+        self, username: str, password: str, cert_der: bytes | None, *, peer: str = "?", mechanism: str = "PLAIN"
+    ) -> Principal: ...
+
+
+# -- one connection ---------------------------------------------------------------------------
+
+#: Longest client-influenced value written into a log line (a 12 KB SASL line may not flood it).
+_LOG_VALUE_MAX = 256
+
+
+def log_safe(value: object) -> str:
+    """`value` for a log line: control characters (CR, LF, NUL, ...; Unicode line and
+    paragraph separators too) escaped as `\\xNN` / `\\uNNNN`, and long values cut, so that a
+    client can neither forge a log line nor flood one. Safe without any escaping formatter."""
+    text = str(value)
+    if len(text) > _LOG_VALUE_MAX:
+        text = f"{text[:_LOG_VALUE_MAX]}...(+{len(text) - _LOG_VALUE_MAX})"
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        elif unicodedata.category(ch) == "Zs":  # no-break and other spaces: harmless
+            out.append(" ")
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+class ConnectionAuthentication:
+    """`mss.services.Authentication` for one connection, and the `mss.sasl.ExchangeHost` its
+    exchanges run on.
+
+    The certificate is checked once per connection and the result kept (SMTP starts the check
+    when TLS comes up, RFC 3207; AUTH EXTERNAL and later MAIL reuse it); an unavailable result
+    is not kept, so the next attempt asks again.
+    """
+
+    def __init__(
+        self,
+        checker: CredentialChecker,
+        client: ClientConnection,
+        *,
+        mechanisms: tuple[str, ...] = sasl.MECHANISMS,
+        max_failures: int = sasl.MAX_AUTH_FAILURES,
+    ) -> None:
+        self.client = client
+        self._checker = checker
+        self._mechanisms = mechanisms
+        self._max_failures = max_failures
+        self._failures = 0
+        self._certificate_lock = asyncio.Lock()
+        self._certificate_result: Principal | AuthenticationFailed | None = None
+
+    @property
+    def mechanisms(self) -> tuple[str, ...]:
+        return self._mechanisms
+
+    @property
+    def failures(self) -> int:
+        return self._failures
+
+    def exchange(self, mechanism: str) -> SaslExchange:
+        return sasl.exchange(self, mechanism, self._mechanisms)
+
+    # -- Authentication -------------------------------------------------------------------------
+
+    async def certificate(self) -> Success | Failure:
+        try:
+            result = await self._certificate_principal()
+        except Exception as exc:  # noqa: BLE001 - the directory or the CRLs are unreachable
+            return self._unavailable(exc, mechanism=None)
+        if isinstance(result, AuthenticationFailed):
+            return self._refused(result, mechanism=None, counted=False)
+        return self._success(result, mechanism=None)
+
+    async def password(self, username: str, password: str, *, mechanism: str = "LOGIN") -> Success | Failure:
+        try:
+            principal = await self._checker.from_app_password(
+                username, password, self.client.certificate, peer=self.client.peer, mechanism=mechanism
             )
-            raise AuthenticationFailed("authzid_not_entitled", "not authorized for that mailbox") from exc
+        except AuthenticationFailed as exc:
+            return self._refused(exc, mechanism=mechanism)
+        except Exception as exc:  # noqa: BLE001 - the database is unreachable: not the client's fault
+            return self._unavailable(exc, mechanism=mechanism)
+        return self._success(principal, mechanism=mechanism)
+
+    # -- ExchangeHost ---------------------------------------------------------------------------
+
+    async def external(self, authzid: str | None, *, mechanism: str) -> Success | Failure:
+        try:
+            result = await self._certificate_principal()
+        except Exception as exc:  # noqa: BLE001
+            return self._unavailable(exc, mechanism=mechanism)
+        if isinstance(result, AuthenticationFailed):
+            return self._refused(result, mechanism=mechanism)
+        if not authzid:
+            return self._success(result, mechanism=mechanism)
+        try:
+            narrowed = result.restricted_to(authzid)
+        except PermissionError:
+            # RFC 4422 3.4.1: the authzid is an authorization request, refused on its own.
+            return self._conclude(
+                "unauthorized", "not authorized to act as this mailbox", mechanism=mechanism,
+                reason="authzid_not_entitled", detail=f"authzid={authzid!r}", principal=result,
+            )
+        return self._success(narrowed, mechanism=mechanism)
+
+    async def token(self, credentials: sasl.BearerCredentials, *, mechanism: str) -> Success | Failure:
+        try:
+            principal = await self._checker.from_token(
+                credentials.token, self.client.certificate, credentials.authzid,
+                peer=self.client.peer, mechanism=mechanism,
+            )
+        except AuthenticationFailed as exc:
+            return self._refused(exc, mechanism=mechanism)
+        except Exception as exc:  # noqa: BLE001 - JWKS or directory unreachable
+            return self._unavailable(exc, mechanism=mechanism)
+        return self._success(principal, mechanism=mechanism)
+
+    def rejected(self, error: sasl.SaslError, *, mechanism: str) -> Failure:
+        return self._conclude(error.kind, error.text, mechanism=mechanism, reason=error.log_reason)
+
+    def cancelled(self, *, mechanism: str) -> Failure:
+        return self._conclude("cancelled", "Authentication cancelled", mechanism=mechanism, reason="client_cancelled")
+
+    def unsupported(self, *, mechanism: str) -> Failure:
+        # RFC 4422 3.1 names are [A-Z0-9-_]{1,20}; anything else is not echoed on the wire.
+        named = 0 < len(mechanism) <= 20 and all(c.isascii() and (c.isalnum() or c in "-_") for c in mechanism)
+        what = f"SASL mechanism {mechanism}" if named else "SASL mechanism"
+        public = f"Unsupported {what}; use one of {' '.join(self._mechanisms)}"
+        return self._conclude("unsupported", public, mechanism=mechanism, reason="mechanism_not_offered")
+
+    # -- conclusions: count, log once ------------------------------------------------------------
+
+    async def _certificate_principal(self) -> Principal | AuthenticationFailed:
+        """The certificate's principal or its refusal, checked once; raises when unavailable."""
+        async with self._certificate_lock:
+            if self._certificate_result is None:
+                try:
+                    self._certificate_result = await self._checker.from_certificate(
+                        self.client.certificate, peer=self.client.peer
+                    )
+                except AuthenticationFailed as exc:
+                    self._certificate_result = exc
+            return self._certificate_result
+
+    def _success(self, principal: Principal, *, mechanism: str | None) -> Success | Failure:
+        if principal.default_mailbox is None:
+            return self._conclude(
+                "unauthorized", "no mailbox for this certificate", mechanism=mechanism,
+                reason="no_mailbox", principal=principal, counted=False,
+            )
+        self._log(
+            logging.INFO, "ok", mechanism,
+            kind=principal.kind, id=principal.identifier, mailbox=principal.default_mailbox,
+            mailboxes=len(principal.mailboxes), cert=(principal.cert_sha256 or "-")[:16],
+        )
+        return Success(principal)
+
+    def _refused(self, exc: AuthenticationFailed, *, mechanism: str | None, counted: bool = True) -> Failure:
+        return self._conclude("refused", exc.public, mechanism=mechanism, reason=exc.reason, detail=exc.detail,
+                              counted=counted)
+
+    def _unavailable(self, exc: Exception, *, mechanism: str | None) -> Failure:
+        if isinstance(exc, AuthenticationUnavailable):
+            reason, detail = exc.reason, exc.detail
+        else:
+            reason, detail = "error", f"{type(exc).__name__}: {exc}"
+            log.debug("authentication error peer=%s", log_safe(self.client.peer), exc_info=exc)
+        return self._conclude("unavailable", TEMPORARY_FAILURE, mechanism=mechanism, reason=reason, detail=detail)
+
+    def _conclude(
+        self,
+        kind: FailureKind,
+        public: str,
+        *,
+        mechanism: str | None,
+        reason: str,
+        detail: str = "",
+        principal: Principal | None = None,
+        counted: bool = True,
+    ) -> Failure:
+        """The failure, counted when the client's credentials or authzid were refused
+        (`refused`, `unauthorized`): malformed, cancelled, unsupported and unavailable
+        exchanges test nothing of the client's (RFC 4954 4 leaves the policy to the server)."""
+        counted = counted and kind in ("refused", "unauthorized")
+        if counted:
+            self._failures += 1
+        close = counted and self._failures >= self._max_failures
+        level = {"unavailable": logging.ERROR, "refused": logging.WARNING, "unauthorized": logging.WARNING}
+        self._log(
+            level.get(kind, logging.INFO), kind, mechanism, reason=reason,
+            kind=principal.kind if principal else None, id=principal.identifier if principal else None,
+            failures=f"{self._failures}/{self._max_failures}" if counted else None,
+            closing="yes" if close else None,
+            detail=detail,  # free text: last
+        )
+        return Failure(kind, public, close)
+
+    def _log(self, level: int, outcome: str, mechanism: str | None, **fields: object) -> None:
+        """The one line of a result: `auth <outcome>` for an attempt, `certificate <outcome>`
+        for SMTP's implicit certificate check. Every value goes through `log_safe`."""
+        event = "auth" if mechanism else "certificate"
+        names = ["peer", "protocol"]
+        values: list[object] = [self.client.peer, self.client.protocol]
+        if mechanism:
+            names.append("mech")
+            values.append(mechanism)
+        for name, value in fields.items():
+            if value is not None and value != "":
+                names.append(name)
+                values.append(value)
+        template = f"{event} {outcome} " + " ".join(f"{n}=%s" for n in names)
+        log.log(level, template, *(log_safe(v) for v in values))
 
 
-def peer_certificate_der(ssl_object) -> bytes | None:  # noqa: ANN001 - ssl.SSLObject or SSLSocket
+class CoreCredentials:
+    """`mss.services.Credentials`: a `ConnectionAuthentication` per connection, all over the
+    same checkers. The mechanisms and the failure limit are the same on SMTP and IMAP."""
+
+    def __init__(
+        self,
+        checker: CredentialChecker,
+        *,
+        mechanisms: tuple[str, ...] = sasl.MECHANISMS,
+        max_failures: int = sasl.MAX_AUTH_FAILURES,
+    ) -> None:
+        self.checker = checker
+        self.mechanisms = mechanisms
+        self.max_failures = max_failures
+
+    def authentication(self, client: ClientConnection) -> ConnectionAuthentication:
+        return ConnectionAuthentication(
+            self.checker, client, mechanisms=self.mechanisms, max_failures=self.max_failures
+        )
+
+
+def peer_certificate_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bytes | None:
     """The client's leaf certificate in DER, or None when it sent none."""
     if ssl_object is None:
         return None

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from crypto.tokens import TokenVerifier
 from crypto.validate import CertificateValidator, TrustAnchors
-from mss.auth import Authenticator
+from mss.auth import Authenticator, CoreCredentials
 from mss.config import Settings
 from mss.db.engine import create_engine, sessionmaker, upgrade
 from mss.delivery import Delivery
@@ -37,6 +37,11 @@ class Core:
     auth: Authenticator
     validator: CertificateValidator | None = None
     crl_task: asyncio.Task | None = field(default=None, repr=False)
+    #: `mss.services.Credentials` over `auth`: what the front ends authenticate with.
+    credentials: CoreCredentials = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.credentials = CoreCredentials(self.auth)
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> "Core":

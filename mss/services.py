@@ -38,14 +38,15 @@ class ClientConnection:
 
 @dataclass(frozen=True)
 class Challenge:
-    """The server's next SASL challenge (raw bytes; the front end base64-encodes them)."""
+    """The server's next SASL challenge (raw bytes; the front end base64-encodes them:
+    `334 <base64>` in SMTP, RFC 4954 4; `+ <base64>` in IMAP, RFC 9051 6.2.2)."""
 
     data: bytes = b""
 
 
 @dataclass(frozen=True)
 class Success:
-    """The exchange authenticated `principal`."""
+    """The exchange authenticated `principal` (its `default_mailbox` is never None)."""
 
     principal: Principal
 
@@ -73,7 +74,12 @@ SaslStep = Challenge | Success | Failure
 
 
 class SaslExchange(Protocol):
-    """One AUTHENTICATE / AUTH exchange (RFC 4422 3), sans-IO: lines in, steps out."""
+    """One AUTHENTICATE / AUTH exchange (RFC 4422 3), sans-IO: lines in, steps out.
+
+    The front end calls `step` with the initial response (or None), then with each line the
+    client sends after a `Challenge`, until it gets a `Success` or a `Failure`; it never calls
+    `step` again after that. The outcome is already counted and logged by the core.
+    """
 
     mechanism: str
 
@@ -84,11 +90,20 @@ class SaslExchange(Protocol):
 
 
 class Authentication(Protocol):
-    """One connection's authentication: its exchanges, and failures counted across them."""
+    """One connection's authentication: its exchanges, and failures counted across them.
+
+    Every result is logged once, here in the core (peer, protocol, mechanism, identity,
+    reason; never a password or a token): front ends do not log authentication results.
+    """
 
     @property
     def mechanisms(self) -> tuple[str, ...]:
-        """The SASL mechanisms offered on this connection, strongest first."""
+        """The SASL mechanisms offered on this connection, in the order to advertise them."""
+        ...
+
+    @property
+    def failures(self) -> int:
+        """Refused attempts so far on this connection (`Failure.close` once the limit is hit)."""
         ...
 
     def exchange(self, mechanism: str) -> SaslExchange:
@@ -100,14 +115,17 @@ class Authentication(Protocol):
         ...
 
     async def certificate(self) -> Success | Failure:
-        """The principal of the connection's certificate alone (SMTP's implicit EXTERNAL)."""
+        """The principal of the connection's certificate alone (SMTP's implicit EXTERNAL).
+        Not counted as an attempt: the client asked for nothing yet."""
         ...
 
 
 class Credentials(Protocol):
     """Turns what a client proves into a `Principal` (certificate, app password, token)."""
 
-    def authentication(self, client: ClientConnection) -> Authentication: ...
+    def authentication(self, client: ClientConnection) -> Authentication:
+        """A new per-connection `Authentication` (after TLS: a new connection for the core)."""
+        ...
 
 
 # -- sending --------------------------------------------------------------------------------

@@ -1,66 +1,77 @@
-"""SASL on the SMTP front end (RFC 4954 AUTH): what is advertised, and the SMTP replies.
+"""SASL on the SMTP front end (RFC 4954 AUTH): the framing's limits and the SMTP replies.
 
-The client-message parsers are protocol-neutral and live in `mss.sasl` (IMAP uses them too);
-this module re-exports them so that the handler reads `sasl.plain(...)` etc.
-
-- EXTERNAL (RFC 4422 Appendix A): the credentials are the TLS client certificate the
-  connection already presented; the client's message is an optional authorization identity
-  (authzid) that narrows the certificate's principal to one of its mailboxes.
-- OAUTHBEARER (RFC 7628) and XOAUTH2 (Google's format): an e-CPS access token, accepted by
-  the core only when bound (`cnf`) to this connection's client certificate.
-- PLAIN (RFC 4616) and LOGIN (draft-murchison-sasl-login, what Outlook speaks): a mailbox
-  address and its app password, next to a valid client certificate, never instead of it.
-
-The functions here are pure: they turn the client's bytes into fields or a refusal; the
-protocol layers do the reading, writing and the calls into `core.auth`. Nothing here keeps
-or logs a password or a token: `SaslError.log_reason` never contains one.
+The exchange itself is the core's (`mss.sasl`, run by `mss.services.Authentication`): the
+handler writes its challenges as `334 <base64>`, feeds it the client's lines and turns the
+outcome into one of the replies below. The client-message parsers are re-exported here for
+the tests of their SMTP replies.
 """
 from __future__ import annotations
 
-from mss.sasl import (  # noqa: F401 - re-exported for the handler
-    MAX_AUTH_FAILURES,
-    TOKEN_MECHANISMS,
-    BearerCredentials,
-    ExternalResult,
-    PasswordCredentials,
+import asyncio
+from typing import Protocol
+
+from mss.sasl import (  # noqa: F401 - re-exported (the handler, the parsers' SMTP tests)
+    MECHANISMS,
     SaslError,
-    bearer,
     bearer_error,
-    decode_response,
-    external,
     oauthbearer,
     plain,
-    utf8,
     xoauth2,
 )
+from mss.services import Failure, FailureKind
 
-#: Mechanisms advertised in the EHLO "AUTH" line, in order (only once TLS is up).
-MECHANISMS: tuple[str, ...] = ("EXTERNAL", "PLAIN", "LOGIN", "OAUTHBEARER", "XOAUTH2")
 #: RFC 4954 4: servers accept SASL response lines of at least 12288 octets. Also the limit
 #: of the AUTH command line itself: a bearer token does not fit in 512 octets, and clients
 #: (Thunderbird, Outlook) send it as an initial response all the same.
 MAX_RESPONSE_LINE = 12288
 
-#: LOGIN's two challenges (the de-facto texts every client expects).
-LOGIN_USERNAME = b"Username:"
-LOGIN_PASSWORD = b"Password:"
-
 #: RFC 4954 4: the reply for a refused authentication. The text stays generic on purpose.
 INVALID = "535 5.7.8 Authentication credentials invalid"
+SUCCESS = "235 2.7.0 Authentication successful"
+#: RFC 4954 4 has no reply for "closing after too many failures"; RFC 5321 3.8 / 4.2.3: 421.
+TOO_MANY_FAILURES = "421 4.7.0 Too many failed authentication attempts, closing connection"
+
+#: The reply of each failure kind (RFC 4954 4 and 6, enhanced codes RFC 3463 / RFC 5248).
+#: `{public}` is the core's wire-safe text.
+FAILURE_REPLY: dict[FailureKind, str] = {
+    # 535 for both: RFC 4954 6 answers an authorization failure like an authentication one,
+    # so that nothing is learnt about other mailboxes.
+    "refused": INVALID + ": {public}",
+    "unauthorized": INVALID + ": {public}",
+    "malformed": "501 5.5.2 {public}",
+    "cancelled": "501 5.7.0 Authentication aborted",
+    "unavailable": "454 4.7.0 Temporary authentication failure, try again later",
+    "unsupported": "504 5.5.4 Unrecognized authentication type",
+}
 
 
+def failure_reply(failure: Failure) -> str:
+    """The SMTP reply line for a failed exchange (one line: the public text's CR/LF and runs
+    of white space collapse, so no text can smuggle a second reply)."""
+    public = " ".join(failure.public.split()) or "."
+    return FAILURE_REPLY[failure.kind].format(public=public)
 
 
 def smtp_reply(exc: SaslError) -> str:
-    """The SMTP reply for a SASL error: 535 for refused credentials (RFC 4954 6), else 501."""
-    if isinstance(exc, SmtpSaslError):
-        return exc.reply
-    return f"{INVALID}: {exc.text}" if exc.refused else f"501 5.5.2 {exc.text}"
+    """The reply for a parser's `SaslError`: what `failure_reply` answers for its kind."""
+    return failure_reply(Failure(exc.kind, exc.text))
 
 
-class SmtpSaslError(SaslError):
-    """A refusal with an SMTP reply of its own (line too long, empty LOGIN field...)."""
+class ResponseLineTooLong(Exception):
+    """A SASL response line longer than `MAX_RESPONSE_LINE`: the exchange is abandoned."""
 
-    def __init__(self, reply: str, log_reason: str, *, refused: bool = False) -> None:
-        super().__init__(reply.split(" ", 2)[-1], log_reason, refused=refused)
-        self.reply = reply
+    reply = f"500 5.5.6 Authentication exchange line too long (at most {MAX_RESPONSE_LINE} octets)"
+
+
+class SaslServer(Protocol):
+    """What `SubmissionHandler.handle_AUTH` needs of the aiosmtpd protocol it is called with
+    (`smtp.server.SubmissionSMTP`): write a reply, read a response line, close."""
+
+    transport: asyncio.BaseTransport | None
+
+    async def push(self, status: str) -> None: ...
+
+    async def sasl_challenge(self, challenge: bytes = b"") -> str | None:
+        """Send `334 <base64 challenge>` and return the client's line (None: the client left).
+        Raises `ResponseLineTooLong`."""
+        ...

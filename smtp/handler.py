@@ -1,7 +1,8 @@
 """aiosmtpd hooks -> core calls, and core results -> SMTP replies.
 
 One `SubmissionHandler` serves every connection of the submission listeners. It owns no
-SQL and no cryptography: who the client is comes from `core.auth`, what may be sent from
+SQL and no cryptography: who the client is comes from the core's `Credentials` (the SASL
+exchange is the core's too; `handle_AUTH` only frames its lines), what may be sent from
 `core.submission`. Per-connection state lives on the aiosmtpd `Session` (under `session.mss`),
 which aiosmtpd replaces after STARTTLS (RFC 3207 4.2), so nothing learnt in clear survives.
 
@@ -12,18 +13,21 @@ certificate was refused goes to the log only).
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 import logging
 import re
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import auth_mechanism
+from aiosmtpd.smtp import SMTP, Envelope, Session, auth_mechanism
 
-from mss.errors import AuthenticationFailed
-from mss.refusals import Refusal
-from smtp.replies import smtp_reply
+from mss.peers import format_peer
 from mss.principal import Principal
+from mss.refusals import Refusal
+from mss.services import Authentication, Challenge, ClientConnection, Credentials, Failure, Success
 from smtp import auth as sasl
+from smtp.replies import smtp_reply
 
 log = logging.getLogger("mss.smtp")
 
@@ -54,6 +58,12 @@ def address_problem(address: str, *, smtputf8: bool = False) -> str | None:
     """
     if not smtputf8 and not address.isascii():
         return "non-ASCII address without SMTPUTF8"
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:  # aiosmtpd decodes with surrogateescape: the bytes were not UTF-8
+        return "address is not valid UTF-8 (RFC 6531 3.3)"
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in address):
+        return "address contains a control character or a line separator"
     m = (_MAILBOX_UTF8 if smtputf8 else _MAILBOX).match(address)
     if m is None:
         return "address syntax is invalid (RFC 5321 4.1.2)"
@@ -66,39 +76,24 @@ def address_problem(address: str, *, smtputf8: bool = False) -> str | None:
     return None
 
 
-def peer_text(peer: Any) -> str:
-    """`ip:port` (or `[ip6]:port`) for log lines and `Authenticator.from_certificate`."""
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(peer)
-
-
 @dataclass
 class ConnectionAuth:
     """What a connection has proved, attached to the aiosmtpd Session as `session.mss`."""
 
-    certificate: asyncio.Task | None = None  # -> Principal | Exception
-    certificate_der: bytes | None = None  # the client's leaf certificate, for SASL PLAIN/OAUTH
+    #: The core's authentication of this connection, from the moment TLS is up.
+    authentication: Authentication | None = None
+    #: The certificate's principal, looked up while the client sends EHLO (MAIL awaits it).
+    certificate: asyncio.Task[Success | Failure] | None = None
     sasl_principal: Principal | None = None
-    auth_failures: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def _state(session: Any) -> ConnectionAuth:
-    st = getattr(session, "mss", None)
+def _state(session: Session) -> ConnectionAuth:
+    st: ConnectionAuth | None = getattr(session, "mss", None)
     if st is None:
         st = ConnectionAuth()
-        session.mss = st
+        session.mss = st  # type: ignore[attr-defined]
     return st
-
-
-class _Gone(Exception):
-    """The client went away in the middle of an AUTH exchange."""
-
-
-class _Aborted(Exception):
-    """The client cancelled an AUTH exchange with "*" (RFC 4954 4)."""
 
 
 class SubmissionHandler:
@@ -106,51 +101,37 @@ class SubmissionHandler:
 
     def __init__(self, core: Any) -> None:
         self.core = core
+        self.credentials: Credentials = core.credentials
         self.settings = core.settings
 
     # -- authentication by certificate ------------------------------------------------------
 
-    def tls_established(self, session: Any, ssl_object: Any) -> None:
-        """Called as soon as TLS is up (STARTTLS or implicit): start mapping the certificate.
-
-        The look-up runs while the client sends EHLO; MAIL and AUTH await its result.
-        """
+    def tls_established(self, session: Session, ssl_object: ssl.SSLObject | None) -> None:
+        """Called as soon as TLS is up (STARTTLS or implicit): the core's authentication of
+        this connection begins, and with it the certificate look-up, which runs while the
+        client sends EHLO; MAIL and AUTH EXTERNAL await its result (the same one)."""
         st = _state(session)
-        if st.certificate is None:
-            st.certificate_der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if st.authentication is None:
+            peer = format_peer(session.peer)
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            st.authentication = self.credentials.authentication(ClientConnection("smtp", peer, der))
             st.certificate = asyncio.get_running_loop().create_task(
-                self._authenticate_certificate(ssl_object, peer_text(session.peer)),
-                name=f"smtp-cert-auth {peer_text(session.peer)}",
+                st.authentication.certificate(), name=f"smtp-cert-auth {peer}"
             )
 
-    async def _authenticate_certificate(self, ssl_object: Any, peer: str) -> Principal | Exception:
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        try:
-            principal = await self.core.auth.from_certificate(der, peer=peer)
-        except AuthenticationFailed as exc:
-            log.warning("certificate refused peer=%s reason=%s", peer, exc.reason)
-            return exc
-        except Exception as exc:  # noqa: BLE001 - a temporary failure, answered with 4xx
-            log.exception("certificate check failed peer=%s", peer)
-            return exc
-        log.info(
-            "certificate ok peer=%s kind=%s id=%s", peer, principal.kind, principal.identifier
-        )
-        return principal
-
-    def connection_closed(self, session: Any) -> None:
-        st = getattr(session, "mss", None)
+    def connection_closed(self, session: Session) -> None:
+        st: ConnectionAuth | None = getattr(session, "mss", None)
         if st is not None and st.certificate is not None and not st.certificate.done():
             st.certificate.cancel()
 
-    async def certificate_principal(self, session: Any) -> Principal | Exception | None:
-        """The certificate's principal, its failure, or None when TLS is not up."""
+    async def certificate_principal(self, session: Session) -> Success | Failure | None:
+        """The certificate's outcome, or None when TLS is not up."""
         st = _state(session)
         if st.certificate is None:
             return None
         return await asyncio.shield(st.certificate)
 
-    async def principal(self, session: Any) -> tuple[Principal | None, str | None]:
+    async def principal(self, session: Session) -> tuple[Principal | None, str | None]:
         """(principal, None) when the session may send, else (None, the reply to send)."""
         st = _state(session)
         if st.sasl_principal is not None:
@@ -158,11 +139,11 @@ class SubmissionHandler:
         result = await self.certificate_principal(session)
         if result is None:
             return None, "530 5.7.0 Must issue a STARTTLS command first"
-        if isinstance(result, AuthenticationFailed):
-            return None, f"530 5.7.0 {result.public}"
-        if isinstance(result, Exception):
-            return None, "454 4.7.0 Temporary authentication failure, try again later"
-        return result, None
+        if isinstance(result, Failure):
+            if result.kind == "unavailable":
+                return None, "454 4.7.0 Temporary authentication failure, try again later"
+            return None, f"530 5.7.0 {' '.join(result.public.split())}"
+        return result.principal, None
 
     # -- aiosmtpd hooks -----------------------------------------------------------------------
 
@@ -170,173 +151,83 @@ class SubmissionHandler:
     # handle_EHLO). The exchanges themselves run in `handle_AUTH`, which aiosmtpd calls instead.
 
     @auth_mechanism("EXTERNAL")
-    async def auth_EXTERNAL(self, server: Any, args: list[str]) -> Any:
+    async def auth_EXTERNAL(self, server: SMTP, args: list[str]) -> None:
         raise NotImplementedError("handled by handle_AUTH")
 
     @auth_mechanism("PLAIN")
-    async def auth_PLAIN(self, server: Any, args: list[str]) -> Any:
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> None:
         raise NotImplementedError("handled by handle_AUTH")
 
     @auth_mechanism("LOGIN")
-    async def auth_LOGIN(self, server: Any, args: list[str]) -> Any:
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> None:
         raise NotImplementedError("handled by handle_AUTH")
 
     @auth_mechanism("OAUTHBEARER")
-    async def auth_OAUTHBEARER(self, server: Any, args: list[str]) -> Any:
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> None:
         raise NotImplementedError("handled by handle_AUTH")
 
     @auth_mechanism("XOAUTH2")
-    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> Any:
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> None:
         raise NotImplementedError("handled by handle_AUTH")
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]):
         # The hook replaces aiosmtpd's own bookkeeping, so record the name ourselves.
         session.host_name = hostname
+        st: ConnectionAuth | None = getattr(session, "mss", None)
+        order = st.authentication.mechanisms if st is not None and st.authentication is not None else sasl.MECHANISMS
         last = responses.pop()  # "250 HELP"
         for i, line in enumerate(responses):
-            if line.startswith("250-AUTH "):  # aiosmtpd sorts them; the strongest goes first
+            if line.startswith("250-AUTH "):  # aiosmtpd sorts them; the core's order wins
                 offered = set(line[len("250-AUTH "):].split())
-                responses[i] = "250-AUTH " + " ".join(m for m in sasl.MECHANISMS if m in offered)
+                responses[i] = "250-AUTH " + " ".join(m for m in order if m in offered)
         responses.append("250-PIPELINING")
         responses.append("250-ENHANCEDSTATUSCODES")
         responses.append(last)
         return responses
 
-    async def handle_AUTH(self, server: Any, session: Any, envelope: Any, args: list[str]) -> str | None:
+    async def handle_AUTH(self, server: sasl.SaslServer, session: Session, envelope: Envelope, args: list[str]) -> str | None:
         """RFC 4954 AUTH, after aiosmtpd checked EHLO, TLS, arity and the mechanism name.
 
-        Returns the final reply, or None when it was already written (or the client left).
-        Every refusal of credentials (535) counts; after `MAX_AUTH_FAILURES` of them the
-        connection is closed with 421. Passwords and tokens are never logged.
+        Only framing: the core's exchange decides; its challenges go out as `334 <base64>`
+        and the client's lines come back to it. Returns the final reply, or None when it was
+        already written (or the client left). The core counts and logs the outcome.
         """
-        peer = peer_text(session.peer)
         if envelope.mail_from:
             return "503 5.5.1 AUTH is not permitted during a mail transaction (RFC 4954 4)"
-        mechanism = args[0].upper()
-        if mechanism not in sasl.MECHANISMS:
-            return "504 5.5.4 Unrecognized authentication type"
         st = _state(session)
-        if st.certificate is None:  # aiosmtpd refuses AUTH before STARTTLS; defence in depth
+        if st.authentication is None:  # aiosmtpd refuses AUTH before STARTTLS; defence in depth
             return "538 5.7.11 Encryption required for requested authentication mechanism"
-        initial = args[1] if len(args) > 1 else None
-        try:
-            if mechanism == "EXTERNAL":
-                outcome = await self._external(server, session, initial, peer)
-            elif mechanism in sasl.TOKEN_MECHANISMS:
-                outcome = await self._bearer(server, session, mechanism, initial, peer)
-            else:
-                outcome = await self._password(server, session, mechanism, initial, peer)
-        except _Gone:
-            return None
-        except _Aborted:
-            log.info("auth aborted peer=%s mechanism=%s", peer, mechanism)
-            return await self._refused(server, st, "501 5.7.0 Authentication aborted")
-        except sasl.SaslError as exc:
-            log.warning("auth refused peer=%s mechanism=%s reason=%s", peer, mechanism, exc.log_reason)
-            return await self._refused(server, st, sasl.smtp_reply(exc))
-        except AuthenticationFailed as exc:  # the core logged the precise reason
-            log.warning("auth refused peer=%s mechanism=%s reason=%s", peer, mechanism, exc.reason)
-            return await self._refused(server, st, f"{sasl.INVALID}: {exc.public}")
-        if isinstance(outcome, str):  # a temporary failure: not the client's fault, not counted
-            return outcome
-        principal = outcome
-        st.sasl_principal = principal
-        session.authenticated = True
-        session.auth_data = principal
-        log.info(
-            "auth ok peer=%s mechanism=%s kind=%s id=%s mailboxes=%s",
-            peer, mechanism, principal.kind, principal.identifier, ",".join(sorted(principal.mailboxes)),
-        )
-        return "235 2.7.0 Authentication successful"
-
-    async def _refused(self, server: Any, st: ConnectionAuth, reply: str) -> str | None:
-        """Count refused credentials (535; a malformed or cancelled exchange tests none)."""
-        if not reply.startswith("535"):
+        exchange = st.authentication.exchange(args[0])
+        response: str | None = args[1] if len(args) > 1 else None  # RFC 4954 4 initial response
+        while True:
+            step = await exchange.step(response)
+            if not isinstance(step, Challenge):
+                break
+            try:
+                response = await server.sasl_challenge(step.data)
+            except sasl.ResponseLineTooLong as exc:
+                log.info("auth exchange abandoned peer=%s reason=response line too long", format_peer(session.peer))
+                return exc.reply
+            if response is None:
+                return None  # the client went away in the middle of the exchange
+        if isinstance(step, Success):
+            st.sasl_principal = step.principal
+            session.authenticated = True
+            session.auth_data = step.principal  # type: ignore[assignment] # aiosmtpd types it None
+            return sasl.SUCCESS
+        reply = sasl.failure_reply(step)
+        if not step.close:
             return reply
-        st.auth_failures += 1
-        if st.auth_failures < sasl.MAX_AUTH_FAILURES:
-            return reply
-        log.warning("auth failures=%d: closing the connection", st.auth_failures)
         await server.push(reply)
-        await server.push("421 4.7.0 Too many failed authentication attempts, closing connection")
+        await server.push(sasl.TOO_MANY_FAILURES)
         if server.transport is not None:
             server.transport.close()
         return None
 
-    @staticmethod
-    async def _response(server: Any, challenge: bytes) -> bytes:
-        """Send `334 <challenge>` and decode the client's answer."""
-        line = await server.sasl_challenge(challenge)
-        if line is None:
-            raise _Gone()
-        if line.strip() == "*":
-            raise _Aborted()
-        return sasl.decode_response(line)
-
-    async def _message(self, server: Any, initial: str | None) -> bytes:
-        """The client's first message: the initial response, or the answer to an empty challenge."""
-        if initial is not None:
-            return sasl.decode_response(initial)
-        return await self._response(server, b"")
-
-    async def _external(self, server: Any, session: Any, initial: str | None, peer: str) -> Principal | str:
-        message = await self._message(server, initial)
-        result = await self.certificate_principal(session)
-        if isinstance(result, AuthenticationFailed):
-            raise result
-        if isinstance(result, Exception) or result is None:
-            return "454 4.7.0 Temporary authentication failure, try again later"
-        return sasl.external(message, result).principal
-
-    async def _bearer(
-        self, server: Any, session: Any, mechanism: str, initial: str | None, peer: str
-    ) -> Principal | str:
-        creds = sasl.bearer(mechanism, await self._message(server, initial))
-        try:
-            return await self.core.auth.from_token(
-                creds.token, _state(session).certificate_der, creds.authzid, peer=peer, mechanism=mechanism
-            )
-        except AuthenticationFailed:
-            # RFC 7628 3.2.2: an error challenge, the client's %x01 (XOAUTH2: empty) reply,
-            # then the failure. Whatever the client answers, the attempt has failed.
-            line = await server.sasl_challenge(sasl.bearer_error(mechanism))
-            if line is None:
-                raise _Gone() from None
-            raise
-        except Exception:  # noqa: BLE001 - JWKS or directory unavailable: 454, not 535
-            log.exception("auth error peer=%s mechanism=%s", peer, mechanism)
-            return "454 4.7.0 Temporary authentication failure, try again later"
-
-    async def _password(
-        self, server: Any, session: Any, mechanism: str, initial: str | None, peer: str
-    ) -> Principal | str:
-        if mechanism == "PLAIN":
-            creds = sasl.plain(await self._message(server, initial))
-        else:  # LOGIN: the user name may come as the initial response (what Outlook does)
-            if initial is not None:
-                user = sasl.decode_response(initial)
-            else:
-                user = await self._response(server, sasl.LOGIN_USERNAME)
-            password = await self._response(server, sasl.LOGIN_PASSWORD)
-            creds = sasl.PasswordCredentials(
-                sasl.utf8(user, "User name").strip(), sasl.utf8(password, "Password")
-            )
-            if not creds.username or not creds.password:
-                raise sasl.SaslError("Empty user name or password", "login empty field")
-        try:
-            return await self.core.auth.from_app_password(
-                creds.username, creds.password, _state(session).certificate_der, peer=peer, mechanism=mechanism
-            )
-        except AuthenticationFailed:
-            raise
-        except Exception:  # noqa: BLE001 - database unavailable: 454, not 535
-            log.exception("auth error peer=%s mechanism=%s", peer, mechanism)
-            return "454 4.7.0 Temporary authentication failure, try again later"
-
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]):
         principal, refusal = await self.principal(session)
         if refusal is not None:
-            log.info("MAIL refused peer=%s reply=%r", peer_text(session.peer), refusal)
+            log.info("MAIL refused peer=%s reply=%r", format_peer(session.peer), refusal)
             return refusal
         problem = address_problem(address, smtputf8=envelope.smtp_utf8)
         if problem is not None:
@@ -347,7 +238,7 @@ class SubmissionHandler:
         except Refusal as exc:
             log.info(
                 "MAIL refused peer=%s id=%s from=%s reply=%r",
-                peer_text(session.peer), principal.identifier, address, smtp_reply(exc),
+                format_peer(session.peer), principal.identifier, address, smtp_reply(exc),
             )
             return smtp_reply(exc)
         envelope.mail_from = address
@@ -365,10 +256,10 @@ class SubmissionHandler:
         try:
             await transaction.add_recipient(address)
         except Refusal as exc:
-            log.info("RCPT refused peer=%s to=%s reply=%r", peer_text(session.peer), address, smtp_reply(exc))
+            log.info("RCPT refused peer=%s to=%s reply=%r", format_peer(session.peer), address, smtp_reply(exc))
             return smtp_reply(exc)
         except Exception:  # noqa: BLE001 - never 250 on an unknown failure
-            log.exception("RCPT check failed peer=%s to=%s", peer_text(session.peer), address)
+            log.exception("RCPT check failed peer=%s to=%s", format_peer(session.peer), address)
             return "451 4.3.0 Temporary failure checking the recipient, try again later"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -377,7 +268,7 @@ class SubmissionHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         """250 only once `deliver` returned, i.e. the message is durably stored (DESIGN.md 4)."""
         transaction = _state(session).extras.pop("transaction", None)
-        peer = peer_text(session.peer)
+        peer = format_peer(session.peer)
         if transaction is None:
             return "503 5.5.1 Need MAIL command"
         raw = envelope.original_content or b""

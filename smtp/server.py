@@ -247,10 +247,7 @@ class SubmissionSMTP(SMTP):
         except (ConnectionError, asyncio.IncompleteReadError):
             return None
         except ValueError as exc:  # StreamReader.readline: over the stream limit
-            raise sasl.SmtpSaslError(
-                f"500 5.5.6 Authentication exchange line too long (at most {sasl.MAX_RESPONSE_LINE} octets)",
-                "sasl response line too long",
-            ) from exc
+            raise sasl.ResponseLineTooLong() from exc
         if not line:
             return None
         return line.decode("ascii", errors="replace").rstrip("\r\n")

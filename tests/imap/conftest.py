@@ -1,6 +1,7 @@
 """Fixtures for the sans-IO IMAP tests: a core made of the real `Store` (SQLite in a temp
-folder), `Events` and `MailAccess`, with stand-ins (`imap_fakes`) only for what needs the
-PKI: certificate checks and encryption."""
+folder), `Events` and `MailAccess`, the real authentication exchange
+(`mss.auth.CoreCredentials`), with stand-ins (`imap_fakes`) only for what needs the PKI:
+certificate checks and encryption."""
 from __future__ import annotations
 
 import sys
@@ -13,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from imap_fakes import ALICE_CERT, Driver, FakeAuth, FakeSealer  # noqa: E402
+from mss.auth import CoreCredentials  # noqa: E402
 from mss.config import Settings  # noqa: E402
 from mss.db.engine import create_engine, sessionmaker  # noqa: E402
 from mss.db.models import Base  # noqa: E402
@@ -32,6 +34,7 @@ class ImapTestCore:
     store: Store
     events: Events
     auth: FakeAuth
+    credentials: CoreCredentials
     sealer: FakeSealer
     mail: MailAccessService
 
@@ -54,7 +57,11 @@ async def core(tmp_path):
     events = Events()
     store = Store(sessionmaker(engine), events)
     sealer = FakeSealer()
-    c = ImapTestCore(Settings(domain="test.mss"), store, events, FakeAuth(), sealer, MailAccessService(store, sealer))
+    auth = FakeAuth()
+    # The real core exchange (`CoreCredentials`) over a fake credential checker.
+    c = ImapTestCore(
+        Settings(domain="test.mss"), store, events, auth, CoreCredentials(auth), sealer, MailAccessService(store, sealer)
+    )
     yield c
     await store.close()
     await engine.dispose()

@@ -19,7 +19,8 @@ BOB_CERT = b"cert-bob"
 
 
 class FakeAuth:
-    """Stands for `mss.auth.Authenticator`: a "certificate" names its principal."""
+    """Stands for `mss.auth.Authenticator`, the credential checker (`mss.auth.CredentialChecker`)
+    under the real core exchange: a "certificate" names its principal."""
 
     principals = {
         ALICE_CERT: Principal("PS", "810000000001", "Alice", frozenset({ALICE, ORG}), primary=ALICE),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 
 import pytest
 
@@ -171,3 +172,88 @@ async def test_failures_of_any_mechanism_count_towards_the_limit(make_session):
     await d.line(f"c AUTHENTICATE OAUTHBEARER {oauthbearer('nope')}")
     out = await d.line(b64("\x01"))
     assert "c NO [AUTHENTICATIONFAILED]" in out and "* BYE" in out and isinstance(d.actions[-1], Close)
+
+
+# -- AUTHENTICATE LOGIN (draft-murchison-sasl-login), offered like the others -----------------------
+
+
+async def test_login_mechanism_is_offered_after_tls_only(make_session):
+    assert "AUTH=LOGIN" in await make_session().line("c CAPABILITY")
+    assert "AUTH=LOGIN" not in await make_session(tls=False).line("c CAPABILITY")
+
+
+async def test_authenticate_login_with_both_challenges(make_session):
+    d = make_session()
+    assert await d.line("a AUTHENTICATE LOGIN") == f"+ {b64('Username:')}\r\n"
+    assert await d.line(b64(ALICE)) == f"+ {b64('Password:')}\r\n"
+    out = await d.line(b64("alice-app-pass"))
+    assert out.startswith("a OK [CAPABILITY") and d.session.mailbox == ALICE
+    assert d.session.principal.mechanism == "LOGIN" and d.session.principal.mailboxes == {ALICE}
+    assert d.session.core.auth.calls[-1] == ("app_password", ALICE, "LOGIN")
+
+
+async def test_authenticate_login_with_the_user_name_as_initial_response(make_session):
+    d = make_session()
+    assert await d.line(f"a AUTHENTICATE LOGIN {b64(ORG)}") == f"+ {b64('Password:')}\r\n"
+    out = await d.line(b64("org-app-pass"))
+    assert out.startswith("a OK") and d.session.mailbox == ORG
+
+
+async def test_authenticate_login_refused_cancelled_and_malformed(make_session):
+    d = make_session()
+    await d.line(f"a AUTHENTICATE LOGIN {b64(ALICE)}")
+    assert (await d.line(b64("wrong"))).startswith("a NO [AUTHENTICATIONFAILED] Authentication failed:")
+    assert d.session.auth_failures == 1
+    await d.line("b AUTHENTICATE LOGIN")
+    assert (await d.line("*")).startswith("b BAD")
+    await d.line(f"c AUTHENTICATE LOGIN {b64(ALICE)}")
+    assert (await d.line("!!not base64")).startswith("c BAD")
+    assert d.session.auth_failures == 1 and d.session.state is State.NOT_AUTHENTICATED
+    assert (await d.line("d NOOP")).startswith("d OK")  # the session takes commands again
+
+
+async def test_three_login_failures_close_the_connection(make_session):
+    d = make_session()
+    for tag in "ab":
+        await d.line(f"{tag} AUTHENTICATE LOGIN {b64(ALICE)}")
+        assert "BYE" not in await d.line(b64("wrong"))
+    await d.line(f"c AUTHENTICATE LOGIN {b64(ALICE)}")
+    out = await d.line(b64("wrong"))
+    assert out.startswith("c NO [AUTHENTICATIONFAILED]") and "* BYE Too many failed authentication attempts" in out
+    assert isinstance(d.actions[-1], Close)
+
+
+# -- what the core could not decide --------------------------------------------------------------
+
+
+async def test_unavailable_checks_are_no_unavailable_and_not_counted(make_session, monkeypatch):
+    d = make_session()
+
+    async def down(*args, **kwargs):
+        raise ConnectionError("database is unreachable")
+
+    monkeypatch.setattr(d.session.core.auth, "from_app_password", down)
+    for tag in "abcd":
+        out = await d.line(f"{tag} LOGIN {ALICE} alice-app-pass")
+        assert out.startswith(f"{tag} NO [UNAVAILABLE]") and "BYE" not in out
+    assert d.session.auth_failures == 0
+
+
+# -- the authorization identity cannot forge lines --------------------------------------------------
+
+
+async def test_authzid_with_crlf_forges_neither_a_response_nor_a_log_line(make_session, caplog):
+    caplog.set_level(logging.INFO)
+    d = make_session()
+    forged = f"{BOB}\r\n* OK [ALERT] forged\r\n2026-11-02 INFO mss.auth auth ok id=810000000002"
+    out = await d.line(f"a AUTHENTICATE EXTERNAL {b64(forged)}")
+    assert out.startswith("a NO [AUTHORIZATIONFAILED]") and out.count("\r\n") == 1 and "forged" not in out
+    out = await d.line(f"b AUTHENTICATE EXTERNAL {b64(forged + chr(0))}")
+    assert out.startswith("b BAD") and out.count("\r\n") == 1
+    out = await d.line(f"c AUTHENTICATE PLAIN {b64(f'{forged}{chr(0)}{ALICE}{chr(0)}alice-app-pass')}")
+    assert out.startswith("c NO [AUTHENTICATIONFAILED]") and out.count("\r\n") == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("auth ") for m in messages) == 3
+    for m in messages:
+        assert "\r" not in m and "\n" not in m and "\x00" not in m, m
+    assert any("forged" in m and "\\r\\n" in m for m in messages)

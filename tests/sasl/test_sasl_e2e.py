@@ -13,6 +13,7 @@ import asyncio
 import base64
 import imaplib
 import json
+import re
 import smtplib
 import ssl
 import time
@@ -415,6 +416,74 @@ def test_imap_three_failures_end_the_connection(world):
     with pytest.raises(imaplib.IMAP4.abort):
         m.noop()
     m.shutdown()
+
+
+def test_imap_authenticate_login(world):
+    """AUTHENTICATE LOGIN (draft-murchison-sasl-login): offered after TLS like the other
+    mechanisms, "Username:" then "Password:" (imaplib sends no initial response)."""
+    addr = world.claire["address"]
+    m = world.imaps(world.claire)
+    try:
+        assert "AUTH=LOGIN" in m.capabilities
+        answers = {b"Username:": addr.encode(), b"Password:": world.passwords[addr].encode()}
+        challenges: list[bytes] = []
+
+        def answer(challenge: bytes) -> bytes:
+            challenges.append(challenge)
+            return answers[challenge]
+
+        typ, data = m.authenticate("LOGIN", answer)
+        assert typ == "OK" and addr.encode() in data[0]
+        assert challenges == [b"Username:", b"Password:"]
+        assert m.select("INBOX")[0] == "OK"
+    finally:
+        m.logout()
+
+
+def test_imap_authenticate_login_refused(world):
+    addr = world.claire["address"]
+    m = world.imaps(world.claire)
+    try:
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            m.authenticate("LOGIN", lambda c: addr.encode() if c == b"Username:" else b"aaaaaa-bbbbbb-cccccc-dddddd")
+        assert m.state == "NONAUTH"
+    finally:
+        m.logout()
+
+
+FORGED_MARK = "forged-" + uuid.uuid4().hex[:8]
+
+
+def test_authzid_with_crlf_and_nul_forges_no_log_line(world):
+    """A card holder sends an authzid with CR/LF (and NUL) in base64 on IMAP and SMTP: the
+    server's log file gets no line of the client's making and no NUL."""
+    forged = f"{world.paul['address']}\r\n2026-11-02 10:00:00,000 INFO mss.auth auth ok {FORGED_MARK} id=1"
+    m = world.imaps(world.claire)
+    try:
+        for authzid in (forged, forged + "\0"):
+            with pytest.raises(imaplib.IMAP4.error):
+                m.authenticate("EXTERNAL", lambda _: authzid.encode())
+    finally:
+        m.logout()
+    with world.smtps(world.claire) as c:
+        assert c.docmd("AUTH", "EXTERNAL " + base64.b64encode(forged.encode()).decode())[0] == 535
+        user = base64.b64encode(f"\0{forged}\0x".encode()).decode()
+        assert c.docmd("AUTH", "PLAIN " + user)[0] == 535
+
+    text = ""
+    for _ in range(50):  # the server writes its log asynchronously to the test
+        text = world.server.log_text()
+        if text.count(FORGED_MARK) >= 3:
+            break
+        time.sleep(0.1)
+    assert "\x00" not in text
+    assert not any(line.startswith("2026-11-02 10:00:00,000") for line in text.splitlines())
+    marked = [line for line in text.splitlines() if FORGED_MARK in line]
+    assert len(marked) >= 3
+    for line in marked:
+        # every such line is one of ours: a timestamp, a level, mss.auth; the CR/LF escaped
+        assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING) mss\.auth auth ", line), line
+        assert "\\r\\n" in line or "\\x0d\\x0a" in line, line
 
 
 # -- what the server logs --------------------------------------------------------------------------

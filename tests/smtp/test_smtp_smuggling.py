@@ -210,3 +210,15 @@ def test_idle_client_gets_421_4_4_2(smtp_server, deployment):
             assert time.monotonic() - start < 5
     finally:
         limits.smtp_timeout_s = saved
+
+
+@pytest.mark.parametrize(
+    "address",
+    [b'"a\xff"@hopital-demo.mssante.test', '"a\u2028b"@hopital-demo.mssante.test'.encode(), '"a\u0085b"@x.test'.encode()],
+    ids=["invalid-utf8", "line-separator", "nel"],
+)
+def test_utf8_addresses_that_are_not_text_get_553_not_an_error(session, address):
+    """With SMTPUTF8, aiosmtpd hands over undecodable bytes as surrogates; those, C0/C1
+    controls and line separators are refused cleanly instead of failing with 451."""
+    code, text = raw_command(session, b"MAIL FROM:<" + address + b"> SMTPUTF8\r\n")
+    assert code == 553 and text.startswith(b"5.1.7 "), (code, text)
