@@ -231,6 +231,7 @@ class SubmissionHandler:
             return refusal
         problem = address_problem(address, smtputf8=envelope.smtp_utf8)
         if problem is not None:
+            log.info("MAIL refused peer=%s from=%r reason=%s", format_peer(session.peer), address, problem)
             return f"553 5.1.7 Invalid sender address: {problem}"
         transaction = self.core.submission.begin(principal)
         try:
@@ -252,6 +253,7 @@ class SubmissionHandler:
             return "503 5.5.1 Need MAIL command"
         problem = address_problem(address, smtputf8=envelope.smtp_utf8)
         if problem is not None:
+            log.info("RCPT refused peer=%s to=%r reason=%s", format_peer(session.peer), address, problem)
             return f"553 5.1.3 Invalid recipient address: {problem}"
         try:
             await transaction.add_recipient(address)
