@@ -12,7 +12,7 @@ import logging
 import ssl
 from typing import Any
 
-from mss.auth import peer_certificate_der
+from mss.tls import peer_certificate_der
 from mss.peers import format_peer
 
 from imap.protocol.response import Response, bye

@@ -434,10 +434,3 @@ class CoreCredentials:
         return ConnectionAuthentication(
             self.checker, client, mechanisms=self.mechanisms, max_failures=self.max_failures
         )
-
-
-def peer_certificate_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bytes | None:
-    """The client's leaf certificate in DER, or None when it sent none."""
-    if ssl_object is None:
-        return None
-    return ssl_object.getpeercert(binary_form=True)

@@ -22,3 +22,10 @@ def server_context(settings: Settings) -> ssl.SSLContext:
     ctx.load_verify_locations(cafile=str(settings.path(settings.tls.trust_anchors)))
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     return ctx
+
+
+def peer_certificate_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bytes | None:
+    """The client's leaf certificate in DER, or None when it sent none."""
+    if ssl_object is None:
+        return None
+    return ssl_object.getpeercert(binary_form=True)

@@ -17,15 +17,24 @@ import unicodedata
 import logging
 import re
 import ssl
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, auth_mechanism
 
 from mss.peers import format_peer
 from mss.principal import Principal
 from mss.refusals import Refusal
-from mss.services import Authentication, Challenge, ClientConnection, Credentials, Failure, Success
+from mss.services import (
+    Authentication,
+    Challenge,
+    ClientConnection,
+    Credentials,
+    Failure,
+    SmtpServices,
+    Submission,
+    SubmissionTransaction,
+    Success,
+)
 from smtp import auth as sasl
 from smtp.replies import smtp_reply
 
@@ -85,7 +94,8 @@ class ConnectionAuth:
     #: The certificate's principal, looked up while the client sends EHLO (MAIL awaits it).
     certificate: asyncio.Task[Success | Failure] | None = None
     sasl_principal: Principal | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: The mail transaction begun by MAIL, carried to DATA (a new one at every MAIL).
+    transaction: SubmissionTransaction | None = None
 
 
 def _state(session: Session) -> ConnectionAuth:
@@ -99,9 +109,10 @@ def _state(session: Session) -> ConnectionAuth:
 class SubmissionHandler:
     """Hooks for the `submission` and `submissions` listeners (RFC 6409 message submission)."""
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: SmtpServices) -> None:
         self.core = core
         self.credentials: Credentials = core.credentials
+        self.submission: Submission = core.submission
         self.settings = core.settings
 
     # -- authentication by certificate ------------------------------------------------------
@@ -170,7 +181,9 @@ class SubmissionHandler:
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> None:
         raise NotImplementedError("handled by handle_AUTH")
 
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]):
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
         # The hook replaces aiosmtpd's own bookkeeping, so record the name ourselves.
         session.host_name = hostname
         st: ConnectionAuth | None = getattr(session, "mss", None)
@@ -224,7 +237,9 @@ class SubmissionHandler:
             server.transport.close()
         return None
 
-    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]):
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
         principal, refusal = await self.principal(session)
         if refusal is not None:
             log.info("MAIL refused peer=%s reply=%r", format_peer(session.peer), refusal)
@@ -233,7 +248,7 @@ class SubmissionHandler:
         if problem is not None:
             log.info("MAIL refused peer=%s from=%r reason=%s", format_peer(session.peer), address, problem)
             return f"553 5.1.7 Invalid sender address: {problem}"
-        transaction = self.core.submission.begin(principal)
+        transaction = self.submission.begin(principal)
         try:
             transaction.mail_from(address)
         except Refusal as exc:
@@ -244,11 +259,13 @@ class SubmissionHandler:
             return smtp_reply(exc)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        _state(session).extras["transaction"] = transaction
+        _state(session).transaction = transaction
         return "250 2.1.0 Sender ok"
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]):
-        transaction = _state(session).extras.get("transaction")
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        transaction = _state(session).transaction
         if transaction is None or not envelope.mail_from:  # aiosmtpd already requires MAIL
             return "503 5.5.1 Need MAIL command"
         problem = address_problem(address, smtputf8=envelope.smtp_utf8)
@@ -267,9 +284,10 @@ class SubmissionHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient ok"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         """250 only once `deliver` returned, i.e. the message is durably stored (DESIGN.md 4)."""
-        transaction = _state(session).extras.pop("transaction", None)
+        st = _state(session)
+        transaction, st.transaction = st.transaction, None
         peer = format_peer(session.peer)
         if transaction is None:
             return "503 5.5.1 Need MAIL command"

@@ -26,11 +26,13 @@ import collections
 import logging
 import re
 import ssl
-from typing import Any, Callable
+from typing import Callable
 
 from aiosmtpd.smtp import SMTP, TLSSetupException
 
 from mss.peers import format_peer
+from mss.config import Settings
+from mss.services import SmtpServices
 from smtp import auth as sasl
 from smtp.handler import SubmissionHandler
 
@@ -94,7 +96,7 @@ class SubmissionSMTP(SMTP):
         self,
         handler: SubmissionHandler,
         *,
-        settings: Any,
+        settings: Settings,
         tls_context: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
         loop: asyncio.AbstractEventLoop | None = None,
@@ -197,7 +199,7 @@ class SubmissionSMTP(SMTP):
             return "Error: send EHLO first"
         return text
 
-    async def push(self, status: Any) -> None:
+    async def push(self, status: str | bytes) -> None:
         if isinstance(status, str):
             status = self._enhance(status)
         await super().push(status)
@@ -311,7 +313,7 @@ class NoRelayService(asyncio.Protocol):
     MAX_LINE = 1024
     MAX_COMMANDS = 20
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.hostname = getattr(settings, "hostname", None) or settings.domain
         self.timeout = settings.limits.smtp_timeout_s
         self.transport: asyncio.Transport | None = None
@@ -360,7 +362,7 @@ class NoRelayService(asyncio.Protocol):
         self.transport = None
 
 
-async def start(core: Any) -> dict[str, asyncio.AbstractServer]:
+async def start(core: SmtpServices) -> dict[str, asyncio.AbstractServer]:
     """Listen on `submission`, `submissions` and `mta`; returns the servers by role."""
     loop = asyncio.get_running_loop()
     settings = core.settings
