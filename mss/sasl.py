@@ -38,9 +38,6 @@ from mss.services import Challenge, Failure, SaslExchange, SaslStep, Success
 #: Every mechanism, offered on SMTP and IMAP alike once TLS is up, in this order.
 MECHANISMS: tuple[str, ...] = ("EXTERNAL", "PLAIN", "LOGIN", "OAUTHBEARER", "XOAUTH2")
 
-#: Mechanisms that carry a bearer token.
-TOKEN_MECHANISMS = frozenset({"OAUTHBEARER", "XOAUTH2"})
-
 #: Refused attempts (credentials or authorization) after which a connection is dropped,
 #: SMTP and IMAP alike. Malformed, cancelled and temporarily failed exchanges do not count.
 MAX_AUTH_FAILURES = 3

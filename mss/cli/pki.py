@@ -32,10 +32,6 @@ def _open(settings):  # noqa: ANN001, ANN202
     return TestPKI.load(directory)
 
 
-def _crl_paths(pki) -> list[Path]:  # noqa: ANN001
-    return [pki.directory / "crl" / f"{slug}.crl" for slug in ("root", "personnes", "organisations")]
-
-
 @click.group()
 def pki() -> None:
     """Test health PKI: CAs shaped like IGC-Santé, certificates, revocation, CRLs."""
