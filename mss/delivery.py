@@ -16,7 +16,7 @@ from annuaire.whitelist import in_trust_space
 from mss.config import Settings
 from mss.refusals import Reason, Refusal
 from mss.mailboxes import Mailboxes
-from mss.message import check_header_senders, check_headers, check_line_endings
+from mss.message import check_header_senders, parse_message_async
 from mss.policy import Recipient, check_recipient, check_sender, domain_of
 from mss.principal import Principal
 from mss.store import NewMessage, Store, StoredRef
@@ -195,11 +195,9 @@ class Delivery:
         core is the one place the rules hold. Directory reads share one session.
         """
         check_sender(principal, envelope.mail_from)
-        check_line_endings(raw)
-        check_headers(raw)
-        check_header_senders(principal, raw)
-        if len(raw) > self.settings.limits.max_message_size:
-            raise Refusal(Reason.TOO_BIG, "Message exceeds the maximum size")
+        # One parse (size, line ends, header fields), off the event loop when large.
+        message = await parse_message_async(raw, max_size=self.settings.limits.max_message_size)
+        check_header_senders(principal, message)
         sender = normalize_address(envelope.mail_from)
         targets: list[DeliveryTarget] = []
         async with self.sessions() as s:
@@ -215,11 +213,12 @@ class Delivery:
             if own is not None and own.sent_copy:
                 own = await directory.delivery_target(sender)
         items: list[NewMessage] = []
+        sealable = await self.mailboxes.prepare(message)  # protected once, encrypted per target
         for t in targets:
-            sealed, headers = await self.mailboxes.seal(t.address, raw, t.certificates)
+            sealed, headers = await self.mailboxes.seal(t.address, sealable, t.certificates)
             items.append(NewMessage(mailbox=t.address, folder="INBOX", content=sealed, headers=headers))
         if own is not None and own.sent_copy:
-            sealed, headers = await self.mailboxes.seal(sender, raw, own.certificates)
+            sealed, headers = await self.mailboxes.seal(sender, sealable, own.certificates)
             items.append(
                 NewMessage(mailbox=sender, folder="Sent", content=sealed, headers=headers, flags=frozenset({"\\Seen"}))
             )

@@ -14,10 +14,11 @@ from cryptography import x509
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from annuaire.local import LocalDirectory
-from crypto.smime import is_encrypted, protect_and_encrypt, replace_outer_subject
+from crypto.smime import encrypt
 from mss.config import Settings
 from mss.refusals import Reason, Refusal
-from mss.message import outer_headers
+from mss.message import ParsedMessage
+from mss.sealing import Sealable, prepare_async
 from mss.principal import Principal
 from mss.store import NewMessage, OuterHeaders, Store, StoredRef
 
@@ -39,27 +40,35 @@ class Mailboxes:
         async with self.sessions() as s:
             return await LocalDirectory(s).encryption_certificates(mailbox)
 
+    async def prepare(self, message: bytes | ParsedMessage) -> Sealable:
+        """The per-message half of `seal` (header protection, or the as-is decision), done
+        once for a delivery to many mailboxes (DESIGN.md: protected once, encrypted per key)."""
+        return await prepare_async(
+            message,
+            placeholder_subject=self.settings.delivery.placeholder_subject,
+            hide_subject_of_encrypted=self.settings.delivery.hide_subject_of_encrypted,
+        )
+
     async def seal(
-        self, mailbox: str, raw: bytes, certs: Sequence[x509.Certificate] | None = None
+        self, mailbox: str, message: bytes | ParsedMessage | Sealable, certs: Sequence[x509.Certificate] | None = None
     ) -> tuple[bytes, OuterHeaders]:
         """Ciphertext for `mailbox` and its outer headers; refuses if it has no key.
 
-        `certs` may be given by a caller that already looked them up (delivery does).
+        `certs` may be given by a caller that already looked them up (delivery does), and
+        `message` already prepared (`prepare`) when it goes to several mailboxes.
         """
-        if is_encrypted(raw):  # DESIGN.md: stored as it came (the operator may hide its Subject)
-            if self.settings.delivery.hide_subject_of_encrypted:
-                raw = replace_outer_subject(raw, placeholder_subject=self.settings.delivery.placeholder_subject)
-            return raw, outer_headers(raw)
+        sealable = message if isinstance(message, Sealable) else await self.prepare(message)
+        if sealable.as_is is not None:  # DESIGN.md: stored as it came
+            return sealable.as_is, sealable.headers
         if certs is None:
             certs = await self.encryption_certificates(mailbox)
         if not certs:
             raise Refusal(
                 Reason.NO_ENCRYPTION_KEY, f"Mailbox <{mailbox}> has no valid encryption certificate; nothing is stored in clear"
             )
-        sealed = await asyncio.to_thread(
-            protect_and_encrypt, raw, certs, placeholder_subject=self.settings.delivery.placeholder_subject
-        )
-        return sealed, outer_headers(sealed)
+        assert sealable.protected is not None
+        sealed = await asyncio.to_thread(encrypt, sealable.protected, certs)
+        return sealed, sealable.headers
 
     async def append(
         self,
