@@ -4,15 +4,20 @@ The stored message is usually one application/pkcs7-mime part with clear outer h
 but this module is general: it walks multipart and message/rfc822 structure by byte
 offsets, so BODY[section] returns exactly the bytes that were stored (clients verify
 signatures over them). Nothing here decrypts anything.
+
+Header sections are read by the one scanner of MSS (`crypto.rfc5322`, RFC 5322 §2.2), the
+same that split the message when it came in; field values are handed on as `email.parser`
+(compat32) used to hand them (folding kept, octets beyond ASCII as U+FFFD) and MIME
+parameters are parsed by `crypto.rfc2045`, so ENVELOPE and BODYSTRUCTURE answer as before.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from email.utils import collapse_rfc2231_value, getaddresses
 
+from crypto import rfc2045
+from crypto.rfc5322 import Field, HeaderSection, scan
 from imap.protocol.commands import Section
 
 _MAX_DEPTH = 20  # nested multiparts deeper than this are shown as opaque parts
@@ -33,7 +38,7 @@ class Part:
     params: list[tuple[str, str]] = field(default_factory=list)
     children: list["Part"] = field(default_factory=list)  # multipart parts
     message: "Part | None" = None  # the encapsulated message of a message/rfc822 part
-    _fields: object = None
+    fields: tuple[Field, ...] = ()  # the header fields, as scanned
 
     @property
     def raw(self) -> bytes:
@@ -44,8 +49,17 @@ class Part:
         return self.ctype == "multipart"
 
     def field(self, name: str) -> str | None:
-        v = self._fields.get(name) if self._fields is not None else None
-        return None if v is None else str(v)
+        """The value of the first field called `name`, folding kept (None: no such field)."""
+        key = name.lower()
+        for f in self.fields:
+            if f.key == key:
+                return rfc2045.header_text(f.value)
+        return None
+
+    def field_all(self, name: str) -> list[str]:
+        """The values of every field called `name`, in order."""
+        key = name.lower()
+        return [rfc2045.header_text(f.value) for f in self.fields if f.key == key]
 
     def param(self, name: str) -> str | None:
         for k, v in self.params:
@@ -55,26 +69,24 @@ class Part:
 
 
 def split_header(raw: bytes) -> tuple[bytes, bytes]:
-    """Header block (ending with its empty line) and body. No empty line: all header."""
-    m = re.search(rb"\r?\n\r?\n", raw)
-    if raw.startswith(b"\r\n") or raw.startswith(b"\n"):
-        n = 2 if raw.startswith(b"\r\n") else 1
-        return raw[:n], raw[n:]
-    if not m:
-        return raw, b""
-    return raw[: m.end()], raw[m.end() :]
+    """Header section (ending with its empty line, if it has one) and body (RFC 5322 §2.1).
+
+    The header ends at the first empty line or at the first line that is not a field (that
+    line starts the body); no empty line and only fields: all header.
+    """
+    section = scan(raw)
+    return section.header, section.body
 
 
 def parse(raw: bytes, *, default: tuple[str, str] = ("text", "plain"), depth: int = 0) -> Part:
-    header, body = split_header(raw)
-    fields = BytesHeaderParser(policy=compat32).parsebytes(header)
-    part = Part(header, body, _fields=fields)
-    ct = fields.get("Content-Type")
+    section: HeaderSection = scan(raw)
+    body = section.body
+    part = Part(section.header, body, fields=section.fields)
+    ct = part.field("Content-Type")
     if ct is not None:
-        full = fields.get_content_type()  # falls back to text/plain on nonsense
+        full = rfc2045.content_type(ct)  # falls back to text/plain on nonsense
         part.ctype, _, part.csubtype = full.partition("/")
-        params = fields.get_params() or []
-        part.params = [(k, _param_value(v)) for k, v in params[1:]]
+        part.params = [(k, _param_value(v)) for k, v in rfc2045.params(ct)[1:]]
     else:
         part.ctype, part.csubtype = default
         if default == ("text", "plain"):
@@ -94,7 +106,7 @@ def parse(raw: bytes, *, default: tuple[str, str] = ("text", "plain"), depth: in
     return part
 
 
-def _param_value(v) -> str:  # noqa: ANN001 - str or RFC 2231 triple
+def _param_value(v: rfc2045.ParamValue) -> str:
     if isinstance(v, tuple):
         return collapse_rfc2231_value(v)
     return str(v)
@@ -145,22 +157,11 @@ def _find(msg: Part, path: tuple[int, ...]) -> Part:
     return cur
 
 
-def _header_fields(header: bytes, names: tuple[str, ...], negate: bool) -> bytes:
+def _header_fields(fields: tuple[Field, ...], names: tuple[str, ...], negate: bool) -> bytes:
+    """HEADER.FIELDS (NOT): the named fields as stored, continuation lines included, then
+    the empty line (RFC 9051 6.4.5)."""
     wanted = {n.lower() for n in names}
-    out = bytearray()
-    keep = False
-    for line in re.split(rb"(?<=\n)", header):
-        if not line or line in (b"\r\n", b"\n"):
-            continue
-        if line[:1] in (b" ", b"\t"):
-            if keep:
-                out += line
-            continue
-        name = line.split(b":", 1)[0].strip().decode("latin-1").lower()
-        keep = (name in wanted) != negate
-        if keep:
-            out += line
-    return bytes(out) + b"\r\n"
+    return b"".join(f.raw for f in fields if (f.key in wanted) != negate) + b"\r\n"
 
 
 def section_bytes(msg: Part, section: Section) -> bytes:
@@ -184,7 +185,7 @@ def section_bytes(msg: Part, section: Section) -> bytes:
         return target.header
     if text == "TEXT":
         return target.body
-    return _header_fields(target.header, section.fields, negate=text == "HEADER.FIELDS.NOT")
+    return _header_fields(target.fields, section.fields, negate=text == "HEADER.FIELDS.NOT")
 
 
 def partial(data: bytes, spec: tuple[int, int] | None) -> bytes:
@@ -252,8 +253,8 @@ def _disposition(part: Part):
     raw = part.field("Content-Disposition")
     if raw is None:
         return None
-    kind = part._fields.get_content_disposition() or raw.split(";")[0].strip().lower()
-    params = part._fields.get_params(header="content-disposition") or []
+    kind = rfc2045.disposition(raw) or raw.split(";")[0].strip().lower()
+    params = rfc2045.params(raw)
     return (kind, _param_list([(k, _param_value(v)) for k, v in params[1:]]))
 
 

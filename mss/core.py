@@ -17,7 +17,7 @@ from mss.db.engine import create_engine, sessionmaker, upgrade
 from mss.delivery import Delivery
 from mss.events import Events
 from mss.mailaccess import MailAccessService
-from mss.mailboxes import Mailboxes
+from mss.sealing import Sealer
 from mss.store import Store
 from mss.tls import server_context
 
@@ -31,7 +31,7 @@ class Core:
     sessions: async_sessionmaker
     events: Events
     store: Store
-    sealer: Mailboxes
+    sealer: Sealer
     submission: Delivery
     mail: MailAccessService
     auth: Authenticator
@@ -52,7 +52,7 @@ class Core:
         sessions = sessionmaker(engine)
         events = Events()
         store = Store(sessions, events, max_batch=settings.delivery.group_commit_max)
-        sealer = Mailboxes(settings, sessions)
+        sealer = Sealer(settings, sessions)
         anchors = TrustAnchors.load(settings.path(settings.tls.trust_anchors))
         validator = build_validator(settings, anchors)
         core = cls(

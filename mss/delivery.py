@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from annuaire.local import DeliveryTarget, LocalDirectory, normalize_address
 from annuaire.whitelist import in_trust_space
 from mss.config import Settings
-from mss.mailboxes import Mailboxes
-from mss.message import check_header_senders, check_headers, check_line_endings
+from mss.sealing import Sealer
+from mss.message import check_header_senders, parse_message_async
 from mss.policy import Recipient, check_recipient, check_sender, domain_of
 from mss.principal import Principal
 from mss.records import NewMessage
@@ -71,7 +71,7 @@ class Transaction:
 class Delivery:
     """`mss.services.Submission` for this node: local recipients only until the relay exists."""
 
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], sealer: Mailboxes, store: Store) -> None:
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], sealer: Sealer, store: Store) -> None:
         self.settings = settings
         self.sessions = sessions
         self.sealer = sealer
@@ -116,11 +116,9 @@ class Delivery:
         is the one place the rules hold. Recipients come resolved from RCPT.
         """
         check_sender(principal, envelope.mail_from)
-        if len(raw) > self.max_message_size:
-            raise Refusal(Reason.TOO_BIG, "Message exceeds the maximum size")
-        check_line_endings(raw)
-        check_headers(raw)
-        check_header_senders(principal, raw)
+        # One parse (size, line ends, header fields), off the event loop when large.
+        message = await parse_message_async(raw, max_size=self.settings.limits.max_message_size)
+        check_header_senders(principal, message)
         sender = normalize_address(envelope.mail_from)
         targets = [r.target for r in envelope.recipients if r.target is not None]
         if len(targets) != len(envelope.recipients):  # pragma: no cover - add_recipient refuses them
@@ -130,11 +128,12 @@ class Delivery:
             if own is not None and own.sent_copy:
                 own = await LocalDirectory(s).delivery_target(sender)
         items: list[NewMessage] = []
+        sealable = await self.sealer.prepare(message)  # protected once, encrypted per target
         for t in targets:
-            sealed, headers = await self.sealer.seal(t.address, raw, t.certificates)
+            sealed, headers = await self.sealer.seal(t.address, sealable, t.certificates)
             items.append(NewMessage(mailbox=t.address, folder="INBOX", content=sealed, headers=headers))
         if own is not None and own.sent_copy:
-            sealed, headers = await self.sealer.seal(sender, raw, own.certificates)
+            sealed, headers = await self.sealer.seal(sender, sealable, own.certificates)
             items.append(
                 NewMessage(mailbox=sender, folder="Sent", content=sealed, headers=headers, flags=frozenset({"\\Seen"}))
             )

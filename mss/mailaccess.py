@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 
 from mss.events import FolderWatch
-from mss.mailboxes import Mailboxes
+from mss.sealing import Sealer
 from mss.principal import Principal
 from mss.records import FlagMode, FolderInfo, MessageMeta, NewMessage, OuterHeaders, StoredRef
 from mss.refusals import Reason, Refusal
@@ -25,7 +25,7 @@ from mss.store import Store
 class Handle:
     """A `mss.services.MailboxHandle` over the store, for one principal and one mailbox."""
 
-    def __init__(self, store: Store, sealer: Mailboxes, principal: Principal, address: str) -> None:
+    def __init__(self, store: Store, sealer: Sealer, principal: Principal, address: str) -> None:
         self._store = store
         self._sealer = sealer
         self._principal = principal
@@ -124,7 +124,7 @@ class Handle:
 class MailAccessService:
     """`mss.services.MailAccess`: the one place that decides who opens which mailbox."""
 
-    def __init__(self, store: Store, sealer: Mailboxes) -> None:
+    def __init__(self, store: Store, sealer: Sealer) -> None:
         self._store = store
         self._sealer = sealer
 

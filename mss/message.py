@@ -1,75 +1,154 @@
-"""What the core needs to know of a raw message before encrypting it: one header parse."""
+"""A message on its way in, parsed once: every check the core makes of the raw bytes, in one pass.
+
+DESIGN.md: "A message is parsed once on its way in (a linear-time, bounded header scan, off the
+event loop when large)". `parse_message` is that one pass: size, line ends, the header section
+through the one scanner (`crypto.rfc5322`), the author fields, the clear values kept beside the
+ciphertext and whether the message is already S/MIME-encrypted. What it returns,
+`ParsedMessage`, is handed on — to `check_header_senders`, to sealing — so that nothing splits
+the message again and every later step sees the same fields.
+"""
 from __future__ import annotations
 
-import re
+import asyncio
+from dataclasses import dataclass
 from email.utils import getaddresses
-from email.parser import BytesHeaderParser, HeaderParser
-from email.policy import compat32
 
-from mss.refusals import Reason, Refusal
+from crypto.rfc5322 import Field, HeaderSection, TooManyFields, has_bare_cr_or_lf, scan
+from crypto.smime import is_enveloped
 from mss.principal import Principal
 from mss.records import OuterHeaders
+from mss.refusals import Reason, Refusal
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-_BARE_CR = re.compile(rb"\r(?!\n)")
+__all__ = [
+    "MAX_HEADER_FIELDS",
+    "PARSE_IN_THREAD_THRESHOLD",
+    "ParsedMessage",
+    "check_header_senders",
+    "outer_headers",
+    "parse_message",
+    "parse_message_async",
+]
+
+#: At most this many header fields in a submitted message. The bound is on memory: a field
+#: costs a few hundred bytes of bookkeeping, so 25 MiB of four-octet fields would cost gigabytes.
+#: Real messages carry tens; a long relay chain a few hundred.
+MAX_HEADER_FIELDS = 10_000
+
+#: Messages larger than this are parsed in a worker thread: the scan is linear, but a few
+#: megabytes still take milliseconds that the listeners sharing the event loop should not wait.
+PARSE_IN_THREAD_THRESHOLD = 64 * 1024
 
 
-def check_line_endings(raw: bytes) -> None:
-    """Refuse bare CR or LF: they are the raw material of SMTP smuggling (DESIGN.md)."""
-    if _BARE_LF.search(raw) or _BARE_CR.search(raw):
+@dataclass(frozen=True)
+class ParsedMessage:
+    """A submitted message that passed the core's syntax checks, and what they found.
+
+    ``raw`` is the message as received: it is CRLF throughout (bare CR and LF were refused),
+    so it is also the canonical form that encryption needs. ``fields`` are slices of ``raw``.
+    """
+
+    raw: bytes
+    fields: tuple[Field, ...]
+    body_offset: int
+    outer: OuterHeaders  # the clear values as submitted (stored beside an as-is message)
+    from_addresses: tuple[str, ...]
+    sender_addresses: tuple[str, ...]
+    encrypted: bool  # already S/MIME enveloped: stored as it came (DESIGN.md)
+
+    @property
+    def body(self) -> bytes:
+        return self.raw[self.body_offset :]
+
+
+def parse_message(raw: bytes, *, max_size: int, max_fields: int = MAX_HEADER_FIELDS) -> ParsedMessage:
+    """Check ``raw`` and scan it once; raise `Refusal` for the first rule it breaks.
+
+    The size comes first: it costs nothing and bounds everything after it. Then bare CR or
+    LF (the raw material of SMTP smuggling, DESIGN.md "Bad input"), the header section, a
+    From field (RFC 5322 §3.6; a missing Date is let through: RFC 6409 §8.3 lets submission
+    complete it, and clients always send one), and an address in every From and Sender.
+    """
+    if len(raw) > max_size:
+        raise Refusal(Reason.TOO_BIG, "Message exceeds the maximum size")
+    if has_bare_cr_or_lf(raw):
         raise Refusal(Reason.MALFORMED_MESSAGE, "Message contains a bare CR or LF; lines must end with CRLF")
+    try:
+        section = scan(raw, max_fields=max_fields)
+    except TooManyFields as exc:
+        raise Refusal(
+            Reason.MALFORMED_MESSAGE, f"Message header has more than {exc.limit} fields", log=f"header fields > {exc.limit}"
+        ) from exc
+    from_fields = section.get_all("From")
+    if not from_fields:
+        raise Refusal(Reason.MALFORMED_MESSAGE, "Message has no From header field (RFC 5322 3.6)")
+    from_addresses = _addresses("From", from_fields)
+    sender_addresses = _addresses("Sender", section.get_all("Sender"))
+    body = section.body
+    return ParsedMessage(
+        raw=raw,
+        fields=section.fields,
+        body_offset=section.body_offset,
+        outer=_outer(section),
+        from_addresses=from_addresses,
+        sender_addresses=sender_addresses,
+        encrypted=is_enveloped(section.fields, body),
+    )
 
 
-def header_block(raw: bytes) -> bytes:
-    end = raw.find(b"\r\n\r\n")
-    if end < 0:
-        end = raw.find(b"\n\n")
-    return raw if end < 0 else raw[: end + 2]
+async def parse_message_async(
+    raw: bytes, *, max_size: int, threshold: int = PARSE_IN_THREAD_THRESHOLD, max_fields: int = MAX_HEADER_FIELDS
+) -> ParsedMessage:
+    """`parse_message`, in a worker thread when ``raw`` is larger than ``threshold`` so that
+    a large message never stalls the event loop (small ones are cheaper parsed in place)."""
+    if len(raw) > threshold and len(raw) <= max_size:
+        return await asyncio.to_thread(parse_message, raw, max_size=max_size, max_fields=max_fields)
+    return parse_message(raw, max_size=max_size, max_fields=max_fields)
+
+
+def _addresses(name: str, fields: tuple[Field, ...]) -> tuple[str, ...]:
+    """Every address of the ``name`` fields; a field that names none is refused."""
+    found: list[str] = []
+    for f in fields:
+        addresses = [a for _, a in getaddresses([f.unfolded]) if a]
+        if not addresses:
+            raise Refusal(Reason.MALFORMED_MESSAGE, f"{name} header field has no address")
+        found += addresses
+    return tuple(found)
+
+
+def check_header_senders(principal: Principal, message: ParsedMessage) -> None:
+    """The author fields must name the authenticated user's own mailboxes (RFC 6409 §8.1
+    lets a submission server enforce this): every From address, and Sender when present.
+
+    MAIL FROM alone is not enough: the recipient's client shows From, and in a health
+    trust space a message must never appear to come from a colleague who did not send it.
+    """
+    for name, addresses in (("From", message.from_addresses), ("Sender", message.sender_addresses)):
+        for address in addresses:
+            if not principal.may_use(address):
+                raise Refusal(Reason.NOT_ALLOWED, f"{name} <{address}> is not a mailbox of the authenticated user")
+
+
+def _outer(section: HeaderSection) -> OuterHeaders:
+    def value(name: str) -> str:
+        f = section.get(name)
+        return f.unfolded if f is not None else ""
+
+    return OuterHeaders(
+        from_=value("From"),
+        to=value("To"),
+        cc=value("Cc"),
+        subject=value("Subject"),
+        date=value("Date"),
+        message_id=value("Message-ID"),
+    )
 
 
 def outer_headers(raw: bytes) -> OuterHeaders:
     """The clear header values kept beside the ciphertext (routing and threading only).
 
     Header bytes are read as UTF-8 (RFC 6532 allows it in header values); encoded words
-    (RFC 2047) are kept as they are, for IMAP ENVELOPE to return unchanged.
+    (RFC 2047) are kept as they are, for IMAP ENVELOPE to return unchanged. Only the header
+    section is scanned: on a stored message the ciphertext after it is never looked at.
     """
-    msg = HeaderParser(policy=compat32).parsestr(header_block(raw).decode("utf-8", errors="replace"))
-
-    def get(name: str) -> str:
-        v = msg.get(name)
-        return " ".join(str(v).split()) if v is not None else ""
-
-    return OuterHeaders(
-        from_=get("From"),
-        to=get("To"),
-        cc=get("Cc"),
-        subject=get("Subject"),
-        date=get("Date"),
-        message_id=get("Message-ID"),
-    )
-
-
-def check_headers(raw: bytes) -> None:
-    """A submitted message needs a From field (RFC 5322 3.6). A missing Date is let
-    through: RFC 6409 8.3 lets submission complete it, and clients always send one."""
-    msg = BytesHeaderParser(policy=compat32).parsebytes(header_block(raw))
-    if msg.get("From") is None:
-        raise Refusal(Reason.MALFORMED_MESSAGE, "Message has no From header field (RFC 5322 3.6)")
-
-
-def check_header_senders(principal: Principal, raw: bytes) -> None:
-    """The author fields must name the authenticated user's own mailboxes (RFC 6409 8.1
-    lets a submission server enforce this): every From address, and Sender when present.
-
-    MAIL FROM alone is not enough: the recipient's client shows From, and in a health
-    trust space a message must never appear to come from a colleague who did not send it.
-    """
-    msg = BytesHeaderParser(policy=compat32).parsebytes(header_block(raw))
-    fields = [("From", v) for v in msg.get_all("From") or []] + [("Sender", v) for v in msg.get_all("Sender") or []]
-    for name, value in fields:
-        addresses = [a for _, a in getaddresses([str(value)]) if a]
-        if not addresses:
-            raise Refusal(Reason.MALFORMED_MESSAGE, f"{name} header field has no address")
-        for address in addresses:
-            if not principal.may_use(address):
-                raise Refusal(Reason.NOT_ALLOWED, f"{name} <{address}> is not a mailbox of the authenticated user")
+    return _outer(scan(raw))

@@ -113,7 +113,7 @@ async def test_stopping_commits_what_is_queued(fresh_deployment):
 async def test_operator_may_hide_the_clear_subject_of_messages_encrypted_by_their_sender(core, fresh_deployment):
     from crypto.pki import TestPKI
     from crypto.smime import protect_and_encrypt
-    from mss.mailboxes import Mailboxes
+    from mss.sealing import Sealer
 
     pki = TestPKI.load(fresh_deployment.directory / "pki" / "ca")
     enc = pki.issue_encryption(f"x@{fresh_deployment.domain}", idnat="810001045367", surname="X", given_name="Y")
@@ -126,5 +126,5 @@ async def test_operator_may_hide_the_clear_subject_of_messages_encrypted_by_thei
     hiding = core.settings.model_copy(
         update={"delivery": core.settings.delivery.model_copy(update={"hide_subject_of_encrypted": True})}
     )
-    hidden, headers = await Mailboxes(hiding, core.sessions).seal(paul, sent)
+    hidden, headers = await Sealer(hiding, core.sessions).seal(paul, sent)
     assert b"DUPONT" not in hidden and headers.subject == "[...]"

@@ -70,7 +70,7 @@ class _Candidate:
             self._part = self._load(self.meta.uid)
         if self._part is None:
             return ""
-        values = self._part._fields.get_all(name) or []
+        values = self._part.field_all(name)
         return " ".join(" ".join(str(v).split()) for v in values)
 
 

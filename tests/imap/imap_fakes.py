@@ -68,7 +68,7 @@ class FakeAuth:
 
 
 class FakeSealer:
-    """Stands for `mss.mailboxes.Mailboxes.seal` (encryption needs the PKI): keeps the bytes
+    """Stands for `mss.sealing.Sealer.seal` (encryption needs the PKI): keeps the bytes
     as they are, records them, and refuses NOKEY as a mailbox without a certificate."""
 
     def __init__(self) -> None:
