@@ -1,0 +1,90 @@
+"""Authorisation lives in the core: `MailAccess.open` is the one door to a mailbox, and a
+handle only works on its own mailbox's folders, whatever front end holds it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mss.core import Core
+from mss.principal import Principal
+from mss.refusals import Reason, Refusal
+
+
+@pytest.fixture
+async def core(fresh_deployment):
+    c = await Core.open(fresh_deployment.settings())
+    yield c
+    await c.close()
+
+
+def _principal(entry: dict, *more: str) -> Principal:
+    return Principal("PS", "810000000001", "x", frozenset({entry["address"], *more}), entry["address"])
+
+
+async def test_a_handle_cannot_be_had_for_someone_elses_mailbox(core, fresh_deployment):
+    claire, paul = fresh_deployment.mailbox("PER", 0), fresh_deployment.mailbox("PER", 1)
+    org = fresh_deployment.mailbox("ORG")
+    me = _principal(claire, org["address"])
+    for mailbox in (paul["address"], paul["address"].upper(), "nobody@elsewhere.test"):
+        with pytest.raises(Refusal) as err:
+            await core.mail.open(me, mailbox)
+        assert err.value.reason is Reason.NOT_ALLOWED
+    # Narrowed to one mailbox (an authorization identity), the others are gone too.
+    narrowed = me.restricted_to(claire["address"])
+    with pytest.raises(Refusal):
+        await core.mail.open(narrowed, org["address"])
+    nobody = dataclasses.replace(me, mailboxes=frozenset(), primary=None)
+    with pytest.raises(Refusal):
+        await core.mail.open(nobody)
+    own = await core.mail.open(me)
+    shared = await core.mail.open(me, org["address"].upper())
+    assert (own.address, shared.address) == (claire["address"], org["address"])
+    assert {f.name for f in await own.folders()} >= {"INBOX", "Sent", "Drafts", "Trash", "Junk"}
+
+
+async def test_a_handle_refuses_folders_it_did_not_hand_out(core, fresh_deployment):
+    claire, paul = fresh_deployment.mailbox("PER", 0), fresh_deployment.mailbox("PER", 1)
+    mine = await core.mail.open(_principal(claire))
+    theirs = await core.mail.open(_principal(paul))
+    their_inbox = await theirs.folder("INBOX")
+    my_inbox = await mine.folder("INBOX")
+    assert their_inbox is not None and my_inbox is not None
+    forged = dataclasses.replace(their_inbox, mailbox=claire["address"])  # right owner, wrong id
+    for call in (
+        lambda: mine.messages(their_inbox),
+        lambda: mine.content(their_inbox, [1]),
+        lambda: mine.set_flags(their_inbox, [1], {"\\Deleted"}, "add"),
+        lambda: mine.expunge(their_inbox),
+        lambda: mine.copy(my_inbox, [1], their_inbox),
+        lambda: mine.move(their_inbox, [1], my_inbox),
+        lambda: mine.folder_state(their_inbox),
+    ):
+        with pytest.raises(Refusal) as err:
+            await call()
+        assert err.value.reason is Reason.NOT_ALLOWED
+    # A FolderInfo claiming to be mine but carrying another mailbox's id: the store's SQL
+    # check matches nothing, so nothing is read or written.
+    assert await mine.messages(forged) == []
+    assert await mine.folder_state(forged) is None
+    with pytest.raises(Refusal) as err:
+        await mine.set_flags(forged, [1], {"\\Deleted"}, "add")
+    assert err.value.reason is Reason.NO_SUCH_FOLDER
+
+
+async def test_append_goes_through_sealing_and_the_group_commit(core, fresh_deployment):
+    claire = fresh_deployment.mailbox("PER", 0)
+    box = await core.mail.open(_principal(claire))
+    commits = core.store.commit.commits
+    raw = b"From: <" + claire["address"].encode() + b">\r\nSubject: draft secret\r\n\r\nbody\r\n"
+    ref = await box.append("Drafts", raw, {"\\Draft"})
+    assert core.store.commit.commits == commits + 1
+    drafts = await box.folder("Drafts")
+    (meta,) = await box.messages(drafts)
+    assert meta.uid == ref.uid and meta.flags == frozenset({"\\Draft"})
+    (stored,) = (await box.content(drafts, [ref.uid])).values()
+    assert b"draft secret" not in stored and b"application/pkcs7-mime" in stored
+    with pytest.raises(Refusal) as err:
+        await box.append("Nowhere", raw)
+    assert err.value.reason is Reason.NO_SUCH_FOLDER
