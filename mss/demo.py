@@ -253,7 +253,10 @@ async def _load_directory(url: str, entries: list[dict], certs: dict) -> None:
                 if e["address"] in certs:
                     await d.add_certificate(e["address"], certs[e["address"]])
         store = Store(sessions)
-        for e in entries:
-            await store.ensure_default_folders(e["address"])
+        try:
+            for e in entries:
+                await store.ensure_default_folders(e["address"])
+        finally:
+            await store.close()
     finally:
         await engine.dispose()

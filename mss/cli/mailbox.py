@@ -134,7 +134,11 @@ def create(address, kind, idnat, structure, members, display_name, surname, give
                     issued = _issue_key(settings, entry, surname=surname, given=given)
                     key_doc = _hand_over(issued, out, address, address)
                     await d.add_certificate(address, issued.cert)
-            await Store(sessions).ensure_default_folders(address)
+            store = Store(sessions)
+            try:
+                await store.ensure_default_folders(address)
+            finally:
+                await store.close()
         return {"address": address, "type": kind, "idnat": idnat, "structure": structure, "members": list(members), **key_doc}
 
     doc = run(go())
