@@ -152,9 +152,10 @@ class Session:
         changed nothing; so does anything that fails while the new state is set up.
         """
         new = next_state(self._state, event)
-        if event is Event.STARTTLS:
-            # RFC 9051 6.2.1: anything pipelined after STARTTLS was sent in clear and is
-            # dropped (STARTTLS command injection, CVE-2011-0411 class).
+        if event is Event.STARTTLS or (event is Event.TLS_STARTED and self._state is State.STARTING_TLS):
+            # RFC 9051 6.2.1: anything pipelined after STARTTLS, or fed before the handshake
+            # ended, was sent in clear and is dropped (STARTTLS command injection,
+            # CVE-2011-0411 class).
             self.parser.clear()
         elif event is Event.AUTH_CONTINUE:
             if not isinstance(data, PendingAuthentication):

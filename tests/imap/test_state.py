@@ -115,3 +115,18 @@ def test_no_handler_module_imports_the_session_at_run_time():
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+async def test_nothing_is_read_between_starttls_and_the_handshake(make_session):
+    d = make_session(tls=False)
+    out = await d.send(b"a STARTTLS\r\nb NOOP\r\n")
+    assert out == b"a OK Begin TLS negotiation now\r\n" and d.session.state is State.STARTING_TLS
+    assert await d.line("c LOGIN user pass") == ""  # in clear, before the handshake: never read
+    d.session.tls_started(b"cert-alice")
+    assert d.session.state is State.NOT_AUTHENTICATED and d.session.tls
+    assert await d.line("d NOOP") == "d OK NOOP completed\r\n"  # b and c were dropped
+    assert (await d.line("e STARTTLS")).startswith("e BAD")  # TLS is already active
+    assert (await d.line("f AUTHENTICATE EXTERNAL =")).startswith("f OK")
+    with pytest.raises(LocalProtocolError):
+        d.session.tls_started(b"cert-alice")  # a second handshake after authentication: a bug
+    assert d.session.state is State.AUTHENTICATED
