@@ -149,7 +149,8 @@ class Session:
         (AUTH_CONTINUE), the opened mailbox (AUTH_OK), the selected folder's view
         (SELECT_OK), the IDLE command's tag (IDLE_START). The next state is looked up
         first, so an event the state cannot take raises `LocalProtocolError` having
-        changed nothing; so does anything that fails while the new state is set up.
+        changed nothing, and the state is set last: if setting up what the new state keeps
+        fails (IDLE's watch), the session stays where it was.
         """
         new = next_state(self._state, event)
         if event is Event.STARTTLS or (event is Event.TLS_STARTED and self._state is State.STARTING_TLS):
