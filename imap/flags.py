@@ -5,6 +5,8 @@ stored and compared in their canonical spelling. Keywords are kept as sent.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 RECENT = "\\Recent"
 _CANONICAL = {f.upper(): f for f in SYSTEM_FLAGS + (RECENT,)}
@@ -15,7 +17,7 @@ def canonical_flag(flag: str) -> str:
     return _CANONICAL.get(flag.upper(), flag) if flag.startswith("\\") else flag
 
 
-def check_flags(flags) -> tuple[list[str], str | None]:  # noqa: ANN001 - iterable of str
+def check_flags(flags: Iterable[str]) -> tuple[list[str], str | None]:
     """The flags a STORE or APPEND may set, canonical and without `\\Recent` (the server's
     to set), or the reason the list is refused (an unknown `\\Name`, `\\*`)."""
     out: list[str] = []

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from mss.tls import peer_certificate_der
 from mss.peers import format_peer
+from mss.services import ImapServices
 
+from imap.actions import Close, Output, StartTLS
 from imap.protocol.response import Response, bye
-from imap.session import Close, Session, StartTLS, State
+from imap.session import Session
+from imap.state import UNAUTHENTICATED, State
 
 log = logging.getLogger("mss.imap")
 
@@ -62,7 +65,7 @@ class _Admission:
 class _Connection(asyncio.Protocol):
     """A byte pipe with flow control that survives `loop.start_tls` (same protocol object)."""
 
-    def __init__(self, on_made=None) -> None:  # noqa: ANN001 - callable(_Connection)
+    def __init__(self, on_made: Callable[[_Connection], None] | None = None) -> None:
         self._on_made = on_made
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
@@ -125,7 +128,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-async def _send(conn: _Connection, outputs: list[Any]) -> bool:
+async def _send(conn: _Connection, outputs: Sequence[Output]) -> bool:
     """Write responses; returns False when the connection must close."""
     buf = bytearray()
     for item in outputs:
@@ -144,11 +147,12 @@ async def _send(conn: _Connection, outputs: list[Any]) -> bool:
 
 
 async def serve_connection(
-    core: Any, conn: _Connection, *, implicit_tls: bool, ctx: ssl.SSLContext, preauth_timeout: float = PREAUTH_TIMEOUT_S
+    core: ImapServices, conn: _Connection, *, implicit_tls: bool, ctx: ssl.SSLContext, preauth_timeout: float = PREAUTH_TIMEOUT_S
 ) -> None:
     transport = conn.transport
-    peername = transport.get_extra_info("peername") if transport else None
-    peer = format_peer(peername)
+    if transport is None:  # pragma: no cover - called from connection_made
+        return
+    peer = format_peer(transport.get_extra_info("peername"))
     session = Session(core, tls=implicit_tls, starttls=not implicit_tls, peer=peer)
     if implicit_tls:
         session.tls_started(peer_certificate_der(transport.get_extra_info("ssl_object")))
@@ -165,17 +169,21 @@ async def serve_connection(
                 return
             if starttls:
                 conn.discard_input()  # nothing sent in clear after STARTTLS is kept
+                if conn.transport is None:  # pragma: no cover - closed meanwhile
+                    return
                 try:
                     new = await loop.start_tls(conn.transport, conn, ctx, server_side=True)
                 except (ssl.SSLError, ConnectionError, OSError) as exc:
                     log.info("imap starttls failed peer=%s error=%s", peer, exc)
+                    return
+                if new is None:  # pragma: no cover - the connection closed during the handshake
                     return
                 conn.transport = new
                 session.tls_started(peer_certificate_der(new.get_extra_info("ssl_object")))
                 continue
             if session.state is State.LOGOUT:
                 return
-            if session.state is State.NOT_AUTHENTICATED:
+            if session.state in UNAUTHENTICATED:
                 # One deadline from connection to authentication, not per read: a peer
                 # sending a byte now and then does not keep the slot.
                 data = await _read_or_idle(conn, session, max(0.0, auth_deadline - loop.time()))
@@ -229,12 +237,12 @@ async def _read_or_idle(conn: _Connection, session: Session, timeout: float) -> 
 
 
 async def start(
-    core: Any,
+    core: ImapServices,
     *,
     max_connections: int = MAX_CONNECTIONS,
     max_per_ip: int = MAX_CONNECTIONS_PER_IP,
     preauth_timeout: float = PREAUTH_TIMEOUT_S,
-) -> dict[str, asyncio.AbstractServer]:
+) -> dict[str, asyncio.Server]:
     """Start the `imap` (STARTTLS) and `imaps` (implicit TLS) listeners; the connection
     caps are shared by both."""
     loop = asyncio.get_running_loop()
@@ -242,14 +250,15 @@ async def start(
     ctx = core.server_ssl_context()
     admission = _Admission(max_connections, max_per_ip)
 
-    def handler(implicit: bool):
+    def handler(implicit: bool) -> Callable[[], _Connection]:
         def made(conn: _Connection) -> None:
             peername = conn.transport.get_extra_info("peername") if conn.transport else None
             ip = str(peername[0]) if peername else "?"
             why = admission.admit(ip)
             if why is not None:
                 log.warning("imap connection refused peer=%s reason=%s", ip, why)
-                conn.transport.write(bye(why).to_bytes())
+                if conn.transport is not None:
+                    conn.transport.write(bye(why).to_bytes())
                 conn.close()  # what was written is flushed first
                 return
             task = loop.create_task(
@@ -261,7 +270,7 @@ async def start(
 
         return lambda: _Connection(made)
 
-    servers = {
+    servers: dict[str, asyncio.Server] = {
         "imap": await loop.create_server(handler(False), listen.host, listen.imap),
         "imaps": await loop.create_server(handler(True), listen.host, listen.imaps, ssl=ctx),
     }

@@ -1,121 +1,66 @@
-"""One IMAP connection's state machine, with no sockets (RFC 9051 3, "State and Flow Diagram").
+"""One IMAP connection, with no sockets (RFC 9051 3, "State and Flow Diagram").
 
-States: not authenticated -> authenticated -> selected -> logout. This module alone moves
-between them; the command modules (`imap.commands.*`) do the work of each command and ask
-the session for transitions. The asyncio layer (`imap.server`) feeds bytes in, writes the
-responses out, and performs the two things a state machine cannot: the TLS handshake after
-STARTTLS and waiting for IDLE events.
+Bytes go in (`feed`), `process` turns every complete command into responses and actions,
+the asyncio layer (`imap.server`) writes them out and performs what a sans-IO session cannot:
+the TLS handshake after STARTTLS and waiting for IDLE events.
+
+Which states exist and which events move between them is `imap.state`'s table; `apply` is the
+one place that fires an event, and it keeps what each state needs beside it (the mailbox
+handle once authenticated, the folder view once selected, the IDLE watch, the AUTHENTICATE
+exchange waiting for its next line). Command handlers (`imap.commands`) do the work of each
+command and call `apply` with what happened; they never set the state themselves.
 """
 from __future__ import annotations
 
-import enum
 import logging
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Literal, overload
 
+from mss.events import FolderWatch
+from mss.principal import Principal
 from mss.refusals import Refusal
-from mss.services import Authentication, ClientConnection, ImapServices, MailboxHandle, SaslExchange
+from mss.services import Authentication, ClientConnection, ImapServices, MailboxHandle
 
-from imap.protocol.commands import Command
+from imap.actions import Action, Close, Output, PendingAuthentication, StartTLS
+from imap.commands import HANDLERS
+from imap.commands.auth import continue_authenticate
+from imap.protocol.commands import Command, Fetch, Logout, Search, Select, Store, UidCommand, Unselect
 from imap.protocol.parser import ContinuationNeeded, Limits, ParseError, Parser, RawLine
 from imap.protocol.response import Continue, Response, Status, bad, bye, no, ok
 from imap.replies import refused
+from imap.state import (
+    BEFORE_TLS,
+    IDLE,
+    READING,
+    Event,
+    LocalProtocolError,
+    State,
+    allowed_states,
+    next_state,
+)
 from imap.view import FolderView
+
+__all__ = ["Action", "Close", "Idle", "Output", "PendingAuthentication", "Session", "StartTLS", "State"]
 
 log = logging.getLogger("mss.imap")
 
-
-class State(enum.Enum):
-    NOT_AUTHENTICATED = "not authenticated"
-    AUTHENTICATED = "authenticated"
-    SELECTED = "selected"
-    LOGOUT = "logout"
-
-
-class StartTLS:
-    """Action: perform the server side of the TLS handshake now, then call `tls_started`."""
-
-
-class Close:
-    """Action: close the connection once what precedes it has been written."""
-
-
-Output = "Response | StartTLS | Close"
-Handler = Callable[["Session", Command], Awaitable[list[Any]]]  # Responses and actions (StartTLS)
-
-_ANY = frozenset(State)
-_NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})
-_AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
-_SELECTED = frozenset({State.SELECTED})
-# RFC 9051 6.2.1 / 7.5.1: commands allowed on a clear connection before STARTTLS.
-_BEFORE_TLS = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS"})
-# RFC 9051 7.5.1: no EXPUNGE while answering FETCH, STORE or SEARCH by sequence number.
-_NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
+#: RFC 9051 7.5.1: no EXPUNGE while answering FETCH, STORE or SEARCH by sequence number.
+_NO_EXPUNGE = (Fetch, Store, Search)
+#: Commands after which no untagged update is added: they answer with the folder's whole
+#: state themselves (SELECT), or leave it (CLOSE, UNSELECT, LOGOUT).
+_NO_SYNC = (Select, Unselect, Logout)
 PREAUTH_LITERAL = 8 * 1024
-
-
-@dataclass(frozen=True)
-class PendingAuthentication:
-    """An AUTHENTICATE waiting for the client's next line (RFC 9051 6.2.2): the command's tag
-    and the core's exchange, which knows which step it is at."""
-
-    tag: str
-    exchange: SaslExchange
 
 
 @dataclass
 class Idle:
+    """A running IDLE (RFC 2177): its tag, and the watch on the selected folder (None when
+    IDLE started with no folder selected) held open by `stack`."""
+
     tag: str
-    watch: Any  # mss.events.FolderWatch, or None when no folder is selected
+    watch: FolderWatch | None
     stack: ExitStack
-
-
-def _registry() -> dict[str, tuple[Handler, frozenset[State]]]:
-    from imap.commands import append, auth, fetch, idle, mailbox, misc, search, store
-
-    return {
-        "CAPABILITY": (misc.capability, _ANY),
-        "NOOP": (misc.noop, _ANY),
-        "LOGOUT": (misc.logout, _ANY),
-        "ID": (misc.id_, _ANY),
-        "STARTTLS": (auth.starttls, _NOT_AUTH),
-        "AUTHENTICATE": (auth.authenticate, _NOT_AUTH),
-        "LOGIN": (auth.login, _NOT_AUTH),
-        "ENABLE": (misc.enable, _AUTH),
-        "NAMESPACE": (mailbox.namespace, _AUTH),
-        "SELECT": (mailbox.select, _AUTH),
-        "EXAMINE": (mailbox.select, _AUTH),
-        "CREATE": (mailbox.create, _AUTH),
-        "DELETE": (mailbox.delete, _AUTH),
-        "RENAME": (mailbox.rename, _AUTH),
-        "SUBSCRIBE": (mailbox.subscribe, _AUTH),
-        "UNSUBSCRIBE": (mailbox.subscribe, _AUTH),
-        "LIST": (mailbox.list_, _AUTH),
-        "LSUB": (mailbox.list_, _AUTH),
-        "STATUS": (mailbox.status, _AUTH),
-        "APPEND": (append.append, _AUTH),
-        "IDLE": (idle.idle, _AUTH),
-        "CHECK": (misc.noop, _SELECTED),
-        "CLOSE": (mailbox.close, _SELECTED),
-        "UNSELECT": (mailbox.close, _SELECTED),
-        "EXPUNGE": (store.expunge, _SELECTED),
-        "SEARCH": (search.search, _SELECTED),
-        "FETCH": (fetch.fetch, _SELECTED),
-        "STORE": (store.store, _SELECTED),
-        "COPY": (store.copy, _SELECTED),
-        "MOVE": (store.copy, _SELECTED),
-    }
-
-
-_COMMANDS: dict[str, tuple[Handler, frozenset[State]]] | None = None
-
-
-def commands() -> dict[str, tuple[Handler, frozenset[State]]]:
-    global _COMMANDS
-    if _COMMANDS is None:
-        _COMMANDS = _registry()
-    return _COMMANDS
 
 
 class Session:
@@ -132,21 +77,30 @@ class Session:
         self.tls = tls
         self.starttls_offered = starttls and not tls
         self.peer = peer
-        self.state = State.NOT_AUTHENTICATED
+        self._state = State.NOT_AUTHENTICATED
         lim = core.settings.limits
         self._limits = Limits(line=lim.imap_line, literal=lim.imap_literal, nesting=lim.imap_nesting)
         # Before authentication no command needs a large literal: an anonymous peer may not
         # make us buffer a 25 MiB APPEND only to be told NO.
         self.parser = Parser(Limits(line=lim.imap_line, literal=min(lim.imap_literal, PREAUTH_LITERAL), nesting=lim.imap_nesting))
         self.client_certificate: bytes | None = None
-        self.principal = None  # mss.principal.Principal once authenticated
         self.handle: MailboxHandle | None = None  # the one mailbox this session is bound to
         self.view: FolderView | None = None
         self.idle: Idle | None = None
         self.enabled: set[str] = set()
         #: The core's authentication of this connection, from the moment TLS is up.
         self.authentication: Authentication | None = None
-        self._pending_auth: PendingAuthentication | None = None
+        self.pending_auth: PendingAuthentication | None = None
+
+    @property
+    def state(self) -> State:
+        """Where the session is; only `apply` moves it."""
+        return self._state
+
+    @property
+    def principal(self) -> Principal | None:
+        """Who is authenticated (the principal the mailbox handle was opened for)."""
+        return self.handle.principal if self.handle is not None else None
 
     # -- capabilities (RFC 9051 7.2.2) ---------------------------------------------------
 
@@ -165,6 +119,83 @@ class Session:
     def greeting(self) -> list[Response]:
         return [ok(None, "MSS IMAP ready", "CAPABILITY " + " ".join(self.capabilities()))]
 
+    # -- transitions ---------------------------------------------------------------------
+
+    @overload
+    def apply(self, event: Literal[Event.AUTH_CONTINUE], data: PendingAuthentication) -> None: ...
+
+    @overload
+    def apply(self, event: Literal[Event.AUTH_OK], data: MailboxHandle) -> None: ...
+
+    @overload
+    def apply(self, event: Literal[Event.SELECT_OK], data: FolderView) -> None: ...
+
+    @overload
+    def apply(self, event: Literal[Event.IDLE_START], data: str) -> None: ...
+
+    @overload
+    def apply(
+        self,
+        event: Literal[
+            Event.STARTTLS, Event.TLS_STARTED, Event.AUTH_FAILED, Event.SELECT_FAILED, Event.CLOSE,
+            Event.IDLE_DONE, Event.LOGOUT, Event.DISCONNECT,
+        ],
+    ) -> None: ...
+
+    def apply(self, event: Event, data: PendingAuthentication | MailboxHandle | FolderView | str | None = None) -> None:
+        """Fire `event`: the one place the session's state changes (`imap.state.TRANSITIONS`).
+
+        `data` is what the new state keeps: the exchange waiting for its next line
+        (AUTH_CONTINUE), the opened mailbox (AUTH_OK), the selected folder's view
+        (SELECT_OK), the IDLE command's tag (IDLE_START). The next state is looked up
+        first, so an event the state cannot take raises `LocalProtocolError` having
+        changed nothing, and the state is set last: if setting up what the new state keeps
+        fails (IDLE's watch), the session stays where it was.
+        """
+        new = next_state(self._state, event)
+        if event is Event.STARTTLS or (event is Event.TLS_STARTED and self._state is State.STARTING_TLS):
+            # RFC 9051 6.2.1: anything pipelined after STARTTLS, or fed before the handshake
+            # ended, was sent in clear and is dropped (STARTTLS command injection,
+            # CVE-2011-0411 class).
+            self.parser.clear()
+        elif event is Event.AUTH_CONTINUE:
+            if not isinstance(data, PendingAuthentication):
+                raise LocalProtocolError("AUTH_CONTINUE needs the pending exchange")
+            self.pending_auth = data
+            self.parser.expect_line()  # the response is no command: read it raw
+        elif event is Event.AUTH_OK:
+            if data is None or isinstance(data, (PendingAuthentication, FolderView, str)):
+                raise LocalProtocolError("AUTH_OK needs the opened mailbox")
+            self.pending_auth = None
+            self.handle = data
+            self.parser.limits = self._limits
+        elif event is Event.AUTH_FAILED:
+            self.pending_auth = None
+        elif event is Event.SELECT_OK:
+            if not isinstance(data, FolderView):
+                raise LocalProtocolError("SELECT_OK needs the folder view")
+            self.view = data
+        elif event in (Event.SELECT_FAILED, Event.CLOSE):
+            self.view = None
+        elif event is Event.IDLE_START:
+            if not isinstance(data, str):
+                raise LocalProtocolError("IDLE_START needs the command's tag")
+            stack = ExitStack()
+            watch = stack.enter_context(self.box.watch(self.view.info)) if self.view is not None else None
+            self.idle = Idle(data, watch, stack)
+            self.parser.expect_line()  # DONE is no command either
+        elif event is Event.IDLE_DONE:
+            self._release_idle()
+        elif event in (Event.LOGOUT, Event.DISCONNECT):
+            self._release_idle()
+            self.pending_auth = None
+        self._state = new
+
+    def _release_idle(self) -> None:
+        if self.idle is not None:
+            self.idle.stack.close()
+            self.idle = None
+
     # -- I/O side ------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
@@ -173,6 +204,7 @@ class Session:
     def tls_started(self, client_certificate: bytes | None) -> None:
         """The TLS handshake is done (implicit TLS, or after STARTTLS): from now on the core
         authenticates this connection, with the certificate the client presented."""
+        self.apply(Event.TLS_STARTED)
         self.tls = True
         self.starttls_offered = False
         self.client_certificate = client_certificate
@@ -180,74 +212,78 @@ class Session:
             ClientConnection("imap", self.peer, client_certificate)
         )
 
+    def close(self) -> None:
+        """The connection is gone (or is being closed): release what the session holds (the
+        IDLE watch). Safe to call twice."""
+        if self.state is not State.LOGOUT:
+            self.apply(Event.DISCONNECT)
+
     @property
     def auth_failures(self) -> int:
         """Refused attempts so far (counted by the core, across LOGIN and AUTHENTICATE)."""
         return self.authentication.failures if self.authentication is not None else 0
 
-    async def process(self) -> list[Any]:
-        """Handle every complete command buffered so far; returns responses and actions."""
-        out: list[Any] = []
-        while self.state is not State.LOGOUT:
+    async def process(self) -> list[Output]:
+        """Handle every complete command buffered so far; returns responses and actions.
+
+        Input is read only in the states that read it (`imap.state.READING`): nothing after
+        LOGOUT, nothing between STARTTLS and the end of the handshake."""
+        out: list[Output] = []
+        while self.state in READING:
             event = self.parser.next_event()
             if event is None:
                 break
             if isinstance(event, ContinuationNeeded):
                 out.append(Continue("Ready for literal data"))
-                continue
-            if isinstance(event, ParseError):
+            elif isinstance(event, ParseError):
                 out.append(bad(event.tag, event.text))
                 if event.fatal:
                     out += [bye("Cannot recover from this protocol error"), Close()]
-                    self.state = State.LOGOUT
-                continue
-            if isinstance(event, RawLine):
+                    self.apply(Event.DISCONNECT)
+            elif isinstance(event, RawLine):
                 out += await self._raw_line(event.line)
-                continue
-            if self.idle is not None:  # pragma: no cover - the parser gives raw lines then
-                out.append(bad(event.tag, "Expected DONE"))
-                continue
-            replies = await self.dispatch(event)
-            out += replies
-            if replies and isinstance(replies[-1], StartTLS):
-                # RFC 9051 6.2.1: anything pipelined after STARTTLS was sent in clear and is
-                # dropped (STARTTLS command injection, CVE-2011-0411 class).
-                self.parser.clear()
-                break
+            elif self.state in IDLE or self.state is State.AUTHENTICATING:  # pragma: no cover
+                out.append(bad(event.tag, "Expected a continuation line"))  # the parser reads raw lines then
+            else:
+                out += await self.dispatch(event)
         if self.state is State.LOGOUT and not (out and isinstance(out[-1], Close)):
             out.append(Close())
         return out
 
-    async def _raw_line(self, line: bytes) -> list[Any]:
-        if self.idle is not None:
-            return await self.end_idle(line)
-        if self._pending_auth is not None:
-            from imap.commands.auth import continue_authenticate
-
-            pending, self._pending_auth = self._pending_auth, None
-            return await continue_authenticate(self, pending, line)
+    async def _raw_line(self, line: bytes) -> list[Output]:
+        """A line that is no command: IDLE's DONE, or the answer to a SASL challenge."""
+        if self.state in IDLE:
+            return await self._end_idle(line)
+        pending = self.pending_auth
+        if self.state is State.AUTHENTICATING and pending is not None:
+            return list(await continue_authenticate(self, pending, line))
         return [bad(None, "Unexpected continuation line")]  # pragma: no cover
 
     # -- dispatch ------------------------------------------------------------------------
 
-    async def dispatch(self, cmd: Command) -> list[Any]:
-        entry = commands().get(cmd.name)
-        if entry is None:  # pragma: no cover - the parser knows the same names
-            return [bad(cmd.tag, f"Unknown command {cmd.name}")]
-        handler, states = entry
-        if not self.tls and cmd.name not in _BEFORE_TLS:
+    async def dispatch(self, cmd: Command) -> list[Output]:
+        """Check that `cmd` may run now (TLS, state), run its handler, and add the untagged
+        updates of the selected folder before its tagged completion (RFC 9051 7.5.1)."""
+        handler = HANDLERS.get(type(cmd))
+        if handler is None:  # pragma: no cover - tests check the tables cover the registry
+            return [bad(cmd.tag, f"Unknown command {cmd.full_name}")]
+        if not self.tls and type(cmd) not in BEFORE_TLS:
             return [no(cmd.tag, "TLS is required: use STARTTLS first", "PRIVACYREQUIRED")]
-        if self.state not in states:
+        if self.state not in allowed_states(cmd):
             return [bad(cmd.tag, f"{cmd.full_name} is not valid in the {self.state.value} state")]
+        replies: list[Output]
         try:
-            replies = await handler(self, cmd)
+            replies = list(await handler(self, cmd))
         except Refusal as exc:
             replies = [refused(cmd.tag, exc)]
+        except LocalProtocolError:
+            raise  # a bug of the state machine: the connection cannot go on
         except Exception:
             log.exception("imap command failed peer=%s command=%s", self.peer, cmd.full_name)
             replies = [no(cmd.tag, "Internal server error; nothing was changed", "SERVERBUG")]
-        if self.view is not None and self.idle is None and cmd.name not in ("SELECT", "EXAMINE", "CLOSE", "UNSELECT", "LOGOUT"):
-            updates = await self.sync(allow_expunge=cmd.uid or cmd.name not in _NO_EXPUNGE, uid_mode=cmd.uid)
+        if self.view is not None and not isinstance(cmd, _NO_SYNC):
+            uid = isinstance(cmd, UidCommand) and cmd.uid
+            updates = await self.sync(allow_expunge=uid or not isinstance(cmd, _NO_EXPUNGE), uid_mode=uid)
             if updates:
                 replies = _before_tagged(replies, updates)
         return replies
@@ -284,64 +320,42 @@ class Session:
     def mailbox(self) -> str | None:
         return self.handle.address if self.handle is not None else None
 
-    # -- transitions ---------------------------------------------------------------------
+    @property
+    def folder(self) -> FolderView:
+        """The selected folder's view (the dispatcher runs selected-state commands only
+        when there is one)."""
+        if self.view is None:  # pragma: no cover - the state table forbids it
+            raise RuntimeError("no folder selected")
+        return self.view
 
-    def authenticated(self, principal: Any, handle: MailboxHandle) -> None:
-        self.principal = principal
-        self.handle = handle
-        self.parser.limits = self._limits
-        self.state = State.AUTHENTICATED
-
-    def selected(self, view: FolderView) -> None:
-        self.view = view
-        self.state = State.SELECTED
-
-    def deselected(self) -> None:
-        self.view = None
-        self.state = State.AUTHENTICATED
-
-    def logout(self) -> None:
-        self.close()
-        self.state = State.LOGOUT
-
-    def start_idle(self, tag: str) -> None:
-        stack = ExitStack()
-        watch = None
-        if self.view is not None:
-            watch = stack.enter_context(self.box.watch(self.view.info))
-        self.idle = Idle(tag, watch, stack)
-        self.parser.expect_line()
+    # -- IDLE (RFC 2177) -----------------------------------------------------------------
 
     async def idle_updates(self) -> list[Response]:
-        """Called by the I/O layer when the IDLE watch fired (RFC 2177)."""
+        """Called by the I/O layer when the IDLE watch fired."""
         return await self.sync(allow_expunge=True)
 
-    async def end_idle(self, line: bytes) -> list[Any]:
-        idle, self.idle = self.idle, None
-        idle.stack.close()
-        updates = await self.sync(allow_expunge=True)
+    async def _end_idle(self, line: bytes) -> list[Output]:
+        """The line after IDLE ends it, whatever it is (DONE, or a BAD for anything else);
+        the updates that landed meanwhile go before the tagged completion."""
+        idle = self.idle
+        tag = idle.tag if idle is not None else "*"
+        self.apply(Event.IDLE_DONE)
+        out: list[Output] = list(await self.sync(allow_expunge=True))
         if line.strip().upper() != b"DONE":
-            return updates + [bad(idle.tag, "Expected DONE; IDLE ended")]
-        return updates + [ok(idle.tag, "IDLE terminated")]
-
-    def expect_auth_response(self, tag: str, exchange: SaslExchange) -> None:
-        """The next line answers the challenge of AUTHENTICATE `tag`: read it raw (it is no
-        command) and hand it to `exchange`."""
-        self._pending_auth = PendingAuthentication(tag, exchange)
-        self.parser.expect_line()
-
-    def close(self) -> None:
-        """Release what the session holds (IDLE watch). Safe to call twice."""
-        if self.idle is not None:
-            self.idle.stack.close()
-            self.idle = None
+            out.append(bad(tag, "Expected DONE; IDLE ended"))
+        else:
+            out.append(ok(tag, "IDLE terminated"))
+        return out
 
 
-def _before_tagged(replies: list[Any], updates: list[Response]) -> list[Any]:
+def _before_tagged(replies: list[Output], updates: list[Response]) -> list[Output]:
     """Untagged updates go before the tagged completion (and before any action)."""
     i = len(replies)
-    while i > 0 and not (isinstance(replies[i - 1], Status) and replies[i - 1].tag is not None):
+    while i > 0:
+        r = replies[i - 1]
+        if isinstance(r, Status) and r.tag is not None:
+            break
         i -= 1
     if i == 0:
-        return replies + updates
-    return replies[: i - 1] + updates + replies[i - 1 :]
+        return replies + list(updates)
+    return replies[: i - 1] + list(updates) + replies[i - 1 :]

@@ -8,14 +8,15 @@ that keeps every number it sends valid (EXPUNGE from the highest number down).
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Sequence
+from collections.abc import Iterable, Sequence
 
 from mss.records import FolderInfo, MessageMeta
 
-from imap.protocol.response import Atom, Data, Response
+from imap.protocol.commands import SequenceSet
+from imap.protocol.response import Atom, Data, Response, Value
 
 
-def flag_list(flags) -> list[Atom]:  # noqa: ANN001 - any iterable of str
+def flag_list(flags: Iterable[str]) -> list[Atom]:
     return [Atom(f) for f in sorted(flags)]
 
 
@@ -42,7 +43,7 @@ class FolderView:
         i = bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
-    def resolve(self, seqset, uid: bool) -> list[tuple[int, int]]:  # noqa: ANN001 - SequenceSet
+    def resolve(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
         """(seq, uid) pairs a sequence set names, in ascending order."""
         if uid:
             star = self.uids[-1] if self.uids else 0
@@ -50,7 +51,7 @@ class FolderView:
         n = len(self.uids)
         return [(i + 1, u) for i, u in enumerate(self.uids) if seqset.contains(i + 1, n)]
 
-    def seq_out_of_range(self, seqset) -> bool:  # noqa: ANN001
+    def seq_out_of_range(self, seqset: SequenceSet) -> bool:
         """RFC 9051 6.4.8: naming a message number beyond EXISTS is a BAD. A range with `*`
         (e.g. `1:*` in an empty folder) names what exists and is never out of range."""
         n = len(self.uids)
@@ -96,13 +97,13 @@ class FolderView:
             out.append(Data(len(self.uids), Atom("EXISTS")))
         new_uids = {m.uid for m in new}
         for seq, uid in enumerate(self.uids, 1):
-            m = current.get(uid)
-            if m is None or uid in new_uids:
+            now = current.get(uid)
+            if now is None or uid in new_uids:
                 continue
-            if m.flags != self.flags.get(uid):
-                self.flags[uid] = m.flags
-                items: list = [Atom("FLAGS"), flag_list(m.flags)]
+            if now.flags != self.flags.get(uid):
+                self.flags[uid] = now.flags
+                items: list[Value] = [Atom("FLAGS"), flag_list(now.flags)]
                 if uid_mode:
-                    items = [Atom("UID"), uid] + items
+                    items = [Atom("UID"), uid, *items]
                 out.append(Data(seq, Atom("FETCH"), items))
         return out

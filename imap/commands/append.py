@@ -7,27 +7,31 @@ from __future__ import annotations
 
 import logging
 from datetime import timezone
+from typing import TYPE_CHECKING
 
 from mss.refusals import Reason, Refusal
 
 from imap.flags import check_flags
-from imap.protocol.commands import Command
+from imap.protocol.commands import Append
 from imap.protocol.response import Response, bad, ok
 from imap.replies import refused
+
+if TYPE_CHECKING:
+    from imap.session import Session
 
 log = logging.getLogger("mss.imap")
 
 
-async def append(session, cmd: Command) -> list[Response]:
-    raw: bytes = cmd["message"]
+async def append(session: Session, cmd: Append) -> list[Response]:
+    raw = cmd.message
     if not raw:
         return [bad(cmd.tag, "APPEND needs a non-empty message")]
-    flags, why = check_flags(cmd["flags"])
+    flags, why = check_flags(cmd.flags)
     if why:
         return [bad(cmd.tag, why)]
-    when = cmd["date"].astimezone(timezone.utc) if cmd["date"] else None  # SQLite keeps no offset
+    when = cmd.date.astimezone(timezone.utc) if cmd.date else None  # SQLite keeps no offset
     try:
-        ref = await session.box.append(cmd["mailbox"], raw, flags, when)
+        ref = await session.box.append(cmd.mailbox, raw, flags, when)
     except Refusal as exc:
         # RFC 9051 6.3.12: a missing destination is answered TRYCREATE.
         return [refused(cmd.tag, exc, "TRYCREATE" if exc.reason is Reason.NO_SUCH_FOLDER else None)]

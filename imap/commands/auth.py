@@ -4,8 +4,8 @@ Every way in needs TLS and the connection's health-PKI client certificate. The S
 exchange (EXTERNAL, PLAIN, LOGIN, OAUTHBEARER, XOAUTH2), the checks, the failure count and
 the log line of each result are the core's (`mss.services.Authentication`); this module only
 frames: a `Challenge` goes out as a `+ <base64>` continuation, the client's next raw line
-goes back into the same exchange (`Session.expect_auth_response`), and the outcome becomes
-a tagged response:
+goes back into the same exchange (the session is then AUTHENTICATING: `Event.AUTH_CONTINUE`),
+and the outcome becomes a tagged response and `Event.AUTH_OK` or `Event.AUTH_FAILED`:
 
 | outcome                  | response                                   |
 |--------------------------|--------------------------------------------|
@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING
 from mss.refusals import Refusal
 from mss.services import Challenge, Failure, FailureKind, SaslExchange, SaslStep, Success
 
-from imap.protocol.commands import Command
+from imap.actions import PendingAuthentication, StartTLS
+from imap.protocol.commands import Authenticate, Login, StartTls
 from imap.protocol.response import Continue, Response, Status, bad, bye, no, ok
-from imap.session import PendingAuthentication, StartTLS
+from imap.state import Event, State
 
 if TYPE_CHECKING:
     from imap.session import Session
@@ -47,13 +48,15 @@ FAILURE_RESPONSE: dict[FailureKind, tuple[str, str | None, str]] = {
 }
 
 
-async def starttls(session: Session, cmd: Command) -> list[Response | StartTLS]:
+async def starttls(session: Session, cmd: StartTls) -> list[Response | StartTLS]:
+    """RFC 9051 6.2.1: OK, then the handshake; nothing the client pipelined is kept."""
     if session.tls:
         return [bad(cmd.tag, "TLS is already active")]
+    session.apply(Event.STARTTLS)
     return [ok(cmd.tag, "Begin TLS negotiation now"), StartTLS()]
 
 
-async def login(session: Session, cmd: Command) -> list[Response]:
+async def login(session: Session, cmd: Login) -> list[Response]:
     """RFC 9051 6.2.3 with a per-mailbox app password (the session dispatcher already refused
     it before TLS, where LOGINDISABLED is advertised)."""
     if not session.tls:  # defence in depth
@@ -62,37 +65,40 @@ async def login(session: Session, cmd: Command) -> list[Response]:
     if authentication is None:  # TLS without `tls_started`: a bug of the I/O layer
         return [no(cmd.tag, "Authentication is not available on this connection", "UNAVAILABLE")]
     try:
-        password = bytes(cmd["password"]).decode("utf-8")
+        password = bytes(cmd.password).decode("utf-8")
     except UnicodeDecodeError:
         return [bad(cmd.tag, "Password is not UTF-8")]
-    return await _outcome(session, cmd.tag, await authentication.password(cmd["user"], password, mechanism="LOGIN"))
+    return await _outcome(session, cmd.tag, await authentication.password(cmd.user, password, mechanism="LOGIN"))
 
 
-async def authenticate(session: Session, cmd: Command) -> list[Response]:
+async def authenticate(session: Session, cmd: Authenticate) -> list[Response]:
     """RFC 9051 6.2.2: the exchange starts with the initial response (RFC 4959) if any."""
     authentication = session.authentication
     if authentication is None:
         return [no(cmd.tag, "Authentication is not available on this connection", "UNAVAILABLE")]
-    initial = cmd["initial"]
-    response = None if initial is None else bytes(initial).decode("ascii")  # the parser checked base64
-    return await _step(session, cmd.tag, authentication.exchange(cmd["mechanism"]), response)
+    initial = cmd.initial
+    response = None if initial is None else bytes(initial).decode("ascii")  # the grammar checked base64
+    return await _step(session, cmd.tag, authentication.exchange(cmd.mechanism), response)
 
 
 async def continue_authenticate(session: Session, pending: PendingAuthentication, line: bytes) -> list[Response]:
-    """The client's line after a `+` challenge, fed back to the pending exchange."""
+    """The client's line after a `+` challenge (the session is AUTHENTICATING), fed back to
+    the pending exchange."""
     # Non-ASCII cannot be base64: the exchange reports it as malformed.
     response = line.decode("ascii", errors="replace").strip()
     try:
         return await _step(session, pending.tag, pending.exchange, response)
     except Exception:  # noqa: BLE001 - the dispatcher does not see continuation lines
         log.exception("imap AUTHENTICATE failed peer=%r", session.peer)
+        if session.state is State.AUTHENTICATING:
+            session.apply(Event.AUTH_FAILED)
         return [no(pending.tag, "Internal server error; nothing was changed", "SERVERBUG")]
 
 
 async def _step(session: Session, tag: str, exchange: SaslExchange, response: str | None) -> list[Response]:
     step: SaslStep = await exchange.step(response)
     if isinstance(step, Challenge):
-        session.expect_auth_response(tag, exchange)
+        session.apply(Event.AUTH_CONTINUE, PendingAuthentication(tag, exchange))
         return [Continue(base64.b64encode(step.data).decode("ascii"))]
     return await _outcome(session, tag, step)
 
@@ -106,14 +112,15 @@ async def _outcome(session: Session, tag: str, outcome: Success | Failure) -> li
     except Refusal as exc:
         log.warning("imap login refused peer=%s id=%s reason=%r", session.peer, principal.identifier, exc.log)
         return _failed(session, tag, Failure("unauthorized", exc.public))
-    session.authenticated(principal, handle)
+    session.apply(Event.AUTH_OK, handle)
     return [ok(tag, f"Authenticated; mailbox {handle.address}", "CAPABILITY " + " ".join(session.capabilities()))]
 
 
 def _failed(session: Session, tag: str, failure: Failure) -> list[Response]:
     status, code, prefix = FAILURE_RESPONSE[failure.kind]
+    session.apply(Event.AUTH_FAILED)
     out: list[Response] = [Status(status, prefix + failure.public, tag, code)]
     if failure.close:
-        session.logout()
+        session.apply(Event.DISCONNECT)
         out.append(bye("Too many failed authentication attempts"))
     return out

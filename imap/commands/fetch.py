@@ -7,13 +7,18 @@ the client decrypts with the mailbox key.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from crypto.dates import as_utc
+from mss.records import MessageMeta
 
 from imap import mime
-from imap.protocol.commands import Command, FetchAtt
-from imap.protocol.response import Atom, Data, Literal, Response, bad, ok
+from imap.protocol.commands import Fetch, FetchAtt
+from imap.protocol.response import Atom, Data, Literal, Response, Value, bad, ok
 from imap.view import flag_list
+
+if TYPE_CHECKING:
+    from imap.session import Session
 
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 _NEEDS_CONTENT = {"ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
@@ -42,19 +47,20 @@ def _needs_content(att: FetchAtt) -> bool:
     return att.name in _NEEDS_CONTENT or att.section is not None
 
 
-async def fetch(session, cmd: Command) -> list[Response]:
-    view = session.view
-    if not cmd.uid and view.seq_out_of_range(cmd["set"]):
+async def fetch(session: Session, cmd: Fetch) -> list[Response]:
+    view = session.folder
+    if not cmd.uid and view.seq_out_of_range(cmd.set):
         return [bad(cmd.tag, "Invalid message sequence number")]
-    atts: list[FetchAtt] = list(cmd["atts"])
+    atts: list[FetchAtt] = list(cmd.atts)
     if cmd.uid and not any(a.name == "UID" for a in atts):
         atts.insert(0, FetchAtt("UID"))  # RFC 9051 6.4.9: UID FETCH always returns UID
-    targets = view.resolve(cmd["set"], cmd.uid)
+    targets = view.resolve(cmd.set, cmd.uid)
     box = session.box
     metas = {m.uid: m for m in await box.messages(view.info)}
     targets = [(s, u) for s, u in targets if u in metas]  # expunged, not yet announced
 
     # RFC 9051 6.4.5: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \Seen.
+    flags_changed: set[int]
     if not view.readonly and any(_sets_seen(a) for a in atts):
         unseen = [u for _, u in targets if "\\Seen" not in metas[u].flags]
         if unseen:
@@ -78,49 +84,60 @@ async def fetch(session, cmd: Command) -> list[Response]:
             raw = contents.get(uid)
             if want_content and raw is None:
                 continue
-            part = mime.parse(raw) if raw is not None else None
-            out.append(Data(seq, Atom("FETCH"), _items(atts, metas[uid], raw, part)))
+            content = (raw, mime.parse(raw)) if raw is not None else None
+            out.append(Data(seq, Atom("FETCH"), _items(atts, metas[uid], content)))
     out.append(ok(cmd.tag, f"{cmd.full_name} completed"))
     return out
 
 
-def _items(atts: list[FetchAtt], meta, raw: bytes | None, part) -> list:  # noqa: ANN001
-    items: list = []
+def _items(atts: list[FetchAtt], meta: MessageMeta, content: tuple[bytes, mime.Part] | None) -> list[Value]:
+    """The FETCH items of one message, in the order asked, each once (RFC 9051 7.5.2).
+    `content` (the stored bytes and their MIME structure) is None when no item needs it."""
+    items: list[Value] = []
     for att in atts:
         name = att.name
-        if att.section is not None:
-            try:
-                data = mime.section_bytes(part, att.section)
-            except mime.SectionError:
-                data = b""
-            value: object = Literal(mime.partial(data, att.partial))
-            items += [Atom(att.response_name()), value]
-        elif name == "UID":
+        if att.section is None and name == "UID":
             items += [Atom("UID"), meta.uid]
-        elif name == "FLAGS":
+        elif att.section is None and name == "FLAGS":
             items += [Atom("FLAGS"), flag_list(meta.flags)]
-        elif name == "INTERNALDATE":
+        elif att.section is None and name == "INTERNALDATE":
             items += [Atom("INTERNALDATE"), internaldate(meta.internaldate)]
-        elif name == "RFC822.SIZE":
+        elif att.section is None and name == "RFC822.SIZE":
             items += [Atom("RFC822.SIZE"), meta.size]
-        elif name == "ENVELOPE":
-            items += [Atom("ENVELOPE"), mime.envelope(part)]
-        elif name == "BODYSTRUCTURE":
-            items += [Atom("BODYSTRUCTURE"), mime.bodystructure(part, extended=True)]
-        elif name == "BODY":
-            items += [Atom("BODY"), mime.bodystructure(part, extended=False)]
-        elif name == "RFC822":
-            items += [Atom("RFC822"), Literal(raw)]
-        elif name == "RFC822.HEADER":
-            items += [Atom("RFC822.HEADER"), Literal(part.header)]
-        elif name == "RFC822.TEXT":
-            items += [Atom("RFC822.TEXT"), Literal(part.body)]
+        elif content is None:  # pragma: no cover - `fetch` loads it whenever an item needs it
+            continue
+        else:
+            items += _content_item(att, *content)
     # Items asked for twice are sent once.
-    seen: set = set()
-    dedup: list = []
+    seen: set[Value] = set()
+    dedup: list[Value] = []
     for k, v in zip(items[::2], items[1::2]):
         if k in seen:
             continue
         seen.add(k)
         dedup += [k, v]
     return dedup
+
+
+def _content_item(att: FetchAtt, raw: bytes, part: mime.Part) -> list[Value]:
+    """One item read from the stored message: BODY[section], ENVELOPE, BODYSTRUCTURE, ..."""
+    name = att.name
+    if att.section is not None:
+        try:
+            data = mime.section_bytes(part, att.section)
+        except mime.SectionError:
+            data = b""
+        return [Atom(att.response_name()), Literal(mime.partial(data, att.partial))]
+    if name == "ENVELOPE":
+        return [Atom("ENVELOPE"), mime.envelope(part)]
+    if name == "BODYSTRUCTURE":
+        return [Atom("BODYSTRUCTURE"), mime.bodystructure(part, extended=True)]
+    if name == "BODY":
+        return [Atom("BODY"), mime.bodystructure(part, extended=False)]
+    if name == "RFC822":
+        return [Atom("RFC822"), Literal(raw)]
+    if name == "RFC822.HEADER":
+        return [Atom("RFC822.HEADER"), Literal(part.header)]
+    if name == "RFC822.TEXT":
+        return [Atom("RFC822.TEXT"), Literal(part.body)]
+    return []  # pragma: no cover - the grammar accepts no other item

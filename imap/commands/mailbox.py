@@ -10,34 +10,44 @@ transaction, by the core; refusals come back as `Refusal` and the dispatcher ans
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from mss.records import DELIMITER, canonical_folder_name
+from mss.records import DELIMITER, MessageMeta, canonical_folder_name
 
 from imap.flags import SYSTEM_FLAGS
-from imap.protocol.commands import Command
-from imap.protocol.response import Atom, Data, Response, bad, no, ok
+from imap.protocol.commands import Create, Delete, List, Namespace, Rename, Select, Status, Subscribe, Unselect
+from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
+from imap.state import Event
 from imap.view import FolderView, flag_list
+
+if TYPE_CHECKING:
+    from imap.session import Session
 
 log = logging.getLogger("mss.imap")
 
 
-async def namespace(session, cmd: Command) -> list[Response]:
+async def namespace(session: Session, cmd: Namespace) -> list[Response]:
     return [Data(Atom("NAMESPACE"), [["", DELIMITER]], None, None), ok(cmd.tag, "NAMESPACE completed")]
 
 
-async def select(session, cmd: Command) -> list[Response]:
-    readonly = cmd.name == "EXAMINE"
-    if session.view is not None:
-        session.deselected()  # RFC 9051 6.3.2: a failed SELECT leaves no folder selected
-    box = session.box
-    info = await box.folder(cmd["mailbox"])
-    if info is None:
-        return [no(cmd.tag, f"No folder {cmd['mailbox']}", "NONEXISTENT")]
-    metas = await box.messages(info)
-    view = FolderView(info, metas, readonly)
+async def select(session: Session, cmd: Select) -> list[Response]:
+    """SELECT / EXAMINE (RFC 9051 6.3.2, 6.3.3). Whatever was selected is deselected
+    before the attempt, so a SELECT that fails, for any reason, leaves none selected."""
+    try:
+        box = session.box
+        info = await box.folder(cmd.mailbox)
+        if info is None:
+            session.apply(Event.SELECT_FAILED)
+            return [no(cmd.tag, f"No folder {cmd.mailbox}", "NONEXISTENT")]
+        metas = await box.messages(info)
+    except Exception:
+        session.apply(Event.SELECT_FAILED)
+        raise
+    view = FolderView(info, metas, cmd.readonly)
     keywords = sorted({f for m in metas for f in m.flags if not f.startswith("\\")})
     flags = flag_list(SYSTEM_FLAGS) + [Atom(k) for k in keywords]
-    permanent = [] if readonly else flags + [Atom("\\*")]
+    permanent = [] if cmd.readonly else flags + [Atom("\\*")]
     out: list[Response] = [
         Data(Atom("FLAGS"), flags),
         Data(len(metas), Atom("EXISTS")),
@@ -49,49 +59,49 @@ async def select(session, cmd: Command) -> list[Response]:
     first_unseen = next((i for i, m in enumerate(metas, 1) if "\\Seen" not in m.flags), None)
     if first_unseen:
         out.append(ok(None, "First unseen", f"UNSEEN {first_unseen}"))
-    session.selected(view)
-    mode = "READ-ONLY" if readonly else "READ-WRITE"
+    session.apply(Event.SELECT_OK, view)
+    mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
     out.append(ok(cmd.tag, f"{cmd.name} completed", mode))
     return out
 
 
-def _atoms(items) -> str:  # noqa: ANN001
+def _atoms(items: Iterable[str]) -> str:
     return "(" + " ".join(items) + ")"
 
 
-async def close(session, cmd: Command) -> list[Response]:
-    view = session.view
-    if cmd.name == "CLOSE" and not view.readonly:
-        # RFC 9051 6.4.1: CLOSE expunges silently.
+async def unselect(session: Session, cmd: Unselect) -> list[Response]:
+    """UNSELECT (RFC 3691) and CLOSE (RFC 9051 6.4.1: expunges silently, unless read-only)."""
+    view = session.folder
+    if cmd.expunge and not view.readonly:
         await session.box.expunge(view.info)
-    session.deselected()
+    session.apply(Event.CLOSE)
     return [ok(cmd.tag, f"{cmd.name} completed")]
 
 
-async def create(session, cmd: Command) -> list[Response]:
+async def create(session: Session, cmd: Create) -> list[Response]:
     # RFC 9051 6.3.4: a trailing delimiter declares the intent to create names under it.
-    name = cmd["mailbox"].rstrip(DELIMITER) if cmd["mailbox"] != DELIMITER else ""
+    name = cmd.mailbox.rstrip(DELIMITER) if cmd.mailbox != DELIMITER else ""
     await session.box.create_folder(name)
     return [ok(cmd.tag, "CREATE completed")]
 
 
-async def delete(session, cmd: Command) -> list[Response]:
-    name = canonical_folder_name(cmd["mailbox"])  # INBOX is case-insensitive (RFC 9051 5.1)
+async def delete(session: Session, cmd: Delete) -> list[Response]:
+    name = canonical_folder_name(cmd.mailbox)  # INBOX is case-insensitive (RFC 9051 5.1)
     if session.view is not None and session.view.info.name == name:
         return [no(cmd.tag, "Cannot delete the selected folder; CLOSE it first", "INUSE")]
     await session.box.delete_folder(name)
     return [ok(cmd.tag, "DELETE completed")]
 
 
-async def rename(session, cmd: Command) -> list[Response]:
+async def rename(session: Session, cmd: Rename) -> list[Response]:
     """RFC 9051 6.3.6, inferior names included: the core renames them all in one
     transaction, so the client gets OK and the new tree, or NO and the tree as it was."""
-    await session.box.rename_folder(cmd["mailbox"], cmd["new"].rstrip(DELIMITER))
+    await session.box.rename_folder(cmd.mailbox, cmd.new.rstrip(DELIMITER))
     return [ok(cmd.tag, "RENAME completed")]
 
 
-async def subscribe(session, cmd: Command) -> list[Response]:
-    await session.box.subscribe(cmd["mailbox"], cmd.name == "SUBSCRIBE")
+async def subscribe(session: Session, cmd: Subscribe) -> list[Response]:
+    await session.box.subscribe(cmd.mailbox, cmd.subscribed)
     return [ok(cmd.tag, f"{cmd.name} completed")]
 
 
@@ -164,11 +174,12 @@ def _glob(tokens: list[str], name: str) -> bool:
     return bool(cur >> n & 1)
 
 
-async def list_(session, cmd: Command) -> list[Response]:
-    reference, patterns = cmd["reference"], cmd["patterns"]
-    lsub = cmd.name == "LSUB" or "SUBSCRIBED" in cmd["select"]
+async def list_(session: Session, cmd: List) -> list[Response]:
+    """LIST and LSUB (RFC 9051 6.3.9, RFC 5258 select options SUBSCRIBED and SPECIAL-USE)."""
+    reference, patterns = cmd.reference, cmd.patterns
+    lsub = "SUBSCRIBED" in cmd.select  # the grammar reads LSUB as LIST (SUBSCRIBED)
     kind = "LSUB" if cmd.name == "LSUB" else "LIST"
-    if patterns == [""]:
+    if patterns == ("",):
         # RFC 9051 6.3.9: the hierarchy delimiter and root of the reference.
         root = reference.split(DELIMITER)[0] + DELIMITER if DELIMITER in reference else ""
         return [Data(Atom(kind), [Atom("\\Noselect")], DELIMITER, root), ok(cmd.tag, f"{kind} completed")]
@@ -184,7 +195,7 @@ async def list_(session, cmd: Command) -> list[Response]:
         for i in range(1, len(parts)):
             names.add(DELIMITER.join(parts[:i]))
     matchers = [Pattern(reference, p) for p in patterns]
-    special_only = "SPECIAL-USE" in cmd["select"]
+    special_only = "SPECIAL-USE" in cmd.select
     out: list[Response] = []
     for name in sorted(names, key=lambda n: (n != "INBOX", n)):
         if not any(m.match(name) for m in matchers):
@@ -207,14 +218,14 @@ async def list_(session, cmd: Command) -> list[Response]:
     return out
 
 
-async def status(session, cmd: Command) -> list[Response]:
-    info = await session.box.folder(cmd["mailbox"])
+async def status(session: Session, cmd: Status) -> list[Response]:
+    info = await session.box.folder(cmd.mailbox)
     if info is None:
-        return [no(cmd.tag, f"No folder {cmd['mailbox']}", "NONEXISTENT")]
-    metas = []
-    if {"SIZE", "DELETED"} & set(cmd["items"]):
+        return [no(cmd.tag, f"No folder {cmd.mailbox}", "NONEXISTENT")]
+    metas: list[MessageMeta] = []
+    if {"SIZE", "DELETED"} & set(cmd.items):
         metas = await session.box.messages(info)
-    values = {
+    values: dict[str, Callable[[], int]] = {
         "MESSAGES": lambda: info.exists,
         "RECENT": lambda: 0,
         "UIDNEXT": lambda: info.uidnext,
@@ -224,7 +235,7 @@ async def status(session, cmd: Command) -> list[Response]:
         "SIZE": lambda: sum(m.size for m in metas),
         "DELETED": lambda: sum(1 for m in metas if "\\Deleted" in m.flags),
     }
-    items: list = []
-    for item in cmd["items"]:
+    items: list[Value] = []
+    for item in cmd.items:
         items += [Atom(item), values[item]()]
     return [Data(Atom("STATUS"), info.name, items), ok(cmd.tag, "STATUS completed")]

@@ -9,18 +9,23 @@ search do it on their side after decryption.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, timezone
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
 from imap import mime
-from imap.protocol.commands import Command
+from imap.protocol.commands import Search, SearchKey
 from imap.protocol.response import Atom, Data, Response, no, ok
+
+if TYPE_CHECKING:
+    from imap.session import Session
 
 _OUTER = {"FROM": "from_", "TO": "to", "CC": "cc", "SUBJECT": "subject", "DATE": "date", "MESSAGE-ID": "message_id"}
 
 
-def _walk(key: tuple):
+def _walk(key: SearchKey) -> Iterator[SearchKey]:
     yield key
     if key[0] == "AND":
         for k in key[1]:
@@ -118,12 +123,12 @@ def _cmp(op: str, d: date, ref: date) -> bool:
     return d < ref if op == "BEFORE" else d == ref if op == "ON" else d >= ref
 
 
-async def search(session, cmd: Command) -> list[Response]:
-    charset = cmd["charset"]
+async def search(session: Session, cmd: Search) -> list[Response]:
+    charset = cmd.charset
     if charset not in (None, "UTF-8", "US-ASCII"):
         return [no(cmd.tag, f"Unsupported charset {charset}", "BADCHARSET (UTF-8 US-ASCII)")]
-    view = session.view
-    key = cmd["key"]
+    view = session.folder
+    key = cmd.key
     box = session.box
     metas = {m.uid: m for m in await box.messages(view.info)}
     pairs = [(i, u) for i, u in enumerate(view.uids, 1) if u in metas]

@@ -2,65 +2,70 @@
 COPYUID (RFC 4315)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from imap.flags import check_flags
-from imap.protocol.commands import Command, SequenceSet
-from imap.protocol.response import Atom, Data, Response, bad, no, ok
+from imap.protocol.commands import Copy, Expunge, SequenceSet, Store
+from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
 from imap.view import flag_list
 
+if TYPE_CHECKING:
+    from imap.session import Session
 
-async def store(session, cmd: Command) -> list[Response]:
-    view = session.view
+
+async def store(session: Session, cmd: Store) -> list[Response]:
+    view = session.folder
     if view.readonly:
         return [no(cmd.tag, "Folder is read-only (EXAMINE)", "READ-ONLY")]
-    if not cmd.uid and view.seq_out_of_range(cmd["set"]):
+    if not cmd.uid and view.seq_out_of_range(cmd.set):
         return [bad(cmd.tag, "Invalid message sequence number")]
-    flags, why = check_flags(cmd["flags"])  # \Recent is the server's to set: dropped
+    flags, why = check_flags(cmd.flags)  # \Recent is the server's to set: dropped
     if why:
         return [bad(cmd.tag, why)]
-    targets = view.resolve(cmd["set"], cmd.uid)
+    targets = view.resolve(cmd.set, cmd.uid)
     if not targets:
         return [ok(cmd.tag, f"{cmd.full_name} completed")]
     seq_of = {u: s for s, u in targets}
-    changed = await session.box.set_flags(view.info, list(seq_of), set(flags), cmd["mode"])
+    changed = await session.box.set_flags(view.info, list(seq_of), set(flags), cmd.mode)
     view.note_flags(changed)
     out: list[Response] = []
-    if not cmd["silent"]:
+    if not cmd.silent:
         for m in changed:
-            items: list = [Atom("FLAGS"), flag_list(m.flags)]
+            items: list[Value] = [Atom("FLAGS"), flag_list(m.flags)]
             if cmd.uid:
-                items = [Atom("UID"), m.uid] + items
+                items = [Atom("UID"), m.uid, *items]
             out.append(Data(seq_of[m.uid], Atom("FETCH"), items))
     out.append(ok(cmd.tag, f"{cmd.full_name} completed"))
     return out
 
 
-async def expunge(session, cmd: Command) -> list[Response]:
-    view = session.view
+async def expunge(session: Session, cmd: Expunge) -> list[Response]:
+    view = session.folder
     if view.readonly:
         return [no(cmd.tag, "Folder is read-only (EXAMINE)", "READ-ONLY")]
     uids = None
-    if cmd.uid:
-        uids = [u for _, u in view.resolve(cmd["set"], True)]
+    if cmd.set is not None:  # UID EXPUNGE (RFC 4315 2.1)
+        uids = [u for _, u in view.resolve(cmd.set, True)]
         if not uids:
             return [ok(cmd.tag, "UID EXPUNGE completed")]
     gone = await session.box.expunge(view.info, uids)
     return view.note_expunged(gone) + [ok(cmd.tag, f"{cmd.full_name} completed")]
 
 
-async def copy(session, cmd: Command) -> list[Response]:
-    view = session.view
-    move = cmd.name == "MOVE"
+async def copy(session: Session, cmd: Copy) -> list[Response]:
+    view = session.folder
+    move = cmd.move
     if move and view.readonly:
         return [no(cmd.tag, "Folder is read-only (EXAMINE)", "READ-ONLY")]
-    if not cmd.uid and view.seq_out_of_range(cmd["set"]):
+    if not cmd.uid and view.seq_out_of_range(cmd.set):
         return [bad(cmd.tag, "Invalid message sequence number")]
     box = session.box
-    dest = await box.folder(cmd["mailbox"])
+    dest = await box.folder(cmd.mailbox)
     if dest is None:
-        return [no(cmd.tag, f"No folder {cmd['mailbox']}", "TRYCREATE")]
+        return [no(cmd.tag, f"No folder {cmd.mailbox}", "TRYCREATE")]
     if move and dest.id == view.id:
         return [no(cmd.tag, "Cannot move messages to the folder they are in", "CANNOT")]
-    uids = [u for _, u in view.resolve(cmd["set"], cmd.uid)]
+    uids = [u for _, u in view.resolve(cmd.set, cmd.uid)]
     if not uids:
         return [ok(cmd.tag, f"{cmd.full_name} completed")]
     # MOVE is one store transaction (RFC 6851 3.3: never in both folders, never in neither).

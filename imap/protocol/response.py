@@ -7,8 +7,9 @@ string (quoted when it can be, a literal otherwise), `list`/`tuple` a parenthesi
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Union
 
 # QUOTED-CHAR excludes CR, LF, NUL and 8-bit; such strings go as literals (RFC 9051 4.3).
 _QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*")
@@ -23,13 +24,17 @@ class Literal(bytes):
     """Always written as `{n}CRLF` followed by the bytes."""
 
 
+#: A value inside a response: NIL, a number, a string or atom, or a parenthesised list.
+Value = Union[None, int, str, bytes, Sequence["Value"]]
+
+
 def _string(b: bytes) -> bytes:
     if len(b) <= _MAX_QUOTED and _QUOTABLE.fullmatch(b):
         return b'"' + b.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return b"{%d}\r\n" % len(b) + b
 
 
-def serialise(value: Any) -> bytes:
+def serialise(value: Value) -> bytes:
     """One value as IMAP bytes."""
     if value is None:
         return b"NIL"
@@ -83,9 +88,9 @@ class Status(Response):
 class Data(Response):
     """Untagged data: `* ` followed by the items separated by spaces."""
 
-    items: tuple
+    items: tuple[Value, ...]
 
-    def __init__(self, *items: Any) -> None:
+    def __init__(self, *items: Value) -> None:
         object.__setattr__(self, "items", items)
 
     def to_bytes(self) -> bytes:

@@ -2,12 +2,22 @@
 a driver that speaks to a `Session` in bytes."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
 
+from mss.auth import CoreCredentials
+from mss.config import Settings
+from mss.db.engine import create_engine, sessionmaker
+from mss.db.models import Base
 from mss.errors import AuthenticationFailed
-from mss.refusals import Reason, Refusal
+from mss.events import Events
+from mss.mailaccess import MailAccessService
 from mss.message import outer_headers
 from mss.principal import Principal
+from mss.records import NewMessage, StoredRef
+from mss.refusals import Reason, Refusal
+from mss.store import Store
 
 ALICE = "alice@test.mss"
 BOB = "bob@test.mss"
@@ -79,6 +89,52 @@ class FakeSealer:
             raise Refusal(Reason.NO_ENCRYPTION_KEY, f"Mailbox <{mailbox}> has no valid encryption certificate")
         self.appended.append(raw)
         return raw, outer_headers(raw)
+
+
+@dataclass
+class ImapTestCore:
+    """The services the IMAP front end is given (`mss.services.ImapServices`), plus the
+    store and the sealer for the tests to look behind them: the real `Store` (SQLite),
+    `Events` and `MailAccess`, the real authentication exchange (`mss.auth.CoreCredentials`)
+    over `FakeAuth`, and `FakeSealer` for encryption."""
+
+    settings: Settings
+    store: Store
+    events: Events
+    auth: FakeAuth
+    credentials: CoreCredentials
+    sealer: FakeSealer
+    mail: MailAccessService
+    engine: object = None
+
+    def server_ssl_context(self):  # pragma: no cover - the sans-IO tests have no sockets
+        raise NotImplementedError
+
+    async def deliver(self, mailbox: str, raw: bytes, folder: str = "INBOX", flags=(), when=None) -> StoredRef:
+        refs = await self.store.write(
+            [NewMessage(mailbox, folder, raw, outer_headers(raw), frozenset(flags),
+                        when or datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc))]
+        )
+        return refs[0]
+
+    async def aclose(self) -> None:
+        await self.store.close()
+        await self.engine.dispose()
+
+
+async def open_test_core(db: Path) -> ImapTestCore:
+    """A fresh core over a new SQLite file `db`; `aclose` it when done."""
+    engine = create_engine(f"sqlite+aiosqlite:///{db}")
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    events = Events()
+    store = Store(sessionmaker(engine), events)
+    sealer = FakeSealer()
+    auth = FakeAuth()
+    return ImapTestCore(
+        Settings(domain="test.mss"), store, events, auth, CoreCredentials(auth), sealer,
+        MailAccessService(store, sealer), engine,
+    )
 
 
 def sample(subject: str = "Hello", frm: str = "Bob <bob@test.mss>", to: str = ALICE, body: str = "Body text\r\n",

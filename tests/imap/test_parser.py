@@ -7,7 +7,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imap.protocol.commands import FetchAtt, Section, SequenceSet
+from imap.protocol.commands import (
+    Append,
+    Authenticate,
+    Capability,
+    Fetch,
+    FetchAtt,
+    List,
+    Login,
+    Noop,
+    Search,
+    Section,
+    Select,
+    SequenceSet,
+    Store,
+)
 from imap.protocol.parser import (
     Command,
     ContinuationNeeded,
@@ -37,7 +51,7 @@ def one(data: bytes) -> Command:
 
 def test_simple_commands_and_tags():
     c = one(b"a001 capability\r\n")
-    assert (c.tag, c.name, c.uid) == ("a001", "CAPABILITY", False)
+    assert isinstance(c, Capability) and (c.tag, c.name, c.full_name) == ("a001", "CAPABILITY", "CAPABILITY")
     assert one(b"x.1 NOOP\n").name == "NOOP"  # bare LF tolerated
 
 
@@ -50,13 +64,14 @@ def test_synchronising_literal_asks_for_continuation_then_completes():
     assert p.next_event() is None
     p.feed(b" World\r\n")
     cmd = p.next_event()
-    assert cmd.name == "APPEND" and cmd["message"] == b"Hello World" and cmd["flags"] == ["\\Seen"]
+    assert isinstance(cmd, Append) and cmd.name == "APPEND"
+    assert cmd.message == b"Hello World" and cmd.flags == ("\\Seen",)
 
 
 def test_non_synchronising_literal_needs_no_continuation():
     evs = events(b"A1 LOGIN {6+}\r\nclaire {6+}\r\nsecret\r\nA2 NOOP\r\n")
-    assert [type(e).__name__ for e in evs] == ["Command", "Command"]
-    assert evs[0]["user"] == "claire"
+    assert [type(e) for e in evs] == [Login, Noop]
+    assert evs[0].user == "claire"
 
 
 def test_byte_by_byte_feeding_gives_the_same_commands():
@@ -66,64 +81,81 @@ def test_byte_by_byte_feeding_gives_the_same_commands():
 
 def test_fetch_attributes_sections_and_partials():
     c = one(b"t UID FETCH 1:3,7,9:* (UID FLAGS BODY.PEEK[1.2.HEADER.FIELDS (A B)]<0.100> BODY[] BODY[2.MIME] RFC822.SIZE)\r\n")
-    assert c.uid and c.name == "FETCH"
-    assert c["set"] == SequenceSet(((1, 3), (7, 7), (9, None)))
-    atts = c["atts"]
+    assert isinstance(c, Fetch) and c.uid and c.name == "FETCH" and c.full_name == "UID FETCH"
+    assert c.set == SequenceSet(((1, 3), (7, 7), (9, None)))
+    atts = c.atts
     assert atts[2] == FetchAtt("BODY.PEEK", Section((1, 2), "HEADER.FIELDS", ("A", "B")), (0, 100))
     assert atts[2].response_name() == "BODY[1.2.HEADER.FIELDS (A B)]<0>"
     assert atts[3] == FetchAtt("BODY", Section())
     assert atts[4].section == Section((2,), "MIME")
 
 
+def fetch(data: bytes) -> Fetch:
+    c = one(data)
+    assert isinstance(c, Fetch)
+    return c
+
+
 def test_fetch_macros():
-    assert [a.name for a in one(b"t FETCH 1 ALL\r\n")["atts"]] == ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"]
-    assert [a.name for a in one(b"t FETCH 1 fast\r\n")["atts"]] == ["FLAGS", "INTERNALDATE", "RFC822.SIZE"]
-    assert "BODY" in [a.name for a in one(b"t FETCH 1 FULL\r\n")["atts"]]
+    assert [a.name for a in fetch(b"t FETCH 1 ALL\r\n").atts] == ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"]
+    assert [a.name for a in fetch(b"t FETCH 1 fast\r\n").atts] == ["FLAGS", "INTERNALDATE", "RFC822.SIZE"]
+    assert "BODY" in [a.name for a in fetch(b"t FETCH 1 FULL\r\n").atts]
 
 
 def test_sequence_set_semantics():
-    s = one(b"t FETCH 4:2,* FLAGS\r\n")["set"]
+    s = fetch(b"t FETCH 4:2,* FLAGS\r\n").set
     assert s.select(range(1, 11), star=10) == [2, 3, 4, 10]
     assert SequenceSet.compact([1, 2, 3, 7, 9, 10]) == "1:3,7,9:10"
 
 
 def test_search_keys():
     c = one(b't SEARCH CHARSET UTF-8 OR FROM "alice" (SUBJECT {3}\r\nfoo UNSEEN) NOT DELETED SINCE 1-Feb-2026 UID 1:5\r\n')
-    assert c["charset"] == "UTF-8"
-    key = c["key"]
+    assert isinstance(c, Search) and c.charset == "UTF-8"
+    key = c.key
     assert key[0] == "AND"
     assert key[1][0] == ("OR", ("HEADER", "FROM", "alice"), ("AND", (("HEADER", "SUBJECT", "foo"), ("FLAG", "\\Seen", False))))
     assert key[1][1] == ("NOT", ("FLAG", "\\Deleted", True))
     assert key[1][2] == ("SINCE", date(2026, 2, 1))
     assert key[1][3] == ("UID", SequenceSet(((1, 5),)))
-    assert one(b"t SEARCH 2:4 HEADER X-Foo bar\r\n")["key"][1][1] == ("HEADER", "X-FOO", "bar")
+    c = one(b"t SEARCH 2:4 HEADER X-Foo bar\r\n")
+    assert isinstance(c, Search) and c.key == ("AND", (("SEQ", SequenceSet(((2, 4),))), ("HEADER", "X-FOO", "bar")))
 
 
 def test_store_forms():
     c = one(b"t STORE 1:2 +FLAGS.SILENT (\\seen $Label1)\r\n")
-    assert (c["mode"], c["silent"], c["flags"]) == ("add", True, ["\\Seen", "$Label1"])
+    assert isinstance(c, Store) and not c.uid
+    assert (c.mode, c.silent, c.flags) == ("add", True, ("\\Seen", "$Label1"))
     c = one(b"t UID STORE 5 -FLAGS \\Deleted\r\n")
-    assert (c["mode"], c["silent"], c["flags"]) == ("remove", False, ["\\Deleted"])
+    assert isinstance(c, Store) and c.uid
+    assert (c.mode, c.silent, c.flags) == ("remove", False, ("\\Deleted",))
 
 
 def test_append_with_date_time():
     c = one(b'A APPEND Drafts (\\Draft) " 2-Nov-2026 10:00:00 +0100" {2+}\r\nhi\r\n')
-    assert c["date"] == datetime(2026, 11, 2, 10, 0, tzinfo=timezone(timedelta(hours=1)))
-    assert c["mailbox"] == "Drafts" and c["message"] == b"hi"
+    assert isinstance(c, Append)
+    assert c.date == datetime(2026, 11, 2, 10, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert c.mailbox == "Drafts" and c.message == b"hi" and c.flags == ("\\Draft",)
 
 
 def test_list_forms():
     c = one(b'L LIST "" *\r\n')
-    assert c["reference"] == "" and c["patterns"] == ["*"]
+    assert isinstance(c, List) and c.reference == "" and c.patterns == ("*",)
     c = one(b'L LIST (SPECIAL-USE) "" "%" RETURN (CHILDREN)\r\n')
-    assert c["select"] == ["SPECIAL-USE"] and c["patterns"] == ["%"] and c["return"] == ["CHILDREN"]
-    assert one(b"L SELECT inbox\r\n")["mailbox"] == "INBOX"
+    assert isinstance(c, List)
+    assert c.select == ("SPECIAL-USE",) and c.patterns == ("%",) and c.return_ == ("CHILDREN",)
+    c = one(b'L LSUB "" *\r\n')
+    assert isinstance(c, List) and c.name == "LSUB" and c.select == ("SUBSCRIBED",)
+    c = one(b"L SELECT inbox\r\n")
+    assert isinstance(c, Select) and c.mailbox == "INBOX" and not c.readonly
+    c = one(b"L EXAMINE inbox\r\n")
+    assert isinstance(c, Select) and c.name == "EXAMINE" and c.readonly
 
 
 def test_authenticate_with_initial_response():
     c = one(b"A AUTHENTICATE external =\r\n")
-    assert c["mechanism"] == "EXTERNAL" and c["initial"] == b"="
-    assert one(b"A AUTHENTICATE EXTERNAL\r\n")["initial"] is None
+    assert isinstance(c, Authenticate) and c.mechanism == "EXTERNAL" and c.initial == b"="
+    c = one(b"A AUTHENTICATE EXTERNAL\r\n")
+    assert isinstance(c, Authenticate) and c.initial is None
 
 
 @pytest.mark.parametrize(
@@ -221,4 +253,43 @@ def test_strings_round_trip_through_serialiser_and_parser(s):
     assert len(evs) == 1 or isinstance(evs[0], ContinuationNeeded)
     cmd = [e for e in evs if isinstance(e, Command)][0]
     expected = "INBOX" if s.upper() == "INBOX" else s
-    assert cmd["mailbox"] == expected
+    assert isinstance(cmd, Select) and cmd.mailbox == expected
+
+
+# -- the one registry of command names -----------------------------------------------------
+
+#: One well-formed line per registered name (arguments only); a new name must add its own.
+SAMPLES = {
+    "CAPABILITY": "", "NOOP": "", "LOGOUT": "", "ID": ' ("name" "test")', "STARTTLS": "",
+    "AUTHENTICATE": " PLAIN AGEAYg==", "LOGIN": " user pass", "ENABLE": " UTF8=ACCEPT", "NAMESPACE": "",
+    "SELECT": " INBOX", "EXAMINE": " INBOX", "CREATE": " Work", "DELETE": " Work", "RENAME": " Work Job",
+    "SUBSCRIBE": " Work", "UNSUBSCRIBE": " Work", "LIST": ' "" *', "LSUB": ' "" *',
+    "STATUS": " INBOX (MESSAGES)", "APPEND": " INBOX {2+}\r\nhi", "IDLE": "", "CHECK": "", "CLOSE": "",
+    "UNSELECT": "", "EXPUNGE": "", "SEARCH": " ALL", "FETCH": " 1 FLAGS", "STORE": " 1 +FLAGS (\\Seen)",
+    "COPY": " 1 Trash", "MOVE": " 1 Trash",
+}
+UID_SAMPLES = {"EXPUNGE": " 1:3"}
+
+
+def test_every_registered_name_parses_into_its_registered_class():
+    from imap.protocol.commands import UidCommand
+    from imap.protocol.grammar import COMMAND_CLASSES, COMMANDS
+
+    assert set(SAMPLES) == set(COMMANDS)
+    for name, spec in COMMANDS.items():
+        for spelling in (name, name.lower(), name.capitalize()):
+            cmd = one(f"t1 {spelling}{SAMPLES[name]}\r\n".encode())
+            assert type(cmd) is spec.cls, name
+            assert (cmd.tag, cmd.name, cmd.full_name) == ("t1", name, name)
+        if spec.uid:
+            assert issubclass(spec.cls, UidCommand)
+            cmd = one(f"t2 uid {name}{UID_SAMPLES.get(name, SAMPLES[name])}\r\n".encode())
+            assert type(cmd) is spec.cls and isinstance(cmd, UidCommand) and cmd.uid
+            assert (cmd.name, cmd.full_name) == (name, f"UID {name}")
+        else:
+            (ev,) = events(f"t3 UID {name}{SAMPLES[name]}\r\n".encode())
+            assert isinstance(ev, ParseError) and f"Unknown command UID {name}" in ev.text
+    assert COMMAND_CLASSES == {spec.cls for spec in COMMANDS.values()}
+    # Command objects are values: frozen, hashable, equal when parsed from the same bytes.
+    line = b"t FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (FROM)])\r\n"
+    assert one(line) == one(line) and hash(one(line)) == hash(one(line))

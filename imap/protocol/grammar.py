@@ -1,0 +1,384 @@
+"""The one registry of IMAP command names: each name, its grammar rule, its command class.
+
+`COMMANDS` is the only place a command name is written. The parser looks names up here
+(`imap.protocol.parser.parse_command`); the session's handler table (`imap.commands.HANDLERS`)
+and the table of the states each command is valid in (`imap.state.COMMAND_STATES`) are keyed
+by the classes found here, and tests check that the three cover the same commands.
+
+Each rule reads the arguments after the command name (RFC 9051 9, "Formal Syntax") with a
+`Reader` and builds the command object; `Head` carries what was read before them. A rule that
+serves several names (SELECT and EXAMINE, COPY and MOVE) tells them apart by `Head.name` and
+records the difference as a field (`readonly`, `move`), so handlers never compare names.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from imap.protocol.commands import (
+    Append,
+    Authenticate,
+    Capability,
+    Check,
+    Command,
+    Copy,
+    Create,
+    Delete,
+    Enable,
+    Expunge,
+    Fetch,
+    Id,
+    Idle,
+    List,
+    Login,
+    Logout,
+    Namespace,
+    Noop,
+    Rename,
+    Search,
+    Secret,
+    Select,
+    StartTls,
+    Status,
+    Store,
+    StoreMode,
+    Subscribe,
+    Unselect,
+)
+from imap.protocol.reader import ATOM_CHARS, Reader
+
+C = TypeVar("C", bound=Command)
+
+_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "HIGHESTMODSEQ"}
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+@dataclass(frozen=True)
+class Head:
+    """What precedes the arguments: the tag, the command name (upper-case) and whether it
+    came as `UID <name>`."""
+
+    tag: str
+    name: str
+    uid: bool = False
+
+
+Rule = Callable[[Reader, Head], Command]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One command name: the class its rule builds, the rule, and whether `UID <name>`
+    exists (RFC 9051 6.4.9; RFC 4315 2.1 for UID EXPUNGE)."""
+
+    cls: type[Command]
+    rule: Rule
+    uid: bool = False
+
+
+def _spec(cls: type[C], rule: Callable[[Reader, Head], C], *, uid: bool = False) -> CommandSpec:
+    """A `CommandSpec` whose rule is checked (by the type checker) to build `cls`."""
+    return CommandSpec(cls, rule, uid)
+
+
+# -- any state -----------------------------------------------------------------------------
+
+
+def _capability(r: Reader, h: Head) -> Capability:
+    return Capability(tag=h.tag, name=h.name)
+
+
+def _noop(r: Reader, h: Head) -> Noop:
+    return Noop(tag=h.tag, name=h.name)
+
+
+def _logout(r: Reader, h: Head) -> Logout:
+    return Logout(tag=h.tag, name=h.name)
+
+
+def _id(r: Reader, h: Head) -> Id:
+    """RFC 2971 3.1: `ID NIL` or a list of at most 30 field/value pairs."""
+    r.sp()
+    if r.try_expect(b"NIL"):
+        return Id(tag=h.tag, name=h.name, params=None)
+    items = r.paren_list(r.nstring)
+    if len(items) % 2 or len(items) > 60:
+        raise r.error("ID takes field/value pairs (at most 30)")
+    return Id(tag=h.tag, name=h.name, params=tuple(zip(items[::2], items[1::2])))
+
+
+# -- not authenticated ---------------------------------------------------------------------
+
+
+def _starttls(r: Reader, h: Head) -> StartTls:
+    return StartTls(tag=h.tag, name=h.name)
+
+
+def _authenticate(r: Reader, h: Head) -> Authenticate:
+    """RFC 9051 6.2.2 with the RFC 4959 initial response, kept as a `Secret`."""
+    r.sp()
+    mech = r.atom().upper()
+    initial = None
+    if r.try_sp():
+        raw = r.take(_BASE64)
+        if not raw:
+            raise r.error("Invalid SASL initial response")
+        initial = Secret(raw)
+    return Authenticate(tag=h.tag, name=h.name, mechanism=mech, initial=initial)
+
+
+def _login(r: Reader, h: Head) -> Login:
+    r.sp()
+    user = r.astring()
+    r.sp()
+    password = Secret(r.astring_bytes())  # an app password; its repr never shows it
+    return Login(tag=h.tag, name=h.name, user=user, password=password)
+
+
+# -- authenticated -------------------------------------------------------------------------
+
+
+def _enable(r: Reader, h: Head) -> Enable:
+    caps = []
+    while r.try_sp():
+        caps.append(r.atom().upper())
+    if not caps:
+        raise r.error("ENABLE needs at least one capability")
+    return Enable(tag=h.tag, name=h.name, capabilities=tuple(caps))
+
+
+def _namespace(r: Reader, h: Head) -> Namespace:
+    return Namespace(tag=h.tag, name=h.name)
+
+
+def _select(r: Reader, h: Head) -> Select:
+    r.sp()
+    mailbox = r.mailbox()
+    params: list[str] = []
+    if r.try_sp():
+        # select-params (RFC 4466): accepted and ignored unless we know them.
+        params = [p.upper() for p in r.paren_list(r.atom)]
+    return Select(tag=h.tag, name=h.name, mailbox=mailbox, readonly=h.name == "EXAMINE", params=tuple(params))
+
+
+def _skip_value(r: Reader) -> None:
+    if r.peek() == b"(":
+        r.paren_list(lambda: _skip_value(r))
+    else:
+        r.astring_bytes()
+
+
+def _create(r: Reader, h: Head) -> Create:
+    r.sp()
+    mailbox = r.mailbox()
+    if r.try_sp():
+        r.paren_list(lambda: _skip_value(r))  # create-params (RFC 4466): none is acted on
+    return Create(tag=h.tag, name=h.name, mailbox=mailbox)
+
+
+def _delete(r: Reader, h: Head) -> Delete:
+    r.sp()
+    return Delete(tag=h.tag, name=h.name, mailbox=r.mailbox())
+
+
+def _rename(r: Reader, h: Head) -> Rename:
+    r.sp()
+    old = r.mailbox()
+    r.sp()
+    return Rename(tag=h.tag, name=h.name, mailbox=old, new=r.mailbox())
+
+
+def _subscribe(r: Reader, h: Head) -> Subscribe:
+    r.sp()
+    return Subscribe(tag=h.tag, name=h.name, mailbox=r.mailbox(), subscribed=h.name == "SUBSCRIBE")
+
+
+def _return_opt(r: Reader) -> str:
+    name = r.atom()
+    if r.peek() == b" " and r.data[r.pos + 1 : r.pos + 2] == b"(":
+        r.sp()
+        r.paren_list(r.atom)
+    return name
+
+
+def _list(r: Reader, h: Head) -> List:
+    r.sp()
+    select_opts: list[str] = []
+    if r.peek() == b"(":
+        # RFC 5258 list-select-opts: we honour SUBSCRIBED and SPECIAL-USE.
+        select_opts = [o.upper() for o in r.paren_list(r.atom)]
+        r.sp()
+    ref = r.astring() if r.peek() not in (b'"', b"{") else r.utf8(r.string())
+    r.sp()
+    if r.peek() == b"(":
+        patterns = r.paren_list(r.list_mailbox, allow_empty=False)
+    else:
+        patterns = [r.list_mailbox()]
+    return_opts: list[str] = []
+    if r.try_sp():
+        r.expect(b"RETURN")
+        r.sp()
+        return_opts = [o.upper() for o in r.paren_list(lambda: _return_opt(r))]
+    return List(
+        tag=h.tag, name=h.name, reference=ref, patterns=tuple(patterns), select=tuple(select_opts),
+        return_=tuple(return_opts),
+    )
+
+
+def _lsub(r: Reader, h: Head) -> List:
+    """LSUB (RFC 3501 6.3.9) is LIST (SUBSCRIBED) answered with LSUB lines."""
+    r.sp()
+    ref = r.astring()
+    r.sp()
+    return List(tag=h.tag, name=h.name, reference=ref, patterns=(r.list_mailbox(),), select=("SUBSCRIBED",))
+
+
+def _status(r: Reader, h: Head) -> Status:
+    r.sp()
+    mailbox = r.mailbox()
+    r.sp()
+    items = [i.upper() for i in r.paren_list(r.atom, allow_empty=False)]
+    unknown = [i for i in items if i not in _STATUS_ITEMS]
+    if unknown:
+        raise r.error(f"Unknown STATUS item {unknown[0]}")
+    return Status(tag=h.tag, name=h.name, mailbox=mailbox, items=tuple(items))
+
+
+def _append(r: Reader, h: Head) -> Append:
+    r.sp()
+    mailbox = r.mailbox()
+    r.sp()
+    flags: list[str] = []
+    when = None
+    if r.peek() == b"(":
+        flags = r.flag_list()
+        r.sp()
+    if r.peek() == b'"':
+        when = r.date_time()
+        r.sp()
+    if r.peek() not in (b"{", b"~"):
+        raise r.error("APPEND needs the message as a literal")
+    message = r.literal()
+    return Append(tag=h.tag, name=h.name, mailbox=mailbox, flags=tuple(flags), date=when, message=message)
+
+
+def _idle(r: Reader, h: Head) -> Idle:
+    return Idle(tag=h.tag, name=h.name)
+
+
+# -- selected ------------------------------------------------------------------------------
+
+
+def _check(r: Reader, h: Head) -> Check:
+    return Check(tag=h.tag, name=h.name)
+
+
+def _unselect(r: Reader, h: Head) -> Unselect:
+    return Unselect(tag=h.tag, name=h.name, expunge=h.name == "CLOSE")
+
+
+def _expunge(r: Reader, h: Head) -> Expunge:
+    if not h.uid:
+        return Expunge(tag=h.tag, name=h.name)
+    r.sp()
+    return Expunge(tag=h.tag, name=h.name, uid=True, set=r.sequence_set())
+
+
+def _search(r: Reader, h: Head) -> Search:
+    r.sp()
+    charset = None
+    save = r.pos
+    if r.take(ATOM_CHARS).upper() == b"CHARSET":
+        r.sp()
+        charset = r.astring().upper()
+        r.sp()
+    else:
+        r.pos = save
+    if r.peek().upper() == b"R" and r.peek(7).upper() == b"RETURN ":
+        raise r.error("SEARCH RETURN (ESEARCH) is not supported")
+    return Search(tag=h.tag, name=h.name, uid=h.uid, charset=charset, key=r.search_keys())
+
+
+def _fetch(r: Reader, h: Head) -> Fetch:
+    r.sp()
+    seqs = r.sequence_set()
+    r.sp()
+    atts = r.fetch_atts()
+    if r.try_sp():
+        # fetch-modifiers (RFC 4466), e.g. CHANGEDSINCE: not supported.
+        raise r.error("FETCH modifiers are not supported")
+    return Fetch(tag=h.tag, name=h.name, uid=h.uid, set=seqs, atts=tuple(atts))
+
+
+def _store(r: Reader, h: Head) -> Store:
+    r.sp()
+    seqs = r.sequence_set()
+    r.sp()
+    if r.peek() == b"(":
+        raise r.error("STORE modifiers (UNCHANGEDSINCE) are not supported")
+    mode: StoreMode = "replace"
+    if r.try_expect(b"+"):
+        mode = "add"
+    elif r.try_expect(b"-"):
+        mode = "remove"
+    r.expect(b"FLAGS")
+    silent = r.try_expect(b".SILENT")
+    r.sp()
+    if r.peek() == b"(":
+        flags = r.flag_list()
+    else:
+        flags = [r.flag()]
+        while r.try_sp():
+            flags.append(r.flag())
+    return Store(tag=h.tag, name=h.name, uid=h.uid, set=seqs, mode=mode, silent=silent, flags=tuple(flags))
+
+
+def _copy(r: Reader, h: Head) -> Copy:
+    r.sp()
+    seqs = r.sequence_set()
+    r.sp()
+    return Copy(tag=h.tag, name=h.name, uid=h.uid, set=seqs, mailbox=r.mailbox(), move=h.name == "MOVE")
+
+
+# -- the registry --------------------------------------------------------------------------
+
+COMMANDS: Mapping[str, CommandSpec] = {
+    # any state (RFC 9051 6.1)
+    "CAPABILITY": _spec(Capability, _capability),
+    "NOOP": _spec(Noop, _noop),
+    "LOGOUT": _spec(Logout, _logout),
+    "ID": _spec(Id, _id),
+    # not authenticated (RFC 9051 6.2)
+    "STARTTLS": _spec(StartTls, _starttls),
+    "AUTHENTICATE": _spec(Authenticate, _authenticate),
+    "LOGIN": _spec(Login, _login),
+    # authenticated (RFC 9051 6.3)
+    "ENABLE": _spec(Enable, _enable),
+    "NAMESPACE": _spec(Namespace, _namespace),
+    "SELECT": _spec(Select, _select),
+    "EXAMINE": _spec(Select, _select),
+    "CREATE": _spec(Create, _create),
+    "DELETE": _spec(Delete, _delete),
+    "RENAME": _spec(Rename, _rename),
+    "SUBSCRIBE": _spec(Subscribe, _subscribe),
+    "UNSUBSCRIBE": _spec(Subscribe, _subscribe),
+    "LIST": _spec(List, _list),
+    "LSUB": _spec(List, _lsub),
+    "STATUS": _spec(Status, _status),
+    "APPEND": _spec(Append, _append),
+    "IDLE": _spec(Idle, _idle),
+    # selected (RFC 9051 6.4)
+    "CHECK": _spec(Check, _check),
+    "CLOSE": _spec(Unselect, _unselect),
+    "UNSELECT": _spec(Unselect, _unselect),
+    "EXPUNGE": _spec(Expunge, _expunge, uid=True),
+    "SEARCH": _spec(Search, _search, uid=True),
+    "FETCH": _spec(Fetch, _fetch, uid=True),
+    "STORE": _spec(Store, _store, uid=True),
+    "COPY": _spec(Copy, _copy, uid=True),
+    "MOVE": _spec(Copy, _copy, uid=True),
+}
+COMMAND_NAMES = frozenset(COMMANDS)
+#: Every command class, once (several names may share one).
+COMMAND_CLASSES: frozenset[type[Command]] = frozenset(spec.cls for spec in COMMANDS.values())
