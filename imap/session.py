@@ -17,10 +17,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Literal, overload
 
-from mss.events import FolderWatch
+
 from mss.principal import Principal
 from mss.refusals import Refusal
-from mss.services import Authentication, ClientConnection, ImapServices, MailboxHandle
+from mss.services import Authentication, ClientConnection, FolderWatch, ImapServices, MailboxHandle
 
 from imap.actions import Action, Close, Output, PendingAuthentication, StartTLS
 from imap.commands import HANDLERS

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from mss.config import Settings
-from mss.events import FolderWatch
+from mss.events import FolderWatch  # re-exported: what `MailboxHandle.watch` gives
 from mss.principal import Principal
 from mss.records import FlagMode, FolderInfo, MessageMeta, OuterHeaders, StoredRef
 
