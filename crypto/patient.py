@@ -843,6 +843,8 @@ def decrypt_cms(der: bytes, private_key: rsa.RSAPrivateKey, certificate: x509.Ce
         if kind == "authenticated_enveloped_data":
             if alg_name != "aes256_gcm":
                 raise PatientCryptoError("unsupported", f"content cipher {alg_name} is not AES-256-GCM")
+            if not isinstance(alg["parameters"], core.Any):
+                raise PatientCryptoError("bad_cms", "AES-GCM parameters missing")
             gcm = alg["parameters"].parse(GCMParameters)
             nonce, icvlen = gcm["aes_nonce"].native, gcm["aes_icvlen"].native
             mac = content["mac"].native

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from asn1crypto import cms
+from asn1crypto import cms, core
 from cryptography import x509
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import (
@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from patient_support import with_auth_attrs
 
 from crypto import patient
@@ -688,3 +690,49 @@ def test_activation_code_refusals(typed) -> None:
         normalise_activation_code(typed)
     assert err.value.reason == "bad_code"
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: any corruption of a GCM message is refused with PatientCryptoError, or is harmless
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_keys() -> tuple[x509.Certificate, object]:
+    return new_patient_keys("Fuzz", INS, bits=2048)
+
+
+@pytest.fixture(scope="module")
+def gcm_der(small_keys) -> bytes:
+    return encrypt_cms(b"short payload\r\n", small_keys[0])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_corrupted_messages(small_keys, gcm_der, data) -> None:
+    der = bytearray(gcm_der)
+    kind = data.draw(st.sampled_from(["flip", "truncate", "insert"]))
+    at = data.draw(st.integers(0, len(der) - 1))
+    if kind == "flip":
+        der[at] ^= data.draw(st.integers(1, 255))
+    elif kind == "truncate":
+        del der[at:]
+    else:
+        der[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+    try:
+        out = decrypt_cms(bytes(der), small_keys[1])
+    except PatientCryptoError:
+        return
+    # Only a change outside what GCM and OAEP authenticate (a version number, say) may pass,
+    # and then the payload is the original one.
+    assert out == b"short payload\r\n"
+
+
+@pytest.mark.parametrize("parameters", [None, "null", "octet"])
+def test_gcm_without_its_parameters_is_bad_cms(small_keys, gcm_der, parameters) -> None:
+    info = cms.ContentInfo.load(gcm_der)
+    alg = info["content"]["auth_encrypted_content_info"]["content_encryption_algorithm"]
+    alg["parameters"] = {None: None, "null": core.Null(), "octet": core.OctetString(b"x" * 12)}[parameters]
+    with pytest.raises(PatientCryptoError) as err:
+        decrypt_cms(info.dump(force=True), small_keys[1])
+    assert err.value.reason == "bad_cms"
