@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import signal
 import socket
@@ -37,10 +38,19 @@ def base(srv: ServerProcess, scheme: str = "http") -> str:
 
 
 def with_listen(dep: Deployment, **values: str) -> None:
-    """Add or change keys of the deployment's [listen] section."""
+    """Change (or add) keys of the deployment's [listen] section."""
     text = dep.config.read_text()
-    extra = "".join(f"{k} = {v}\n" for k, v in values.items())
-    dep.config.write_text(text.replace("[listen]\n", "[listen]\n" + extra, 1))
+    for key, value in values.items():
+        lines = text.split("\n")
+        start = lines.index("[listen]")
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+        found = [i for i in range(start + 1, end) if lines[i].split("=")[0].strip() == key]
+        if found:
+            lines[found[0]] = f"{key} = {value}"
+        else:
+            lines.insert(start + 1, f"{key} = {value}")
+        text = "\n".join(lines)
+    dep.config.write_text(text)
 
 
 @needs_curl
@@ -168,12 +178,11 @@ def test_https_with_the_demo_certificate(fresh_deployment: Deployment):
 def test_plain_http_on_a_non_loopback_host_is_refused(fresh_deployment: Deployment, how):
     env = {}
     if how == "file":
-        text = fresh_deployment.config.read_text()
-        fresh_deployment.config.write_text(text.replace('host = "127.0.0.1"', 'host = "0.0.0.0"', 1))
+        with_listen(fresh_deployment, host='"0.0.0.0"')
     else:
         env = {"MSS_LISTEN_HOST": "0.0.0.0"}
     res = subprocess.run([sys.executable, "-m", "mss", "serve", "-c", str(fresh_deployment.config)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60, env={**__import__("os").environ, **env})
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **env})
     assert res.returncode == 2, res.stderr
     assert "listen.http_tls" in res.stderr and "0.0.0.0" in res.stderr and str(fresh_deployment.config) in res.stderr
     assert "Traceback" not in res.stderr and "ready" not in res.stderr
