@@ -49,9 +49,9 @@ class CoreDirectory:
         return published(entry)
 
     async def search(self, criteria: DirectorySearch, *, limit: int = 50) -> list[PublishedMailbox]:
-        given = {k: v for k in DirectorySearch.keys() if (v := getattr(criteria, k))}
+        given = {k: v for k in DirectorySearch.names() if (v := getattr(criteria, k))}
         if not given:
-            raise DirectoryQueryError(f"give at least one of: {', '.join(DirectorySearch.keys())}")
+            raise DirectoryQueryError(f"give at least one of: {', '.join(DirectorySearch.names())}")
         if given.get("type", "").strip().upper() not in ("", *MAILBOX_TYPES):
             raise DirectoryQueryError(f"type must be {', '.join(MAILBOX_TYPES[:-1])} or {MAILBOX_TYPES[-1]}")
         async with self._sessions() as session:

@@ -305,7 +305,7 @@ class DirectorySearch:
     type: str | None = None
 
     @classmethod
-    def keys(cls) -> tuple[str, ...]:
+    def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
 
 

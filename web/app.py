@@ -10,12 +10,12 @@ included), FastAPI's body limit, `RequestLimits`, `HeadAsGet`, then routing and 
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.types import ASGIApp
 
 from mss.services import WebServices
-from starlette.types import ASGIApp
 from web import directory, errors, jwks
 from web.errors import JsonBody
 from web.security import HeadAsGet, RequestLimits, SecurityHeaders

@@ -18,7 +18,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request, params
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
-from mss.services import Directory, DirectoryQueryError, DirectorySearch, FhirResourceType, PublishedMailbox
+from mss.services import (
+    Directory,
+    DirectoryQueryError,
+    DirectorySearch,
+    FhirResourceType,
+    PublishedMailbox,
+)
 from web.errors import Error, FhirBody, JsonBody, OperationOutcome, error, outcome
 from web.security import MAX_PARAM_LEN
 
@@ -41,10 +47,11 @@ class NotFound(Error):
 
 
 class FhirResource(BaseModel):
-    """A FHIR R4 resource (Practitioner, PractitionerRole, Organization, CapabilityStatement)."""
+    """A FHIR R4 resource (Practitioner, PractitionerRole, Organization, CapabilityStatement).
+    Member names here and below are FHIR's own (camelCase)."""
 
     model_config = ConfigDict(extra="allow")
-    resourceType: str  # noqa: N815 - FHIR's own member name
+    resourceType: str
     id: str | None = None
 
 
@@ -54,7 +61,7 @@ class BundleLink(BaseModel):
 
 
 class BundleEntry(BaseModel):
-    fullUrl: str  # noqa: N815
+    fullUrl: str
     resource: FhirResource
     search: dict[str, str]
 
@@ -62,7 +69,7 @@ class BundleEntry(BaseModel):
 class Bundle(BaseModel):
     """A FHIR R4 searchset Bundle."""
 
-    resourceType: Literal["Bundle"] = "Bundle"  # noqa: N815
+    resourceType: Literal["Bundle"] = "Bundle"
     type: Literal["searchset"] = "searchset"
     total: int
     link: list[BundleLink]
@@ -110,7 +117,7 @@ def json_router(directory: Directory) -> APIRouter:
         specialty: Annotated[str | None, _text("Savoir-faire code (`SM54`) or label")] = None,
         postcode: Annotated[str | None, _text("Postcode or its prefix (`75`)")] = None,
         department: Annotated[str | None, _text("Department code")] = None,
-        type: Annotated[str | None, _text("Mailbox type: PER, ORG, APP or CAB")] = None,  # noqa: A002
+        type: Annotated[str | None, _text("Mailbox type: PER, ORG, APP or CAB")] = None,
         limit: Annotated[int | None, Query(description="Most results (at most 200)")] = None,
     ) -> Response:
         criteria = DirectorySearch(name=name, profession=profession, specialty=specialty, postcode=postcode,
@@ -198,7 +205,7 @@ def fhir_router(directory: Directory, *, base_url: str = "") -> APIRouter:
         return search
 
     def reader(resource: FhirResourceType) -> Handler:
-        async def read(id: ResourceId) -> Response:  # noqa: A002 - FHIR's name for it
+        async def read(id: ResourceId) -> Response:
             found = await directory.fhir_read(resource, id)
             if found is None:
                 return outcome(404, "not-found", f"{resource}/{id} not found")

@@ -43,7 +43,7 @@ class OutcomeIssue(BaseModel):
 class OperationOutcome(BaseModel):
     """FHIR R4 OperationOutcome: what every FHIR error carries."""
 
-    resourceType: str = "OperationOutcome"  # noqa: N815 - FHIR's own member name
+    resourceType: str = "OperationOutcome"
     issue: list[OutcomeIssue]
 
 

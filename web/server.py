@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 from collections.abc import Callable, Iterator
-
-import logging
 
 import uvicorn
 

@@ -39,7 +39,7 @@ class FakeDirectory:
     async def search(self, criteria: DirectorySearch, *, limit: int = 50) -> list[PublishedMailbox]:
         self._check()
         self.searches.append(criteria)
-        if not any(getattr(criteria, k) for k in DirectorySearch.keys()):
+        if not any(getattr(criteria, k) for k in DirectorySearch.names()):
             raise DirectoryQueryError("give at least one of: name, ...")
         return [PublishedMailbox(address=ADDRESS, type="PER")][:limit]
 

@@ -17,7 +17,6 @@ import uuid
 
 import httpx
 import pytest
-
 from support import ROOT, Deployment, ServerProcess, start_server
 
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is a Debian package")
@@ -25,7 +24,7 @@ needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is a 
 
 def curl(*args: str) -> tuple[int, dict[str, str], str]:
     """(status, headers lower-cased, body) of one curl request."""
-    res = subprocess.run(["curl", "-sS", "-i", "--max-time", "20", *args], capture_output=True, timeout=60)
+    res = subprocess.run(["curl", "-sS", "-i", "--max-time", "20", *args], capture_output=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr.decode()
     head, _, body = res.stdout.decode("utf-8", "replace").partition("\r\n\r\n")
     status_line, *lines = head.split("\r\n")
@@ -159,7 +158,7 @@ def test_https_with_the_demo_certificate(fresh_deployment: Deployment):
         assert r.status_code == 200 and r.json()["keys"]
         # The system's CAs do not know the demo PKI: the handshake fails.
         refused = subprocess.run(["curl", "-sS", "--max-time", "20", f"{base(srv, 'https')}/health"],
-                                 capture_output=True, text=True, timeout=60)
+                                 capture_output=True, text=True, timeout=60, check=False)
         assert refused.returncode != 0
         # Plain HTTP to the TLS port gets no answer from the application.
         with socket.create_connection(("127.0.0.1", srv.port("http")), timeout=20) as s:
@@ -182,7 +181,7 @@ def test_plain_http_on_a_non_loopback_host_is_refused(fresh_deployment: Deployme
     else:
         env = {"MSS_LISTEN_HOST": "0.0.0.0"}
     res = subprocess.run([sys.executable, "-m", "mss", "serve", "-c", str(fresh_deployment.config)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **env}, check=False)
     assert res.returncode == 2, res.stderr
     assert "listen.http_tls" in res.stderr and "0.0.0.0" in res.stderr and str(fresh_deployment.config) in res.stderr
     assert "Traceback" not in res.stderr and "ready" not in res.stderr
