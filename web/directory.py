@@ -78,7 +78,8 @@ class Bundle(BaseModel):
 
 def _text(description: str) -> params.Query:
     """A text query parameter, documented with the listener's length cap."""
-    return Query(description=description, max_length=MAX_PARAM_LEN)
+    declared: params.Query = Query(description=description, max_length=MAX_PARAM_LEN)
+    return declared
 
 
 # -- JSON -----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ FastAPI's defaults are replaced: a bad parameter is a 400 (the directory's contr
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -60,10 +61,10 @@ def _is_fhir(request: Request) -> bool:
     return request.url.path.startswith("/fhir/") or request.url.path == "/fhir"
 
 
-def _allow(headers: dict[str, str] | None) -> dict[str, str] | None:
+def _allow(headers: Mapping[str, str] | None) -> dict[str, str] | None:
     """Starlette's `Allow` for a GET route says "GET": HEAD is served too (`HeadAsGet`)."""
     if not headers or "Allow" not in headers:
-        return headers
+        return dict(headers) if headers else None
     methods = [m.strip() for m in headers["Allow"].split(",") if m.strip()]
     if "GET" in methods and "HEAD" not in methods:
         methods.insert(methods.index("GET") + 1, "HEAD")
