@@ -122,6 +122,8 @@ def test_request_lines_are_not_logged_and_limits_hold(server: ServerProcess):
     log = server.log_text() + (server.deployment.directory / "mss.log").read_text(encoding="utf-8", errors="replace")
     assert canary not in log
     assert "GET /annuaire" not in log and "/fhir/Practitioner?" not in log
+    # uvicorn's own lines go through the server's handlers and format (log_config=None).
+    assert "WARNING uvicorn.error Invalid HTTP request received." in server.log_text()
 
 
 def test_sigterm_stops_the_http_listener_with_a_keep_alive_connection_open(fresh_deployment: Deployment):
