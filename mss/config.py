@@ -5,6 +5,7 @@ can be moved or copied as a whole.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -30,6 +31,9 @@ class ListenSettings(_Section):
     imap: int = 2143
     imaps: int = 2993
     http: int = 2080
+    # The `http` listener speaks HTTPS with the [tls] server certificate. Plain HTTP is served
+    # only on a loopback host (`check_http_transport`): the portal carries health data.
+    http_tls: bool = False
 
     def ports(self) -> dict[str, int]:
         return {
@@ -40,6 +44,20 @@ class ListenSettings(_Section):
             "imaps": self.imaps,
             "http": self.http,
         }
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 (an IPv4-mapped loopback too) or `localhost`: nobody else on the
+    network can listen in on a connection to it."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 class TLSSettings(_Section):
@@ -116,6 +134,11 @@ class LimitSettings(_Section):
     imap_max_connections: PositiveInt = 1000
     imap_max_connections_per_ip: PositiveInt = 50
     smtp_timeout_s: PositiveInt = 300
+    # The http listener (uvicorn, h11): the request line and header block, the body, and
+    # how many connections and requests in flight before it answers 503.
+    http_max_head: int = Field(16 * 1024, ge=4 * 1024, le=1024 * 1024)
+    http_max_body: int = Field(64 * 1024, ge=0)
+    http_max_connections: PositiveInt = 1000
 
 
 class DeliverySettings(_Section):
@@ -198,7 +221,25 @@ def load_settings(path: Path | str | None = None) -> Settings:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}") from exc
-    # Containers bind every interface without editing the deployment's file.
+    # Containers bind every interface without editing the deployment's file (and then
+    # serve HTTPS on the http listener: see `check_http_transport`).
     if os.environ.get("MSS_LISTEN_HOST"):
         settings.listen.host = os.environ["MSS_LISTEN_HOST"]
+    tls = os.environ.get("MSS_LISTEN_HTTP_TLS", "").strip().lower()
+    if tls:
+        if tls not in ("true", "false", "1", "0"):
+            raise ConfigError(f"MSS_LISTEN_HTTP_TLS: expected true or false, not {tls!r}")
+        settings.listen.http_tls = tls in ("true", "1")
     return settings
+
+
+def check_http_transport(settings: Settings) -> None:
+    """Refuse plain HTTP beyond this machine: without `[listen] http_tls`, the http listener
+    (patient portal, directory, JWKS) may only bind a loopback address."""
+    listen = settings.listen
+    if not listen.http_tls and not is_loopback_host(listen.host):
+        raise ConfigError(
+            f"listen.http_tls: plain HTTP is served only on a loopback address, and listen.host is "
+            f"{listen.host!r}; set [listen] http_tls = true (HTTPS with the [tls] certificate) "
+            f"or bind 127.0.0.1"
+        )

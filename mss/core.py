@@ -15,6 +15,7 @@ from mss.auth import Authenticator, CoreCredentials
 from mss.config import Settings
 from mss.db.engine import create_engine, sessionmaker, upgrade
 from mss.delivery import Delivery
+from mss.directory import CoreDirectory
 from mss.events import Events
 from mss.mailaccess import MailAccessService
 from mss.sealing import Sealer
@@ -39,9 +40,12 @@ class Core:
     crl_task: asyncio.Task | None = field(default=None, repr=False)
     #: `mss.services.Credentials` over `auth`: what the front ends authenticate with.
     credentials: CoreCredentials = field(init=False, repr=False)
+    #: `mss.services.Directory`: the published directory the web front end shows.
+    directory: CoreDirectory = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.credentials = CoreCredentials(self.auth)
+        self.directory = CoreDirectory(self.sessions)
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> "Core":

@@ -111,6 +111,8 @@ def _config_text(domain: str, ports: dict[str, int], database_url: str) -> str:
         "[listen]",
         'host = "127.0.0.1"',
         *(f"{name} = {port}" for name, port in ports.items()),
+        "# Plain HTTP on the http listener: only on a loopback host (true: HTTPS, [tls] cert).",
+        "http_tls = false",
         "",
         "[tls]",
         'cert = "pki/server.crt"',

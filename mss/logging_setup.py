@@ -125,5 +125,7 @@ def setup_logging(settings: Settings) -> None:
         fh.setFormatter(EscapingFormatter(FORMAT))
         root.addHandler(fh)
     # Library chatter at INFO would log every SMTP line, content included: keep it quiet.
-    for noisy in ("mail.log", "aiosmtpd", "sqlalchemy", "alembic", "asyncio"):
+    # uvicorn's access log is off (web.server); its INFO lines (process started, shutting
+    # down) say nothing `ready` and `stopped` do not.
+    for noisy in ("mail.log", "aiosmtpd", "sqlalchemy", "alembic", "asyncio", "uvicorn"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

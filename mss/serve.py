@@ -7,9 +7,8 @@ import logging
 import signal
 from pathlib import Path
 
-from mss.config import Settings, load_settings
+from mss.config import ConfigError, Settings, check_http_transport, default_config_path, load_settings
 from mss.core import Core
-from mss.http import health_handler, jwks_handler, serve_http
 from mss.logging_setup import setup_logging
 
 log = logging.getLogger("mss.serve")
@@ -23,6 +22,9 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Open the core, start SMTP, IMAP and HTTP, log `ready`, wait for a stop signal."""
     from imap.server import start as start_imap
     from smtp.server import start as start_smtp
+    from web.server import start as start_web
+
+    check_http_transport(settings)
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -33,6 +35,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
             pass
     core = await Core.open(settings)
     servers: dict[str, asyncio.AbstractServer] = {}
+    http = None
     try:
         servers.update(await start_smtp(core))
         limits = settings.limits
@@ -44,12 +47,16 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
                 preauth_timeout=limits.imap_preauth_timeout_s,
             )
         )
-        servers["http"] = await serve_http(settings.listen.host, settings.listen.http, _http_handlers(core))
+        # uvicorn on this loop; the core is its WebServices (settings, directory).
+        http = await start_web(core)
         ports = {name: _port(srv) for name, srv in servers.items()}
+        ports["http"] = http.port
         log.info("ready host=%s ports=%s", settings.listen.host, json.dumps(ports, sort_keys=True))
         await stop.wait()
         log.info("stopping")
     finally:
+        if http is not None:
+            http.close()
         for srv in servers.values():
             srv.close()
         for srv in servers.values():
@@ -57,26 +64,22 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
                 await asyncio.wait_for(srv.wait_closed(), 5)
             except asyncio.TimeoutError:
                 pass
+        if http is not None:
+            # uvicorn gives requests in flight web.server.GRACEFUL_SHUTDOWN_S, then cancels them.
+            try:
+                await asyncio.wait_for(http.wait_closed(), 10)
+            except asyncio.TimeoutError:
+                log.warning("http listener did not stop in time")
         await core.close()
         log.info("stopped")
 
 
-def _http_handlers(core: Core) -> list:
-    handlers = [health_handler, jwks_handler(core.settings)]
-    try:
-        from annuaire.http import handle as annuaire_handle
-    except ImportError:
-        return handlers
-
-    async def directory(method: str, path: str, query: dict[str, list[str]]):
-        return await annuaire_handle(method, path, query, core.sessions)
-
-    handlers.append(directory)
-    return handlers
-
-
 def main(config: Path | str | None) -> None:
     settings = load_settings(config)
+    try:
+        check_http_transport(settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{config or default_config_path()}: {exc}") from None
     setup_logging(settings)
     try:
         import uvloop

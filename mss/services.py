@@ -11,11 +11,11 @@ Refusals come back as `mss.refusals.Refusal`; each front end maps the reason to 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeAlias
 
 from mss.config import Settings
 from mss.events import FolderWatch  # re-exported: what `MailboxHandle.watch` gives
@@ -249,6 +249,101 @@ class MailAccess(Protocol):
         ...
 
 
+# -- the directory, as the public sees it ---------------------------------------------------
+
+#: A JSON document as the core hands it out (FHIR resources, Bundles, OperationOutcomes).
+JsonValue: TypeAlias = "str | int | float | bool | None | list[JsonValue] | dict[str, JsonValue]"
+JsonObject: TypeAlias = "dict[str, JsonValue]"
+
+MailboxType = Literal["PER", "ORG", "APP", "CAB"]
+MAILBOX_TYPES: tuple[MailboxType, ...] = ("PER", "ORG", "APP", "CAB")
+FhirResourceType = Literal["Practitioner", "PractitionerRole", "Organization"]
+FHIR_RESOURCE_TYPES: tuple[FhirResourceType, ...] = ("Practitioner", "PractitionerRole", "Organization")
+
+
+@dataclass(frozen=True)
+class PublishedMailbox:
+    """What a member of the public may see of a mailbox: never a red-listed one (the core
+    leaves those out), never its members, certificates or red-list flag."""
+
+    address: str
+    type: str
+    idnat: str = ""
+    structure_id: str = ""
+    display_name: str = ""
+    civility: str = ""
+    last_name: str = ""
+    first_name: str = ""
+    profession_code: str = ""
+    profession_label: str = ""
+    specialty_code: str = ""
+    specialty_label: str = ""
+    service: str = ""
+    organisation: str = ""
+    postcode: str = ""
+    city: str = ""
+    department: str = ""
+    dematerialisation: bool = False
+
+    def to_json(self) -> dict[str, str | bool]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class DirectorySearch:
+    """Criteria of a directory search; every one given must match (None: not a criterion).
+
+    `name`: accent- and case-insensitive prefix; `profession`, `specialty`: a code or the
+    exact label; `postcode`: a prefix; `department`: a code; `type`: PER, ORG, APP or CAB.
+    """
+
+    name: str | None = None
+    profession: str | None = None
+    specialty: str | None = None
+    postcode: str | None = None
+    department: str | None = None
+    type: str | None = None
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+class DirectoryQueryError(ValueError):
+    """A directory query refused as asked (no criterion, an unknown type or FHIR modifier);
+    its message is safe to show the client (HTTP 400)."""
+
+
+class Directory(Protocol):
+    """The read-only directory of mailboxes (national and this operator's), as published:
+    red-listed mailboxes are never returned, counted or matched, whatever the query."""
+
+    async def resolve(self, address: str) -> PublishedMailbox | None:
+        """The mailbox at `address` (case-insensitive); None when unknown or red-listed."""
+        ...
+
+    async def search(self, criteria: DirectorySearch, *, limit: int = 50) -> list[PublishedMailbox]:
+        """Mailboxes matching every criterion, by name; `limit` is clamped to 1..200.
+        Raises DirectoryQueryError with no criterion (the directory is never dumped) or an
+        unknown type."""
+        ...
+
+    def fhir_capabilities(self, base: str) -> JsonObject:
+        """The FHIR R4 CapabilityStatement of the read-only face served at `base`."""
+        ...
+
+    async def fhir_search(
+        self, resource: FhirResourceType, params: Mapping[str, Sequence[str]], *, base: str, self_url: str
+    ) -> JsonObject:
+        """A FHIR searchset Bundle for `params` (the query's names, modifiers included, to their
+        values); raises DirectoryQueryError for a search it does not support."""
+        ...
+
+    async def fhir_read(self, resource: FhirResourceType, rid: str) -> JsonObject | None:
+        """The resource with id `rid`, None when there is none."""
+        ...
+
+
 # -- what each front end is given -----------------------------------------------------------
 
 
@@ -280,3 +375,13 @@ class ImapServices(Protocol):
     def mail(self) -> MailAccess: ...
 
     def server_ssl_context(self) -> ssl.SSLContext: ...
+
+
+class WebServices(Protocol):
+    """What the web front end (`web.app.create_app`) is given by `mss serve`."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def directory(self) -> Directory: ...

@@ -29,3 +29,16 @@ def peer_certificate_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> by
     if ssl_object is None:
         return None
     return ssl_object.getpeercert(binary_form=True)
+
+
+def http_server_context(settings: Settings) -> ssl.SSLContext:
+    """The `http` listener's context (`[listen] http_tls`): the same server certificate and
+    TLS floor as the mail listeners, but no client certificate is asked for: browsers would
+    prompt patients for one, and the portal and the directory authenticate otherwise."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion[settings.tls.minimum_version.replace(".", "_")]
+    ctx.load_cert_chain(settings.path(settings.tls.cert), settings.path(settings.tls.key))
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx

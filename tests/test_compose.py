@@ -23,6 +23,8 @@ def test_compose_file_describes_postgres_and_two_nodes_on_it():
     # Both nodes point at the same database and listen beyond the container's loopback.
     assert cfg.count("MSS_DATABASE_URL: postgresql+asyncpg://mss:mss@postgres:5432/mss") == 2
     assert cfg.count("MSS_LISTEN_HOST: 0.0.0.0") == 2
+    # Beyond loopback, the http listener must serve HTTPS (mss.config.check_http_transport).
+    assert cfg.count('MSS_LISTEN_HTTP_TLS: "true"') == 2
     services = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--services"],
         capture_output=True, text=True, cwd=ROOT, check=True,

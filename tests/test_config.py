@@ -59,3 +59,47 @@ def test_mss_serve_reports_a_bad_file_without_a_traceback(tmp_path):
 def test_jwks_over_https_or_loopback_http_is_accepted(tmp_path):
     for url in ("https://keys.example.org/jwks.json", "http://127.0.0.1:2592/.well-known/jwks.json"):
         assert load_settings(write(tmp_path, f'domain = "a.test"\n[tokens]\njwks = "{url}"\n')).tokens.jwks == url
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost", "LOCALHOST", "::ffff:127.0.0.1"])
+def test_plain_http_is_allowed_on_a_loopback_host(tmp_path, host):
+    from mss.config import check_http_transport
+
+    s = load_settings(write(tmp_path, f'domain = "a.test"\n[listen]\nhost = "{host}"\n'))
+    assert s.listen.http_tls is False
+    check_http_transport(s)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "10.0.0.1", "mss.example.org", "localhost.example.org", ""])
+def test_plain_http_beyond_loopback_is_refused_naming_the_field(tmp_path, host):
+    from mss.config import check_http_transport
+
+    s = load_settings(write(tmp_path, f'domain = "a.test"\n[listen]\nhost = "{host}"\n'))
+    with pytest.raises(ConfigError) as err:
+        check_http_transport(s)
+    assert "listen.http_tls" in str(err.value) and "loopback" in str(err.value)
+    with_tls = load_settings(write(tmp_path, f'domain = "a.test"\n[listen]\nhost = "{host}"\nhttp_tls = true\n'))
+    check_http_transport(with_tls)
+
+
+def test_containers_turn_https_on_from_the_environment(tmp_path, monkeypatch):
+    from mss.config import check_http_transport
+
+    monkeypatch.setenv("MSS_LISTEN_HOST", "0.0.0.0")
+    cfg = write(tmp_path, 'domain = "a.test"\n')
+    with pytest.raises(ConfigError):
+        check_http_transport(load_settings(cfg))
+    monkeypatch.setenv("MSS_LISTEN_HTTP_TLS", "true")
+    s = load_settings(cfg)
+    assert (s.listen.host, s.listen.http_tls) == ("0.0.0.0", True)
+    check_http_transport(s)
+    monkeypatch.setenv("MSS_LISTEN_HTTP_TLS", "yes please")
+    with pytest.raises(ConfigError, match="MSS_LISTEN_HTTP_TLS"):
+        load_settings(cfg)
+
+
+def test_http_limits_have_safe_defaults_and_floors(tmp_path):
+    s = load_settings(write(tmp_path, 'domain = "a.test"\n'))
+    assert (s.limits.http_max_head, s.limits.http_max_body, s.limits.http_max_connections) == (16384, 65536, 1000)
+    with pytest.raises(ConfigError, match="limits.http_max_head"):
+        load_settings(write(tmp_path, 'domain = "a.test"\n[limits]\nhttp_max_head = 100\n'))

@@ -1,20 +1,27 @@
-"""HTTP JSON and FHIR faces: `handle` called directly, and through a real socket."""
+"""HTTP JSON and FHIR faces of the directory (`web.directory` over `mss.directory`): the
+ASGI app driven in memory with httpx, and uvicorn on a real socket (urllib, curl)."""
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import urllib.error
 import urllib.request
-from urllib.parse import parse_qs, urlsplit
+from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from annuaire.fhir import EXT_EMAIL_TYPE, EXT_MAILBOX_META
-from annuaire.http import handle
 from annuaire.importer import import_files
 from annuaire.local import LocalDirectory
 from annuaire.model import LocalMailbox
 from annuaire_support import ACTIVITY_FILE, MAILBOX_FILE, write_variant
+from mss.config import Settings
+from mss.directory import CoreDirectory
+from web.app import create_app
+from web.server import start
 
 RED_NATIONAL = "zoe.richard@chu-toulouse.mssante.fr"  # red-listed in the national file
 RED_LOCAL = "loic.lambert@hopital-demo.mssante.test"  # red-listed by this operator
@@ -32,12 +39,27 @@ async def directory(engine, session_factory, tmp_path):
     return session_factory
 
 
+@dataclass
+class Services:
+    """`mss.services.WebServices` over the test database."""
+
+    settings: Settings
+    directory: CoreDirectory
+
+
+def services(sf) -> Services:
+    return Services(Settings(domain="hopital-demo.mssante.test"), CoreDirectory(sf))
+
+
+async def request(sf, method: str, url: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=create_app(services(sf)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        return await client.request(method, url)
+
+
 async def get(sf, url: str):
-    u = urlsplit(url)
-    res = await handle("GET", u.path, parse_qs(u.query, keep_blank_values=True), sf)
-    assert res is not None, url
-    status, headers, body = res
-    return status, headers, json.loads(body)
+    r = await request(sf, "GET", url)
+    return r.status_code, r.headers, r.json()
 
 
 def mailboxes(resource: dict) -> list[str]:
@@ -60,11 +82,34 @@ async def test_json_api(directory):
     assert st == 200 and [e["address"] for e in doc["results"]] == ["jerome.lambert@ch-amiens.mssante.fr"]
     assert (await get(sf, "/annuaire/search"))[0] == 400
     assert (await get(sf, "/annuaire/search?type=XYZ"))[0] == 400
-    assert await handle("GET", "/portal/inbox", {}, sf) is None
-    st, h, _ = await handle("POST", "/annuaire/search", {}, sf)
-    assert st == 405 and h["Allow"] == "GET, HEAD"
+    assert (await get(sf, "/portal/inbox"))[0] == 404
+    r = await request(sf, "POST", "/annuaire/search")
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
+    assert h["Cache-Control"] == "no-store" and h["X-Content-Type-Options"] == "nosniff"
     st, _, doc = await get(sf, "/openapi.json")
     assert doc["openapi"].startswith("3.") and "/fhir/Practitioner" in doc["paths"] and "/annuaire/resolve" in doc["paths"]
+
+
+async def test_limits_and_bad_parameters(directory):
+    sf = directory
+    long = "a" * 321
+    st, _, doc = await get(sf, f"/annuaire/resolve?address={long}@x.test")
+    assert (st, doc) == (400, {"error": "query too long"})
+    assert (await get(sf, f"/annuaire/search?name={'a' * 320}"))[0] == 200  # MAX_PARAM_LEN itself is fine
+    many = "&".join(f"name=a{i}" for i in range(33))
+    assert (await get(sf, f"/annuaire/search?{many}"))[0] == 400
+    st, h, oo = await get(sf, f"/fhir/Practitioner?name={long}")
+    assert st == 400 and oo["resourceType"] == "OperationOutcome" and h["Content-Type"].startswith("application/fhir+json")
+    st, _, doc = await get(sf, "/annuaire/search?name=richard&limit=ten")
+    assert (st, doc) == (400, {"error": "limit must be an integer"})
+    st, _, doc = await get(sf, "/annuaire/search?name=richard&limit=1")
+    assert st == 200 and doc["count"] == 1
+    st, _, oo = await get(sf, "/fhir/Practitioner?name=cote&_count=many")
+    assert st == 400 and oo["issue"][0]["code"] == "invalid"
+    st, _, oo = await get(sf, "/fhir/Practitioner/a/b")
+    assert st == 404 and oo["resourceType"] == "OperationOutcome"
+    r = await request(sf, "HEAD", "/annuaire/resolve?address=eric.cote@chu-nantes.mssante.fr")
+    assert r.status_code == 200 and r.content == b"" and int(r.headers["Content-Length"]) > 0
 
 
 async def test_fhir(directory):
@@ -135,30 +180,10 @@ async def test_fhir(directory):
     assert {e["resource"]["id"] for e in b["entry"]} == {"1975281684", "1809251929"}
 
 
-async def _serve(sf):
-    """A minimal HTTP/1.1 server around `handle`, as the lead's listener would mount it."""
-
-    async def on_client(reader, writer):
-        try:
-            request = await reader.readuntil(b"\r\n\r\n")
-            method, target, _ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-            u = urlsplit(target)
-            res = await handle(method, u.path, parse_qs(u.query, keep_blank_values=True), sf)
-            status, headers, body = res if res is not None else (404, {"Content-Type": "text/plain"}, b"not found")
-            head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
-            head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            writer.write(head.encode("latin-1") + b"\r\n" + (b"" if method == "HEAD" else body))
-            await writer.drain()
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(on_client, "127.0.0.1", 0)
-
-
 async def test_over_a_real_socket(directory):
-    server = await _serve(directory)
-    port = server.sockets[0].getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
+    """uvicorn on 127.0.0.1 (an ephemeral port), as `mss serve` runs it."""
+    listener = await start(services(directory), host="127.0.0.1", port=0)
+    base = f"http://127.0.0.1:{listener.port}"
 
     def fetch(path):
         try:
@@ -177,6 +202,35 @@ async def test_over_a_real_socket(directory):
         assert st == 404
         st, _, doc = await asyncio.to_thread(fetch, "/openapi.json")
         assert st == 200 and "paths" in doc
+        if shutil.which("curl"):
+            res = await asyncio.to_thread(
+                subprocess.run, ["curl", "-sS", "-i", "-X", "DELETE", f"{base}/fhir/Practitioner/815240824001"],
+                capture_output=True, text=True, timeout=30)
+            head = res.stdout.split("\n\n", 1)[0].lower()  # text=True: CRLF read as LF
+            assert head.startswith("http/1.1 405") and "\nallow: get, head" in head, res.stdout
+            assert "content-type: application/fhir+json" in head and "x-content-type-options: nosniff" in head
     finally:
-        server.close()
-        await server.wait_closed()
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_the_core_directory_service_publishes_no_red_listed_mailbox(directory):
+    """`mss.directory.CoreDirectory`, what the web front end is given (mss.services.Directory)."""
+    from mss.services import DirectoryQueryError, DirectorySearch, PublishedMailbox
+
+    d = CoreDirectory(directory)
+    found = await d.resolve("ERIC.COTE@chu-nantes.mssante.fr")
+    assert isinstance(found, PublishedMailbox) and found.idnat == "815240824001"
+    assert "red_list" not in found.to_json() and "members" not in found.to_json()
+    assert await d.resolve(RED_NATIONAL) is None and await d.resolve(RED_LOCAL) is None
+    assert await d.resolve("nobody@nowhere.test") is None
+    assert RED_NATIONAL not in {m.address for m in await d.search(DirectorySearch(name="richard"))}
+    assert len(await d.search(DirectorySearch(name="richard"), limit=0)) == 1  # clamped to 1..200
+    for bad in (DirectorySearch(), DirectorySearch(type="XYZ")):
+        with pytest.raises(DirectoryQueryError):
+            await d.search(bad)
+    with pytest.raises(DirectoryQueryError):
+        await d.fhir_search("Practitioner", {"mailbox-mss:missing": ["x"]}, base="/fhir", self_url="/fhir/Practitioner")
+    with pytest.raises(DirectoryQueryError):
+        await d.fhir_read("Patient", "1")  # type: ignore[arg-type]
+    assert (await d.fhir_read("Practitioner", "815240824001"))["id"] == "815240824001"

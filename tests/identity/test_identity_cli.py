@@ -268,14 +268,17 @@ def test_token_issue_verifies_with_the_published_jwks(dep) -> None:
 
 
 async def test_jwks_served_over_http_and_usable_as_a_url(dep) -> None:
-    from mss.config import load_settings
-    from mss.http import jwks_handler, serve_http
+    from types import SimpleNamespace
+
     from crypto.tokens import TokenIssuer
+    from mss.config import load_settings
+    from web.server import start
 
     s = load_settings(dep[0] / "mss.toml")
-    server = await serve_http("127.0.0.1", 0, [jwks_handler(s)])
+    # The web front end on its own (uvicorn, an ephemeral port): only the JWKS route is used.
+    server = await start(SimpleNamespace(settings=s, directory=None), port=0)
     try:
-        port = server.sockets[0].getsockname()[1]
+        port = server.port
         url = f"http://127.0.0.1:{port}/.well-known/jwks.json"
         import urllib.request
 
@@ -289,6 +292,7 @@ async def test_jwks_served_over_http_and_usable_as_a_url(dep) -> None:
         assert (await asyncio.to_thread(verifier.verify, token, cert))["sub"] == dep[1]["mailboxes"][0]["idnat"]
     finally:
         server.close()
+        await server.wait_closed()
 
 
 # ----------------------------------------------------------------------------------- dkim
