@@ -150,6 +150,30 @@ class DeliverySettings(_Section):
     group_commit_max: int = Field(64, ge=1, le=10_000)
 
 
+class PatientSettings(_Section):
+    """The patient space (DESIGN.md "Patient space"; MSSANTE.md "Patients")."""
+
+    # Patient addresses are <INS>@<domain>; empty means "patient.<operator domain>".
+    domain: str = ""
+    # Where arrival notifications go: "file:DIR" (one .eml each; the demo's) or
+    # "smtp://HOST:PORT" (optionally "?starttls=1"); empty: none are sent.
+    notify_url: str = ""
+    notify_from: str = ""  # empty: "no-reply@<operator domain>"
+    # At most one notification per patient per window, whatever arrives meanwhile.
+    notify_window_s: float = Field(3600, ge=0)
+    # The portal's address, the only link a notification carries.
+    portal_url: str = ""
+    # An activation code is valid this long after `mss patient create`.
+    activation_ttl_s: float = Field(30 * 24 * 3600, gt=0)
+    # PBKDF2-HMAC-SHA256 iterations for the keys the browser derives (OWASP 2023: 600,000).
+    kdf_iterations: int = Field(600_000, ge=100_000)
+
+    @field_validator("domain")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.strip().lower()
+
+
 class Settings(BaseModel):
     """Everything a node needs; `base_dir` is the folder relative paths resolve against."""
 
@@ -166,6 +190,7 @@ class Settings(BaseModel):
     pki: PKISettings = Field(default_factory=PKISettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     dkim: DkimSettings = Field(default_factory=DkimSettings)
+    patients: PatientSettings = Field(default_factory=PatientSettings)
     base_dir: Path = Path(".")
 
     @field_validator("domain")
@@ -176,6 +201,11 @@ class Settings(BaseModel):
     def path(self, p: Path | str) -> Path:
         p = Path(p)
         return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def patient_domain(self) -> str:
+        """The domain of patient addresses (`[patients] domain`, else patient.<domain>)."""
+        return self.patients.domain or f"patient.{self.domain}"
 
     @property
     def resolved_database_url(self) -> str:

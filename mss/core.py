@@ -18,6 +18,8 @@ from mss.delivery import Delivery
 from mss.directory import CoreDirectory
 from mss.events import Events
 from mss.mailaccess import MailAccessService
+from mss.notify import notifier_for
+from mss.patients import PatientSpaces
 from mss.sealing import Sealer
 from mss.store import Store
 from mss.tls import server_context
@@ -35,9 +37,11 @@ class Core:
     sealer: Sealer
     submission: Delivery
     mail: MailAccessService
+    patients: PatientSpaces
     auth: Authenticator
     validator: CertificateValidator | None = None
     crl_task: asyncio.Task | None = field(default=None, repr=False)
+    notify_task: asyncio.Task | None = field(default=None, repr=False)
     #: `mss.services.Credentials` over `auth`: what the front ends authenticate with.
     credentials: CoreCredentials = field(init=False, repr=False)
     #: `mss.services.Directory`: the published directory the web front end shows.
@@ -57,6 +61,7 @@ class Core:
         events = Events()
         store = Store(sessions, events, max_batch=settings.delivery.group_commit_max)
         sealer = Sealer(settings, sessions)
+        patients = PatientSpaces(settings, sessions, store)
         anchors = TrustAnchors.load(settings.path(settings.tls.trust_anchors))
         validator = build_validator(settings, anchors)
         core = cls(
@@ -66,8 +71,9 @@ class Core:
             events=events,
             store=store,
             sealer=sealer,
-            submission=Delivery(settings, sessions, sealer, store),
+            submission=Delivery(settings, sessions, sealer, store, patients),
             mail=MailAccessService(store, sealer),
+            patients=patients,
             auth=Authenticator(validator, sessions, build_token_verifier(settings)),
             validator=validator,
         )
@@ -77,10 +83,23 @@ class Core:
             )
         return core
 
+    def start_background(self) -> None:
+        """The tasks a serving node runs beside its listeners (not the CLI's short-lived cores)."""
+        notifier = notifier_for(self.settings, self.sessions)
+        if notifier is not None and self.notify_task is None:
+            self.notify_task = asyncio.get_running_loop().create_task(notifier.run(), name="patient-notify")
+
     def server_ssl_context(self) -> ssl.SSLContext:
         return server_context(self.settings)
 
     async def close(self) -> None:
+        if self.notify_task is not None:
+            self.notify_task.cancel()
+            try:
+                await self.notify_task
+            except asyncio.CancelledError:
+                pass
+            self.notify_task = None
         if self.crl_task is not None:
             self.crl_task.cancel()
             try:

@@ -4,11 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mss.refusals import Reason, Refusal
+from typing import TYPE_CHECKING
+
 from annuaire.local import DeliveryTarget
 from mss.principal import Principal
+from mss.refusals import Reason, Refusal
 
-RecipientKind = Literal["local", "unknown_local", "trust_space", "outside"]
+if TYPE_CHECKING:
+    from mss.patients import PatientTarget
+
+RecipientKind = Literal["local", "unknown_local", "trust_space", "outside", "patient"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +25,7 @@ class Recipient:
 
     address: str
     kind: RecipientKind
-    target: DeliveryTarget | None = None
+    target: DeliveryTarget | PatientTarget | None = None
 
 
 def domain_of(address: str) -> str:
@@ -37,7 +42,7 @@ def check_sender(principal: Principal, mail_from: str) -> None:
 
 def check_recipient(recipient: Recipient) -> None:
     """RFC 5321 4.2.2 / RFC 3463 codes for each way a recipient can be refused."""
-    if recipient.kind == "local":
+    if recipient.kind in ("local", "patient"):  # a patient's rules: mss.patients.PatientSpaces.target
         return
     if recipient.kind == "unknown_local":
         raise Refusal(Reason.UNKNOWN_RECIPIENT, f"Mailbox <{recipient.address}> does not exist")

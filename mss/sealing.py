@@ -17,6 +17,7 @@ from cryptography import x509
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from annuaire.local import LocalDirectory
+from crypto import patient as patient_crypto
 from crypto.rfc5322 import scan, to_crlf
 from crypto.smime import Protected, encrypt, is_enveloped, protect, replace_subject
 from mss.config import Settings
@@ -117,4 +118,16 @@ class Sealer:
             )
         assert sealable.protected is not None
         sealed = await asyncio.to_thread(encrypt, sealable.protected, certs)
+        return sealed, sealable.headers
+
+    async def seal_for_patient(self, sealable: Sealable, certificate: x509.Certificate) -> tuple[bytes, OuterHeaders]:
+        """Ciphertext for a patient space: the same protected payload, encrypted as a CMS
+        object the patient's browser opens with WebCrypto (RSA-OAEP and AES-256-GCM,
+        `crypto.patient`), to the patient's key only."""
+        if sealable.protected is None:  # pragma: no cover - delivery refuses as-is messages to patients
+            raise Refusal(Reason.CANNOT, "This message cannot be encrypted for a patient")
+        protected = sealable.protected
+        sealed = await asyncio.to_thread(
+            patient_crypto.encrypt_message, protected.payload, protected.outer_head, certificate
+        )
         return sealed, sealable.headers

@@ -34,6 +34,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
     core = await Core.open(settings)
+    core.start_background()
     servers: dict[str, asyncio.AbstractServer] = {}
     http = None
     try:

@@ -13,7 +13,7 @@ Front ends never see this class: they get a `mss.services.MailboxHandle`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import TypeVar
 
@@ -39,6 +39,8 @@ from mss.records import (
 from mss.refusals import Reason, Refusal
 
 T = TypeVar("T")
+#: Work done in a write's own transaction once its rows exist (see `Store.write`).
+AfterWrite = Callable[[AsyncSession, list[StoredRef]], Awaitable[None]]
 
 #: RFC 6154 special-use folders created with every mailbox.
 DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
@@ -379,6 +381,21 @@ class Store:
 
         await self.commit.run(Locks(mailbox), run)
 
+    async def delete_mailbox(self, mailbox: str) -> int:
+        """Every folder and message of a mailbox (a patient space being closed); returns how
+        many messages went. Watchers of its folders hear that they are gone."""
+        mailbox = mailbox.lower()
+
+        async def run(s: AsyncSession) -> tuple[int, Iterable[int]]:
+            ids = list((await s.execute(select(Folder.id).where(Folder.mailbox == mailbox))).scalars())
+            if not ids:
+                return 0, ()
+            gone = (await s.execute(delete(Message).where(Message.folder_id.in_(ids)))).rowcount or 0
+            await s.execute(delete(Folder).where(Folder.id.in_(ids)))
+            return gone, ids
+
+        return await self.commit.run(Locks(mailbox), run)
+
     async def set_subscribed(self, mailbox: str, name: str, subscribed: bool) -> None:
         mailbox, name = mailbox.lower(), canonical_folder_name(name)
 
@@ -556,13 +573,19 @@ class Store:
             await s.execute(insert(MessageKeyword), kw_rows)
         return [(m.uid, first_uid + k) for k, m in enumerate(rows)]
 
-    async def write(self, batch: Sequence[NewMessage]) -> list[StoredRef]:
-        """Store new messages; returns once the commit holding them is durable."""
+    async def write(self, batch: Sequence[NewMessage], *, then: AfterWrite | None = None) -> list[StoredRef]:
+        """Store new messages; returns once the commit holding them is durable.
+
+        `then` runs in the same transaction once the rows exist (a delivery's conversation
+        and notification rows): the messages and what the core records of them commit
+        together or not at all."""
         items = list(batch)
         keys = frozenset((i.mailbox.lower(), canonical_folder_name(i.folder)) for i in items)
 
         async def run(s: AsyncSession) -> tuple[list[StoredRef], Iterable[int]]:
             refs = await self._write(s, items)
+            if then is not None:
+                await then(s, refs)
             return refs, {r.folder_id for r in refs}
 
         return await self.commit.run(Locks(folder_keys=keys), run)

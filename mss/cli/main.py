@@ -97,10 +97,11 @@ def _register_groups() -> None:
     from mss.cli.annuaire import annuaire
     from mss.cli.dkim import dkim
     from mss.cli.mailbox import mailbox
+    from mss.cli.patient import patient
     from mss.cli.pki import pki
     from mss.cli.token import token
 
-    for group in (annuaire, pki, token, mailbox, dkim):
+    for group in (annuaire, pki, token, mailbox, patient, dkim):
         cli.add_command(group)
 
 

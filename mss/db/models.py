@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -105,3 +106,106 @@ class MessageKeyword(Base):
 
     message_id: Mapped[int] = mapped_column(_BIGID, ForeignKey("message.id", ondelete="CASCADE"), primary_key=True)
     keyword: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+# -- the patient space (mss.patients is the only writer) --------------------------------------
+
+
+class PatientSpace(Base):
+    """A patient's space, keyed by INS (MSSANTE.md "Identifiers"); its address is
+    `<INS>@<patient domain>`. `state`: pending (registered, not yet activated: mail is kept,
+    encrypted), active, opposed, closed.
+
+    The server keeps the public certificate mail is encrypted to, the private key only
+    wrapped (`key_record`, JSON: wrapped under a key derived in the browser from the
+    activation code, then from the password), and Argon2id hashes of the authentication keys
+    the browser derives from those secrets. Closing the space deletes the wrapped key and
+    the hashes in the same transaction as the state change: crypto-shredding.
+    """
+
+    __tablename__ = "patient_space"
+
+    ins: Mapped[str] = mapped_column(String(15), primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str] = mapped_column(String(320), default="")
+    state: Mapped[str] = mapped_column(String(8))
+    notify: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    certificate: Mapped[bytes | None] = mapped_column(LargeBinary)
+    key_record: Mapped[str | None] = mapped_column(Text)
+    auth_hash: Mapped[str | None] = mapped_column(String(255))
+    activation_hash: Mapped[str | None] = mapped_column(String(255))
+    activation_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PatientBlock(Base):
+    """A professional (mailbox address) the patient refuses mail from (project choice)."""
+
+    __tablename__ = "patient_block"
+
+    ins: Mapped[str] = mapped_column(String(15), ForeignKey("patient_space.ins", ondelete="CASCADE"), primary_key=True)
+    professional: Mapped[str] = mapped_column(String(320), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PatientJournal(Base):
+    """The patient's access journal (PORTAL.md 6.9): who did what, when. No health content."""
+
+    __tablename__ = "patient_journal"
+
+    id: Mapped[int] = mapped_column(_BIGID, primary_key=True, autoincrement=True)
+    ins: Mapped[str] = mapped_column(String(15), ForeignKey("patient_space.ins", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor_kind: Mapped[str] = mapped_column(String(16))  # patient, professional, operator, system
+    actor: Mapped[str] = mapped_column(String(320), default="")
+    action: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class Conversation(Base):
+    """An exchange a professional started with a patient (MSSANTE.md "Patients"). Only
+    metadata: the subject stays inside the encrypted messages."""
+
+    __tablename__ = "conversation"
+
+    id: Mapped[int] = mapped_column(_BIGID, primary_key=True, autoincrement=True)
+    ins: Mapped[str] = mapped_column(String(15), ForeignKey("patient_space.ins", ondelete="CASCADE"), index=True)
+    professional: Mapped[str] = mapped_column(String(320))
+    professional_name: Mapped[str] = mapped_column(String(200), default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ConversationMessage(Base):
+    """One message of a conversation: its Message-ID (to thread answers), its direction and
+    the stored copy in the patient's mailbox."""
+
+    __tablename__ = "conversation_message"
+
+    id: Mapped[int] = mapped_column(_BIGID, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[int] = mapped_column(_BIGID, ForeignKey("conversation.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[str] = mapped_column(String(998))
+    direction: Mapped[str] = mapped_column(String(3))  # "in" (from the professional) or "out"
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    folder_id: Mapped[int | None] = mapped_column(Integer)
+    uid: Mapped[int | None] = mapped_column(BigInteger)
+    closes: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+    __table_args__ = (Index("ix_conversation_message_message_id", "message_id"),)
+
+
+class PatientNotification(Base):
+    """The pending arrival notification of a space (at most one row per patient): written in
+    the delivery's transaction, sent later by the notifier, never blocking delivery."""
+
+    __tablename__ = "patient_notification"
+
+    ins: Mapped[str] = mapped_column(String(15), ForeignKey("patient_space.ins", ondelete="CASCADE"), primary_key=True)
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
