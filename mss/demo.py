@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from annuaire.local import LocalDirectory
 from crypto.identity import luhn_check_digit
+from crypto.ins import ins_key
 from crypto.keys import new_password, write_pkcs12
+from crypto.patient_client import PatientClient
 from crypto.pki import Issued, TestPKI
 from crypto.tokens import TokenIssuer
 from mss.db.engine import create_engine, sessionmaker, upgrade
@@ -63,6 +65,25 @@ TOKEN_JWKS = "pki/tokens/jwks.json"
 TOKEN_ACR = "eidas1"
 
 
+@dataclass(frozen=True)
+class DemoPatient:
+    ins_body: str  # 13 characters; the 2-digit key is computed (MSSANTE.md "Identifiers")
+    name: str
+    email: str
+    activated: bool
+
+    @property
+    def ins(self) -> str:
+        return self.ins_body + ins_key(self.ins_body)
+
+
+PATIENTS = (
+    DemoPatient("2690575123456", "Marie DUPONT", "marie.dupont@example.org", activated=True),
+    DemoPatient("1850869123789", "Jean LEROY", "jean.leroy@example.org", activated=False),
+)
+NOTIFICATIONS = "notifications"
+
+
 def token_issuer_name(domain: str) -> str:
     return f"https://{domain}/demo-token-issuer"
 
@@ -101,7 +122,7 @@ def _user_files(folder: Path, address: str, auth: Issued, enc: Issued) -> dict:
     }
 
 
-def _config_text(domain: str, ports: dict[str, int], database_url: str) -> str:
+def _config_text(domain: str, ports: dict[str, int], database_url: str, notify_url: str) -> str:
     lines = [
         "# MSS demo deployment (made by `mss demo`). Paths are relative to this file.",
         f'domain = "{domain}"',
@@ -143,6 +164,13 @@ def _config_text(domain: str, ports: dict[str, int], database_url: str) -> str:
         "[delivery]",
         'placeholder_subject = "[...]"',
         "",
+        "[patients]",
+        f'domain = "patient.{domain}"',
+        "# Arrival notifications (content-free): one .eml per notification in this folder.",
+        f'notify_url = "{notify_url}"',
+        "notify_window_s = 60",
+        f'portal_url = "http://127.0.0.1:{ports["http"]}/portal/"' if ports["http"] else 'portal_url = ""',
+        "",
     ]
     return "\n".join(lines)
 
@@ -154,6 +182,8 @@ def create_demo(
     base_port: int = DEFAULT_BASE_PORT,
     force: bool = False,
     database_url: str = "sqlite+aiosqlite:///mss.db",
+    notify_url: str = f"file:{NOTIFICATIONS}",
+    patients: bool = True,
 ) -> dict:
     """Create the deployment and return the `demo.json` document."""
     directory = Path(directory)
@@ -217,8 +247,9 @@ def create_demo(
         }
     )
 
-    (directory / "mss.toml").write_text(_config_text(domain, ports, database_url), encoding="utf-8")
+    (directory / "mss.toml").write_text(_config_text(domain, ports, database_url, notify_url), encoding="utf-8")
     asyncio.run(_load_directory(resolve_database_url(database_url, directory), entries, certs))
+    patient_docs = asyncio.run(_create_patients(directory)) if patients else []
 
     # demo.json paths are relative to the deployment folder.
     for e in entries:
@@ -231,6 +262,7 @@ def create_demo(
         "ports": ports,
         "trust_anchors": "pki/trust-anchors.pem",
         "mailboxes": entries,
+        "patients": patient_docs,
     }
     (directory / "demo.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return doc
@@ -262,3 +294,34 @@ async def _load_directory(url: str, entries: list[dict], certs: dict) -> None:
             await store.close()
     finally:
         await engine.dispose()
+
+
+async def _create_patients(directory: Path) -> list[dict]:
+    """The demo's patients, made as the operator would (`mss patient create`); the first is
+    activated as the patient's browser would, by the Python reference client (the server sees
+    neither the activation code nor the password, only what the client derives from them)."""
+    from mss.config import load_settings
+    from mss.patients import PatientSpaces
+
+    settings = load_settings(directory / "mss.toml")
+    engine = create_engine(settings.resolved_database_url)
+    store = Store(sessionmaker(engine))
+    docs: list[dict] = []
+    try:
+        spaces = PatientSpaces(settings, sessionmaker(engine), store)
+        client = PatientClient(iterations=settings.patients.kdf_iterations)
+        for patient in PATIENTS:
+            record, code = await spaces.create(patient.ins, email=patient.email, name=patient.name)
+            doc = {"ins": record.ins, "address": record.address, "name": record.name, "email": record.email}
+            if patient.activated:
+                password = new_password()
+                rewrap = await asyncio.to_thread(client.activate, code, password, await spaces.key_record(record.ins))
+                await spaces.activate(record.ins, rewrap.old_auth_key, rewrap.new_auth_key, rewrap.wrapped.to_json())
+                doc["password"] = password
+            else:
+                doc["activation_code"] = code
+            docs.append(doc)
+    finally:
+        await store.close()
+        await engine.dispose()
+    return docs

@@ -147,7 +147,7 @@ class Notifier:
                 await self._failed(ins, now, exc)
             else:
                 sent += 1
-                await self._sent(ins)
+                await self._sent(ins, now)
         return sent
 
     async def _lease(self, now: datetime) -> list[tuple[str, str]]:
@@ -180,12 +180,12 @@ class Notifier:
                 )
         return leased
 
-    async def _sent(self, ins: str) -> None:
+    async def _sent(self, ins: str, now: datetime) -> None:
         async with self.sessions() as s, s.begin():
             await s.execute(
                 update(PatientNotification)
                 .where(PatientNotification.ins == ins)
-                .values(due_at=None, last_sent_at=datetime.now(timezone.utc), attempts=0, last_error="")
+                .values(due_at=None, last_sent_at=now, attempts=0, last_error="")
             )
         log.info("notification sent ins=%s", ins)
 

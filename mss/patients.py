@@ -17,6 +17,7 @@ reason a sender can act on instead of "unknown".
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import logging
@@ -27,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -175,6 +177,20 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+#: Verified when there is no stored hash, so "no such space" costs what "wrong key" costs.
+_DUMMY_HASH = patient_crypto.hash_auth_key(bytes(32))
+
+
+async def _verify(stored: str | None, auth_key: bytes) -> bool:
+    """Argon2id verification off the event loop (tens of milliseconds each)."""
+    ok = await asyncio.to_thread(patient_crypto.verify_auth_key, stored or _DUMMY_HASH, auth_key)
+    return ok and stored is not None
+
+
+async def _hash(auth_key: bytes) -> str:
+    return await asyncio.to_thread(patient_crypto.hash_auth_key, auth_key)
+
+
 class PatientSpaces:
     """`mss.services.PatientSpaces`: the registry and its rules, for the CLI, the delivery
     path and the portal."""
@@ -196,7 +212,7 @@ class PatientSpaces:
         try:
             return check_ins(value).value
         except InsError as exc:
-            raise Refusal(Reason.BAD_ADDRESS, f"Invalid INS: {exc.message}", f"ins {exc.reason}") from exc
+            raise Refusal(Reason.BAD_ADDRESS, f"Invalid INS: {exc}", f"ins {exc.reason}") from exc
 
     def ins_of(self, identifier: str) -> str:
         """An INS or a patient address -> the INS (checked)."""
@@ -218,14 +234,18 @@ class PatientSpaces:
         email = email.strip()
         if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
             raise Refusal(Reason.BAD_ADDRESS, f"Not an e-mail address: {email}")
-        code = patient_crypto.new_activation_code()
-        keys = patient_crypto.new_space(
-            code, name=name or ins, ins=ins, iterations=self.settings.patients.kdf_iterations
+        keys = await asyncio.to_thread(
+            patient_crypto.provision_patient,
+            name or ins,
+            ins,
+            address=self.address_of(ins),
+            iterations=self.settings.patients.kdf_iterations,
         )
+        code = keys.activation_code
         now = _now()
         async with self.sessions() as s, s.begin():
             if await s.get(PatientSpace, ins) is not None:
-                raise Refusal(Reason.FOLDER_EXISTS, f"A patient space already exists for INS {ins}")
+                raise Refusal(Reason.CANNOT, f"A patient space already exists for INS {ins}", "duplicate")
             row = PatientSpace(
                 ins=ins,
                 address=self.address_of(ins),
@@ -234,12 +254,13 @@ class PatientSpaces:
                 state="pending",
                 notify=True,
                 created_at=now,
-                certificate=keys.certificate_der,
-                key_record=json.dumps(keys.record),
+                certificate=keys.certificate.public_bytes(Encoding.DER),
+                key_record=keys.wrapped.dumps(),
                 activation_hash=keys.auth_hash,
                 activation_expires_at=now + timedelta(seconds=self.settings.patients.activation_ttl_s),
             )
             s.add(row)
+            await s.flush()  # the journal row refers to it
             self._journal(s, ins, "operator", "", "created", now=now)
             record = _record(row)
         await self.store.ensure_default_folders(record.address)
@@ -260,7 +281,7 @@ class PatientSpaces:
                 try:
                     record, code = await self.create(ins, email=email, name=name.strip())
                 except Refusal as exc:
-                    key = exc.log if exc.reason is Reason.BAD_ADDRESS else exc.reason.value
+                    key = exc.log if exc.reason in (Reason.BAD_ADDRESS, Reason.CANNOT) else exc.reason.value
                     rejected.setdefault(key, []).append(n)
                     continue
                 created.append({"ins": record.ins, "address": record.address, "activation_code": code})
@@ -387,7 +408,7 @@ class PatientSpaces:
         """The browser unwrapped the key with the activation code and re-wrapped it under its
         password: check the proof of the code, keep the new record and auth-key hash."""
         ins = self.ins_of(identifier)
-        patient_crypto.check_record(new_record)
+        record = self._checked_record(new_record)
         now = _now()
         async with self.sessions() as s, s.begin():
             row = await self._live(s, ins)
@@ -395,10 +416,10 @@ class PatientSpaces:
                 raise Refusal(Reason.NOT_ALLOWED, "This space is already activated", f"activate {ins}: {row.state}")
             if row.activation_expires_at and as_utc(row.activation_expires_at) < now:
                 raise Refusal(Reason.NOT_ALLOWED, "This activation code has expired", f"activate {ins}: expired")
-            if not patient_crypto.verify_auth_key(row.activation_hash, activation_auth_key):
+            if not await _verify(row.activation_hash, activation_auth_key):
                 raise Refusal(Reason.NOT_ALLOWED, "Wrong activation code", f"activate {ins}: wrong code")
-            row.key_record = json.dumps(new_record)
-            row.auth_hash = patient_crypto.hash_auth_key(new_auth_key)
+            row.key_record = record
+            row.auth_hash = await _hash(new_auth_key)
             row.activation_hash = None
             row.activation_expires_at = None
             row.state = "active"
@@ -416,7 +437,7 @@ class PatientSpaces:
         async with self.sessions() as s:
             row = await s.get(PatientSpace, ins)
             stored = row.auth_hash if row is not None and row.state == "active" else None
-        if not patient_crypto.verify_auth_key(stored, auth_key):
+        if not await _verify(stored, auth_key):
             raise Refusal(Reason.NOT_ALLOWED, "Invalid credentials", f"patient login refused ins={ins}")
         assert row is not None
         return Principal("PATIENT", ins, row.display_name or ins, frozenset({row.address}), row.address, mechanism="PATIENT")
@@ -425,14 +446,25 @@ class PatientSpaces:
         self, principal: Principal, old_auth_key: bytes, new_auth_key: bytes, new_record: dict[str, object]
     ) -> None:
         ins = self._own(principal)
-        patient_crypto.check_record(new_record)
+        record = self._checked_record(new_record)
         async with self.sessions() as s, s.begin():
             row = await self._live(s, ins)
-            if not patient_crypto.verify_auth_key(row.auth_hash, old_auth_key):
+            if not await _verify(row.auth_hash, old_auth_key):
                 raise Refusal(Reason.NOT_ALLOWED, "Wrong password", f"password change refused ins={ins}")
-            row.key_record = json.dumps(new_record)
-            row.auth_hash = patient_crypto.hash_auth_key(new_auth_key)
+            row.key_record = record
+            row.auth_hash = await _hash(new_auth_key)
             self._journal(s, ins, "patient", "", "password_changed")
+
+    def _checked_record(self, record: dict[str, object]) -> str:
+        """A wrapped-key record the browser sent, validated and in canonical form. Its KDF
+        cost may not be below the configured floor: a weak record is an offline-guessing gift."""
+        try:
+            wrapped = patient_crypto.WrappedKey.from_json(record)
+        except patient_crypto.PatientCryptoError as exc:
+            raise Refusal(Reason.MALFORMED_MESSAGE, "Invalid key record", f"key record: {exc.reason}") from exc
+        if wrapped.params.iterations < self.settings.patients.kdf_iterations:
+            raise Refusal(Reason.MALFORMED_MESSAGE, "Key record too weak", "key record below kdf_iterations")
+        return wrapped.dumps()
 
     @staticmethod
     def _own(principal: Principal) -> str:
@@ -451,7 +483,7 @@ class PatientSpaces:
         try:
             ins = check_ins(local).value
         except InsError as exc:
-            raise Refusal(Reason.BAD_ADDRESS, f"Invalid patient address <{address}>: {exc.message}") from exc
+            raise Refusal(Reason.BAD_ADDRESS, f"Invalid patient address <{address}>: {exc}") from exc
         if principal.kind not in WRITERS:
             raise Refusal(
                 Reason.NOT_ALLOWED,

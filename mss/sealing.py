@@ -27,6 +27,9 @@ from mss.refusals import Reason, Refusal
 
 __all__ = ["Sealable", "Sealer", "prepare", "prepare_async"]
 
+#: The S/MIME structure fields of an outer message: the patient encryption writes its own.
+_MIME_FIELDS = frozenset({"mime-version", "content-type", "content-transfer-encoding", "content-disposition"})
+
 
 @dataclass(frozen=True)
 class Sealable:
@@ -127,7 +130,8 @@ class Sealer:
         if sealable.protected is None:  # pragma: no cover - delivery refuses as-is messages to patients
             raise Refusal(Reason.CANNOT, "This message cannot be encrypted for a patient")
         protected = sealable.protected
+        outer = [(f.name, f.value) for f in scan(protected.outer_head + b"\r\n").fields if f.key not in _MIME_FIELDS]
         sealed = await asyncio.to_thread(
-            patient_crypto.encrypt_message, protected.payload, protected.outer_head, certificate
+            patient_crypto.encrypt_for_patient, protected.payload, certificate, outer_headers=outer
         )
         return sealed, sealable.headers

@@ -24,7 +24,7 @@ def backend(request) -> str:
 
 @pytest.fixture(scope="session")
 def deployment(backend, tmp_path_factory) -> Deployment:
-    dep, pg_name = make_deployment(tmp_path_factory.mktemp(f"demo-{backend}"), backend)
+    dep, pg_name = make_deployment(tmp_path_factory.mktemp(f"demo-{backend}"), backend, patients=True)
     yield dep
     if pg_name:
         drop_pg_database(pg_name)

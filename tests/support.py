@@ -96,14 +96,16 @@ class Deployment:
         return load_settings(self.config)
 
 
-def make_deployment(tmp: Path, backend: str) -> tuple[Deployment, str | None]:
+def make_deployment(tmp: Path, backend: str, *, patients: bool = False) -> tuple[Deployment, str | None]:
+    """A demo deployment; `patients` adds the demo's patient spaces (RSA-3072 keys and
+    PBKDF2 at full cost: a few seconds, so only where a test needs them)."""
     from mss.demo import create_demo
 
     pg_name = None
     url = "sqlite+aiosqlite:///mss.db"
     if backend == "postgresql":
         pg_name, url = create_pg_database()
-    doc = create_demo(tmp, base_port=0, database_url=url)
+    doc = create_demo(tmp, base_port=0, database_url=url, patients=patients)
     return Deployment(tmp, doc, url, backend), pg_name
 
 

@@ -21,7 +21,19 @@ def cli() -> None:
 @click.option("--base-port", type=int, default=None, help="First of six consecutive ports (0: ephemeral).")
 @click.option("--force", is_flag=True, help="Replace an existing deployment folder.")
 @click.option("--database-url", default=None, help="Database URL (default: SQLite file mss.db in DIR).")
-def demo(directory: Path, domain: str | None, base_port: int | None, force: bool, database_url: str | None) -> None:
+@click.option(
+    "--notify-url",
+    default=None,
+    help="Where patient notifications go: file:DIR (default file:notifications) or smtp://HOST:PORT.",
+)
+def demo(
+    directory: Path,
+    domain: str | None,
+    base_port: int | None,
+    force: bool,
+    database_url: str | None,
+    notify_url: str | None,
+) -> None:
     """Create a complete demo deployment in DIRECTORY."""
     from mss.demo import DEFAULT_BASE_PORT, DEFAULT_DOMAIN, DemoExists, create_demo
 
@@ -32,12 +44,16 @@ def demo(directory: Path, domain: str | None, base_port: int | None, force: bool
             base_port=DEFAULT_BASE_PORT if base_port is None else base_port,
             force=force,
             **({"database_url": database_url} if database_url else {}),
+            **({"notify_url": notify_url} if notify_url else {}),
         )
     except DemoExists as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"demo deployment created in {directory}")
     for m in doc["mailboxes"]:
         click.echo(f"  {m['type']:3} {m['address']}")
+    for pt in doc["patients"]:
+        state = "active" if "password" in pt else "pending (activation code in demo.json)"
+        click.echo(f"  patient {pt['address']} ({pt['name']}, {state})")
     click.echo(f"start it with: mss serve -c {directory / 'mss.toml'}")
 
 
