@@ -11,6 +11,9 @@ from annuaire.whitelist import import_whitelist
 from mss.core import Core
 from mss.refusals import Reason, Refusal
 from smtp.replies import smtp_reply
+from mss.principal import Principal
+
+PRO = Principal("PS", "810000000001", "Claire", frozenset({"claire.martin@hopital-demo.mssante.test"}), "claire.martin@hopital-demo.mssante.test")
 
 WHITELIST = """<?xml version="1.0" encoding="UTF-8"?>
 <ListeBlanche xmlns="https://listeblanche.mssante.fr/schema">
@@ -32,7 +35,7 @@ async def core(fresh_deployment, tmp_path):
 
 async def test_each_kind_of_recipient_gets_its_reply(core, fresh_deployment):
     paul = fresh_deployment.mailbox("PER", 1)["address"]
-    assert (await core.submission.resolve(paul.upper())).kind == "local"
+    assert (await core.submission.resolve(paul.upper(), principal=PRO, sender=PRO.primary)).kind == "local"
     cases = {
         f"nobody@{fresh_deployment.domain}": (Reason.UNKNOWN_RECIPIENT, "does not exist"),
         "dr.x@medecin.mssante.fr": (Reason.RELAY_NOT_ENABLED, "trust space is not enabled"),
@@ -45,7 +48,7 @@ async def test_each_kind_of_recipient_gets_its_reply(core, fresh_deployment):
     }
     for address, (reason, text) in cases.items():
         with pytest.raises(Refusal) as err:
-            await core.submission.resolve(address)
+            await core.submission.resolve(address, principal=PRO, sender=PRO.primary)
         assert err.value.reason is reason and text in err.value.public, address
         assert smtp_reply(err.value).startswith("550 5.1.1" if reason is Reason.UNKNOWN_RECIPIENT else "550 5.7.1")
 
@@ -57,7 +60,7 @@ async def test_a_mailbox_without_encryption_certificate_is_refused_at_rcpt(core,
     async with core.sessions() as s, s.begin():
         await LocalDirectory(s).add_mailbox(address, "PER", idnat="810000000009")
     with pytest.raises(Refusal) as err:
-        await core.submission.resolve(address)
+        await core.submission.resolve(address, principal=PRO, sender=PRO.primary)
     assert err.value.reason is Reason.NO_ENCRYPTION_KEY and smtp_reply(err.value).startswith("550 5.7.1")
     assert "no valid encryption certificate" in err.value.public
 

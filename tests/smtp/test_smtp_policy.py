@@ -112,7 +112,7 @@ def test_storage_failure_is_451_never_250(claire_session, deployment, smtp_serve
     total = smtp_server.total_stored()
     mark = smtp_server.log_mark()
 
-    async def broken_deliver(principal, envelope, raw):
+    async def broken_deliver(principal, envelope, raw, **kw):
         raise OSError("disk on fire")
 
     with smtp_server.patched(smtp_server.core.submission, "deliver", broken_deliver):
@@ -128,7 +128,7 @@ def test_storage_failure_is_451_never_250(claire_session, deployment, smtp_serve
 def test_directory_failure_on_rcpt_is_451(claire_session, deployment, smtp_server):
     claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
 
-    async def broken(address):
+    async def broken(address, **kw):
         raise RuntimeError("database unreachable")
 
     claire_session.mail(claire["address"])
