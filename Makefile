@@ -7,7 +7,7 @@ DEMO   := var/demo
 # Debian packages the test suite drives as real clients.
 DEB_TEST_PACKAGES := swaks openssl docker-compose
 
-.PHONY: run test venv venv-test deb-test demo clean
+.PHONY: run test lint format venv venv-test deb-test demo clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,16 @@ demo: venv
 run: demo
 	$(VENV)/bin/mss serve -c $(DEMO)/mss.toml
 
-test: venv-test deb-test
+# ruff: the linter and the formatter, configured in pyproject.toml.
+lint: venv-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv-test
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: venv-test deb-test lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
