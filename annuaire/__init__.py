@@ -7,4 +7,4 @@ by the migrations of `mss.db`.
 
 # Register the national directory tables on the shared metadata (annuaire.model.Base), so that
 # whoever imports the package (migrations, tests) sees every directory table.
-from annuaire import national as _national  # noqa: E402,F401
+from annuaire import national as _national  # noqa: F401

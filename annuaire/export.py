@@ -4,6 +4,7 @@
 CRLF-free; the file the national importer (ours included) reads back. Red-listed mailboxes
 are left out unless asked: the extraction is public.
 """
+
 from __future__ import annotations
 
 from typing import TextIO
@@ -30,9 +31,18 @@ async def export_local(session: AsyncSession, out: TextIO, *, include_red_list: 
     if not include_red_list:
         q = q.where(LocalMailbox.red_list.is_(False))
     locals_ = list((await session.execute(q)).scalars())
-    national = {m.address: m for m in (await session.execute(
-        select(NationalMailbox).where(NationalMailbox.address.in_([lm.address for lm in locals_]))
-    )).scalars()} if locals_ else {}
+    national = (
+        {
+            m.address: m
+            for m in (
+                await session.execute(
+                    select(NationalMailbox).where(NationalMailbox.address.in_([lm.address for lm in locals_]))
+                )
+            ).scalars()
+        }
+        if locals_
+        else {}
+    )
     out.write(header_line() + "\n")
     for lm in locals_:
         row = {f: "" for f, _ in MAILBOX_FIELDS}

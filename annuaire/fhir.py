@@ -8,9 +8,11 @@ they are left out of every telecom list and never match a `mailbox-mss` search.
 Resource ids: Practitioner = national id (idNat_PS); Organization = structure national id;
 PractitionerRole = `<idnat>-<n>`, the n-th activity of that professional in key order.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,7 +44,7 @@ class FhirError(ValueError):
 class _Box:
     """A publishable mailbox (national or local) with what telecom needs."""
 
-    __slots__ = ("address", "type", "idnat", "structure_id", "service", "demat", "red")
+    __slots__ = ("address", "demat", "idnat", "red", "service", "structure_id", "type")
 
     def __init__(self, address: str, type: str, idnat: str, structure_id: str, service: str, demat: bool, red: bool):
         self.address, self.type, self.idnat, self.structure_id = address, type, idnat, structure_id
@@ -74,19 +76,31 @@ async def _boxes(session: AsyncSession, *conds_national: Any, local_cond: Any = 
     if conds_national:
         rows = await session.execute(
             select(n.address, n.type, n.idnat, n.structure_id, n.service, n.dematerialisation, n.red_list)
-            .where(*conds_national).order_by(n.address).limit(5000)
+            .where(*conds_national)
+            .order_by(n.address)
+            .limit(5000)
         )
         for a, t, i, s, svc, d, r in rows.all():
             out[a] = _Box(a, t, i, s, svc, d, r)
     lm = LocalMailbox
-    lrows = (await session.execute(
-        select(lm.address, lm.type, lm.idnat, lm.structure_id, lm.display_name, lm.red_list)
-        .where(local_cond if local_cond is not None else lm.address.in_(list(out)))
-    )).all()
+    lrows = (
+        await session.execute(
+            select(lm.address, lm.type, lm.idnat, lm.structure_id, lm.display_name, lm.red_list).where(
+                local_cond if local_cond is not None else lm.address.in_(list(out))
+            )
+        )
+    ).all()
     for a, t, i, s, dn, r in lrows:
         prev = out.get(a)
-        out[a] = _Box(a, t, i or (prev.idnat if prev else ""), s or (prev.structure_id if prev else ""),
-                      (dn if t != "PER" else "") or (prev.service if prev else ""), prev.demat if prev else True, bool(r))
+        out[a] = _Box(
+            a,
+            t,
+            i or (prev.idnat if prev else ""),
+            s or (prev.structure_id if prev else ""),
+            (dn if t != "PER" else "") or (prev.service if prev else ""),
+            prev.demat if prev else True,
+            bool(r),
+        )
     return [b for b in out.values() if not b.red]
 
 
@@ -100,8 +114,10 @@ def _mailbox_conditions(value: str, modifier: str) -> tuple[Any, Any]:
         return NationalMailbox.address.like(pat, escape="\\"), LocalMailbox.address.like(pat, escape="\\")
     if modifier == "":  # FHIR string search default: starts with
         hi = prefix_upper_bound(v) if v.isascii() else v + "\uffff"
-        return (and_(NationalMailbox.address >= v, NationalMailbox.address < hi),
-                and_(LocalMailbox.address >= v, LocalMailbox.address < hi))
+        return (
+            and_(NationalMailbox.address >= v, NationalMailbox.address < hi),
+            and_(LocalMailbox.address >= v, LocalMailbox.address < hi),
+        )
     raise FhirError(f"unsupported modifier :{modifier} for mailbox-mss (use :exact or :contains)")
 
 
@@ -166,14 +182,24 @@ async def _practitioner_ids(session: AsyncSession, params: dict[str, list[str]],
             continue
         hi = prefix_upper_bound(key)
         a = NationalActivity
-        found = set((await session.execute(
-            select(a.idnat).where(a.name_key >= key, a.name_key < hi).order_by(a.name_key).limit(limit * 4)
-        )).scalars())
+        found = set(
+            (
+                await session.execute(
+                    select(a.idnat).where(a.name_key >= key, a.name_key < hi).order_by(a.name_key).limit(limit * 4)
+                )
+            ).scalars()
+        )
         m = NationalMailbox
-        found |= set((await session.execute(
-            select(m.idnat).where(m.name_key >= key, m.name_key < hi, m.idnat != "", m.red_list.is_(False))
-            .order_by(m.name_key).limit(limit * 4)
-        )).scalars())
+        found |= set(
+            (
+                await session.execute(
+                    select(m.idnat)
+                    .where(m.name_key >= key, m.name_key < hi, m.idnat != "", m.red_list.is_(False))
+                    .order_by(m.name_key)
+                    .limit(limit * 4)
+                )
+            ).scalars()
+        )
         ids = _intersect(ids, found)
     for mod, v in _param(params, "mailbox-mss"):
         nc, lc = _mailbox_conditions(v, mod)
@@ -185,14 +211,30 @@ async def _practitioner_ids(session: AsyncSession, params: dict[str, list[str]],
 
 
 async def practitioner(session: AsyncSession, idnat: str) -> dict | None:
-    acts = list((await session.execute(
-        select(NationalActivity).where(NationalActivity.idnat == idnat).order_by(NationalActivity.key)
-    )).scalars())
-    boxes = await _boxes(session, NationalMailbox.idnat == idnat, NationalMailbox.type == "PER",
-                         local_cond=and_(LocalMailbox.idnat == idnat, LocalMailbox.type == "PER"))
-    nat = (await session.execute(
-        select(NationalMailbox).where(NationalMailbox.idnat == idnat, NationalMailbox.red_list.is_(False)).limit(1)
-    )).scalars().first()
+    acts = list(
+        (
+            await session.execute(
+                select(NationalActivity).where(NationalActivity.idnat == idnat).order_by(NationalActivity.key)
+            )
+        ).scalars()
+    )
+    boxes = await _boxes(
+        session,
+        NationalMailbox.idnat == idnat,
+        NationalMailbox.type == "PER",
+        local_cond=and_(LocalMailbox.idnat == idnat, LocalMailbox.type == "PER"),
+    )
+    nat = (
+        (
+            await session.execute(
+                select(NationalMailbox)
+                .where(NationalMailbox.idnat == idnat, NationalMailbox.red_list.is_(False))
+                .limit(1)
+            )
+        )
+        .scalars()
+        .first()
+    )
     if not acts and not boxes and nat is None:
         return None
     src = acts[0] if acts else nat
@@ -209,8 +251,13 @@ async def practitioner(session: AsyncSession, idnat: str) -> dict | None:
     for a in acts or ([nat] if nat is not None else []):
         if a.profession_code and a.profession_code not in seen:
             seen.add(a.profession_code)
-            quals.append({"code": {"coding": [{"system": SYS_PROFESSION, "code": a.profession_code,
-                                               "display": a.profession_label}]}})
+            quals.append(
+                {
+                    "code": {
+                        "coding": [{"system": SYS_PROFESSION, "code": a.profession_code, "display": a.profession_label}]
+                    }
+                }
+            )
     res: dict[str, Any] = {
         "resourceType": "Practitioner",
         "id": idnat,
@@ -237,7 +284,9 @@ def _role(idnat: str, n: int, a: NationalActivity, boxes: list[_Box]) -> dict:
         "code": [{"coding": [{"system": SYS_PROFESSION, "code": a.profession_code, "display": a.profession_label}]}],
     }
     if a.specialty_code:
-        res["specialty"] = [{"coding": [{"system": SYS_SAVOIR_FAIRE, "code": a.specialty_code, "display": a.specialty_label}]}]
+        res["specialty"] = [
+            {"coding": [{"system": SYS_SAVOIR_FAIRE, "code": a.specialty_code, "display": a.specialty_label}]}
+        ]
     org_id = ("3" + a.siret) if a.siret else (("1" + a.finess) if a.finess else "")
     if org_id or a.org_name:
         res["organization"] = {"display": a.org_name} | ({"reference": f"Organization/{org_id}"} if org_id else {})
@@ -247,13 +296,21 @@ def _role(idnat: str, n: int, a: NationalActivity, boxes: list[_Box]) -> dict:
 
 
 async def roles_of(session: AsyncSession, idnat: str) -> list[dict]:
-    acts = list((await session.execute(
-        select(NationalActivity).where(NationalActivity.idnat == idnat).order_by(NationalActivity.key)
-    )).scalars())
+    acts = list(
+        (
+            await session.execute(
+                select(NationalActivity).where(NationalActivity.idnat == idnat).order_by(NationalActivity.key)
+            )
+        ).scalars()
+    )
     if not acts:
         return []
-    boxes = await _boxes(session, NationalMailbox.idnat == idnat, NationalMailbox.type == "PER",
-                         local_cond=and_(LocalMailbox.idnat == idnat, LocalMailbox.type == "PER"))
+    boxes = await _boxes(
+        session,
+        NationalMailbox.idnat == idnat,
+        NationalMailbox.type == "PER",
+        local_cond=and_(LocalMailbox.idnat == idnat, LocalMailbox.type == "PER"),
+    )
     return [_role(idnat, i, a, boxes) for i, a in enumerate(acts)]
 
 
@@ -270,11 +327,19 @@ async def _organization_ids(session: AsyncSession, params: dict[str, list[str]],
         if not key:
             continue
         m = NationalMailbox
-        found = (await session.execute(
-            select(m.structure_id).where(
-                or_(and_(m.name_key >= key, m.name_key < prefix_upper_bound(key))), not_per,
-                m.structure_id != "", m.red_list.is_(False)).order_by(m.name_key).limit(limit * 4)
-        )).scalars()
+        found = (
+            await session.execute(
+                select(m.structure_id)
+                .where(
+                    or_(and_(m.name_key >= key, m.name_key < prefix_upper_bound(key))),
+                    not_per,
+                    m.structure_id != "",
+                    m.red_list.is_(False),
+                )
+                .order_by(m.name_key)
+                .limit(limit * 4)
+            )
+        ).scalars()
         ids = _intersect(ids, found)
     for mod, v in _param(params, "mailbox-mss"):
         nc, lc = _mailbox_conditions(v, mod)
@@ -287,11 +352,19 @@ async def _organization_ids(session: AsyncSession, params: dict[str, list[str]],
 
 async def organization(session: AsyncSession, structure_id: str) -> dict | None:
     m = NationalMailbox
-    rows = list((await session.execute(
-        select(m).where(m.structure_id == structure_id, m.red_list.is_(False)).order_by(m.address)
-    )).scalars())
-    boxes = await _boxes(session, m.structure_id == structure_id, m.type != "PER",
-                         local_cond=and_(LocalMailbox.structure_id == structure_id, LocalMailbox.type != "PER"))
+    rows = list(
+        (
+            await session.execute(
+                select(m).where(m.structure_id == structure_id, m.red_list.is_(False)).order_by(m.address)
+            )
+        ).scalars()
+    )
+    boxes = await _boxes(
+        session,
+        m.structure_id == structure_id,
+        m.type != "PER",
+        local_cond=and_(LocalMailbox.structure_id == structure_id, LocalMailbox.type != "PER"),
+    )
     if not rows and not boxes:
         return None
     ref = next((r for r in rows if r.type != "PER"), rows[0] if rows else None)
@@ -305,10 +378,19 @@ async def organization(session: AsyncSession, structure_id: str) -> dict | None:
         name = ref.org_name or ref.org_trade_name or ref.service
         if name:
             res["name"] = name
-        line = " ".join(p for p in (ref.addr_l4_number, ref.addr_l4_repeat, ref.addr_l4_street_type, ref.addr_l4_street) if p)
-        addr = {k: v for k, v in (("line", [x for x in (ref.addr_l2, ref.addr_l3, line, ref.addr_l5) if x]),
-                                  ("postalCode", ref.postcode), ("district", ref.department),
-                                  ("country", ref.country)) if v}
+        line = " ".join(
+            p for p in (ref.addr_l4_number, ref.addr_l4_repeat, ref.addr_l4_street_type, ref.addr_l4_street) if p
+        )
+        addr = {
+            k: v
+            for k, v in (
+                ("line", [x for x in (ref.addr_l2, ref.addr_l3, line, ref.addr_l5) if x]),
+                ("postalCode", ref.postcode),
+                ("district", ref.department),
+                ("country", ref.country),
+            )
+            if v
+        }
         if ref.addr_l6:
             addr["city"] = ref.addr_l6.partition(" ")[2] if ref.addr_l6[:5].isdigit() else ref.addr_l6
         if addr:
@@ -331,7 +413,7 @@ async def search(session: AsyncSession, resource: str, params: dict[str, list[st
                 out.append(r)
     elif resource == "PractitionerRole":
         p = dict(params)
-        for mod, v in _param(params, "practitioner"):
+        for _modifier, v in _param(params, "practitioner"):
             p.setdefault("identifier", []).append(v.rpartition("/")[2])
         p.pop("practitioner", None)
         for i in await _practitioner_ids(session, p, limit):
@@ -378,12 +460,14 @@ def capability_statement(base: str) -> dict:
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "implementation": {"description": "MSS directory (read-only)", "url": base},
-        "rest": [{
-            "mode": "server",
-            "resource": [
-                res("Practitioner", common + [("name", "string"), ("family", "string")]),
-                res("PractitionerRole", common + [("practitioner", "reference")]),
-                res("Organization", common + [("name", "string")]),
-            ],
-        }],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [
+                    res("Practitioner", common + [("name", "string"), ("family", "string")]),
+                    res("PractitionerRole", common + [("practitioner", "reference")]),
+                    res("Organization", common + [("name", "string")]),
+                ],
+            }
+        ],
     }

@@ -3,6 +3,7 @@
 Pure functions, no I/O: the importer, the search and the HTTP face must agree on how a
 name or an address is normalised, so they all use these.
 """
+
 from __future__ import annotations
 
 import re

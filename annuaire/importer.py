@@ -15,6 +15,7 @@ Why it looks like this:
 * Bad rows (bad RPPS check digit, bad address, mangled field count) are counted by reason,
   with line numbers, and skipped: one bad row never stops an import.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,10 +27,10 @@ import operator
 import unicodedata
 import zipfile
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -66,8 +67,19 @@ _MAILBOX_HEADERS = {_norm_header(h): f for f, h in MAILBOX_FIELDS}
 _ACTIVITY_HEADERS = {_norm_header(h): f for f, h in ACTIVITY_FIELDS}
 # What names one activity: who, where (the technical structure id is not enough: one id may
 # cover several sites), as what. Anything else that differs is a change of that activity.
-_ACTIVITY_KEY_FIELDS = ("idnat", "pp_type", "pp_id", "structure_tech_id", "siret", "finess",
-                        "postcode", "commune_code", "profession_code", "specialty_code", "mode_code")
+_ACTIVITY_KEY_FIELDS = (
+    "idnat",
+    "pp_type",
+    "pp_id",
+    "structure_tech_id",
+    "siret",
+    "finess",
+    "postcode",
+    "commune_code",
+    "profession_code",
+    "specialty_code",
+    "mode_code",
+)
 _MAILBOX_COLS = [f for f, _ in MAILBOX_FIELDS]
 _ACTIVITY_COLS = [f for f, _ in ACTIVITY_FIELDS]
 
@@ -206,7 +218,9 @@ def _layout(header_line: str, report: ImportReport) -> _Layout:
     elif "identification nationale pp" in normed or "identifiant pp" in normed:
         kind, table = ACTIVITY, _ACTIVITY_HEADERS
     else:
-        raise DirectoryFileError(f"{report.source}: unknown layout (no 'Adresse BAL' nor 'Identification nationale PP' column)")
+        raise DirectoryFileError(
+            f"{report.source}: unknown layout (no 'Adresse BAL' nor 'Identification nationale PP' column)"
+        )
     index: dict[str, int] = {}
     extra: list[tuple[int, str]] = []
     red = None
@@ -219,7 +233,11 @@ def _layout(header_line: str, report: ImportReport) -> _Layout:
         elif h:
             extra.append((i, header[i].strip()))
     report.kind = kind
-    report.missing_columns = [h for h_n, h in ((_norm_header(h), h) for _, h in (MAILBOX_FIELDS if kind == MAILBOX else ACTIVITY_FIELDS)) if table[h_n] not in index]
+    report.missing_columns = [
+        h
+        for h_n, h in ((_norm_header(h), h) for _, h in (MAILBOX_FIELDS if kind == MAILBOX else ACTIVITY_FIELDS))
+        if table[h_n] not in index
+    ]
     report.unknown_columns = [h for _, h in extra] if kind == MAILBOX else []
     return _Layout(kind, header, index, len(header), extra, red)
 
@@ -249,7 +267,9 @@ class _Parser:
         # -1 reads the empty sentinel appended to every split line: a missing column is "".
         self.idx = [layout.index.get(f, -1) for f in self.cols]
         self.idx.append(layout.red_list_col if layout.red_list_col is not None else -1)
-        self.extra = sorted(((h, i) for i, h in layout.extra_cols), key=lambda t: t[0]) if layout.kind == ACTIVITY else []
+        self.extra = (
+            sorted(((h, i) for i, h in layout.extra_cols), key=lambda t: t[0]) if layout.kind == ACTIVITY else []
+        )
         self.n = len(self.cols)
         pos = {f: i for i, f in enumerate(self.cols)}
         self.addr_pos = pos.get("address", -1)
@@ -285,7 +305,7 @@ class _Parser:
 
     def row(self, raw: list[str], row_hash: int | None = None) -> tuple[dict | None, str, str]:
         """(row bound to the table, reason, detail): row is None when rejected."""
-        r = dict(zip(self.cols, raw))
+        r = dict(zip(self.cols, raw, strict=False))
         if not r["idnat"] and r["pp_type"] and r["pp_id"]:
             r["idnat"] = r["pp_type"] + r["pp_id"]
         problem = idnat_ps_problem(r["idnat"])
@@ -306,7 +326,7 @@ class _Parser:
         else:
             if not r["idnat"]:
                 return None, "missing_idnat", ""
-            extra = dict(x.split("\x1e", 1) for x in raw[self.n + 1:])
+            extra = dict(x.split("\x1e", 1) for x in raw[self.n + 1 :])
             r["extra"] = json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else ""
             r["name_key"] = fold(f"{r['last_name']} {r['first_name']}")
             r["key"] = self.key(raw)
@@ -316,7 +336,7 @@ class _Parser:
     def merge(self, first: list[str], other: list[str]) -> list[str]:
         """Duplicate rows: keep the first, fill its empty fields from the later one."""
         n = self.n + 1
-        out = [a or b for a, b in zip(first[:n], other[:n])]
+        out = [a or b for a, b in zip(first[:n], other[:n], strict=False)]
         return out + (first[n:] or other[n:])
 
 
@@ -327,7 +347,7 @@ MAX_LINE = 64 * 1024
 LINE_TOO_LONG = "\x00line too long"
 
 
-def _bounded_lines(fh) -> Iterator[bytes]:  # noqa: ANN001 - a binary file object
+def _bounded_lines(fh) -> Iterator[bytes]:
     """Lines of at most MAX_LINE octets; a longer one is consumed and replaced by b"\\0"."""
     while True:
         raw = fh.readline(MAX_LINE + 1)
@@ -420,7 +440,8 @@ class _Writer:
         """PostgreSQL: COPY is several times faster than INSERT for bulk rows."""
         raw = await self.conn.get_raw_connection()
         await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-            self.t.name, records=rows, columns=self.insert_order)
+            self.t.name, records=rows, columns=self.insert_order
+        )
 
     async def add(self, row: dict) -> None:
         self.ins.append(self.ins_get(row))
@@ -471,7 +492,8 @@ async def _stored_hashes(conn: AsyncConnection, kind: str) -> dict[str, int]:
         # through SQLAlchemy first, so that the adapter has opened the transaction.
         await conn.exec_driver_sql("SELECT 1")
         raw = (await conn.get_raw_connection()).driver_connection
-        async for rec in raw.cursor(f"SELECT {pk.name}, row_hash FROM {t.name}", prefetch=20000):  # type: ignore[union-attr]
+        query = f"SELECT {pk.name}, row_hash FROM {t.name}"  # noqa: S608 - names from the model
+        async for rec in raw.cursor(query, prefetch=20000):  # type: ignore[union-attr]
             out[rec[0]] = rec[1]
         return out
     result = await conn.stream(select(pk, t.c.row_hash).execution_options(yield_per=20000))
@@ -480,7 +502,9 @@ async def _stored_hashes(conn: AsyncConnection, kind: str) -> dict[str, int]:
     return out
 
 
-async def import_table(conn: AsyncConnection, path: Path | str, *, progress: ProgressFn | None = None) -> list[ImportReport]:
+async def import_table(
+    conn: AsyncConnection, path: Path | str, *, progress: ProgressFn | None = None
+) -> list[ImportReport]:
     """Import one file (or each table of one zip) inside the caller's transaction."""
     path = Path(path)
     reports = []
@@ -598,7 +622,7 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
             writer.cancel()
             try:
                 await task
-            except BaseException:  # noqa: BLE001 - the original error is the one to raise
+            except BaseException:  # noqa: BLE001, S110 - the original error is the one to raise
                 pass
         raise
     if bulk:
@@ -611,16 +635,18 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
     report.encoding = state["encoding"]
     await conn.execute(
         insert(DirectoryImport.__table__),
-        [{
-            "kind": report.kind,
-            "source": report.source,
-            "finished_at": datetime.now(timezone.utc),
-            "rows_read": report.rows_read,
-            "added": report.added,
-            "changed": report.changed,
-            "removed": report.removed,
-            "rejected": report.rejected_total,
-        }],
+        [
+            {
+                "kind": report.kind,
+                "source": report.source,
+                "finished_at": datetime.now(UTC),
+                "rows_read": report.rows_read,
+                "added": report.added,
+                "changed": report.changed,
+                "removed": report.removed,
+                "rejected": report.rejected_total,
+            }
+        ],
     )
     return report
 

@@ -1,10 +1,11 @@
 """Look-ups and changes of this operator's own mailboxes."""
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Iterable
+from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -102,9 +103,7 @@ class LocalDirectory:
         return own + [s for s in shared if s.address not in {o.address for o in own}]
 
     async def for_structure(self, structure_id: str) -> list[MailboxEntry]:
-        res = await self.session.execute(
-            select(LocalMailbox).where(LocalMailbox.structure_id == structure_id)
-        )
+        res = await self.session.execute(select(LocalMailbox).where(LocalMailbox.structure_id == structure_id))
         return [_entry(r) for r in res.scalars()]
 
     async def exists(self, address: str) -> bool:
@@ -116,7 +115,7 @@ class LocalDirectory:
 
     async def delivery_target(
         self, address: str, *, at: datetime | None = None, certificates: bool = True
-    ) -> "DeliveryTarget | None":
+    ) -> DeliveryTarget | None:
         """What delivery needs of a mailbox, in two queries: its type, whether it keeps a
         Sent copy, and (unless `certificates` is false) the certificates a message for it
         is encrypted to.
@@ -125,7 +124,7 @@ class LocalDirectory:
         if it has one). Certificates outside their validity window are skipped, so that an
         expired key never receives new mail.
         """
-        at = at or datetime.now(timezone.utc)
+        at = at or datetime.now(UTC)
         address = normalize_address(address)
         row = (
             await self.session.execute(
@@ -181,7 +180,7 @@ class LocalDirectory:
             display_name=display_name,
             sent_copy=(type == "APP") if sent_copy is None else sent_copy,
             red_list=False,
-            created_at=datetime.now(timezone.utc),
+            created_at=datetime.now(UTC),
         )
         self.session.add(row)
         member_list = [normalize_address(m) for m in members]
@@ -200,7 +199,7 @@ class LocalDirectory:
                 not_before=cert.not_valid_before_utc,
                 not_after=cert.not_valid_after_utc,
                 active=active,
-                created_at=datetime.now(timezone.utc),
+                created_at=datetime.now(UTC),
             )
         )
         await self.session.flush()
@@ -209,7 +208,9 @@ class LocalDirectory:
         """Every local mailbox with its members, by address."""
         rows = (await self.session.execute(select(LocalMailbox).order_by(LocalMailbox.address))).scalars().all()
         members: dict[str, list[str]] = {}
-        for mbox, member in (await self.session.execute(select(LocalMailboxMember.mailbox, LocalMailboxMember.member))).all():
+        for mbox, member in (
+            await self.session.execute(select(LocalMailboxMember.mailbox, LocalMailboxMember.member))
+        ).all():
             members.setdefault(mbox, []).append(member)
         return [_entry(r, members.get(r.address, ())) for r in rows]
 

@@ -1,4 +1,5 @@
 """Directory tables. Local (this operator's) mailboxes take precedence over national rows."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -63,9 +64,7 @@ class MailboxCertificate(Base):
     __tablename__ = "mailbox_certificate"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    address: Mapped[str] = mapped_column(
-        String(320), ForeignKey("local_mailbox.address", ondelete="CASCADE")
-    )
+    address: Mapped[str] = mapped_column(String(320), ForeignKey("local_mailbox.address", ondelete="CASCADE"))
     cert_der: Mapped[bytes] = mapped_column(LargeBinary)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -5,6 +5,7 @@ created by migration 0002. Every row carries `row_hash`, a 64-bit digest of its 
 content: a re-import compares hashes instead of columns, so an unchanged file costs one read
 of (key, hash) pairs and no writes.
 """
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -4,6 +4,7 @@ This operator's own mailboxes (`annuaire.local`) take precedence over the nation
 same address: they are the ones this server delivers to, and they are fresher than the
 daily extraction.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -131,12 +132,19 @@ class Directory:
         if not entries:
             return []
         addrs = [e.address for e in entries]
-        red = dict((await self.session.execute(
-            select(LocalMailbox.address, LocalMailbox.red_list).where(LocalMailbox.address.in_(addrs))
-        )).all())
-        nat = {m.address: from_national(m) for m in (await self.session.execute(
-            select(NationalMailbox).where(NationalMailbox.address.in_(addrs))
-        )).scalars()}
+        red = dict(
+            (
+                await self.session.execute(
+                    select(LocalMailbox.address, LocalMailbox.red_list).where(LocalMailbox.address.in_(addrs))
+                )
+            ).all()
+        )
+        nat = {
+            m.address: from_national(m)
+            for m in (
+                await self.session.execute(select(NationalMailbox).where(NationalMailbox.address.in_(addrs)))
+            ).scalars()
+        }
         return [from_local(e, bool(red.get(e.address)), nat.get(e.address)) for e in entries]
 
     async def resolve(self, address: str) -> DirectoryEntry | None:
@@ -216,13 +224,21 @@ class Directory:
             q = q.where(t.name_key >= key, t.name_key < prefix_upper_bound(key))
         if profession:
             p = profession.strip()
-            q = q.where(c(t.profession_code) == p) if p.isdigit() else q.where(or_(c(t.profession_code) == p, t.profession_label == p))
+            q = (
+                q.where(c(t.profession_code) == p)
+                if p.isdigit()
+                else q.where(or_(c(t.profession_code) == p, t.profession_label == p))
+            )
         if specialty:
             s = specialty.strip()
             q = q.where(or_(c(t.specialty_code) == s.upper(), t.specialty_label == s))
         if postcode:
             pc = postcode.strip()
-            q = q.where(c(t.postcode) == pc) if len(pc) >= 5 else q.where(c(t.postcode) >= pc, c(t.postcode) < pc + "\x7f")
+            q = (
+                q.where(c(t.postcode) == pc)
+                if len(pc) >= 5
+                else q.where(c(t.postcode) >= pc, c(t.postcode) < pc + "\x7f")
+            )
         if department:
             q = q.where(c(t.department) == department.strip().upper())
         if type:

@@ -4,13 +4,14 @@ The national file is XML (namespace https://listeblanche.mssante.fr/schema), one
 each `//Domaine/Nom`; names may be Unicode and are stored in their IDNA (A-label) form, the
 form DNS and SMTP use, so a look-up by either spelling matches.
 """
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable
 
 import defusedxml.ElementTree as DefusedET
 from defusedxml import DefusedXmlException
@@ -37,8 +38,14 @@ class WhitelistReport:
     rejected: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "kind": "whitelist", "domains": self.domains,
-                "added": self.added, "removed": self.removed, "rejected": self.rejected}
+        return {
+            "source": self.source,
+            "kind": "whitelist",
+            "domains": self.domains,
+            "added": self.added,
+            "removed": self.removed,
+            "rejected": self.rejected,
+        }
 
 
 def parse_whitelist(data: bytes) -> tuple[dict[str, str], list[str]]:
@@ -65,7 +72,7 @@ def parse_whitelist(data: bytes) -> tuple[dict[str, str], list[str]]:
         label = raw.strip()
         try:
             d = idna_domain(label)
-        except Exception:  # idna.IDNAError, UnicodeError: a name that is not a valid domain
+        except Exception:  # noqa: BLE001 - idna.IDNAError, UnicodeError: a name that is not a valid domain
             bad.append(label)
             continue
         if not d or "." not in d:
@@ -91,11 +98,21 @@ async def import_whitelist(engine: AsyncEngine, path: Path | str) -> WhitelistRe
         if new:
             await conn.execute(insert(TrustDomain), new)
         report.added, report.removed = len(new), len(gone)
-        await conn.execute(insert(DirectoryImport), [{
-            "kind": "whitelist", "source": report.source, "finished_at": datetime.now(timezone.utc),
-            "rows_read": len(domains) + len(bad), "added": report.added, "changed": 0,
-            "removed": report.removed, "rejected": len(bad),
-        }])
+        await conn.execute(
+            insert(DirectoryImport),
+            [
+                {
+                    "kind": "whitelist",
+                    "source": report.source,
+                    "finished_at": datetime.now(UTC),
+                    "rows_read": len(domains) + len(bad),
+                    "added": report.added,
+                    "changed": 0,
+                    "removed": report.removed,
+                    "rejected": len(bad),
+                }
+            ],
+        )
     return report
 
 
@@ -103,7 +120,7 @@ def _domain_of(domain_or_address: str) -> str:
     d = domain_or_address.rpartition("@")[2]
     try:
         return idna_domain(d)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any name idna refuses is no domain of the trust space
         return ""
 
 

@@ -8,6 +8,7 @@ PostgreSQL measures: full import (time, peak RSS of a fresh process), re-import 
 files, re-import of a file with ~1% changes, resolve-by-address and name-search latency.
 Each import runs in a child process so that its peak memory is its own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,18 +28,97 @@ sys.path.insert(0, str(ROOT))
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 
-LAST = ["MARTIN", "BERNARD", "DUBOIS", "THOMAS", "ROBERT", "RICHARD", "PETIT", "DURAND", "LEROY", "MOREAU",
-        "SIMON", "LAURENT", "LEFÈVRE", "MICHEL", "GARCIA", "DAVID", "BERTRAND", "ROUX", "VINCENT", "FOURNIER",
-        "MOREL", "GIRARD", "ANDRÉ", "LEFEBVRE", "MERCIER", "DUPONT", "LAMBERT", "BONNET", "FRANÇOIS", "MARTINEZ",
-        "CÔTÉ", "ÉTIENNE", "LE GALL", "DE LA FONTAINE", "NGUYEN", "MÜLLER", "FAURE", "ROUSSEAU", "BLANC", "GUÉRIN"]
-FIRST = ["Jean", "Marie", "Éric", "Chloé", "Zoé", "Loïc", "Inès", "Hélène", "Jérôme", "Cécile", "Anne", "Luc",
-         "Pierre", "Sophie", "Noël", "François", "Agnès", "Anne-Sophie", "Jean-Marc", "Maëlle"]
-PROF = [("10", "Médecin"), ("21", "Pharmacien"), ("40", "Chirurgien-Dentiste"), ("50", "Sage-Femme"),
-        ("60", "Infirmier"), ("70", "Masseur-Kinésithérapeute")]
-SF = [("SM54", "Médecine générale (SM)"), ("SM04", "Cardiologie et maladies vasculaires"), ("SM49", "Radio-diagnostic"), ("", "")]
-DOMAINS = [f"{p}.mssante.fr" for p in ("medecin", "pharmacien", "infirmier")] + [f"ch-{i:03d}.mssante.fr" for i in range(300)]
-CITIES = [("75013", "PARIS", "75"), ("69003", "LYON", "69"), ("31000", "TOULOUSE", "31"), ("44000", "NANTES", "44"),
-          ("80000", "AMIENS", "80"), ("20000", "AJACCIO", "2A"), ("97400", "SAINT-DENIS", "974"), ("13001", "MARSEILLE", "13")]
+LAST = [
+    "MARTIN",
+    "BERNARD",
+    "DUBOIS",
+    "THOMAS",
+    "ROBERT",
+    "RICHARD",
+    "PETIT",
+    "DURAND",
+    "LEROY",
+    "MOREAU",
+    "SIMON",
+    "LAURENT",
+    "LEFÈVRE",
+    "MICHEL",
+    "GARCIA",
+    "DAVID",
+    "BERTRAND",
+    "ROUX",
+    "VINCENT",
+    "FOURNIER",
+    "MOREL",
+    "GIRARD",
+    "ANDRÉ",
+    "LEFEBVRE",
+    "MERCIER",
+    "DUPONT",
+    "LAMBERT",
+    "BONNET",
+    "FRANÇOIS",
+    "MARTINEZ",
+    "CÔTÉ",
+    "ÉTIENNE",
+    "LE GALL",
+    "DE LA FONTAINE",
+    "NGUYEN",
+    "MÜLLER",
+    "FAURE",
+    "ROUSSEAU",
+    "BLANC",
+    "GUÉRIN",
+]
+FIRST = [
+    "Jean",
+    "Marie",
+    "Éric",
+    "Chloé",
+    "Zoé",
+    "Loïc",
+    "Inès",
+    "Hélène",
+    "Jérôme",
+    "Cécile",
+    "Anne",
+    "Luc",
+    "Pierre",
+    "Sophie",
+    "Noël",
+    "François",
+    "Agnès",
+    "Anne-Sophie",
+    "Jean-Marc",
+    "Maëlle",
+]
+PROF = [
+    ("10", "Médecin"),
+    ("21", "Pharmacien"),
+    ("40", "Chirurgien-Dentiste"),
+    ("50", "Sage-Femme"),
+    ("60", "Infirmier"),
+    ("70", "Masseur-Kinésithérapeute"),
+]
+SF = [
+    ("SM54", "Médecine générale (SM)"),
+    ("SM04", "Cardiologie et maladies vasculaires"),
+    ("SM49", "Radio-diagnostic"),
+    ("", ""),
+]
+DOMAINS = [f"{p}.mssante.fr" for p in ("medecin", "pharmacien", "infirmier")] + [
+    f"ch-{i:03d}.mssante.fr" for i in range(300)
+]
+CITIES = [
+    ("75013", "PARIS", "75"),
+    ("69003", "LYON", "69"),
+    ("31000", "TOULOUSE", "31"),
+    ("44000", "NANTES", "44"),
+    ("80000", "AMIENS", "80"),
+    ("20000", "AJACCIO", "2A"),
+    ("97400", "SAINT-DENIS", "974"),
+    ("13001", "MARSEILLE", "13"),
+]
 SERVICES = ["Urgences", "Radiologie", "Laboratoire", "Secrétariat cardiologie", "Pharmacie", "Maternité"]
 
 
@@ -48,7 +128,9 @@ def _ascii(s: str) -> str:
     return fold(s).replace(" ", "-")
 
 
-def generate(folder: Path, n_mailboxes: int, n_activities: int, seed: int = 4) -> tuple[Path, Path, list[str], list[str]]:
+def generate(
+    folder: Path, n_mailboxes: int, n_activities: int, seed: int = 4
+) -> tuple[Path, Path, list[str], list[str]]:
     from annuaire.national import MAILBOX_FIELDS
     from crypto.identity import luhn_check_digit as luhn_digit
 
@@ -75,19 +157,78 @@ def generate(folder: Path, n_mailboxes: int, n_activities: int, seed: int = 4) -
                 siret = f"3{i:013d}"
                 siret += luhn_digit(siret[1:])
                 addr = f"{_ascii(first)}.{_ascii(last)}.{i}@{dom}"
-                row = ["PER", addr, "8", p, "8" + p, "3", siret, "", rnd.choice(["DR", "M", "MME", ""]), last, first,
-                       "C", "Civil", prof[0], prof[1], sf[0], sf[1], rnd.choice(["True", "False"]), f"CABINET {last}",
-                       "", "", "", str(rnd.randint(1, 200)), "", "R", "DE LA PAIX", "", f"{city[0]} {city[1]}",
-                       city[0], city[2], "FRANCE"]
+                row = [
+                    "PER",
+                    addr,
+                    "8",
+                    p,
+                    "8" + p,
+                    "3",
+                    siret,
+                    "",
+                    rnd.choice(["DR", "M", "MME", ""]),
+                    last,
+                    first,
+                    "C",
+                    "Civil",
+                    prof[0],
+                    prof[1],
+                    sf[0],
+                    sf[1],
+                    rnd.choice(["True", "False"]),
+                    f"CABINET {last}",
+                    "",
+                    "",
+                    "",
+                    str(rnd.randint(1, 200)),
+                    "",
+                    "R",
+                    "DE LA PAIX",
+                    "",
+                    f"{city[0]} {city[1]}",
+                    city[0],
+                    city[2],
+                    "FRANCE",
+                ]
                 names.append(_ascii(last)[:4])
             else:
                 fin = f"{i % 100000000:08d}"
                 fin += luhn_digit(fin)
                 svc = rnd.choice(SERVICES)
                 addr = f"{_ascii(svc)}.{i}@{dom}"
-                row = [rnd.choice(["ORG"] * 20 + ["APP", "CAB"]), addr, "", "", "", "1", "1" + fin, svc, "", "", "",
-                       "", "", "", "", "", "", "True", f"CH {city[1]}", "", "", "", "1", "", "R", "DE L'HÔPITAL", "",
-                       f"{city[0]} {city[1]}", city[0], city[2], "FRANCE"]
+                row = [
+                    rnd.choice(["ORG"] * 20 + ["APP", "CAB"]),
+                    addr,
+                    "",
+                    "",
+                    "",
+                    "1",
+                    "1" + fin,
+                    svc,
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "True",
+                    f"CH {city[1]}",
+                    "",
+                    "",
+                    "",
+                    "1",
+                    "",
+                    "R",
+                    "DE L'HÔPITAL",
+                    "",
+                    f"{city[0]} {city[1]}",
+                    city[0],
+                    city[2],
+                    "FRANCE",
+                ]
             addresses.append(addr)
             rows.append("|".join(row) + "|\n")
             if i % 2000 == 1999:  # a few hundred duplicated addresses, as nationally
@@ -97,8 +238,13 @@ def generate(folder: Path, n_mailboxes: int, n_activities: int, seed: int = 4) -
                 rows = []
         f.writelines(rows)
     act = folder / "PS_LibreAcces_Personne_activite_202611200600.txt"
-    header = open(ROOT.parent / "shared/fixtures/annuaire/PS_LibreAcces_Personne_activite_202611200600.txt",
-                  encoding="utf-8").readline() if (ROOT.parent / "shared/fixtures/annuaire").is_dir() else None
+    header = (
+        open(
+            ROOT.parent / "shared/fixtures/annuaire/PS_LibreAcces_Personne_activite_202611200600.txt", encoding="utf-8"
+        ).readline()
+        if (ROOT.parent / "shared/fixtures/annuaire").is_dir()
+        else None
+    )
     from annuaire.national import ACTIVITY_FIELDS
 
     cols = header.rstrip("\n").rstrip("|").split("|") if header else [h for _, h in ACTIVITY_FIELDS]
@@ -110,15 +256,29 @@ def generate(folder: Path, n_mailboxes: int, n_activities: int, seed: int = 4) -
             city = rnd.choice(CITIES)
             prof = rnd.choice(PROF)
             sf = rnd.choice(SF) if prof[0] == "10" else ("", "")
-            v = {"Type d'identifiant PP": "8", "Identifiant PP": p, "Identification nationale PP": "8" + p,
-                 "Code civilité d'exercice": "DR", "Libellé civilité d'exercice": "Docteur",
-                 "Nom d'exercice": rnd.choice(LAST), "Prénom d'exercice": rnd.choice(FIRST),
-                 "Code profession": prof[0], "Libellé profession": prof[1], "Code catégorie professionnelle": "C",
-                 "Code savoir-faire": sf[0], "Libellé savoir-faire": sf[1], "Code mode exercice": rnd.choice("LSB"),
-                 "Numéro SIRET site": f"{i:014d}", "Identifiant technique de la structure": f"R{i:09d}",
-                 "Raison sociale site": "CABINET", "Code postal (coord. structure)": city[0],
-                 "Code commune (coord. structure)": city[0], "Libellé commune (coord. structure)": city[1],
-                 "Code Département (structure)": city[2], "Autorité d'enregistrement": "ARS"}
+            v = {
+                "Type d'identifiant PP": "8",
+                "Identifiant PP": p,
+                "Identification nationale PP": "8" + p,
+                "Code civilité d'exercice": "DR",
+                "Libellé civilité d'exercice": "Docteur",
+                "Nom d'exercice": rnd.choice(LAST),
+                "Prénom d'exercice": rnd.choice(FIRST),
+                "Code profession": prof[0],
+                "Libellé profession": prof[1],
+                "Code catégorie professionnelle": "C",
+                "Code savoir-faire": sf[0],
+                "Libellé savoir-faire": sf[1],
+                "Code mode exercice": rnd.choice("LSB"),
+                "Numéro SIRET site": f"{i:014d}",
+                "Identifiant technique de la structure": f"R{i:09d}",
+                "Raison sociale site": "CABINET",
+                "Code postal (coord. structure)": city[0],
+                "Code commune (coord. structure)": city[0],
+                "Libellé commune (coord. structure)": city[1],
+                "Code Département (structure)": city[2],
+                "Autorité d'enregistrement": "ARS",
+            }
             rows.append("|".join(v.get(c, "") for c in cols) + "|\n")
             if len(rows) >= 10000:
                 f.writelines(rows)
@@ -162,14 +322,21 @@ async def _child_import(url: str, files: list[str]) -> dict:
     return {
         "seconds": round(dt, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "reports": [{k: r.to_dict()[k] for k in ("source", "rows_read", "added", "changed", "removed", "unchanged", "rejected_total")}
-                    | {"duplicates": len(r.duplicates)} for r in reports],
+        "reports": [
+            {
+                k: r.to_dict()[k]
+                for k in ("source", "rows_read", "added", "changed", "removed", "unchanged", "rejected_total")
+            }
+            | {"duplicates": len(r.duplicates)}
+            for r in reports
+        ],
     }
 
 
 def run_import(url: str, files: list[Path]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child-import", url, *map(str, files)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child-import", url, *map(str, files)], check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -202,20 +369,20 @@ async def latencies(url: str, addresses: list[str], names: list[str], n: int = 3
             e = await d.resolve(a)
             ts.append(time.perf_counter() - t0)
             assert e is not None, a
-        out["resolve_ms"] = {"p50": round(_pct(ts, .5) * 1e3, 3), "p99": round(_pct(ts, .99) * 1e3, 3)}
+        out["resolve_ms"] = {"p50": round(_pct(ts, 0.5) * 1e3, 3), "p99": round(_pct(ts, 0.99) * 1e3, 3)}
         ts = []
         for _ in range(n // 3):
             prefix = rnd.choice(names)[: rnd.randint(3, 4)]
             t0 = time.perf_counter()
             await d.search(name=prefix, limit=20)
             ts.append(time.perf_counter() - t0)
-        out["search_name_ms"] = {"p50": round(_pct(ts, .5) * 1e3, 3), "p99": round(_pct(ts, .99) * 1e3, 3)}
+        out["search_name_ms"] = {"p50": round(_pct(ts, 0.5) * 1e3, 3), "p99": round(_pct(ts, 0.99) * 1e3, 3)}
         ts = []
         for _ in range(n // 3):
             t0 = time.perf_counter()
             await d.search(name=rnd.choice(names)[:3], profession="10", department=rnd.choice(CITIES)[2], limit=20)
             ts.append(time.perf_counter() - t0)
-        out["search_name_prof_dept_ms"] = {"p50": round(_pct(ts, .5) * 1e3, 3), "p99": round(_pct(ts, .99) * 1e3, 3)}
+        out["search_name_prof_dept_ms"] = {"p50": round(_pct(ts, 0.5) * 1e3, 3), "p99": round(_pct(ts, 0.99) * 1e3, 3)}
     await engine.dispose()
     return out
 
@@ -236,7 +403,9 @@ async def _pg_reachable(url: str) -> str | None:
     return url.rsplit("/", 1)[0] + "/" + name
 
 
-def bench_backend(label: str, url: str, files: list[Path], changed: list[Path], addresses: list[str], names: list[str]) -> dict:
+def bench_backend(
+    label: str, url: str, files: list[Path], changed: list[Path], addresses: list[str], names: list[str]
+) -> dict:
     from mss.db.engine import upgrade_sync
 
     upgrade_sync(url)
@@ -272,16 +441,29 @@ def main() -> None:
         nxt.mkdir()
         mutate(mb, nxt / mb.name)
         mutate(act, nxt / act.name)
-        print(f"generated {a.mailboxes} mailbox + {a.activities} activity rows in {time.perf_counter() - t0:.1f} s "
-              f"({mb.stat().st_size / 1e6:.0f} + {act.stat().st_size / 1e6:.0f} MB)", flush=True)
-        results = [bench_backend("sqlite", f"sqlite+aiosqlite:///{folder / 'bench.db'}", [mb, act],
-                                 [nxt / mb.name, nxt / act.name], addresses, names)]
+        print(
+            f"generated {a.mailboxes} mailbox + {a.activities} activity rows in {time.perf_counter() - t0:.1f} s "
+            f"({mb.stat().st_size / 1e6:.0f} + {act.stat().st_size / 1e6:.0f} MB)",
+            flush=True,
+        )
+        results = [
+            bench_backend(
+                "sqlite",
+                f"sqlite+aiosqlite:///{folder / 'bench.db'}",
+                [mb, act],
+                [nxt / mb.name, nxt / act.name],
+                addresses,
+                names,
+            )
+        ]
         if not a.no_pg:
             pg = asyncio.run(_pg_reachable(a.pg))
             if pg is None:
                 print(f"postgresql: {a.pg} not reachable, skipped")
             else:
-                results.append(bench_backend("postgresql", pg, [mb, act], [nxt / mb.name, nxt / act.name], addresses, names))
+                results.append(
+                    bench_backend("postgresql", pg, [mb, act], [nxt / mb.name, nxt / act.name], addresses, names)
+                )
         print(json.dumps(results, indent=2))
 
 

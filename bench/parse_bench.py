@@ -15,6 +15,7 @@ Rows:
 - deliver-N   N x protect_and_encrypt (old: split + protect per target) vs protect once +
               N x encrypt, 100 KB message, RSA-2048 recipients
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,16 +32,16 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
+from frozen import imap_mime_v0, message_v0, smime_v0  # noqa: E402
 
 from crypto import smime  # noqa: E402
 from crypto.rfc5322 import scan  # noqa: E402
-from frozen import imap_mime_v0, message_v0, smime_v0  # noqa: E402
 from imap import mime  # noqa: E402
 from mss.message import parse_message  # noqa: E402
 
 
 class _Anyone:
-    def may_use(self, address: str) -> bool:  # noqa: ARG002
+    def may_use(self, address: str) -> bool:
         return True
 
 
@@ -54,7 +55,9 @@ def best(rounds: int, fn: Callable[[], object]) -> float:
 
 
 def row(name: str, size: int, old: float, new: float) -> None:
-    print(f"{name:<14} {size / 1e6:>8.2f} MB  old {old * 1e3:>10.1f} ms  new {new * 1e3:>8.2f} ms  old/new {old / new:>8.1f}")
+    print(
+        f"{name:<14} {size / 1e6:>8.2f} MB  old {old * 1e3:>10.1f} ms  new {new * 1e3:>8.2f} ms  old/new {old / new:>8.1f}"
+    )
 
 
 def folded(lines: int) -> bytes:
@@ -62,9 +65,11 @@ def folded(lines: int) -> bytes:
 
 
 def ordinary(size: int) -> bytes:
-    head = (b"From: Claire <claire@h.test>\r\nTo: paul@h.test, sec@h.test\r\nSubject: Compte rendu\r\n"
-            b"Date: Mon, 02 Nov 2026 10:00:00 +0100\r\nMessage-ID: <abc@h.test>\r\nMIME-Version: 1.0\r\n"
-            b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n')
+    head = (
+        b"From: Claire <claire@h.test>\r\nTo: paul@h.test, sec@h.test\r\nSubject: Compte rendu\r\n"
+        b"Date: Mon, 02 Nov 2026 10:00:00 +0100\r\nMessage-ID: <abc@h.test>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n'
+    )
     return head + (b"x" * 76 + b"\r\n") * max(1, (size - len(head)) // 78)
 
 
@@ -84,14 +89,19 @@ def old_payload(raw: bytes) -> bytes:
 
 def certificates(n: int) -> list[x509.Certificate]:
     out = []
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for i in range(n):
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"bench {i}")])
         out.append(
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256())
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256())
         )
     return out
 
@@ -107,26 +117,51 @@ def main() -> None:
     big = 25 * 1024 * 1024
 
     raw = folded(lines)
-    assert [(f.name, f.terminated) for f in scan(raw).fields] == [(f.name, f.raw) for f in smime_v0._split_message(raw)[0]]
+    assert [(f.name, f.terminated) for f in scan(raw).fields] == [
+        (f.name, f.raw) for f in smime_v0._split_message(raw)[0]
+    ]
     old_rounds = 1 if lines > 50_000 else args.rounds
-    row(f"split {lines // 1000}k", len(raw), best(old_rounds, lambda: smime_v0._split_message(raw)),
-        best(args.rounds, lambda: scan(raw)))
-    row(f"parse {lines // 1000}k", len(raw), best(args.rounds, lambda: old_parse(raw)),
-        best(args.rounds, lambda: parse_message(raw, max_size=big)))
+    row(
+        f"split {lines // 1000}k",
+        len(raw),
+        best(old_rounds, lambda: smime_v0._split_message(raw)),
+        best(args.rounds, lambda: scan(raw)),
+    )
+    row(
+        f"parse {lines // 1000}k",
+        len(raw),
+        best(args.rounds, lambda: old_parse(raw)),
+        best(args.rounds, lambda: parse_message(raw, max_size=big)),
+    )
     plain = ordinary(10_240)
-    row("parse-10k", len(plain), best(args.rounds * 100, lambda: old_parse(plain)),
-        best(args.rounds * 100, lambda: parse_message(plain, max_size=big)))
+    row(
+        "parse-10k",
+        len(plain),
+        best(args.rounds * 100, lambda: old_parse(plain)),
+        best(args.rounds * 100, lambda: parse_message(plain, max_size=big)),
+    )
 
     blank = b"From: a\r\nContent-Type: text/plain;\r\n" + b"\t\r\n" * 20_000 + b"\r\nbody\r\n"
     section = scan(blank)
     assert old_payload(blank) == smime.protect(section.fields, section.body).payload
-    row("protect 20k", len(blank), best(1, lambda: old_payload(blank)),
-        best(args.rounds, lambda: smime.protect(scan(blank).fields, scan(blank).body)))
+    row(
+        "protect 20k",
+        len(blank),
+        best(1, lambda: old_payload(blank)),
+        best(args.rounds, lambda: smime.protect(scan(blank).fields, scan(blank).body)),
+    )
 
     certs = certificates(args.targets)
     stored = smime.protect_and_encrypt(plain, certs[:1])
-    row("imap", len(stored), best(args.rounds * 100, lambda: (lambda p: (imap_mime_v0.bodystructure(p), imap_mime_v0.envelope(p)))(imap_mime_v0.parse(stored))),
-        best(args.rounds * 100, lambda: (lambda p: (mime.bodystructure(p), mime.envelope(p)))(mime.parse(stored))))
+    row(
+        "imap",
+        len(stored),
+        best(
+            args.rounds * 100,
+            lambda: (lambda p: (imap_mime_v0.bodystructure(p), imap_mime_v0.envelope(p)))(imap_mime_v0.parse(stored)),
+        ),
+        best(args.rounds * 100, lambda: (lambda p: (mime.bodystructure(p), mime.envelope(p)))(mime.parse(stored))),
+    )
 
     message = ordinary(100 * 1024)
 

@@ -7,6 +7,7 @@ the ratio holds when the machine's speed drifts.
 
     python bench/smtp_bench.py [--messages 400] [--sessions 10] [--size 10240] [--rounds 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,7 @@ class FsyncSink:
         self.directory = directory
         self.n = 0
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+    async def handle_DATA(self, server, session, envelope):
         self.n += 1
         path = self.directory / f"{self.n}.eml"
 
@@ -86,7 +87,8 @@ def start_baseline(dep, spool: Path):
     async def main() -> None:
         srv = await loop.create_server(
             lambda: SMTP(FsyncSink(spool), require_starttls=True, tls_context=ctx, data_size_limit=50 * 2**20),
-            "127.0.0.1", 0,
+            "127.0.0.1",
+            0,
         )
         holder["port"] = srv.sockets[0].getsockname()[1]
         ready.set()
@@ -126,11 +128,18 @@ def main() -> None:
         try:
             for r in range(args.rounds):
                 cpu0 = process_cpu_s(srv.proc.pid)
-                m = run_clients(lambda: smtp_submission(srv, claire), claire["address"], paul["address"],
-                                args.messages, args.sessions, args.size)
+                m = run_clients(
+                    lambda: smtp_submission(srv, claire),
+                    claire["address"],
+                    paul["address"],
+                    args.messages,
+                    args.sessions,
+                    args.size,
+                )
                 cpu_ms.append((process_cpu_s(srv.proc.pid) - cpu0) * 1000 / args.messages)
-                b = run_clients(baseline_client, claire["address"], paul["address"],
-                                args.messages, args.sessions, args.size)
+                b = run_clients(
+                    baseline_client, claire["address"], paul["address"], args.messages, args.sessions, args.size
+                )
                 mss_rates.append(m)
                 base_rates.append(b)
                 ratios.append(m / b)

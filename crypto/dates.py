@@ -4,9 +4,10 @@ SQLite hands back naive datetimes (it keeps no offset), and operators type dates
 one; everything MSS stores or compares is in UTC, so a naive value *is* UTC. It lives in this
 leaf package because certificate validity checks need it and every other layer may import it.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 __all__ = ["as_utc"]
 
@@ -18,4 +19,4 @@ def as_utc(dt: datetime) -> datetime:
     INTERNALDATE with the offset it was given (RFC 9051 §2.3.3). Call ``.astimezone(timezone.utc)``
     on the result to normalise the offset as well.
     """
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)

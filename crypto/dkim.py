@@ -24,14 +24,24 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from .files import write_private
 
-__all__ = ["DkimKey", "generate", "load", "sign", "verify", "DEFAULT_SIGNED_HEADERS"]
+__all__ = ["DEFAULT_SIGNED_HEADERS", "DkimKey", "generate", "load", "sign", "verify"]
 
 Algorithm = Literal["rsa", "ed25519"]
 RSA_BITS = 2048
 # RFC 6376 §5.4.1 recommendations, plus the MIME headers; From is mandatory.
 DEFAULT_SIGNED_HEADERS: tuple[bytes, ...] = (
-    b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to", b"in-reply-to",
-    b"references", b"mime-version", b"content-type", b"content-transfer-encoding",
+    b"from",
+    b"to",
+    b"cc",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"reply-to",
+    b"in-reply-to",
+    b"references",
+    b"mime-version",
+    b"content-type",
+    b"content-transfer-encoding",
 )
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -70,7 +80,7 @@ class DkimKey:
     def dns_record(self) -> str:
         """A zone-file line; long values are split in 255-byte strings (RFC 7208 §3.3 style)."""
         value = self.txt_value()
-        chunks = " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
+        chunks = " ".join(f'"{value[i : i + 255]}"' for i in range(0, len(value), 255))
         return f"{self.record_name}. IN TXT ( {chunks} )"
 
     # ------------------------------------------------------------------ storage

@@ -4,6 +4,7 @@ One writer for every private file of the tree, so that the rule is applied the s
 everywhere: the file is created with mode 0600 by `open(2)` itself, since writing first and
 chmod-ing afterwards leaves a window in which another local user can open it.
 """
+
 from __future__ import annotations
 
 import os

@@ -24,11 +24,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = [
     "Identity",
     "IdentityError",
+    "check_ps_id",
+    "check_structure_id",
     "identity_from_certificate",
     "luhn_check_digit",
     "luhn_valid",
-    "check_ps_id",
-    "check_structure_id",
 ]
 
 Kind = Literal["PS", "ORG", "SERV"]

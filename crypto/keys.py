@@ -21,16 +21,17 @@ from pathlib import Path
 
 from argon2.low_level import Type as Argon2Type
 from argon2.low_level import hash_secret_raw
+from cryptography import x509
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import (
+    Encoding,
     NoEncryption,
+    PrivateFormat,
     load_der_private_key,
+    pkcs12,
 )
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, pkcs12
 
 from .files import write_private
 

@@ -307,7 +307,9 @@ def normalise_activation_code(typed: str) -> str:
     if bad:
         raise PatientCryptoError("bad_code", f"activation code has characters outside its alphabet: {''.join(bad)!r}")
     if len(code) < ACTIVATION_GROUPS * _ACTIVATION_GROUP_LEN or len(code) % _ACTIVATION_GROUP_LEN:
-        raise PatientCryptoError("bad_code", f"activation code has {len(code)} symbols; expected groups of 4, at least 16")
+        raise PatientCryptoError(
+            "bad_code", f"activation code has {len(code)} symbols; expected groups of 4, at least 16"
+        )
     return code
 
 
@@ -395,7 +397,9 @@ def unwrap_private_key(blob: WrappedKey | Mapping[str, Any] | str | bytes, wrap_
     try:
         plain = AESGCM(wrap_key).decrypt(record.iv, record.wrapped, None)
     except InvalidTag:
-        raise PatientCryptoError("wrong_secret", "wrong password or activation code, or the stored key was altered") from None
+        raise PatientCryptoError(
+            "wrong_secret", "wrong password or activation code, or the stored key was altered"
+        ) from None
     try:
         key = load_der_private_key(plain, None)
     except ValueError as exc:  # authentic but not a key: a writer's bug, not a wrong password
@@ -608,7 +612,9 @@ def _ski(cert: x509.Certificate) -> bytes:
     try:
         return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
-        raise PatientCryptoError("unsupported", "certificate has no subjectKeyIdentifier; use recipient_id='issuer_serial'") from None
+        raise PatientCryptoError(
+            "unsupported", "certificate has no subjectKeyIdentifier; use recipient_id='issuer_serial'"
+        ) from None
 
 
 def _recipient_info(cert: x509.Certificate, cek: bytes, recipient_id: RecipientId) -> cms.RecipientInfo:
@@ -619,9 +625,7 @@ def _recipient_info(cert: x509.Certificate, cek: bytes, recipient_id: RecipientI
         rid = cms.RecipientIdentifier({"subject_key_identifier": _ski(cert)})
         version = "v2"  # RFC 5652 §6.2.1
     elif recipient_id == "issuer_serial":
-        issuer = cms.IssuerAndSerialNumber(
-            {"issuer": _issuer_name(cert), "serial_number": cert.serial_number}
-        )
+        issuer = cms.IssuerAndSerialNumber({"issuer": _issuer_name(cert), "serial_number": cert.serial_number})
         rid = cms.RecipientIdentifier({"issuer_and_serial_number": issuer})
         version = "v0"
     else:
@@ -719,7 +723,9 @@ def _outer_head(outer_headers: Sequence[tuple[str, str | bytes]], smime_type: st
             raise PatientCryptoError("bad_header", f"{name}: value has a bare CR, LF or NUL")
         head += name.encode("ascii") + b": " + raw + b"\r\n"
     head += b"MIME-Version: 1.0\r\n"
-    head += b"Content-Type: application/pkcs7-mime; smime-type=" + smime_type.encode("ascii") + b'; name="smime.p7m"\r\n'
+    head += (
+        b"Content-Type: application/pkcs7-mime; smime-type=" + smime_type.encode("ascii") + b'; name="smime.p7m"\r\n'
+    )
     head += b'Content-Disposition: attachment; filename="smime.p7m"\r\n'
     head += b"Content-Transfer-Encoding: base64\r\n"
     return bytes(head)

@@ -102,7 +102,9 @@ class PatientClient:
         if old is not None and unicodedata.normalize("NFC", password) == unicodedata.normalize("NFC", old):
             raise PatientCryptoError("weak_password", "the new password is the old one")
 
-    def _rewrap(self, old_secret: str, new_password: str, record: Record, certificate: x509.Certificate | None) -> Rewrap:
+    def _rewrap(
+        self, old_secret: str, new_password: str, record: Record, certificate: x509.Certificate | None
+    ) -> Rewrap:
         wrapped = _wrapped_of(record)
         params = self._checked(wrapped)
         old_auth, old_wrap = derive_keys(old_secret, params)
@@ -116,7 +118,12 @@ class PatientClient:
         return Rewrap(old_auth, new_auth, wrap_private_key(key, new_wrap, params=new_params))
 
     def activate(
-        self, activation_code: str, new_password: str, server_record: Record, *, certificate: x509.Certificate | None = None
+        self,
+        activation_code: str,
+        new_password: str,
+        server_record: Record,
+        *,
+        certificate: x509.Certificate | None = None,
     ) -> Rewrap:
         """First visit: the code unlocks the key, which is re-wrapped under the new password.
 
@@ -135,7 +142,9 @@ class PatientClient:
         auth_key, _ = derive_keys(password, self._checked(params))
         return auth_key
 
-    def unlock(self, password: str, record: Record, *, certificate: x509.Certificate | None = None) -> rsa.RSAPrivateKey:
+    def unlock(
+        self, password: str, record: Record, *, certificate: x509.Certificate | None = None
+    ) -> rsa.RSAPrivateKey:
         """The private key, for this session only (WebCrypto: non-extractable, usage decrypt).
 
         With ``certificate``, the key must be that certificate's: a server cannot swap in a key of
@@ -155,7 +164,9 @@ class PatientClient:
         self._check_new_password(new_password, old=old_password)
         return self._rewrap(old_password, new_password, record, certificate)
 
-    def open(self, message_bytes: bytes, private_key: rsa.RSAPrivateKey, *, certificate: x509.Certificate | None = None) -> bytes:
+    def open(
+        self, message_bytes: bytes, private_key: rsa.RSAPrivateKey, *, certificate: x509.Certificate | None = None
+    ) -> bytes:
         """The header-protected payload of one stored message (then MIME-parsed, sanitised and
         shown in a sandboxed frame: PORTAL.md section 5)."""
         return decrypt_patient_message(message_bytes, private_key, certificate)

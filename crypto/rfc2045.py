@@ -73,7 +73,7 @@ def params(value: str) -> list[tuple[str, ParamValue]]:
     try:
         decoded: list[tuple[str, ParamValue]] = decode_params(pairs)
     except (ValueError, TypeError):
-        decoded = [pairs[0]] + [(k, '"%s"' % quote(unquote(v))) for k, v in pairs[1:]]
+        decoded = [pairs[0]] + [(k, f'"{quote(unquote(v))}"') for k, v in pairs[1:]]
     return [(k, (v[0], v[1], unquote(v[2])) if isinstance(v, tuple) else unquote(v)) for k, v in decoded]
 
 

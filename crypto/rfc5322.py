@@ -306,4 +306,3 @@ def has_bare_cr_or_lf(raw: bytes) -> bool:
     cannot overlap, so every CR and every LF is in one exactly when the counts agree."""
     pairs = raw.count(b"\r\n")
     return raw.count(b"\r") != pairs or raw.count(b"\n") != pairs
-

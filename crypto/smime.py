@@ -118,9 +118,7 @@ def _content_info_is_enveloped(der: bytes) -> bool:
     if not encrypted or len(encrypted) < 16:
         return False
     sample = encrypted[:65536]
-    if len(sample) >= _MIN_SAMPLE and len(zlib.compress(sample, 6)) < 0.9 * len(sample):
-        return False
-    return True
+    return not (len(sample) >= _MIN_SAMPLE and len(zlib.compress(sample, 6)) < 0.9 * len(sample))
 
 
 def is_encrypted(raw: bytes) -> bool:
@@ -279,7 +277,9 @@ def encrypt(protected: Protected, certificates: Sequence[x509.Certificate]) -> b
     """
     if not certificates:
         raise SMimeError("no recipient certificate: refusing to store a message nobody can read")
-    builder = pkcs7.PKCS7EnvelopeBuilder().set_data(protected.payload).set_content_encryption_algorithm(algorithms.AES256)
+    builder = (
+        pkcs7.PKCS7EnvelopeBuilder().set_data(protected.payload).set_content_encryption_algorithm(algorithms.AES256)
+    )
     for cert in certificates:
         builder = builder.add_recipient(cert)
     # Binary: the payload is already canonical; without it the builder rewrites line ends.

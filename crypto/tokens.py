@@ -46,7 +46,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from .files import write_private
 from .keys import x5t_s256
 
-__all__ = ["TokenIssuer", "TokenRejected", "TokenVerifier", "REASONS", "jwk_thumbprint"]
+__all__ = ["REASONS", "TokenIssuer", "TokenRejected", "TokenVerifier", "jwk_thumbprint"]
 
 log = logging.getLogger(__name__)
 
@@ -362,8 +362,13 @@ class TokenVerifier:
         options: dict[str, Any] = {"require": ["exp", "iat", "iss", "aud"]}
         try:
             claims = jwt.decode(
-                token, key.key, algorithms=[alg], audience=self.audience, issuer=self.issuer,
-                leeway=self.skew, options=options,
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.skew,
+                options=options,
             )
         except jwt.ExpiredSignatureError as exc:
             raise TokenRejected("expired", str(exc)) from exc

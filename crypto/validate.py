@@ -28,7 +28,8 @@ import threading
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -299,7 +300,7 @@ class CertificateValidator:
             return
         # Every certificate but the root: leaf against its CA's CRL, intermediates against the
         # root's CRL when one is loaded.
-        for index, (cert, issuer) in enumerate(zip(path, path[1:])):
+        for index, (cert, issuer) in enumerate(pairwise(path)):
             crls = self._crls_for(issuer)
             if not crls:
                 if index == 0:
@@ -438,7 +439,7 @@ class CertificateValidator:
                 leaf = x509.load_der_x509_certificate(bytes(leaf))
             except ValueError as exc:
                 raise CertificateRejected("malformed", f"not a DER certificate: {exc}") from exc
-        at = as_utc(at) if at is not None else datetime.now(timezone.utc)
+        at = as_utc(at) if at is not None else datetime.now(UTC)
         try:
             path = self._build_path(leaf, chain)
             for cert in path:

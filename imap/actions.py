@@ -5,13 +5,13 @@ progress keeps: the small values that command handlers, the session and the asyn
 They live here, below all three, so that no handler imports the session module (which
 imports the handlers) and the asyncio layer needs no handler.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mss.services import SaslExchange
-
 from imap.protocol.response import Response
+from mss.services import SaslExchange
 
 
 @dataclass(frozen=True)

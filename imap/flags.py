@@ -3,6 +3,7 @@
 System flags (`\\Seen`, ...) are case-insensitive: whatever case the client used, they are
 stored and compared in their canonical spelling. Keywords are kept as sent.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

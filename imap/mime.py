@@ -10,6 +10,7 @@ same that split the message when it came in; field values are handed on as `emai
 (compat32) used to hand them (folding kept, octets beyond ASCII as U+FFFD) and MIME
 parameters are parsed by `crypto.rfc2045`, so ENVELOPE and BODYSTRUCTURE answer as before.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,8 +37,8 @@ class Part:
     ctype: str = "text"
     csubtype: str = "plain"
     params: list[tuple[str, str]] = field(default_factory=list)
-    children: list["Part"] = field(default_factory=list)  # multipart parts
-    message: "Part | None" = None  # the encapsulated message of a message/rfc822 part
+    children: list[Part] = field(default_factory=list)  # multipart parts
+    message: Part | None = None  # the encapsulated message of a message/rfc822 part
     fields: tuple[Field, ...] = ()  # the header fields, as scanned
 
     @property
@@ -278,7 +279,12 @@ def bodystructure(part: Part, extended: bool = True) -> tuple:
         items: list = [bodystructure(c, extended) for c in part.children]
         items.append(part.csubtype.upper())
         if extended:
-            items += [_param_list(part.params), _disposition(part), _language(part), _nstr(part.field("Content-Location"))]
+            items += [
+                _param_list(part.params),
+                _disposition(part),
+                _language(part),
+                _nstr(part.field("Content-Location")),
+            ]
         return tuple(items)
     items = [
         part.ctype.upper(),
@@ -294,5 +300,10 @@ def bodystructure(part: Part, extended: bool = True) -> tuple:
     elif part.ctype == "text":
         items.append(_lines(part.body))
     if extended:
-        items += [_nstr(part.field("Content-MD5")), _disposition(part), _language(part), _nstr(part.field("Content-Location"))]
+        items += [
+            _nstr(part.field("Content-MD5")),
+            _disposition(part),
+            _language(part),
+            _nstr(part.field("Content-Location")),
+        ]
     return tuple(items)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from mss.refusals import Reason, Refusal
-
 from imap.protocol.response import Status, no
+from mss.refusals import Reason, Refusal
 
 #: Reason -> response code (RFC 5530 unless noted).
 IMAP_CODE: dict[Reason, str] = {

@@ -5,6 +5,7 @@ RFC 9051 6.2.1) and `imaps` (implicit TLS). Both ask for a client certificate; t
 hands it to the core at AUTHENTICATE EXTERNAL. Everything about IMAP itself lives in the
 sans-IO `Session`; this module only moves bytes, performs handshakes and waits.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,14 +13,13 @@ import logging
 import ssl
 from collections.abc import Callable, Sequence
 
-from mss.tls import peer_certificate_der
-from mss.peers import format_peer
-from mss.services import ImapServices
-
 from imap.actions import Close, Output, StartTLS
 from imap.protocol.response import Response, bye
 from imap.session import Session
 from imap.state import UNAUTHENTICATED, State
+from mss.peers import format_peer
+from mss.services import ImapServices
+from mss.tls import peer_certificate_der
 
 log = logging.getLogger("mss.imap")
 
@@ -147,7 +147,12 @@ async def _send(conn: _Connection, outputs: Sequence[Output]) -> bool:
 
 
 async def serve_connection(
-    core: ImapServices, conn: _Connection, *, implicit_tls: bool, ctx: ssl.SSLContext, preauth_timeout: float = PREAUTH_TIMEOUT_S
+    core: ImapServices,
+    conn: _Connection,
+    *,
+    implicit_tls: bool,
+    ctx: ssl.SSLContext,
+    preauth_timeout: float = PREAUTH_TIMEOUT_S,
 ) -> None:
     transport = conn.transport
     if transport is None:  # pragma: no cover - called from connection_made
@@ -212,7 +217,7 @@ async def _read_or_idle(conn: _Connection, session: Session, timeout: float) -> 
     if session.idle is None or session.idle.watch is None:
         try:
             return await asyncio.wait_for(conn.read(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -10,17 +10,13 @@ handle once authenticated, the folder view once selected, the IDLE watch, the AU
 exchange waiting for its next line). Command handlers (`imap.commands`) do the work of each
 command and call `apply` with what happened; they never set the state themselves.
 """
+
 from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Literal, overload
-
-
-from mss.principal import Principal
-from mss.refusals import Refusal
-from mss.services import Authentication, ClientConnection, FolderWatch, ImapServices, MailboxHandle
 
 from imap.actions import Action, Close, Output, PendingAuthentication, StartTLS
 from imap.commands import HANDLERS
@@ -40,6 +36,9 @@ from imap.state import (
     next_state,
 )
 from imap.view import FolderView
+from mss.principal import Principal
+from mss.refusals import Refusal
+from mss.services import Authentication, ClientConnection, FolderWatch, ImapServices, MailboxHandle
 
 __all__ = ["Action", "Close", "Idle", "Output", "PendingAuthentication", "Session", "StartTLS", "State"]
 
@@ -82,7 +81,9 @@ class Session:
         self._limits = Limits(line=lim.imap_line, literal=lim.imap_literal, nesting=lim.imap_nesting)
         # Before authentication no command needs a large literal: an anonymous peer may not
         # make us buffer a 25 MiB APPEND only to be told NO.
-        self.parser = Parser(Limits(line=lim.imap_line, literal=min(lim.imap_literal, PREAUTH_LITERAL), nesting=lim.imap_nesting))
+        self.parser = Parser(
+            Limits(line=lim.imap_line, literal=min(lim.imap_literal, PREAUTH_LITERAL), nesting=lim.imap_nesting)
+        )
         self.client_certificate: bytes | None = None
         self.handle: MailboxHandle | None = None  # the one mailbox this session is bound to
         self.view: FolderView | None = None
@@ -112,8 +113,16 @@ class Session:
         if self.state is State.NOT_AUTHENTICATED and self.authentication is not None:
             caps += [f"AUTH={m}" for m in self.authentication.mechanisms] + ["SASL-IR"]
         return caps + [
-            "LITERAL+", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
-            "SPECIAL-USE", "UNSELECT", "MOVE", "CHILDREN",
+            "LITERAL+",
+            "ID",
+            "ENABLE",
+            "IDLE",
+            "NAMESPACE",
+            "UIDPLUS",
+            "SPECIAL-USE",
+            "UNSELECT",
+            "MOVE",
+            "CHILDREN",
         ]
 
     def greeting(self) -> list[Response]:
@@ -137,8 +146,14 @@ class Session:
     def apply(
         self,
         event: Literal[
-            Event.STARTTLS, Event.TLS_STARTED, Event.AUTH_FAILED, Event.SELECT_FAILED, Event.CLOSE,
-            Event.IDLE_DONE, Event.LOGOUT, Event.DISCONNECT,
+            Event.STARTTLS,
+            Event.TLS_STARTED,
+            Event.AUTH_FAILED,
+            Event.SELECT_FAILED,
+            Event.CLOSE,
+            Event.IDLE_DONE,
+            Event.LOGOUT,
+            Event.DISCONNECT,
         ],
     ) -> None: ...
 

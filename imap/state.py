@@ -21,6 +21,7 @@ the next client line is no command and must be read differently:
 Every state but LOGOUT goes to LOGOUT on DISCONNECT (RFC 9051 3, transition (7)); the three
 command states also on the LOGOUT command. The table below is the whole truth.
 """
+
 from __future__ import annotations
 
 import enum
@@ -216,4 +217,3 @@ def next_state(state: State, event: Event) -> State:
         return TRANSITIONS[state][event]
     except KeyError:
         raise LocalProtocolError(f"event {event.name} is not possible in state {state.name}") from None
-

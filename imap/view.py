@@ -5,15 +5,15 @@ RFC 9051 2.3.1.2 and 7.5.1: sequence numbers may only change when the server say
 the store and produces the untagged updates that bring the client up to date, in an order
 that keeps every number it sends valid (EXPUNGE from the highest number down).
 """
+
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
-from mss.records import FolderInfo, MessageMeta
-
 from imap.protocol.commands import SequenceSet
 from imap.protocol.response import Atom, Data, Response, Value
+from mss.records import FolderInfo, MessageMeta
 
 
 def flag_list(flags: Iterable[str]) -> list[Atom]:

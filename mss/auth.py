@@ -10,15 +10,15 @@
   `MAX_AUTH_FAILURES` for SMTP and IMAP) and writes the one log line of every result.
 - `CoreCredentials` (`mss.services.Credentials`) hands each new connection its own.
 """
+
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import hashlib
 import logging
-import ssl
 import unicodedata
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 from cryptography import x509
@@ -70,7 +70,7 @@ class Authenticator:
         if not der:
             raise AuthenticationFailed("no_certificate", "a health-PKI client certificate is required")
         try:
-            cert = self.validator.validate(der, usage="client", at=datetime.now(timezone.utc))
+            cert = self.validator.validate(der, usage="client", at=datetime.now(UTC))
             identity = identity_from_certificate(cert)
         except CertificateRejected as exc:
             raise AuthenticationFailed(exc.reason, CERTIFICATE_REFUSED, detail=exc.detail) from exc
@@ -111,7 +111,12 @@ class Authenticator:
     # -- OAUTHBEARER / XOAUTH2: an e-CPS token bound to the connection's certificate -------------
 
     async def from_token(
-        self, token: str, cert_der: bytes | None, authzid: str | None = None, *, peer: str = "?",
+        self,
+        token: str,
+        cert_der: bytes | None,
+        authzid: str | None = None,
+        *,
+        peer: str = "?",
         mechanism: str = "OAUTHBEARER",
     ) -> Principal:
         """The professional named by an access token, on a connection whose client certificate
@@ -178,7 +183,8 @@ class Authenticator:
             return principal.restricted_to(authzid)
         except PermissionError as exc:
             raise AuthenticationFailed(
-                "authzid_not_entitled", "not authorized for that mailbox",
+                "authzid_not_entitled",
+                "not authorized for that mailbox",
                 detail=f"id={principal.identifier} authzid={authzid!r}",
             ) from exc
 
@@ -191,7 +197,12 @@ class CredentialChecker(Protocol):
     async def from_certificate(self, der: bytes | None, *, peer: str = "?") -> Principal: ...
 
     async def from_token(
-        self, token: str, cert_der: bytes | None, authzid: str | None = None, *, peer: str = "?",
+        self,
+        token: str,
+        cert_der: bytes | None,
+        authzid: str | None = None,
+        *,
+        peer: str = "?",
         mechanism: str = "OAUTHBEARER",
     ) -> Principal: ...
 
@@ -301,16 +312,23 @@ class ConnectionAuthentication:
         except PermissionError:
             # RFC 4422 3.4.1: the authzid is an authorization request, refused on its own.
             return self._conclude(
-                "unauthorized", "not authorized to act as this mailbox", mechanism=mechanism,
-                reason="authzid_not_entitled", detail=f"authzid={authzid!r}", principal=result,
+                "unauthorized",
+                "not authorized to act as this mailbox",
+                mechanism=mechanism,
+                reason="authzid_not_entitled",
+                detail=f"authzid={authzid!r}",
+                principal=result,
             )
         return self._success(narrowed, mechanism=mechanism)
 
     async def token(self, credentials: sasl.BearerCredentials, *, mechanism: str) -> Success | Failure:
         try:
             principal = await self._checker.from_token(
-                credentials.token, self.client.certificate, credentials.authzid,
-                peer=self.client.peer, mechanism=mechanism,
+                credentials.token,
+                self.client.certificate,
+                credentials.authzid,
+                peer=self.client.peer,
+                mechanism=mechanism,
             )
         except AuthenticationFailed as exc:
             return self._refused(exc, mechanism=mechanism)
@@ -348,19 +366,29 @@ class ConnectionAuthentication:
     def _success(self, principal: Principal, *, mechanism: str | None) -> Success | Failure:
         if principal.default_mailbox is None:
             return self._conclude(
-                "unauthorized", "no mailbox for this certificate", mechanism=mechanism,
-                reason="no_mailbox", principal=principal, counted=False,
+                "unauthorized",
+                "no mailbox for this certificate",
+                mechanism=mechanism,
+                reason="no_mailbox",
+                principal=principal,
+                counted=False,
             )
         self._log(
-            logging.INFO, "ok", mechanism,
-            kind=principal.kind, id=principal.identifier, mailbox=principal.default_mailbox,
-            mailboxes=len(principal.mailboxes), cert=(principal.cert_sha256 or "-")[:16],
+            logging.INFO,
+            "ok",
+            mechanism,
+            kind=principal.kind,
+            id=principal.identifier,
+            mailbox=principal.default_mailbox,
+            mailboxes=len(principal.mailboxes),
+            cert=(principal.cert_sha256 or "-")[:16],
         )
         return Success(principal)
 
     def _refused(self, exc: AuthenticationFailed, *, mechanism: str | None, counted: bool = True) -> Failure:
-        return self._conclude("refused", exc.public, mechanism=mechanism, reason=exc.reason, detail=exc.detail,
-                              counted=counted)
+        return self._conclude(
+            "refused", exc.public, mechanism=mechanism, reason=exc.reason, detail=exc.detail, counted=counted
+        )
 
     def _unavailable(self, exc: Exception, *, mechanism: str | None) -> Failure:
         if isinstance(exc, AuthenticationUnavailable):
@@ -390,8 +418,12 @@ class ConnectionAuthentication:
         close = counted and self._failures >= self._max_failures
         level = {"unavailable": logging.ERROR, "refused": logging.WARNING, "unauthorized": logging.WARNING}
         self._log(
-            level.get(kind, logging.INFO), kind, mechanism, reason=reason,
-            kind=principal.kind if principal else None, id=principal.identifier if principal else None,
+            level.get(kind, logging.INFO),
+            kind,
+            mechanism,
+            reason=reason,
+            kind=principal.kind if principal else None,
+            id=principal.identifier if principal else None,
             failures=f"{self._failures}/{self._max_failures}" if counted else None,
             closing="yes" if close else None,
             detail=detail,  # free text: last

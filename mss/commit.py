@@ -6,21 +6,32 @@ one after the other in one transaction, commits once (one fsync), and only then 
 caller with its own result. A writer that finds nothing in flight is committed at once; the
 others wait only for the commit already in flight, never for a timer (DESIGN.md, Storage).
 
-Locks are declared up front and taken for the whole batch in one global order (ascending
-folder id, see `Store.lock`), so two nodes' batches that touch the same folders cannot
-deadlock. If the batch fails, each operation is re-run alone in its own transaction: one
-bad request never fails its neighbours, and each caller gets its own outcome.
+Locks are declared up front and taken for the whole batch in one global order (see
+`Store._lock`: per-mailbox locks in sorted order, then folder rows by ascending id), so two
+nodes' batches that touch the same mailboxes cannot deadlock.
+
+One operation's refusal never costs its neighbours their shared commit. The contract that
+makes it safe: an operation raises `Refusal` only *before* it writes anything (it checks,
+then writes). A refused operation is answered and the batch goes on in the same
+transaction; a folder named by one operation that no longer exists fails that operation
+only. Any other error (the database) rolls the batch back, and each operation is then tried
+on its own so each caller gets its own outcome.
+
+Bulk operations (a COPY of thousands of messages) run `alone`: in their own transaction, in
+the caller's task, so they never hold up the deliveries queued behind the committer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mss.refusals import Reason, Refusal
 
 log = logging.getLogger("mss.commit")
 
@@ -49,7 +60,10 @@ class WriteOp(Generic[T]):
 
 
 class LockTaker(Protocol):
-    async def __call__(self, session: AsyncSession, locks: Iterable[Locks]) -> None: ...
+    async def __call__(self, session: AsyncSession, locks: Sequence[Locks]) -> set[int]:
+        """Take the batch's locks; returns the positions of the operations whose folders are
+        gone (they are refused, the others go on)."""
+        ...
 
 
 class GroupCommit:
@@ -73,11 +87,23 @@ class GroupCommit:
         #: Transactions committed and operations carried, for tests and metrics.
         self.commits = 0
         self.operations = 0
+        #: Batches the database refused (a deadlock, a lost connection) and that were split.
+        self.failed_batches = 0
 
-    async def run(self, locks: Locks, run: Callable[[AsyncSession], Awaitable[tuple[T, Iterable[int]]]]) -> T:
-        """Queue one write and wait until the transaction holding it is committed."""
+    async def run(
+        self, locks: Locks, run: Callable[[AsyncSession], Awaitable[tuple[T, Iterable[int]]]], *, alone: bool = False
+    ) -> T:
+        """Queue one write and wait until the transaction holding it is committed (`alone`:
+        run it now in a transaction of its own, for bulk work)."""
         if self._stopping:
             raise RuntimeError("server stopping")
+        if alone:
+            lone: WriteOp[T] = WriteOp(locks, run, asyncio.get_running_loop().create_future())
+            outcomes = await self._transaction([lone])  # type: ignore[list-item]
+            result = outcomes[0]
+            if isinstance(result, BaseException):
+                raise result
+            return result  # type: ignore[return-value]
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="group-commit")
         op: WriteOp[T] = WriteOp(locks, run, asyncio.get_running_loop().create_future())
@@ -96,7 +122,7 @@ class GroupCommit:
         self._wake.set()
         try:
             await asyncio.wait_for(task, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass  # cancelled by wait_for: `_loop` fails the operations it held
         for op in self._queue:
             _fail(op, RuntimeError("server stopping"))
@@ -124,37 +150,53 @@ class GroupCommit:
 
     async def _commit(self, batch: list[WriteOp[object]]) -> None:
         try:
-            results = await self._transaction(batch)
+            outcomes = await self._transaction(batch)
         except Exception as exc:  # noqa: BLE001 - handed to the callers below
             if len(batch) == 1:
                 _fail(batch[0], exc)
                 return
-            log.info("batch of %d failed (%s); committing each on its own", len(batch), type(exc).__name__)
+            self.failed_batches += 1
+            log.warning("batch of %d failed (%s); committing each on its own", len(batch), type(exc).__name__)
             for op in batch:
                 try:
-                    (result,) = await self._transaction([op])
+                    (outcome,) = await self._transaction([op])
                 except Exception as one:  # noqa: BLE001 - handed to its caller
                     _fail(op, one)
                 else:
-                    _resolve(op, result)
+                    _settle(op, outcome)
             return
-        for op, result in zip(batch, results):
-            _resolve(op, result)
+        for op, outcome in zip(batch, outcomes, strict=True):
+            _settle(op, outcome)
 
     async def _transaction(self, batch: list[WriteOp[object]]) -> list[object]:
-        results: list[object] = []
+        """Run a batch in one transaction; each op's result, or the Refusal it raised."""
+        outcomes: list[object] = []
         changed: set[int] = set()
         async with self.sessions() as s, s.begin():
-            await self.lock(s, [op.locks for op in batch])
-            for op in batch:
-                result, folders = await op.run(s)
-                results.append(result)
+            gone = await self.lock(s, [op.locks for op in batch])
+            for i, op in enumerate(batch):
+                if i in gone:
+                    outcomes.append(Refusal(Reason.NO_SUCH_FOLDER, "The folder no longer exists"))
+                    continue
+                try:
+                    result, folders = await op.run(s)
+                except Refusal as refused:  # raised before the op wrote anything (see above)
+                    outcomes.append(refused)
+                    continue
+                outcomes.append(result)
                 changed.update(folders)
         self.commits += 1
         self.operations += len(batch)
         for folder_id in changed:
             self.publish(folder_id)
-        return results
+        return outcomes
+
+
+def _settle(op: WriteOp[object], outcome: object) -> None:
+    if isinstance(outcome, BaseException):
+        _fail(op, outcome)
+    else:
+        _resolve(op, outcome)
 
 
 def _resolve(op: WriteOp[object], result: object) -> None:

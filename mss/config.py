@@ -3,6 +3,7 @@
 Relative paths in the file are relative to the file's own folder, so a deployment folder
 can be moved or copied as a whole.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -108,7 +109,7 @@ class TokenSettings(_Section):
                 raise ValueError("a JWKS URL must use https:// (plain http only for a loopback address)")
         return v
 
-    def jwks_source(self, settings: "Settings") -> str | Path | None:
+    def jwks_source(self, settings: Settings) -> str | Path | None:
         if not self.jwks:
             return None
         if self.jwks.startswith(("https://", "http://")):
@@ -219,7 +220,7 @@ def resolve_database_url(url: str, base_dir: Path) -> str:
         url = env
     prefix = "sqlite+aiosqlite:///"
     if url.startswith(prefix):
-        rest = url[len(prefix):]
+        rest = url[len(prefix) :]
         if rest and not rest.startswith("/") and rest != ":memory:":
             return prefix + str((base_dir / rest).resolve())
     return url
@@ -247,9 +248,7 @@ def load_settings(path: Path | str | None = None) -> Settings:
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path}: {problems}") from exc
     # Containers bind every interface without editing the deployment's file (and then
     # serve HTTPS on the http listener: see `check_http_transport`).

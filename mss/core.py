@@ -1,4 +1,5 @@
 """The core's services bundled for the front ends: one `Core` per `mss serve` process."""
+
 from __future__ import annotations
 
 import asyncio
@@ -52,7 +53,7 @@ class Core:
         self.directory = CoreDirectory(self.sessions)
 
     @classmethod
-    async def open(cls, settings: Settings, *, migrate: bool = True) -> "Core":
+    async def open(cls, settings: Settings, *, migrate: bool = True) -> Core:
         url = settings.resolved_database_url
         if migrate:
             await upgrade(url)
@@ -72,7 +73,7 @@ class Core:
             store=store,
             sealer=sealer,
             submission=Delivery(settings, sessions, sealer, store, patients),
-            mail=MailAccessService(store, sealer),
+            mail=MailAccessService(store, sealer, max_message_size=settings.limits.max_message_size),
             patients=patients,
             auth=Authenticator(validator, sessions, build_token_verifier(settings)),
             validator=validator,
@@ -147,7 +148,7 @@ async def _refresh_crls(validator: CertificateValidator, interval: float) -> Non
         except ValueError as exc:
             log.error("CRL refresh failed, keeping the previous CRLs: %s", exc)
             failing = True
-        except Exception:  # noqa: BLE001 - the refresher must outlive one bad round
+        except Exception:
             log.exception("CRL refresh failed")
             failing = True
         else:

@@ -6,13 +6,14 @@ then checks the password of the mailbox named by the user name. Only an Argon2id
 PHC string from argon2-cffi) is stored; the clear password is printed once by
 `mss mailbox app-password` and never written anywhere.
 """
+
 from __future__ import annotations
 
 import asyncio
 import functools
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -57,7 +58,7 @@ async def create_app_password(session: AsyncSession, address: str, *, label: str
         raise ValueError(f"{address} already has {count} app passwords; revoke some first")
     password = generate_app_password()
     hashed = await asyncio.to_thread(_HASHER.hash, _normalise(password))
-    row = AppPassword(address=address, label=label, hash=hashed, created_at=datetime.now(timezone.utc))
+    row = AppPassword(address=address, label=label, hash=hashed, created_at=datetime.now(UTC))
     session.add(row)
     await session.flush()
     return row.id, password
@@ -110,5 +111,5 @@ async def check_app_password(sessions: async_sessionmaker, address: str, passwor
     if found is None or found < 0:
         return False
     async with sessions() as s, s.begin():
-        await s.execute(update(AppPassword).where(AppPassword.id == found).values(last_used_at=datetime.now(timezone.utc)))
+        await s.execute(update(AppPassword).where(AppPassword.id == found).values(last_used_at=datetime.now(UTC)))
     return True

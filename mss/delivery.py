@@ -19,9 +19,9 @@ from annuaire.local import DeliveryTarget, LocalDirectory, normalize_address
 from annuaire.whitelist import in_trust_space
 from mss.config import Settings
 from mss.message import check_header_senders, parse_message_async
+from mss.patients import ConversationInfo, PatientSpaces, PatientTarget, message_ids
 from mss.policy import Recipient, check_recipient, check_sender, domain_of
 from mss.principal import Principal
-from mss.patients import ConversationInfo, PatientSpaces, PatientTarget, message_ids
 from mss.records import NewMessage, StoredRef
 from mss.refusals import Reason, Refusal
 from mss.sealing import Sealable, Sealer
@@ -121,7 +121,9 @@ class Delivery:
         if self.patients.is_patient_address(address):
             if principal.kind == "PATIENT":
                 raise Refusal(Reason.NOT_ALLOWED, "A patient cannot write to another patient", f"patient to {address}")
-            return Recipient(address, "patient", await self.patients.target(address, principal=principal, sender=sender))
+            return Recipient(
+                address, "patient", await self.patients.target(address, principal=principal, sender=sender)
+            )
         target = None
         async with self.sessions() as s:
             if dom in self.local_domains:
@@ -171,12 +173,17 @@ class Delivery:
 
         async def then(s: AsyncSession, refs: list[StoredRef]) -> None:
             await self.patients.after_delivery(
-                s, sender=sender, principal=principal, message=message,
+                s,
+                sender=sender,
+                principal=principal,
+                message=message,
                 stored=[(target, refs[i]) for i, target in patient_items],
             )
             if answering is not None:
                 msgid = (message_ids(message.outer.message_id) or [""])[0]
-                await self.patients.record_answer(s, answering.id, msgid, refs[sent_at] if sent_at is not None else None)
+                await self.patients.record_answer(
+                    s, answering.id, msgid, refs[sent_at] if sent_at is not None else None
+                )
 
         refs = await self.store.write(items, then=then)
         log.info("delivered from=%s rcpts=%d stored=%d size=%d", sender, len(envelope.recipients), len(refs), len(raw))
@@ -198,12 +205,15 @@ class Delivery:
                 local = await LocalDirectory(s).delivery_target(sender)
             assert local is not None
             sealed, headers = await self.sealer.seal(sender, sealable, local.certificates)
-        items.append(NewMessage(mailbox=sender, folder="Sent", content=sealed, headers=headers, flags=frozenset({"\\Seen"})))
+        items.append(
+            NewMessage(mailbox=sender, folder="Sent", content=sealed, headers=headers, flags=frozenset({"\\Seen"}))
+        )
         return len(items) - 1
 
 
 def _check_can_receive(target: DeliveryTarget | None) -> None:
     if target is not None and not target.certificates:
         raise Refusal(
-            Reason.NO_ENCRYPTION_KEY, f"Mailbox <{target.address}> has no valid encryption certificate and cannot receive"
+            Reason.NO_ENCRYPTION_KEY,
+            f"Mailbox <{target.address}> has no valid encryption certificate and cannot receive",
         )

@@ -5,6 +5,7 @@ an ORG mailbox they share, and an APP mailbox for practice software; then writes
 `mss.toml` and `demo.json` (the stable contract that scripts and docs rely on). Private
 keys go to the users' folders only: the server never reads them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,8 +24,8 @@ from crypto.keys import new_password, write_pkcs12
 from crypto.patient_client import PatientClient
 from crypto.pki import Issued, TestPKI
 from crypto.tokens import TokenIssuer
-from mss.db.engine import create_engine, sessionmaker, upgrade
 from mss.config import resolve_database_url
+from mss.db.engine import create_engine, sessionmaker, upgrade
 from mss.store import Store
 
 DEFAULT_DOMAIN = "hopital-demo.mssante.test"
@@ -60,9 +61,9 @@ STRUCTURE_NAME = "HOPITAL DEMO"
 # Demo CRLs outlive a forgotten demo; `mss pki crl` writes fresh ones (7 days by default).
 DEMO_CRL_LIFETIME = timedelta(days=90)
 CRL_FILES = ("pki/ca/crl/root.crl", "pki/ca/crl/personnes.crl", "pki/ca/crl/organisations.crl")
-TOKEN_KEY = "pki/tokens/issuer.key"
-TOKEN_JWKS = "pki/tokens/jwks.json"
-TOKEN_ACR = "eidas1"
+TOKEN_KEY = "pki/tokens/issuer.key"  # noqa: S105 - a path, not a secret
+TOKEN_JWKS = "pki/tokens/jwks.json"  # noqa: S105 - a path, not a secret
+TOKEN_ACR = "eidas1"  # noqa: S105 - an assurance level name
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,9 @@ def _user_files(folder: Path, address: str, auth: Issued, enc: Issued) -> dict:
     smime_cert, smime_key = _write_pair(folder, "smime", enc)
     p12_password, tls_p12_password = new_password(), new_password()
     write_pkcs12(folder / "smime.p12", enc.key, enc.cert, enc.chain, p12_password, friendly_name=address)
-    write_pkcs12(folder / "auth.p12", auth.key, auth.cert, auth.chain, tls_p12_password, friendly_name=f"{address} (auth)")
+    write_pkcs12(
+        folder / "auth.p12", auth.key, auth.cert, auth.chain, tls_p12_password, friendly_name=f"{address} (auth)"
+    )
     return {
         "tls_cert": tls_cert,
         "tls_key": tls_key,

@@ -4,6 +4,7 @@ The publication rules live here, once, for every face that shows the directory t
 public (JSON, FHIR, and later the portal's address book): red-listed mailboxes are left out,
 and only `PublishedMailbox`'s fields ever leave.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

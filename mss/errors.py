@@ -4,6 +4,7 @@
 (they may name the certificate problem, the directory miss, ...). The checkers do not log:
 the per-connection `mss.auth.ConnectionAuthentication` writes the one log line of each result.
 """
+
 from __future__ import annotations
 
 

@@ -3,12 +3,13 @@
 In-process only for now: every listener of one `mss serve` process shares this bus.
 Across nodes (PostgreSQL LISTEN/NOTIFY) is the scale-out issue's job.
 """
+
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 class FolderWatch:
@@ -24,7 +25,7 @@ class FolderWatch:
         """True when a change arrived, False on timeout. Clears the signal."""
         try:
             await asyncio.wait_for(self._event.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         self._event.clear()
         return True

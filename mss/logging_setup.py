@@ -11,6 +11,7 @@ set on the root handlers, so every logger that propagates to the root (ours, aio
 A library that installs handlers of its own and stops propagation would bypass it: uvicorn
 does by default, so it must be started with `log_config=None`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -78,7 +79,7 @@ def _escape_exception_messages(text: str, exc: BaseException | None) -> str:
             todo += e.exceptions
         try:
             message = str(e)
-        except Exception:  # noqa: BLE001 - traceback prints a placeholder for these
+        except Exception:  # noqa: BLE001, S112 - traceback prints a placeholder for these
             continue
         if _UNSAFE.search(message):
             head = f"{_type_name(type(e))}: "
@@ -94,10 +95,10 @@ class EscapingFormatter(logging.Formatter):
     `format` appends stay on their own lines, with only the exceptions' messages escaped.
     """
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         return escape_controls(super().formatMessage(record))
 
-    def formatException(self, ei) -> str:  # noqa: ANN001, N802 - logging's signature
+    def formatException(self, ei) -> str:
         return _escape_exception_messages(super().formatException(ei), ei[1])
 
     def format(self, record: logging.LogRecord) -> str:

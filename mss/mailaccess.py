@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from crypto.rfc5322 import to_crlf
 from mss.events import FolderWatch
-from mss.sealing import Sealer
+from mss.message import parse_message_async
 from mss.principal import Principal
 from mss.records import FlagMode, FolderInfo, MessageMeta, NewMessage, OuterHeaders, StoredRef
 from mss.refusals import Reason, Refusal
+from mss.sealing import Sealer
 from mss.services import FolderState
 from mss.store import Store
 
@@ -25,11 +27,19 @@ from mss.store import Store
 class Handle:
     """A `mss.services.MailboxHandle` over the store, for one principal and one mailbox."""
 
-    def __init__(self, store: Store, sealer: Sealer, principal: Principal, address: str) -> None:
+    def __init__(self, store: Store, sealer: Sealer, principal: Principal, address: str, max_size: int) -> None:
         self._store = store
         self._sealer = sealer
         self._principal = principal
         self._address = address
+        self._max_size = max_size
+        #: The folder ids this handle handed out: the only ones it accepts.
+        self._issued: set[int] = set()
+
+    def _issue(self, folder: FolderInfo | None) -> FolderInfo | None:
+        if folder is not None:
+            self._issued.add(folder.id)
+        return folder
 
     @property
     def address(self) -> str:
@@ -41,7 +51,7 @@ class Handle:
 
     def _own(self, folder: FolderInfo) -> int:
         """The folder's id, once it is known to be one of this mailbox's folders."""
-        if folder.mailbox != self._address:
+        if folder.mailbox != self._address or folder.id not in self._issued:
             raise Refusal(
                 Reason.NOT_ALLOWED,
                 "Not a folder of this mailbox",
@@ -50,13 +60,17 @@ class Handle:
         return folder.id
 
     async def folders(self) -> list[FolderInfo]:
-        return await self._store.list_folders(self._address)
+        found = await self._store.list_folders(self._address)
+        self._issued.update(f.id for f in found)
+        return found
 
     async def folder(self, name: str) -> FolderInfo | None:
-        return await self._store.get_folder(self._address, name)
+        return self._issue(await self._store.get_folder(self._address, name))
 
     async def create_folder(self, name: str) -> FolderInfo:
-        return await self._store.create_folder(self._address, name)
+        created = await self._store.create_folder(self._address, name)
+        self._issued.add(created.id)
+        return created
 
     async def delete_folder(self, name: str) -> None:
         await self._store.delete_folder(self._address, name)
@@ -102,7 +116,11 @@ class Handle:
         info = await self._store.get_folder(self._address, folder)
         if info is None:
             raise Refusal(Reason.NO_SUCH_FOLDER, f"No folder {folder}")
-        sealed, headers = await self._sealer.seal(self._address, raw)
+        # The same bounds as a submission (size, line ends, header fields), off the loop when
+        # large; a draft may lack a From.
+        # Line ends are made CRLF first, as APPEND always allowed (RFC 8551 3.1.1 canonical form).
+        message = await parse_message_async(to_crlf(raw), max_size=self._max_size, require_from=False)
+        sealed, headers = await self._sealer.seal(self._address, message)
         (ref,) = await self._store.write(
             [
                 NewMessage(
@@ -111,7 +129,7 @@ class Handle:
                     content=sealed,
                     headers=headers,
                     flags=frozenset(flags),
-                    internaldate=internaldate or datetime.now(timezone.utc),
+                    internaldate=internaldate or datetime.now(UTC),
                 )
             ]
         )
@@ -124,9 +142,10 @@ class Handle:
 class MailAccessService:
     """`mss.services.MailAccess`: the one place that decides who opens which mailbox."""
 
-    def __init__(self, store: Store, sealer: Sealer) -> None:
+    def __init__(self, store: Store, sealer: Sealer, *, max_message_size: int) -> None:
         self._store = store
         self._sealer = sealer
+        self._max_size = max_message_size
 
     def mailboxes(self, principal: Principal) -> list[str]:
         return sorted(principal.mailboxes)
@@ -143,4 +162,4 @@ class MailAccessService:
             )
         # A mailbox's special-use folders exist from its first session on (no write once they do).
         await self._store.ensure_default_folders(address)
-        return Handle(self._store, self._sealer, principal, address)
+        return Handle(self._store, self._sealer, principal, address, self._max_size)

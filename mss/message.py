@@ -7,6 +7,7 @@ ciphertext and whether the message is already S/MIME-encrypted. What it returns,
 `ParsedMessage`, is handed on — to `check_header_senders`, to sealing — so that nothing splits
 the message again and every later step sees the same fields.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,7 +33,7 @@ __all__ = [
 #: At most this many header fields in a submitted message. The bound is on memory: a field
 #: costs a few hundred bytes of bookkeeping, so 25 MiB of four-octet fields would cost gigabytes.
 #: Real messages carry tens; a long relay chain a few hundred.
-MAX_HEADER_FIELDS = 10_000
+MAX_HEADER_FIELDS = 1_000  # real messages carry dozens; every stored header is parsed again at FETCH
 
 #: Messages larger than this are parsed in a worker thread: the scan is linear, but a few
 #: megabytes still take milliseconds that the listeners sharing the event loop should not wait.
@@ -60,13 +61,16 @@ class ParsedMessage:
         return self.raw[self.body_offset :]
 
 
-def parse_message(raw: bytes, *, max_size: int, max_fields: int = MAX_HEADER_FIELDS) -> ParsedMessage:
+def parse_message(
+    raw: bytes, *, max_size: int, max_fields: int = MAX_HEADER_FIELDS, require_from: bool = True
+) -> ParsedMessage:
     """Check ``raw`` and scan it once; raise `Refusal` for the first rule it breaks.
 
     The size comes first: it costs nothing and bounds everything after it. Then bare CR or
     LF (the raw material of SMTP smuggling, DESIGN.md "Bad input"), the header section, a
     From field (RFC 5322 §3.6; a missing Date is let through: RFC 6409 §8.3 lets submission
     complete it, and clients always send one), and an address in every From and Sender.
+    `require_from` is off for IMAP APPEND, where a draft may have no author yet.
     """
     if len(raw) > max_size:
         raise Refusal(Reason.TOO_BIG, "Message exceeds the maximum size")
@@ -76,10 +80,12 @@ def parse_message(raw: bytes, *, max_size: int, max_fields: int = MAX_HEADER_FIE
         section = scan(raw, max_fields=max_fields)
     except TooManyFields as exc:
         raise Refusal(
-            Reason.MALFORMED_MESSAGE, f"Message header has more than {exc.limit} fields", log=f"header fields > {exc.limit}"
+            Reason.MALFORMED_MESSAGE,
+            f"Message header has more than {exc.limit} fields",
+            log=f"header fields > {exc.limit}",
         ) from exc
     from_fields = section.get_all("From")
-    if not from_fields:
+    if not from_fields and require_from:
         raise Refusal(Reason.MALFORMED_MESSAGE, "Message has no From header field (RFC 5322 3.6)")
     from_addresses = _addresses("From", from_fields)
     sender_addresses = _addresses("Sender", section.get_all("Sender"))
@@ -96,20 +102,30 @@ def parse_message(raw: bytes, *, max_size: int, max_fields: int = MAX_HEADER_FIE
 
 
 async def parse_message_async(
-    raw: bytes, *, max_size: int, threshold: int = PARSE_IN_THREAD_THRESHOLD, max_fields: int = MAX_HEADER_FIELDS
+    raw: bytes,
+    *,
+    max_size: int,
+    threshold: int = PARSE_IN_THREAD_THRESHOLD,
+    max_fields: int = MAX_HEADER_FIELDS,
+    require_from: bool = True,
 ) -> ParsedMessage:
     """`parse_message`, in a worker thread when ``raw`` is larger than ``threshold`` so that
     a large message never stalls the event loop (small ones are cheaper parsed in place)."""
     if len(raw) > threshold and len(raw) <= max_size:
-        return await asyncio.to_thread(parse_message, raw, max_size=max_size, max_fields=max_fields)
-    return parse_message(raw, max_size=max_size, max_fields=max_fields)
+        return await asyncio.to_thread(
+            parse_message, raw, max_size=max_size, max_fields=max_fields, require_from=require_from
+        )
+    return parse_message(raw, max_size=max_size, max_fields=max_fields, require_from=require_from)
 
 
 def _addresses(name: str, fields: tuple[Field, ...]) -> tuple[str, ...]:
     """Every address of the ``name`` fields; a field that names none is refused."""
     found: list[str] = []
     for f in fields:
-        addresses = [a for _, a in getaddresses([f.unfolded]) if a]
+        try:
+            addresses = [a for _, a in getaddresses([f.unfolded]) if a]
+        except (RecursionError, ValueError, IndexError):  # e.g. comments nested thousands deep
+            raise Refusal(Reason.MALFORMED_MESSAGE, f"{name} header field cannot be parsed") from None
         if not addresses:
             raise Refusal(Reason.MALFORMED_MESSAGE, f"{name} header field has no address")
         found += addresses

@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -74,7 +74,7 @@ def notification(settings: Settings, to: str) -> EmailMessage:
     msg["From"] = settings.patients.notify_from or f"no-reply@{settings.domain}"
     msg["To"] = to
     msg["Subject"] = SUBJECT
-    msg["Date"] = format_datetime(datetime.now(timezone.utc))
+    msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = make_msgid(domain=settings.domain)
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834 5: no automatic answer to it
     msg.set_content(BODY.format(portal=portal_url(settings)))
@@ -100,7 +100,7 @@ def transport_for(settings: Settings) -> Transport | None:
 
         async def to_file(msg: EmailMessage) -> None:
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.eml"
+            path = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.eml"
             await asyncio.to_thread(write_private, path, msg.as_bytes())
 
         return to_file
@@ -131,13 +131,13 @@ class Notifier:
         while True:
             try:
                 await self.send_due()
-            except Exception:  # noqa: BLE001 - the notifier must outlive one bad round
+            except Exception:
                 log.exception("notification round failed")
             await asyncio.sleep(self.interval_s)
 
     async def send_due(self, now: datetime | None = None) -> int:
         """Send what is due; returns how many were sent."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         due = await self._lease(now)
         sent = 0
         for ins, email in due:

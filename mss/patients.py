@@ -24,7 +24,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -174,7 +174,7 @@ def _record(row: PatientSpace, blocked: Iterable[str] = ()) -> PatientRecord:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 #: Verified when there is no stored hash, so "no such space" costs what "wrong key" costs.
@@ -379,9 +379,18 @@ class PatientSpaces:
 
     @staticmethod
     def _journal(
-        s: AsyncSession, ins: str, actor_kind: str, actor: str, action: str, detail: str = "", *, now: datetime | None = None
+        s: AsyncSession,
+        ins: str,
+        actor_kind: str,
+        actor: str,
+        action: str,
+        detail: str = "",
+        *,
+        now: datetime | None = None,
     ) -> None:
-        s.add(PatientJournal(ins=ins, at=now or _now(), actor_kind=actor_kind, actor=actor, action=action, detail=detail))
+        s.add(
+            PatientJournal(ins=ins, at=now or _now(), actor_kind=actor_kind, actor=actor, action=action, detail=detail)
+        )
 
     @staticmethod
     async def _live(s: AsyncSession, ins: str) -> PatientSpace:
@@ -440,7 +449,9 @@ class PatientSpaces:
         if not await _verify(stored, auth_key):
             raise Refusal(Reason.NOT_ALLOWED, "Invalid credentials", f"patient login refused ins={ins}")
         assert row is not None
-        return Principal("PATIENT", ins, row.display_name or ins, frozenset({row.address}), row.address, mechanism="PATIENT")
+        return Principal(
+            "PATIENT", ins, row.display_name or ins, frozenset({row.address}), row.address, mechanism="PATIENT"
+        )
 
     async def change_password(
         self, principal: Principal, old_auth_key: bytes, new_auth_key: bytes, new_record: dict[str, object]
@@ -502,7 +513,9 @@ class PatientSpaces:
                 )
             blocked = await self._blocked(s, ins)
             if sender.lower() in blocked:
-                raise Refusal(Reason.NOT_ALLOWED, "Delivery to this recipient is not possible", f"blocked {sender} for {ins}")
+                raise Refusal(
+                    Reason.NOT_ALLOWED, "Delivery to this recipient is not possible", f"blocked {sender} for {ins}"
+                )
             if not row.certificate:  # pragma: no cover - only a closed space lacks one
                 raise Refusal(Reason.NO_ENCRYPTION_KEY, f"Mailbox <{address}> has no encryption key")
             return PatientTarget(row.address, ins, x509.load_der_x509_certificate(row.certificate))
@@ -532,13 +545,17 @@ class PatientSpaces:
         now = _now()
         name = await self._display_name(s, sender, principal)
         msgid = (message_ids(message.outer.message_id) or [""])[0]
-        refs = [m for name in ("In-Reply-To", "References") for v in header_values(message, name) for m in message_ids(v)]
+        refs = [
+            m for name in ("In-Reply-To", "References") for v in header_values(message, name) for m in message_ids(v)
+        ]
         fin = is_fin(message)
         window = timedelta(seconds=self.settings.patients.notify_window_s)
         for target, ref in stored:
             conv = await self._thread(s, target.ins, sender, refs)
             if conv is None:
-                conv = Conversation(ins=target.ins, professional=sender, professional_name=name, started_at=now, last_at=now)
+                conv = Conversation(
+                    ins=target.ins, professional=sender, professional_name=name, started_at=now, last_at=now
+                )
                 s.add(conv)
                 await s.flush()
             conv.last_at = now
@@ -546,13 +563,20 @@ class PatientSpaces:
             conv.closed_at = now if fin else None  # a later message from the professional reopens
             s.add(
                 ConversationMessage(
-                    conversation_id=conv.id, message_id=msgid, direction="in", at=now,
-                    folder_id=ref.folder_id, uid=ref.uid, closes=fin,
+                    conversation_id=conv.id,
+                    message_id=msgid,
+                    direction="in",
+                    at=now,
+                    folder_id=ref.folder_id,
+                    uid=ref.uid,
+                    closes=fin,
                 )
             )
             self._journal(s, target.ins, "professional", sender, "message_received", f"conversation {conv.id}", now=now)
             if fin:
-                self._journal(s, target.ins, "professional", sender, "conversation_closed", f"conversation {conv.id}", now=now)
+                self._journal(
+                    s, target.ins, "professional", sender, "conversation_closed", f"conversation {conv.id}", now=now
+                )
             await schedule(s, target.ins, now, window)
 
     @staticmethod
@@ -587,8 +611,14 @@ class PatientSpaces:
         ins = self._own(principal)
         async with self.sessions() as s:
             rows = (
-                await s.execute(select(Conversation).where(Conversation.ins == ins).order_by(Conversation.last_at.desc()))
-            ).scalars().all()
+                (
+                    await s.execute(
+                        select(Conversation).where(Conversation.ins == ins).order_by(Conversation.last_at.desc())
+                    )
+                )
+                .scalars()
+                .all()
+            )
             return [await self._info(s, c) for c in rows]
 
     async def conversation(self, principal: Principal, conversation_id: int) -> ConversationInfo:
@@ -611,8 +641,14 @@ class PatientSpaces:
             )
         ).scalars()
         return ConversationInfo(
-            c.id, c.ins, c.professional, c.professional_name, as_utc(c.started_at), as_utc(c.last_at),
-            as_utc(c.closed_at) if c.closed_at else None, tuple(i for i in ids if i),
+            c.id,
+            c.ins,
+            c.professional,
+            c.professional_name,
+            as_utc(c.started_at),
+            as_utc(c.last_at),
+            as_utc(c.closed_at) if c.closed_at else None,
+            tuple(i for i in ids if i),
         )
 
     async def answer_rules(self, principal: Principal, conversation_id: int) -> ConversationInfo:
@@ -626,7 +662,9 @@ class PatientSpaces:
             if row is None or row.state != "active":
                 raise Refusal(Reason.NOT_ALLOWED, "This space does not send messages", f"answer from {ins}: not active")
             if conv.professional in await self._blocked(s, ins):
-                raise Refusal(Reason.NOT_ALLOWED, "You blocked this professional", f"answer to blocked {conv.professional}")
+                raise Refusal(
+                    Reason.NOT_ALLOWED, "You blocked this professional", f"answer to blocked {conv.professional}"
+                )
         if conv.closed:
             raise Refusal(
                 Reason.NOT_ALLOWED,
@@ -635,12 +673,18 @@ class PatientSpaces:
             )
         return conv
 
-    async def record_answer(self, s: AsyncSession, conversation_id: int, message_id: str, ref: StoredRef | None) -> None:
+    async def record_answer(
+        self, s: AsyncSession, conversation_id: int, message_id: str, ref: StoredRef | None
+    ) -> None:
         """In the answer's delivery transaction: thread the patient's Sent copy."""
         s.add(
             ConversationMessage(
-                conversation_id=conversation_id, message_id=message_id, direction="out", at=_now(),
-                folder_id=ref.folder_id if ref else None, uid=ref.uid if ref else None,
+                conversation_id=conversation_id,
+                message_id=message_id,
+                direction="out",
+                at=_now(),
+                folder_id=ref.folder_id if ref else None,
+                uid=ref.uid if ref else None,
             )
         )
         conv = await s.get(Conversation, conversation_id)

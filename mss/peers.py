@@ -3,6 +3,7 @@
 Every front end names the peer the same way, so that one grep over the log finds a client
 whatever listener it used.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,10 +1,9 @@
 """Pure rules over a principal, an envelope and a resolved recipient. No I/O here."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from annuaire.local import DeliveryTarget
 from mss.principal import Principal
@@ -51,4 +50,6 @@ def check_recipient(recipient: Recipient) -> None:
         raise Refusal(
             Reason.RELAY_NOT_ENABLED, "Relaying to other operators of the trust space is not enabled on this server yet"
         )
-    raise Refusal(Reason.OUTSIDE_TRUST_SPACE, f"Domain {domain_of(recipient.address)} is outside the health trust space")
+    raise Refusal(
+        Reason.OUTSIDE_TRUST_SPACE, f"Domain {domain_of(recipient.address)} is outside the health trust space"
+    )

@@ -1,4 +1,5 @@
 """Who is authenticated on a connection, and what it may act for."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class Principal:
     def may_use(self, address: str) -> bool:
         return address.lower() in self.mailboxes
 
-    def restricted_to(self, authzid: str) -> "Principal":
+    def restricted_to(self, authzid: str) -> Principal:
         """The same principal narrowed to one mailbox (SASL authorization identity)."""
         address = authzid.lower()
         if address not in self.mailboxes:

@@ -5,7 +5,7 @@ so front ends can name them (through `mss.services`) without importing the store
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 FlagMode = Literal["add", "remove", "replace"]
@@ -63,7 +63,7 @@ class NewMessage:
     content: bytes
     headers: OuterHeaders
     flags: frozenset[str] = frozenset()
-    internaldate: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    internaldate: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass(frozen=True)
@@ -72,5 +72,3 @@ class StoredRef:
     folder_id: int
     uidvalidity: int
     uid: int
-
-

@@ -24,6 +24,7 @@ The front ends only frame: SMTP writes `334 <base64>`, IMAP `+ <base64>`, and ea
 
 Nothing here keeps or logs a password or a token.
 """
+
 from __future__ import annotations
 
 import base64
@@ -133,7 +134,9 @@ def plain(message: bytes) -> PasswordCredentials:
     parts = message.split(b"\x00")
     if len(parts) != 3:
         raise SaslError("Malformed PLAIN message (RFC 4616)", "plain_malformed")
-    authzid, authcid, password = (utf8(p, n) for p, n in zip(parts, ("Authorization identity", "User name", "Password")))
+    authzid, authcid, password = (
+        utf8(p, n) for p, n in zip(parts, ("Authorization identity", "User name", "Password"), strict=False)
+    )
     if not authcid.strip() or not password:
         raise SaslError("Malformed PLAIN message (RFC 4616)", "plain_empty_field")
     if authzid and authzid.strip().lower() != authcid.strip().lower():
@@ -161,7 +164,7 @@ def _bearer(value: str) -> str:
     scheme, _, token = value.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or any(c.isspace() for c in token):
-        raise SaslError("Malformed auth value: expected \"Bearer <token>\"", "bearer_value_malformed")
+        raise SaslError('Malformed auth value: expected "Bearer <token>"', "bearer_value_malformed")
     return token
 
 

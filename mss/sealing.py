@@ -7,6 +7,7 @@ DESIGN.md: "the protected payload is built once and encrypted once per target ke
 `prepare` does the per-message work once (header protection, or the as-is decision for a
 message that came encrypted) and `Sealer.seal` then only encrypts, per mailbox.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,9 +47,7 @@ class Sealable:
     protected: Protected | None = None
 
 
-def prepare(
-    message: bytes | ParsedMessage, *, placeholder_subject: str, hide_subject_of_encrypted: bool
-) -> Sealable:
+def prepare(message: bytes | ParsedMessage, *, placeholder_subject: str, hide_subject_of_encrypted: bool) -> Sealable:
     """The per-message half of sealing. ``message`` is a `ParsedMessage` on the submission
     path (already scanned, nothing is split again) or raw bytes from IMAP APPEND, which is
     scanned here once (its line ends made CRLF, the canonical form of RFC 8551 §3.1.1)."""
@@ -76,9 +75,14 @@ async def prepare_async(
     size = len(message.raw) if isinstance(message, ParsedMessage) else len(message)
     if size > PARSE_IN_THREAD_THRESHOLD:
         return await asyncio.to_thread(
-            prepare, message, placeholder_subject=placeholder_subject, hide_subject_of_encrypted=hide_subject_of_encrypted
+            prepare,
+            message,
+            placeholder_subject=placeholder_subject,
+            hide_subject_of_encrypted=hide_subject_of_encrypted,
         )
-    return prepare(message, placeholder_subject=placeholder_subject, hide_subject_of_encrypted=hide_subject_of_encrypted)
+    return prepare(
+        message, placeholder_subject=placeholder_subject, hide_subject_of_encrypted=hide_subject_of_encrypted
+    )
 
 
 class Sealer:
@@ -117,7 +121,8 @@ class Sealer:
             certs = await self.encryption_certificates(mailbox)
         if not certs:
             raise Refusal(
-                Reason.NO_ENCRYPTION_KEY, f"Mailbox <{mailbox}> has no valid encryption certificate; nothing is stored in clear"
+                Reason.NO_ENCRYPTION_KEY,
+                f"Mailbox <{mailbox}> has no valid encryption certificate; nothing is stored in clear",
             )
         assert sealable.protected is not None
         sealed = await asyncio.to_thread(encrypt, sealable.protected, certs)

@@ -1,4 +1,5 @@
 """`mss serve`: every listener in one process, stopped cleanly by SIGTERM or SIGINT."""
+
 from __future__ import annotations
 
 import asyncio
@@ -63,13 +64,13 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         for srv in servers.values():
             try:
                 await asyncio.wait_for(srv.wait_closed(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if http is not None:
             # uvicorn gives requests in flight web.server.GRACEFUL_SHUTDOWN_S, then cancels them.
             try:
                 await asyncio.wait_for(http.wait_closed(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("http listener did not stop in time")
         await core.close()
         log.info("stopped")

@@ -252,7 +252,7 @@ class MailAccess(Protocol):
 # -- the directory, as the public sees it ---------------------------------------------------
 
 #: A JSON document as the core hands it out (FHIR resources, Bundles, OperationOutcomes).
-JsonValue: TypeAlias = "str | int | float | bool | None | list[JsonValue] | dict[str, JsonValue]"
+JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
 JsonObject: TypeAlias = "dict[str, JsonValue]"
 
 MailboxType = Literal["PER", "ORG", "APP", "CAB"]

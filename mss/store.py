@@ -14,10 +14,10 @@ Front ends never see this class: they get a `mss.services.MailboxHandle`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC
 from typing import TypeVar
 
-from sqlalchemy import Select, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -50,6 +50,7 @@ DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
     ("Trash", "\\Trash"),
     ("Junk", "\\Junk"),
 )
+_DEFAULT_NAMES = frozenset(name for name, _ in DEFAULT_FOLDERS)
 #: RFC 9051 2.3.2 system flags and the column each one is kept in.
 SYSTEM_FLAGS: dict[str, str] = {
     "\\Seen": "seen",
@@ -59,8 +60,14 @@ SYSTEM_FLAGS: dict[str, str] = {
     "\\Draft": "draft",
 }
 MAX_KEYWORD = 255
+#: Operations on more messages than this run in a transaction of their own (`mss.commit`):
+#: a COPY of a whole folder must not hold up the deliveries queued behind it.
+BULK = 500
+#: Most values in one SQL IN list (PostgreSQL and SQLite cap bound parameters near 32,766).
+IN_CHUNK = 1000
 MAX_FOLDER_NAME = 255
-_UIDVALIDITY = "uidvalidity"
+_UIDVALIDITY = "uidvalidity:"  # + mailbox: one counter per BAL
+_FLOOR = "uidvalidity-floor"  # where a mailbox's first counter starts (migration 0004)
 _MAX_UIDVALIDITY = 2**32 - 1  # RFC 9051 9: nz-number, 32 bits
 
 
@@ -97,9 +104,7 @@ def _folder_info(f: Folder, exists: int = 0, unseen: int = 0) -> FolderInfo:
 
 def _flag_set(row: Message | tuple, keywords: Iterable[str] = ()) -> frozenset[str]:
     """The flag set of a row, from its five columns and its keywords."""
-    return frozenset(
-        [name for name, column in SYSTEM_FLAGS.items() if getattr(row, column)] + list(keywords)
-    )
+    return frozenset([name for name, column in SYSTEM_FLAGS.items() if getattr(row, column)] + list(keywords))
 
 
 def _system_values(flags: Iterable[str]) -> dict[str, bool]:
@@ -265,7 +270,7 @@ class Store:
         missing = [(name, special) for name, special in DEFAULT_FOLDERS if name not in existing]
         if not missing:
             return
-        first = await self._reserve_uidvalidity(s, len(missing))
+        first = await self._reserve_uidvalidity(s, mailbox, len(missing))
         rows = [
             {
                 "mailbox": mailbox,
@@ -282,23 +287,34 @@ class Store:
         await s.execute(upsert(Folder).values(rows).on_conflict_do_nothing(index_elements=["mailbox", "name"]))
 
     @staticmethod
-    async def _reserve_uidvalidity(s: AsyncSession, n: int) -> int:
-        """Reserve `n` consecutive UIDVALIDITY values; returns the first. The counter row is
-        locked until commit, so two transactions never hand out the same value."""
-        stmt = (
-            update(StoreCounter)
-            .where(StoreCounter.name == _UIDVALIDITY)
-            .values(value=StoreCounter.value + n)
-            .returning(StoreCounter.value)
-            .execution_options(synchronize_session=False)
-        )
-        last = (await s.execute(stmt)).scalar_one_or_none()
-        if last is None:  # a schema made by create_all (tests) has no row yet
-            await s.execute(insert(StoreCounter).values(name=_UIDVALIDITY, value=n))
-            last = n
-        if last > _MAX_UIDVALIDITY:
-            raise Refusal(Reason.CANNOT, "No UIDVALIDITY left for a new folder", "uidvalidity counter exhausted")
-        return last - n + 1
+    async def _reserve_uidvalidity(s: AsyncSession, mailbox: str, n: int) -> int:
+        """Reserve `n` consecutive UIDVALIDITY values of `mailbox`'s counter; returns the first.
+
+        One counter per mailbox (BAL): no user can use up another's values. A mailbox's first
+        counter starts above the store's floor (above every time-based value a store migrated
+        from 0003 may have handed out), so a folder created later always gets a greater value
+        (RFC 9051 2.3.1.1). Checked before anything is written (the `mss.commit` contract).
+        """
+        key = _UIDVALIDITY + mailbox
+        current = (await s.execute(select(StoreCounter.value).where(StoreCounter.name == key))).scalar_one_or_none()
+        if current is None:
+            floor = (
+                await s.execute(select(StoreCounter.value).where(StoreCounter.name == _FLOOR))
+            ).scalar_one_or_none()
+            current = floor or 0
+            if current + n > _MAX_UIDVALIDITY:
+                raise Refusal(Reason.CANNOT, "No UIDVALIDITY left for a new folder", "uidvalidity counter exhausted")
+            await s.execute(insert(StoreCounter).values(name=key, value=current + n))
+        else:
+            if current + n > _MAX_UIDVALIDITY:
+                raise Refusal(Reason.CANNOT, "No UIDVALIDITY left for a new folder", "uidvalidity counter exhausted")
+            await s.execute(
+                update(StoreCounter)
+                .where(StoreCounter.name == key)
+                .values(value=current + n)
+                .execution_options(synchronize_session=False)
+            )
+        return current + 1
 
     async def create_folder(self, mailbox: str, name: str) -> FolderInfo:
         mailbox, name = mailbox.lower(), canonical_folder_name(name)
@@ -307,15 +323,13 @@ class Store:
             raise Refusal(Reason.CANNOT, problem)
 
         async def run(s: AsyncSession) -> tuple[FolderInfo, Iterable[int]]:
-            clash = (
-                await s.execute(select(Folder.id).where(Folder.mailbox == mailbox, Folder.name == name))
-            ).first()
+            clash = (await s.execute(select(Folder.id).where(Folder.mailbox == mailbox, Folder.name == name))).first()
             if clash:
                 raise Refusal(Reason.FOLDER_EXISTS, f"Folder {name} already exists")
             f = Folder(
                 mailbox=mailbox,
                 name=name,
-                uidvalidity=await self._reserve_uidvalidity(s, 1),
+                uidvalidity=await self._reserve_uidvalidity(s, mailbox, 1),
                 uidnext=1,
                 highestmodseq=1,
                 special_use=None,
@@ -363,7 +377,9 @@ class Store:
             names = {n: i for i, n in rows}
             if old not in names:
                 raise _no_folder(old)
-            moves = [(old, new)] + [(n, new + DELIMITER + n[len(prefix) :]) for n in sorted(names) if n.startswith(prefix)]
+            moves = [(old, new)] + [
+                (n, new + DELIMITER + n[len(prefix) :]) for n in sorted(names) if n.startswith(prefix)
+            ]
             for _, target in moves:
                 if target in names:
                     raise Refusal(Reason.FOLDER_EXISTS, f"Folder {target} already exists")
@@ -429,54 +445,69 @@ class Store:
         targets = list(uids)
 
         async def run(s: AsyncSession) -> tuple[list[MessageMeta], Iterable[int]]:
-            rows = (
-                (
+            rows = []
+            for chunk in _chunks(targets, IN_CHUNK):  # never the ciphertext: flags only
+                rows += (
                     await s.execute(
-                        select(Message)
-                        .where(Message.folder_id == folder_id, Message.uid.in_(targets))
-                        .order_by(Message.uid)
+                        select(
+                            Message.id,
+                            Message.uid,
+                            Message.modseq,
+                            Message.internaldate,
+                            Message.size,
+                            *(getattr(Message, c) for c in SYSTEM_FLAGS.values()),
+                        ).where(Message.folder_id == folder_id, Message.uid.in_(chunk))
                     )
-                )
-                .scalars()
-                .all()
-            )
-            keywords = await self._keywords_of(s, [m.id for m in rows])
-            changes: list[tuple[Message, frozenset[str], bool]] = []
-            for m in rows:
-                old = _flag_set(m, keywords.get(m.id, ()))
+                ).all()
+            rows.sort(key=lambda r: r.uid)
+            keywords = await self._keywords_of(s, [r.id for r in rows])
+            changes = []
+            for r in rows:
+                old = _flag_set(r, keywords.get(r.id, ()))
                 new = old | wanted if mode == "add" else old - wanted if mode == "remove" else wanted
-                changes.append((m, new, new != old))
+                changes.append((r, new, new != old))
             n = sum(1 for _, _, changed in changes if changed)
             modseq = (await self._bump_modseq(s, folder_id, n)) if n else 0
+            updates: list[dict[str, object]] = []
             added: list[dict[str, object]] = []
             removed: list[tuple[int, str]] = []
             result: list[MessageMeta] = []
-            for m, new, changed in changes:
+            for r, new, changed in changes:
+                current = r.modseq
                 if changed:
-                    for column, value in _system_values(new).items():
-                        setattr(m, column, value)
-                    m.modseq = modseq
+                    current = modseq
                     modseq += 1
-                    before = set(keywords.get(m.id, ()))
+                    updates.append(
+                        {"mid": r.id, "new_modseq": current, **{f"v_{c}": v for c, v in _system_values(new).items()}}
+                    )
+                    before = set(keywords.get(r.id, ()))
                     after = _keywords(new)
-                    added += [{"message_id": m.id, "keyword": k} for k in sorted(after - before)]
-                    removed += [(m.id, k) for k in sorted(before - after)]
-                result.append(MessageMeta(m.uid, m.modseq, new, as_utc(m.internaldate), m.size))
-            if removed:
+                    added += [{"message_id": r.id, "keyword": k} for k in sorted(after - before)]
+                    removed += [(r.id, k) for k in sorted(before - after)]
+                result.append(MessageMeta(r.uid, current, new, as_utc(r.internaldate), r.size))
+            if updates:
+                conn = await s.connection()  # a Core executemany, not an ORM bulk update by key
+                await conn.execute(
+                    update(Message)
+                    .where(Message.id == bindparam("mid"))
+                    .values(modseq=bindparam("new_modseq"), **{c: bindparam(f"v_{c}") for c in SYSTEM_FLAGS.values()})
+                    .execution_options(synchronize_session=False),
+                    updates,
+                )
+            for chunk in _chunks(removed, IN_CHUNK // 2):
                 await s.execute(
-                    delete(MessageKeyword).where(tuple_(MessageKeyword.message_id, MessageKeyword.keyword).in_(removed))
+                    delete(MessageKeyword).where(tuple_(MessageKeyword.message_id, MessageKeyword.keyword).in_(chunk))
                 )
             if added:
                 await s.execute(insert(MessageKeyword), added)
-            await s.flush()
             return result, (folder_id,) if n else ()
 
-        return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
+        return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run, alone=len(targets) > BULK)
 
     @staticmethod
     async def _keywords_of(s: AsyncSession, message_ids: Sequence[int]) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
-        for chunk in _chunks(list(message_ids), 500):
+        for chunk in _chunks(list(message_ids), IN_CHUNK):
             rows = await s.execute(
                 select(MessageKeyword.message_id, MessageKeyword.keyword).where(MessageKeyword.message_id.in_(chunk))
             )
@@ -490,17 +521,23 @@ class Store:
 
         async def run(s: AsyncSession) -> tuple[list[int], Iterable[int]]:
             q = select(Message.uid).where(Message.folder_id == folder_id, Message.deleted.is_(True))
-            if only is not None:
-                q = q.where(Message.uid.in_(only))
-            gone = sorted((await s.execute(q)).scalars())
+            if only is None:
+                gone = sorted((await s.execute(q)).scalars())
+            else:
+                gone = []
+                for chunk in _chunks(only, IN_CHUNK):
+                    gone += (await s.execute(q.where(Message.uid.in_(chunk)))).scalars()
+                gone.sort()
             if gone:
-                await s.execute(delete(Message).where(Message.folder_id == folder_id, Message.uid.in_(gone)))
+                await self._delete_uids(s, folder_id, gone)
                 await self._bump_modseq(s, folder_id, 1)
             return gone, (folder_id,) if gone else ()
 
         return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
 
-    async def copy(self, mailbox: str, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> list[tuple[int, int]]:
+    async def copy(
+        self, mailbox: str, folder_id: int, uids: Sequence[int], dest_folder_id: int
+    ) -> list[tuple[int, int]]:
         """Copy ciphertext rows as they are (RFC 4315 COPYUID pairs returned)."""
         targets = list(uids)
 
@@ -508,9 +545,13 @@ class Store:
             pairs = await self._copy(s, folder_id, targets, dest_folder_id)
             return pairs, (dest_folder_id,) if pairs else ()
 
-        return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id, dest_folder_id})), run)
+        return await self.commit.run(
+            Locks(mailbox.lower(), frozenset({folder_id, dest_folder_id})), run, alone=len(targets) > BULK
+        )
 
-    async def move(self, mailbox: str, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> list[tuple[int, int]]:
+    async def move(
+        self, mailbox: str, folder_id: int, uids: Sequence[int], dest_folder_id: int
+    ) -> list[tuple[int, int]]:
         """RFC 6851 MOVE in one transaction: the copies and the removal commit together, so a
         crash never leaves a message in both folders or in neither."""
         if folder_id == dest_folder_id:
@@ -521,57 +562,54 @@ class Store:
             pairs = await self._copy(s, folder_id, targets, dest_folder_id)
             moved = [src for src, _ in pairs]
             if moved:
-                await s.execute(delete(Message).where(Message.folder_id == folder_id, Message.uid.in_(moved)))
+                await self._delete_uids(s, folder_id, moved)
                 await self._bump_modseq(s, folder_id, 1)
             return pairs, (folder_id, dest_folder_id) if pairs else ()
 
-        return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id, dest_folder_id})), run)
+        return await self.commit.run(
+            Locks(mailbox.lower(), frozenset({folder_id, dest_folder_id})), run, alone=len(targets) > BULK
+        )
+
+    @staticmethod
+    async def _delete_uids(s: AsyncSession, folder_id: int, uids: Sequence[int]) -> None:
+        for chunk in _chunks(list(uids), IN_CHUNK):
+            await s.execute(delete(Message).where(Message.folder_id == folder_id, Message.uid.in_(chunk)))
 
     async def _copy(
         self, s: AsyncSession, folder_id: int, uids: Sequence[int], dest_folder_id: int
     ) -> list[tuple[int, int]]:
-        rows = (
-            (
+        """Copy rows inside the database (INSERT ... SELECT): the ciphertext never travels
+        through this process, however large the folder."""
+        rows = []
+        for chunk in _chunks(list(uids), IN_CHUNK):
+            rows += (
                 await s.execute(
-                    select(Message).where(Message.folder_id == folder_id, Message.uid.in_(list(uids))).order_by(Message.uid)
+                    select(Message.id, Message.uid).where(Message.folder_id == folder_id, Message.uid.in_(chunk))
                 )
-            )
-            .scalars()
-            .all()
-        )
+            ).all()
         if not rows:
             return []
-        keywords = await self._keywords_of(s, [m.id for m in rows])
+        rows.sort(key=lambda r: r.uid)
         first_uid, first_modseq = await self._reserve_by_id(s, dest_folder_id, len(rows))
-        copies = []
-        for k, m in enumerate(rows):
-            copies.append(
-                Message(
-                    folder_id=dest_folder_id,
-                    uid=first_uid + k,
-                    modseq=first_modseq + k,
-                    **{c: getattr(m, c) for c in SYSTEM_FLAGS.values()},
-                    internaldate=m.internaldate,
-                    size=m.size,
-                    content=m.content,
-                    hdr_from=m.hdr_from,
-                    hdr_to=m.hdr_to,
-                    hdr_cc=m.hdr_cc,
-                    hdr_subject=m.hdr_subject,
-                    hdr_date=m.hdr_date,
-                    hdr_message_id=m.hdr_message_id,
-                )
-            )
-        s.add_all(copies)
-        await s.flush()
-        kw_rows = [
-            {"message_id": copy.id, "keyword": word}
-            for m, copy in zip(rows, copies)
-            for word in keywords.get(m.id, ())
+        params = [
+            {"src": r.id, "dest": dest_folder_id, "uid": first_uid + k, "modseq": first_modseq + k}
+            for k, r in enumerate(rows)
         ]
-        if kw_rows:
-            await s.execute(insert(MessageKeyword), kw_rows)
-        return [(m.uid, first_uid + k) for k, m in enumerate(rows)]
+        await s.execute(_COPY_MESSAGE, params)
+        new_ids = {}
+        new_uids = [p["uid"] for p in params]
+        for chunk in _chunks(new_uids, IN_CHUNK):
+            new_ids.update(
+                (
+                    await s.execute(
+                        select(Message.uid, Message.id).where(
+                            Message.folder_id == dest_folder_id, Message.uid.in_(chunk)
+                        )
+                    )
+                ).all()
+            )
+        await s.execute(_COPY_KEYWORDS, [{"src": p["src"], "new": new_ids[p["uid"]]} for p in params])
+        return [(r.uid, first_uid + k) for k, r in enumerate(rows)]
 
     async def write(self, batch: Sequence[NewMessage], *, then: AfterWrite | None = None) -> list[StoredRef]:
         """Store new messages; returns once the commit holding them is durable.
@@ -596,6 +634,15 @@ class Store:
         by_folder: dict[tuple[str, str], list[int]] = {}
         for i, item in enumerate(batch):
             by_folder.setdefault((item.mailbox.lower(), canonical_folder_name(item.folder)), []).append(i)
+        # Refuse before writing anything (the `mss.commit` contract): a folder that is not a
+        # default one must exist already.
+        for mailbox, name in by_folder:
+            if (
+                name not in _DEFAULT_NAMES
+                and (await s.execute(select(Folder.id).where(Folder.mailbox == mailbox, Folder.name == name))).first()
+                is None
+            ):
+                raise _no_folder(name)
         refs: list[StoredRef | None] = [None] * len(batch)
         rows: list[Message] = []
         for mailbox, name in by_folder:
@@ -610,7 +657,7 @@ class Store:
                         modseq=first_modseq + k,
                         **_system_values(item.flags),
                         # UTC always: SQLite keeps no offset, and IMAP renders the zone it is given.
-                        internaldate=as_utc(item.internaldate).astimezone(timezone.utc),
+                        internaldate=as_utc(item.internaldate).astimezone(UTC),
                         size=len(item.content),
                         content=item.content,
                         hdr_from=h.from_,
@@ -626,7 +673,7 @@ class Store:
         await s.flush()
         kw_rows = [
             {"message_id": row.id, "keyword": word}
-            for row, item in zip(_in_batch_order(rows, by_folder), batch)
+            for row, item in zip(_in_batch_order(rows, by_folder), batch, strict=False)
             for word in sorted(_keywords(item.flags))
         ]
         if kw_rows:
@@ -652,49 +699,50 @@ class Store:
         folder_id, uidvalidity, uidnext, modseq = row
         return folder_id, uidvalidity, uidnext - n, modseq - n + 1
 
-    async def _lock(self, s: AsyncSession, batch_locks: Iterable[Locks]) -> None:
-        """Take the write locks of every folder a batch touches, before it reads anything.
+    async def _lock(self, s: AsyncSession, batch_locks: Sequence[Locks]) -> set[int]:
+        """Take the write locks of everything a batch touches, before it reads anything;
+        returns the positions of the operations that named a folder that is gone (or that
+        is not their mailbox's): they are refused, the others go on.
 
-        PostgreSQL: row locks in ascending folder id order (one global order: two batches
-        that touch the same folders cannot deadlock). SQLite: one database-wide write lock,
-        taken by the transaction's first statement, so a later write never fails on a read
-        snapshot that went stale. Either way a folder id that is not the named mailbox's
-        fails the batch (and, re-run alone, the operation that named it).
+        PostgreSQL: first one transaction-scoped advisory lock per mailbox, in sorted order,
+        then the folder rows in ascending id order. Every row a write touches (folders, their
+        messages, the mailbox's UIDVALIDITY counter, a patient's conversation rows) belongs
+        to one mailbox, so two batches on any number of nodes take their locks in the same
+        global order and cannot deadlock. SQLite: one database-wide write lock, taken by the
+        transaction's first statement, so a later write never fails on a stale read snapshot.
         """
-        owned: set[tuple[str, int]] = set()
-        keys: set[tuple[str, str]] = set()
+        mailboxes: set[str] = set()
+        owned: list[set[tuple[str, int]]] = []
         for lk in batch_locks:
             if lk.folder_ids and lk.mailbox is None:
                 raise ValueError("folder ids are locked within a mailbox")
-            owned.update((lk.mailbox, i) for i in lk.folder_ids)  # type: ignore[misc]
-            keys.update(lk.folder_keys)
-        ids = sorted({i for _, i in owned})
+            if lk.mailbox:
+                mailboxes.add(lk.mailbox)
+            mailboxes.update(m for m, _ in lk.folder_keys)
+            owned.append({(lk.mailbox, i) for i in lk.folder_ids})  # type: ignore[misc]
+        ids = sorted({i for o in owned for _, i in o})
         if s.get_bind().dialect.name == "postgresql":
-            conditions = []
-            if ids:
-                conditions.append(Folder.id.in_(ids))
-            if keys:
-                conditions.append(tuple_(Folder.mailbox, Folder.name).in_(sorted(keys)))
-            if not conditions:
-                return
+            for mailbox in sorted(mailboxes):
+                await s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:m, 0))"), {"m": mailbox})
+            if not ids:
+                return set()
             found = (
                 await s.execute(
-                    select(Folder.id, Folder.mailbox).where(or_(*conditions)).order_by(Folder.id).with_for_update()
+                    select(Folder.id, Folder.mailbox).where(Folder.id.in_(ids)).order_by(Folder.id).with_for_update()
                 )
             ).all()
         else:
             await s.execute(
                 update(StoreCounter)
-                .where(StoreCounter.name == _UIDVALIDITY)
+                .where(StoreCounter.name == _FLOOR)
                 .values(value=StoreCounter.value)
                 .execution_options(synchronize_session=False)
             )
             if not ids:
-                return
+                return set()
             found = (await s.execute(select(Folder.id, Folder.mailbox).where(Folder.id.in_(ids)))).all()
         have = {(m, i) for i, m in found}
-        if not owned <= have:
-            raise _no_folder()
+        return {k for k, o in enumerate(owned) if not o <= have}
 
     @staticmethod
     async def _bump_modseq(s: AsyncSession, folder_id: int, n: int) -> int:
@@ -727,6 +775,19 @@ class Store:
         return row[0] - n, row[1] - n + 1
 
 
+_COLUMNS = (
+    "seen, answered, flagged, deleted, draft, internaldate, size, content, "
+    "hdr_from, hdr_to, hdr_cc, hdr_subject, hdr_date, hdr_message_id"
+)
+_COPY_MESSAGE = text(
+    f"INSERT INTO message (folder_id, uid, modseq, {_COLUMNS}) "  # noqa: S608 - fixed column names
+    f"SELECT :dest, :uid, :modseq, {_COLUMNS} FROM message WHERE id = :src"
+)
+_COPY_KEYWORDS = text(
+    "INSERT INTO message_keyword (message_id, keyword) SELECT :new, keyword FROM message_keyword WHERE message_id = :src"
+)
+
+
 def _in_batch_order(rows: list[Message], by_folder: dict[tuple[str, str], list[int]]) -> list[Message]:
     """`rows` were built folder by folder; put them back in the batch's own order."""
     ordered: list[Message | None] = [None] * len(rows)
@@ -741,4 +802,3 @@ def _in_batch_order(rows: list[Message], by_folder: dict[tuple[str, str], list[i
 def _chunks(items: list[T], n: int) -> Iterable[list[T]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
-

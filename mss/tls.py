@@ -1,5 +1,6 @@
 """TLS contexts for every listener: TLS 1.2+, client certificate requested and verified
 against the configured health trust anchors only (never the system CAs)."""
+
 from __future__ import annotations
 
 import ssl

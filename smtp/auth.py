@@ -5,6 +5,7 @@ handler writes its challenges as `334 <base64>`, feeds it the client's lines and
 outcome into one of the replies below. The client-message parsers are re-exported here for
 the tests of their SMTP replies.
 """
+
 from __future__ import annotations
 
 import asyncio

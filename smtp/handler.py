@@ -10,13 +10,14 @@ Every reply carries an RFC 3463 enhanced status code (RFC 2034), and texts say w
 wrong without saying more than the client may know (DESIGN.md, Identity: the reason a
 certificate was refused goes to the log only).
 """
+
 from __future__ import annotations
 
 import asyncio
-import unicodedata
 import logging
 import re
 import ssl
+import unicodedata
 from dataclasses import dataclass
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, auth_mechanism
@@ -191,14 +192,16 @@ class SubmissionHandler:
         last = responses.pop()  # "250 HELP"
         for i, line in enumerate(responses):
             if line.startswith("250-AUTH "):  # aiosmtpd sorts them; the core's order wins
-                offered = set(line[len("250-AUTH "):].split())
+                offered = set(line[len("250-AUTH ") :].split())
                 responses[i] = "250-AUTH " + " ".join(m for m in order if m in offered)
         responses.append("250-PIPELINING")
         responses.append("250-ENHANCEDSTATUSCODES")
         responses.append(last)
         return responses
 
-    async def handle_AUTH(self, server: sasl.SaslServer, session: Session, envelope: Envelope, args: list[str]) -> str | None:
+    async def handle_AUTH(
+        self, server: sasl.SaslServer, session: Session, envelope: Envelope, args: list[str]
+    ) -> str | None:
         """RFC 4954 AUTH, after aiosmtpd checked EHLO, TLS, arity and the mechanism name.
 
         Only framing: the core's exchange decides; its challenges go out as `334 <base64>`
@@ -254,7 +257,10 @@ class SubmissionHandler:
         except Refusal as exc:
             log.info(
                 "MAIL refused peer=%s id=%s from=%s reply=%r",
-                format_peer(session.peer), principal.identifier, address, smtp_reply(exc),
+                format_peer(session.peer),
+                principal.identifier,
+                address,
+                smtp_reply(exc),
             )
             return smtp_reply(exc)
         envelope.mail_from = address
@@ -277,7 +283,7 @@ class SubmissionHandler:
         except Refusal as exc:
             log.info("RCPT refused peer=%s to=%s reply=%r", format_peer(session.peer), address, smtp_reply(exc))
             return smtp_reply(exc)
-        except Exception:  # noqa: BLE001 - never 250 on an unknown failure
+        except Exception:
             log.exception("RCPT check failed peer=%s to=%s", format_peer(session.peer), address)
             return "451 4.3.0 Temporary failure checking the recipient, try again later"
         envelope.rcpt_tos.append(address)
@@ -297,7 +303,7 @@ class SubmissionHandler:
         except Refusal as exc:
             log.info("DATA refused peer=%s reply=%r", peer, smtp_reply(exc))
             return smtp_reply(exc)
-        except Exception:  # noqa: BLE001 - never 250 when storing failed
+        except Exception:
             log.exception("DATA storing failed peer=%s", peer)
             return "451 4.3.0 Message not stored because of a local error, try again later"
         log.info("DATA stored peer=%s rcpts=%d size=%d", peer, len(envelope.rcpt_tos), len(raw))

@@ -17,6 +17,7 @@ of what a health messaging server must do (DESIGN.md, Known ground and Bad input
   every EHLO grows), a second STARTTLS is refused, idle connections get `421 4.4.2`;
 - exceptions never reach the wire: aiosmtpd would send the exception text.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,29 +27,50 @@ import collections
 import logging
 import re
 import ssl
-from typing import Callable
+from collections.abc import Callable
 
 from aiosmtpd.smtp import SMTP, TLSSetupException
 
-from mss.peers import format_peer
 from mss.config import Settings
+from mss.peers import format_peer
 from mss.services import SmtpServices
 from smtp import auth as sasl
 from smtp.handler import SubmissionHandler
 
 log = logging.getLogger("mss.smtp")
 
-__all__ = ["start", "stop", "SubmissionSMTP", "ImplicitTLS", "NoRelayService"]
+__all__ = ["ImplicitTLS", "NoRelayService", "SubmissionSMTP", "start", "stop"]
 
 IDENT = "MSS ESMTP"
 
 # RFC 3463 codes for replies written without one (aiosmtpd's built-in replies).
 _DEFAULT_ENHANCED = {
-    211: "2.0.0", 214: "2.0.0", 220: "2.0.0", 221: "2.0.0", 235: "2.7.0", 250: "2.0.0", 252: "2.0.0",
-    421: "4.7.0", 450: "4.2.0", 451: "4.3.0", 452: "4.3.1", 454: "4.7.0",
-    500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1", 504: "5.5.4", 530: "5.7.0",
-    534: "5.7.9", 535: "5.7.8", 538: "5.7.11", 550: "5.0.0", 552: "5.3.4", 553: "5.1.3",
-    554: "5.7.0", 555: "5.5.4",
+    211: "2.0.0",
+    214: "2.0.0",
+    220: "2.0.0",
+    221: "2.0.0",
+    235: "2.7.0",
+    250: "2.0.0",
+    252: "2.0.0",
+    421: "4.7.0",
+    450: "4.2.0",
+    451: "4.3.0",
+    452: "4.3.1",
+    454: "4.7.0",
+    500: "5.5.2",
+    501: "5.5.4",
+    502: "5.5.1",
+    503: "5.5.1",
+    504: "5.5.4",
+    530: "5.7.0",
+    534: "5.7.9",
+    535: "5.7.8",
+    538: "5.7.11",
+    550: "5.0.0",
+    552: "5.3.4",
+    553: "5.1.3",
+    554: "5.7.0",
+    555: "5.5.4",
 }
 _HAS_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
 # Replies that never carry one: AUTH challenges and the DATA go-ahead (RFC 2034 3).
@@ -117,8 +139,14 @@ class SubmissionSMTP(SMTP):
             auth_require_tls=not implicit_tls,
             timeout=limits.smtp_timeout_s,
             command_call_limit={
-                "EHLO": 10, "HELO": 10, "NOOP": 50, "VRFY": 10, "HELP": 10, "AUTH": 5,
-                "STARTTLS": 3, "*": 1_000_000,
+                "EHLO": 10,
+                "HELO": 10,
+                "NOOP": 50,
+                "VRFY": 10,
+                "HELP": 10,
+                "AUTH": 5,
+                "STARTTLS": 3,
+                "*": 1_000_000,
             },
             loop=loop,
         )
@@ -152,7 +180,9 @@ class SubmissionSMTP(SMTP):
             }
         log.info(
             "tls up peer=%s version=%s cipher=%s implicit=%s",
-            format_peer(self.session.peer), ssl_object.version(), (ssl_object.cipher() or ("?",))[0],
+            format_peer(self.session.peer),
+            ssl_object.version(),
+            (ssl_object.cipher() or ("?",))[0],
             self.implicit_tls,
         )
         self.event_handler.tls_established(self.session, ssl_object)
@@ -168,7 +198,7 @@ class SubmissionSMTP(SMTP):
         if self.transport is not None and not self.transport.is_closing():
             try:
                 self.transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
-            except Exception:  # noqa: BLE001 - the connection is going away anyway
+            except Exception:  # noqa: BLE001, S110 - the connection is going away anyway
                 pass
         super()._timeout_cb()
 
@@ -275,9 +305,7 @@ class ImplicitTLS(asyncio.Protocol):
     handshake is logged with the peer and the reason.
     """
 
-    def __init__(
-        self, factory: Callable[[], SMTP], context: ssl.SSLContext, handshake_timeout: float
-    ) -> None:
+    def __init__(self, factory: Callable[[], SMTP], context: ssl.SSLContext, handshake_timeout: float) -> None:
         self.factory = factory
         self.context = context
         self.handshake_timeout = handshake_timeout
@@ -287,8 +315,12 @@ class ImplicitTLS(asyncio.Protocol):
         peer = format_peer(transport.get_extra_info("peername"))
         waiter = loop.create_future()
         tls = sslproto.SSLProtocol(
-            loop, self.factory(), self.context, waiter,
-            server_side=True, ssl_handshake_timeout=self.handshake_timeout,
+            loop,
+            self.factory(),
+            self.context,
+            waiter,
+            server_side=True,
+            ssl_handshake_timeout=self.handshake_timeout,
         )
         transport.set_protocol(tls)  # type: ignore[attr-defined]
         tls.connection_made(transport)
@@ -325,9 +357,7 @@ class NoRelayService(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = format_peer(transport.get_extra_info("peername"))
         log.info("mta connection refused peer=%s reason=inbound_relay_not_enabled", peer)
-        self._write(
-            f"554 5.3.2 {self.hostname} inbound mail from other operators is not enabled on this server"
-        )
+        self._write(f"554 5.3.2 {self.hostname} inbound mail from other operators is not enabled on this server")
         self._timer = asyncio.get_running_loop().call_later(self.timeout, self._close)
 
     def data_received(self, data: bytes) -> None:
@@ -404,4 +434,3 @@ async def stop(servers: dict[str, asyncio.AbstractServer]) -> None:
         server.close()
     for server in servers.values():
         await server.wait_closed()
-

@@ -5,6 +5,7 @@ PostgreSQL too when MSS_TEST_DATABASE_URL is set (`.ci/run` sets it when Postgre
 - `server`: a running `mss serve` for that deployment, with its real ports.
 - `fresh_deployment`: a private deployment for tests that kill or restart the server.
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import Deployment, ServerProcess, backends, drop_pg_database, make_deployment, start_server  # noqa: E402
+from support import Deployment, ServerProcess, backends, drop_pg_database, make_deployment, start_server
 
 
 @pytest.fixture(scope="session", params=backends())

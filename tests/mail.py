@@ -1,11 +1,12 @@
 """Building and sending test messages with real clients (smtplib over TLS)."""
+
 from __future__ import annotations
 
 import smtplib
 import subprocess
 import uuid
+from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
-from datetime import datetime, timezone
 from pathlib import Path
 
 from support import Deployment, ServerProcess
@@ -18,7 +19,7 @@ def build_message(sender: str, to: list[str], subject: str, body: str, *, extra:
         f"From: <{sender}>\r\n"
         f"To: {', '.join(f'<{t}>' for t in to)}\r\n"
         f"Subject: {subject}\r\n"
-        f"Date: {format_datetime(datetime.now(timezone.utc))}\r\n"
+        f"Date: {format_datetime(datetime.now(UTC))}\r\n"
         f"Message-ID: {msgid}\r\n"
         f"{extra}"
         "MIME-Version: 1.0\r\n"
@@ -55,9 +56,15 @@ def openssl_decrypt(deployment: Deployment, entry: dict, stored: bytes, tmp: Pat
     src.write_bytes(stored)
     out = subprocess.run(
         [
-            "openssl", "cms", "-decrypt", "-in", str(src),
-            "-recip", str(deployment.path(entry, "smime_cert")),
-            "-inkey", str(deployment.path(entry, "smime_key")),
+            "openssl",
+            "cms",
+            "-decrypt",
+            "-in",
+            str(src),
+            "-recip",
+            str(deployment.path(entry, "smime_cert")),
+            "-inkey",
+            str(deployment.path(entry, "smime_key")),
         ],
         capture_output=True,
         check=True,

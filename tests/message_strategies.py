@@ -7,6 +7,7 @@ blank continuation lines, UTF-8 and stray 8-bit octets, a header with no empty l
 that is not a field (the body starts there), a continuation line before any field, and bodies
 that themselves look like header sections.
 """
+
 from __future__ import annotations
 
 from hypothesis import strategies as st
@@ -15,16 +16,56 @@ FTEXT = "".join(chr(c) for c in range(33, 127) if c != ord(":"))
 
 field_names = st.one_of(
     st.sampled_from(
-        ["From", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "Sender",
-         "Content-Type", "content-type", "CONTENT-TYPE", "Content-Transfer-Encoding", "MIME-Version",
-         "Content-Disposition", "X-MSS-NIL", "Received", "HP-Outer"]
+        [
+            "From",
+            "To",
+            "Cc",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "In-Reply-To",
+            "References",
+            "Sender",
+            "Content-Type",
+            "content-type",
+            "CONTENT-TYPE",
+            "Content-Transfer-Encoding",
+            "MIME-Version",
+            "Content-Disposition",
+            "X-MSS-NIL",
+            "Received",
+            "HP-Outer",
+        ]
     ),
     st.text(alphabet=FTEXT, min_size=1, max_size=12),
 )
 
 _value_chars = st.sampled_from(
-    [b"a", b"Z", b"0", b" ", b"\t", b";", b"=", b'"', b"<", b">", b"@", b",", b":", b"(", b")", b"\\",
-     b"=?utf-8?q?x?=", "é".encode(), b"\xff", b"hp", b"protected-headers", b"boundary", b"x@y.test"]
+    [
+        b"a",
+        b"Z",
+        b"0",
+        b" ",
+        b"\t",
+        b";",
+        b"=",
+        b'"',
+        b"<",
+        b">",
+        b"@",
+        b",",
+        b":",
+        b"(",
+        b")",
+        b"\\",
+        b"=?utf-8?q?x?=",
+        "é".encode(),
+        b"\xff",
+        b"hp",
+        b"protected-headers",
+        b"boundary",
+        b"x@y.test",
+    ]
 )
 values = st.lists(_value_chars, max_size=12).map(b"".join)
 
@@ -49,8 +90,9 @@ separators = st.sampled_from(["empty", "empty", "empty", "none", "not-a-field", 
 
 bodies = st.one_of(
     st.just(b""),
-    st.lists(st.one_of(header_fields(), st.sampled_from([b"\r\n", b"text\r\n", b" indented\r\n", b"--b\r\n"])),
-             max_size=5).map(b"".join),
+    st.lists(
+        st.one_of(header_fields(), st.sampled_from([b"\r\n", b"text\r\n", b" indented\r\n", b"--b\r\n"])), max_size=5
+    ).map(b"".join),
 )
 
 

@@ -3,6 +3,7 @@
 Everything here is real: the PKI is made by `mss demo`, the server runs as its own process
 on ephemeral ports of 127.0.0.1, and clients connect over TLS with client certificates.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -81,7 +82,9 @@ class Deployment:
     def path(self, entry: dict, key: str) -> Path:
         return self.directory / entry[key]
 
-    def client_context(self, entry: dict | None = None, *, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    def client_context(
+        self, entry: dict | None = None, *, cert: Path | None = None, key: Path | None = None
+    ) -> ssl.SSLContext:
         """A client TLS context trusting the deployment's CA, with a client certificate."""
         ctx = ssl.create_default_context(cafile=str(self.trust_anchors))
         if entry is not None:
@@ -163,8 +166,8 @@ def start_server(deployment: Deployment, *, timeout: float = 60, env: dict | Non
 
 async def stored_messages(deployment: Deployment, mailbox: str, folder: str = "INBOX") -> list[bytes]:
     """The stored bytes of every message in a folder, read through the store."""
-    from mss.db.engine import create_engine, sessionmaker
     from mss.config import resolve_database_url
+    from mss.db.engine import create_engine, sessionmaker
     from mss.store import Store
 
     engine = create_engine(resolve_database_url(deployment.database_url, deployment.directory))

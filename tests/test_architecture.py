@@ -80,7 +80,7 @@ def _is(module: str, prefix: str) -> bool:
     return module == prefix or module.startswith(prefix + ".")
 
 
-def _violations(packages: tuple[str, ...], rule) -> list[str]:  # noqa: ANN001 - Import -> str | None
+def _violations(packages: tuple[str, ...], rule) -> list[str]:
     found = []
     for package in packages:
         for path in _package_files(package):

@@ -1,13 +1,13 @@
 """docker-compose.yml: PostgreSQL and two stateless nodes sharing it (DESIGN.md, Scale-out).
 No Docker engine runs here, so the file is checked with `docker-compose config` (installed
 by `make test` from Debian's packages)."""
+
 from __future__ import annotations
 
 import shutil
 import subprocess
 
 import pytest
-
 from support import ROOT
 
 
@@ -15,7 +15,9 @@ from support import ROOT
 def test_compose_file_describes_postgres_and_two_nodes_on_it():
     res = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
-        capture_output=True, text=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert res.returncode == 0, res.stderr
     cfg = res.stdout
@@ -27,6 +29,9 @@ def test_compose_file_describes_postgres_and_two_nodes_on_it():
     assert cfg.count('MSS_LISTEN_HTTP_TLS: "true"') == 2
     services = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--services"],
-        capture_output=True, text=True, cwd=ROOT, check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
     ).stdout.split()
     assert sorted(services) == ["node1", "node2", "postgres"]

@@ -1,13 +1,14 @@
 """mss.toml: defaults, relative paths, and clear refusals of bad files."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 
 import pytest
+from support import ROOT
 
 from mss.config import ConfigError, load_settings
-from support import ROOT
 
 
 def write(tmp_path, text: str):
@@ -38,8 +39,17 @@ def test_minimal_file_gets_safe_defaults_and_paths_resolve_beside_it(tmp_path):
         ('domain = "a.test"\n[tls]\nminimum_version = "TLSv1.1"\n', ["tls.minimum_version"]),
         ('domain = "a.test"\n[tokens]\njwks = "http://keys.example.org/jwks.json"\n', ["tokens.jwks", "https"]),
     ],
-    ids=["misspelt-key", "zero-size", "short-command-line", "misspelt-top-level", "no-domain", "bad-toml",
-         "tls-1.0", "tls-1.1", "jwks-over-http"],
+    ids=[
+        "misspelt-key",
+        "zero-size",
+        "short-command-line",
+        "misspelt-top-level",
+        "no-domain",
+        "bad-toml",
+        "tls-1.0",
+        "tls-1.1",
+        "jwks-over-http",
+    ],
 )
 def test_bad_files_are_refused_with_the_field_named(tmp_path, text, words):
     with pytest.raises(ConfigError) as err:
@@ -51,7 +61,9 @@ def test_bad_files_are_refused_with_the_field_named(tmp_path, text, words):
 
 def test_mss_serve_reports_a_bad_file_without_a_traceback(tmp_path):
     cfg = write(tmp_path, 'domain = "a.test"\n[limits]\nmax_recipients = -1\n')
-    res = subprocess.run([sys.executable, "-m", "mss", "serve", "-c", str(cfg)], cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "mss", "serve", "-c", str(cfg)], cwd=ROOT, capture_output=True, text=True
+    )
     assert res.returncode == 2
     assert "limits.max_recipients" in res.stderr and "Traceback" not in res.stderr
 
@@ -61,7 +73,9 @@ def test_jwks_over_https_or_loopback_http_is_accepted(tmp_path):
         assert load_settings(write(tmp_path, f'domain = "a.test"\n[tokens]\njwks = "{url}"\n')).tokens.jwks == url
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost", "LOCALHOST", "::ffff:127.0.0.1"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost", "LOCALHOST", "::ffff:127.0.0.1"]
+)
 def test_plain_http_is_allowed_on_a_loopback_host(tmp_path, host):
     from mss.config import check_http_transport
 
@@ -70,7 +84,9 @@ def test_plain_http_is_allowed_on_a_loopback_host(tmp_path, host):
     check_http_transport(s)
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "10.0.0.1", "mss.example.org", "localhost.example.org", ""])
+@pytest.mark.parametrize(
+    "host", ["0.0.0.0", "::", "192.0.2.10", "10.0.0.1", "mss.example.org", "localhost.example.org", ""]
+)
 def test_plain_http_beyond_loopback_is_refused_naming_the_field(tmp_path, host):
     from mss.config import check_http_transport
 

@@ -1,4 +1,5 @@
 """Nothing is lost: every message that got a 250 is there after `kill -9` and a restart."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,6 @@ import threading
 import time
 
 import pytest
-
 from mail import build_message, smtp_submission
 from support import start_server, stored_messages
 

@@ -1,5 +1,6 @@
 """End to end: send with smtplib and a health-PKI certificate, find the message stored
 encrypted, and open it with `openssl cms` and the recipient's key only."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +10,6 @@ from email import message_from_bytes
 from email.policy import compat32
 
 import pytest
-
 from mail import build_message, find_stored, openssl_decrypt, smtp_submission
 from support import scan_files, stored_messages
 
@@ -23,7 +23,9 @@ def _split(raw: bytes) -> tuple[list[bytes], bytes]:
 def test_sent_message_is_stored_encrypted_and_openssl_decrypts_it(server, deployment, implicit, tmp_path):
     claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
     canary = f"CANARY-{uuid.uuid4().hex}"
-    raw, msgid = build_message(claire["address"], [paul["address"]], f"Résultats {canary}", f"Bonjour,\nvoici {canary}.\n")
+    raw, msgid = build_message(
+        claire["address"], [paul["address"]], f"Résultats {canary}", f"Bonjour,\nvoici {canary}.\n"
+    )
     with smtp_submission(server, claire, implicit=implicit) as smtp:
         refused = smtp.sendmail(claire["address"], [paul["address"]], raw)
     assert refused == {}
@@ -108,7 +110,8 @@ def test_canary_appears_in_no_byte_the_server_wrote(server, deployment):
         dbname = deployment.database_url.rsplit("/", 1)[1]
         dump = subprocess.run(
             ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "--data-only", dbname],
-            capture_output=True, check=True,
+            capture_output=True,
+            check=True,
         ).stdout
         assert b"[...]" in dump  # the outer placeholder subject is there, in clear
         assert needle not in dump
@@ -176,12 +179,28 @@ def test_message_encrypted_by_the_sender_is_stored_as_it_came(server, deployment
     src = tmp_path / "inner.eml"
     src.write_bytes(inner)
     out = subprocess.run(
-        ["openssl", "cms", "-encrypt", "-aes256", "-in", str(src), "-subject", f"Clear {canary}",
-         "-from", claire["address"], "-to", paul["address"], str(deployment.path(paul, "smime_cert"))],
-        capture_output=True, check=True,
+        [
+            "openssl",
+            "cms",
+            "-encrypt",
+            "-aes256",
+            "-in",
+            str(src),
+            "-subject",
+            f"Clear {canary}",
+            "-from",
+            claire["address"],
+            "-to",
+            paul["address"],
+            str(deployment.path(paul, "smime_cert")),
+        ],
+        capture_output=True,
+        check=True,
     ).stdout
     msgid = f"<{uuid.uuid4().hex}@client.test>"
-    sent = f"Message-ID: {msgid}\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n".encode() + out.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    sent = f"Message-ID: {msgid}\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n".encode() + out.replace(
+        b"\r\n", b"\n"
+    ).replace(b"\n", b"\r\n")
     with smtp_submission(server, claire) as smtp:
         assert smtp.sendmail(claire["address"], [paul["address"]], sent) == {}
     stored = find_stored(asyncio.run(stored_messages(deployment, paul["address"])), msgid)

@@ -1,4 +1,5 @@
 """`mss demo` and `mss serve`: the contract scripts and docs rely on."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,12 @@ def test_demo_writes_the_documented_contract(tmp_path):
     assert doc["domain"] == "clinique-test.mssante.test"
     assert doc["config"] == "mss.toml" and (d / "mss.toml").is_file()
     assert doc["ports"] == {
-        "submission": 31000, "submissions": 31001, "mta": 31002, "imap": 31003, "imaps": 31004, "http": 31005,
+        "submission": 31000,
+        "submissions": 31001,
+        "mta": 31002,
+        "imap": 31003,
+        "imaps": 31004,
+        "http": 31005,
     }
     assert (d / doc["trust_anchors"]).is_file()
     per = [m for m in doc["mailboxes"] if m["type"] == "PER"]
@@ -38,13 +44,23 @@ def test_demo_writes_the_documented_contract(tmp_path):
         pem = (d / m["tls_cert"]).read_text()
         assert pem.count("BEGIN CERTIFICATE") == 2
         v = subprocess.run(
-            ["openssl", "verify", "-CAfile", str(d / doc["trust_anchors"]), "-purpose", "sslclient", str(d / m["tls_cert"])],
-            capture_output=True, text=True,
+            [
+                "openssl",
+                "verify",
+                "-CAfile",
+                str(d / doc["trust_anchors"]),
+                "-purpose",
+                "sslclient",
+                str(d / m["tls_cert"]),
+            ],
+            capture_output=True,
+            text=True,
         )
         assert v.returncode == 0 and ": OK" in v.stdout, v.stdout + v.stderr
         p12 = subprocess.run(
             ["openssl", "pkcs12", "-in", str(d / m["p12"]), "-passin", f"pass:{m['p12_password']}", "-nokeys"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         assert p12.returncode == 0 and "BEGIN CERTIFICATE" in p12.stdout, p12.stderr
 

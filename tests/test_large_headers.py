@@ -11,7 +11,6 @@ import threading
 import time
 
 import pytest
-
 from mail import build_message, find_stored, openssl_decrypt, smtp_submission
 from support import stored_messages
 
@@ -54,7 +53,9 @@ def test_folded_header_bomb_is_stored_and_other_sessions_keep_being_answered(ser
 
     assert outcome.get("refused") == {}, outcome
     assert len(stalls) >= 3, "the big message went through too fast to measure anything"
-    assert max(stalls) < MAX_STALL_S, f"another session waited {max(stalls):.1f} s (of {len(stalls)} commands; big one {outcome['seconds']:.1f} s)"
+    assert max(stalls) < MAX_STALL_S, (
+        f"another session waited {max(stalls):.1f} s (of {len(stalls)} commands; big one {outcome['seconds']:.1f} s)"
+    )
     stored = find_stored(asyncio.run(stored_messages(deployment, paul["address"])), msgid)
     inner = openssl_decrypt(deployment, paul, stored, tmp_path)
     assert inner.count(b" continuation\r\n") == FOLDED_LINES  # kept byte for byte, inside the envelope

@@ -8,6 +8,7 @@ and controls of a record's line as visible escapes, and leaves a traceback on it
 The unit tests drive the formatter; the end-to-end test sends forged input to a real
 `mss serve` over TLS on SMTP and IMAP and reads back what it wrote to stderr and `mss.log`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,7 +21,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -37,7 +37,7 @@ FAKE_TS = "1999-01-01 00:00:00,000"
 def _formatter_output(msg: str, *args, exc_info=None, stack_info: bool = False) -> str:
     record = logging.LogRecord("mss.test", logging.WARNING, __file__, 1, msg, args, exc_info)
     if stack_info:
-        record.stack_info = "Stack (most recent call last):\n  File \"x.py\", line 1, in <module>\n    f()"
+        record.stack_info = 'Stack (most recent call last):\n  File "x.py", line 1, in <module>\n    f()'
     return EscapingFormatter(FORMAT).format(record)
 
 
@@ -58,7 +58,10 @@ def test_message_with_line_breaks_and_controls_is_one_visible_line() -> None:
     assert len(out.splitlines()) == 1
     assert RECORD.match(out)
     assert out.endswith(
-        "authzid=paul@x\\r\\n" + _forged("crlf") + "\\x00\\u2028" + _forged("ls")
+        "authzid=paul@x\\r\\n"
+        + _forged("crlf")
+        + "\\x00\\u2028"
+        + _forged("ls")
         + "\\x85\\x0b\\x1c\\x1b[2J\\x7f\\ud8ff\\u202e"
     )
     assert out.isprintable()

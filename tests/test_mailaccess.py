@@ -49,28 +49,29 @@ async def test_a_handle_refuses_folders_it_did_not_hand_out(core, fresh_deployme
     mine = await core.mail.open(_principal(claire))
     theirs = await core.mail.open(_principal(paul))
     their_inbox = await theirs.folder("INBOX")
+    ref = await theirs.append("INBOX", b"From: <" + paul["address"].encode() + b">\r\nSubject: s\r\n\r\nx\r\n")
     my_inbox = await mine.folder("INBOX")
     assert their_inbox is not None and my_inbox is not None
-    forged = dataclasses.replace(their_inbox, mailbox=claire["address"])  # right owner, wrong id
-    for call in (
-        lambda: mine.messages(their_inbox),
-        lambda: mine.content(their_inbox, [1]),
-        lambda: mine.set_flags(their_inbox, [1], {"\\Deleted"}, "add"),
-        lambda: mine.expunge(their_inbox),
-        lambda: mine.copy(my_inbox, [1], their_inbox),
-        lambda: mine.move(their_inbox, [1], my_inbox),
-        lambda: mine.folder_state(their_inbox),
-    ):
-        with pytest.raises(Refusal) as err:
-            await call()
-        assert err.value.reason is Reason.NOT_ALLOWED
-    # A FolderInfo claiming to be mine but carrying another mailbox's id: the store's SQL
-    # check matches nothing, so nothing is read or written.
-    assert await mine.messages(forged) == []
-    assert await mine.folder_state(forged) is None
-    with pytest.raises(Refusal) as err:
-        await mine.set_flags(forged, [1], {"\\Deleted"}, "add")
-    assert err.value.reason is Reason.NO_SUCH_FOLDER
+    # Another mailbox's folder, and one claiming to be mine but carrying another id.
+    forged = dataclasses.replace(their_inbox, mailbox=claire["address"])
+    for folder in (their_inbox, forged):
+        for call in (
+            lambda f=folder: mine.messages(f),
+            lambda f=folder: mine.content(f, [ref.uid]),
+            lambda f=folder: mine.headers(f, [ref.uid]),
+            lambda f=folder: mine.set_flags(f, [ref.uid], {"\\Deleted"}, "add"),
+            lambda f=folder: mine.expunge(f),
+            lambda f=folder: mine.copy(my_inbox, [1], f),
+            lambda f=folder: mine.move(f, [ref.uid], my_inbox),
+            lambda f=folder: mine.folder_state(f),
+        ):
+            with pytest.raises(Refusal) as err:
+                await call()
+            assert err.value.reason is Reason.NOT_ALLOWED
+        with pytest.raises(Refusal):
+            mine.watch(folder)
+    (meta,) = await theirs.messages(their_inbox)  # untouched
+    assert meta.uid == ref.uid and meta.flags == frozenset()
 
 
 async def test_append_goes_through_sealing_and_the_group_commit(core, fresh_deployment):

@@ -1,23 +1,23 @@
 """A message on its way in is parsed once (mss.message.parse_message): every refusal with its
 exact text, the same answers as the four old checks (tests/frozen/message_v0.py), linear time,
 and large messages parsed off the event loop."""
+
 from __future__ import annotations
 
 import asyncio
 import re
 import threading
 import time
+from email.utils import getaddresses
 
 import pytest
+from frozen import message_v0
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
-
-from email.utils import getaddresses
+from message_strategies import messages
 
 from crypto.rfc5322 import scan
 from crypto.smime import is_encrypted
-from frozen import message_v0
-from message_strategies import messages
 from mss import message as message_module
 from mss.message import ParsedMessage, check_header_senders, outer_headers, parse_message, parse_message_async
 from mss.principal import Principal
@@ -29,7 +29,7 @@ ME = Principal("PS", "810001045367", "Claire", frozenset({CLAIRE, "org@h.test"})
 
 GOOD = (
     b"From: Claire <claire@h.test>\r\n"
-    b"To: paul@h.test,\r\n \"Secr\xc3\xa9tariat\" <sec@h.test>\r\n"
+    b'To: paul@h.test,\r\n "Secr\xc3\xa9tariat" <sec@h.test>\r\n'
     b"Subject: =?utf-8?q?R=C3=A9sultats?=\r\n"
     b"Date: Mon, 02 Nov 2026 10:00:00 +0100\r\n"
     b"Message-ID: <abc@h.test>\r\n"
@@ -48,7 +48,7 @@ def test_what_one_parse_finds() -> None:
     m = parse_message(GOOD, max_size=BIG)
     assert m.raw is GOOD and m.body == b"Subject: a body line that looks like a field\r\n"
     assert [f.name for f in m.fields] == ["From", "To", "Subject", "Date", "Message-ID"]
-    assert m.fields[1].raw == b"To: paul@h.test,\r\n \"Secr\xc3\xa9tariat\" <sec@h.test>\r\n"
+    assert m.fields[1].raw == b'To: paul@h.test,\r\n "Secr\xc3\xa9tariat" <sec@h.test>\r\n'
     assert m.from_addresses == (CLAIRE,) and m.sender_addresses == ()
     assert m.outer.to == 'paul@h.test, "Secrétariat" <sec@h.test>'
     assert m.outer.subject == "=?utf-8?q?R=C3=A9sultats?=" and m.outer.message_id == "<abc@h.test>"
@@ -59,12 +59,32 @@ def test_what_one_parse_finds() -> None:
 @pytest.mark.parametrize(
     ("raw", "reason", "text"),
     [
-        (GOOD.replace(b"\r\n\r\n", b"\r\n\n"), Reason.MALFORMED_MESSAGE, "Message contains a bare CR or LF; lines must end with CRLF"),
-        (GOOD.replace(b"Subject:", b"Sub\rject:"), Reason.MALFORMED_MESSAGE, "Message contains a bare CR or LF; lines must end with CRLF"),
-        (GOOD.replace(b"From: Claire <claire@h.test>\r\n", b""), Reason.MALFORMED_MESSAGE, "Message has no From header field (RFC 5322 3.6)"),
+        (
+            GOOD.replace(b"\r\n\r\n", b"\r\n\n"),
+            Reason.MALFORMED_MESSAGE,
+            "Message contains a bare CR or LF; lines must end with CRLF",
+        ),
+        (
+            GOOD.replace(b"Subject:", b"Sub\rject:"),
+            Reason.MALFORMED_MESSAGE,
+            "Message contains a bare CR or LF; lines must end with CRLF",
+        ),
+        (
+            GOOD.replace(b"From: Claire <claire@h.test>\r\n", b""),
+            Reason.MALFORMED_MESSAGE,
+            "Message has no From header field (RFC 5322 3.6)",
+        ),
         # A From in the body is not a From field.
-        (b"Subject: x\r\n\r\nFrom: claire@h.test\r\n", Reason.MALFORMED_MESSAGE, "Message has no From header field (RFC 5322 3.6)"),
-        (GOOD.replace(b"<claire@h.test>", b"undisclosed:;"), Reason.MALFORMED_MESSAGE, "From header field has no address"),
+        (
+            b"Subject: x\r\n\r\nFrom: claire@h.test\r\n",
+            Reason.MALFORMED_MESSAGE,
+            "Message has no From header field (RFC 5322 3.6)",
+        ),
+        (
+            GOOD.replace(b"<claire@h.test>", b"undisclosed:;"),
+            Reason.MALFORMED_MESSAGE,
+            "From header field has no address",
+        ),
         (b"Sender: \r\n" + GOOD, Reason.MALFORMED_MESSAGE, "Sender header field has no address"),
     ],
     ids=["bare-lf", "bare-cr", "no-from", "from-in-body", "from-no-address", "sender-no-address"],
@@ -76,7 +96,9 @@ def test_each_refusal_with_its_text(raw: bytes, reason: Reason, text: str) -> No
 
 def test_size_is_checked_first() -> None:
     assert (refusal(GOOD, max_size=len(GOOD) - 1).reason, refusal(GOOD, max_size=len(GOOD) - 1).public) == (
-        Reason.TOO_BIG, "Message exceeds the maximum size")
+        Reason.TOO_BIG,
+        "Message exceeds the maximum size",
+    )
     assert parse_message(GOOD, max_size=len(GOOD)).from_addresses == (CLAIRE,)
     # Too big and malformed: the cheap check answers, nothing is scanned.
     assert refusal(GOOD.replace(b"\r\n", b"\n"), max_size=10).reason is Reason.TOO_BIG
@@ -93,10 +115,22 @@ def test_header_senders_must_be_the_users_mailboxes() -> None:
     check_header_senders(ME, parse_message(b"From: <CLAIRE@h.test>\r\nSender: org@h.test\r\n\r\n", max_size=BIG))
     for raw, text in (
         (b"From: Paul <paul@h.test>\r\n\r\n", "From <paul@h.test> is not a mailbox of the authenticated user"),
-        (b"From: <claire@h.test>, <paul@h.test>\r\n\r\n", "From <paul@h.test> is not a mailbox of the authenticated user"),
-        (b"From: <claire@h.test>\r\nSender: paul@h.test\r\n\r\n", "Sender <paul@h.test> is not a mailbox of the authenticated user"),
-        (b"From: <claire@h.test>\r\nFrom: <paul@h.test>\r\n\r\n", "From <paul@h.test> is not a mailbox of the authenticated user"),
-        (b"From: <claire@h.test>,\r\n <paul@h.test>\r\n\r\n", "From <paul@h.test> is not a mailbox of the authenticated user"),
+        (
+            b"From: <claire@h.test>, <paul@h.test>\r\n\r\n",
+            "From <paul@h.test> is not a mailbox of the authenticated user",
+        ),
+        (
+            b"From: <claire@h.test>\r\nSender: paul@h.test\r\n\r\n",
+            "Sender <paul@h.test> is not a mailbox of the authenticated user",
+        ),
+        (
+            b"From: <claire@h.test>\r\nFrom: <paul@h.test>\r\n\r\n",
+            "From <paul@h.test> is not a mailbox of the authenticated user",
+        ),
+        (
+            b"From: <claire@h.test>,\r\n <paul@h.test>\r\n\r\n",
+            "From <paul@h.test> is not a mailbox of the authenticated user",
+        ),
     ):
         with pytest.raises(Refusal) as err:
             check_header_senders(ME, parse_message(raw, max_size=BIG))
@@ -106,7 +140,7 @@ def test_header_senders_must_be_the_users_mailboxes() -> None:
 class _Anyone:
     """A principal that may use every address: only the syntax checks can refuse."""
 
-    def may_use(self, address: str) -> bool:  # noqa: ARG002
+    def may_use(self, address: str) -> bool:
         return True
 
 
@@ -162,7 +196,7 @@ def folded(lines: int) -> bytes:
     return b"From: <claire@h.test>\r\nX-Long: start\r\n" + b"\tcontinuation\r\n" * lines + b"\r\nbody\r\n"
 
 
-def _best(fn, *args) -> float:  # noqa: ANN001
+def _best(fn, *args) -> float:
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
@@ -173,6 +207,7 @@ def _best(fn, *args) -> float:  # noqa: ANN001
 
 def test_parse_is_linear_in_the_number_of_continuation_lines() -> None:
     """200,000 continuation lines (2.6 MB) cost about 10x 20,000: a ratio, not seconds."""
+
     def run(raw: bytes) -> ParsedMessage:
         return parse_message(raw, max_size=BIG)
 
@@ -220,3 +255,16 @@ async def test_the_event_loop_keeps_running_while_a_large_message_is_parsed() ->
     done.set()
     await task
     assert ticks >= 2, (ticks, elapsed)
+
+
+def test_deeply_nested_comments_in_from_are_refused_not_crashed():
+    from mss.message import parse_message
+    from mss.refusals import Reason, Refusal
+
+    raw = b"From: " + b"(" * 5000 + b"a@b.test\r\nSubject: x\r\n\r\nbody\r\n"
+    try:
+        parse_message(raw, max_size=10**6)
+    except Refusal as exc:
+        assert exc.reason is Reason.MALFORMED_MESSAGE
+    else:  # pragma: no cover - must not be accepted
+        raise AssertionError("accepted")

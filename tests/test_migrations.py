@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 from sqlalchemy import text
+from support import create_pg_database, drop_pg_database
 
 from mss.db.engine import _alembic_config, create_engine, sessionmaker
 from mss.records import NewMessage, OuterHeaders
 from mss.store import Store
-from support import create_pg_database, drop_pg_database
 
 
 @pytest.fixture
@@ -38,6 +38,7 @@ OLD_ROWS = [
     (2, "\\Seen"),
     (3, "$Forwarded \\Answered \\Seen"),
     (4, "$NotDeleted Work \\Deleted"),
+    (5, "k" * 300 + "a " + "k" * 300 + "b"),  # two keywords the 255-character cut makes one
 ]
 
 
@@ -49,7 +50,7 @@ async def test_0004_converts_flags_and_starts_the_counter_above_old_uidvaliditie
             await c.execute(
                 text(
                     "INSERT INTO folder (mailbox, name, uidvalidity, uidnext, highestmodseq, subscribed) "
-                    "VALUES ('old@x.test', 'INBOX', 3999999000, 5, 5, true)"
+                    "VALUES ('old@x.test', 'INBOX', 3999999000, 6, 6, true)"
                 )
             )
             fid = (await c.execute(text("SELECT id FROM folder"))).scalar_one()
@@ -75,11 +76,12 @@ async def test_0004_converts_flags_and_starts_the_counter_above_old_uidvaliditie
             2: frozenset({"\\Seen"}),
             3: frozenset({"$Forwarded", "\\Answered", "\\Seen"}),
             4: frozenset({"$NotDeleted", "Work", "\\Deleted"}),
+            5: frozenset({"k" * 255}),
         }
-        assert (await store.get_folder("old@x.test", "INBOX")).unseen == 2
+        assert (await store.get_folder("old@x.test", "INBOX")).unseen == 3
         assert await store.expunge("old@x.test", fid) == [4]  # $NotDeleted is not \Deleted
         new = await store.create_folder("old@x.test", "Later")
-        assert new.uidvalidity == 3999999001
+        assert new.uidvalidity == 4_000_000_001  # above any time-based value, deleted folders' too
         async with engine.connect() as c:
             tables = await c.run_sync(lambda sc: __import__("sqlalchemy").inspect(sc).get_table_names())
         assert "mail_event" not in tables and "message_keyword" in tables
@@ -94,6 +96,6 @@ async def test_0004_converts_flags_and_starts_the_counter_above_old_uidvaliditie
     try:
         async with engine.connect() as c:
             rows = dict((await c.execute(text("SELECT uid, flags FROM message ORDER BY uid"))).all())
-        assert rows == {1: "", 2: "\\Seen", 3: "$Forwarded \\Answered \\Seen", 5: "\\Flagged k"}
+        assert rows == {1: "", 2: "\\Seen", 3: "$Forwarded \\Answered \\Seen", 5: "k" * 255, 6: "\\Flagged k"}
     finally:
         await engine.dispose()

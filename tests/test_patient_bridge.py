@@ -11,11 +11,11 @@ import time
 import uuid
 
 import pytest
+from mail import build_message, find_stored, smtp_submission
+from support import ROOT, drop_pg_database, make_deployment, scan_files, start_server, stored_messages
 
 from crypto.ins import ins_key
 from crypto.patient_client import PatientClient
-from mail import build_message, find_stored, smtp_submission
-from support import ROOT, drop_pg_database, make_deployment, scan_files, start_server, stored_messages
 
 
 def _rcpt(client, address: str) -> tuple[int, bytes]:
@@ -51,7 +51,9 @@ def test_patient_addresses_get_their_replies_and_mail_is_opened_only_with_the_pa
         c.rset()
 
     canary = f"CANARY-{uuid.uuid4().hex}"
-    raw, msgid = build_message(claire["address"], [active["address"], paul["address"]], f"Bilan {canary}", f"{canary}\n")
+    raw, msgid = build_message(
+        claire["address"], [active["address"], paul["address"]], f"Bilan {canary}", f"{canary}\n"
+    )
     with smtp_submission(server, claire) as c:
         assert c.sendmail(claire["address"], [active["address"], paul["address"]], raw) == {}  # mixed recipients
     stored = find_stored(asyncio.run(stored_messages(deployment, active["address"])), msgid)
@@ -77,7 +79,10 @@ def test_patient_addresses_get_their_replies_and_mail_is_opened_only_with_the_pa
 def _mss(dep, *args: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "mss", *args, "-c", str(dep.config), "--json"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)
 
@@ -100,7 +105,9 @@ def test_operator_commands_blocks_and_closing_refuse_mail_with_their_codes(patie
     assert created["state"] == "pending" and created["activation_code"]
     bad = subprocess.run(
         [sys.executable, "-m", "mss", "patient", "create", "123", "--email", "x@example.org", "-c", str(dep.config)],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode != 0 and "Invalid INS" in bad.stderr, bad.stderr
     listed = {p["ins"]: p["state"] for p in _mss(dep, "patient", "list")["patients"]}

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
+from mail import build_message
 from sqlalchemy import text
 
 from crypto.ins import ins_key
 from crypto.patient import KdfParams, PatientCryptoError, derive_keys, normalise_activation_code
 from crypto.patient_client import PatientClient
-from mail import build_message
 from mss.core import Core
 from mss.notify import BODY, SUBJECT, Notifier, notification, portal_url
 from mss.principal import Principal
@@ -69,7 +69,11 @@ async def patient_inbox(core, address: str, folder: str = "INBOX") -> list[bytes
 
 
 async def test_create_refuses_a_bad_ins_and_names_the_check(core):
-    for bad, reason in (("1234", "length"), (ins("2690575123456")[:-2] + "00", "key"), ("2690575X23456" + "00", "characters")):
+    for bad, reason in (
+        ("1234", "length"),
+        (ins("2690575123456")[:-2] + "00", "key"),
+        ("2690575X23456" + "00", "characters"),
+    ):
         with pytest.raises(Refusal) as err:
             await core.patients.create(bad, email="a@b.test")
         assert err.value.reason is Reason.BAD_ADDRESS and reason in err.value.log, (bad, err.value.log)
@@ -224,9 +228,9 @@ async def test_notifications_are_content_free_rate_limited_and_retried(core, fre
         attempts, error = (await s.execute(text("SELECT attempts, last_error FROM patient_notification"))).one()
     assert attempts == 1 and "MTA down" in error
     failing[0] = False
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    later = datetime.now(timezone.utc) + timedelta(hours=2)
+    later = datetime.now(UTC) + timedelta(hours=2)
     assert await notifier.send_due(now=later) == 1
     # More mail within the window: one more notification only once the window is over.
     for _ in range(3):
@@ -258,7 +262,9 @@ async def test_closing_shreds_the_keys_first_then_everything_and_mail_is_refused
             t: (await s.execute(text(f"SELECT count(*) FROM {t}"))).scalar_one()  # noqa: S608 - fixed names
             for t in ("conversation", "patient_journal", "patient_notification", "patient_block")
         }
-        folders = (await s.execute(text("SELECT count(*) FROM folder WHERE mailbox = :m"), {"m": record.address})).scalar_one()
+        folders = (
+            await s.execute(text("SELECT count(*) FROM folder WHERE mailbox = :m"), {"m": record.address})
+        ).scalar_one()
     assert row == ("closed", None, None, None, None, "")
     assert counts == dict.fromkeys(counts, 0) and folders == 0
     tx = core.submission.begin(pro)

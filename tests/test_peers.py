@@ -1,4 +1,5 @@
 """`mss.peers.format_peer`: one form for a peer in every log line (RFC 3986 §3.2.2 brackets)."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """Recipient routing: local mailbox, unknown local, another operator of the trust space
 (whitelist), or outside the trust space; each with its own reply."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,11 +10,17 @@ import pytest
 
 from annuaire.whitelist import import_whitelist
 from mss.core import Core
+from mss.principal import Principal
 from mss.refusals import Reason, Refusal
 from smtp.replies import smtp_reply
-from mss.principal import Principal
 
-PRO = Principal("PS", "810000000001", "Claire", frozenset({"claire.martin@hopital-demo.mssante.test"}), "claire.martin@hopital-demo.mssante.test")
+PRO = Principal(
+    "PS",
+    "810000000001",
+    "Claire",
+    frozenset({"claire.martin@hopital-demo.mssante.test"}),
+    "claire.martin@hopital-demo.mssante.test",
+)
 
 WHITELIST = """<?xml version="1.0" encoding="UTF-8"?>
 <ListeBlanche xmlns="https://listeblanche.mssante.fr/schema">

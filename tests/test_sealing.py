@@ -1,17 +1,18 @@
 """One delivery to several mailboxes: parsed once, protected once, encrypted once per mailbox
 (DESIGN.md "Core services"), each copy opened by `openssl cms` with that mailbox's key."""
+
 from __future__ import annotations
 
 import pytest
+from mail import build_message, find_stored, openssl_decrypt
+from support import stored_messages
 
 from crypto.smime import protect_and_encrypt
-from mail import build_message, find_stored, openssl_decrypt
 from mss import message as message_module
 from mss import sealing
 from mss.core import Core
 from mss.message import parse_message
 from mss.principal import Principal
-from support import stored_messages
 
 
 @pytest.fixture
@@ -33,8 +34,14 @@ def _count(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[i
     return calls
 
 
-async def test_one_parse_one_protection_one_encryption_per_mailbox(core, fresh_deployment, monkeypatch, tmp_path) -> None:
-    app, claire, paul = fresh_deployment.mailbox("APP"), fresh_deployment.mailbox("PER", 0), fresh_deployment.mailbox("PER", 1)
+async def test_one_parse_one_protection_one_encryption_per_mailbox(
+    core, fresh_deployment, monkeypatch, tmp_path
+) -> None:
+    app, claire, paul = (
+        fresh_deployment.mailbox("APP"),
+        fresh_deployment.mailbox("PER", 0),
+        fresh_deployment.mailbox("PER", 1),
+    )
     parses = _count(monkeypatch, message_module, "parse_message")
     protections = _count(monkeypatch, sealing, "protect")
     encryptions = _count(monkeypatch, sealing, "encrypt")
@@ -56,12 +63,16 @@ async def test_one_parse_one_protection_one_encryption_per_mailbox(core, fresh_d
     heads = {c.split(b"\r\n\r\n", 1)[0] for c in copies.values()}
     assert len(heads) == 1 and b"Subject: [...]" in heads.pop()  # one outer header for all
     assert len(set(copies.values())) == 3  # but a ciphertext of its own each
-    payloads = {openssl_decrypt(fresh_deployment, entry, copies[name], tmp_path)
-                for name, entry in (("claire", claire), ("paul", paul), ("app", app))}
+    payloads = {
+        openssl_decrypt(fresh_deployment, entry, copies[name], tmp_path)
+        for name, entry in (("claire", claire), ("paul", paul), ("app", app))
+    }
     assert len(payloads) == 1 and b"Subject: Compte rendu" in payloads.pop()
 
 
-async def test_an_already_encrypted_message_is_stored_as_it_came_for_every_mailbox(core, fresh_deployment, monkeypatch) -> None:
+async def test_an_already_encrypted_message_is_stored_as_it_came_for_every_mailbox(
+    core, fresh_deployment, monkeypatch
+) -> None:
     from crypto.pki import TestPKI
 
     claire, paul = fresh_deployment.mailbox("PER", 0), fresh_deployment.mailbox("PER", 1)

@@ -1,6 +1,7 @@
 """A SERV (server) certificate identifies another operator's MTA: it must never log in to
 submission or IMAP as a mailbox of its structure, even though it chains and carries the
 structure id those mailboxes belong to."""
+
 from __future__ import annotations
 
 import imaplib
@@ -12,7 +13,9 @@ import pytest
 @pytest.fixture
 def serv_context(deployment):
     # The demo's own server certificate: SERV, same structure id as the ORG and APP mailboxes.
-    return deployment.client_context(cert=deployment.directory / "pki/server.crt", key=deployment.directory / "pki/server.key")
+    return deployment.client_context(
+        cert=deployment.directory / "pki/server.crt", key=deployment.directory / "pki/server.key"
+    )
 
 
 def test_serv_certificate_gets_no_smtp_submission(server, deployment, serv_context):
@@ -35,7 +38,9 @@ def test_serv_certificate_gets_no_imap_login(server, deployment, serv_context):
 def test_structure_certificate_reaches_only_its_org_and_app_mailboxes(server, deployment):
     app = deployment.mailbox("APP")
     claire = deployment.mailbox("PER", 0)
-    with smtplib.SMTP_SSL(server.host, server.port("submissions"), context=deployment.client_context(app), timeout=20) as c:
+    with smtplib.SMTP_SSL(
+        server.host, server.port("submissions"), context=deployment.client_context(app), timeout=20
+    ) as c:
         c.ehlo("lps.test")
         assert c.mail(app["address"])[0] == 250
         c.rset()

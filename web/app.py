@@ -7,6 +7,7 @@ declarations (`/openapi.json`). No interactive docs pages: they load scripts fro
 Layers, outermost first: `SecurityHeaders` (on every response, the framework's own 500
 included), FastAPI's body limit, `RequestLimits`, `HeadAsGet`, then routing and error handlers.
 """
+
 from __future__ import annotations
 
 from fastapi import FastAPI

@@ -8,6 +8,7 @@ framework generates `/openapi.json` from them.
 Query values longer than `web.security.MAX_PARAM_LEN`, or more than `MAX_PARAMS` of them,
 are refused (400) before any route runs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
@@ -93,8 +94,10 @@ def json_router(directory: Directory) -> APIRouter:
         summary="The mailbox at an address",
         description="Case-insensitive; a red-listed mailbox is not found.",
         response_model=PublishedMailbox,
-        responses={400: {"model": Error, "description": "No address"},
-                   404: {"model": NotFound, "description": "Unknown or not published"}},
+        responses={
+            400: {"model": Error, "description": "No address"},
+            404: {"model": NotFound, "description": "Unknown or not published"},
+        },
     )
     async def resolve(
         address: Annotated[str, Query(description="MSSanté address", min_length=1, max_length=MAX_PARAM_LEN)],
@@ -108,7 +111,7 @@ def json_router(directory: Directory) -> APIRouter:
         "/search",
         summary="Search mailboxes",
         description="Every criterion given must match; at least one is required. Red-listed "
-                    "mailboxes are never listed.",
+        "mailboxes are never listed.",
         response_model=SearchResults,
         responses={400: {"model": Error, "description": "No criterion, or a bad one"}},
     )
@@ -121,8 +124,9 @@ def json_router(directory: Directory) -> APIRouter:
         type: Annotated[str | None, _text("Mailbox type: PER, ORG, APP or CAB")] = None,
         limit: Annotated[int | None, Query(description="Most results (at most 200)")] = None,
     ) -> Response:
-        criteria = DirectorySearch(name=name, profession=profession, specialty=specialty, postcode=postcode,
-                                   department=department, type=type)
+        criteria = DirectorySearch(
+            name=name, profession=profession, specialty=specialty, postcode=postcode, department=department, type=type
+        )
         try:
             found = await directory.search(criteria, limit=DEFAULT_LIMIT if limit is None else limit)
         except DirectoryQueryError as exc:
@@ -139,13 +143,20 @@ Handler = Callable[..., Coroutine[None, None, Response]]
 
 def _common_search_parameters(
     identifier: Annotated[list[str] | None, _text("National id: `value` or `system|value`")] = None,
-    mailbox_mss: Annotated[list[str] | None, Query(
-        alias="mailbox-mss", description="MSSanté address, starts with", max_length=MAX_PARAM_LEN)] = None,
-    mailbox_mss_exact: Annotated[list[str] | None, Query(
-        alias="mailbox-mss:exact", description="MSSanté address, whole (case-insensitive)",
-        max_length=MAX_PARAM_LEN)] = None,
-    mailbox_mss_contains: Annotated[list[str] | None, Query(
-        alias="mailbox-mss:contains", description="MSSanté address, contains", max_length=MAX_PARAM_LEN)] = None,
+    mailbox_mss: Annotated[
+        list[str] | None,
+        Query(alias="mailbox-mss", description="MSSanté address, starts with", max_length=MAX_PARAM_LEN),
+    ] = None,
+    mailbox_mss_exact: Annotated[
+        list[str] | None,
+        Query(
+            alias="mailbox-mss:exact", description="MSSanté address, whole (case-insensitive)", max_length=MAX_PARAM_LEN
+        ),
+    ] = None,
+    mailbox_mss_contains: Annotated[
+        list[str] | None,
+        Query(alias="mailbox-mss:contains", description="MSSanté address, contains", max_length=MAX_PARAM_LEN),
+    ] = None,
     count: Annotated[int | None, Query(alias="_count", description="Page size (at most 500)")] = None,
 ) -> None:
     """Declared for validation and the OpenAPI description; the search itself reads the whole
@@ -216,15 +227,26 @@ def fhir_router(directory: Directory, *, base_url: str = "") -> APIRouter:
 
     for resource, declared in _SEARCH_PARAMETERS.items():
         router.add_api_route(
-            f"/{resource}", searcher(resource), methods=["GET"], summary=f"Search {resource}",
+            f"/{resource}",
+            searcher(resource),
+            methods=["GET"],
+            summary=f"Search {resource}",
             description="FHIR R4 search (search-type); every parameter given must match.",
-            operation_id=f"search_{resource}", response_model=Bundle,
-            dependencies=[Depends(d) for d in declared], responses=_FHIR_ERRORS,
+            operation_id=f"search_{resource}",
+            response_model=Bundle,
+            dependencies=[Depends(d) for d in declared],
+            responses=_FHIR_ERRORS,
         )
         router.add_api_route(
-            f"/{resource}/{{id}}", reader(resource), methods=["GET"], summary=f"Read {resource}",
-            operation_id=f"read_{resource}", response_model=FhirResource,
-            responses={400: {"model": OperationOutcome, "description": "An id longer than 64 characters"},
-                       404: {"model": OperationOutcome, "description": "No such resource"}},
+            f"/{resource}/{{id}}",
+            reader(resource),
+            methods=["GET"],
+            summary=f"Read {resource}",
+            operation_id=f"read_{resource}",
+            response_model=FhirResource,
+            responses={
+                400: {"model": OperationOutcome, "description": "An id longer than 64 characters"},
+                404: {"model": OperationOutcome, "description": "No such resource"},
+            },
         )
     return router

@@ -4,6 +4,7 @@
 FastAPI's defaults are replaced: a bad parameter is a 400 (the directory's contract, not
 422), 404 and 405 keep the same JSON shapes, and 405 lists HEAD with GET in `Allow`.
 """
+
 from __future__ import annotations
 
 import logging

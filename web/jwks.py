@@ -4,6 +4,7 @@ Served only when `[tokens] serve_jwks = true` and `jwks` names a local file (404
 the file is re-read when it changes (mtime and size), so a key rollover needs no restart.
 Private members (RFC 7518 6.2.2, 6.3.2, 6.4.1) are never published, whatever the file holds.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,7 +60,9 @@ class JwksFile:
         if stamp != self._stamp:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
             keys = doc.get("keys", []) if isinstance(doc, dict) else []
-            public = [{k: v for k, v in key.items() if k not in PRIVATE_MEMBERS} for key in keys if isinstance(key, dict)]
+            public = [
+                {k: v for k, v in key.items() if k not in PRIVATE_MEMBERS} for key in keys if isinstance(key, dict)
+            ]
             self._body = json.dumps({"keys": public}, separators=(",", ":")).encode()
             self._stamp = stamp
         return self._body
@@ -75,8 +78,10 @@ def router(settings: Settings) -> APIRouter:
         summary="The token issuer's public keys (JWKS)",
         response_class=JwksBody,
         response_model=JsonWebKeySet,
-        responses={404: {"description": "Not served by this node (a JSON error)"},
-                   500: {"description": "The key file cannot be read (a JSON error)"}},
+        responses={
+            404: {"description": "Not served by this node (a JSON error)"},
+            500: {"description": "The key file cannot be read (a JSON error)"},
+        },
     )
     def jwks() -> Response:
         # A plain function: FastAPI runs it in a thread, so the file read never blocks the loop.

@@ -12,6 +12,7 @@ and the request's scope, so bodies stream through untouched.
   still arriving). The body is capped by FastAPI's `max_body_size` (413, `http_max_body`).
 - `HeadAsGet`: HEAD is GET without the body (RFC 9110 9.3.2); FastAPI routes only GET.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,15 +68,22 @@ class SecurityHeaders:
 
 async def _send_error(send: Send, status: int, error: str, *, fhir: bool = False) -> None:
     if fhir:
-        doc: dict[str, object] = {"resourceType": "OperationOutcome",
-                                  "issue": [{"severity": "error", "code": "invalid", "diagnostics": error}]}
+        doc: dict[str, object] = {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "invalid", "diagnostics": error}],
+        }
         ctype = b"application/fhir+json"
     else:
         doc = {"error": error}
         ctype = b"application/json"
     body = json.dumps(doc, separators=(",", ":")).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -14,6 +14,7 @@ What uvicorn is told, and why:
   websockets, no lifespan (the core is opened and closed by `mss serve`).
 - TLS (`[listen] http_tls`) with `mss.tls.http_server_context`: the [tls] certificate.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -132,6 +133,10 @@ async def start(services: WebServices, *, host: str | None = None, port: int | N
         sock.close()
         raise
     listener = WebListener(server, sock, task)
-    log.info("http listening on %s port %d (%s)", host, listener.port,
-             "https" if tls is not None else "plain http: loopback only")
+    log.info(
+        "http listening on %s port %d (%s)",
+        host,
+        listener.port,
+        "https" if tls is not None else "plain http: loopback only",
+    )
     return listener

@@ -10,6 +10,7 @@ calls the core through the session's `MailboxHandle` (`session.box`) and
 classes), so no command name is written here. This module imports the session type for
 typing only: the session imports this table, not the other way round.
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -28,7 +29,9 @@ C = TypeVar("C", bound=c.Command)
 Handler = Callable[["Session", c.Command], Awaitable[Sequence[Output]]]
 
 
-def _bind(cls: type[C], handler: Callable[[Session, C], Awaitable[Sequence[Output]]]) -> tuple[type[c.Command], Handler]:
+def _bind(
+    cls: type[C], handler: Callable[[Session, C], Awaitable[Sequence[Output]]]
+) -> tuple[type[c.Command], Handler]:
     """One table entry: `handler` typed for `cls`, called only with instances of it."""
 
     async def run(session: Session, cmd: c.Command) -> Sequence[Output]:

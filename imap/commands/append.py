@@ -3,18 +3,18 @@
 The message goes through the session's `MailboxHandle.append`, which encrypts it to the
 mailbox's certificates before the store sees it: nothing is ever stored in clear, whatever the path.
 """
+
 from __future__ import annotations
 
 import logging
-from datetime import timezone
+from datetime import UTC
 from typing import TYPE_CHECKING
-
-from mss.refusals import Reason, Refusal
 
 from imap.flags import check_flags
 from imap.protocol.commands import Append
 from imap.protocol.response import Response, bad, ok
 from imap.replies import refused
+from mss.refusals import Reason, Refusal
 
 if TYPE_CHECKING:
     from imap.session import Session
@@ -29,7 +29,7 @@ async def append(session: Session, cmd: Append) -> list[Response]:
     flags, why = check_flags(cmd.flags)
     if why:
         return [bad(cmd.tag, why)]
-    when = cmd.date.astimezone(timezone.utc) if cmd.date else None  # SQLite keeps no offset
+    when = cmd.date.astimezone(UTC) if cmd.date else None  # SQLite keeps no offset
     try:
         ref = await session.box.append(cmd.mailbox, raw, flags, when)
     except Refusal as exc:

@@ -18,19 +18,19 @@ and the outcome becomes a tagged response and `Event.AUTH_OK` or `Event.AUTH_FAI
 | Failure unsupported      | NO [CANNOT]                                |
 | Failure with close       | the NO, then `* BYE`, and the connection closes |
 """
+
 from __future__ import annotations
 
 import base64
 import logging
 from typing import TYPE_CHECKING
 
-from mss.refusals import Refusal
-from mss.services import Challenge, Failure, FailureKind, SaslExchange, SaslStep, Success
-
 from imap.actions import PendingAuthentication, StartTLS
 from imap.protocol.commands import Authenticate, Login, StartTls
 from imap.protocol.response import Continue, Response, Status, bad, bye, no, ok
 from imap.state import Event, State
+from mss.refusals import Refusal
+from mss.services import Challenge, Failure, FailureKind, SaslExchange, SaslStep, Success
 
 if TYPE_CHECKING:
     from imap.session import Session
@@ -88,7 +88,7 @@ async def continue_authenticate(session: Session, pending: PendingAuthentication
     response = line.decode("ascii", errors="replace").strip()
     try:
         return await _step(session, pending.tag, pending.exchange, response)
-    except Exception:  # noqa: BLE001 - the dispatcher does not see continuation lines
+    except Exception:
         log.exception("imap AUTHENTICATE failed peer=%r", session.peer)
         if session.state is State.AUTHENTICATING:
             session.apply(Event.AUTH_FAILED)

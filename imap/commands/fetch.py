@@ -4,18 +4,18 @@ Message data is the stored S/MIME message as it is: ENVELOPE and BODYSTRUCTURE c
 its clear outer headers and MIME structure; BODY[] returns the exact stored bytes, which
 the client decrypts with the mailbox key.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from crypto.dates import as_utc
-from mss.records import MessageMeta
-
 from imap import mime
 from imap.protocol.commands import Fetch, FetchAtt
 from imap.protocol.response import Atom, Data, Literal, Response, Value, bad, ok
 from imap.view import flag_list
+from mss.records import MessageMeta
 
 if TYPE_CHECKING:
     from imap.session import Session
@@ -111,7 +111,7 @@ def _items(atts: list[FetchAtt], meta: MessageMeta, content: tuple[bytes, mime.P
     # Items asked for twice are sent once.
     seen: set[Value] = set()
     dedup: list[Value] = []
-    for k, v in zip(items[::2], items[1::2]):
+    for k, v in zip(items[::2], items[1::2], strict=False):
         if k in seen:
             continue
         seen.add(k)

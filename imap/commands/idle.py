@@ -5,6 +5,7 @@ Starting IDLE (`Event.IDLE_START`) subscribes the session to the selected folder
 the session for updates whenever the watch fires. The changes that landed between the last
 command and the watch starting are added after `+ idling` by the session's dispatcher.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -7,19 +7,19 @@ personal namespace with "/" as hierarchy delimiter. (IMAP "mailbox" in the RFCs 
 `Folder`.) Folder names are checked, and RENAME carried out with its inferiors in one
 transaction, by the core; refusals come back as `Refusal` and the dispatcher answers them.
 """
+
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from mss.records import DELIMITER, MessageMeta, canonical_folder_name
-
 from imap.flags import SYSTEM_FLAGS
 from imap.protocol.commands import Create, Delete, List, Namespace, Rename, Select, Status, Subscribe, Unselect
 from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
 from imap.state import Event
 from imap.view import FolderView, flag_list
+from mss.records import DELIMITER, MessageMeta, canonical_folder_name
 
 if TYPE_CHECKING:
     from imap.session import Session
@@ -87,8 +87,11 @@ async def create(session: Session, cmd: Create) -> list[Response]:
 
 async def delete(session: Session, cmd: Delete) -> list[Response]:
     name = canonical_folder_name(cmd.mailbox)  # INBOX is case-insensitive (RFC 9051 5.1)
-    if session.view is not None and session.view.info.name == name:
-        return [no(cmd.tag, "Cannot delete the selected folder; CLOSE it first", "INUSE")]
+    if session.view is not None:
+        # By id, not name: the selected folder may have been renamed since it was selected.
+        target = await session.box.folder(name)
+        if target is not None and target.id == session.view.info.id:
+            return [no(cmd.tag, "Cannot delete the selected folder; CLOSE it first", "INUSE")]
     await session.box.delete_folder(name)
     return [ok(cmd.tag, "DELETE completed")]
 

@@ -1,4 +1,5 @@
 """CAPABILITY, NOOP/CHECK, LOGOUT, ID (RFC 2971), ENABLE (RFC 5161)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

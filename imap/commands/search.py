@@ -7,10 +7,11 @@ fields are read from the stored outer header block. `BODY` never matches (the bo
 ciphertext) and `TEXT` matches the outer header fields only: clients that need full-text
 search do it on their side after decryption.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date, timezone
+from datetime import UTC, date
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
@@ -60,7 +61,7 @@ def _sent_date(value: str) -> date | None:
 
 
 class _Candidate:
-    def __init__(self, seq: int, meta, headers, content_loader) -> None:  # noqa: ANN001
+    def __init__(self, seq: int, meta, headers, content_loader) -> None:
         self.seq = seq
         self.meta = meta
         self.headers = headers
@@ -103,7 +104,7 @@ def _match(key: tuple, c: _Candidate, n: int, max_uid: int) -> bool:
     if op == "SMALLER":
         return m.size < key[1]
     if op in ("BEFORE", "ON", "SINCE"):
-        d = m.internaldate.astimezone(timezone.utc).date() if m.internaldate.tzinfo else m.internaldate.date()
+        d = m.internaldate.astimezone(UTC).date() if m.internaldate.tzinfo else m.internaldate.date()
         return _cmp(op, d, key[1])
     if op in ("SENTBEFORE", "SENTON", "SENTSINCE"):
         d = _sent_date(c.header("DATE"))

@@ -1,5 +1,6 @@
 """STORE (RFC 9051 6.4.6), EXPUNGE and UID EXPUNGE (RFC 4315), COPY/MOVE (RFC 6851) with
 COPYUID (RFC 4315)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -3,6 +3,7 @@
 Nothing here touches a socket or the core, so the parser and serialiser can be driven
 byte by byte in tests (DESIGN.md, "sans-IO").
 """
+
 from imap.protocol.commands import (
     Command,
     FetchAtt,
@@ -29,7 +30,22 @@ from imap.protocol.response import (
 )
 
 __all__ = [
-    "Atom", "Command", "Continue", "ContinuationNeeded", "Data", "FetchAtt", "Limits", "Literal",
-    "ParseError", "Parser", "RawLine", "Response", "SearchKey", "Section", "SequenceSet", "Status",
-    "parse_command", "serialise",
+    "Atom",
+    "Command",
+    "ContinuationNeeded",
+    "Continue",
+    "Data",
+    "FetchAtt",
+    "Limits",
+    "Literal",
+    "ParseError",
+    "Parser",
+    "RawLine",
+    "Response",
+    "SearchKey",
+    "Section",
+    "SequenceSet",
+    "Status",
+    "parse_command",
+    "serialise",
 ]

@@ -9,11 +9,13 @@ parses into which class is written once, in `imap.protocol.grammar.COMMANDS`.
 Arguments are already typed and checked by the grammar, so a handler never looks inside a
 dictionary and never re-parses anything. Sequences are tuples: a command is a value.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Iterable, Iterator, Literal, Union
+from typing import Literal, Union
 
 MAX_NUMBER = 2**32 - 1  # RFC 9051 9: number = 1*DIGIT ; Unsigned 32-bit integer
 
@@ -122,7 +124,7 @@ class FetchAtt:
 #   ("AND", (k, ...)) ("OR", k1, k2) ("NOT", k)
 
 DateKey = Literal["BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"]
-SearchKey = Union[
+SearchKey = Union[  # noqa: UP007 - recursive alias: `|` cannot take a forward reference
     tuple[Literal["ALL", "NONE"]],
     tuple[Literal["FLAG"], str, bool],
     tuple[Literal["HEADER"], str, str],
@@ -374,4 +376,3 @@ class Copy(UidCommand):
     set: SequenceSet
     mailbox: str
     move: bool = False
-

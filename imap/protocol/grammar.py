@@ -10,6 +10,7 @@ Each rule reads the arguments after the command name (RFC 9051 9, "Formal Syntax
 serves several names (SELECT and EXAMINE, COPY and MOVE) tells them apart by `Head.name` and
 records the difference as a field (`readonly`, `move`), so handlers never compare names.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -105,7 +106,7 @@ def _id(r: Reader, h: Head) -> Id:
     items = r.paren_list(r.nstring)
     if len(items) % 2 or len(items) > 60:
         raise r.error("ID takes field/value pairs (at most 30)")
-    return Id(tag=h.tag, name=h.name, params=tuple(zip(items[::2], items[1::2])))
+    return Id(tag=h.tag, name=h.name, params=tuple(zip(items[::2], items[1::2], strict=False)))
 
 
 # -- not authenticated ---------------------------------------------------------------------
@@ -211,17 +212,18 @@ def _list(r: Reader, h: Head) -> List:
         r.sp()
     ref = r.astring() if r.peek() not in (b'"', b"{") else r.utf8(r.string())
     r.sp()
-    if r.peek() == b"(":
-        patterns = r.paren_list(r.list_mailbox, allow_empty=False)
-    else:
-        patterns = [r.list_mailbox()]
+    patterns = r.paren_list(r.list_mailbox, allow_empty=False) if r.peek() == b"(" else [r.list_mailbox()]
     return_opts: list[str] = []
     if r.try_sp():
         r.expect(b"RETURN")
         r.sp()
         return_opts = [o.upper() for o in r.paren_list(lambda: _return_opt(r))]
     return List(
-        tag=h.tag, name=h.name, reference=ref, patterns=tuple(patterns), select=tuple(select_opts),
+        tag=h.tag,
+        name=h.name,
+        reference=ref,
+        patterns=tuple(patterns),
+        select=tuple(select_opts),
         return_=tuple(return_opts),
     )
 

@@ -11,6 +11,7 @@ Every problem surfaces as a `ParseError` event (never another exception): `fatal
 the stream cannot be resynchronised (a non-synchronising literal we refuse to read), so
 the connection must close after the BAD.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,14 @@ from imap.protocol.grammar import COMMAND_NAMES, COMMANDS, Head
 from imap.protocol.reader import ASTRING_CHARS, ATOM_CHARS, Limits, ParseError, Reader
 
 __all__ = [
-    "COMMAND_NAMES", "Command", "ContinuationNeeded", "ParserEvent", "Limits", "ParseError", "Parser", "RawLine",
+    "COMMAND_NAMES",
+    "Command",
+    "ContinuationNeeded",
+    "Limits",
+    "ParseError",
+    "Parser",
+    "ParserEvent",
+    "RawLine",
     "parse_command",
 ]
 

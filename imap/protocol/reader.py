@@ -9,12 +9,14 @@ lines and literals is `imap.protocol.parser.Parser`.
 Limits (`Limits`) are enforced where the input is read: line and literal sizes by the
 framing, nesting here (`enter`), so that no input can make the reader recurse without bound.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from imap.flags import canonical_flag
 from imap.protocol.commands import MAX_NUMBER, DateKey, FetchAtt, SearchKey, Section, SequenceSet
@@ -51,17 +53,30 @@ ATOM_SPECIALS = set(b'(){ %*"\\]') | set(range(0, 0x20)) | {0x7F}
 ATOM_CHARS = bytes(c for c in range(1, 128) if c not in ATOM_SPECIALS)
 ASTRING_CHARS = ATOM_CHARS + b"]"
 LIST_CHARS = ATOM_CHARS + b"%*]"
-_MONTHS = {m: i + 1 for i, m in enumerate(
-    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"])}
+_MONTHS = {
+    m: i + 1 for i, m in enumerate(["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"])
+}
 _FETCH_MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
 _SIMPLE_FETCH = {
-    "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT",
-    "BODY", "BODYSTRUCTURE", "UID",
+    "ENVELOPE",
+    "FLAGS",
+    "INTERNALDATE",
+    "RFC822",
+    "RFC822.HEADER",
+    "RFC822.SIZE",
+    "RFC822.TEXT",
+    "BODY",
+    "BODYSTRUCTURE",
+    "UID",
 }
+
+
+#: Most search keys (and key groups) one SEARCH may carry; clients send a handful.
+MAX_SEARCH_KEYS = 256
 
 
 class Reader:
@@ -72,6 +87,7 @@ class Reader:
         self.pos = 0
         self.limits = limits
         self.depth = 0
+        self.search_nodes = 0
 
     # -- basics --------------------------------------------------------------------------
 
@@ -290,7 +306,7 @@ class Reader:
         raw = self.quoted().decode("ascii", "replace")
         m = re.fullmatch(r" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)", raw)
         if not m:
-            raise self.error("Invalid date-time (expected \"dd-Mon-yyyy hh:mm:ss +zzzz\")")
+            raise self.error('Invalid date-time (expected "dd-Mon-yyyy hh:mm:ss +zzzz")')
         d, mon, y, hh, mm, ss, sign, zh, zm = m.groups()
         try:
             off = timedelta(hours=int(zh), minutes=int(zm)) * (1 if sign == "+" else -1)
@@ -352,12 +368,17 @@ class Reader:
     # -- SEARCH --------------------------------------------------------------------------
 
     def search_keys(self) -> SearchKey:
+        self.search_nodes += 1
         keys = [self.search_key()]
         while self.try_sp():
             keys.append(self.search_key())
         return keys[0] if len(keys) == 1 else ("AND", tuple(keys))
 
     def search_key(self) -> SearchKey:
+        # Each key is evaluated against every message: cap how many one SEARCH may carry.
+        self.search_nodes += 1
+        if self.search_nodes > MAX_SEARCH_KEYS:
+            raise self.error(f"Too many search keys (at most {MAX_SEARCH_KEYS})")
         c = self.peek()
         if c == b"(":
             self.expect(b"(")
@@ -422,14 +443,26 @@ class Reader:
 #: Search keys without arguments (RFC 9051 6.4.4). NEW and RECENT match nothing and OLD
 #: everything: this server never sets \Recent (RFC 9051 removed it).
 _SIMPLE_SEARCH: dict[str, SearchKey] = {
-    "ALL": ("ALL",), "NEW": ("NONE",), "RECENT": ("NONE",), "OLD": ("ALL",),
-    "ANSWERED": ("FLAG", "\\Answered", True), "UNANSWERED": ("FLAG", "\\Answered", False),
-    "DELETED": ("FLAG", "\\Deleted", True), "UNDELETED": ("FLAG", "\\Deleted", False),
-    "DRAFT": ("FLAG", "\\Draft", True), "UNDRAFT": ("FLAG", "\\Draft", False),
-    "FLAGGED": ("FLAG", "\\Flagged", True), "UNFLAGGED": ("FLAG", "\\Flagged", False),
-    "SEEN": ("FLAG", "\\Seen", True), "UNSEEN": ("FLAG", "\\Seen", False),
+    "ALL": ("ALL",),
+    "NEW": ("NONE",),
+    "RECENT": ("NONE",),
+    "OLD": ("ALL",),
+    "ANSWERED": ("FLAG", "\\Answered", True),
+    "UNANSWERED": ("FLAG", "\\Answered", False),
+    "DELETED": ("FLAG", "\\Deleted", True),
+    "UNDELETED": ("FLAG", "\\Deleted", False),
+    "DRAFT": ("FLAG", "\\Draft", True),
+    "UNDRAFT": ("FLAG", "\\Draft", False),
+    "FLAGGED": ("FLAG", "\\Flagged", True),
+    "UNFLAGGED": ("FLAG", "\\Flagged", False),
+    "SEEN": ("FLAG", "\\Seen", True),
+    "UNSEEN": ("FLAG", "\\Seen", False),
 }
 _DATE_KEYS: dict[str, DateKey] = {
-    "BEFORE": "BEFORE", "ON": "ON", "SINCE": "SINCE",
-    "SENTBEFORE": "SENTBEFORE", "SENTON": "SENTON", "SENTSINCE": "SENTSINCE",
+    "BEFORE": "BEFORE",
+    "ON": "ON",
+    "SINCE": "SINCE",
+    "SENTBEFORE": "SENTBEFORE",
+    "SENTON": "SENTON",
+    "SENTSINCE": "SENTSINCE",
 }

@@ -4,6 +4,7 @@ Values inside responses are plain Python: `None` is NIL, `int` a number, `str`/`
 string (quoted when it can be, a literal otherwise), `list`/`tuple` a parenthesised list,
 `Atom` is written as it is (flags, FETCH item names), `Literal` forces a literal.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,7 +26,7 @@ class Literal(bytes):
 
 
 #: A value inside a response: NIL, a number, a string or atom, or a parenthesised list.
-Value = Union[None, int, str, bytes, Sequence["Value"]]
+Value = Union[None, int, str, bytes, Sequence["Value"]]  # noqa: UP007 - a recursive alias needs the string forward reference
 
 
 def _string(b: bytes) -> bytes:

@@ -2,13 +2,15 @@
 
 Register with `cli.add_command(annuaire)` in `mss.cli.main`.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import click
 
@@ -65,8 +67,14 @@ def import_cmd(files: tuple[Path, ...], config: Path | None, as_json: bool, no_p
     from annuaire.importer import DirectoryFileError, import_files, total_size
 
     async def body(engine: Any, _sm: Any) -> list:
-        bar = tqdm(total=total_size(files), unit="B", unit_scale=True, desc="import",
-                   disable=no_progress or as_json, file=sys.stderr)
+        bar = tqdm(
+            total=total_size(files),
+            unit="B",
+            unit_scale=True,
+            desc="import",
+            disable=no_progress or as_json,
+            file=sys.stderr,
+        )
         try:
             return await import_files(engine, files, progress=bar.update)
         finally:
@@ -79,13 +87,17 @@ def import_cmd(files: tuple[Path, ...], config: Path | None, as_json: bool, no_p
 
     def text() -> None:
         for r in reports:
-            click.echo(f"{r.source} ({r.kind}, {r.encoding}): read {r.rows_read}, added {r.added}, "
-                       f"changed {r.changed}, removed {r.removed}, unchanged {r.unchanged}, "
-                       f"rejected {r.rejected_total}")
+            click.echo(
+                f"{r.source} ({r.kind}, {r.encoding}): read {r.rows_read}, added {r.added}, "
+                f"changed {r.changed}, removed {r.removed}, unchanged {r.unchanged}, "
+                f"rejected {r.rejected_total}"
+            )
             for reason, n in sorted(r.rejected.items()):
                 lines = [str(ln) for ln, why, _ in r.rejected_lines if why == reason]
                 more = " ..." if len(lines) < n else ""
-                click.echo(f"  rejected {reason}: {n} (lines {', '.join(lines[:20])}{more if len(lines) <= 20 else ' ...'})")
+                click.echo(
+                    f"  rejected {reason}: {n} (lines {', '.join(lines[:20])}{more if len(lines) <= 20 else ' ...'})"
+                )
             if r.duplicates:
                 click.echo(f"  duplicates merged: {len(r.duplicates)}")
                 for k, ls in list(r.duplicates.items())[:20]:
@@ -132,8 +144,17 @@ def resolve(address: str, config: Path | None, as_json: bool) -> None:
 @click.option("--type", "type_", default=None, type=click.Choice(["PER", "ORG", "APP", "CAB"], case_sensitive=False))
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @_common
-def search(name: str | None, profession: str | None, specialty: str | None, postcode: str | None,
-           department: str | None, type_: str | None, limit: int, config: Path | None, as_json: bool) -> None:
+def search(
+    name: str | None,
+    profession: str | None,
+    specialty: str | None,
+    postcode: str | None,
+    department: str | None,
+    type_: str | None,
+    limit: int,
+    config: Path | None,
+    as_json: bool,
+) -> None:
     """Search mailboxes; every given criterion must match."""
     from annuaire.search import Directory
 
@@ -143,8 +164,14 @@ def search(name: str | None, profession: str | None, specialty: str | None, post
     async def body(_engine: Any, sm: Any) -> list:
         async with sm() as session:
             return await Directory(session).search(
-                name=name, profession=profession, specialty=specialty, postcode=postcode,
-                department=department, type=type_, limit=limit)
+                name=name,
+                profession=profession,
+                specialty=specialty,
+                postcode=postcode,
+                department=department,
+                type=type_,
+                limit=limit,
+            )
 
     entries = _run(config, body)
 
@@ -177,8 +204,10 @@ def whitelist_import(file: Path, config: Path | None, as_json: bool) -> None:
         raise click.ClickException(f"{file}: {exc}") from exc
 
     def text() -> None:
-        click.echo(f"{report.source}: {report.domains} domains, added {report.added}, removed {report.removed}, "
-                   f"rejected {len(report.rejected)}")
+        click.echo(
+            f"{report.source}: {report.domains} domains, added {report.added}, removed {report.removed}, "
+            f"rejected {len(report.rejected)}"
+        )
         for b in report.rejected:
             click.echo(f"  rejected: {b!r}")
 
@@ -186,7 +215,9 @@ def whitelist_import(file: Path, config: Path | None, as_json: bool) -> None:
 
 
 @annuaire.command()
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File (default: stdout).")
+@click.option(
+    "--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File (default: stdout)."
+)
 @click.option("--include-red-list", is_flag=True, help="Also export red-listed mailboxes.")
 @_common
 def export(out: Path | None, include_red_list: bool, config: Path | None, as_json: bool) -> None:

@@ -3,6 +3,7 @@
 Every command takes `-c/--config` (default `$MSS_CONFIG`, else `./mss.toml`) and, where it prints
 results, `--json` (one JSON document on stdout, nothing else there: scripts parse it).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -66,12 +67,12 @@ def parse_when(value: str | None, *, end_of_day: bool = False) -> datetime | Non
     return as_utc(when)  # a date typed without an offset is UTC
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(coro)
 
 
 @asynccontextmanager
-async def database(settings) -> AsyncIterator[Any]:  # noqa: ANN001
+async def database(settings) -> AsyncIterator[Any]:
     """A sessionmaker on the configured database, schema brought up to date first."""
     from mss.db.engine import create_engine, sessionmaker, upgrade
 

@@ -1,4 +1,5 @@
 """`mss dkim`: DKIM signing keys per domain (RFC 6376; RSA-2048 or Ed25519, RFC 8463)."""
+
 from __future__ import annotations
 
 from pathlib import Path

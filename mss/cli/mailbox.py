@@ -6,6 +6,7 @@ server keeps only the certificate. `rollover` issues a new key: the older certif
 the directory, inactive, so new mail goes to the new key only while the owner keeps opening
 older messages with the older PKCS#12.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,7 @@ import click
 from mss.cli.common import config_option, database, emit, json_option, load, run
 
 
-def _check_domain(settings, address: str) -> str:  # noqa: ANN001
+def _check_domain(settings, address: str) -> str:
     address = address.strip().lower()
     local, _, domain = address.rpartition("@")
     if not local or not domain:
@@ -25,7 +26,7 @@ def _check_domain(settings, address: str) -> str:  # noqa: ANN001
     return address
 
 
-def _pki(settings):  # noqa: ANN001, ANN202
+def _pki(settings):
     from crypto.pki import TestPKI
 
     directory = settings.path(settings.pki.directory)
@@ -34,7 +35,7 @@ def _pki(settings):  # noqa: ANN001, ANN202
     return TestPKI.load(directory)
 
 
-def _issue_key(settings, entry, *, surname: str | None, given: str | None):  # noqa: ANN001, ANN202
+def _issue_key(settings, entry, *, surname: str | None, given: str | None):
     pki = _pki(settings)
     if entry.type == "PER":
         return pki.issue_encryption(entry.address, kind="PS", idnat=entry.idnat, surname=surname, given_name=given)
@@ -43,7 +44,7 @@ def _issue_key(settings, entry, *, surname: str | None, given: str | None):  # n
     )
 
 
-def _hand_over(issued, out: Path, stem: str, address: str) -> dict:  # noqa: ANN001
+def _hand_over(issued, out: Path, stem: str, address: str) -> dict:
     """Write the PKCS#12 (key + cert + chain) and the certificate; the key exists only there."""
     from crypto.keys import new_password, write_pkcs12
 
@@ -85,10 +86,16 @@ def mailbox() -> None:
 @click.option("--name", "display_name", default="", help="Display name.")
 @click.option("--surname", default=None, help="PER: surname in the encryption certificate.")
 @click.option("--given", default=None, help="PER: given name in the encryption certificate.")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("."), show_default=True, help="Where the PKCS#12 goes.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Where the PKCS#12 goes.",
+)
 @config_option
 @json_option
-def create(address, kind, idnat, structure, members, display_name, surname, given, out, config, as_json) -> None:  # noqa: ANN001
+def create(address, kind, idnat, structure, members, display_name, surname, given, out, config, as_json) -> None:
     """Create ADDRESS and issue its encryption certificate (private key handed over once).
 
     An ORG mailbox with members is encrypted to every member's key and gets no key of its own.
@@ -139,7 +146,14 @@ def create(address, kind, idnat, structure, members, display_name, surname, give
                 await store.ensure_default_folders(address)
             finally:
                 await store.close()
-        return {"address": address, "type": kind, "idnat": idnat, "structure": structure, "members": list(members), **key_doc}
+        return {
+            "address": address,
+            "type": kind,
+            "idnat": idnat,
+            "structure": structure,
+            "members": list(members),
+            **key_doc,
+        }
 
     doc = run(go())
     lines = [f"mailbox {address} ({kind}) created"]
@@ -157,7 +171,7 @@ def create(address, kind, idnat, structure, members, display_name, surname, give
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("."), show_default=True)
 @config_option
 @json_option
-def rollover(address, surname, given, out, config, as_json) -> None:  # noqa: ANN001
+def rollover(address, surname, given, out, config, as_json) -> None:
     """Issue a new encryption key for ADDRESS; new mail uses it, older mail keeps the older key."""
     settings = load(config)
     address = _check_domain(settings, address)
@@ -183,14 +197,17 @@ def rollover(address, surname, given, out, config, as_json) -> None:  # noqa: AN
     emit(
         as_json,
         doc,
-        [f"new encryption key for {address} (key #{doc['key_number']}; {doc['retired']} older key(s) retired, keep their PKCS#12 to read older mail)", *_key_lines(doc)],
+        [
+            f"new encryption key for {address} (key #{doc['key_number']}; {doc['retired']} older key(s) retired, keep their PKCS#12 to read older mail)",
+            *_key_lines(doc),
+        ],
     )
 
 
 @mailbox.command("list")
 @config_option
 @json_option
-def list_(config, as_json) -> None:  # noqa: ANN001
+def list_(config, as_json) -> None:
     """Every local mailbox with its keys."""
     settings = load(config)
 
@@ -215,7 +232,8 @@ def list_(config, as_json) -> None:  # noqa: ANN001
                         "name": e.display_name,
                         "members": list(e.members),
                         "certificates": [
-                            {"sha256": c.sha256, "active": c.active, "not_after": c.not_after.isoformat()} for c in certs
+                            {"sha256": c.sha256, "active": c.active, "not_after": c.not_after.isoformat()}
+                            for c in certs
                         ],
                         "app_passwords": passwords.get(e.address, 0),
                     }
@@ -228,7 +246,9 @@ def list_(config, as_json) -> None:  # noqa: ANN001
         who = r["idnat"] or r["structure"] or ""
         active = sum(1 for c in r["certificates"] if c["active"])
         extra = f" members={','.join(r['members'])}" if r["members"] else ""
-        lines.append(f"{r['type']:3} {r['address']:45} {who:14} keys={active}/{len(r['certificates'])} app-passwords={r['app_passwords']}{extra}")
+        lines.append(
+            f"{r['type']:3} {r['address']:45} {who:14} keys={active}/{len(r['certificates'])} app-passwords={r['app_passwords']}{extra}"
+        )
     emit(as_json, {"mailboxes": rows}, lines)
 
 
@@ -236,11 +256,13 @@ def list_(config, as_json) -> None:  # noqa: ANN001
 @click.argument("address")
 @click.option("--label", default="", help="What it is for (e.g. 'Outlook, bureau').")
 @click.option("--list", "list_only", is_flag=True, help="List the mailbox's app passwords (never the passwords).")
-@click.option("--revoke", "revoke_ids", multiple=True, type=int, help="Revoke the app password with this id (repeatable).")
+@click.option(
+    "--revoke", "revoke_ids", multiple=True, type=int, help="Revoke the app password with this id (repeatable)."
+)
 @click.option("--revoke-all", is_flag=True)
 @config_option
 @json_option
-def app_password(address, label, list_only, revoke_ids, revoke_all, config, as_json) -> None:  # noqa: ANN001
+def app_password(address, label, list_only, revoke_ids, revoke_all, config, as_json) -> None:
     """Print a new app password for ADDRESS (PLAIN/LOGIN next to a client certificate).
 
     Only its Argon2id hash is stored: it cannot be shown again.
@@ -254,10 +276,18 @@ def app_password(address, label, list_only, revoke_ids, revoke_all, config, as_j
         async with database(settings) as sessions, sessions() as s, s.begin():
             if list_only:
                 items = await list_app_passwords(s, address)
-                return {"address": address, "app_passwords": [
-                    {"id": i.id, "label": i.label, "created_at": i.created_at.isoformat(),
-                     "last_used_at": i.last_used_at.isoformat() if i.last_used_at else None} for i in items
-                ]}
+                return {
+                    "address": address,
+                    "app_passwords": [
+                        {
+                            "id": i.id,
+                            "label": i.label,
+                            "created_at": i.created_at.isoformat(),
+                            "last_used_at": i.last_used_at.isoformat() if i.last_used_at else None,
+                        }
+                        for i in items
+                    ],
+                }
             if revoke_ids or revoke_all:
                 n = await revoke_app_passwords(s, address, list(revoke_ids) or None)
                 return {"address": address, "revoked": n}
@@ -273,5 +303,8 @@ def app_password(address, label, list_only, revoke_ids, revoke_all, config, as_j
     elif "revoked" in doc:
         lines = [f"{doc['revoked']} app password(s) revoked for {doc['address']}"]
     else:
-        lines = [f"#{i['id']} {i['label'] or '-'} created {i['created_at']} last used {i['last_used_at'] or 'never'}" for i in doc["app_passwords"]]
+        lines = [
+            f"#{i['id']} {i['label'] or '-'} created {i['created_at']} last used {i['last_used_at'] or 'never'}"
+            for i in doc["app_passwords"]
+        ]
     emit(as_json, doc, lines)

@@ -1,4 +1,5 @@
 """The `mss` command: one module per command group, gathered here."""
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,9 @@ def demo(
 
 
 @cli.command()
-@click.option("-c", "--config", type=click.Path(path_type=Path), default=None, help="mss.toml (default $MSS_CONFIG or ./mss.toml)")
+@click.option(
+    "-c", "--config", type=click.Path(path_type=Path), default=None, help="mss.toml (default $MSS_CONFIG or ./mss.toml)"
+)
 def serve(config: Path | None) -> None:
     """Run every listener (SMTP, IMAP, HTTP) in the foreground."""
     from mss.serve import main as serve_main

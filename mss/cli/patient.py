@@ -7,10 +7,10 @@ command takes `-c` and `--json`; a bad INS is refused with the check that failed
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, TypeVar
+from typing import TypeVar
 
 import click
 
@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 
 @asynccontextmanager
-async def _spaces(settings) -> AsyncIterator[object]:  # noqa: ANN001 - mss.config.Settings
+async def _spaces(settings) -> AsyncIterator[object]:
     """A PatientSpaces over the configured database (schema brought up to date), and its
     store's committer stopped when done."""
     from mss.db.engine import create_engine, sessionmaker, upgrade
@@ -54,7 +54,7 @@ def _call(config: Path | None, work: Callable[[object], Awaitable[T]]) -> T:
         raise click.ClickException(exc.public) from exc
 
 
-def _lines(record) -> list[str]:  # noqa: ANN001 - mss.patients.PatientRecord
+def _lines(record) -> list[str]:
     out = [
         f"{record.ins}  {record.address}",
         f"  name: {record.name or '-'}   e-mail: {record.email or '-'}   state: {record.state}",
@@ -119,7 +119,7 @@ def list_(config: Path | None, as_json: bool) -> None:
     )
 
 
-def _one(config: Path | None, ins: str):  # noqa: ANN202
+def _one(config: Path | None, ins: str):
     record = _call(config, lambda s: s.get(ins))
     if record is None:
         raise click.ClickException(f"no patient space for {ins}")
@@ -164,7 +164,7 @@ def close(ins: str, config: Path | None, as_json: bool) -> None:
 def block(ins: str, professional: str, config: Path | None, as_json: bool) -> None:
     """Refuse mail from one professional to this patient."""
 
-    async def work(s):  # noqa: ANN001, ANN202
+    async def work(s):
         await s.block(ins, professional)
         return await s.get(ins)
 
@@ -180,7 +180,7 @@ def block(ins: str, professional: str, config: Path | None, as_json: bool) -> No
 def unblock(ins: str, professional: str, config: Path | None, as_json: bool) -> None:
     """Accept mail from that professional again."""
 
-    async def work(s):  # noqa: ANN001, ANN202
+    async def work(s):
         await s.unblock(ins, professional)
         return await s.get(ins)
 

@@ -4,10 +4,11 @@ The PKI folder is `[pki] directory` of the configuration (default `pki/ca`, wher
 puts it). It holds CA private keys: it belongs on an operator's workstation or a test
 deployment, never on a production node, which only needs the trust anchors and the CRLs.
 """
+
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -19,11 +20,11 @@ from mss.cli.common import config_option, emit, json_option, load, parse_when
 _REASONS = [r.name for r in x509.ReasonFlags if r.name != "remove_from_crl"]
 
 
-def _pki_dir(settings) -> Path:  # noqa: ANN001
+def _pki_dir(settings) -> Path:
     return settings.path(settings.pki.directory)
 
 
-def _open(settings):  # noqa: ANN001, ANN202
+def _open(settings):
     from crypto.pki import TestPKI
 
     directory = _pki_dir(settings)
@@ -40,7 +41,9 @@ def pki() -> None:
 @pki.command("init")
 @config_option
 @json_option
-@click.option("--range", "range_name", type=click.Choice(["ELEMENTAIRE", "STANDARD", "FORT"]), default="FORT", show_default=True)
+@click.option(
+    "--range", "range_name", type=click.Choice(["ELEMENTAIRE", "STANDARD", "FORT"]), default="FORT", show_default=True
+)
 @click.option("--force", is_flag=True, help="Replace an existing PKI (every issued certificate becomes untrusted).")
 def init(config: Path | None, as_json: bool, range_name: str, force: bool) -> None:
     """Create the root and the PERSONNES / ORGANISATIONS CAs, the trust anchors and CRLs."""
@@ -77,7 +80,7 @@ def init(config: Path | None, as_json: bool, range_name: str, force: bool) -> No
 # ------------------------------------------------------------------------------------ issue
 
 
-def _write_issued(issued, out: Path, stem: str, *, p12: bool, force: bool, friendly: str) -> dict:  # noqa: ANN001
+def _write_issued(issued, out: Path, stem: str, *, p12: bool, force: bool, friendly: str) -> dict:
     from crypto.keys import new_password, write_pkcs12, x5t_s256
 
     out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +108,7 @@ def _write_issued(issued, out: Path, stem: str, *, p12: bool, force: bool, frien
     return doc
 
 
-def _archive(pki_, issued) -> None:  # noqa: ANN001
+def _archive(pki_, issued) -> None:
     """Keep a copy of every issued certificate (public) so that `revoke --serial` finds it."""
     folder = pki_.directory / "issued"
     folder.mkdir(exist_ok=True)
@@ -124,7 +127,7 @@ def _issue_lines(kind: str, doc: dict) -> list[str]:
     return lines
 
 
-def _issue_options(f):  # noqa: ANN001, ANN202
+def _issue_options(f):
     f = click.option("--force", is_flag=True, help="Overwrite existing files in --out.")(f)
     f = click.option("--p12", is_flag=True, help="Also write a password-protected PKCS#12 (password printed once).")(f)
     f = click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("."), show_default=True)(f)
@@ -154,7 +157,9 @@ def issue() -> None:
 @click.option("--profession", default="Médecin", show_default=True)
 @click.option("--allow-invalid-id", is_flag=True, hidden=True, help="Tests only: skip the Luhn check.")
 @_issue_options
-def issue_ps(idnat, surname, given_name, profession, allow_invalid_id, config, as_json, not_before, not_after, out, p12, force) -> None:  # noqa: ANN001
+def issue_ps(
+    idnat, surname, given_name, profession, allow_invalid_id, config, as_json, not_before, not_after, out, p12, force
+) -> None:
     """Professional authentication certificate (client authentication)."""
     from crypto.identity import IdentityError, check_ps_id
 
@@ -167,7 +172,10 @@ def issue_ps(idnat, surname, given_name, profession, allow_invalid_id, config, a
     nb, na = _window(not_before, not_after)
     issued = pki_.issue_ps(idnat, surname.upper(), given_name.upper(), profession, not_before=nb, not_after=na)
     _archive(pki_, issued)
-    doc = {"kind": "PS", **_write_issued(issued, out, idnat, p12=p12, force=force, friendly=f"{given_name} {surname} (carte)")}
+    doc = {
+        "kind": "PS",
+        **_write_issued(issued, out, idnat, p12=p12, force=force, friendly=f"{given_name} {surname} (carte)"),
+    }
     emit(as_json, doc, _issue_lines("PS", doc))
 
 
@@ -178,7 +186,9 @@ def issue_ps(idnat, surname, given_name, profession, allow_invalid_id, config, a
 @click.option("--department", default="75", show_default=True, help="ST")
 @click.option("--allow-invalid-id", is_flag=True, hidden=True)
 @_issue_options
-def issue_org(structure, name, common_name, department, allow_invalid_id, config, as_json, not_before, not_after, out, p12, force) -> None:  # noqa: ANN001
+def issue_org(
+    structure, name, common_name, department, allow_invalid_id, config, as_json, not_before, not_after, out, p12, force
+) -> None:
     """Structure certificate for practice software or a service (client authentication)."""
     from crypto.identity import IdentityError, check_structure_id
 
@@ -191,28 +201,38 @@ def issue_org(structure, name, common_name, department, allow_invalid_id, config
     nb, na = _window(not_before, not_after)
     issued = pki_.issue_org(structure, name, common_name or name, department=department, not_before=nb, not_after=na)
     _archive(pki_, issued)
-    doc = {"kind": "ORG", **_write_issued(issued, out, f"org-{structure}", p12=p12, force=force, friendly=common_name or name)}
+    doc = {
+        "kind": "ORG",
+        **_write_issued(issued, out, f"org-{structure}", p12=p12, force=force, friendly=common_name or name),
+    }
     emit(as_json, doc, _issue_lines("ORG", doc))
 
 
 @issue.command("serv")
-@click.option("--dns", "dns_names", multiple=True, required=True, help="Host or mail domain (repeatable; first is the CN).")
+@click.option(
+    "--dns", "dns_names", multiple=True, required=True, help="Host or mail domain (repeatable; first is the CN)."
+)
 @click.option("--ip", "ips", multiple=True, help="IP address for the SAN (repeatable).")
 @click.option("--structure", default=None, help="idNat_Struct of the operator (default: the demo structure).")
 @click.option("--name", default="MSS", show_default=True, help="Legal name of the operator (O).")
 @_issue_options
-def issue_serv(dns_names, ips, structure, name, config, as_json, not_before, not_after, out, p12, force) -> None:  # noqa: ANN001
+def issue_serv(dns_names, ips, structure, name, config, as_json, not_before, not_after, out, p12, force) -> None:
     """Server certificate (TLS server and client authentication)."""
     from mss.demo import structure_id as demo_structure
 
     pki_ = _open(load(config))
     nb, na = _window(not_before, not_after)
     try:
-        issued = pki_.issue_serv(list(dns_names), structure or demo_structure(), name, ip_addresses=list(ips), not_before=nb, not_after=na)
+        issued = pki_.issue_serv(
+            list(dns_names), structure or demo_structure(), name, ip_addresses=list(ips), not_before=nb, not_after=na
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     _archive(pki_, issued)
-    doc = {"kind": "SERV", **_write_issued(issued, out, dns_names[0].lower(), p12=p12, force=force, friendly=dns_names[0])}
+    doc = {
+        "kind": "SERV",
+        **_write_issued(issued, out, dns_names[0].lower(), p12=p12, force=force, friendly=dns_names[0]),
+    }
     emit(as_json, doc, _issue_lines("SERV", doc))
 
 
@@ -226,7 +246,9 @@ def issue_serv(dns_names, ips, structure, name, config, as_json, not_before, not
 @click.option("--crl", "publish", is_flag=True, help="Also write fresh CRLs now (same as `mss pki crl`).")
 @config_option
 @json_option
-def revoke(cert: Path | None, serial: str | None, reason: str, publish: bool, config: Path | None, as_json: bool) -> None:
+def revoke(
+    cert: Path | None, serial: str | None, reason: str, publish: bool, config: Path | None, as_json: bool
+) -> None:
     """Revoke CERT (PEM or DER; the first certificate of a PEM bundle). Published by `mss pki crl`."""
     from crypto.validate import load_certificates
 
@@ -259,18 +281,29 @@ def revoke(cert: Path | None, serial: str | None, reason: str, publish: bool, co
 
 @pki.command()
 @click.option("--next-update-days", type=float, default=7.0, show_default=True, help="Lifetime of the CRLs.")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Default: <pki>/crl (where the CRL distribution points and the demo config point).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Default: <pki>/crl (where the CRL distribution points and the demo config point).",
+)
 @click.option("--pem", is_flag=True, help="PEM instead of DER.")
 @config_option
 @json_option
 def crl(next_update_days: float, out: Path | None, pem: bool, config: Path | None, as_json: bool) -> None:
     """Write one fresh CRL per CA. Running nodes pick them up within [tls] crl_refresh_s."""
     pki_ = _open(load(config))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     paths = pki_.write_crls(
-        out, this_update=now - timedelta(minutes=5), next_update=now + timedelta(days=next_update_days),
+        out,
+        this_update=now - timedelta(minutes=5),
+        next_update=now + timedelta(days=next_update_days),
         encoding="PEM" if pem else "DER",
     )
-    revoked = {slug: len(m) for slug, m in pki_._revoked.items()}  # noqa: SLF001 - read-only summary
-    doc = {"crl_files": [str(p) for p in paths], "revoked": revoked, "next_update": (now + timedelta(days=next_update_days)).isoformat()}
+    revoked = {slug: len(m) for slug, m in pki_._revoked.items()}
+    doc = {
+        "crl_files": [str(p) for p in paths],
+        "revoked": revoked,
+        "next_update": (now + timedelta(days=next_update_days)).isoformat(),
+    }
     emit(as_json, doc, [f"CRL written: {p}" for p in paths] + [f"next update: {doc['next_update']}"])

@@ -5,6 +5,7 @@ In production tokens come from the national identity provider and MSS only verif
 `[tokens] signing_key` and publishes its public keys in the `[tokens] jwks` file, which the
 `http` listener serves at `/.well-known/jwks.json` when `serve_jwks = true`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,7 @@ import click
 from mss.cli.common import config_option, emit, json_option, load
 
 
-def _paths(settings) -> tuple[Path, Path]:  # noqa: ANN001
+def _paths(settings) -> tuple[Path, Path]:
     t = settings.tokens
     if t.signing_key is None:
         raise click.ClickException("[tokens] signing_key is not configured (this node has no token issuer)")
@@ -54,7 +55,9 @@ def init(algorithm: str, force: bool, config: Path | None, as_json: bool) -> Non
 @token.command("issue")
 @click.option("--idnat", required=True, help="The professional's idNat_PS (becomes sub).")
 @click.option(
-    "--cnf-cert", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    "--cnf-cert",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="Certificate (PEM or DER) the token is bound to: the client certificate of the connection that will use it.",
 )
 @click.option("--ttl", type=click.IntRange(1, 24 * 3600), default=300, show_default=True, help="Seconds.")
@@ -62,7 +65,9 @@ def init(algorithm: str, force: bool, config: Path | None, as_json: bool) -> Non
 @click.option("--audience", default=None, help="aud claim (default: [tokens] audience).")
 @config_option
 @json_option
-def issue(idnat: str, cnf_cert: Path, ttl: int, acr: str | None, audience: str | None, config: Path | None, as_json: bool) -> None:
+def issue(
+    idnat: str, cnf_cert: Path, ttl: int, acr: str | None, audience: str | None, config: Path | None, as_json: bool
+) -> None:
     """Print a signed JWT for IDNAT bound to CNF_CERT (RFC 8705 cnf x5t#S256)."""
     from crypto.identity import IdentityError, check_ps_id
     from crypto.keys import x5t_s256
@@ -84,15 +89,20 @@ def issue(idnat: str, cnf_cert: Path, ttl: int, acr: str | None, audience: str |
     issuer = TokenIssuer.load(key_path, settings.tokens.issuer)
     acr = acr or (settings.tokens.acr_values[0] if settings.tokens.acr_values else DEFAULT_ACR)
     jwt_text = issuer.issue(idnat, cert, ttl=ttl, acr=acr, audience=audience or settings.tokens.audience)
-    emit(as_json, {"token": jwt_text, "idnat": idnat, "x5t#S256": x5t_s256(cert), "ttl": ttl, "kid": issuer.kid}, [jwt_text])
+    emit(
+        as_json,
+        {"token": jwt_text, "idnat": idnat, "x5t#S256": x5t_s256(cert), "ttl": ttl, "kid": issuer.kid},
+        [jwt_text],
+    )
 
 
 @token.command("jwks")
 @config_option
 def jwks(config: Path | None) -> None:
     """Print the issuer's public JWKS."""
-    from crypto.tokens import TokenIssuer
     import json
+
+    from crypto.tokens import TokenIssuer
 
     settings = load(config)
     key_path, _ = _paths(settings)

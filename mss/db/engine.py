@@ -1,4 +1,5 @@
 """Engines for SQLite (embedded default) and PostgreSQL, and migrations at start-up."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         engine = create_async_engine(url, echo=echo, pool_size=20, max_overflow=10, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001 - DBAPI objects
+        def _sqlite_pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             # FULL: the WAL is fsynced at every commit, so a 250 survives a power cut.

@@ -32,13 +32,14 @@ _BIGID = BigInteger().with_variant(Integer, "sqlite")
 
 
 class StoreCounter(Base):
-    """Store-wide counters. `uidvalidity`: the last UIDVALIDITY given to a folder, so a
-    folder created later (a name reused included) always gets a greater one (RFC 9051
-    2.3.1.1) whatever the clock does."""
+    """The store's counters. `uidvalidity:<mailbox>`: the last UIDVALIDITY given to a folder
+    of that mailbox, so a folder created later (a name reused included) always gets a greater
+    one (RFC 9051 2.3.1.1) whatever the clock does; `uidvalidity-floor`: where a mailbox's
+    first counter starts (above the time-based values of stores older than migration 0004)."""
 
     __tablename__ = "store_counter"
 
-    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(340), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -1,5 +1,6 @@
 """Directory tests run on a real SQLite file, and on PostgreSQL too when
 MSS_TEST_DATABASE_URL names a server (each test gets its own scratch database there)."""
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ from mss.db.engine import create_engine, sessionmaker, upgrade
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from annuaire_support import ACTIVITY_FILE, MAILBOX_FILE  # noqa: E402
+from annuaire_support import ACTIVITY_FILE, MAILBOX_FILE
 
 PG_URL = os.environ.get("MSS_TEST_DATABASE_URL", "")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])

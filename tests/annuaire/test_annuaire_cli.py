@@ -1,12 +1,13 @@
 """`mss annuaire ...` through click's runner, on a deployment folder with its own mss.toml."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from annuaire_support import ACTIVITY_FILE, MAILBOX_FILE, WHITELIST_FILE
 from click.testing import CliRunner
 
-from annuaire_support import ACTIVITY_FILE, MAILBOX_FILE, WHITELIST_FILE
 from mss.cli.annuaire import annuaire
 
 
@@ -47,7 +48,10 @@ def test_cli(config, tmp_path):
     assert [e["address"] for e in json.loads(r.output)] == ["eric.cote@chu-nantes.mssante.fr"]
     r = run("search", "--type", "ORG", "--department", "44", "-c", config)
     assert r.exit_code == 0
-    assert "secretariat.441418886@chu-nantes.mssante.fr" in r.output and "radiologie.445977465@pharmacien.mssante.fr" in r.output
+    assert (
+        "secretariat.441418886@chu-nantes.mssante.fr" in r.output
+        and "radiologie.445977465@pharmacien.mssante.fr" in r.output
+    )
     assert "zoe.martinez@pharmacien.mssante.fr" not in r.output  # a PER in 44: filtered out by --type
     r = run("search", "-c", config)
     assert r.exit_code == 2  # no criterion

@@ -1,4 +1,5 @@
 """`export` writes local mailboxes in the national layout; the importer reads it back."""
+
 from __future__ import annotations
 
 import io
@@ -15,14 +16,27 @@ from mss.db.engine import create_engine, sessionmaker, upgrade
 async def test_export_round_trip(loaded, session_factory, tmp_path):
     async with session_factory() as s:
         local = LocalDirectory(s)
-        await local.add_mailbox("loic.lambert@hopital-demo.mssante.test", "PER", idnat="814948083135",
-                                structure_id="377701436349576", display_name="Loïc Lambert")
-        await local.add_mailbox("jeanne.neuve@hopital-demo.mssante.test", "PER", idnat="810001045367",
-                                display_name="Jeanne Neuve")
-        await local.add_mailbox("cardio@hopital-demo.mssante.test", "ORG", structure_id="1809296221",
-                                display_name="Cardiologie", members=["loic.lambert@hopital-demo.mssante.test"])
+        await local.add_mailbox(
+            "loic.lambert@hopital-demo.mssante.test",
+            "PER",
+            idnat="814948083135",
+            structure_id="377701436349576",
+            display_name="Loïc Lambert",
+        )
+        await local.add_mailbox(
+            "jeanne.neuve@hopital-demo.mssante.test", "PER", idnat="810001045367", display_name="Jeanne Neuve"
+        )
+        await local.add_mailbox(
+            "cardio@hopital-demo.mssante.test",
+            "ORG",
+            structure_id="1809296221",
+            display_name="Cardiologie",
+            members=["loic.lambert@hopital-demo.mssante.test"],
+        )
         await local.add_mailbox("lps@hopital-demo.mssante.test", "APP", structure_id="1809296221", display_name="DPI")
-        await local.add_mailbox("cache@hopital-demo.mssante.test", "PER", idnat="811043321816", display_name="Red Listed")
+        await local.add_mailbox(
+            "cache@hopital-demo.mssante.test", "PER", idnat="811043321816", display_name="Red Listed"
+        )
         (await s.get(LocalMailbox, "cache@hopital-demo.mssante.test")).red_list = True
         await s.commit()
         buf = io.StringIO()

@@ -1,5 +1,6 @@
 """HTTP JSON and FHIR faces of the directory (`web.directory` over `mss.directory`): the
 ASGI app driven in memory with httpx, and uvicorn on a real socket (urllib, curl)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,12 +13,12 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from annuaire_support import ACTIVITY_FILE, MAILBOX_FILE, write_variant
 
 from annuaire.fhir import EXT_EMAIL_TYPE, EXT_MAILBOX_META
 from annuaire.importer import import_files
 from annuaire.local import LocalDirectory
 from annuaire.model import LocalMailbox
-from annuaire_support import ACTIVITY_FILE, MAILBOX_FILE, write_variant
 from mss.config import Settings
 from mss.directory import CoreDirectory
 from web.app import create_app
@@ -29,8 +30,12 @@ RED_LOCAL = "loic.lambert@hopital-demo.mssante.test"  # red-listed by this opera
 
 @pytest.fixture
 async def directory(engine, session_factory, tmp_path):
-    f = write_variant(tmp_path / "Extraction_Correspondance_MSSante_rl.txt", MAILBOX_FILE, add={"Liste rouge": "False"},
-                      edit=lambda r: dict(r, **{"Liste rouge": "True"}) if r["Adresse BAL"] == RED_NATIONAL else r)
+    f = write_variant(
+        tmp_path / "Extraction_Correspondance_MSSante_rl.txt",
+        MAILBOX_FILE,
+        add={"Liste rouge": "False"},
+        edit=lambda r: dict(r, **{"Liste rouge": "True"}) if r["Adresse BAL"] == RED_NATIONAL else r,
+    )
     await import_files(engine, [f, ACTIVITY_FILE])
     async with session_factory() as s:
         await LocalDirectory(s).add_mailbox(RED_LOCAL, "PER", idnat="814948083135")
@@ -76,7 +81,10 @@ async def test_json_api(directory):
     assert (await get(sf, "/annuaire/resolve"))[0] == 400
     st, _, doc = await get(sf, "/annuaire/search?name=richard")
     assert st == 200 and RED_NATIONAL not in {e["address"] for e in doc["results"]} and doc["count"] == 2
-    assert {e["address"] for e in doc["results"]} == {"eric.richard@chu-nantes.mssante.fr", "francois.richard@hopital-demo.mssante.test"}
+    assert {e["address"] for e in doc["results"]} == {
+        "eric.richard@chu-nantes.mssante.fr",
+        "francois.richard@hopital-demo.mssante.test",
+    }
     st, _, doc = await get(sf, "/annuaire/search?name=lambert")
     # The other LAMBERT is listed: the search works, only the red-listed mailbox is hidden.
     assert st == 200 and [e["address"] for e in doc["results"]] == ["jerome.lambert@ch-amiens.mssante.fr"]
@@ -87,7 +95,9 @@ async def test_json_api(directory):
     assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
     assert h["Cache-Control"] == "no-store" and h["X-Content-Type-Options"] == "nosniff"
     st, _, doc = await get(sf, "/openapi.json")
-    assert doc["openapi"].startswith("3.") and "/fhir/Practitioner" in doc["paths"] and "/annuaire/resolve" in doc["paths"]
+    assert (
+        doc["openapi"].startswith("3.") and "/fhir/Practitioner" in doc["paths"] and "/annuaire/resolve" in doc["paths"]
+    )
 
 
 async def test_limits_and_bad_parameters(directory):
@@ -99,7 +109,9 @@ async def test_limits_and_bad_parameters(directory):
     many = "&".join(f"name=a{i}" for i in range(33))
     assert (await get(sf, f"/annuaire/search?{many}"))[0] == 400
     st, h, oo = await get(sf, f"/fhir/Practitioner?name={long}")
-    assert st == 400 and oo["resourceType"] == "OperationOutcome" and h["Content-Type"].startswith("application/fhir+json")
+    assert (
+        st == 400 and oo["resourceType"] == "OperationOutcome" and h["Content-Type"].startswith("application/fhir+json")
+    )
     st, _, doc = await get(sf, "/annuaire/search?name=richard&limit=ten")
     assert (st, doc) == (400, {"error": "limit must be an integer"})
     st, _, doc = await get(sf, "/annuaire/search?name=richard&limit=1")
@@ -142,8 +154,11 @@ async def test_fhir(directory):
     assert st == 400 and oo["resourceType"] == "OperationOutcome"
 
     # Red-listed mailboxes: never in telecom, never found by mailbox-mss.
-    for q in (f"mailbox-mss:exact={RED_NATIONAL}", "mailbox-mss:contains=zoe.richard",
-              f"mailbox-mss:exact={RED_LOCAL}"):
+    for q in (
+        f"mailbox-mss:exact={RED_NATIONAL}",
+        "mailbox-mss:contains=zoe.richard",
+        f"mailbox-mss:exact={RED_LOCAL}",
+    ):
         st, _, b = await get(sf, f"/fhir/Practitioner?{q}")
         assert st == 200 and b["total"] == 0, q
     st, _, b = await get(sf, "/fhir/Practitioner?name=richard")
@@ -151,11 +166,16 @@ async def test_fhir(directory):
     assert RED_NATIONAL not in everything
     # Zoé Richard is still found (published), with the other Richards' mailboxes; only hers is withheld.
     found = {e["resource"]["id"]: mailboxes(e["resource"]) for e in b["entry"]}
-    assert found == {"812104709527": ["eric.richard@chu-nantes.mssante.fr"],
-                     "817190659403": ["francois.richard@hopital-demo.mssante.test"], "819877694539": []}
+    assert found == {
+        "812104709527": ["eric.richard@chu-nantes.mssante.fr"],
+        "817190659403": ["francois.richard@hopital-demo.mssante.test"],
+        "819877694539": [],
+    }
     st, _, b = await get(sf, "/fhir/Practitioner?identifier=814948083135")
     assert RED_LOCAL not in json.dumps(b) and "loic.lambert" not in json.dumps(b)
-    assert st == 200 and b["total"] == 1 and b["entry"][0]["resource"]["id"] == "814948083135"  # found, mailbox withheld
+    assert (
+        st == 200 and b["total"] == 1 and b["entry"][0]["resource"]["id"] == "814948083135"
+    )  # found, mailbox withheld
     st, _, p = await get(sf, "/fhir/Practitioner/819877694539")  # Zoé Richard: only a red-listed mailbox
     assert st == 200 and "telecom" not in p  # she is published (activity), her mailbox is not
 
@@ -204,8 +224,12 @@ async def test_over_a_real_socket(directory):
         assert st == 200 and "paths" in doc
         if shutil.which("curl"):
             res = await asyncio.to_thread(
-                subprocess.run, ["curl", "-sS", "-i", "-X", "DELETE", f"{base}/fhir/Practitioner/815240824001"],
-                capture_output=True, text=True, timeout=30)
+                subprocess.run,
+                ["curl", "-sS", "-i", "-X", "DELETE", f"{base}/fhir/Practitioner/815240824001"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             head = res.stdout.split("\n\n", 1)[0].lower()  # text=True: CRLF read as LF
             assert head.startswith("http/1.1 405") and "\nallow: get, head" in head, res.stdout
             assert "content-type: application/fhir+json" in head and "x-content-type-options: nosniff" in head

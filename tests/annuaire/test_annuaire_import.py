@@ -1,4 +1,5 @@
 """Import of the national files: layouts, encodings, duplicates, bad rows, diffs, atomicity."""
+
 from __future__ import annotations
 
 import asyncio
@@ -6,14 +7,13 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from annuaire_support import ACTIVITY_FILE, MAILBOX_FILE, write_variant
 from sqlalchemy import func, select
 
 from annuaire.importer import DirectoryFileError, import_files
 from annuaire.national import NationalActivity, NationalMailbox
 from annuaire.search import Directory
 from mss.db.engine import create_engine
-
-from annuaire_support import ACTIVITY_FILE, MAILBOX_FILE, write_variant
 
 
 async def _count(session_factory, model) -> int:
@@ -41,9 +41,15 @@ async def test_fixture_files(engine, session_factory):
 async def test_latin1_crlf_reordered_extra_and_missing_columns(engine, session_factory, tmp_path):
     header = MAILBOX_FILE.read_text(encoding="utf-8").splitlines()[0].rstrip("|").split("|")
     order = list(reversed(header))  # every column elsewhere
-    f = write_variant(tmp_path / "Extraction_Correspondance_MSSante_old.txt", MAILBOX_FILE,
-                      encoding="latin-1", eol="\r\n", order=order,
-                      drop=("Libellé savoir-faire", "Pays structure BAL"), add={"Colonne future": "x"})
+    f = write_variant(
+        tmp_path / "Extraction_Correspondance_MSSante_old.txt",
+        MAILBOX_FILE,
+        encoding="latin-1",
+        eol="\r\n",
+        order=order,
+        drop=("Libellé savoir-faire", "Pays structure BAL"),
+        add={"Colonne future": "x"},
+    )
     raw = f.read_bytes()
     assert b"\r\n" in raw and "LEFÈVRE".encode("latin-1") in raw
     (r,) = await import_files(engine, [f])
@@ -65,9 +71,15 @@ async def test_latin1_crlf_reordered_extra_and_missing_columns(engine, session_f
 
 async def test_activity_variant_keeps_unmapped_columns(engine, session_factory, tmp_path):
     header = ACTIVITY_FILE.read_text(encoding="utf-8").splitlines()[0].rstrip("|").split("|")
-    f = write_variant(tmp_path / "PS_LibreAcces_Personne_activite_x.txt", ACTIVITY_FILE,
-                      encoding="latin-1", eol="\r\n", order=header[::-1], drop=("Code mode exercice",),
-                      add={"Nouvelle colonne": "valeur"})
+    f = write_variant(
+        tmp_path / "PS_LibreAcces_Personne_activite_x.txt",
+        ACTIVITY_FILE,
+        encoding="latin-1",
+        eol="\r\n",
+        order=header[::-1],
+        drop=("Code mode exercice",),
+        add={"Nouvelle colonne": "valeur"},
+    )
     (r,) = await import_files(engine, [f])
     assert (r.kind, r.encoding, r.rejected_total) == ("activity", "latin-1", 0)
     assert r.missing_columns == ["Code mode exercice"]
@@ -101,7 +113,11 @@ async def test_bad_rows_counted_with_line_numbers(engine, session_factory, tmp_p
     (r,) = await import_files(engine, [f])
     assert r.rejected == {"bad_rpps_check_digit": 1, "bad_address": 1, "bad_rpps_format": 1, "field_count": 1}
     assert sorted((ln, why) for ln, why, _ in r.rejected_lines) == [
-        (4, "bad_rpps_check_digit"), (7, "bad_address"), (29, "bad_rpps_format"), (64, "field_count")]
+        (4, "bad_rpps_check_digit"),
+        (7, "bad_address"),
+        (29, "bad_rpps_format"),
+        (64, "field_count"),
+    ]
     assert r.added == 57  # 60 - 3 bad; the import went on
     async with session_factory() as s:
         d = Directory(s)
@@ -173,8 +189,7 @@ async def test_readers_see_old_directory_during_import(engine, session_factory, 
         with ThreadPoolExecutor(1) as pool:
             seen.append(pool.submit(asyncio.run, count_from_another_connection()).result())
 
-    f = write_variant(tmp_path / "smaller.txt", MAILBOX_FILE,
-                      edit=lambda r: None if r["Type de BAL"] == "ORG" else r)
+    f = write_variant(tmp_path / "smaller.txt", MAILBOX_FILE, edit=lambda r: None if r["Type de BAL"] == "ORG" else r)
     # The activity file is read after the mailbox removals were executed in the same
     # transaction: a reader probing then must still see the whole old directory.
     r, _ = await import_files(engine, [f, ACTIVITY_FILE], progress=probe)
@@ -184,8 +199,12 @@ async def test_readers_see_old_directory_during_import(engine, session_factory, 
 
 
 async def test_red_list_column(engine, session_factory, tmp_path):
-    f = write_variant(tmp_path / "rl.txt", MAILBOX_FILE, add={"Liste rouge": "False"},
-                      edit=lambda r: dict(r, **{"Liste rouge": "True"}) if r["Adresse BAL"].startswith("zoe.richard@") else r)
+    f = write_variant(
+        tmp_path / "rl.txt",
+        MAILBOX_FILE,
+        add={"Liste rouge": "False"},
+        edit=lambda r: dict(r, **{"Liste rouge": "True"}) if r["Adresse BAL"].startswith("zoe.richard@") else r,
+    )
     await import_files(engine, [f])
     async with session_factory() as s:
         d = Directory(s)
@@ -193,4 +212,5 @@ async def test_red_list_column(engine, session_factory, tmp_path):
         found = {e.address for e in await d.search(name="richard")}  # but never listed
         assert found == {"eric.richard@chu-nantes.mssante.fr", "francois.richard@hopital-demo.mssante.test"}
         assert "zoe.richard@chu-toulouse.mssante.fr" in {
-            e.address for e in await d.search(name="richard", include_red_list=True)}
+            e.address for e in await d.search(name="richard", include_red_list=True)
+        }

@@ -1,4 +1,5 @@
 """Look-ups: address, national id, structure, search criteria, local precedence."""
+
 from __future__ import annotations
 
 from annuaire.local import LocalDirectory
@@ -29,19 +30,27 @@ async def test_by_idnat_and_structure(loaded, session_factory):
 async def test_search_criteria(loaded, session_factory):
     async with session_factory() as s:
         d = Directory(s)
-        names = lambda es: sorted(e.address.split("@")[0] for e in es)  # noqa: E731
+        names = lambda es: sorted(e.address.split("@")[0] for e in es)
         # accent- and case-insensitive prefix
         assert names(await d.search(name="cote")) == ["anne.cote", "chloe.cote", "eric.cote", "luc.cote"]
         assert names(await d.search(name="CÔTÉ É")) == ["eric.cote"]
         assert names(await d.search(name="lefe")) == ["eric.lefevre", "luc.lefebvre", "luc.lefevre", "sophie.lefevre"]
         assert names(await d.search(name="de la font")) == ["helene.de-la-fontaine"]
         assert names(await d.search(name="urgences", type="ORG")) == [
-            "urgences.209270651", "urgences.804235737", "urgences.809296221"]
+            "urgences.209270651",
+            "urgences.804235737",
+            "urgences.809296221",
+        ]
         med = await d.search(profession="10", limit=100)
         assert med and all(e.profession_code == "10" for e in med)
         assert {e.address for e in await d.search(profession="Médecin", limit=100)} == {e.address for e in med}
         assert names(await d.search(specialty="sm04")) == [
-            "loic.francois", "luc.roux", "marie.bertrand", "marie.martinez", "noel.francois"]
+            "loic.francois",
+            "luc.roux",
+            "marie.bertrand",
+            "marie.martinez",
+            "noel.francois",
+        ]
         assert all(e.postcode.startswith("75") for e in await d.search(postcode="75"))
         dep = await d.search(department="2A", limit=100)
         assert dep and all(e.department == "2A" for e in dep)
@@ -55,10 +64,19 @@ async def test_search_criteria(loaded, session_factory):
 async def test_local_mailbox_takes_precedence(loaded, session_factory):
     async with session_factory() as s:
         local = LocalDirectory(s)
-        await local.add_mailbox("francois.richard@hopital-demo.mssante.test", "PER", idnat="817190659403",
-                                display_name="Dr François Richard (local)")
-        await local.add_mailbox("secretariat@hopital-demo.mssante.test", "ORG", structure_id="1809296221",
-                                display_name="Secrétariat", members=["francois.richard@hopital-demo.mssante.test"])
+        await local.add_mailbox(
+            "francois.richard@hopital-demo.mssante.test",
+            "PER",
+            idnat="817190659403",
+            display_name="Dr François Richard (local)",
+        )
+        await local.add_mailbox(
+            "secretariat@hopital-demo.mssante.test",
+            "ORG",
+            structure_id="1809296221",
+            display_name="Secrétariat",
+            members=["francois.richard@hopital-demo.mssante.test"],
+        )
         await s.commit()
     async with session_factory() as s:
         d = Directory(s)
@@ -67,11 +85,17 @@ async def test_local_mailbox_takes_precedence(loaded, session_factory):
         assert e.profession_label == "Médecin"  # descriptive fields still from the national row
         mine = await d.by_idnat("817190659403")
         assert [(m.address, m.source) for m in mine] == [
-            ("francois.richard@hopital-demo.mssante.test", "local"), ("secretariat@hopital-demo.mssante.test", "local")]
+            ("francois.richard@hopital-demo.mssante.test", "local"),
+            ("secretariat@hopital-demo.mssante.test", "local"),
+        ]
         org = await d.by_structure("1809296221")
-        assert [m.address for m in org] == ["secretariat@hopital-demo.mssante.test", "urgences.809296221@hopital-demo.mssante.test"]
+        assert [m.address for m in org] == [
+            "secretariat@hopital-demo.mssante.test",
+            "urgences.809296221@hopital-demo.mssante.test",
+        ]
         assert (await d.resolve("secretariat@hopital-demo.mssante.test")).members == (
-            "francois.richard@hopital-demo.mssante.test",)
+            "francois.richard@hopital-demo.mssante.test",
+        )
         found = await d.search(name="secr")
         assert [f.address for f in found][:1] == ["secretariat@hopital-demo.mssante.test"]
         # A red-listed local mailbox hides the national row of the same address from searches.
@@ -82,5 +106,7 @@ async def test_local_mailbox_takes_precedence(loaded, session_factory):
         d = Directory(s)
         # The other Richards are still found; only the red-listed address is gone.
         assert {e.address for e in await d.search(name="richard")} == {
-            "eric.richard@chu-nantes.mssante.fr", "zoe.richard@chu-toulouse.mssante.fr"}
+            "eric.richard@chu-nantes.mssante.fr",
+            "zoe.richard@chu-toulouse.mssante.fr",
+        }
         assert (await d.resolve("francois.richard@hopital-demo.mssante.test")).red_list is True

@@ -1,15 +1,16 @@
 """Pure parsing pieces, property-based: bad input never raises, folding is stable."""
+
 from __future__ import annotations
 
 import re
 
+from annuaire_support import ACTIVITY_FILE, MAILBOX_FILE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from annuaire.ids import fold, idna_domain, idnat_ps_problem
 from annuaire.importer import ImportReport, _layout, _Parser
 from crypto.identity import luhn_valid
-from annuaire_support import ACTIVITY_FILE, MAILBOX_FILE
 
 MB_HEADER = MAILBOX_FILE.read_text(encoding="utf-8").splitlines()[0].rstrip("|")
 ACT_HEADER = ACTIVITY_FILE.read_text(encoding="utf-8").splitlines()[0].rstrip("|")

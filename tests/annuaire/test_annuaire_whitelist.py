@@ -1,10 +1,18 @@
 """Trust-space whitelist: XML, IDNA, diff on re-import."""
+
 from __future__ import annotations
 
 import pytest
-
-from annuaire.whitelist import WhitelistError, import_whitelist, in_trust_space, is_local, parse_whitelist, trust_domains
 from annuaire_support import WHITELIST_FILE
+
+from annuaire.whitelist import (
+    WhitelistError,
+    import_whitelist,
+    in_trust_space,
+    is_local,
+    parse_whitelist,
+    trust_domains,
+)
 
 
 async def test_whitelist(engine, session_factory, tmp_path):
@@ -23,10 +31,14 @@ async def test_whitelist(engine, session_factory, tmp_path):
         assert not await in_trust_space(s, "")
 
     smaller = tmp_path / "wl.xml"
-    smaller.write_text(WHITELIST_FILE.read_text(encoding="utf-8").replace(
-        "<Domaine><Nom>chu-nantes.mssante.fr</Nom></Domaine>", "<Domaine><Nom>nouveau.mssante.fr</Nom></Domaine>"
-    ).replace("<Domaine><Nom>patient.mssante.fr</Nom></Domaine>", "<Domaine><Nom>bad domain!</Nom></Domaine>"),
-        encoding="utf-8")
+    smaller.write_text(
+        WHITELIST_FILE.read_text(encoding="utf-8")
+        .replace(
+            "<Domaine><Nom>chu-nantes.mssante.fr</Nom></Domaine>", "<Domaine><Nom>nouveau.mssante.fr</Nom></Domaine>"
+        )
+        .replace("<Domaine><Nom>patient.mssante.fr</Nom></Domaine>", "<Domaine><Nom>bad domain!</Nom></Domaine>"),
+        encoding="utf-8",
+    )
     r2 = await import_whitelist(engine, smaller)
     assert (r2.added, r2.removed, r2.rejected) == (1, 2, ["bad domain!"])
     async with session_factory() as s:

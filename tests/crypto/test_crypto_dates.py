@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from crypto.dates import as_utc
 
 
 def test_naive_is_tagged_utc_without_moving() -> None:
     got = as_utc(datetime(2026, 11, 24, 3, 8, 1))
-    assert got.tzinfo is timezone.utc
+    assert got.tzinfo is UTC
     assert (got.year, got.hour, got.minute) == (2026, 3, 8)
 
 
@@ -19,4 +19,4 @@ def test_aware_keeps_its_offset_and_instant() -> None:
     got = as_utc(dt)
     assert got is dt
     assert got.utcoffset() == timedelta(hours=1)
-    assert got == datetime(2026, 11, 24, 3, 8, 1, tzinfo=timezone.utc)
+    assert got == datetime(2026, 11, 24, 3, 8, 1, tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -24,7 +24,7 @@ _KEY = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # subject
 
 
 def _cert(name: x509.Name, *, server: bool = False) -> x509.Certificate:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     eku = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
     return (
         x509.CertificateBuilder()

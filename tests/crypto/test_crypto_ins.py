@@ -39,7 +39,13 @@ def test_worked_example_by_hand() -> None:
     assert ins_key("1841276451089") == "46"
     ins = check_ins("1 84 12 76 451 089 46")
     assert (ins.sex, ins.year, ins.month, ins.department, ins.commune, ins.order, ins.key) == (
-        "M", "84", "12", "76", "451", "089", "46",
+        "M",
+        "84",
+        "12",
+        "76",
+        "451",
+        "089",
+        "46",
     )
     assert ins.value == "184127645108946" and str(ins) == ins.value
 
@@ -144,7 +150,12 @@ def test_kind_comes_from_the_oid_only() -> None:
 
 
 def test_separators_are_removed() -> None:
-    for written in ("1 84 12 76 451 089 46", "1.84.12.76.451.089.46", "1-84-12-76-451-089-46", " 184127645108946\u00a0"):
+    for written in (
+        "1 84 12 76 451 089 46",
+        "1.84.12.76.451.089.46",
+        "1-84-12-76-451-089-46",
+        " 184127645108946\u00a0",
+    ):
         assert check_ins(written).value == "184127645108946"
 
 
@@ -183,7 +194,7 @@ def test_property_only_the_reference_key_is_accepted(body: str, key: int) -> Non
 def test_property_a_single_digit_typo_is_caught(body: str, position: int, digit: str) -> None:
     # mod 97 catches every single-digit substitution (10^k is never 0 mod 97).
     value = body + f"{reference_key(body):02d}"
-    if value[position] == digit or position in (5, 6) and value[5:7] in ("2A", "2B"):
+    if value[position] == digit or (position in (5, 6) and value[5:7] in ("2A", "2B")):
         return
     typo = value[:position] + digit + value[position + 1 :]
     with pytest.raises(InsError) as err:

@@ -40,7 +40,7 @@ def test_pkcs12_file_and_contents(world, p12) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     loaded = pkcs12.load_pkcs12(path.read_bytes(), password.encode())
     assert loaded.cert is not None and loaded.cert.certificate == world.enc.cert
-    assert loaded.cert.friendly_name == "Jean Dupont (MSS)".encode()
+    assert loaded.cert.friendly_name == b"Jean Dupont (MSS)"
     assert loaded.key is not None and loaded.key.public_key() == world.enc.cert.public_key()
     assert [c.certificate for c in loaded.additional_certs] == world.enc.chain
     with pytest.raises(ValueError):
@@ -66,7 +66,10 @@ def test_openssl_reads_pkcs12(world, p12) -> None:
     assert info.returncode == 0, info.stderr
     assert "AES-256-CBC" in info.stderr and "PBKDF2" in info.stderr and "sha256" in info.stderr.lower()
     bad = subprocess.run(
-        ["openssl", "pkcs12", "-in", str(path), "-passin", "pass:wrong", "-noout"], capture_output=True, text=True, timeout=30
+        ["openssl", "pkcs12", "-in", str(path), "-passin", "pass:wrong", "-noout"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     # Refused because the password does not match the file's MAC, not for any other reason.
     assert bad.returncode != 0 and "mac verify error" in (bad.stdout + bad.stderr).lower(), bad.stderr

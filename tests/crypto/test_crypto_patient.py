@@ -117,7 +117,9 @@ def test_round_trip(patient_keys, cipher, rid) -> None:
     assert decrypt_cms(_der_of(outer), key) == PAYLOAD
 
 
-@pytest.mark.parametrize(("cipher", "smime_type"), [("aes-256-gcm", b"authEnveloped-data"), ("aes-256-cbc", b"enveloped-data")])
+@pytest.mark.parametrize(
+    ("cipher", "smime_type"), [("aes-256-gcm", b"authEnveloped-data"), ("aes-256-cbc", b"enveloped-data")]
+)
 def test_outer_message_shape(patient_keys, cipher, smime_type) -> None:
     cert, _ = patient_keys
     outer = encrypt_for_patient(PAYLOAD, cert, outer_headers=OUTER, content_cipher=cipher)
@@ -224,14 +226,16 @@ def test_cms_structure_is_the_webcrypto_profile(patient_keys) -> None:
     # RFC 4055 4.1 oaepSHA256Identifier, byte for byte: sha256 with NULL, MGF1(sha256), no pSource.
     sha256 = "300d06096086480165030402010500"
     assert kea.dump().hex() == (
-        "303c" "06092a864886f70d010107" "302f" "a00f" + sha256 + "a11c" "301a" "06092a864886f70d010108" + sha256
+        "303c06092a864886f70d010107302fa00f" + sha256 + "a11c301a06092a864886f70d010108" + sha256
     )
     assert len(ktri["encrypted_key"].native) == 3072 // 8
 
 
 def test_issuer_serial_and_cbc_versions(patient_keys) -> None:
     cert, _ = patient_keys
-    ed = cms.ContentInfo.load(encrypt_cms(PAYLOAD, cert, content_cipher="aes-256-cbc", recipient_id="issuer_serial"))["content"]
+    ed = cms.ContentInfo.load(encrypt_cms(PAYLOAD, cert, content_cipher="aes-256-cbc", recipient_id="issuer_serial"))[
+        "content"
+    ]
     assert ed["version"].native == "v0"  # RFC 5652 6.1: all RecipientInfos v0, no attributes
     ktri = ed["recipient_infos"][0].chosen
     assert ktri["version"].native == "v0"
@@ -246,8 +250,14 @@ def test_issuer_serial_and_cbc_versions(patient_keys) -> None:
 def test_each_message_has_its_own_content_key_and_nonce(patient_keys) -> None:
     cert, _ = patient_keys
     a, b = (cms.ContentInfo.load(encrypt_cms(PAYLOAD, cert))["content"] for _ in range(2))
-    assert a["recipient_infos"][0].chosen["encrypted_key"].native != b["recipient_infos"][0].chosen["encrypted_key"].native
-    nonce = lambda x: x["auth_encrypted_content_info"]["content_encryption_algorithm"]["parameters"].parse(GCMParameters)["aes_nonce"].native
+    assert (
+        a["recipient_infos"][0].chosen["encrypted_key"].native != b["recipient_infos"][0].chosen["encrypted_key"].native
+    )
+    nonce = lambda x: (
+        x["auth_encrypted_content_info"]["content_encryption_algorithm"]["parameters"]
+        .parse(GCMParameters)["aes_nonce"]
+        .native
+    )
     assert nonce(a) != nonce(b)
 
 
@@ -311,9 +321,20 @@ def test_wrong_key_or_wrong_certificate_is_no_recipient(patient_keys, other_keys
     ("outer", "reason"),
     [
         (b"From: a@b\r\nContent-Type: text/plain\r\n\r\nhello\r\n", "not_smime"),
-        (b"Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64\r\n", "not_smime"),
-        (b"Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nx\r\n", "not_smime"),
-        (b"Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(b"\x30\x03\x02\x01\x00") + b"\r\n", "bad_cms"),
+        (
+            b"Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64\r\n",
+            "not_smime",
+        ),
+        (
+            b"Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nx\r\n",
+            "not_smime",
+        ),
+        (
+            b"Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.b64encode(b"\x30\x03\x02\x01\x00")
+            + b"\r\n",
+            "bad_cms",
+        ),
         (b"Content-Type: application/pkcs7-mime\r\n", "not_smime"),
     ],
 )
@@ -351,7 +372,9 @@ def test_outer_headers_cannot_inject(patient_keys) -> None:
         with pytest.raises(PatientCryptoError) as err:
             encrypt_for_patient(PAYLOAD, cert, outer_headers=headers)
         assert err.value.reason == "bad_header"
-    folded = encrypt_for_patient(PAYLOAD, cert, outer_headers=[("References", "<a@b>\r\n <c@d>"), ("Subject", "R\u00e9sultats")])
+    folded = encrypt_for_patient(
+        PAYLOAD, cert, outer_headers=[("References", "<a@b>\r\n <c@d>"), ("Subject", "R\u00e9sultats")]
+    )
     assert folded.startswith(b"References: <a@b>\r\n <c@d>\r\nSubject: R\xc3\xa9sultats\r\n")
 
 
@@ -364,7 +387,9 @@ def test_authenticated_attributes_are_covered(patient_keys) -> None:
     assert decrypt_cms(der, key) == PAYLOAD
     # An attribute changed after sealing: the tag no longer matches.
     info = cms.ContentInfo.load(der)
-    info["content"]["auth_attrs"] = cms.CMSAttributes([cms.CMSAttribute({"type": "content_type", "values": ["signed_data"]})])
+    info["content"]["auth_attrs"] = cms.CMSAttributes(
+        [cms.CMSAttribute({"type": "content_type", "values": ["signed_data"]})]
+    )
     with pytest.raises(PatientCryptoError) as err:
         decrypt_cms(info.dump(force=True), key)
     assert err.value.reason == "altered"
@@ -411,7 +436,12 @@ def test_patient_keys_from_an_operator_ca(world) -> None:
     cert.verify_directly_issued_by(ca.cert)
     aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     assert aki.key_identifier == x509.SubjectKeyIdentifier.from_public_key(ca.key.public_key()).digest
-    assert decrypt_patient_message(encrypt_for_patient(b"x\r\n", cert, outer_headers=[], recipient_id="issuer_serial"), key, cert) == b"x\r\n"
+    assert (
+        decrypt_patient_message(
+            encrypt_for_patient(b"x\r\n", cert, outer_headers=[], recipient_id="issuer_serial"), key, cert
+        )
+        == b"x\r\n"
+    )
 
 
 def test_new_patient_keys_checks_its_inputs() -> None:
@@ -684,12 +714,13 @@ def test_activation_code_normalisation(typed, normalised) -> None:
     assert derive_keys(normalise_activation_code(typed), params) == derive_keys(normalised, params)
 
 
-@pytest.mark.parametrize("typed", ["", "----", "7KQ2-M9XD-4T1B-ZR6U", "7KQ2-M9XD-4T1B", "7KQ2-M9XD-4T1B-ZR60-X", "7KQ2-M9XD-4T1B-ZR6!"])
+@pytest.mark.parametrize(
+    "typed", ["", "----", "7KQ2-M9XD-4T1B-ZR6U", "7KQ2-M9XD-4T1B", "7KQ2-M9XD-4T1B-ZR60-X", "7KQ2-M9XD-4T1B-ZR6!"]
+)
 def test_activation_code_refusals(typed) -> None:
     with pytest.raises(PatientCryptoError) as err:
         normalise_activation_code(typed)
     assert err.value.reason == "bad_code"
-
 
 
 # ---------------------------------------------------------------------------------------------

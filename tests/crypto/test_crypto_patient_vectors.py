@@ -82,7 +82,9 @@ def test_derivation_vector(d: dict) -> None:
     master = derive_master(secret, params)
     assert master.hex() == d["master_hex"]
     # Independent reference for the same bytes.
-    assert hashlib.pbkdf2_hmac("sha256", bytes.fromhex(d["secret_utf8_hex"]), params.salt, params.iterations, 32) == master
+    assert (
+        hashlib.pbkdf2_hmac("sha256", bytes.fromhex(d["secret_utf8_hex"]), params.salt, params.iterations, 32) == master
+    )
     auth, wrap = derive_keys(secret, params)
     assert auth.hex() == d["auth_key_hex"] == _hkdf(master, "mss patient auth v1").hex()
     assert wrap.hex() == d["wrap_key_hex"] == _hkdf(master, "mss patient wrap v1").hex()
@@ -141,18 +143,43 @@ def test_webcrypto_does_every_client_step(tmp_path) -> None:
     cert = CERT
     payload = b"Content-Type: text/plain\r\n\r\nfresh " + bytes(range(256)) + b"\r\n"
     messages = [
-        {"der": base64.b64encode(encrypt_cms(payload, cert, content_cipher=cc, recipient_id=rid)).decode(), "payload": base64.b64encode(payload).decode()}  # type: ignore[arg-type]
+        {
+            "der": base64.b64encode(encrypt_cms(payload, cert, content_cipher=cc, recipient_id=rid)).decode(),
+            "payload": base64.b64encode(payload).decode(),
+        }  # type: ignore[arg-type]
         for cc in ("aes-256-gcm", "aes-256-cbc")
         for rid in ("ski", "issuer_serial")
     ]
-    messages.append({"der": base64.b64encode(with_auth_attrs(cert, payload)).decode(), "payload": base64.b64encode(payload).decode()})
+    messages.append(
+        {
+            "der": base64.b64encode(with_auth_attrs(cert, payload)).decode(),
+            "payload": base64.b64encode(payload).decode(),
+        }
+    )
     if OPENSSL:
         (tmp_path / "cert.pem").write_bytes(cert.public_bytes(Encoding.PEM))
         (tmp_path / "p.bin").write_bytes(payload)
         done = subprocess.run(
-            [OPENSSL, "cms", "-encrypt", "-binary", "-outform", "DER", "-aes-256-gcm", "-in", tmp_path / "p.bin",
-             "-recip", tmp_path / "cert.pem", "-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256"],
-            capture_output=True, timeout=60, check=True,
+            [
+                OPENSSL,
+                "cms",
+                "-encrypt",
+                "-binary",
+                "-outform",
+                "DER",
+                "-aes-256-gcm",
+                "-in",
+                tmp_path / "p.bin",
+                "-recip",
+                tmp_path / "cert.pem",
+                "-keyopt",
+                "rsa_padding_mode:oaep",
+                "-keyopt",
+                "rsa_oaep_md:sha256",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=True,
         )
         messages.append({"der": base64.b64encode(done.stdout).decode(), "payload": base64.b64encode(payload).decode()})
     extra = tmp_path / "extra.json"
@@ -169,7 +196,9 @@ def test_webcrypto_does_every_client_step(tmp_path) -> None:
         len(VECTORS["activation_codes"])
         + 1  # PKCS#8 re-export
         + 7 * len(VECTORS["derivations"])
-        + len(VECTORS["messages"]) + vector_gcm
-        + len(messages) + extra_gcm
+        + len(VECTORS["messages"])
+        + vector_gcm
+        + len(messages)
+        + extra_gcm
     )
     assert result == {"ok": True, "checks": expected}

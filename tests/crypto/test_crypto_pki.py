@@ -27,7 +27,18 @@ def _openssl_verify(
     root = tmp_path / "root.pem"
     root.write_bytes((trusted_root or world.pki).root.cert.public_bytes(Encoding.PEM))
     return subprocess.run(
-        ["openssl", "verify", "-x509_strict", "-purpose", purpose, "-CAfile", str(root), "-untrusted", str(untrusted), str(leaf)],
+        [
+            "openssl",
+            "verify",
+            "-x509_strict",
+            "-purpose",
+            purpose,
+            "-CAfile",
+            str(root),
+            "-untrusted",
+            str(untrusted),
+            str(leaf),
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -37,7 +48,14 @@ def _openssl_verify(
 @requires_openssl
 @pytest.mark.parametrize(
     ("which", "purpose"),
-    [("ps", "sslclient"), ("org", "sslclient"), ("serv", "sslserver"), ("serv", "sslclient"), ("enc", "smimeencrypt"), ("enc2", "smimeencrypt")],
+    [
+        ("ps", "sslclient"),
+        ("org", "sslclient"),
+        ("serv", "sslserver"),
+        ("serv", "sslclient"),
+        ("enc", "smimeencrypt"),
+        ("enc2", "smimeencrypt"),
+    ],
 )
 def test_openssl_verifies_issued(world, which: str, purpose: str, tmp_path: Path) -> None:
     result = _openssl_verify(world, getattr(world, which), purpose, tmp_path)

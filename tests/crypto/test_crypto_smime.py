@@ -41,7 +41,7 @@ ORIGINAL = (
     f"Patient vu ce jour. {CANARY_BODY} Ã©\r\n"
     "   trailing spaces kept   \r\n"
     "--b1--\r\n"
-).encode("utf-8")
+).encode()
 
 
 def _split(raw: bytes) -> tuple[list[bytes], bytes]:
@@ -109,8 +109,11 @@ def test_outer_message_shape(world) -> None:
     stored = protect_and_encrypt(ORIGINAL, [world.enc.cert], placeholder_subject="[Message chiffré]")
     fields, body = _split(stored)
     orig_fields, _ = _split(ORIGINAL)
-    keep = [f for f in orig_fields if f.split(b":")[0].lower() in
-            {b"from", b"to", b"cc", b"date", b"message-id", b"in-reply-to", b"references"}]
+    keep = [
+        f
+        for f in orig_fields
+        if f.split(b":")[0].lower() in {b"from", b"to", b"cc", b"date", b"message-id", b"in-reply-to", b"references"}
+    ]
     assert fields == keep + [
         "Subject: [Message chiffré]".encode(),
         b"MIME-Version: 1.0",
@@ -209,7 +212,7 @@ def test_is_encrypted_false(raw: bytes) -> None:
     assert not is_encrypted(raw)
 
 
-_ENVELOPED_PREFIX = bytes.fromhex("3080" "06092a864886f70d010703")  # SEQUENCE, envelopedData OID
+_ENVELOPED_PREFIX = bytes.fromhex("308006092a864886f70d010703")  # SEQUENCE, envelopedData OID
 
 
 @pytest.mark.parametrize("encoding", ["base64", "binary"])
@@ -220,7 +223,9 @@ def test_enveloped_data_oid_followed_by_clear_text_is_not_encrypted(encoding: st
         body = base64.b64encode(body)
     raw = (
         b"Subject: x\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n"
-        + f"Content-Transfer-Encoding: {encoding}\r\n\r\n".encode() + body + b"\r\n"
+        + f"Content-Transfer-Encoding: {encoding}\r\n\r\n".encode()
+        + body
+        + b"\r\n"
     )
     assert not is_encrypted(raw)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -66,7 +66,7 @@ def test_accepts_der_bytes(world, validator) -> None:
 def _weak_leaf(world) -> x509.Certificate:
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     ca = world.pki.personnes
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(TestPKI.ps_subject("810001045367", "FAIBLE", "CLE", "Médecin"))
@@ -83,7 +83,7 @@ def _weak_leaf(world) -> x509.Certificate:
 def _self_signed(world) -> x509.Certificate:
     key = world.ps.key  # reuse a 2048-bit key: the point is "not our root", not the key
     name = TestPKI.ps_subject("810001045367", "DUPONT", "JEAN", "Médecin")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -118,7 +118,11 @@ REFUSALS: list[tuple[str, str, Case]] = [
         lambda w, v: (CertificateValidator(TrustAnchors.load(w.root_only_path)), w.ps.cert, {}),
     ),
     ("expired", "expired", lambda w, v: (v, w.expired.cert, {})),
-    ("valid but checked in the future", "expired", lambda w, v: (v, w.ps.cert, {"at": datetime.now(timezone.utc) + timedelta(days=5000)})),
+    (
+        "valid but checked in the future",
+        "expired",
+        lambda w, v: (v, w.ps.cert, {"at": datetime.now(UTC) + timedelta(days=5000)}),
+    ),
     ("not yet valid", "not_yet_valid", lambda w, v: (v, w.future.cert, {})),
     ("revoked", "revoked", lambda w, v: (v, w.revoked.cert, {})),
     ("SERV where email protection is required", "wrong_usage", lambda w, v: (v, w.serv.cert, {"usage": "email"})),
@@ -140,7 +144,7 @@ def test_refusals(world, validator, reason: str, case: Case) -> None:
 
 
 def _stale_crls(world, tmp_path: Path) -> list[Path]:
-    long_ago = datetime.now(timezone.utc) - timedelta(days=10)
+    long_ago = datetime.now(UTC) - timedelta(days=10)
     return world.pki.write_crls(tmp_path / "stale", this_update=long_ago, next_update=timedelta(days=1))
 
 
@@ -160,7 +164,7 @@ def test_stale_crl_still_revokes(world, anchors, tmp_path: Path) -> None:
 
 
 def test_crl_max_age(world, anchors, tmp_path: Path) -> None:
-    old = datetime.now(timezone.utc) - timedelta(days=3)
+    old = datetime.now(UTC) - timedelta(days=3)
     paths = world.pki.write_crls(tmp_path / "old", this_update=old, next_update=timedelta(days=30))
     assert CertificateValidator(anchors, paths).validate(world.ps.cert)
     with pytest.raises(CertificateRejected) as exc:

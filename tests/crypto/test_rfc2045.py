@@ -1,4 +1,5 @@
 """MIME parameters (crypto.rfc2045): exactly email.message's answers, in linear time."""
+
 from __future__ import annotations
 
 import time
@@ -11,8 +12,36 @@ from hypothesis import strategies as st
 from crypto import rfc2045
 
 _pieces = st.sampled_from(
-    ["text/plain", "multipart/mixed", "a", "b", "=", ";", " ", "\t", '"', "\\", "\\\"", "*", "*0*", "*1", "0", "1",
-     "'", "%41", "%", "utf-8''", "name", "NAME", "boundary", "\r\n ", "x/y/z", "<", ">", "é"]
+    [
+        "text/plain",
+        "multipart/mixed",
+        "a",
+        "b",
+        "=",
+        ";",
+        " ",
+        "\t",
+        '"',
+        "\\",
+        '\\"',
+        "*",
+        "*0*",
+        "*1",
+        "0",
+        "1",
+        "'",
+        "%41",
+        "%",
+        "utf-8''",
+        "name",
+        "NAME",
+        "boundary",
+        "\r\n ",
+        "x/y/z",
+        "<",
+        ">",
+        "é",
+    ]
 )
 values = st.lists(_pieces, max_size=16).map("".join)
 
@@ -55,7 +84,9 @@ def test_values_email_fails_on_are_kept_as_written() -> None:
 
 
 def test_defaults() -> None:
-    assert rfc2045.content_type(None) == "text/plain" and rfc2045.content_type(None, "message/rfc822") == "message/rfc822"
+    assert (
+        rfc2045.content_type(None) == "text/plain" and rfc2045.content_type(None, "message/rfc822") == "message/rfc822"
+    )
     assert rfc2045.content_type("nonsense") == "text/plain" and rfc2045.content_type(" Text/HTML ; x") == "text/html"
     assert rfc2045.disposition(None) is None and rfc2045.disposition("Attachment; filename=x") == "attachment"
     assert rfc2045.header_text(b"caf\xc3\xa9\r\n") == "caf\ufffd\ufffd"
@@ -74,8 +105,10 @@ def test_linear_in_the_number_of_parameters() -> None:
     """email.message re-slices the value and re-counts its quotes per parameter: 10x the
     parameters cost it 50-80x on the quoted shapes below. Here 10x costs about 10x."""
     ratios = []
-    for make in (lambda n: "text/plain" + ";a=b" * n,
-                 lambda n: 'text/plain; x="' + ";" * n,
-                 lambda n: "text/plain" + ';a="b"' * n):
+    for make in (
+        lambda n: "text/plain" + ";a=b" * n,
+        lambda n: 'text/plain; x="' + ";" * n,
+        lambda n: "text/plain" + ';a="b"' * n,
+    ):
         ratios.append(_best(make(50_000)) / _best(make(5_000)))
     assert max(ratios) < 30, ratios

@@ -1,17 +1,28 @@
 """The one header scanner (crypto.rfc5322): faithful to the byte, the same however the bytes
 arrive, and linear however hostile the folding."""
+
 from __future__ import annotations
 
 import re
 import time
 
 import pytest
+from frozen import smime_v0
 from hypothesis import example, given
 from hypothesis import strategies as st
-
-from crypto.rfc5322 import HeaderScanner, HeaderSection, TooManyFields, get, get_all, has_bare_cr_or_lf, scan, to_crlf, unfold
-from frozen import smime_v0
 from message_strategies import messages, values
+
+from crypto.rfc5322 import (
+    HeaderScanner,
+    HeaderSection,
+    TooManyFields,
+    get,
+    get_all,
+    has_bare_cr_or_lf,
+    scan,
+    to_crlf,
+    unfold,
+)
 
 
 def _reference(raw: bytes) -> tuple[list[tuple[str, bytes]], bytes, bytes]:
@@ -147,8 +158,10 @@ def test_the_field_bound() -> None:
         HeaderScanner(max_fields=9).feed(raw)
 
 
-@given(st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
-       st.lists(st.tuples(st.integers(min_value=0), st.sampled_from([b"\r", b"\n", b"\r\n"])), max_size=4))
+@given(
+    st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+    st.lists(st.tuples(st.integers(min_value=0), st.sampled_from([b"\r", b"\n", b"\r\n"])), max_size=4),
+)
 def test_bare_cr_or_lf_detection_is_exact(text: bytes, inserts: list[tuple[int, bytes]]) -> None:
     raw = text
     for at, what in inserts:
@@ -169,7 +182,7 @@ def folded(lines: int) -> bytes:
     return b"From: <a@b.test>\r\nX-Long: start\r\n" + b"\tcontinuation\r\n" * lines + b"\r\nbody\r\n"
 
 
-def best_of(runs: int, fn, *args) -> float:  # noqa: ANN001
+def best_of(runs: int, fn, *args) -> float:
     best = float("inf")
     for _ in range(runs):
         t0 = time.perf_counter()

@@ -1,5 +1,6 @@
 """Header protection built once, encrypted per target: byte for byte what the old code built
 (tests/frozen/smime_v0.py), in linear time on hostile Content-Type fields."""
+
 from __future__ import annotations
 
 import base64
@@ -7,15 +8,14 @@ import re
 import time
 
 import pytest
+from frozen import smime_v0
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from message_strategies import messages
+from test_crypto_smime import ORIGINAL
 
 from crypto import smime
 from crypto.rfc5322 import scan, to_crlf
-from frozen import smime_v0
-from message_strategies import messages
-
-from test_crypto_smime import ORIGINAL  # noqa: E402 - the reference message of the smime tests
 
 CORPUS: list[bytes] = [
     ORIGINAL,
@@ -33,7 +33,7 @@ CORPUS: list[bytes] = [
 ]
 
 
-def _old(raw: bytes, world) -> tuple[bytes, bytes]:  # noqa: ANN001
+def _old(raw: bytes, world) -> tuple[bytes, bytes]:
     """(payload, outer head) as the old code built them: its output, decrypted."""
     stored = smime_v0.protect_and_encrypt(raw, [world.enc.cert])
     head = stored.split(b"\r\n\r\n", 1)[0] + b"\r\n"
@@ -64,14 +64,20 @@ def test_payload_and_outer_head_match_the_old_code_on_generated_messages(world, 
 
 @pytest.mark.parametrize("raw", CORPUS)
 def test_replace_outer_subject_and_is_encrypted_as_before(raw: bytes) -> None:
-    assert smime.replace_outer_subject(raw, placeholder_subject="[x]") == smime_v0.replace_outer_subject(raw, placeholder_subject="[x]")
+    assert smime.replace_outer_subject(raw, placeholder_subject="[x]") == smime_v0.replace_outer_subject(
+        raw, placeholder_subject="[x]"
+    )
     assert smime.is_encrypted(raw) is smime_v0.is_encrypted(raw)
 
 
 def test_is_encrypted_as_before_on_real_ciphertext(world) -> None:
     stored = smime.protect_and_encrypt(ORIGINAL, [world.enc.cert])
-    variants = [stored, stored.replace(b"\r\n", b"\n"), stored.replace(b"smime-type=enveloped-data", b"smime-type=signed-data"),
-                stored.replace(b"Content-Transfer-Encoding: base64", b"Content-Transfer-Encoding: quoted-printable")]
+    variants = [
+        stored,
+        stored.replace(b"\r\n", b"\n"),
+        stored.replace(b"smime-type=enveloped-data", b"smime-type=signed-data"),
+        stored.replace(b"Content-Transfer-Encoding: base64", b"Content-Transfer-Encoding: quoted-printable"),
+    ]
     for raw in variants:
         assert smime.is_encrypted(raw) is smime_v0.is_encrypted(raw)
     assert smime.is_encrypted(stored) and not smime.is_encrypted(variants[2])
@@ -84,7 +90,11 @@ def test_protected_once_encrypted_for_each_target(world) -> None:
     a = smime.encrypt(protected, [world.enc.cert])
     b = smime.encrypt(protected, [world.enc2.cert])
     assert a != b and a.split(b"\r\n\r\n")[0] == b.split(b"\r\n\r\n")[0]
-    assert smime.decrypt(a, world.enc.cert, world.enc.key) == smime.decrypt(b, world.enc2.cert, world.enc2.key) == protected.payload
+    assert (
+        smime.decrypt(a, world.enc.cert, world.enc.key)
+        == smime.decrypt(b, world.enc2.cert, world.enc2.key)
+        == protected.payload
+    )
     with pytest.raises(smime.SMimeError):
         smime.decrypt(a, world.enc2.cert, world.enc2.key)
     with pytest.raises(smime.SMimeError):
@@ -95,7 +105,9 @@ def test_protected_once_encrypted_for_each_target(world) -> None:
 
 
 _OLD_HP = re.compile(rb'\s*;\s*(hp|protected-headers)\s*=\s*("[^"]*"|[^;\s]*)', re.IGNORECASE)
-_hp_pieces = st.sampled_from([b";", b" ", b"\t", b"\r\n ", b"hp", b"HP", b"protected-headers", b"=", b'"', b"x", b"\\", b"h", b"p"])
+_hp_pieces = st.sampled_from(
+    [b";", b" ", b"\t", b"\r\n ", b"hp", b"HP", b"protected-headers", b"=", b'"', b"x", b"\\", b"h", b"p"]
+)
 
 
 @given(st.lists(_hp_pieces, max_size=24).map(b"".join))
@@ -105,7 +117,7 @@ def test_hp_parameters_are_stripped_as_the_old_expression_did(raw: bytes) -> Non
     assert smime._strip_hp_params(raw) == _OLD_HP.sub(b"", raw)
 
 
-def _best(fn, *args) -> float:  # noqa: ANN001
+def _best(fn, *args) -> float:
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
@@ -126,7 +138,7 @@ def _best(fn, *args) -> float:  # noqa: ANN001
     ],
     ids=["blank-folded-content-type", "unclosed-hp-quotes", "folded-references"],
 )
-def test_protect_is_linear(make) -> None:  # noqa: ANN001
+def test_protect_is_linear(make) -> None:
     def run(raw: bytes) -> None:
         section = scan(raw)
         smime.protect(section.fields, section.body)
@@ -138,8 +150,10 @@ def test_protect_is_linear(make) -> None:  # noqa: ANN001
 
 def test_is_encrypted_is_linear_on_a_hostile_smime_content_type() -> None:
     def make(n: int) -> bytes:
-        return (b"Content-Type: application/pkcs7-mime" + b'; x="' * n + b"\r\n"
-                b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(b"\x00" * 64) + b"\r\n")
+        return (
+            b"Content-Type: application/pkcs7-mime" + b'; x="' * n + b"\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(b"\x00" * 64) + b"\r\n"
+        )
 
     ratio = _best(smime.is_encrypted, make(200_000)) / _best(smime.is_encrypted, make(20_000))
     assert ratio < 30, ratio

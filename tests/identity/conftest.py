@@ -1,4 +1,5 @@
 """Fixtures for identity tests: a small PKI of their own (no deployment needed) for tokens."""
+
 from __future__ import annotations
 
 import sys
@@ -9,9 +10,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from crypto.pki import Issued, TestPKI  # noqa: E402
-from crypto.tokens import TokenIssuer  # noqa: E402
-from identity_support import ISSUER  # noqa: E402
+from identity_support import ISSUER
+
+from crypto.pki import Issued, TestPKI
+from crypto.tokens import TokenIssuer
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """`Authenticator.from_token` and `from_app_password` on a demo deployment: what the SMTP and
 IMAP front ends will call for OAUTHBEARER/XOAUTH2 and PLAIN/LOGIN (issue 3 §4)."""
+
 from __future__ import annotations
 
 import time
@@ -68,8 +69,15 @@ def _claims(deployment, bound_der: bytes, **over) -> dict:
     s = deployment.settings()
     now = int(time.time())
     per = deployment.mailbox("PER", 0)
-    c = {"iss": s.tokens.issuer, "sub": per["idnat"], "aud": s.tokens.audience, "iat": now, "exp": now + 300,
-         "acr": "eidas1", "cnf": {"x5t#S256": x5t_s256(bound_der)}}
+    c = {
+        "iss": s.tokens.issuer,
+        "sub": per["idnat"],
+        "aud": s.tokens.audience,
+        "iat": now,
+        "exp": now + 300,
+        "acr": "eidas1",
+        "cnf": {"x5t#S256": x5t_s256(bound_der)},
+    }
     c.update(over)
     return c
 
@@ -84,7 +92,7 @@ def _hs256_with_public_key(deployment, bound_der: bytes) -> str:
     pem = issuer.private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()  # noqa: E731
+    b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()
     head = b(json.dumps({"alg": "HS256", "kid": issuer.kid}).encode())
     body = b(json.dumps(_claims(deployment, bound_der)).encode())
     sig = hmac.new(pem, f"{head}.{body}".encode(), hashlib.sha256).digest()
@@ -93,15 +101,35 @@ def _hs256_with_public_key(deployment, bound_der: bytes) -> str:
 
 TOKEN_REFUSALS = [
     # name, token(deployment, lps_der, per_der) -> str, certificate of the connection, reason
-    ("expired", lambda d, lps, per: _sign(d, _claims(d, lps, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)), "lps", "token:expired"),
+    (
+        "expired",
+        lambda d, lps, per: _sign(d, _claims(d, lps, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)),
+        "lps",
+        "token:expired",
+    ),
     ("wrong audience", lambda d, lps, per: _sign(d, _claims(d, lps, aud="other")), "lps", "token:bad_audience"),
     ("wrong issuer", lambda d, lps, per: _sign(d, _claims(d, lps, iss="https://evil.test")), "lps", "token:bad_issuer"),
     ("bound to another certificate", lambda d, lps, per: _sign(d, _claims(d, per)), "lps", "token:cnf_mismatch"),
     ("alg none", lambda d, lps, per: jwt.encode(_claims(d, lps), None, algorithm="none"), "lps", "token:alg_none"),
-    ("HMAC-signed with the public key", lambda d, lps, per: _hs256_with_public_key(d, lps), "lps", "token:hmac_refused"),
+    (
+        "HMAC-signed with the public key",
+        lambda d, lps, per: _hs256_with_public_key(d, lps),
+        "lps",
+        "token:hmac_refused",
+    ),
     ("wrong acr", lambda d, lps, per: _sign(d, _claims(d, lps, acr="eidas0")), "lps", "token:bad_acr"),
-    ("subject with a bad Luhn digit", lambda d, lps, per: _sign(d, _claims(d, lps, sub="810001045368")), "lps", "token:bad_subject"),
-    ("professional not in the directory", lambda d, lps, per: _sign(d, _claims(d, lps, sub="810001045367")), "lps", "not_in_directory"),
+    (
+        "subject with a bad Luhn digit",
+        lambda d, lps, per: _sign(d, _claims(d, lps, sub="810001045368")),
+        "lps",
+        "token:bad_subject",
+    ),
+    (
+        "professional not in the directory",
+        lambda d, lps, per: _sign(d, _claims(d, lps, sub="810001045367")),
+        "lps",
+        "not_in_directory",
+    ),
     ("no client certificate", lambda d, lps, per: _sign(d, _claims(d, lps)), None, "no_certificate"),
     ("certificate from another PKI", lambda d, lps, per: _sign(d, _claims(d, lps)), "foreign", "untrusted"),
 ]
@@ -112,7 +140,9 @@ def foreign_der(tmp_path_factory) -> bytes:
     from crypto.pki import TestPKI
 
     other = TestPKI.create(tmp_path_factory.mktemp("foreign"))
-    return other.issue_org("1750001232", "HOPITAL DEMO", "LPS CABINET DEMO").cert.public_bytes(serialization.Encoding.DER)
+    return other.issue_org("1750001232", "HOPITAL DEMO", "LPS CABINET DEMO").cert.public_bytes(
+        serialization.Encoding.DER
+    )
 
 
 @pytest.mark.parametrize("name,make,conn,reason", TOKEN_REFUSALS, ids=[r[0] for r in TOKEN_REFUSALS])
@@ -130,8 +160,12 @@ async def test_token_refusals(deployment, core, foreign_der, name, make, conn, r
     with pytest.raises(AuthenticationFailed) as exc:
         await core.auth.from_token(token, presented, None)
     assert exc.value.reason == reason
-    assert exc.value.public in ("invalid token", "client certificate not accepted", "no mailbox for this professional",
-                                "a health-PKI client certificate is required")
+    assert exc.value.public in (
+        "invalid token",
+        "client certificate not accepted",
+        "no mailbox for this professional",
+        "a health-PKI client certificate is required",
+    )
     assert "cnf" not in exc.value.public and "expired" not in exc.value.public  # generic on the wire
 
 

@@ -1,5 +1,6 @@
 """`mss pki`, `mss mailbox`, `mss token`, `mss dkim` as an operator runs them, and interop with
 `openssl` on what they write (issue 3 §1, §3, §5)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,13 +14,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, pkcs12
+from identity_support import run_mss
 
 from crypto import dkim as dk
 from crypto.smime import SMimeError, decrypt, protect_and_encrypt
 from crypto.tokens import TokenVerifier
 from crypto.validate import load_certificates
-
-from identity_support import run_mss
 
 requires_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl binary not installed")
 PS_ID = "810001045367"
@@ -82,8 +82,12 @@ def test_issue_then_openssl_verify(dep, tmp_path, kind, args, purpose) -> None:
     anchors = dep[0] / "pki" / "trust-anchors.pem"
     certs = load_certificates(Path(doc["cert"]).read_bytes())
     leaf = tmp_path / "leaf.pem"
-    leaf.write_bytes(Path(doc["cert"]).read_bytes().split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n")
-    res = _openssl("verify", "-x509_strict", "-purpose", purpose, "-CAfile", str(anchors), "-untrusted", doc["cert"], str(leaf))
+    leaf.write_bytes(
+        Path(doc["cert"]).read_bytes().split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n"
+    )
+    res = _openssl(
+        "verify", "-x509_strict", "-purpose", purpose, "-CAfile", str(anchors), "-untrusted", doc["cert"], str(leaf)
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert stat.S_IMODE(Path(doc["key"]).stat().st_mode) == 0o600
     info = _openssl("pkcs12", "-in", doc["p12"], "-passin", f"pass:{doc['p12_password']}", "-nokeys")
@@ -97,20 +101,54 @@ def test_issue_then_openssl_verify(dep, tmp_path, kind, args, purpose) -> None:
 
 
 def test_issue_validity_window_and_id_checks(dep, tmp_path) -> None:
-    doc = mss_json(dep, "pki", "issue", "ps", "--idnat", PS_ID, "--surname", "A", "--given", "B",
-                   "--not-before", "2020-01-01", "--not-after", "2021-01-01", "--out", str(tmp_path))
+    doc = mss_json(
+        dep,
+        "pki",
+        "issue",
+        "ps",
+        "--idnat",
+        PS_ID,
+        "--surname",
+        "A",
+        "--given",
+        "B",
+        "--not-before",
+        "2020-01-01",
+        "--not-after",
+        "2021-01-01",
+        "--out",
+        str(tmp_path),
+    )
     cert = load_certificates(Path(doc["cert"]).read_bytes())[0]
     assert cert.not_valid_before_utc.isoformat().startswith("2020-01-01")
     assert cert.not_valid_after_utc.isoformat().startswith("2021-01-01T23:59:59")
-    bad = mss(dep, "pki", "issue", "ps", "--idnat", "810001045368", "--surname", "A", "--given", "B", "--out", str(tmp_path), check=False)
+    bad = mss(
+        dep,
+        "pki",
+        "issue",
+        "ps",
+        "--idnat",
+        "810001045368",
+        "--surname",
+        "A",
+        "--given",
+        "B",
+        "--out",
+        str(tmp_path),
+        check=False,
+    )
     assert bad.returncode == 2, bad.stderr
-    bad = mss(dep, "pki", "issue", "org", "--structure", "1209270652", "--name", "X", "--out", str(tmp_path), check=False)
+    bad = mss(
+        dep, "pki", "issue", "org", "--structure", "1209270652", "--name", "X", "--out", str(tmp_path), check=False
+    )
     assert bad.returncode == 2
 
 
 @requires_openssl
 def test_revoke_and_crl_openssl_sees_the_revocation(dep, tmp_path) -> None:
-    doc = mss_json(dep, "pki", "issue", "ps", "--idnat", PS_ID, "--surname", "A", "--given", "B", "--out", str(tmp_path))
+    doc = mss_json(
+        dep, "pki", "issue", "ps", "--idnat", PS_ID, "--surname", "A", "--given", "B", "--out", str(tmp_path)
+    )
     rev = mss_json(dep, "pki", "revoke", doc["cert"], "--reason", "key_compromise")
     assert rev["revoked"] == doc["serial"] and rev["crl_files"] == []
     crls = mss_json(dep, "pki", "crl")["crl_files"]
@@ -123,12 +161,16 @@ def test_revoke_and_crl_openssl_sees_the_revocation(dep, tmp_path) -> None:
     leaf.write_bytes(load_certificates(Path(doc["cert"]).read_bytes())[0].public_bytes(Encoding.PEM))
     crl_pem = tmp_path / "all.crl.pem"
     crl_pem.write_text("".join(_openssl("crl", "-in", p, "-inform", "DER").stdout for p in crls))
-    res = _openssl("verify", "-crl_check", "-CAfile", str(anchors), "-CRLfile", str(crl_pem), "-untrusted", doc["cert"], str(leaf))
+    res = _openssl(
+        "verify", "-crl_check", "-CAfile", str(anchors), "-CRLfile", str(crl_pem), "-untrusted", doc["cert"], str(leaf)
+    )
     assert res.returncode != 0 and "revoked" in (res.stdout + res.stderr)
     # By serial, for a certificate file the operator no longer has.
     doc2 = mss_json(dep, "pki", "issue", "org", "--structure", FINESS, "--name", "X", "--out", str(tmp_path))
     published = mss_json(dep, "pki", "revoke", "--serial", doc2["serial"], "--crl")["crl_files"]
-    organisations = x509.load_der_x509_crl(Path(next(p for p in published if p.endswith("organisations.crl"))).read_bytes())
+    organisations = x509.load_der_x509_crl(
+        Path(next(p for p in published if p.endswith("organisations.crl"))).read_bytes()
+    )
     assert organisations.get_revoked_certificate_by_serial_number(int(doc2["serial"], 16)) is not None
 
 
@@ -157,8 +199,22 @@ async def _encryption_certs(dep_dir: Path, address: str) -> list[x509.Certificat
 def test_mailbox_create_rollover_and_old_mail_stays_readable(dep, tmp_path) -> None:
     domain = dep[1]["domain"]
     address = f"jean.dupont@{domain}"
-    first = mss_json(dep, "mailbox", "create", address, "--type", "PER", "--idnat", PS_ID, "--surname", "DUPONT",
-                     "--given", "JEAN", "--out", str(tmp_path))
+    first = mss_json(
+        dep,
+        "mailbox",
+        "create",
+        address,
+        "--type",
+        "PER",
+        "--idnat",
+        PS_ID,
+        "--surname",
+        "DUPONT",
+        "--given",
+        "JEAN",
+        "--out",
+        str(tmp_path),
+    )
     assert stat.S_IMODE(Path(first["p12"]).stat().st_mode) == 0o600
     # openssl reads the PKCS#12 and the key in it.
     res = _openssl("pkcs12", "-in", first["p12"], "-passin", f"pass:{first['p12_password']}", "-nocerts", "-nodes")
@@ -167,14 +223,18 @@ def test_mailbox_create_rollover_and_old_mail_stays_readable(dep, tmp_path) -> N
     key1, cert1 = _load_p12(first)
     (certs_before,) = [asyncio.run(_encryption_certs(dep[0], address))]
     assert [c.serial_number for c in certs_before] == [cert1.serial_number]
-    old_mail = protect_and_encrypt(b"From: a@x.test\r\nTo: " + address.encode() + b"\r\nSubject: old\r\n\r\nold body\r\n", certs_before)
+    old_mail = protect_and_encrypt(
+        b"From: a@x.test\r\nTo: " + address.encode() + b"\r\nSubject: old\r\n\r\nold body\r\n", certs_before
+    )
 
     second = mss_json(dep, "mailbox", "rollover", address, "--out", str(tmp_path))
     assert second["retired"] == 1 and second["key_number"] == 2
     key2, cert2 = _load_p12(second)
     certs_after = asyncio.run(_encryption_certs(dep[0], address))
     assert [c.serial_number for c in certs_after] == [cert2.serial_number]  # new mail: new key only
-    new_mail = protect_and_encrypt(b"From: a@x.test\r\nTo: " + address.encode() + b"\r\nSubject: new\r\n\r\nnew body\r\n", certs_after)
+    new_mail = protect_and_encrypt(
+        b"From: a@x.test\r\nTo: " + address.encode() + b"\r\nSubject: new\r\n\r\nnew body\r\n", certs_after
+    )
     assert b"old body" in decrypt(old_mail, cert1, key1)
     assert b"new body" in decrypt(new_mail, cert2, key2)
     with pytest.raises(SMimeError):  # the retired key cannot open mail encrypted after the rollover
@@ -222,7 +282,10 @@ def test_org_mailbox_encrypts_to_every_member(dep, tmp_path) -> None:
         (["x1@{domain}", "--type", "PER", "--idnat", "810001045368"], "check digit"),
         (["x2@{domain}", "--type", "PER", "--structure", FINESS], "needs --idnat"),
         (["x3@{domain}", "--type", "APP"], "needs --structure"),
-        (["x4@{domain}", "--type", "ORG", "--structure", FINESS, "--member", "ghost@{domain}"], "not a local PER mailbox"),
+        (
+            ["x4@{domain}", "--type", "ORG", "--structure", FINESS, "--member", "ghost@{domain}"],
+            "not a local PER mailbox",
+        ),
     ],
 )
 def test_mailbox_create_refusals(dep, tmp_path, args, message) -> None:
@@ -255,11 +318,15 @@ def test_token_issue_verifies_with_the_published_jwks(dep) -> None:
     app = next(m for m in dep[1]["mailboxes"] if m["type"] == "APP")
     per = next(m for m in dep[1]["mailboxes"] if m["type"] == "PER")
     cert_path = dep[0] / app["tls_cert"]
-    token = mss(dep, "token", "issue", "--idnat", per["idnat"], "--cnf-cert", str(cert_path), "--ttl", "60").stdout.strip()
+    token = mss(
+        dep, "token", "issue", "--idnat", per["idnat"], "--cnf-cert", str(cert_path), "--ttl", "60"
+    ).stdout.strip()
     from mss.config import load_settings
 
     s = load_settings(dep[0] / "mss.toml")
-    verifier = TokenVerifier(s.tokens.jwks_source(s), issuer=s.tokens.issuer, audience=s.tokens.audience, acr_values=s.tokens.acr_values)
+    verifier = TokenVerifier(
+        s.tokens.jwks_source(s), issuer=s.tokens.issuer, audience=s.tokens.audience, acr_values=s.tokens.acr_values
+    )
     claims = verifier.verify(token, load_certificates(cert_path.read_bytes())[0])
     assert claims["sub"] == per["idnat"] and claims["exp"] - claims["iat"] == 60
     assert json.loads(mss(dep, "token", "jwks").stdout) == json.loads((dep[0] / "pki/tokens/jwks.json").read_text())

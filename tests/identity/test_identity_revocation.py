@@ -1,22 +1,22 @@
 """A revocation reaches a running server without restart (issue 3 §1): `mss pki revoke` +
 `mss pki crl`, then within `[tls] crl_refresh_s` the next connection is refused. And a stale CRL
 fails closed unless configured otherwise."""
+
 from __future__ import annotations
 
 import asyncio
 import importlib.util
 import smtplib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from identity_support import run_mss
 
 from crypto.pki import TestPKI
 from crypto.validate import load_certificates
 from mss.core import Core
 from mss.errors import AuthenticationFailed
-
-from identity_support import run_mss
 
 REFRESH_S = 1
 
@@ -122,9 +122,11 @@ async def test_stale_crl_fails_closed_unless_configured_open(fresh_deployment) -
     core = await Core.open(dep.settings())
     try:
         await core.auth.from_certificate(der)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         pki = TestPKI.load(dep.directory / "pki" / "ca")
-        await asyncio.to_thread(pki.write_crls, this_update=now - timedelta(days=8), next_update=now - timedelta(days=1))
+        await asyncio.to_thread(
+            pki.write_crls, this_update=now - timedelta(days=8), next_update=now - timedelta(days=1)
+        )
 
         async def refused() -> bool:
             try:

@@ -1,4 +1,5 @@
 """e-CPS tokens: the issuer, the verifier, and one row per refusal (issue 3 §3)."""
+
 from __future__ import annotations
 
 import base64
@@ -10,11 +11,10 @@ import time
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from identity_support import AUDIENCE, ISSUER, PS_ID
 
 from crypto.keys import x5t_s256
 from crypto.tokens import TokenIssuer, TokenRejected, TokenVerifier, jwk_thumbprint
-
-from identity_support import AUDIENCE, ISSUER, PS_ID
 
 
 def _b64u(data: bytes) -> str:
@@ -24,8 +24,14 @@ def _b64u(data: bytes) -> str:
 def _claims(w, **over) -> dict:
     now = int(time.time())
     claims = {
-        "iss": ISSUER, "sub": PS_ID, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 300,
-        "acr": "eidas1", "cnf": {"x5t#S256": x5t_s256(w.org.cert)},
+        "iss": ISSUER,
+        "sub": PS_ID,
+        "aud": AUDIENCE,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "acr": "eidas1",
+        "cnf": {"x5t#S256": x5t_s256(w.org.cert)},
     }
     claims.update(over)
     return {k: v for k, v in claims.items() if v is not None}
@@ -33,7 +39,12 @@ def _claims(w, **over) -> dict:
 
 def _verifier(w, issuer: TokenIssuer | None = None, **kw) -> TokenVerifier:
     return TokenVerifier(
-        (issuer or w.rsa_issuer).jwks(), issuer=ISSUER, audience=AUDIENCE, acr_values=kw.pop("acr_values", ["eidas1"]), skew=30, **kw
+        (issuer or w.rsa_issuer).jwks(),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        acr_values=kw.pop("acr_values", ["eidas1"]),
+        skew=30,
+        **kw,
     )
 
 
@@ -84,7 +95,10 @@ def test_jwks_has_rfc7638_kid_and_only_public_members(tokens_world) -> None:
 def test_rfc7638_example_thumbprint() -> None:
     # RFC 7638 §3.1 worked example.
     jwk = {
-        "kty": "RSA", "e": "AQAB", "alg": "RS256", "kid": "2011-04-29",
+        "kty": "RSA",
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29",
         "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
     }
     assert jwk_thumbprint(jwk) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
@@ -111,11 +125,14 @@ def test_jwks_with_symmetric_key_is_refused() -> None:
 def test_missing_jwks_file_refuses_rather_than_accepts(tokens_world, tmp_path) -> None:
     verifier = TokenVerifier(tmp_path / "absent.json", issuer=ISSUER, audience=AUDIENCE)
     with pytest.raises(TokenRejected) as exc:
-        verifier.verify(tokens_world.rsa_issuer.issue(PS_ID, tokens_world.org.cert, audience=AUDIENCE), tokens_world.org.cert)
+        verifier.verify(
+            tokens_world.rsa_issuer.issue(PS_ID, tokens_world.org.cert, audience=AUDIENCE), tokens_world.org.cert
+        )
     assert exc.value.reason == "jwks_unavailable"
 
 
 # ------------------------------------------------------------------------------ refusals
+
 
 def _other_key_same_kid(w) -> str:
     forger = TokenIssuer.generate(ISSUER, algorithm="RS256")
@@ -124,7 +141,14 @@ def _other_key_same_kid(w) -> str:
 
 REFUSALS = [
     # (name, token factory, certificate presented on the connection, expected reason)
-    ("expired", lambda w: _signed(w, _claims(w, iat=int(time.time()) - 3600, nbf=int(time.time()) - 3600, exp=int(time.time()) - 600)), "org", "expired"),
+    (
+        "expired",
+        lambda w: _signed(
+            w, _claims(w, iat=int(time.time()) - 3600, nbf=int(time.time()) - 3600, exp=int(time.time()) - 600)
+        ),
+        "org",
+        "expired",
+    ),
     ("not yet valid", lambda w: _signed(w, _claims(w, nbf=int(time.time()) + 600)), "org", "not_yet_valid"),
     ("wrong audience", lambda w: _signed(w, _claims(w, aud="another-service")), "org", "bad_audience"),
     ("wrong issuer", lambda w: _signed(w, _claims(w, iss="https://evil.test/")), "org", "bad_issuer"),
@@ -138,8 +162,26 @@ REFUSALS = [
     ("HS512", lambda w: jwt.encode(_claims(w), "x" * 64, algorithm="HS512"), "org", "hmac_refused"),
     ("signed by another key under the issuer's kid", _other_key_same_kid, "org", "bad_signature"),
     ("unknown kid", lambda w: _signed(w, _claims(w), kid="not-a-key"), "org", "unknown_key"),
-    ("EC token against an RSA key", lambda w: _signed(w, _claims(w), issuer=w.ec_issuer, kid=w.rsa_issuer.kid), "org", "bad_algorithm"),
-    ("tampered payload", lambda w: (lambda t: t.split(".")[0] + "." + _b64u(json.dumps(_claims(w, sub="810002222225")).encode()) + "." + t.split(".")[2])(_signed(w, _claims(w))), "org", "bad_signature"),
+    (
+        "EC token against an RSA key",
+        lambda w: _signed(w, _claims(w), issuer=w.ec_issuer, kid=w.rsa_issuer.kid),
+        "org",
+        "bad_algorithm",
+    ),
+    (
+        "tampered payload",
+        lambda w: (
+            lambda t: (
+                t.split(".")[0]
+                + "."
+                + _b64u(json.dumps(_claims(w, sub="810002222225")).encode())
+                + "."
+                + t.split(".")[2]
+            )
+        )(_signed(w, _claims(w))),
+        "org",
+        "bad_signature",
+    ),
     ("acr too weak", lambda w: _signed(w, _claims(w, acr="eidas0")), "org", "bad_acr"),
     ("no acr", lambda w: _signed(w, _claims(w, acr=None)), "org", "bad_acr"),
     ("no exp", lambda w: _signed(w, _claims(w, exp=None)), "org", "missing_claim"),

@@ -2,6 +2,7 @@
 folder), `Events` and `MailAccess`, the real authentication exchange
 (`mss.auth.CoreCredentials`), with stand-ins (`imap_fakes`) only for what needs the PKI:
 certificate checks and encryption."""
+
 from __future__ import annotations
 
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from imap_fakes import ALICE_CERT, Driver, open_test_core  # noqa: E402
+from imap_fakes import ALICE_CERT, Driver, open_test_core
 
 
 @pytest.fixture

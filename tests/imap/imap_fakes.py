@@ -1,9 +1,10 @@
 """Stand-ins for what needs the PKI (certificate checks, encryption), sample messages, and
 a driver that speaks to a `Session` in bytes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mss.auth import CoreCredentials
@@ -84,7 +85,8 @@ class FakeSealer:
     def __init__(self) -> None:
         self.appended: list[bytes] = []
 
-    async def seal(self, mailbox, raw, certs=None):
+    async def seal(self, mailbox, message, certs=None):
+        raw = getattr(message, "raw", message)  # a ParsedMessage from APPEND, or bytes
         if mailbox == NOKEY:
             raise Refusal(Reason.NO_ENCRYPTION_KEY, f"Mailbox <{mailbox}> has no valid encryption certificate")
         self.appended.append(raw)
@@ -112,8 +114,16 @@ class ImapTestCore:
 
     async def deliver(self, mailbox: str, raw: bytes, folder: str = "INBOX", flags=(), when=None) -> StoredRef:
         refs = await self.store.write(
-            [NewMessage(mailbox, folder, raw, outer_headers(raw), frozenset(flags),
-                        when or datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc))]
+            [
+                NewMessage(
+                    mailbox,
+                    folder,
+                    raw,
+                    outer_headers(raw),
+                    frozenset(flags),
+                    when or datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
+                )
+            ]
         )
         return refs[0]
 
@@ -131,20 +141,32 @@ async def open_test_core(db: Path) -> ImapTestCore:
     store = Store(sessionmaker(engine), events)
     sealer = FakeSealer()
     auth = FakeAuth()
+    settings = Settings(domain="test.mss")
     return ImapTestCore(
-        Settings(domain="test.mss"), store, events, auth, CoreCredentials(auth), sealer,
-        MailAccessService(store, sealer), engine,
+        settings,
+        store,
+        events,
+        auth,
+        CoreCredentials(auth),
+        sealer,
+        MailAccessService(store, sealer, max_message_size=settings.limits.max_message_size),
+        engine,
     )
 
 
-def sample(subject: str = "Hello", frm: str = "Bob <bob@test.mss>", to: str = ALICE, body: str = "Body text\r\n",
-           date: str = "Mon, 02 Nov 2026 10:00:00 +0100", extra: str = "") -> bytes:
+def sample(
+    subject: str = "Hello",
+    frm: str = "Bob <bob@test.mss>",
+    to: str = ALICE,
+    body: str = "Body text\r\n",
+    date: str = "Mon, 02 Nov 2026 10:00:00 +0100",
+    extra: str = "",
+) -> bytes:
     return (
         f"From: {frm}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\n"
         f"Message-ID: <{subject.replace(' ', '.')}@test.mss>\r\n{extra}"
         f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}"
     ).encode()
-
 
 
 class Driver:

@@ -1,6 +1,7 @@
 """IMAP end to end: a real `mss serve`, real TLS with the demo PKI's client certificates,
 real clients (imaplib, aioimaplib). Each test works in a folder of its own, so the shared
 server's other traffic does not matter."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +12,6 @@ import uuid
 
 import aioimaplib
 import pytest
-
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -200,7 +200,9 @@ def test_copy_and_move_with_copyuid(server, deployment, claire, folder):
 
 
 async def aio_connect(server, deployment, entry):
-    client = aioimaplib.IMAP4_SSL(server.host, server.port("imaps"), ssl_context=deployment.client_context(entry), timeout=20)
+    client = aioimaplib.IMAP4_SSL(
+        server.host, server.port("imaps"), ssl_context=deployment.client_context(entry), timeout=20
+    )
     await client.wait_hello_from_server()
     proto = client.protocol
     resp = await proto.execute(aioimaplib.Command("AUTHENTICATE", proto.new_tag(), "EXTERNAL", "=", loop=proto.loop))

@@ -1,4 +1,5 @@
 """ENVELOPE, BODYSTRUCTURE and BODY[section] from stored bytes (RFC 9051 6.4.5, 7.5.2)."""
+
 from __future__ import annotations
 
 from hypothesis import given, settings
@@ -10,7 +11,7 @@ from imap.protocol.response import serialise
 
 SMIME = (
     b"From: Claire Martin <claire@h.test>\r\n"
-    b"To: paul@h.test, \"Secr\xc3\xa9tariat\" <sec@h.test>\r\n"
+    b'To: paul@h.test, "Secr\xc3\xa9tariat" <sec@h.test>\r\n'
     b"Subject: [...]\r\n"
     b"Date: Mon, 02 Nov 2026 10:00:00 +0100\r\n"
     b"Message-ID: <abc@h.test>\r\n"
@@ -53,7 +54,13 @@ def test_bodystructure_of_single_part_smime():
     bs = mime.bodystructure(part)
     body_len = len(SMIME.split(b"\r\n\r\n", 1)[1])
     assert bs[:7] == (
-        "APPLICATION", "PKCS7-MIME", ["smime-type", "enveloped-data", "name", "smime.p7m"], None, None, "BASE64", body_len,
+        "APPLICATION",
+        "PKCS7-MIME",
+        ["smime-type", "enveloped-data", "name", "smime.p7m"],
+        None,
+        None,
+        "BASE64",
+        body_len,
     )
     assert bs[8] == ("attachment", ["filename", "smime.p7m"])
     assert mime.bodystructure(part, extended=False) == bs[:7]
@@ -63,7 +70,12 @@ def test_bodystructure_of_single_part_smime():
 def test_bodystructure_of_multipart():
     bs = mime.bodystructure(mime.parse(MULTI))
     text, msg, alt = bs[0], bs[1], bs[2]
-    assert text[:2] == ("TEXT", "PLAIN") and text[2] == ["CHARSET", "utf-8"] and text[6] == len(b"Hello\r\nworld") and text[7] == 2
+    assert (
+        text[:2] == ("TEXT", "PLAIN")
+        and text[2] == ["CHARSET", "utf-8"]
+        and text[6] == len(b"Hello\r\nworld")
+        and text[7] == 2
+    )
     assert msg[:2] == ("MESSAGE", "RFC822") and msg[7][1] == "inner" and msg[8][:2] == ("TEXT", "PLAIN")
     assert alt[2] == "ALTERNATIVE"
     assert bs[3] == "MIXED" and bs[4] == ["boundary", "XX"]
@@ -81,7 +93,10 @@ def test_sections():
     assert mime.section_bytes(m, Section((2,), "TEXT")) == b"inner body"
     assert mime.section_bytes(m, Section((2, 1))) == b"inner body"
     assert mime.section_bytes(m, Section((3, 2))) == b"<p>html</p>"
-    assert mime.section_bytes(m, Section((), "HEADER.FIELDS", ("SUBJECT", "TO"))) == b"To: b@x.test\r\nSubject: multi\r\n\r\n"
+    assert (
+        mime.section_bytes(m, Section((), "HEADER.FIELDS", ("SUBJECT", "TO")))
+        == b"To: b@x.test\r\nSubject: multi\r\n\r\n"
+    )
     not_fields = mime.section_bytes(m, Section((), "HEADER.FIELDS.NOT", ("SUBJECT",)))
     assert b"Subject" not in not_fields and b"From: a@x.test" in not_fields
     assert mime.partial(b"0123456789", (2, 3)) == b"234"
@@ -101,7 +116,9 @@ def test_single_part_sections():
 
 def test_folded_header_fields_are_kept_whole():
     raw = b"Subject: a\r\n b\r\nTo: x@y\r\n\r\nbody"
-    assert mime.section_bytes(mime.parse(raw), Section((), "HEADER.FIELDS", ("SUBJECT",))) == b"Subject: a\r\n b\r\n\r\n"
+    assert (
+        mime.section_bytes(mime.parse(raw), Section((), "HEADER.FIELDS", ("SUBJECT",))) == b"Subject: a\r\n b\r\n\r\n"
+    )
     assert mime.envelope(mime.parse(raw))[1] == "a  b"
 
 

@@ -1,5 +1,6 @@
 """imap.mime reads headers with the one scanner: ENVELOPE, BODYSTRUCTURE and BODY[section] answer
 as the old email.parser-based module did (tests/frozen/imap_mime_v0.py), in linear time."""
+
 from __future__ import annotations
 
 import sys
@@ -11,11 +12,12 @@ from hypothesis import HealthCheck, assume, example, given, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from frozen import imap_mime_v0 as old  # noqa: E402
-from imap import mime  # noqa: E402
-from imap.protocol.commands import Section  # noqa: E402
-from message_strategies import messages  # noqa: E402
-from test_mime import MULTI, SMIME  # noqa: E402
+from frozen import imap_mime_v0 as old
+from message_strategies import messages
+from test_mime import MULTI, SMIME
+
+from imap import mime
+from imap.protocol.commands import Section
 
 SECTIONS = [
     Section(),
@@ -48,7 +50,7 @@ CORPUS = [
 ]
 
 
-def _answers(module, raw: bytes) -> tuple:  # noqa: ANN001 - the old or the new imap.mime
+def _answers(module, raw: bytes) -> tuple:
     part = module.parse(raw)
     sections = []
     for section in SECTIONS:
@@ -57,8 +59,14 @@ def _answers(module, raw: bytes) -> tuple:  # noqa: ANN001 - the old or the new 
         except module.SectionError:
             sections.append(None)
     header_only = module.parse(module.split_header(raw)[0])  # what SEARCH HEADER loads
-    return (module.envelope(part), module.bodystructure(part), module.bodystructure(part, extended=False),
-            tuple(sections), module.split_header(raw), module.envelope(header_only))
+    return (
+        module.envelope(part),
+        module.bodystructure(part),
+        module.bodystructure(part, extended=False),
+        tuple(sections),
+        module.split_header(raw),
+        module.envelope(header_only),
+    )
 
 
 @pytest.mark.parametrize("raw", CORPUS)
@@ -108,8 +116,13 @@ def test_a_line_that_is_not_a_field_ends_the_header() -> None:
 
 def test_parsing_a_hostile_header_is_linear() -> None:
     def make(n: int) -> bytes:
-        return (b"From: a@x.test\r\nReferences: <0@x>\r\n" + b" <1@x>\r\n" * n
-                + b'Content-Type: text/plain; a="b"' + b'; a="b"' * n + b"\r\n\r\nbody")
+        return (
+            b"From: a@x.test\r\nReferences: <0@x>\r\n"
+            + b" <1@x>\r\n" * n
+            + b'Content-Type: text/plain; a="b"'
+            + b'; a="b"' * n
+            + b"\r\n\r\nbody"
+        )
 
     def best(raw: bytes) -> float:
         result = float("inf")

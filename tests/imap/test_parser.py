@@ -1,4 +1,5 @@
 """The sans-IO parser, driven with bytes (RFC 9051 9 grammar, RFC 7888 literals, limits)."""
+
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
@@ -80,7 +81,9 @@ def test_byte_by_byte_feeding_gives_the_same_commands():
 
 
 def test_fetch_attributes_sections_and_partials():
-    c = one(b"t UID FETCH 1:3,7,9:* (UID FLAGS BODY.PEEK[1.2.HEADER.FIELDS (A B)]<0.100> BODY[] BODY[2.MIME] RFC822.SIZE)\r\n")
+    c = one(
+        b"t UID FETCH 1:3,7,9:* (UID FLAGS BODY.PEEK[1.2.HEADER.FIELDS (A B)]<0.100> BODY[] BODY[2.MIME] RFC822.SIZE)\r\n"
+    )
     assert isinstance(c, Fetch) and c.uid and c.name == "FETCH" and c.full_name == "UID FETCH"
     assert c.set == SequenceSet(((1, 3), (7, 7), (9, None)))
     atts = c.atts
@@ -109,11 +112,17 @@ def test_sequence_set_semantics():
 
 
 def test_search_keys():
-    c = one(b't SEARCH CHARSET UTF-8 OR FROM "alice" (SUBJECT {3}\r\nfoo UNSEEN) NOT DELETED SINCE 1-Feb-2026 UID 1:5\r\n')
+    c = one(
+        b't SEARCH CHARSET UTF-8 OR FROM "alice" (SUBJECT {3}\r\nfoo UNSEEN) NOT DELETED SINCE 1-Feb-2026 UID 1:5\r\n'
+    )
     assert isinstance(c, Search) and c.charset == "UTF-8"
     key = c.key
     assert key[0] == "AND"
-    assert key[1][0] == ("OR", ("HEADER", "FROM", "alice"), ("AND", (("HEADER", "SUBJECT", "foo"), ("FLAG", "\\Seen", False))))
+    assert key[1][0] == (
+        "OR",
+        ("HEADER", "FROM", "alice"),
+        ("AND", (("HEADER", "SUBJECT", "foo"), ("FLAG", "\\Seen", False))),
+    )
     assert key[1][1] == ("NOT", ("FLAG", "\\Deleted", True))
     assert key[1][2] == ("SINCE", date(2026, 2, 1))
     assert key[1][3] == ("UID", SequenceSet(((1, 5),)))
@@ -232,8 +241,33 @@ def test_random_bytes_never_raise(data):
 
 
 _tokens = st.sampled_from(
-    [b"a1", b" ", b"FETCH", b"SEARCH", b"UID", b"(", b")", b"[", b"]", b"<", b">", b"{3}\r\n", b"{2+}\r\n",
-     b'"', b"\\", b"1:*", b"BODY.PEEK[", b"HEADER.FIELDS", b"OR", b"NOT", b"\r\n", b"*", b"%", b"\x00", b"\xff"]
+    [
+        b"a1",
+        b" ",
+        b"FETCH",
+        b"SEARCH",
+        b"UID",
+        b"(",
+        b")",
+        b"[",
+        b"]",
+        b"<",
+        b">",
+        b"{3}\r\n",
+        b"{2+}\r\n",
+        b'"',
+        b"\\",
+        b"1:*",
+        b"BODY.PEEK[",
+        b"HEADER.FIELDS",
+        b"OR",
+        b"NOT",
+        b"\r\n",
+        b"*",
+        b"%",
+        b"\x00",
+        b"\xff",
+    ]
 )
 
 
@@ -251,7 +285,7 @@ def test_strings_round_trip_through_serialiser_and_parser(s):
     wire = b"a1 SELECT " + serialise(s) + b"\r\n"
     evs = events(wire)
     assert len(evs) == 1 or isinstance(evs[0], ContinuationNeeded)
-    cmd = [e for e in evs if isinstance(e, Command)][0]
+    cmd = next(e for e in evs if isinstance(e, Command))
     expected = "INBOX" if s.upper() == "INBOX" else s
     assert isinstance(cmd, Select) and cmd.mailbox == expected
 
@@ -260,13 +294,36 @@ def test_strings_round_trip_through_serialiser_and_parser(s):
 
 #: One well-formed line per registered name (arguments only); a new name must add its own.
 SAMPLES = {
-    "CAPABILITY": "", "NOOP": "", "LOGOUT": "", "ID": ' ("name" "test")', "STARTTLS": "",
-    "AUTHENTICATE": " PLAIN AGEAYg==", "LOGIN": " user pass", "ENABLE": " UTF8=ACCEPT", "NAMESPACE": "",
-    "SELECT": " INBOX", "EXAMINE": " INBOX", "CREATE": " Work", "DELETE": " Work", "RENAME": " Work Job",
-    "SUBSCRIBE": " Work", "UNSUBSCRIBE": " Work", "LIST": ' "" *', "LSUB": ' "" *',
-    "STATUS": " INBOX (MESSAGES)", "APPEND": " INBOX {2+}\r\nhi", "IDLE": "", "CHECK": "", "CLOSE": "",
-    "UNSELECT": "", "EXPUNGE": "", "SEARCH": " ALL", "FETCH": " 1 FLAGS", "STORE": " 1 +FLAGS (\\Seen)",
-    "COPY": " 1 Trash", "MOVE": " 1 Trash",
+    "CAPABILITY": "",
+    "NOOP": "",
+    "LOGOUT": "",
+    "ID": ' ("name" "test")',
+    "STARTTLS": "",
+    "AUTHENTICATE": " PLAIN AGEAYg==",
+    "LOGIN": " user pass",
+    "ENABLE": " UTF8=ACCEPT",
+    "NAMESPACE": "",
+    "SELECT": " INBOX",
+    "EXAMINE": " INBOX",
+    "CREATE": " Work",
+    "DELETE": " Work",
+    "RENAME": " Work Job",
+    "SUBSCRIBE": " Work",
+    "UNSUBSCRIBE": " Work",
+    "LIST": ' "" *',
+    "LSUB": ' "" *',
+    "STATUS": " INBOX (MESSAGES)",
+    "APPEND": " INBOX {2+}\r\nhi",
+    "IDLE": "",
+    "CHECK": "",
+    "CLOSE": "",
+    "UNSELECT": "",
+    "EXPUNGE": "",
+    "SEARCH": " ALL",
+    "FETCH": " 1 FLAGS",
+    "STORE": " 1 +FLAGS (\\Seen)",
+    "COPY": " 1 Trash",
+    "MOVE": " 1 Trash",
 }
 UID_SAMPLES = {"EXPUNGE": " 1:3"}
 
@@ -289,7 +346,7 @@ def test_every_registered_name_parses_into_its_registered_class():
         else:
             (ev,) = events(f"t3 UID {name}{SAMPLES[name]}\r\n".encode())
             assert isinstance(ev, ParseError) and f"Unknown command UID {name}" in ev.text
-    assert COMMAND_CLASSES == {spec.cls for spec in COMMANDS.values()}
+    assert {spec.cls for spec in COMMANDS.values()} == COMMAND_CLASSES
     # Command objects are values: frozen, hashable, equal when parsed from the same bytes.
     line = b"t FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (FROM)])\r\n"
     assert one(line) == one(line) and hash(one(line)) == hash(one(line))

@@ -1,5 +1,6 @@
 """LIST pattern matching without backtracking, INBOX case-insensitivity, RENAME of a
 hierarchy, flag validation, one-transaction MOVE, and the cheap selected-state resync."""
+
 from __future__ import annotations
 
 import re
@@ -11,7 +12,6 @@ from imap_fakes import ALICE, sample
 
 from imap.commands.mailbox import MAX_PATTERN, Pattern
 from imap.flags import check_flags
-
 
 # -- LIST patterns ---------------------------------------------------------------------------
 
@@ -32,7 +32,11 @@ def test_pattern_agrees_with_the_rfc_meaning(pattern, name):
 @pytest.mark.parametrize(
     "pattern",
     [
-        "*" * 12 + "Z", "*a" * 100 + "Z", "%a" * 100 + "Z", "*%" * 200 + "Z", "%/" * 100 + "Z",
+        "*" * 12 + "Z",
+        "*a" * 100 + "Z",
+        "%a" * 100 + "Z",
+        "*%" * 200 + "Z",
+        "%/" * 100 + "Z",
         ("*a%" * 200)[: MAX_PATTERN - 1] + "Z",
     ],
 )
@@ -57,7 +61,7 @@ async def test_list_with_pathological_patterns_through_the_session(alice):
     assert (await alice.line('l LIST "" "*%*%*"')).count("* LIST") == 40 + 5  # with the defaults
     too_long = "*" * (MAX_PATTERN + 1)
     assert (await alice.line(f'l LIST "" "{too_long}"')).startswith("l BAD")
-    out = await alice.line("l LIST () \"\" (" + " ".join(["%"] * 17) + ")")
+    out = await alice.line('l LIST () "" (' + " ".join(["%"] * 17) + ")")
     assert out.startswith("l BAD")
 
 
@@ -144,7 +148,9 @@ async def test_rename_is_one_transaction_a_failure_half_way_renames_nothing(core
 
 def test_system_flags_are_case_insensitive_and_canonical():
     assert check_flags(["\\seen", "\\DELETED", "\\fLaGgEd", "$Label", "\\recent", "\\Seen"]) == (
-        ["\\Seen", "\\Deleted", "\\Flagged", "$Label"], None)
+        ["\\Seen", "\\Deleted", "\\Flagged", "$Label"],
+        None,
+    )
     flags, why = check_flags(["\\Seen", "\\Bogus"])
     assert flags == [] and "\\Bogus" in why
     assert check_flags(["\\*"])[1]
@@ -262,3 +268,33 @@ def test_only_inbox_itself_is_case_insensitive_in_list_patterns():
     assert Pattern("", "inbox*").match("INBOX/Patients")
     assert not Pattern("", "inbox*").match("INBOXold")  # another folder, matched case-sensitively
     assert Pattern("", "INBOX*").match("INBOXold")
+
+
+# -- second review: bounded work on client input ----------------------------------------------
+
+
+async def test_search_with_too_many_keys_is_refused(core, alice):
+    await core.deliver(ALICE, sample("one"))
+    await alice.line("s SELECT INBOX")
+    out = await alice.line("a UID SEARCH " + " ".join(["NOT TEXT zz"] * 300))
+    assert out.startswith("a BAD") and "Too many search keys" in out
+    assert (await alice.line("b SEARCH " + " ".join(["NOT TEXT zz"] * 100))).rstrip().endswith("b OK SEARCH completed")
+
+
+async def test_append_is_bounded_like_a_submission(core, alice):
+    fields = b"".join(b"X-F%d: v\r\n" % i for i in range(1200))
+    raw = b"From: <alice@test.mss>\r\n" + fields + b"\r\nbody\r\n"
+    out = (await alice.send(b"a APPEND Drafts {%d+}\r\n" % len(raw) + raw + b"\r\n")).decode()
+    assert "a NO" in out and "fields" in out
+    draft = b"Subject: no author yet\r\n\r\nbody\r\n"  # a draft may lack From
+    out = (await alice.send(b"b APPEND Drafts {%d+}\r\n" % len(draft) + draft + b"\r\n")).decode()
+    assert "b OK" in out
+
+
+async def test_delete_of_the_selected_folder_is_refused_after_a_rename(core, alice):
+    await alice.line("c CREATE A")
+    await alice.line("s SELECT A")
+    assert (await alice.line("r RENAME A B")).startswith("r OK")
+    assert "INUSE" in await alice.line("d DELETE B")  # still the selected one
+    await alice.line("c CREATE A")
+    assert (await alice.line("e DELETE A")).startswith("e OK")  # a different folder now

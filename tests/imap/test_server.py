@@ -1,6 +1,7 @@
 """The asyncio layer in process: a real `Core` on the demo deployment, `imap.server.start`
 on free ports with small limits, real sockets and TLS. Pre-authentication timeout and
 connection caps (global and per IP address)."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,8 +1,10 @@
 """The session state machine through bytes, against the real Store (SQLite) and Events."""
+
 from __future__ import annotations
 
 import base64
 import re
+from datetime import UTC
 
 from imap_fakes import ALICE, BOB, BOB_CERT, NOKEY, ORG, sample
 
@@ -22,8 +24,20 @@ async def test_greeting_and_capabilities_before_and_after_tls(make_session):
     assert b"STARTTLS" in greet and b"LOGINDISABLED" in greet and b"AUTH=EXTERNAL" not in greet
     tls = make_session()
     out = await tls.line("c CAPABILITY")
-    for cap in ("IMAP4rev1", "AUTH=EXTERNAL", "AUTH=PLAIN", "AUTH=OAUTHBEARER", "AUTH=XOAUTH2", "SASL-IR",
-                "LITERAL+", "IDLE", "NAMESPACE", "UIDPLUS", "SPECIAL-USE", "MOVE"):
+    for cap in (
+        "IMAP4rev1",
+        "AUTH=EXTERNAL",
+        "AUTH=PLAIN",
+        "AUTH=OAUTHBEARER",
+        "AUTH=XOAUTH2",
+        "SASL-IR",
+        "LITERAL+",
+        "IDLE",
+        "NAMESPACE",
+        "UIDPLUS",
+        "SPECIAL-USE",
+        "MOVE",
+    ):
         assert cap in out
     assert "STARTTLS" not in out and "LOGINDISABLED" not in out
     assert b"AUTH=PLAIN" not in greet and b"AUTH=OAUTHBEARER" not in greet
@@ -142,7 +156,7 @@ async def test_create_rename_delete_subscribe_status(alice):
     assert (await alice.line("j DELETE Job")).startswith("j OK")
     assert "[NONEXISTENT]" in await alice.line("k DELETE Job")
     assert (await alice.line("l DELETE INBOX")).startswith("l NO")
-    assert "* NAMESPACE ((\"\" \"/\")) NIL NIL" in await alice.line("m NAMESPACE")
+    assert '* NAMESPACE (("" "/")) NIL NIL' in await alice.line("m NAMESPACE")
 
 
 # -- selected state --------------------------------------------------------------------------
@@ -170,7 +184,7 @@ async def test_fetch_items(core, alice):
     await seed(core, 2)
     await alice.line("s SELECT INBOX")
     out = await alice.line("f FETCH 2 (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODY)")
-    assert out.startswith("* 2 FETCH (UID 2 FLAGS () INTERNALDATE \"02-Nov-2026 09:00:00 +0000\" RFC822.SIZE ")
+    assert out.startswith('* 2 FETCH (UID 2 FLAGS () INTERNALDATE "02-Nov-2026 09:00:00 +0000" RFC822.SIZE ')
     assert '"msg 1" (("Sender1" NIL "s1" "test.mss"))' in out
     assert 'BODY ("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 11 1)' in out
     out = await alice.line("u UID FETCH 1 (FLAGS)")
@@ -198,12 +212,19 @@ async def test_store_forms_and_silent(core, alice):
 
 
 async def test_search_keys(core, alice):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    await core.deliver(ALICE, sample("=?utf-8?q?R=C3=A9sultats?= labo", frm="Labo <labo@test.mss>", date="Tue, 03 Nov 2026 08:00:00 +0000"),
-                       when=datetime(2026, 11, 3, 8, tzinfo=timezone.utc))
-    await core.deliver(ALICE, sample("Compte rendu", frm="Bob <bob@test.mss>", extra="X-Priority: 1\r\n"),
-                       flags={"\\Seen"}, when=datetime(2026, 11, 5, 8, tzinfo=timezone.utc))
+    await core.deliver(
+        ALICE,
+        sample("=?utf-8?q?R=C3=A9sultats?= labo", frm="Labo <labo@test.mss>", date="Tue, 03 Nov 2026 08:00:00 +0000"),
+        when=datetime(2026, 11, 3, 8, tzinfo=UTC),
+    )
+    await core.deliver(
+        ALICE,
+        sample("Compte rendu", frm="Bob <bob@test.mss>", extra="X-Priority: 1\r\n"),
+        flags={"\\Seen"},
+        when=datetime(2026, 11, 5, 8, tzinfo=UTC),
+    )
     await alice.line("s SELECT INBOX")
 
     async def search(q: str) -> list[int]:

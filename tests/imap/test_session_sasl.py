@@ -1,5 +1,6 @@
 """AUTHENTICATE PLAIN / OAUTHBEARER / XOAUTH2 and LOGIN through the sans-IO session, with the
 fake core of `imap_fakes` (the real core is exercised end to end in tests/sasl)."""
+
 from __future__ import annotations
 
 import base64
@@ -7,7 +8,6 @@ import json
 import logging
 
 import pytest
-
 from imap_fakes import ALICE, BOB, BOB_CERT, ORG
 
 from imap.protocol.commands import Authenticate, Login
@@ -151,8 +151,13 @@ async def test_xoauth2_failure_and_authzid_not_entitled(make_session):
 
 @pytest.mark.parametrize(
     "message",
-    ["n,,\x01auth=Basic abc\x01\x01", "x,,\x01auth=Bearer t\x01\x01", "n,,auth=Bearer t", "p=tls-unique,,\x01auth=Bearer t\x01\x01",
-     "n,,\x01host=x\x01\x01"],
+    [
+        "n,,\x01auth=Basic abc\x01\x01",
+        "x,,\x01auth=Bearer t\x01\x01",
+        "n,,auth=Bearer t",
+        "p=tls-unique,,\x01auth=Bearer t\x01\x01",
+        "n,,\x01host=x\x01\x01",
+    ],
     ids=["not bearer", "bad gs2 flag", "no kvsep", "channel binding", "no auth"],
 )
 async def test_malformed_oauthbearer_is_bad(make_session, message):

@@ -1,5 +1,6 @@
 """The one (state, event) table (`imap.state`) and the tables keyed by command class: what
 is not in them raises, and they cover exactly the registry's commands."""
+
 from __future__ import annotations
 
 import subprocess
@@ -69,11 +70,11 @@ def test_every_state_is_reachable_from_the_greeting():
 def test_state_sets_partition_the_states():
     assert COMMAND_READY | RAW_LINE | {State.STARTING_TLS, State.LOGOUT} == set(State)
     assert not COMMAND_READY & RAW_LINE and READING == COMMAND_READY | RAW_LINE
-    assert UNAUTHENTICATED == {State.NOT_AUTHENTICATED, State.STARTING_TLS, State.AUTHENTICATING}
+    assert {State.NOT_AUTHENTICATED, State.STARTING_TLS, State.AUTHENTICATING} == UNAUTHENTICATED
 
 
 def test_command_tables_cover_exactly_the_registry():
-    assert COMMAND_CLASSES == {spec.cls for spec in COMMANDS.values()}
+    assert {spec.cls for spec in COMMANDS.values()} == COMMAND_CLASSES
     assert set(COMMAND_STATES) == COMMAND_CLASSES
     assert set(HANDLERS) == COMMAND_CLASSES
     assert BEFORE_TLS <= COMMAND_CLASSES

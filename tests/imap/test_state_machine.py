@@ -13,6 +13,7 @@ LOGOUT nothing more is processed.
 Hypothesis' stateful tests are synchronous: each machine drives its session with a private
 event loop, over its own store in a temporary SQLite file, all closed in `teardown`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -48,9 +49,19 @@ def b64(s: str) -> str:
 GOOD_PLAIN = b64(f"\0{ALICE}\0alice-app-pass")
 WRONG_PLAIN = b64(f"\0{ALICE}\0not-the-password")
 GARBAGE = [
-    "{tag} FROBNICATE", "{tag} FETCH", '{tag} SELECT "unterminated', "{tag} UID SELECT INBOX",
-    "{tag} NOOP extra", "{tag}", "", "DONE", "* OK forged", "+ continue", "{tag} SEARCH FOO",
-    "{tag} STORE 1 FLAGS (", "{tag} LOGIN",
+    "{tag} FROBNICATE",
+    "{tag} FETCH",
+    '{tag} SELECT "unterminated',
+    "{tag} UID SELECT INBOX",
+    "{tag} NOOP extra",
+    "{tag}",
+    "",
+    "DONE",
+    "* OK forged",
+    "+ continue",
+    "{tag} SEARCH FOO",
+    "{tag} STORE 1 FLAGS (",
+    "{tag} LOGIN",
 ]
 
 
@@ -177,7 +188,10 @@ class ImapSession(RuleBasedStateMachine):
         self.pending = None
 
     @precondition(lambda self: self.state in COMMAND_STATES)
-    @rule(line=st.sampled_from(GARBAGE) | st.binary(max_size=30).map(lambda b: b"(" + b.replace(b"\n", b"").replace(b"{", b"")))
+    @rule(
+        line=st.sampled_from(GARBAGE)
+        | st.binary(max_size=30).map(lambda b: b"(" + b.replace(b"\n", b"").replace(b"{", b""))
+    )
     def garbage(self, line: str | bytes) -> None:
         if isinstance(line, str):
             self.n += 1
@@ -223,15 +237,19 @@ class ImapSession(RuleBasedStateMachine):
         assert self.pending is not None
         t, mechanism = self.pending
         line = {
-            ("EXTERNAL", "good"): b64(ALICE), ("EXTERNAL", "refused"): b64(BOB),
-            ("PLAIN", "good"): GOOD_PLAIN, ("PLAIN", "refused"): WRONG_PLAIN,
+            ("EXTERNAL", "good"): b64(ALICE),
+            ("EXTERNAL", "refused"): b64(BOB),
+            ("PLAIN", "good"): GOOD_PLAIN,
+            ("PLAIN", "refused"): WRONG_PLAIN,
         }.get((mechanism, answer), {"cancel": "*", "not base64": "!!!", "a command": "x1 SELECT INBOX"}.get(answer, ""))
         responses, _ = self.send(line)
         if answer == "good":
             self.completed(responses, t, "OK", "CAPABILITY")
             self.state, self.pending = AUTH, None
         elif answer == "refused":
-            self.counted_failure(responses, t, "AUTHORIZATIONFAILED" if mechanism == "EXTERNAL" else "AUTHENTICATIONFAILED")
+            self.counted_failure(
+                responses, t, "AUTHORIZATIONFAILED" if mechanism == "EXTERNAL" else "AUTHENTICATIONFAILED"
+            )
         else:  # RFC 9051 6.2.2: "*" cancels, with BAD; an undecodable answer is BAD too
             self.completed(responses, t, "BAD")
             self.state, self.pending = NOT_AUTH, None
@@ -308,8 +326,18 @@ class ImapSession(RuleBasedStateMachine):
         self.state = AUTH
 
     @precondition(lambda self: self.state in COMMAND_STATES)
-    @rule(uid=st.booleans(), command=st.sampled_from(["FETCH 1:* (FLAGS UID)", "SEARCH ALL", "SEARCH UNSEEN FROM bob",
-                                                      "STORE 1:* +FLAGS (\\Flagged)", "STORE 1:* -FLAGS.SILENT (\\Seen)"]))
+    @rule(
+        uid=st.booleans(),
+        command=st.sampled_from(
+            [
+                "FETCH 1:* (FLAGS UID)",
+                "SEARCH ALL",
+                "SEARCH UNSEEN FROM bob",
+                "STORE 1:* +FLAGS (\\Flagged)",
+                "STORE 1:* -FLAGS.SILENT (\\Seen)",
+            ]
+        ),
+    )
     def selected_command(self, uid: bool, command: str) -> None:
         t = self.tag()
         responses, _ = self.send(f"{t} {'UID ' if uid else ''}{command}")

@@ -7,6 +7,7 @@ The parties: Claire and Paul (professionals, PER mailboxes, each with a PS card 
 the ORG mailbox they are both members of, and the practice software (APP mailbox) whose ORG
 certificate carries professionals' tokens.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -64,8 +65,13 @@ class World:
         return self.dep.client_context(entry)
 
     def smtps(self, entry: dict | None) -> smtplib.SMTP_SSL:
-        c = smtplib.SMTP_SSL(self.server.host, self.server.port("submissions"), local_hostname="client.test",
-                             context=self.ctx(entry), timeout=20)
+        c = smtplib.SMTP_SSL(
+            self.server.host,
+            self.server.port("submissions"),
+            local_hostname="client.test",
+            context=self.ctx(entry),
+            timeout=20,
+        )
         c.ehlo()
         return c
 
@@ -372,7 +378,10 @@ def test_imap_xoauth2(world):
 IMAP_REFUSALS = {
     "app password wrong": ("PLAIN", lambda w: plain(w.claire["address"], "aaaaaa-bbbbbb-cccccc-dddddd"), "claire"),
     "app password of another principal's mailbox": (
-        "PLAIN", lambda w: plain(w.paul["address"], w.passwords[w.paul["address"]]), "claire"),
+        "PLAIN",
+        lambda w: plain(w.paul["address"], w.passwords[w.paul["address"]]),
+        "claire",
+    ),
     "token expired": ("OAUTHBEARER", lambda w: oauthbearer(w.token(w.claire, w.app, now=time.time() - 3600)), "app"),
     "token bound to another certificate": ("OAUTHBEARER", lambda w: oauthbearer(w.token(w.claire, w.claire)), "app"),
     "token with wrong audience": ("XOAUTH2", lambda w: xoauth2("", w.token(w.claire, w.app, audience="other")), "app"),
@@ -462,7 +471,7 @@ def test_authzid_with_crlf_and_nul_forges_no_log_line(world):
     try:
         for authzid in (forged, forged + "\0"):
             with pytest.raises(imaplib.IMAP4.error):
-                m.authenticate("EXTERNAL", lambda _: authzid.encode())
+                m.authenticate("EXTERNAL", lambda _, a=authzid: a.encode())
     finally:
         m.logout()
     with world.smtps(world.claire) as c:

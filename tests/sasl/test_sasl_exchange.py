@@ -5,6 +5,7 @@ across exchanges; and the one log line of each result, with nothing raw from the
 The credential checker is a stand-in (the PKI is exercised in tests/identity and end to end in
 test_sasl_e2e.py); the exchange, the counting and the logging are the real ones.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -60,8 +61,9 @@ class Checker:
             raise AuthenticationFailed("untrusted", "client certificate not accepted")
         return ALICE_PRINCIPAL
 
-    async def from_app_password(self, username: str, password: str, cert_der: bytes | None, *, peer: str = "?",
-                                mechanism: str = "PLAIN") -> Principal:
+    async def from_app_password(
+        self, username: str, password: str, cert_der: bytes | None, *, peer: str = "?", mechanism: str = "PLAIN"
+    ) -> Principal:
         self.calls.append("password")
         principal = await self.from_certificate(cert_der, peer=peer)
         detail = f"mailbox={username}" if self.sloppy_detail else f"mailbox={username!r}"
@@ -69,8 +71,15 @@ class Checker:
             raise AuthenticationFailed("app_password:wrong", "invalid credentials", detail=detail)
         return replace(principal.restricted_to(username), mechanism=mechanism)
 
-    async def from_token(self, token: str, cert_der: bytes | None, authzid: str | None = None, *, peer: str = "?",
-                         mechanism: str = "OAUTHBEARER") -> Principal:
+    async def from_token(
+        self,
+        token: str,
+        cert_der: bytes | None,
+        authzid: str | None = None,
+        *,
+        peer: str = "?",
+        mechanism: str = "OAUTHBEARER",
+    ) -> Principal:
         self.calls.append("token")
         if self.down == "jwks":
             raise AuthenticationUnavailable("token:jwks_unavailable", detail="https://jwks.test: timed out")
@@ -83,8 +92,9 @@ class Checker:
                 return principal.restricted_to(authzid)
             except PermissionError as exc:
                 detail = f"authzid={authzid}" if self.sloppy_detail else f"authzid={authzid!r}"
-                raise AuthenticationFailed("authzid_not_entitled", "not authorized for that mailbox",
-                                           detail=detail) from exc
+                raise AuthenticationFailed(
+                    "authzid_not_entitled", "not authorized for that mailbox", detail=detail
+                ) from exc
         return principal
 
 
@@ -137,7 +147,10 @@ EXCHANGES: dict[str, tuple[str, list[str | None], list[tuple[object, ...]]]] = {
     # PLAIN (RFC 4616)
     "plain, initial response": ("PLAIN", [b64(f"\0{ALICE}\0{PASSWORD}")], [("ok", ALICE, "PLAIN")]),
     "plain, after the empty challenge": (
-        "PLAIN", [None, b64(f"{ALICE}\0{ALICE}\0{PASSWORD}")], [("challenge", b""), ("ok", ALICE, "PLAIN")]),
+        "PLAIN",
+        [None, b64(f"{ALICE}\0{ALICE}\0{PASSWORD}")],
+        [("challenge", b""), ("ok", ALICE, "PLAIN")],
+    ),
     "plain, lower-case mechanism name": ("plain", [b64(f"\0{ALICE}\0{PASSWORD}")], [("ok", ALICE, "PLAIN")]),
     "plain, wrong password": ("PLAIN", [b64(f"\0{ALICE}\0wrong")], [("fail", "refused")]),
     "plain, authzid differs": ("PLAIN", [b64(f"{ORG}\0{ALICE}\0{PASSWORD}")], [("fail", "refused")]),
@@ -145,35 +158,62 @@ EXCHANGES: dict[str, tuple[str, list[str | None], list[tuple[object, ...]]]] = {
     "plain, cancelled": ("PLAIN", [None, " * "], [("challenge", b""), ("fail", "cancelled")]),
     # LOGIN (draft-murchison-sasl-login): Username:, Password:
     "login, both challenges": (
-        "LOGIN", [None, b64(ALICE), b64(PASSWORD)],
-        [("challenge", b"Username:"), ("challenge", b"Password:"), ("ok", ALICE, "LOGIN")]),
+        "LOGIN",
+        [None, b64(ALICE), b64(PASSWORD)],
+        [("challenge", b"Username:"), ("challenge", b"Password:"), ("ok", ALICE, "LOGIN")],
+    ),
     "login, user name as initial response": (
-        "LOGIN", [b64(ALICE), b64(PASSWORD)], [("challenge", b"Password:"), ("ok", ALICE, "LOGIN")]),
-    "login, wrong password": (
-        "LOGIN", [b64(ALICE), b64("wrong")], [("challenge", b"Password:"), ("fail", "refused")]),
+        "LOGIN",
+        [b64(ALICE), b64(PASSWORD)],
+        [("challenge", b"Password:"), ("ok", ALICE, "LOGIN")],
+    ),
+    "login, wrong password": ("LOGIN", [b64(ALICE), b64("wrong")], [("challenge", b"Password:"), ("fail", "refused")]),
     "login, empty user name": ("LOGIN", ["="], [("fail", "malformed")]),
     "login, empty password": ("LOGIN", [b64(ALICE), ""], [("challenge", b"Password:"), ("fail", "malformed")]),
     "login, password not UTF-8": (
-        "LOGIN", [b64(ALICE), b64(b"\xff\xfe")], [("challenge", b"Password:"), ("fail", "malformed")]),
+        "LOGIN",
+        [b64(ALICE), b64(b"\xff\xfe")],
+        [("challenge", b"Password:"), ("fail", "malformed")],
+    ),
     "login, cancelled at the password": (
-        "LOGIN", [None, b64(ALICE), "*"],
-        [("challenge", b"Username:"), ("challenge", b"Password:"), ("fail", "cancelled")]),
+        "LOGIN",
+        [None, b64(ALICE), "*"],
+        [("challenge", b"Username:"), ("challenge", b"Password:"), ("fail", "cancelled")],
+    ),
     # OAUTHBEARER (RFC 7628), XOAUTH2
     "oauthbearer, initial response": ("OAUTHBEARER", [oauthbearer(TOKEN)], [("ok", ALICE, "OAUTHBEARER")]),
-    "oauthbearer, authzid": ("OAUTHBEARER", [None, oauthbearer(TOKEN, ORG)],
-                             [("challenge", b""), ("ok", ORG, "OAUTHBEARER")]),
+    "oauthbearer, authzid": (
+        "OAUTHBEARER",
+        [None, oauthbearer(TOKEN, ORG)],
+        [("challenge", b""), ("ok", ORG, "OAUTHBEARER")],
+    ),
     "oauthbearer, refused token: error challenge, %x01, failure": (
-        "OAUTHBEARER", [oauthbearer("forged"), b64("\x01")], [("challenge", ERROR_OAUTHBEARER), ("fail", "refused")]),
+        "OAUTHBEARER",
+        [oauthbearer("forged"), b64("\x01")],
+        [("challenge", ERROR_OAUTHBEARER), ("fail", "refused")],
+    ),
     "oauthbearer, refused token answered with *": (
-        "OAUTHBEARER", [oauthbearer("forged"), "*"], [("challenge", ERROR_OAUTHBEARER), ("fail", "refused")]),
+        "OAUTHBEARER",
+        [oauthbearer("forged"), "*"],
+        [("challenge", ERROR_OAUTHBEARER), ("fail", "refused")],
+    ),
     "oauthbearer, authzid not entitled": (
-        "OAUTHBEARER", [oauthbearer(TOKEN, BOB), b64("\x01")], [("challenge", ERROR_OAUTHBEARER), ("fail", "refused")]),
+        "OAUTHBEARER",
+        [oauthbearer(TOKEN, BOB), b64("\x01")],
+        [("challenge", ERROR_OAUTHBEARER), ("fail", "refused")],
+    ),
     "oauthbearer, no kvsep": ("OAUTHBEARER", [b64(f"n,,auth=Bearer {TOKEN}")], [("fail", "malformed")]),
     "oauthbearer, channel binding": (
-        "OAUTHBEARER", [b64(f"p=tls-unique,,\x01auth=Bearer {TOKEN}\x01\x01")], [("fail", "malformed")]),
+        "OAUTHBEARER",
+        [b64(f"p=tls-unique,,\x01auth=Bearer {TOKEN}\x01\x01")],
+        [("fail", "malformed")],
+    ),
     "xoauth2, user narrows": ("XOAUTH2", [xoauth2(ORG, TOKEN)], [("ok", ORG, "XOAUTH2")]),
     "xoauth2, refused token: error challenge, empty line, failure": (
-        "XOAUTH2", [xoauth2(ALICE, "forged"), ""], [("challenge", ERROR_XOAUTH2), ("fail", "refused")]),
+        "XOAUTH2",
+        [xoauth2(ALICE, "forged"), ""],
+        [("challenge", ERROR_XOAUTH2), ("fail", "refused")],
+    ),
     # anything else
     "unsupported mechanism": ("CRAM-MD5", [None], [("fail", "unsupported")]),
     "unsupported mechanism with an initial response": ("DIGEST-MD5", ["AAAA"], [("fail", "unsupported")]),
@@ -222,7 +262,10 @@ async def test_refusals_of_any_mechanism_count_to_the_close() -> None:
     assert isinstance(challenge, Challenge)
     assert isinstance(first, Failure) and isinstance(second, Failure) and isinstance(third, Failure)
     assert [(f.kind, f.close) for f in (first, second, third)] == [
-        ("refused", False), ("unauthorized", False), ("refused", True)]
+        ("refused", False),
+        ("unauthorized", False),
+        ("refused", True),
+    ]
     assert auth.failures == 3
     fourth = await auth.password(ALICE, "wrong")
     assert isinstance(fourth, Failure) and fourth.close
@@ -276,7 +319,11 @@ async def test_certificate_is_checked_once_for_the_connection() -> None:
 async def test_refused_certificate_is_not_counted_until_the_client_tries() -> None:
     auth = connection(cert=b"forged")
     refused = await auth.certificate()
-    assert isinstance(refused, Failure) and refused.kind == "refused" and refused.public == "client certificate not accepted"
+    assert (
+        isinstance(refused, Failure)
+        and refused.kind == "refused"
+        and refused.public == "client certificate not accepted"
+    )
     assert auth.failures == 0  # SMTP's implicit check: the client asked for nothing
     assert await run(auth, "EXTERNAL", ["="]) == [("fail", "refused")]
     assert auth.failures == 1
@@ -325,7 +372,9 @@ async def test_each_result_is_logged_once(caplog: pytest.LogCaptureFixture) -> N
     assert len(lines) == 3, lines
     assert lines[0].startswith("auth refused peer=192.0.2.1:4321 protocol=imap mech=LOGIN reason=app_password:wrong")
     assert "failures=1/3" in lines[0]
-    assert lines[1].startswith("auth refused peer=192.0.2.1:4321 protocol=imap mech=OAUTHBEARER reason=token:bad_signature")
+    assert lines[1].startswith(
+        "auth refused peer=192.0.2.1:4321 protocol=imap mech=OAUTHBEARER reason=token:bad_signature"
+    )
     assert lines[2].startswith("auth ok peer=192.0.2.1:4321 protocol=imap mech=PLAIN kind=PS id=810000000001")
     text = "\n".join(lines)
     assert PASSWORD not in text and "forged.token" not in text and "s3cret-guess" not in text
@@ -343,7 +392,8 @@ async def test_client_input_reaches_no_log_line_raw(caplog: pytest.LogCaptureFix
     checker = Checker()
     checker.sloppy_detail = sloppy
     auth = CoreCredentials(checker, max_failures=100).authentication(
-        ClientConnection("smtp", "192.0.2.1:25\r\nforged", CERT))
+        ClientConnection("smtp", "192.0.2.1:25\r\nforged", CERT)
+    )
     no_nul = FORGED.replace("\x00", "")
     await run(auth, "EXTERNAL", [b64(FORGED)])  # NUL: malformed
     await run(auth, "EXTERNAL", [b64(no_nul)])  # not entitled: unauthorized, the authzid in the log
@@ -363,9 +413,15 @@ async def test_client_input_reaches_no_log_line_raw(caplog: pytest.LogCaptureFix
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from([*sasl.MECHANISMS, "plain", "CRAM-MD5", "X\r\nY"]),
-    st.lists(st.one_of(st.text(max_size=40), st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode()),
-                       st.sampled_from(["", "=", "*", b64(f"\0{ALICE}\0{PASSWORD}"), oauthbearer(TOKEN)])),
-             min_size=1, max_size=4),
+    st.lists(
+        st.one_of(
+            st.text(max_size=40),
+            st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode()),
+            st.sampled_from(["", "=", "*", b64(f"\0{ALICE}\0{PASSWORD}"), oauthbearer(TOKEN)]),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
     st.booleans(),
 )
 def test_any_lines_to_any_exchange(mechanism: str, lines: list[str], initial: bool) -> None:

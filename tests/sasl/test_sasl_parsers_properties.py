@@ -1,6 +1,7 @@
 """Property tests of the SASL client-message parsers of `mss.sasl` (DESIGN.md, Bad input: every
 parser faces the internet): well-formed messages round-trip, and arbitrary bytes get either
 the parsed fields or the one documented error, `SaslError`, never anything else."""
+
 from __future__ import annotations
 
 import base64
@@ -15,8 +16,12 @@ from mss import sasl
 any_bytes = st.binary(max_size=300)
 #: A message built around the SASL separators, so that the parsers' branches are reached.
 separated = st.lists(
-    st.one_of(st.binary(max_size=12), st.sampled_from([b"\x00", b"\x01", b",", b"=", b"n,", b"a=", b"auth=",
-                                                       b"Bearer ", b"user=", b"=2C", b"=3D", b"\xff"])),
+    st.one_of(
+        st.binary(max_size=12),
+        st.sampled_from(
+            [b"\x00", b"\x01", b",", b"=", b"n,", b"a=", b"auth=", b"Bearer ", b"user=", b"=2C", b"=3D", b"\xff"]
+        ),
+    ),
     max_size=16,
 ).map(b"".join)
 hostile = st.one_of(any_bytes, separated)
@@ -81,12 +86,18 @@ def test_plain_on_arbitrary_bytes(message: bytes) -> None:
 # -- OAUTHBEARER (RFC 7628 3.1: GS2 header, kvsep) -----------------------------------------------
 
 
-@given(st.one_of(st.none(), identity.filter(lambda s: "\x01" not in s)), token, kv_value,
-       st.lists(st.tuples(st.from_regex(r"\A[a-z]{1,8}\Z", fullmatch=True).filter(lambda k: k != "auth"), kv_value),
-                max_size=3),
-       st.sampled_from(["n", "y"]))
-def test_oauthbearer_round_trip(authzid: str | None, tok: str, host: str, extra: list[tuple[str, str]],
-                                flag: str) -> None:
+@given(
+    st.one_of(st.none(), identity.filter(lambda s: "\x01" not in s)),
+    token,
+    kv_value,
+    st.lists(
+        st.tuples(st.from_regex(r"\A[a-z]{1,8}\Z", fullmatch=True).filter(lambda k: k != "auth"), kv_value), max_size=3
+    ),
+    st.sampled_from(["n", "y"]),
+)
+def test_oauthbearer_round_trip(
+    authzid: str | None, tok: str, host: str, extra: list[tuple[str, str]], flag: str
+) -> None:
     gs2 = f"{flag},a={saslname(authzid)}," if authzid else f"{flag},,"
     pairs = [f"host={host}", "port=993", *(f"{k}={v}" for k, v in extra), f"auth=Bearer {tok}"]
     creds = sasl.oauthbearer((gs2 + "\x01" + "\x01".join(pairs) + "\x01\x01").encode())
@@ -149,8 +160,12 @@ def test_external_authzid_on_arbitrary_bytes(message: bytes) -> None:
 @given(st.sampled_from(["PLAIN", "OAUTHBEARER", "XOAUTH2", "EXTERNAL"]), hostile)
 def test_sasl_error_texts_are_wire_safe(mechanism: str, message: bytes) -> None:
     """Whatever the input, the public text of a refusal is one printable line of ours."""
-    parse = {"PLAIN": sasl.plain, "OAUTHBEARER": sasl.oauthbearer, "XOAUTH2": sasl.xoauth2,
-             "EXTERNAL": sasl.external_authzid}[mechanism]
+    parse = {
+        "PLAIN": sasl.plain,
+        "OAUTHBEARER": sasl.oauthbearer,
+        "XOAUTH2": sasl.xoauth2,
+        "EXTERNAL": sasl.external_authzid,
+    }[mechanism]
     try:
         parse(message)
     except sasl.SaslError as exc:

@@ -1,16 +1,17 @@
 """Fixtures of the SMTP front-end tests (see smtp_support.py for why in process)."""
+
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from smtp_support import MAX_MESSAGE_SIZE, MAX_RECIPIENTS, SmtpServer  # noqa: E402
+from smtp_support import MAX_MESSAGE_SIZE, MAX_RECIPIENTS, SmtpServer
 
 #: Small enough that oversize tests stay fast; SIZE must advertise exactly this.
 
@@ -43,7 +44,7 @@ def bad_certs(deployment, tmp_path_factory) -> BadCerts:
     claire = deployment.mailbox("PER", 0)
     own = TestPKI.load(deployment.directory / "pki" / "ca")
     other = TestPKI.create(tmp / "other-ca")  # same CA names, other keys
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def write(name: str, issued) -> CertPair:
         pair = CertPair(tmp / f"{name}.crt", tmp / f"{name}.key")
@@ -55,7 +56,9 @@ def bad_certs(deployment, tmp_path_factory) -> BadCerts:
         foreign_ca=write("foreign", other.issue_ps(claire["idnat"], surname, given)),
         expired=write(
             "expired",
-            own.issue_ps(claire["idnat"], surname, given, not_before=now - timedelta(days=400), not_after=now - timedelta(days=1)),
+            own.issue_ps(
+                claire["idnat"], surname, given, not_before=now - timedelta(days=400), not_after=now - timedelta(days=1)
+            ),
         ),
         unknown_id=write("unknown", own.issue_ps("8" + generate_luhn_id("1", 11), "INCONNU", "JEAN")),
     )

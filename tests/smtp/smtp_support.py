@@ -6,6 +6,7 @@ In process rather than `mss serve` so that a test can read the server's log reco
 swap one core service for a failing one (`SmtpServer.patched`); the bytes on the wire and
 the core underneath are the same.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,15 +14,14 @@ import contextlib
 import logging
 import re
 import smtplib
-import socket
 import ssl
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from support import Deployment, stored_messages
-
 
 # The shared in-process server's limits, small so that limit tests run fast.
 MAX_MESSAGE_SIZE = 256 * 1024
@@ -58,7 +58,7 @@ class SmtpServer:
 
     # -- life -------------------------------------------------------------------------------
 
-    def start(self, **limits: Any) -> "SmtpServer":
+    def start(self, **limits: Any) -> SmtpServer:
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -203,6 +203,6 @@ def handshake_fails(fn) -> bool:
     first read after the handshake, TLS 1.2 during it."""
     try:
         fn()
-    except (ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError, socket.timeout, OSError):
+    except (TimeoutError, ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError, OSError):
         return True
     return False

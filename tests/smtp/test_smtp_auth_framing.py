@@ -1,12 +1,12 @@
 """AUTH (RFC 4954) as the SMTP front end frames the core's exchange: `334` challenges, the reply
 of each outcome, the close after too many refusals, and what reaches the log."""
+
 from __future__ import annotations
 
 import base64
 import smtplib
 
 import pytest
-
 from smtp_support import entry_context, smtps_client
 
 

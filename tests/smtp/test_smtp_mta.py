@@ -1,5 +1,6 @@
 """The `mta` listener (port 25 role): inbound mail from other operators is a later issue, so
 it says so at once (RFC 5321 3.1: 554 greeting, 503 to anything but QUIT)."""
+
 from __future__ import annotations
 
 import smtplib

@@ -1,11 +1,10 @@
 """Who may send what: MAIL FROM, RCPT TO, recipients and size limits, storage failures.
 Each refusal is checked for its exact reply and for leaving the store untouched."""
+
 from __future__ import annotations
 
 import pytest
-
-from smtp_support import MAX_MESSAGE_SIZE, MAX_RECIPIENTS
-from smtp_support import connect, entry_context, message, raw_command
+from smtp_support import MAX_MESSAGE_SIZE, MAX_RECIPIENTS, connect, entry_context, message, raw_command
 
 DOMAIN = "hopital-demo.mssante.test"
 
@@ -51,7 +50,9 @@ def test_relay_attempt_is_550_5_7_1(claire_session, deployment, smtp_server, rcp
 def test_mixed_recipients_only_the_accepted_ones_get_the_message(claire_session, deployment, smtp_server):
     claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
     before = smtp_server.stored(paul["address"])
-    refused = claire_session.sendmail(claire["address"], [paul["address"], "x@gmail.com"], message(claire["address"], paul["address"]))
+    refused = claire_session.sendmail(
+        claire["address"], [paul["address"], "x@gmail.com"], message(claire["address"], paul["address"])
+    )
     assert refused == {"x@gmail.com": (550, b"5.7.1 Domain gmail.com is outside the health trust space")}
     assert smtp_server.stored(paul["address"]) == before + 1
 
@@ -156,7 +157,12 @@ def test_several_messages_on_one_connection(claire_session, deployment, smtp_ser
     claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
     before = smtp_server.stored(paul["address"])
     for i in range(3):
-        assert claire_session.sendmail(claire["address"], [paul["address"]], message(claire["address"], paul["address"], subject=f"n{i}")) == {}
+        assert (
+            claire_session.sendmail(
+                claire["address"], [paul["address"]], message(claire["address"], paul["address"], subject=f"n{i}")
+            )
+            == {}
+        )
     assert smtp_server.stored(paul["address"]) == before + 3
 
 

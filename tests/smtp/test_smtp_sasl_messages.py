@@ -1,4 +1,5 @@
 """The SASL client-message parsers of `smtp.auth` (shared with IMAP AUTHENTICATE)."""
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,17 @@ def test_oauthbearer_gs2_header_and_kv_list():
 
 @pytest.mark.parametrize(
     "message",
-    [b"n,,\x01auth=Bearer t", b"n,a=x=41,\x01auth=Bearer t\x01\x01", b"p=tls-unique,,\x01auth=Bearer t\x01\x01",
-     b"n,\x01auth=Bearer t\x01\x01", b"n,,\x01auth=Bearer \x01\x01", b"n,,\x01auth=Bearer a b\x01\x01",
-     b"n,,\x01noequals\x01\x01", b"n,,\x01host=x\x01\x01", b""],
+    [
+        b"n,,\x01auth=Bearer t",
+        b"n,a=x=41,\x01auth=Bearer t\x01\x01",
+        b"p=tls-unique,,\x01auth=Bearer t\x01\x01",
+        b"n,\x01auth=Bearer t\x01\x01",
+        b"n,,\x01auth=Bearer \x01\x01",
+        b"n,,\x01auth=Bearer a b\x01\x01",
+        b"n,,\x01noequals\x01\x01",
+        b"n,,\x01host=x\x01\x01",
+        b"",
+    ],
 )
 def test_oauthbearer_malformed(message):
     with pytest.raises(sasl.SaslError) as exc:

@@ -1,5 +1,6 @@
 """Submission on the `submissions` port: implicit TLS (RFC 8314), the same certificate rules
 as STARTTLS, and AUTH EXTERNAL although aiosmtpd only counts STARTTLS as TLS."""
+
 from __future__ import annotations
 
 import base64
@@ -7,7 +8,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from smtp_support import client_context, entry_context, handshake_fails, message, smtps_client
 
 
@@ -117,11 +117,31 @@ def test_swaks_sends_with_a_client_certificate(smtp_server, deployment, mode):
     port = smtp_server.port("submissions" if mode == "--tls-on-connect" else "submission")
     before = smtp_server.stored(paul["address"])
     out = subprocess.run(
-        [SWAKS, "--server", smtp_server.host, "--port", str(port), mode,
-         "--tls-cert", str(deployment.path(claire, "tls_cert")), "--tls-key", str(deployment.path(claire, "tls_key")),
-         "--from", claire["address"], "--to", paul["address"], "--helo", "client.test",
-         "--header", "Subject: swaks", "--body", "Bonjour depuis swaks"],
-        capture_output=True, text=True, timeout=60,
+        [
+            SWAKS,
+            "--server",
+            smtp_server.host,
+            "--port",
+            str(port),
+            mode,
+            "--tls-cert",
+            str(deployment.path(claire, "tls_cert")),
+            "--tls-key",
+            str(deployment.path(claire, "tls_key")),
+            "--from",
+            claire["address"],
+            "--to",
+            paul["address"],
+            "--helo",
+            "client.test",
+            "--header",
+            "Subject: swaks",
+            "--body",
+            "Bonjour depuis swaks",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "250 2.0.0 Ok: stored" in out.stdout
@@ -132,9 +152,23 @@ def test_swaks_sends_with_a_client_certificate(smtp_server, deployment, mode):
 def test_swaks_without_certificate_is_refused_at_mail(smtp_server, deployment):
     claire, paul = deployment.mailbox("PER", 0), deployment.mailbox("PER", 1)
     out = subprocess.run(
-        [SWAKS, "--server", smtp_server.host, "--port", str(smtp_server.port("submissions")), "--tls-on-connect",
-         "--from", claire["address"], "--to", paul["address"], "--helo", "client.test"],
-        capture_output=True, text=True, timeout=60,
+        [
+            SWAKS,
+            "--server",
+            smtp_server.host,
+            "--port",
+            str(smtp_server.port("submissions")),
+            "--tls-on-connect",
+            "--from",
+            claire["address"],
+            "--to",
+            paul["address"],
+            "--helo",
+            "client.test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode != 0
     assert "530 5.7.0 a health-PKI client certificate is required" in out.stdout

@@ -2,14 +2,15 @@
 lines, malformed commands and addresses, command floods, idle clients. Every case gets a
 protocol error and leaves the store untouched. Bytes are sent exactly as written
 (`raw_command`): smtplib would repair line ends."""
+
 from __future__ import annotations
 
 import random
+import smtplib
 import socket
 import time
 
 import pytest
-
 from smtp_support import ENHANCED, connect, entry_context, message, raw_command
 
 DOMAIN = "hopital-demo.mssante.test"
@@ -44,9 +45,7 @@ def test_smuggled_end_of_data_is_refused_whole(session, smtp_server, addrs, smug
     sender, rcpt = addrs
     total = smtp_server.total_stored()
     _open_data(session, sender, rcpt)
-    inner = (
-        f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode() + message(sender, rcpt, "smuggled\r\n")
-    )
+    inner = f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode() + message(sender, rcpt, "smuggled\r\n")
     payload = message(sender, rcpt, "first\r\n") + smuggle + inner + b"\r\n.\r\n"
     code, text = raw_command(session, payload)
     if smuggle == b"\r\n\x00.\r\n":
@@ -70,7 +69,9 @@ def test_bare_lf_or_cr_inside_data_is_550_5_6_0(session, smtp_server, addrs, end
     assert smtp_server.total_stored() == total
 
 
-@pytest.mark.parametrize("line", [b"NOOP\n", b"NOOP\r\r\n", b"NO\rOP\r\n", b"MAIL FROM:<a@b.test>\rRCPT TO:<c@d.test>\r\n"])
+@pytest.mark.parametrize(
+    "line", [b"NOOP\n", b"NOOP\r\r\n", b"NO\rOP\r\n", b"MAIL FROM:<a@b.test>\rRCPT TO:<c@d.test>\r\n"]
+)
 def test_bare_lf_or_cr_in_command_lines_is_500(session, line):
     code, text = raw_command(session, line)
     assert code == 500 and text.startswith(b"5.5.2 Bare CR or LF")
@@ -130,18 +131,29 @@ def test_malformed_commands_get_protocol_errors(session, command, code, status):
 @pytest.mark.parametrize(
     "address",
     [
-        "plainword", "a@b@hopital-demo.mssante.test", "a..b@hopital-demo.mssante.test", ".a@hopital-demo.mssante.test",
-        "a@nodot", "a@[127.0.0.1]", "a@-bad-.test", "a@b_c.test", "", "<>", "x" * 65 + "@hopital-demo.mssante.test",
-        "a@" + "l" * 64 + ".test", "a@" + ".".join(["abcdefgh"] * 30) + ".test", "a\x00b@hopital-demo.mssante.test",
+        "plainword",
+        "a@b@hopital-demo.mssante.test",
+        "a..b@hopital-demo.mssante.test",
+        ".a@hopital-demo.mssante.test",
+        "a@nodot",
+        "a@[127.0.0.1]",
+        "a@-bad-.test",
+        "a@b_c.test",
+        "",
+        "<>",
+        "x" * 65 + "@hopital-demo.mssante.test",
+        "a@" + "l" * 64 + ".test",
+        "a@" + ".".join(["abcdefgh"] * 30) + ".test",
+        "a\x00b@hopital-demo.mssante.test",
         "élodie@hopital-demo.mssante.test",
     ],
 )
 def test_invalid_addresses_get_501_or_553(session, addrs, address):
     sender, _ = addrs
-    code, text = raw_command(session, f"MAIL FROM:<{address}>\r\n".encode("utf-8"))
+    code, text = raw_command(session, f"MAIL FROM:<{address}>\r\n".encode())
     assert code in (501, 553) and ENHANCED.match(text), (code, text)
     assert session.mail(sender)[0] == 250
-    code, text = raw_command(session, f"RCPT TO:<{address}>\r\n".encode("utf-8"))
+    code, text = raw_command(session, f"RCPT TO:<{address}>\r\n".encode())
     assert code in (501, 553) and ENHANCED.match(text), (code, text)
 
 
@@ -167,7 +179,7 @@ def test_too_many_unknown_commands_close_the_connection(session):
         assert session.docmd("XYZZY")[0] == 500
     code, text = session.docmd("XYZZY")
     assert (code, text[:5]) == (502, b"5.5.1")
-    with pytest.raises(Exception):
+    with pytest.raises((smtplib.SMTPServerDisconnected, ConnectionError)):
         session.noop()
         session.noop()
 
@@ -184,7 +196,7 @@ def test_random_garbage_gets_replies_with_codes_and_stores_nothing(session, smtp
     enhanced code, the session survives, and nothing is stored."""
     rng = random.Random(5321)
     total = smtp_server.total_stored()
-    alphabet = b"MAILFROMRCPTDATA<>@:. =\x00\t\x7f\xc3\xa9" + bytes(range(0x21, 0x7f))
+    alphabet = b"MAILFROMRCPTDATA<>@:. =\x00\t\x7f\xc3\xa9" + bytes(range(0x21, 0x7F))
     for _ in range(40):
         line = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 80))).replace(b"\r", b"").replace(b"\n", b"")
         code, text = raw_command(session, line + b"\r\n")
@@ -214,7 +226,11 @@ def test_idle_client_gets_421_4_4_2(smtp_server, deployment):
 
 @pytest.mark.parametrize(
     "address",
-    [b'"a\xff"@hopital-demo.mssante.test', '"a\u2028b"@hopital-demo.mssante.test'.encode(), '"a\u0085b"@x.test'.encode()],
+    [
+        b'"a\xff"@hopital-demo.mssante.test',
+        '"a\u2028b"@hopital-demo.mssante.test'.encode(),
+        '"a\u0085b"@x.test'.encode(),
+    ],
     ids=["invalid-utf8", "line-separator", "nel"],
 )
 def test_utf8_addresses_that_are_not_text_get_553_not_an_error(session, address):

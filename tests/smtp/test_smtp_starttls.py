@@ -1,5 +1,6 @@
 """Submission on the `submission` port: STARTTLS first (RFC 3207), then a health-PKI client
 certificate, then mail. Real sockets, real TLS, smtplib as the client."""
+
 from __future__ import annotations
 
 import smtplib
@@ -7,10 +8,15 @@ import socket
 import ssl
 
 import pytest
-
-from smtp_support import MAX_MESSAGE_SIZE
 from smtp_support import (
-    ENHANCED, client_context, entry_context, handshake_fails, message, raw_command, starttls_client,
+    ENHANCED,
+    MAX_MESSAGE_SIZE,
+    client_context,
+    entry_context,
+    handshake_fails,
+    message,
+    raw_command,
+    starttls_client,
 )
 
 
@@ -25,8 +31,16 @@ def test_ehlo_in_clear_offers_starttls_and_no_auth(smtp_server):
 
 @pytest.mark.parametrize(
     "command",
-    [b"MAIL FROM:<claire.martin@hopital-demo.mssante.test>", b"RCPT TO:<paul.durand@hopital-demo.mssante.test>",
-     b"DATA", b"AUTH EXTERNAL =", b"HELO client.test", b"RSET", b"VRFY paul", b"HELP"],
+    [
+        b"MAIL FROM:<claire.martin@hopital-demo.mssante.test>",
+        b"RCPT TO:<paul.durand@hopital-demo.mssante.test>",
+        b"DATA",
+        b"AUTH EXTERNAL =",
+        b"HELO client.test",
+        b"RSET",
+        b"VRFY paul",
+        b"HELP",
+    ],
 )
 def test_commands_before_starttls_get_530(smtp_server, command):
     with smtplib.SMTP(smtp_server.host, smtp_server.port("submission"), local_hostname="client.test") as c:
@@ -56,7 +70,8 @@ def test_no_client_certificate_is_refused_at_mail_and_auth(smtp_server, deployme
         code, text = c.mail(claire["address"])
         assert (code, text) == (530, b"5.7.0 a health-PKI client certificate is required")
         assert c.docmd("AUTH", "EXTERNAL =") == (
-            535, b"5.7.8 Authentication credentials invalid: a health-PKI client certificate is required"
+            535,
+            b"5.7.8 Authentication credentials invalid: a health-PKI client certificate is required",
         )
         # Nothing gets past MAIL: RCPT and DATA need a sender.
         assert c.rcpt(claire["address"])[0] == 503
@@ -138,11 +153,22 @@ def test_every_reply_carries_an_enhanced_status_code(smtp_server, deployment):
     with starttls_client(smtp_server, entry_context(deployment, claire)) as c:
         assert c.has_extn("enhancedstatuscodes")
         replies = [
-            c.noop(), c.rset(), c.docmd("VRFY", paul["address"]), c.docmd("HELP"), c.docmd("EXPN", "x"),
-            c.docmd("BOGUS"), c.docmd("RCPT TO:<x@y.test>"), c.docmd("DATA"), c.docmd("MAIL FROM:<nope>"),
-            c.docmd("MAIL FROM:<a@b.test> SIZE=" + str(MAX_MESSAGE_SIZE + 1)), c.docmd("MAIL FROM:<a@b.test> FOO=1"),
-            c.docmd("MAIL", "FROM:<" + claire["address"] + ">"), c.docmd("MAIL", "FROM:<" + claire["address"] + ">"),
-            c.docmd("AUTH", "EXTERNAL ="), c.rcpt("nobody@hopital-demo.mssante.test"), c.rcpt(paul["address"]),
+            c.noop(),
+            c.rset(),
+            c.docmd("VRFY", paul["address"]),
+            c.docmd("HELP"),
+            c.docmd("EXPN", "x"),
+            c.docmd("BOGUS"),
+            c.docmd("RCPT TO:<x@y.test>"),
+            c.docmd("DATA"),
+            c.docmd("MAIL FROM:<nope>"),
+            c.docmd("MAIL FROM:<a@b.test> SIZE=" + str(MAX_MESSAGE_SIZE + 1)),
+            c.docmd("MAIL FROM:<a@b.test> FOO=1"),
+            c.docmd("MAIL", "FROM:<" + claire["address"] + ">"),
+            c.docmd("MAIL", "FROM:<" + claire["address"] + ">"),
+            c.docmd("AUTH", "EXTERNAL ="),
+            c.rcpt("nobody@hopital-demo.mssante.test"),
+            c.rcpt(paul["address"]),
             raw_command(c, b"X" * 600 + b"\r\n"),
         ]
         for code, text in replies:

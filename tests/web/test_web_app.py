@@ -1,6 +1,7 @@
 """The web front end's ASGI app in memory (httpx over ASGI): routes, error shapes, security
 headers, limits, the generated OpenAPI document and JWKS. The directory here is a fake of
 `mss.services.Directory`; the real one is driven in tests/annuaire/test_annuaire_http.py."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,15 @@ from web.app import create_app
 from web.security import DEFAULT_CSP, MAX_PARAM_LEN, MAX_PARAMS
 
 ADDRESS = "eric.cote@chu-nantes.mssante.fr"
-PUBLIC_JWK = {"kty": "EC", "crv": "P-256", "x": "MBrNB2Zz1kXsTqXP1s8pnTxX-pZ2tRLVsqhNL_vjVLs",
-              "y": "j-tVipl8rx9ylTtinlg6cfC7Zn8owKBsHYV2KL1SiZU", "kid": "k1", "use": "sig", "alg": "ES256"}
+PUBLIC_JWK = {
+    "kty": "EC",
+    "crv": "P-256",
+    "x": "MBrNB2Zz1kXsTqXP1s8pnTxX-pZ2tRLVsqhNL_vjVLs",
+    "y": "j-tVipl8rx9ylTtinlg6cfC7Zn8owKBsHYV2KL1SiZU",
+    "kid": "k1",
+    "use": "sig",
+    "alg": "ES256",
+}
 
 
 @dataclass
@@ -34,7 +42,9 @@ class FakeDirectory:
 
     async def resolve(self, address: str) -> PublishedMailbox | None:
         self._check()
-        return PublishedMailbox(address=ADDRESS, type="PER", idnat="815240824001") if address.lower() == ADDRESS else None
+        return (
+            PublishedMailbox(address=ADDRESS, type="PER", idnat="815240824001") if address.lower() == ADDRESS else None
+        )
 
     async def search(self, criteria: DirectorySearch, *, limit: int = 50) -> list[PublishedMailbox]:
         self._check()
@@ -50,8 +60,14 @@ class FakeDirectory:
         self._check()
         if any(k.startswith("mailbox-mss:") and k not in ("mailbox-mss:exact", "mailbox-mss:contains") for k in params):
             raise DirectoryQueryError("unsupported modifier")
-        return {"resourceType": "Bundle", "type": "searchset", "total": 0,
-                "link": [{"relation": "self", "url": self_url}], "entry": [], "params": {k: list(v) for k, v in params.items()}}
+        return {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": 0,
+            "link": [{"relation": "self", "url": self_url}],
+            "entry": [],
+            "params": {k: list(v) for k, v in params.items()},
+        }
 
     async def fhir_read(self, resource, rid) -> dict | None:
         self._check()
@@ -74,8 +90,11 @@ def jwks_file(tmp_path) -> Path:
 
 
 def settings_for(tmp_path, **over) -> Settings:
-    doc = {"domain": "a.test", "base_dir": str(tmp_path),
-           "tokens": {"jwks": "jwks.json", "issuer": "https://issuer.test", "serve_jwks": True}}
+    doc = {
+        "domain": "a.test",
+        "base_dir": str(tmp_path),
+        "tokens": {"jwks": "jwks.json", "issuer": "https://issuer.test", "serve_jwks": True},
+    }
     for section, values in over.items():
         doc.setdefault(section, {}).update(values)
     return Settings.model_validate(doc)
@@ -151,7 +170,9 @@ async def test_every_route_answers_with_the_security_headers(services):
             assert r.headers["Cache-Control"] == "no-store"
             doc = r.json()
             if path.startswith("/fhir/"):
-                assert r.headers["Content-Type"] == "application/fhir+json" and doc["resourceType"] == "OperationOutcome"
+                assert (
+                    r.headers["Content-Type"] == "application/fhir+json" and doc["resourceType"] == "OperationOutcome"
+                )
             else:
                 assert r.headers["Content-Type"] == "application/json" and isinstance(doc["error"], str)
 
@@ -235,7 +256,11 @@ async def test_openapi_is_generated_from_the_routes(services):
     assert doc["openapi"].startswith("3.1")
     paths = doc["paths"]
     assert set(paths) == {
-        "/health", "/.well-known/jwks.json", "/annuaire/resolve", "/annuaire/search", "/fhir/metadata",
+        "/health",
+        "/.well-known/jwks.json",
+        "/annuaire/resolve",
+        "/annuaire/search",
+        "/fhir/metadata",
         *(f"/fhir/{t}" for t in ("Practitioner", "PractitionerRole", "Organization")),
         *(f"/fhir/{t}/{{id}}" for t in ("Practitioner", "PractitionerRole", "Organization")),
     }
@@ -247,7 +272,15 @@ async def test_openapi_is_generated_from_the_routes(services):
     resolve = params("/annuaire/resolve")
     assert resolve["address"]["required"] is True and resolve["address"]["in"] == "query"
     assert resolve["address"]["schema"]["maxLength"] == MAX_PARAM_LEN
-    assert set(params("/annuaire/search")) == {"name", "profession", "specialty", "postcode", "department", "type", "limit"}
+    assert set(params("/annuaire/search")) == {
+        "name",
+        "profession",
+        "specialty",
+        "postcode",
+        "department",
+        "type",
+        "limit",
+    }
     assert params("/annuaire/search")["limit"]["schema"]["anyOf"][0]["type"] == "integer"
     common = {"identifier", "mailbox-mss", "mailbox-mss:exact", "mailbox-mss:contains", "_count"}
     assert set(params("/fhir/Practitioner")) == common | {"name", "family"}

@@ -1,6 +1,7 @@
 """The http listener inside a real `mss serve` (uvicorn on the same loop as SMTP and IMAP):
 health, JWKS, the directory, headers, limits, logging, clean stops, HTTPS with the demo's
 certificate, and the refusal of plain HTTP beyond loopback. Clients: curl, http.client, httpx."""
+
 from __future__ import annotations
 
 import http.client
@@ -81,7 +82,9 @@ def test_health_jwks_and_directory_through_curl(server: ServerProcess):
 
 def test_openapi_of_the_running_node_lists_the_directory(server: ServerProcess):
     doc = httpx.get(f"{base(server)}/openapi.json", timeout=20).json()
-    assert {"/annuaire/resolve", "/annuaire/search", "/fhir/Practitioner", "/fhir/Organization/{id}"} <= set(doc["paths"])
+    assert {"/annuaire/resolve", "/annuaire/search", "/fhir/Practitioner", "/fhir/Organization/{id}"} <= set(
+        doc["paths"]
+    )
     names = {p["name"] for p in doc["paths"]["/fhir/Practitioner"]["get"]["parameters"]}
     assert {"identifier", "mailbox-mss", "mailbox-mss:exact", "_count", "name"} <= names
 
@@ -159,8 +162,13 @@ def test_https_with_the_demo_certificate(fresh_deployment: Deployment):
         r = httpx.get(f"{base(srv, 'https')}/.well-known/jwks.json", verify=ctx, timeout=20)
         assert r.status_code == 200 and r.json()["keys"]
         # The system's CAs do not know the demo PKI: the handshake fails.
-        refused = subprocess.run(["curl", "-sS", "--max-time", "20", f"{base(srv, 'https')}/health"],
-                                 capture_output=True, text=True, timeout=60, check=False)
+        refused = subprocess.run(
+            ["curl", "-sS", "--max-time", "20", f"{base(srv, 'https')}/health"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert refused.returncode != 0
         # Plain HTTP to the TLS port gets no answer from the application.
         with socket.create_connection(("127.0.0.1", srv.port("http")), timeout=20) as s:
@@ -182,8 +190,15 @@ def test_plain_http_on_a_non_loopback_host_is_refused(fresh_deployment: Deployme
         with_listen(fresh_deployment, host='"0.0.0.0"')
     else:
         env = {"MSS_LISTEN_HOST": "0.0.0.0"}
-    res = subprocess.run([sys.executable, "-m", "mss", "serve", "-c", str(fresh_deployment.config)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **env}, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "mss", "serve", "-c", str(fresh_deployment.config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=False,
+    )
     assert res.returncode == 2, res.stderr
     assert "listen.http_tls" in res.stderr and "0.0.0.0" in res.stderr and str(fresh_deployment.config) in res.stderr
     assert "Traceback" not in res.stderr and "ready" not in res.stderr

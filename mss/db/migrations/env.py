@@ -1,4 +1,5 @@
 """Alembic environment: runs migrations over the async engine of `sqlalchemy.url`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,7 @@ from mss.db.models import Base as StoreBase
 target_metadata = [StoreBase.metadata, DirectoryBase.metadata]
 
 
-def _run(connection) -> None:  # noqa: ANN001
+def _run(connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()

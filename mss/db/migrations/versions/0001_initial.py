@@ -3,8 +3,9 @@
 Revision ID: 0001
 Revises:
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0001"
 down_revision = None
@@ -68,14 +69,18 @@ def upgrade() -> None:
     op.create_index("ix_local_mailbox_structure_id", "local_mailbox", ["structure_id"])
     op.create_table(
         "local_mailbox_member",
-        sa.Column("mailbox", sa.String(320), sa.ForeignKey("local_mailbox.address", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "mailbox", sa.String(320), sa.ForeignKey("local_mailbox.address", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("member", sa.String(320), primary_key=True),
     )
     op.create_index("ix_local_mailbox_member_member", "local_mailbox_member", ["member"])
     op.create_table(
         "mailbox_certificate",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
-        sa.Column("address", sa.String(320), sa.ForeignKey("local_mailbox.address", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "address", sa.String(320), sa.ForeignKey("local_mailbox.address", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("cert_der", sa.LargeBinary(), nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False, unique=True),
         sa.Column("not_before", sa.DateTime(timezone=True), nullable=False),
