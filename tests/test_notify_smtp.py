@@ -13,17 +13,21 @@ class Sink:
     def __init__(self) -> None:
         self.received: list[tuple[str, list[str], bytes]] = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001 - aiosmtpd hook
+    async def handle_DATA(self, server, session, envelope):
         self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
         return "250 OK"
 
 
 async def test_a_notification_is_handed_to_the_configured_mta():
+    import socket
+
+    with socket.socket() as probe:  # a free loopback port for the sink
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=0)
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        port = controller.server.sockets[0].getsockname()[1]
         settings = Settings(domain="h.test", patients={"notify_url": f"smtp://127.0.0.1:{port}"})
         send = transport_for(settings)
         assert send is not None
