@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG_NAMES = ("mss.toml",)
 
@@ -175,6 +175,38 @@ class PatientSettings(_Section):
         return v.strip().lower()
 
 
+class PortalSettings(_Section):
+    """The patient portal's sessions, throttling and answers (docs/portal.md).
+
+    Bounds keep a typo from opening a hole: sessions end within a day at most, and the
+    back-off never locks an account for more than an hour (OWASP: a long lockout is a
+    denial of service anyone can trigger with a victim's login)."""
+
+    # A session ends after this long without a request (RGAA 13.1: the page warns first).
+    idle_timeout_s: int = Field(900, ge=1, le=24 * 3600)
+    # ... and this long after sign-in, however active.
+    absolute_timeout_s: int = Field(43200, ge=60, le=7 * 24 * 3600)
+    # The page warns this long before the idle timeout and offers to extend the session
+    # (never more than the time left).
+    warn_before_s: int = Field(120, ge=0, le=3600)
+    # Failed attempts allowed per account ("account:..." keys) before the back-off starts.
+    account_free_failures: int = Field(5, ge=1, le=100)
+    # ... and per client address ("address:..." keys): shared networks fail more often.
+    address_free_failures: int = Field(50, ge=1, le=10_000)
+    # The back-off doubles from 1 s up to this.
+    max_backoff_s: int = Field(900, ge=1, le=3600)
+    # Longest text of a patient's answer (characters).
+    answer_max_chars: int = Field(20_000, ge=100, le=1_000_000)
+    # Conversations per inbox page.
+    inbox_page_size: int = Field(20, ge=1, le=200)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> PortalSettings:
+        if self.absolute_timeout_s < self.idle_timeout_s:
+            raise ValueError("absolute_timeout_s must be at least idle_timeout_s")
+        return self
+
+
 class Settings(BaseModel):
     """Everything a node needs; `base_dir` is the folder relative paths resolve against."""
 
@@ -192,6 +224,7 @@ class Settings(BaseModel):
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     dkim: DkimSettings = Field(default_factory=DkimSettings)
     patients: PatientSettings = Field(default_factory=PatientSettings)
+    portal: PortalSettings = Field(default_factory=PortalSettings)
     base_dir: Path = Path(".")
 
     @field_validator("domain")

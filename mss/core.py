@@ -21,6 +21,7 @@ from mss.events import Events
 from mss.mailaccess import MailAccessService
 from mss.notify import notifier_for
 from mss.patients import PatientSpaces
+from mss.portal import CorePortal
 from mss.sealing import Sealer
 from mss.store import Store
 from mss.tls import server_context
@@ -47,10 +48,13 @@ class Core:
     credentials: CoreCredentials = field(init=False, repr=False)
     #: `mss.services.Directory`: the published directory the web front end shows.
     directory: CoreDirectory = field(init=False, repr=False)
+    #: `mss.services.PatientPortal`: the patient portal the web front end serves.
+    portal: CorePortal = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.credentials = CoreCredentials(self.auth)
         self.directory = CoreDirectory(self.sessions)
+        self.portal = CorePortal(self.settings, self.sessions, self.patients, self.submission, self.mail)
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> Core:

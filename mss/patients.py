@@ -330,6 +330,10 @@ class PatientSpaces:
             row.activation_hash = None
             row.activation_expires_at = None
             row.certificate = None
+            row.totp_secret = None
+            row.totp_pending = None
+            row.totp_last_step = None
+            row.totp_recovery = None
             row.state = state
             row.closed_at = now
             record = _record(row)
@@ -362,6 +366,46 @@ class PatientSpaces:
                 delete(PatientBlock).where(PatientBlock.ins == ins, PatientBlock.professional == professional)
             )
             self._journal(s, ins, by, "", "unblocked", professional)
+
+    async def set_notify(self, identifier: str, on: bool, *, by: str = "operator") -> None:
+        """Arrival notifications by e-mail on or off (they never carry health data)."""
+        ins = self.ins_of(identifier)
+        async with self.sessions() as s, s.begin():
+            row = await self._live(s, ins)
+            if row.notify != on:
+                row.notify = on
+                self._journal(s, ins, by, "", "notifications_on" if on else "notifications_off")
+
+    async def check_activation(self, identifier: str, activation_auth_key: bytes) -> dict[str, object]:
+        """The record wrapped under the activation code, once the proof of the code checks;
+        nothing changes. Refusal(NOT_ALLOWED) for a wrong code, an unknown or non-pending
+        space alike (the same Argon2id work in every case), or an expired code (said only to
+        whoever proved the code)."""
+        try:
+            ins = self.ins_of(identifier)
+        except Refusal:
+            ins = ""
+        async with self.sessions() as s:
+            row = await s.get(PatientSpace, ins) if ins else None
+            pending = row is not None and row.state == "pending" and bool(row.activation_hash)
+            stored = row.activation_hash if pending and row is not None else None
+            expires = row.activation_expires_at if pending and row is not None else None
+            record = row.key_record if pending and row is not None else None
+        if not await _verify(stored, activation_auth_key):
+            raise Refusal(Reason.NOT_ALLOWED, "Wrong activation code", f"activation proof refused ins={ins}")
+        if expires is not None and as_utc(expires) < _now():
+            raise Refusal(Reason.NOT_ALLOWED, "This activation code has expired", f"activate {ins}: expired")
+        return json.loads(record or "{}")
+
+    async def check_password(self, principal: Principal, auth_key: bytes) -> dict[str, object]:
+        """The current record, once `auth_key` proves the current password (before a change)."""
+        ins = self._own(principal)
+        async with self.sessions() as s:
+            row = await self._live(s, ins)
+            stored, record = row.auth_hash, row.key_record
+        if not await _verify(stored, auth_key):
+            raise Refusal(Reason.NOT_ALLOWED, "Wrong password", f"password check refused ins={ins}")
+        return json.loads(record or "{}")
 
     async def journal(self, identifier: str) -> list[JournalEntry]:
         ins = self.ins_of(identifier)

@@ -385,3 +385,219 @@ class WebServices(Protocol):
 
     @property
     def directory(self) -> Directory: ...
+
+    @property
+    def portal(self) -> PatientPortal: ...
+
+
+# -- the patient portal ---------------------------------------------------------------------
+
+#: A JSON object as the portal's API hands it to the browser (KDF parameters, key records).
+KeyRecord: TypeAlias = "dict[str, str | int]"
+ProfessionalKind = Literal["professionnel", "etablissement"]
+
+
+@dataclass(frozen=True)
+class PortalSession:
+    """A server-side portal session. The cookie carries a random id; the core keeps only its
+    hash. `pending_totp`: the password was right, the second factor is still to come (such a
+    session reaches nothing but `PatientPortal.second_factor`)."""
+
+    principal: Principal
+    pending_totp: bool
+    created_at: datetime
+    expires_at: datetime
+    #: Key of this session for CSRF tokens and the like (a hash of the id, never the id).
+    handle: str
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    """One line of the inbox: only what the server knows (the subject is inside the mail)."""
+
+    id: int
+    professional: str
+    professional_name: str
+    professional_kind: ProfessionalKind
+    last_at: datetime
+    closed_at: datetime | None
+    unread: bool
+    #: The conversation's newest message (`ConversationItem.id`), whose subject the page shows.
+    latest_message: int
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    conversations: list[ConversationSummary]
+    page: int
+    pages: int
+    total: int
+    unread: int
+
+
+@dataclass(frozen=True)
+class ConversationItem:
+    id: int
+    direction: Literal["in", "out"]
+    at: datetime
+    sender_name: str
+
+
+@dataclass(frozen=True)
+class ConversationView:
+    summary: ConversationSummary
+    items: list[ConversationItem]
+    #: None when the patient may answer; else the sentence that says why not.
+    answer_refused: str | None
+
+
+@dataclass(frozen=True)
+class ExportItem:
+    message: int
+    conversation: int
+    direction: Literal["in", "out"]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class TotpSetup:
+    secret: str  # base32, for manual entry
+    uri: str  # otpauth:// (RFC 6238 key URI), for a QR code
+
+
+@dataclass(frozen=True)
+class JournalLine:
+    at: datetime
+    actor_kind: str  # patient, professional, operator, system
+    actor: str
+    action: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class PatientView:
+    """The signed-in patient as the settings page shows them."""
+
+    ins: str
+    address: str
+    name: str
+    email: str
+    notify: bool
+    totp: bool
+    blocked: tuple[str, ...]
+    #: Professionals of the patient's conversations (address, name), for "block".
+    professionals: tuple[tuple[str, str], ...]
+
+
+class PatientPortal(Protocol):
+    """Everything the portal does, authorised in the core (DESIGN.md "Patient space").
+
+    Logins are an INS or a patient address. Auth keys are the 32 bytes the browser derives
+    (`docs/patient-keys.md`); the server never sees a password. Every method taking a
+    principal acts only on that patient's own space: another patient's conversation or
+    message id is `Refusal(UNKNOWN_RECIPIENT)` ("not found"). Failures are `Refusal`s whose
+    text is a French sentence fit for the patient.
+    """
+
+    # sign-in, activation, second factor
+    async def login_params(self, login: str) -> KeyRecord:
+        """KDF parameters of an active space's password record; a stable decoy otherwise."""
+        ...
+
+    async def activation_params(self, login: str) -> KeyRecord:
+        """KDF parameters of a pending space's activation-code record; a decoy otherwise."""
+        ...
+
+    async def activation_record(self, login: str, activation_auth_key: bytes) -> KeyRecord: ...
+
+    async def activate(
+        self, login: str, activation_auth_key: bytes, new_auth_key: bytes, record: Mapping[str, object]
+    ) -> None: ...
+
+    async def authenticate(self, login: str, auth_key: bytes) -> Principal: ...
+
+    async def totp_required(self, principal: Principal) -> bool: ...
+
+    async def second_factor(self, principal: Principal, code: str) -> None:
+        """A TOTP code (RFC 6238, one step either side, never twice) or an unused recovery
+        code (then spent); Refusal(NOT_ALLOWED) otherwise."""
+        ...
+
+    async def key_record(self, principal: Principal) -> KeyRecord: ...
+
+    async def password_record(self, principal: Principal, old_auth_key: bytes) -> KeyRecord: ...
+
+    async def change_password(
+        self, principal: Principal, old_auth_key: bytes, new_auth_key: bytes, record: Mapping[str, object]
+    ) -> None: ...
+
+    # throttling (per account and per client address, with back-off)
+    async def throttle_wait(self, keys: Sequence[str]) -> float:
+        """Seconds before another attempt under these keys is allowed (0: now)."""
+        ...
+
+    async def throttle_failed(self, keys: Sequence[str]) -> None: ...
+
+    async def throttle_succeeded(self, keys: Sequence[str]) -> None: ...
+
+    # sessions
+    async def open_session(
+        self, principal: Principal, *, pending_totp: bool, client: str, user_agent: str
+    ) -> tuple[str, PortalSession]:
+        """A new session (its cookie id, and the session): at login, and again after TOTP."""
+        ...
+
+    async def session(self, session_id: str) -> PortalSession | None:
+        """The live session for a cookie id, its idle expiry pushed back; None when gone."""
+        ...
+
+    async def close_session(self, session_id: str) -> None: ...
+
+    async def secret(self) -> bytes:
+        """This deployment's key for CSRF tokens (shared by every node)."""
+        ...
+
+    # reading and answering
+    async def inbox(self, principal: Principal, page: int) -> InboxPage: ...
+
+    async def conversation(self, principal: Principal, conversation_id: int) -> ConversationView:
+        """The conversation, its messages in order; its incoming messages become seen."""
+        ...
+
+    async def message(self, principal: Principal, message_id: int) -> bytes:
+        """The stored (encrypted) message, journaled as read."""
+        ...
+
+    async def answer(self, principal: Principal, conversation_id: int, subject: str, text: str) -> None:
+        """Write the answer as a message from the patient and deliver it through the core
+        (encrypted to the professional; an encrypted copy in the patient's Sent)."""
+        ...
+
+    async def export(self, principal: Principal) -> list[ExportItem]: ...
+
+    # settings
+    async def me(self, principal: Principal) -> PatientView: ...
+
+    async def set_notify(self, principal: Principal, on: bool) -> None: ...
+
+    async def block(self, principal: Principal, professional: str) -> None: ...
+
+    async def unblock(self, principal: Principal, professional: str) -> None: ...
+
+    async def totp_begin(self, principal: Principal) -> TotpSetup: ...
+
+    async def totp_confirm(self, principal: Principal, code: str) -> list[str]:
+        """Turns TOTP on once a code of the new secret checks; returns recovery codes (once)."""
+        ...
+
+    async def totp_disable(self, principal: Principal, code: str) -> None: ...
+
+    async def journal(self, principal: Principal) -> list[JournalLine]: ...
+
+    async def note(self, principal: Principal, action: str, detail: str = "") -> None:
+        """A line in the patient's journal for what the portal saw (login, CSV export…)."""
+        ...
+
+    async def close(self, principal: Principal) -> None:
+        """Close the space (crypto-shred) and end all its sessions."""
+        ...

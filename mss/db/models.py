@@ -140,6 +140,13 @@ class PatientSpace(Base):
     auth_hash: Mapped[str | None] = mapped_column(String(255))
     activation_hash: Mapped[str | None] = mapped_column(String(255))
     activation_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Two-step verification (RFC 6238): the base32 secret once confirmed, the one being set
+    # up, the last time step accepted (a code is never accepted twice) and the Argon2id
+    # hashes of the unused recovery codes (JSON list). Shredded with the keys on close.
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_pending: Mapped[str | None] = mapped_column(String(64))
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    totp_recovery: Mapped[str | None] = mapped_column(Text)
 
 
 class PatientBlock(Base):
@@ -210,3 +217,42 @@ class PatientNotification(Base):
     last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class PortalSessionRow(Base):
+    """A patient portal session (mss.portal_sessions). The cookie carries a random id; only
+    its SHA-256 is kept, so a copy of this table opens no session."""
+
+    __tablename__ = "portal_session"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ins: Mapped[str] = mapped_column(String(15), ForeignKey("patient_space.ins", ondelete="CASCADE"), index=True)
+    pending_totp: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    idle_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    client: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(256), default="")
+
+
+class PortalSecret(Base):
+    """Deployment-wide random secrets of the portal (CSRF key, decoy salts), shared by every
+    node: created once, by whichever node needs one first."""
+
+    __tablename__ = "portal_secret"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ThrottleCounter(Base):
+    """Failed attempts under one key ("account:<INS>", "address:<ip>"...) and until when
+    the next attempt must wait (mss.throttle)."""
+
+    __tablename__ = "portal_throttle"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

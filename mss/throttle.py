@@ -1,0 +1,125 @@
+"""Failure counters with exponential back-off, in the database so that every node sees them.
+
+OWASP (Authentication Cheat Sheet, "Login Throttling"; PORTAL.md 5.7): count failures per
+account, not only per client address, and slow guessing down with an exponential back-off
+rather than lock the account: a lockout is a denial of service anyone who knows a login can
+cause. Hence: a number of free failures under each key, then a wait that doubles from 1 s
+up to `max_backoff_s`, never more; a success resets the keys.
+
+Keys are arbitrary strings chosen by the caller; the web layer uses `account:<INS>` and
+`address:<ip>`. Keys starting with `address:` get `address_free_failures` free failures
+(many patients may share one address), every other key `account_free_failures`. A key
+whose last failure is older than `FORGET_AFTER` starts again from zero, and such rows are
+purged, so random logins cannot grow the table without bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import case, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.dml import Insert
+
+from crypto.dates import as_utc
+from mss.config import Settings
+from mss.db.models import ThrottleCounter
+
+FORGET_AFTER = timedelta(hours=24)
+ADDRESS_PREFIX = "address:"
+_MAX_KEY = 255
+_MAX_KEYS = 8  # a request names a handful of keys, never more
+
+
+def backoff_s(failures: int, free: int, cap: int) -> int:
+    """Seconds to wait after `failures` failures: 0 for the free ones, then 1, 2, 4... s,
+    at most `cap`."""
+    over = failures - free
+    if over <= 0:
+        return 0
+    return min(cap, 2 ** min(over - 1, 30))
+
+
+def stored_key(key: str) -> str:
+    """The key as stored: long keys (a pasted novel as a login) become a hash, keeping their
+    `address:` prefix so that they keep their allowance."""
+    if len(key) <= _MAX_KEY:
+        return key
+    prefix = ADDRESS_PREFIX if key.startswith(ADDRESS_PREFIX) else ""
+    return prefix + "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _keys(keys: Sequence[str]) -> list[str]:
+    return sorted({stored_key(k) for k in list(keys)[:_MAX_KEYS]})
+
+
+def insert_for(s: AsyncSession) -> Callable[..., Insert]:
+    """The dialect's INSERT with ON CONFLICT (SQLite and PostgreSQL spell it the same)."""
+    return pg_insert if s.bind.dialect.name == "postgresql" else sqlite_insert
+
+
+class Throttle:
+    """`throttle_wait` / `throttle_failed` / `throttle_succeeded` of `PatientPortal`."""
+
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._settings = settings
+        self._sessions = sessions
+
+    def _free(self, key: str) -> int:
+        s = self._settings.portal
+        return s.address_free_failures if key.startswith(ADDRESS_PREFIX) else s.account_free_failures
+
+    async def wait(self, keys: Sequence[str], *, now: datetime | None = None) -> float:
+        """Seconds before another attempt under these keys is allowed (0: now)."""
+        names = _keys(keys)
+        if not names:
+            return 0.0
+        now = now or datetime.now(UTC)
+        async with self._sessions() as s:
+            rows = (
+                await s.execute(select(ThrottleCounter.blocked_until).where(ThrottleCounter.key.in_(names)))
+            ).scalars()
+            waits = [(as_utc(b) - now).total_seconds() for b in rows if b is not None]
+        return max([0.0, *waits])
+
+    async def failed(self, keys: Sequence[str], *, now: datetime | None = None) -> None:
+        """Count one failure under each key; its back-off starts now. Atomic per key (an
+        upsert that increments in SQL), so concurrent failures on two nodes both count."""
+        names = _keys(keys)
+        now = now or datetime.now(UTC)
+        cutoff = now - FORGET_AFTER
+        cap = self._settings.portal.max_backoff_s
+        async with self._sessions() as s, s.begin():
+            insert = insert_for(s)
+            for key in names:
+                stmt = insert(ThrottleCounter).values(key=key, failures=1, last_failure_at=now, blocked_until=None)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[ThrottleCounter.key],
+                    set_={
+                        "failures": case(
+                            (ThrottleCounter.last_failure_at < cutoff, 1), else_=ThrottleCounter.failures + 1
+                        ),
+                        "last_failure_at": now,
+                    },
+                ).returning(ThrottleCounter.failures)
+                failures = (await s.execute(stmt)).scalar_one()
+                wait = backoff_s(failures, self._free(key), cap)
+                if wait:
+                    await s.execute(
+                        update(ThrottleCounter)
+                        .where(ThrottleCounter.key == key)
+                        .values(blocked_until=now + timedelta(seconds=wait))
+                    )
+            # Forgotten counters go, so random logins do not pile up.
+            await s.execute(delete(ThrottleCounter).where(ThrottleCounter.last_failure_at < cutoff))
+
+    async def succeeded(self, keys: Sequence[str]) -> None:
+        names = _keys(keys)
+        if not names:
+            return
+        async with self._sessions() as s, s.begin():
+            await s.execute(delete(ThrottleCounter).where(ThrottleCounter.key.in_(names)))
