@@ -1,8 +1,9 @@
 """The ASGI application of the `http` listener (DESIGN.md, "Web front end").
 
 `create_app(services)` builds it from the core's `WebServices` only: health, JWKS, the
-directory's JSON and FHIR faces, and the OpenAPI description FastAPI generates from their
-declarations (`/openapi.json`). No interactive docs pages: they load scripts from a CDN.
+directory's JSON and FHIR faces, the patient portal (`/portal/`, web.portal), and the OpenAPI
+description FastAPI generates from the machine-facing declarations (`/openapi.json`; the
+portal is left out). No interactive docs pages: they load scripts from a CDN.
 
 Layers, outermost first: `SecurityHeaders` (on every response, the framework's own 500
 included), FastAPI's body limit, `RequestLimits`, `HeadAsGet`, then routing and error handlers.
@@ -17,7 +18,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp
 
 from mss.services import WebServices
-from web import directory, errors, jwks
+from web import directory, errors, jwks, portal
 from web.errors import JsonBody
 from web.security import HeadAsGet, RequestLimits, SecurityHeaders
 
@@ -64,6 +65,9 @@ def create_api(services: WebServices) -> FastAPI:
     api.include_router(jwks.router(settings))
     api.include_router(directory.json_router(services.directory))
     api.include_router(directory.fhir_router(services.directory))
+    # The patient portal's pages, forms, JSON API and static files (docs/portal.md); out of
+    # the OpenAPI document, which describes the machine-facing routes above.
+    portal.install(api, services)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
 
     api.add_middleware(HeadAsGet)

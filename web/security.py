@@ -4,7 +4,7 @@ Plain ASGI, not Starlette's `BaseHTTPMiddleware`: they only look at `http.respon
 and the request's scope, so bodies stream through untouched.
 
 - `SecurityHeaders`: `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`, a
-  strict default Content-Security-Policy (a route that serves a page sets its own), and
+  strict default Content-Security-Policy (a portal page sets `PAGE_CSP` itself), and
   `Cache-Control: no-store` unless the route chose otherwise: what this listener serves is
   health data or about health professionals. HSTS on HTTPS.
 - `RequestLimits`: at most `MAX_PARAMS` query parameters of `MAX_PARAM_LEN` characters, and
@@ -27,6 +27,13 @@ MAX_PARAMS = 32
 
 #: Nothing may load, frame or be framed: right for JSON; pages set their own policy.
 DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'"
+#: The portal's HTML pages: their own script and style only (never inline), `data:`/`blob:`
+#: images and frames for decrypted mail (PORTAL.md 5.2), no plugin, no `<base>`, forms only
+#: to this origin, never framed.
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; frame-src 'self' blob:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 HSTS = "max-age=31536000"
 
 

@@ -1,0 +1,260 @@
+"""Sign-in, activation, second factor, sessions and throttling through the portal's JSON
+API, with the real core and the reference client doing what the browser does: the server
+receives derived keys only, and hands back records only the client can unwrap."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+
+import pyotp
+import pytest
+from portal_helpers import (
+    Tree,
+    active_patient,
+    api,
+    b64,
+    client_for,
+    csrf_of,
+    pending_patient,
+    reference_client,
+    sign_in,
+    signed_in,
+)
+
+from crypto.patient import KdfParams, derive_keys, normalise_activation_code
+from mss.core import Core
+
+SESSION = "__Host-mss-session"
+
+
+@pytest.fixture
+async def core(deployment):
+    core = await Core.open(deployment.settings(), migrate=False)
+    yield core
+    await core.close()
+
+
+async def test_login_with_the_reference_client_and_the_record_unwraps(core):
+    patient = await active_patient(core)
+    async with client_for(core) as http:
+        page = await http.get("/portal/connexion")
+        token = csrf_of(page.text)
+        params = (await api(http, "/portal/api/prelogin", {"login": patient.address.upper()}, token)).json()
+        assert {"v", "kdf", "iterations", "salt"} <= set(params)
+        decoy = (await api(http, "/portal/api/prelogin", {"login": "inconnu@example.org"}, token)).json()
+        assert set(decoy) == set(params)  # same shape: nothing says who exists
+
+        client = reference_client(core)
+        key = await asyncio.to_thread(client.login, patient.password, params)
+        assert SESSION not in http.cookies
+        response = await api(http, "/portal/api/login", {"login": patient.address.upper(), "auth_key": b64(key)}, token)
+        assert response.status_code == 200, response.text
+        doc = response.json()
+        assert doc["next"] == "/portal/messages"
+        private = await asyncio.to_thread(client.unlock, patient.password, doc["record"])
+        assert private.key_size >= 2048
+        assert response.headers["cache-control"] == "no-store"
+        assert SESSION in http.cookies
+
+        inbox = await http.get("/portal/messages")
+        assert inbox.status_code == 200 and 'data-page="messages"' in inbox.text
+
+        # A login line in the journal: truncated address, short user agent.
+        journal = await core.portal.journal(await core.patients.authenticate(patient.ins, key))
+        logins = [line for line in journal if line.action == "login"]
+        assert len(logins) == 1 and re.fullmatch(r"10\.\d+\.\d+\.0/24, Firefox 128 \(Linux\)", logins[0].detail), logins
+
+
+async def test_wrong_key_is_401_in_french_and_the_password_never_has_a_name(core):
+    patient = await active_patient(core)
+    async with client_for(core) as http:
+        page = await http.get("/portal/connexion")
+        assert re.search(r'<input id="mot-de-passe" type="password"[^>]*>', page.text)
+        assert "name=" not in re.search(r'<input id="mot-de-passe"[^>]*>', page.text).group(0)
+        token = csrf_of(page.text)
+        response = await api(http, "/portal/api/login", {"login": patient.ins, "auth_key": b64(b"\0" * 32)}, token)
+        assert response.status_code == 401 and response.json() == {"error": "Identifiant ou mot de passe incorrect."}
+        assert SESSION not in http.cookies
+
+
+async def test_session_id_is_renewed_at_login_and_logout_destroys_it(core):
+    patient = await active_patient(core)
+    client = reference_client(core)
+    async with client_for(core) as http:
+        token = csrf_of((await http.get("/portal/connexion")).text)
+        params = (await api(http, "/portal/api/prelogin", {"login": patient.ins}, token)).json()
+        body = {"login": patient.ins, "auth_key": b64(await asyncio.to_thread(client.login, patient.password, params))}
+        assert (await api(http, "/portal/api/login", body, token)).status_code == 200
+        old_id = http.cookies[SESSION]
+        # Signing in again (another tab of the same browser) gives a new id, ends the old one.
+        assert (await api(http, "/portal/api/login", body, token)).status_code == 200
+        new_id = http.cookies[SESSION]
+        assert new_id != old_id and await core.portal.session(old_id) is None
+        assert (await http.get("/portal/connexion")).headers["location"] == "/portal/messages"
+
+        page = await http.get("/portal/messages")
+        token = csrf_of(page.text)
+        logout = await http.post("/portal/deconnexion", data={"csrf": token})
+        assert logout.status_code == 303 and logout.headers["location"] == "/portal/connexion?statut=deconnecte"
+        assert SESSION not in http.cookies
+        assert await core.portal.session(new_id) is None
+
+    async with client_for(core) as replay:  # the old cookie, replayed, opens nothing
+        replay.cookies.set(SESSION, new_id, domain="testserver")
+        page = await replay.get("/portal/messages")
+        assert page.status_code == 303 and page.headers["location"] == "/portal/connexion"
+        assert (await replay.get("/portal/api/session")).status_code == 401
+
+
+async def test_activation_through_the_api_then_sign_in(core):
+    patient = await pending_patient(core)
+    password = "un mot de passe " + uuid.uuid4().hex[:10]
+    client = reference_client(core)
+    async with client_for(core) as http:
+        page = await http.get("/portal/activation")
+        assert 'data-page="activation"' in page.text
+        token = csrf_of(page.text)
+        params = (await api(http, "/portal/api/activation/prelogin", {"login": patient.ins}, token)).json()
+        code_key, _ = derive_keys(normalise_activation_code(patient.activation_code), KdfParams.from_json(params))
+        wrong = await api(http, "/portal/api/activation/key", {"login": patient.ins, "auth_key": b64(b"1" * 32)}, token)
+        assert wrong.status_code == 401 and wrong.json()["error"]
+        got = await api(http, "/portal/api/activation/key", {"login": patient.ins, "auth_key": b64(code_key)}, token)
+        assert got.status_code == 200, got.text
+        rewrap = await asyncio.to_thread(client.activate, patient.activation_code, password, got.json()["record"])
+        done = await api(
+            http,
+            "/portal/api/activation",
+            {
+                "login": patient.ins,
+                "activation_auth_key": b64(rewrap.old_auth_key),
+                "auth_key": b64(rewrap.new_auth_key),
+                "record": rewrap.wrapped.to_json(),
+            },
+            token,
+        )
+        assert done.status_code == 200 and done.json() == {"ok": True}
+        login = await sign_in(http, core, patient.address, password)
+        assert login.status_code == 200 and login.json()["next"] == "/portal/messages"
+
+
+async def _enable_totp(http, token: str) -> tuple[str, list[str]]:
+    page = await http.post("/portal/parametres/totp/activer", data={"csrf": token})
+    assert page.status_code == 200
+    assert re.search(r'<img class="qr" src="data:image/svg\+xml;base64,[A-Za-z0-9+/=]+"', page.text)
+    secret = re.search(r'<code class="secret">([A-Z2-7]+)</code>', page.text).group(1)
+    wrong = await http.post("/portal/parametres/totp/confirmer", data={"csrf": token, "code": "000000"})
+    if wrong.status_code == 303:  # (000000 may, once in a million, be right)
+        assert wrong.headers["location"] == "/portal/parametres?alerte=totp-code"
+        page = await http.post("/portal/parametres/totp/activer", data={"csrf": token})
+        secret = re.search(r'<code class="secret">([A-Z2-7]+)</code>', page.text).group(1)
+    codes_page = await http.post(
+        "/portal/parametres/totp/confirmer", data={"csrf": token, "code": pyotp.TOTP(secret).now()}
+    )
+    assert codes_page.status_code == 200, codes_page.text
+    codes = re.findall(r"<li><code>([^<]+)</code></li>", codes_page.text)
+    assert len(codes) == 10
+    return secret, codes
+
+
+async def test_totp_step_renews_the_session_and_pending_reaches_nothing_else(core):
+    patient = await active_patient(core)
+    async with signed_in(core, patient) as (http, token):
+        secret, codes = await _enable_totp(http, token)
+        settings = await http.get("/portal/parametres")
+        assert "est <strong>activée</strong>" in settings.text
+        await http.post("/portal/deconnexion", data={"csrf": token})
+
+        login = await sign_in(http, core, patient.ins, patient.password)
+        assert login.status_code == 200 and login.json() == {"next": "totp"}
+        pending_id = http.cookies[SESSION]
+        # A pending session is not signed in.
+        assert (await http.get("/portal/messages")).status_code == 303
+        assert (await http.get("/portal/api/session")).status_code == 401
+        assert (await http.get("/portal/connexion")).status_code == 200
+        token = csrf_of((await http.get("/portal/connexion")).text)
+
+        bad = await api(http, "/portal/api/totp", {"code": "12345"}, token)
+        assert bad.status_code == 401 and bad.json() == {"error": "Ce code n'est pas valide."}
+        good = await api(http, "/portal/api/totp", {"code": codes[0]}, token)  # a recovery code
+        assert good.status_code == 200, good.text
+        assert good.json()["next"] == "/portal/messages" and "record" in good.json()
+        assert http.cookies[SESSION] != pending_id and await core.portal.session(pending_id) is None
+        assert (await http.get("/portal/messages")).status_code == 200
+        # A spent recovery code does not work twice; turning TOTP off needs a valid code.
+        token = csrf_of((await http.get("/portal/parametres")).text)
+        off = await http.post("/portal/parametres/totp/desactiver", data={"csrf": token, "code": "abc"})
+        assert off.headers["location"] == "/portal/parametres?alerte=totp-code"
+        page = await http.get(off.headers["location"])
+        assert "Ce code n&#39;est pas valide" in page.text
+        off = await http.post("/portal/parametres/totp/desactiver", data={"csrf": token, "code": codes[1]})
+        assert off.headers["location"] == "/portal/parametres?statut=totp-off"
+
+
+async def test_login_is_throttled_with_retry_after(core):
+    login = f"inconnu-{uuid.uuid4().hex[:8]}@example.org"
+    async with client_for(core) as http:
+        token = csrf_of((await http.get("/portal/connexion")).text)
+        statuses = []
+        for _ in range(core.settings.portal.account_free_failures + 2):
+            response = await api(http, "/portal/api/login", {"login": login, "auth_key": b64(b"\1" * 32)}, token)
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                break
+        assert statuses[0] == 401 and statuses[-1] == 429, statuses
+        doc = response.json()
+        assert int(response.headers["retry-after"]) == doc["retry_after"] >= 1
+        assert "Réessayez" in doc["error"]
+    # The account key counts whatever the address: another client is throttled too.
+    async with client_for(core) as other:
+        token = csrf_of((await other.get("/portal/connexion")).text)
+        response = await api(other, "/portal/api/login", {"login": login.upper(), "auth_key": b64(b"\1" * 32)}, token)
+        assert response.status_code == 429
+
+
+async def test_sign_in_and_activation_pages_follow_the_contract(core):
+    async with client_for(core) as http:
+        page = await http.get("/portal/connexion")
+        tree = Tree(page.text)
+        assert "<title>Connexion – Portail patient</title>" in page.text and 'data-page="connexion"' in page.text
+        assert tree.by_id("form-connexion")[0] == "form"
+        assert tree.label_for("identifiant") == "Identifiant" and tree.label_for("mot-de-passe") == "Mot de passe"
+        assert "hidden" in tree.by_id("form-totp")[1] and tree.label_for("code-totp") == "Code de vérification"
+        assert {"Se connecter", "Valider"} <= set(tree.buttons())
+        assert "form-deconnexion" not in page.text and "<dialog" not in page.text
+        assert [a.get("name") for t, a in tree.elements if t == "input"] == [None, None, None]
+
+        page = await http.get("/portal/activation")
+        tree = Tree(page.text)
+        assert 'data-page="activation"' in page.text and tree.by_id("form-activation")[0] == "form"
+        assert tree.label_for("identifiant") == "Identifiant"
+        assert tree.label_for("code-activation") == "Code d'activation"
+        assert tree.label_for("nouveau-mot-de-passe") == "Nouveau mot de passe"
+        assert tree.label_for("confirmation-mot-de-passe") == "Confirmer le nouveau mot de passe"
+        assert "Activer mon espace" in tree.buttons()
+        assert re.findall(r"<h([1-6])", page.text)[0] == "1"
+
+
+async def test_password_change_through_the_api(core):
+    patient = await active_patient(core)
+    client = reference_client(core)
+    new_password = "nouveau mot de passe " + uuid.uuid4().hex[:8]
+    async with signed_in(core, patient) as (http, token):
+        params = await core.portal.login_params(patient.ins)
+        old_key = await asyncio.to_thread(client.login, patient.password, params)
+        wrong = await api(http, "/portal/api/password/record", {"old_auth_key": b64(b"\2" * 32)}, token)
+        assert wrong.status_code == 403 and wrong.json() == {"error": "Le mot de passe actuel est incorrect."}
+        got = await api(http, "/portal/api/password/record", {"old_auth_key": b64(old_key)}, token)
+        assert got.status_code == 200, got.text
+        rewrap = await asyncio.to_thread(client.change_password, patient.password, new_password, got.json()["record"])
+        body = {
+            "old_auth_key": b64(rewrap.old_auth_key),
+            "auth_key": b64(rewrap.new_auth_key),
+            "record": rewrap.wrapped.to_json(),
+        }
+        done = await api(http, "/portal/api/password", body, token)
+        assert done.status_code == 200 and done.json() == {"ok": True}
+    async with client_for(core) as http:
+        assert (await sign_in(http, core, patient.ins, patient.password)).status_code == 401
+        assert (await sign_in(http, core, patient.ins, new_password)).status_code == 200
