@@ -3,15 +3,21 @@
 The cookie carries 32 random bytes (urlsafe base64); the table keeps only their SHA-256, so
 neither a copy of the table nor a log line opens a session. A session ends:
 
-* after `idle_timeout_s` without a request. `session()` pushes the idle expiry back, but at
+* after `idle_timeout_s` without a request. `get()` pushes the idle expiry back, but at
   most once every `_push_every` seconds (30 s, less for tiny test timeouts): one write per
-  request would turn every page view into a database write;
+  request would turn every page view into a database write. `get(touch=False)` reads the
+  session without pushing anything back (a status check is not activity);
 * `absolute_timeout_s` after it was opened, however active (OWASP Session Management);
 * a session waiting for the second factor (`pending_totp`) after `PENDING_TOTP_S` (5 min);
 * at logout (`close`), when the space is closed (`end_all`), or when a newer session
   replaces it (the web layer renews the id at login and after the second factor).
 
 Expired rows are deleted when they are met, and in bulk whenever a session is opened.
+
+Each full session has a **session key** `local_key` (K_s, 32 random bytes made at `open`, in
+the row only; none while the second factor is due): the browser keeps the session's private key in IndexedDB wrapped under it
+(docs/patient-keys.md 4). It goes with the row, so whatever the browser left behind opens
+with nothing once the session has ended.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import base64
 import hashlib
 import ipaddress
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, update
@@ -32,6 +38,7 @@ from mss.db.models import PatientSpace, PortalSessionRow
 from mss.principal import Principal
 
 ID_BYTES = 32
+LOCAL_KEY_BYTES = 32
 MAX_CLIENT = 64
 MAX_USER_AGENT = 256
 _MAX_COOKIE = 128
@@ -48,6 +55,7 @@ class SessionState:
     pending_totp: bool
     created_at: datetime
     expires_at: datetime
+    local_key: bytes = field(default=b"", repr=False)
 
 
 def new_id() -> str:
@@ -110,6 +118,8 @@ class PortalSessions:
             lifetime = min(lifetime, PENDING_TOTP_S)
         absolute = now + timedelta(seconds=lifetime)
         idle = min(now + self._idle, absolute)
+        # A session waiting for its second factor gets no key: nothing may be unwrapped yet.
+        local_key = b"" if pending_totp else secrets.token_bytes(LOCAL_KEY_BYTES)
         async with self._sessions() as s, s.begin():
             # idle_expires_at <= expires_at always: one indexed condition finds every dead row.
             await s.execute(delete(PortalSessionRow).where(PortalSessionRow.idle_expires_at < now))
@@ -124,13 +134,15 @@ class PortalSessions:
                     expires_at=absolute,
                     client=(client or "")[:MAX_CLIENT],
                     user_agent=_printable(user_agent)[:MAX_USER_AGENT],
+                    local_key=local_key or None,
                 )
             )
-        return sid, SessionState(handle, principal, pending_totp, now, idle)
+        return sid, SessionState(handle, principal, pending_totp, now, idle, local_key)
 
-    async def get(self, session_id: str) -> SessionState | None:
-        """The live session of a cookie id, its idle expiry pushed back; None when gone. The
-        space must still be active (a closed space's sessions are gone anyway)."""
+    async def get(self, session_id: str, *, touch: bool = True) -> SessionState | None:
+        """The live session of a cookie id, its idle expiry pushed back (unless `touch` is
+        false); None when gone. The space must still be active (a closed space's sessions are
+        gone anyway)."""
         if not session_id or len(session_id) > _MAX_COOKIE or not session_id.isascii():
             return None
         handle = id_hash(session_id)
@@ -150,7 +162,7 @@ class PortalSessions:
             if state != "active" or idle_at <= now or absolute <= now:
                 await s.execute(delete(PortalSessionRow).where(PortalSessionRow.id_hash == handle))
                 return None
-            if now - as_utc(row.last_seen_at) >= self._push_every:
+            if touch and now - as_utc(row.last_seen_at) >= self._push_every:
                 idle_at = min(now + self._idle, absolute)
                 await s.execute(
                     update(PortalSessionRow)
@@ -158,7 +170,12 @@ class PortalSessions:
                     .values(last_seen_at=now, idle_expires_at=idle_at)
                 )
             return SessionState(
-                handle, _principal(row.ins, name, address), row.pending_totp, as_utc(row.created_at), idle_at
+                handle,
+                _principal(row.ins, name, address),
+                row.pending_totp,
+                as_utc(row.created_at),
+                idle_at,
+                bytes(row.local_key or b""),
             )
 
     async def close(self, session_id: str) -> None:
@@ -167,10 +184,14 @@ class PortalSessions:
         async with self._sessions() as s, s.begin():
             await s.execute(delete(PortalSessionRow).where(PortalSessionRow.id_hash == id_hash(session_id)))
 
-    async def end_all(self, ins: str) -> int:
-        """End every session of a patient (the space is closed); returns how many."""
+    async def end_all(self, ins: str, *, keep: str | None = None) -> int:
+        """End every session of a patient (the space is closed; or, with `keep`, the password
+        changed: every session but the one that changed it); returns how many."""
+        condition = PortalSessionRow.ins == ins
+        if keep:
+            condition = condition & (PortalSessionRow.id_hash != id_hash(keep))
         async with self._sessions() as s, s.begin():
-            result = await s.execute(delete(PortalSessionRow).where(PortalSessionRow.ins == ins))
+            result = await s.execute(delete(PortalSessionRow).where(condition))
             return result.rowcount or 0
 
 

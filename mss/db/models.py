@@ -234,6 +234,9 @@ class PortalSessionRow(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     client: Mapped[str] = mapped_column(String(64), default="")
     user_agent: Mapped[str] = mapped_column(String(256), default="")
+    #: The session key K_s (32 random bytes, docs/patient-keys.md 4): the browser keeps the
+    #: session's private key in IndexedDB wrapped under it, so the copy dies with this row.
+    local_key: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class PortalSecret(Base):

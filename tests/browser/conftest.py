@@ -226,6 +226,74 @@ class LivePortal:
 
         return run_async(go)
 
+    def session_keys(self) -> list[bytes]:
+        """Every session key K_s the server holds (one per live session row)."""
+        from sqlalchemy import text
+
+        from mss.config import resolve_database_url
+        from mss.db.engine import create_engine, sessionmaker
+
+        async def go() -> list[bytes]:
+            engine = create_engine(resolve_database_url(self.deployment.database_url, self.deployment.directory))
+            try:
+                async with sessionmaker(engine)() as s:
+                    rows = (await s.execute(text("SELECT local_key FROM portal_session"))).all()
+                    return [bytes(k) for (k,) in rows if k is not None]
+            finally:
+                await engine.dispose()
+
+        return run_async(go)
+
+
+#: What the portal keeps in IndexedDB ("mss-portal", store "keys"): each entry by key, with its
+#: type, whether it is a CryptoKey (and of which type), and the type of each of its fields.
+STORED_KEYS_JS = """() => new Promise((resolve) => {
+  const req = indexedDB.open('mss-portal', 1);
+  req.onupgradeneeded = () => req.result.createObjectStore('keys');
+  req.onerror = () => resolve({error: String(req.error)});
+  req.onsuccess = () => {
+    const db = req.result;
+    const store = db.transaction('keys').objectStore('keys');
+    const keys = store.getAllKeys();
+    const values = store.getAll();
+    values.onerror = () => { db.close(); resolve({error: String(values.error)}); };
+    values.onsuccess = () => {
+      db.close();
+      const kind = (v) => Object.prototype.toString.call(v);
+      const out = {};
+      keys.result.forEach((k, i) => {
+        const v = values.result[i];
+        const isKey = typeof CryptoKey !== 'undefined' && v instanceof CryptoKey;
+        const fields = {};
+        if (v && typeof v === 'object' && !isKey) {
+          for (const [name, f] of Object.entries(v)) fields[name] = {type: kind(f),
+            cryptoKey: typeof CryptoKey !== 'undefined' && f instanceof CryptoKey, length: f && f.length};
+        }
+        out[String(k)] = {type: kind(v), cryptoKey: isKey, keyType: isKey ? v.type : null, fields};
+      });
+      resolve(out);
+    };
+  };
+})"""
+
+#: The status of GET /portal/api/session/key from the page (with its cookies), and the key.
+SESSION_KEY_JS = """() => fetch('/portal/api/session/key', {credentials: 'same-origin', cache: 'no-store'})
+  .then(async (r) => ({status: r.status, key: r.ok ? (await r.json()).key : null}))"""
+
+
+def assert_stored_blob_only(stored: Any) -> None:
+    """IndexedDB holds one entry, "patient", and it is a blob ({iv, wrapped} bytes), not a
+    CryptoKey (of type private or any other)."""
+    assert isinstance(stored, dict) and "error" not in stored, stored
+    assert list(stored) == ["patient"], stored
+    entry = stored["patient"]
+    assert entry["cryptoKey"] is False and entry["keyType"] is None, entry
+    assert entry["type"] == "[object Object]", entry
+    assert set(entry["fields"]) == {"iv", "wrapped"}, entry
+    for name, f in entry["fields"].items():
+        assert f["type"] == "[object Uint8Array]" and not f["cryptoKey"], (name, f)
+    assert entry["fields"]["iv"]["length"] == 12 and entry["fields"]["wrapped"]["length"] > 1000, entry
+
 
 def build_alternative(sender: str, to: list[str], subject: str, text: str, html: str) -> tuple[bytes, str]:
     """A multipart/alternative message (CRLF line ends, 8bit parts) and its Message-ID."""

@@ -21,7 +21,19 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import NEW_PASSWORD, Browsing, LivePortal, ResponseRecorder, live_portal, secret_forms
+from .conftest import (
+    NEW_PASSWORD,
+    SESSION_KEY_JS,
+    STORED_KEYS_JS,
+    Browsing,
+    LivePortal,
+    ResponseRecorder,
+    assert_stored_blob_only,
+    live_portal,
+    secret_forms,
+)
+
+CHANGED_PASSWORD = "agrafe pile correcte cheval 43"
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +178,37 @@ def test_pending_patient_activates_reads_answers_blocks_and_closes_with_zero_acc
     assert code == 550 and text.startswith(b"5.7.1"), (code, text)
     assert live.rcpt(paul, patient["address"])[0] == 250, "only the blocked professional is refused"
 
-    # 9. Closing the space (Paramètres → clôture, confirmed): mail is refused (5.2.1).
+    # 9. A password change on Paramètres: its own KDF parameters (no anonymous prelogin, so
+    # no 403 and no console error), the key checked against the certificate, re-wrapped; the
+    # session's copy is made again and still opens the mail.
+    b.goto("/portal/parametres")
+    b.wait_page("parametres")
+    console_before, posts_before = len(b.console), len(b.posts)
+    with page.expect_response(lambda r: r.url.endswith("/portal/api/password/params")) as params_answer:
+        page.get_by_label("Mot de passe actuel").fill(NEW_PASSWORD)
+        page.get_by_label("Nouveau mot de passe", exact=True).fill(CHANGED_PASSWORD)
+        page.get_by_label("Confirmer le nouveau mot de passe").fill(CHANGED_PASSWORD)
+        page.get_by_role("button", name="Changer le mot de passe").click()
+    assert params_answer.value.status == 200
+    expect(page.locator("#statut")).to_have_text("Votre mot de passe a été changé.", timeout=60_000)
+    assert b.alert() == "", b.alert()
+    b.shot("mot-de-passe-change")
+    sent = [urlparse(url).path for _, url, _ in b.posts[posts_before:]]
+    assert sent == ["/portal/api/password/record", "/portal/api/password"], sent
+    errors = [c for c in b.console[console_before:] if c.startswith("error")]
+    assert not errors, f"console errors during the password change: {errors}"
+    assert_stored_blob_only(page.evaluate(STORED_KEYS_JS))
+    b.goto(conversation)
+    b.wait_page("conversation")
+    wait_shown(page, f"voici votre compte rendu {canary}")
+    # Signing out leaves nothing that opens; the new password signs in.
+    b.logout()
+    assert page.evaluate(STORED_KEYS_JS) == {}
+    assert page.evaluate(SESSION_KEY_JS) == {"status": 401, "key": None}
+    b.login(patient["address"], CHANGED_PASSWORD)
+    assert_stored_blob_only(page.evaluate(STORED_KEYS_JS))
+
+    # 10. Closing the space (Paramètres → clôture, confirmed): mail is refused (5.2.1).
     b.goto("/portal/parametres")
     b.wait_page("parametres")
     page.locator("a[href='/portal/cloture']").first.click()
@@ -177,7 +219,7 @@ def test_pending_patient_activates_reads_answers_blocks_and_closes_with_zero_acc
     assert code == 550 and text.startswith(b"5.2.1"), (code, text)
     assert b.goto("/portal/messages").url.endswith("/portal/connexion"), "the session ended with the space"
 
-    # 10. Zero access: the browser showed the canary, yet no response it received had it.
+    # 11. Zero access: the browser showed the canary, yet no response it received had it.
     # (The recorder saw the pages and the ciphertexts, bodies included: it could have seen it.)
     kinds = {r.resource_type for r in received.received}
     assert {"document", "script"} <= kinds and kinds & {"fetch", "xhr"}, kinds

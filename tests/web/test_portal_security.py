@@ -55,7 +55,13 @@ async def test_signed_out_pages_redirect_and_api_says_401(core):
         ):
             response = await http.get(path)
             assert (response.status_code, response.headers["location"]) == (303, "/portal/connexion"), path
-        for path in ("/portal/api/session", "/portal/api/messages/1", "/portal/api/export"):
+        for path in (
+            "/portal/api/session",
+            "/portal/api/session/key",
+            "/portal/api/password/params",
+            "/portal/api/messages/1",
+            "/portal/api/export",
+        ):
             response = await http.get(path)
             assert response.status_code == 401 and "error" in response.json(), path
             assert_portal_headers(response, API_CSP)

@@ -43,21 +43,22 @@ def cookie_id(request: Request) -> str | None:
     return value
 
 
-async def lookup(request: Request, portal: PatientPortal) -> SignedIn | None:
-    """The request's session, pending or not; None without a live one."""
+async def lookup(request: Request, portal: PatientPortal, *, touch: bool = True) -> SignedIn | None:
+    """The request's session, pending or not; None without a live one. `touch`: the request
+    counts as activity (every one does but the status check)."""
     sid = cookie_id(request)
     if sid is None:
         return None
-    session = await portal.session(sid)
+    session = await portal.session(sid, touch=touch)
     return SignedIn(sid, session) if session is not None else None
 
 
-async def require(request: Request, portal: PatientPortal, *, pending: bool = False) -> SignedIn:
+async def require(request: Request, portal: PatientPortal, *, pending: bool = False, touch: bool = True) -> SignedIn:
     """The signed-in session (`pending`: the one waiting for its second factor instead).
 
     A session waiting for TOTP reaches nothing but the TOTP step; a full one never the
     TOTP step."""
-    signed = await lookup(request, portal)
+    signed = await lookup(request, portal, touch=touch)
     if signed is None or signed.session.pending_totp != pending:
         raise SignInRequired
     return signed

@@ -69,6 +69,20 @@ export function smallInt(node) {
   return n;
 }
 
+/** The DER of the SubjectPublicKeyInfo of an X.509 certificate (RFC 5280 4.1), for
+ * importKey("spki"). Only its place in the structure is checked; WebCrypto checks the rest. */
+export function certificateSpki(der) {
+  const cert = tlv(der, 0);
+  if (cert.tag !== 0x30 || cert.end !== der.length) throw new DerError("not a DER certificate");
+  const tbs = expect(children(der, cert)[0], 0x30, "TBSCertificate");
+  const fields = children(der, tbs);
+  const at = fields[0] && fields[0].tag === 0xa0 ? 1 : 0; // [0] EXPLICIT version, optional
+  // serialNumber, signature, issuer, validity, subject, then subjectPublicKeyInfo.
+  const spki = expect(fields[at + 5], 0x30, "SubjectPublicKeyInfo");
+  expect(children(der, spki)[0], 0x30, "AlgorithmIdentifier");
+  return der.subarray(spki.pos, spki.end);
+}
+
 export const OID = {
   data: "2a864886f70d010701", // 1.2.840.113549.1.7.1
   enveloped: "2a864886f70d010703", // 1.2.840.113549.1.7.3

@@ -2,7 +2,8 @@
 // secrets -> PBKDF2-SHA256 -> HKDF (auth key, wrap key); AES-GCM unwrap/wrap of the PKCS#8
 // RSA-OAEP key; the record; activation-code normalisation; the new-password policy.
 
-import { fromBase64, toBase64, toBase64Url, utf8 } from "./bytes.js";
+import { fromBase64, hex, toBase64, toBase64Url, u8, utf8 } from "./bytes.js";
+import { certificateSpki } from "./der.js";
 
 const subtle = globalThis.crypto.subtle;
 
@@ -13,7 +14,8 @@ export const MAX_ITERATIONS = 10_000_000;
 export const MIN_PASSWORD_LENGTH = 12;
 export const RSA_OAEP = { name: "RSA-OAEP", hash: "SHA-256" };
 
-/** code: bad_code | weak_password | weak_record | bad_record | unsupported | wrong_secret. */
+/** code: bad_code | weak_password | weak_record | bad_record | unsupported | wrong_secret |
+ * bad_certificate | key_mismatch (the unwrapped key is not the certificate's) | session_key. */
 export class KeyError extends Error {
   constructor(code, detail) {
     super(detail);
@@ -125,11 +127,66 @@ export async function wrapPrivateKey(privateKey, derived, iv = crypto.getRandomV
   return { iterations: p.iterations, iv: toBase64(iv), kdf: p.kdf, salt: toBase64(p.salt), v: p.v, wrapped: toBase64(wrapped) };
 }
 
+// ---- the key against the certificate (docs/patient-keys.md 4, step 3)
+
+/** Resolves when `privateKey` (RSA-OAEP, "decrypt") is the key of `certificate` (DER bytes):
+ * 32 random bytes encrypted (RSA-OAEP SHA-256) with the certificate's public key must decrypt
+ * with it to the same bytes. KeyError("bad_certificate") when the certificate is unreadable,
+ * KeyError("key_mismatch") when the keys differ. */
+export async function checkKeyAgainstCertificate(privateKey, certificate) {
+  let publicKey;
+  try {
+    publicKey = await subtle.importKey("spki", certificateSpki(u8(certificate)), RSA_OAEP, false, ["encrypt"]);
+  } catch {
+    throw new KeyError("bad_certificate", "the certificate does not hold an RSA public key");
+  }
+  const probe = crypto.getRandomValues(new Uint8Array(32));
+  let back;
+  try {
+    back = new Uint8Array(await subtle.decrypt(RSA_OAEP, privateKey, await subtle.encrypt(RSA_OAEP, publicKey, probe)));
+  } catch {
+    throw new KeyError("key_mismatch", "the private key does not open what its certificate encrypts");
+  }
+  if (hex(back) !== hex(probe)) throw new KeyError("key_mismatch", "the private key is not the certificate's");
+}
+
+// ---- the session's copy (docs/patient-keys.md 4, docs/portal.md 2.3)
+
+const SESSION_AAD = utf8("mss portal session key v1");
+
+async function sessionWrapKey(sessionKey) {
+  const raw = u8(sessionKey);
+  if (raw.length !== 32) throw new KeyError("session_key", "the session key must be 32 bytes");
+  return subtle.importKey("raw", raw, { name: "AES-GCM" }, false, ["wrapKey", "unwrapKey"]);
+}
+
+/** {iv: Uint8Array(12), wrapped: Uint8Array}: the PKCS#8 of `privateKey` (extractable) under the
+ * session key K_s (32 bytes from the server), AES-256-GCM with a fresh IV. */
+export async function wrapForSession(privateKey, sessionKey) {
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const k = await sessionWrapKey(sessionKey);
+  const wrapped = new Uint8Array(await subtle.wrapKey("pkcs8", privateKey, k, { name: "AES-GCM", iv, additionalData: SESSION_AAD }));
+  return { iv, wrapped };
+}
+
+/** The session's private key, NON-extractable, from the blob `wrapForSession` made under the
+ * same K_s; KeyError("session_key") under any other key or for a damaged blob. */
+export async function unwrapForSession(blob, sessionKey) {
+  const k = await sessionWrapKey(sessionKey);
+  try {
+    return await subtle.unwrapKey("pkcs8", u8(blob.wrapped), k, { name: "AES-GCM", iv: u8(blob.iv), additionalData: SESSION_AAD }, RSA_OAEP, false, ["decrypt"]);
+  } catch {
+    throw new KeyError("session_key", "the stored key does not open with this session's key");
+  }
+}
+
 /** Activation and password change (PatientClient._rewrap): the key of `record` under `oldSecret`,
  * re-wrapped under `newPassword` with a fresh salt and IV at max(this client's cost, the record's).
+ * `options.certificate` (DER): the key is checked against it first (checkKeyAgainstCertificate).
  * Returns {oldAuthKeyB64, authKeyB64, record, derived (of the new password)}. */
 export async function rewrap(oldDerived, record, newPassword, options = {}) {
   const key = await unwrapPrivateKey(record, oldDerived.wrapKey, { ...options, extractable: true });
+  if (options.certificate) await checkKeyAgainstCertificate(key, options.certificate);
   const iterations = Math.max(options.iterations ?? CLIENT_ITERATIONS, record.iterations);
   const derived = await deriveKeys(newPassword, newParams(iterations), options);
   const fresh = await wrapPrivateKey(key, derived);

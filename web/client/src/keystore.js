@@ -1,7 +1,10 @@
-// The session's non-extractable private CryptoKey in IndexedDB (docs/portal.md 2.3): database
-// "mss-portal", store "keys", key "patient". Structured clone keeps it non-extractable.
-// Next to it, key "params": the KDF parameters ({v, kdf, iterations, salt}, not secret) of the
-// record it came from, for the password change.
+// The session's private key in IndexedDB (docs/portal.md 2.3): database "mss-portal", store
+// "keys", key "patient". What is stored is never a CryptoKey: it is {iv, wrapped} (Uint8Arrays),
+// the PKCS#8 wrapped (AES-256-GCM) under the session key K_s that only the server's session row
+// holds. Each page fetches K_s (GET /portal/api/session/key) and unwraps a non-extractable key
+// into memory; once the session is gone, so is K_s, and what is left here opens with nothing.
+
+import { checkKeyAgainstCertificate, unwrapForSession, wrapForSession } from "./keys.js";
 
 const DB = "mss-portal";
 const STORE = "keys";
@@ -36,32 +39,33 @@ async function run(mode, action) {
   }
 }
 
-/** Store the session's key (non-extractable only) and, when given, its record's KDF parameters. */
-export async function storeKey(cryptoKey, record = null) {
-  if (cryptoKey.extractable) throw new Error("only a non-extractable key is stored");
-  await run("readwrite", (s) => s.put(cryptoKey, KEY));
-  if (record) {
-    const { v, kdf, iterations, salt } = record;
-    await run("readwrite", (s) => s.put({ v, kdf, iterations, salt }, "params"));
-  }
+/** Keep the session's copy of `privateKey`, an EXTRACTABLE key just unwrapped from the record:
+ * checked against `certificate` (DER; nothing is stored on a mismatch), wrapped under the
+ * session key `sessionKey` (32 bytes from the server), and only that blob stored. The caller
+ * drops its reference to `privateKey` at once. */
+export async function keepForSession(privateKey, certificate, sessionKey) {
+  await checkKeyAgainstCertificate(privateKey, certificate);
+  const blob = await wrapForSession(privateKey, sessionKey);
+  await clearKey();
+  await run("readwrite", (s) => s.put(blob, KEY));
 }
 
-/** The KDF parameters stored with the key, or null. */
-export async function loadParams() {
+/** The stored blob ({iv, wrapped}), or null. */
+export async function loadBlob() {
   try {
-    return (await run("readonly", (s) => s.get("params"))) || null;
+    const blob = await run("readonly", (s) => s.get(KEY));
+    return blob && blob.iv instanceof Uint8Array && blob.wrapped instanceof Uint8Array ? blob : null;
   } catch {
     return null;
   }
 }
 
-/** The stored key, or null. */
-export async function loadKey() {
-  try {
-    return (await run("readonly", (s) => s.get(KEY))) || null;
-  } catch {
-    return null;
-  }
+/** The session's private key (non-extractable, in memory only) from the stored blob and the
+ * session key; null when nothing is stored. KeyError("session_key") when the blob is not of
+ * this session. */
+export async function loadKey(sessionKey) {
+  const blob = await loadBlob();
+  return blob ? unwrapForSession(blob, sessionKey) : null;
 }
 
 export async function clearKey() {

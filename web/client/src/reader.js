@@ -1,7 +1,8 @@
 // Fetch and open stored messages with the session's key, a few at a time.
 
-import { getBytes } from "./api.js";
-import { loadKey } from "./keystore.js";
+import { getBytes, getJson } from "./api.js";
+import { fromBase64 } from "./bytes.js";
+import { loadBlob, loadKey } from "./keystore.js";
 import { openStored } from "./message.js";
 
 export class NoKey extends Error {
@@ -12,11 +13,24 @@ export class NoKey extends Error {
 }
 
 let keyPromise = null;
-/** The session's private key from IndexedDB (NoKey when this browser has none). */
+/** The session's private key, non-extractable, in this page's memory only: the blob in
+ * IndexedDB unwrapped under the session key the server hands this session (docs/portal.md 2.3).
+ * NoKey when this browser holds no blob, or one of another session. */
 export function sessionKey() {
-  keyPromise ??= loadKey().then((k) => {
+  keyPromise ??= (async () => {
+    if (!(await loadBlob())) throw new NoKey();
+    const { key } = await getJson("/portal/api/session/key", { signedIn: true });
+    let k = null;
+    try {
+      k = await loadKey(fromBase64(key));
+    } catch {
+      /* not this session's blob */
+    }
     if (!k) throw new NoKey();
     return k;
+  })();
+  keyPromise.catch((err) => {
+    if (!(err instanceof NoKey)) keyPromise = null; // a later call may try again (after a 503, say)
   });
   return keyPromise;
 }

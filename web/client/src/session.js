@@ -7,7 +7,8 @@ import { clearKey } from "./keystore.js";
 import * as ui from "./ui.js";
 
 const CONNEXION = "/portal/connexion";
-const CHECK_MARGIN_MS = 2500;
+// The server reports whole seconds (rounded down): ask a moment after the real end.
+const CHECK_MARGIN_MS = 1000;
 let timers = [];
 
 async function gone() {
@@ -43,9 +44,8 @@ function schedule(expiresIn, warnBefore) {
       }
     }, warnIn * 1000),
   );
-  // Just after expiry, ask the server (another tab may have extended the session). The margin
-  // covers the whole seconds the server reports: asking before the real end would count as
-  // activity and extend the session the page is about to leave.
+  // Just after expiry, ask the server (another tab may have extended the session). The check
+  // is not activity (the server does not push the expiry back for it).
   timers.push(setTimeout(check, expiresIn * 1000 + CHECK_MARGIN_MS));
 }
 

@@ -46,7 +46,11 @@ def upgrade() -> None:
             sa.Column("expires_at", _TS, nullable=False),
             sa.Column("client", sa.String(64), nullable=False, server_default=""),
             sa.Column("user_agent", sa.String(256), nullable=False, server_default=""),
+            sa.Column("local_key", sa.LargeBinary()),
         )
+    elif "local_key" not in {c["name"] for c in sa.inspect(bind).get_columns("portal_session")}:
+        # A database migrated by an earlier build of this (unreleased) revision.
+        op.add_column("portal_session", sa.Column("local_key", sa.LargeBinary()))
     indexes = {i["name"] for i in sa.inspect(bind).get_indexes("portal_session")}
     if "ix_portal_session_ins" not in indexes:
         op.create_index("ix_portal_session_ins", "portal_session", ["ins"])

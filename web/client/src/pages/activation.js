@@ -2,9 +2,10 @@
 // password re-wraps it (fresh salt and IV), then the page signs in with the new password.
 
 import { post } from "../api.js";
+import { fromBase64 } from "../bytes.js";
 import { KeyError, normaliseActivationCode, passwordProblem, rewrap, sameParams, checkParams, deriveKeys } from "../keys.js";
 import * as ui from "../ui.js";
-import { derive, finish, login } from "../unlock.js";
+import { derive, finish, KEY_MISMATCH, login } from "../unlock.js";
 
 const WRONG_ACTIVATION = "Identifiant ou code d'activation incorrect.";
 
@@ -33,10 +34,11 @@ export default function activation() {
       try {
         ui.status("Activation en cours…");
         const byCode = await derive("/portal/api/activation/prelogin", name, code);
-        const { record } = await post("/portal/api/activation/key", { login: name, auth_key: byCode.authKeyB64 });
+        const { record, certificate } = await post("/portal/api/activation/key", { login: name, auth_key: byCode.authKeyB64 });
         let out;
         try {
-          out = await rewrap(byCode, record, password);
+          // Checked against the certificate before anything is re-wrapped or sent.
+          out = await rewrap(byCode, record, password, { certificate: fromBase64(certificate) });
         } catch (err) {
           if (err instanceof KeyError && err.code === "wrong_secret") throw new Error(WRONG_ACTIVATION);
           throw err;
@@ -59,7 +61,8 @@ export default function activation() {
         await finish(answer, derived);
       } catch (err) {
         ui.status("");
-        ui.alert(err instanceof KeyError ? "Les données de votre clé sont illisibles. Contactez le support." : err.message);
+        if (err instanceof KeyError && (err.code === "key_mismatch" || err.code === "bad_certificate")) ui.alert(KEY_MISMATCH);
+        else ui.alert(err instanceof KeyError ? "Les données de votre clé sont illisibles. Contactez le support." : err.message);
       }
     });
   });

@@ -5,11 +5,12 @@ import { post } from "../api.js";
 import { KeyError } from "../keys.js";
 import { clearKey } from "../keystore.js";
 import * as ui from "../ui.js";
-import { derive, finish, login, WRONG_LOGIN } from "../unlock.js";
+import { derive, finish, KEY_MISMATCH, login, WRONG_LOGIN } from "../unlock.js";
 
 function keyProblem(err) {
   if (err instanceof KeyError) {
     if (err.code === "wrong_secret") return WRONG_LOGIN;
+    if (err.code === "key_mismatch" || err.code === "bad_certificate") return KEY_MISMATCH;
     if (err.code === "weak_record") return "Le serveur a proposé des paramètres de sécurité trop faibles : connexion refusée.";
     return "Les données de votre clé sont illisibles. Contactez le support.";
   }

@@ -1,24 +1,14 @@
-// data-page="parametres": the password change. Only the client sees the passwords: prelogin
-// parameters for data-login, the old keys, the record (after the server checks the old auth key),
-// unwrap EXTRACTABLE, re-wrap under the new password (fresh salt and IV, the same cost or more),
-// then a fresh non-extractable key for the session.
+// data-page="parametres": the password change. Only the client sees the passwords: the KDF
+// parameters of the signed-in patient's record (GET /portal/api/password/params), the old keys,
+// the record and certificate (after the server checks the old auth key), unwrap EXTRACTABLE,
+// check against the certificate, re-wrap under the new password (fresh salt and IV, the same
+// cost or more), then a fresh session copy of the key (wrapped under K_s) in IndexedDB.
 
-import { ApiError, post } from "../api.js";
-import { deriveKeys, KeyError, passwordProblem, rewrap, unwrapPrivateKey, checkParams } from "../keys.js";
-import { loadParams, storeKey } from "../keystore.js";
+import { getJson, post } from "../api.js";
+import { deriveKeys, KeyError, passwordProblem, rewrap, checkParams } from "../keys.js";
+import { fromBase64 } from "../bytes.js";
 import * as ui from "../ui.js";
-
-/** The KDF parameters of the current record: the prelogin answer for data-login, else (when the
- * server refuses prelogin from a signed-in page) those stored with the session's key. */
-async function currentParams(login) {
-  try {
-    return await post("/portal/api/prelogin", { login });
-  } catch (err) {
-    const stored = await loadParams();
-    if (err instanceof ApiError && err.status === 403 && stored) return stored;
-    throw err;
-  }
-}
+import { KEY_MISMATCH, keepRecordKey } from "../unlock.js";
 
 export default function parametres() {
   const form = document.getElementById("form-mot-de-passe");
@@ -38,23 +28,25 @@ export default function parametres() {
     const problem = passwordProblem(password, { old });
     if (problem) return refuse(problem, "nouveau-mot-de-passe");
     if (password !== confirmation) return refuse("Les deux mots de passe ne sont pas identiques.", "confirmation-mot-de-passe");
-    const login = form.dataset.login || "";
 
     await ui.busy(form, async () => {
       try {
         ui.status("Changement du mot de passe en cours…");
-        const params = checkParams(await currentParams(login));
+        const params = checkParams(await getJson("/portal/api/password/params", { signedIn: true }));
         const oldKeys = await deriveKeys(old, params);
-        const { record } = await post("/portal/api/password/record", { old_auth_key: oldKeys.authKeyB64 }, { signedIn: true });
-        const out = await rewrap(oldKeys, record, password);
+        const { record, certificate } = await post("/portal/api/password/record", { old_auth_key: oldKeys.authKeyB64 }, { signedIn: true });
+        const out = await rewrap(oldKeys, record, password, { certificate: fromBase64(certificate) });
         await post("/portal/api/password", { old_auth_key: out.oldAuthKeyB64, auth_key: out.authKeyB64, record: out.record }, { signedIn: true });
-        await storeKey(await unwrapPrivateKey(out.record, out.derived.wrapKey), out.record);
+        const { key } = await getJson("/portal/api/session/key", { signedIn: true });
+        await keepRecordKey(out.record, out.derived, certificate, key);
         for (const id of ["mot-de-passe-actuel", "nouveau-mot-de-passe", "confirmation-mot-de-passe"]) field(id).value = "";
         ui.status("Votre mot de passe a été changé.");
       } catch (err) {
         ui.status("");
         if (err instanceof KeyError) {
-          ui.alert(err.code === "wrong_secret" ? "Le mot de passe actuel est incorrect." : "Les données de votre clé sont illisibles. Contactez le support.");
+          if (err.code === "wrong_secret") ui.alert("Le mot de passe actuel est incorrect.");
+          else if (err.code === "key_mismatch" || err.code === "bad_certificate") ui.alert(KEY_MISMATCH);
+          else ui.alert("Les données de votre clé sont illisibles. Contactez le support.");
         } else {
           ui.alert(err.message);
         }
