@@ -166,8 +166,10 @@ class PatientSettings(_Section):
     portal_url: str = ""
     # An activation code is valid this long after `mss patient create`.
     activation_ttl_s: float = Field(30 * 24 * 3600, gt=0)
-    # PBKDF2-HMAC-SHA256 iterations for the keys the browser derives (OWASP 2023: 600,000).
-    kdf_iterations: int = Field(600_000, ge=100_000)
+    # PBKDF2-HMAC-SHA256 iterations for the keys the browser derives (OWASP 2023: 600,000,
+    # also the portal script's floor: below it the browser refuses the parameters, and
+    # decoys for unknown logins would stand out).
+    kdf_iterations: int = Field(600_000, ge=600_000, le=10_000_000)
 
     @field_validator("domain")
     @classmethod
@@ -189,14 +191,19 @@ class PortalSettings(_Section):
     # The page warns this long before the idle timeout and offers to extend the session
     # (never more than the time left).
     warn_before_s: int = Field(120, ge=0, le=3600)
-    # Failed attempts allowed per account ("account:..." keys) before the back-off starts.
+    # Failed attempts allowed per account and client network ("account:<INS>|<net>"), and
+    # for the second factor ("totp:<INS>"), before the back-off starts.
     account_free_failures: int = Field(5, ge=1, le=100)
+    # ... per account from anywhere ("account:<INS>"): larger, so that a guesser elsewhere
+    # cannot keep the patient out (OWASP), yet distributed guessing still slows down.
+    account_wide_free_failures: int = Field(50, ge=1, le=10_000)
     # ... and per client address ("address:..." keys): shared networks fail more often.
     address_free_failures: int = Field(50, ge=1, le=10_000)
     # The back-off doubles from 1 s up to this.
     max_backoff_s: int = Field(900, ge=1, le=3600)
-    # Longest text of a patient's answer (characters).
-    answer_max_chars: int = Field(20_000, ge=100, le=1_000_000)
+    # Longest text of a patient's answer (characters). At most 15,000: four UTF-8 bytes each
+    # stay under the http listener's 64 KiB body limit.
+    answer_max_chars: int = Field(10_000, ge=100, le=15_000)
     # Conversations per inbox page.
     inbox_page_size: int = Field(20, ge=1, le=200)
 

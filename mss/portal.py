@@ -23,7 +23,7 @@ Decisions the web layer relies on:
   journals downloads and exports itself through `note()`.
 * `open_session(pending_totp=False)` journals the login (`login`, detail: the client's
   address truncated to /24 or /48, and the user agent); the web layer must not note it again.
-* A password change leaves the patient's other sessions open; `close()` ends them all.
+* A password change ends the patient's other sessions; `close()` ends them all.
 """
 
 from __future__ import annotations
@@ -136,6 +136,16 @@ _CSRF_LABEL = b"mss portal csrf v1"
 _DECOY_LABEL = b"mss portal decoy v1"
 _SEEN = "\\Seen"
 ACCOUNT_PREFIX = "account:"
+#: Row ids are signed 64-bit on both databases; a larger number would overflow the driver.
+_MAX_ROW_ID = 2**63 - 1
+
+
+def _row_id(value: object) -> bool:
+    """An id from a URL that can name a row (anything else is "not found", never a 500)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_ROW_ID
+
+
+TOTP_PREFIX = "totp:"
 
 
 def french(exc: Refusal, fallback: str | None = None, *, keep: bool = False) -> Refusal:
@@ -343,6 +353,14 @@ class CorePortal:
         except Refusal as exc:
             raise french(exc) from None
 
+    async def certificate(self, login: str) -> bytes:
+        ins = self._ins_or_none(login if isinstance(login, str) else "")
+        async with self._db() as s:
+            row = await s.get(PatientSpace, ins) if ins else None
+        if row is None or row.state not in ("pending", "active") or not row.certificate:
+            raise Refusal(Reason.UNKNOWN_RECIPIENT, SPACE_CLOSED, f"certificate: no live space for {ins}")
+        return bytes(row.certificate)
+
     async def password_record(self, principal: Principal, old_auth_key: bytes) -> KeyRecord:
         try:
             return await self._patients.check_password(principal, old_auth_key)  # type: ignore[return-value]
@@ -350,12 +368,21 @@ class CorePortal:
             raise french(exc, BAD_PASSWORD) from None
 
     async def change_password(
-        self, principal: Principal, old_auth_key: bytes, new_auth_key: bytes, record: Mapping[str, object]
+        self,
+        principal: Principal,
+        old_auth_key: bytes,
+        new_auth_key: bytes,
+        record: Mapping[str, object],
+        *,
+        current_session: str | None = None,
     ) -> None:
+        """A patient who changes their password may suspect a stolen session: every other
+        session of the space ends with the old password (OWASP Session Management)."""
         try:
             await self._patients.change_password(principal, old_auth_key, new_auth_key, dict(record))
         except Refusal as exc:
             raise french(exc) from None
+        await self._sessions.end_all(principal.identifier, keep=current_session)
 
     # -- second factor (RFC 6238) ------------------------------------------------------------
 
@@ -394,7 +421,7 @@ class CorePortal:
             raise Refusal(Reason.NOT_ALLOWED, BAD_CODE, f"totp code refused ins={ins}")
         stored = row.totp_recovery or "[]"
         hashes = json.loads(stored)
-        index = await asyncio.to_thread(totp.match_recovery_code, hashes, code)
+        index = totp.match_recovery_code(hashes, code)
         if index is not None:
             remaining = hashes[:index] + hashes[index + 1 :]
             async with self._db() as s, s.begin():
@@ -433,7 +460,7 @@ class CorePortal:
         if step is None:
             raise Refusal(Reason.NOT_ALLOWED, BAD_CODE, f"totp setup code refused ins={ins}")
         codes = totp.new_recovery_codes()
-        hashes = await asyncio.to_thread(totp.hash_recovery_codes, codes)
+        hashes = totp.hash_recovery_codes(codes)
         async with self._db() as s, s.begin():
             done = await s.execute(
                 update(PatientSpace)
@@ -467,11 +494,17 @@ class CorePortal:
         attempts an account allows."""
         out = []
         for key in keys:
-            if key.startswith(ACCOUNT_PREFIX):
-                ins = self._ins_or_none(key[len(ACCOUNT_PREFIX) :])
-                key = ACCOUNT_PREFIX + ins if ins else key
+            for prefix in (ACCOUNT_PREFIX, TOTP_PREFIX):
+                if key.startswith(prefix):
+                    login, bar, network = key[len(prefix) :].partition("|")
+                    ins = self._ins_or_none(login)
+                    key = prefix + ins + bar + network if ins else key
+                    break
             out.append(key)
         return out
+
+    async def throttle_attempt(self, keys: Sequence[str]) -> float:
+        return await self._throttle.attempt(self._canonical(keys))
 
     async def throttle_wait(self, keys: Sequence[str]) -> float:
         return await self._throttle.wait(self._canonical(keys))
@@ -479,14 +512,16 @@ class CorePortal:
     async def throttle_failed(self, keys: Sequence[str]) -> None:
         await self._throttle.failed(self._canonical(keys))
 
-    async def throttle_succeeded(self, keys: Sequence[str]) -> None:
-        await self._throttle.succeeded(self._canonical(keys))
+    async def throttle_succeeded(self, keys: Sequence[str], reset: Sequence[str] = ()) -> None:
+        await self._throttle.succeeded(self._canonical(keys), self._canonical(reset))
 
     # -- sessions ----------------------------------------------------------------------------
 
     @staticmethod
     def _record(state: SessionState) -> PortalSession:
-        return PortalSession(state.principal, state.pending_totp, state.created_at, state.expires_at, state.handle)
+        return PortalSession(
+            state.principal, state.pending_totp, state.created_at, state.expires_at, state.handle, state.local_key
+        )
 
     async def open_session(
         self, principal: Principal, *, pending_totp: bool, client: str, user_agent: str
@@ -501,8 +536,8 @@ class CorePortal:
             await self._patients.note(ins, "patient", "", "login", where)
         return sid, self._record(state)
 
-    async def session(self, session_id: str) -> PortalSession | None:
-        state = await self._sessions.get(session_id)
+    async def session(self, session_id: str, *, touch: bool = True) -> PortalSession | None:
+        state = await self._sessions.get(session_id, touch=touch)
         return self._record(state) if state is not None else None
 
     async def close_session(self, session_id: str) -> None:
@@ -602,8 +637,8 @@ class CorePortal:
         )
 
     async def _conversation(self, principal: Principal, conversation_id: int) -> ConversationInfo:
-        if isinstance(conversation_id, bool) or not isinstance(conversation_id, int):
-            raise Refusal(Reason.UNKNOWN_RECIPIENT, NO_CONVERSATION, "conversation id not an integer")
+        if not _row_id(conversation_id):
+            raise Refusal(Reason.UNKNOWN_RECIPIENT, NO_CONVERSATION, "conversation id not a row id")
         try:
             return await self._patients.conversation(principal, conversation_id)
         except Refusal as exc:
@@ -665,8 +700,8 @@ class CorePortal:
         """The stored ciphertext (outer headers + CMS) from the patient's own mailbox. Not
         journaled (see the module docstring): `conversation()` is."""
         ins = self._own(principal)
-        if isinstance(message_id, bool) or not isinstance(message_id, int):
-            raise Refusal(Reason.UNKNOWN_RECIPIENT, NO_MESSAGE, "message id not an integer")
+        if not _row_id(message_id):
+            raise Refusal(Reason.UNKNOWN_RECIPIENT, NO_MESSAGE, "message id not a row id")
         async with self._db() as s:
             found = (
                 await s.execute(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Literal, Protocol, TypeAlias
 
@@ -409,6 +409,11 @@ class PortalSession:
     expires_at: datetime
     #: Key of this session for CSRF tokens and the like (a hash of the id, never the id).
     handle: str
+    #: The session key K_s: 32 random bytes made with the session and kept only in its row.
+    #: The browser wraps the session's private key under it in IndexedDB
+    #: (docs/patient-keys.md 4), so that copy is useless once the session is gone. Secret:
+    #: handed only to the session's own browser, never logged.
+    local_key: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)
@@ -525,20 +530,42 @@ class PatientPortal(Protocol):
 
     async def key_record(self, principal: Principal) -> KeyRecord: ...
 
+    async def certificate(self, login: str) -> bytes:
+        """The DER certificate of the pending or active space of `login` (an INS or patient
+        address), which the browser checks the unwrapped key against; Refusal otherwise.
+        It names the patient: hand it out only after a proof (auth key, code) checked."""
+        ...
+
     async def password_record(self, principal: Principal, old_auth_key: bytes) -> KeyRecord: ...
 
     async def change_password(
-        self, principal: Principal, old_auth_key: bytes, new_auth_key: bytes, record: Mapping[str, object]
-    ) -> None: ...
+        self,
+        principal: Principal,
+        old_auth_key: bytes,
+        new_auth_key: bytes,
+        record: Mapping[str, object],
+        *,
+        current_session: str | None = None,
+    ) -> None:
+        """Re-wrapped key and new auth key; every session but `current_session` ends."""
+        ...
 
-    # throttling (per account and per client address, with back-off)
+    # throttling (per account, account and network, second factor, network; with back-off)
+    async def throttle_attempt(self, keys: Sequence[str]) -> float:
+        """Reserve one attempt under these keys before checking a secret: 0 when it may go
+        on (it counts as a failure until `throttle_succeeded`), else the seconds to wait.
+        Atomic, so parallel guesses cannot all pass before a failure is counted."""
+        ...
+
     async def throttle_wait(self, keys: Sequence[str]) -> float:
         """Seconds before another attempt under these keys is allowed (0: now)."""
         ...
 
     async def throttle_failed(self, keys: Sequence[str]) -> None: ...
 
-    async def throttle_succeeded(self, keys: Sequence[str]) -> None: ...
+    async def throttle_succeeded(self, keys: Sequence[str], reset: Sequence[str] = ()) -> None:
+        """The attempt reserved under `keys` succeeded: refund it; forget the `reset` keys."""
+        ...
 
     # sessions
     async def open_session(
@@ -547,8 +574,9 @@ class PatientPortal(Protocol):
         """A new session (its cookie id, and the session): at login, and again after TOTP."""
         ...
 
-    async def session(self, session_id: str) -> PortalSession | None:
-        """The live session for a cookie id, its idle expiry pushed back; None when gone."""
+    async def session(self, session_id: str, *, touch: bool = True) -> PortalSession | None:
+        """The live session for a cookie id, its idle expiry pushed back (not when `touch` is
+        false: a status check is not activity); None when gone."""
         ...
 
     async def close_session(self, session_id: str) -> None: ...

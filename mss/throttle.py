@@ -6,11 +6,20 @@ rather than lock the account: a lockout is a denial of service anyone who knows 
 cause. Hence: a number of free failures under each key, then a wait that doubles from 1 s
 up to `max_backoff_s`, never more; a success resets the keys.
 
-Keys are arbitrary strings chosen by the caller; the web layer uses `account:<INS>` and
-`address:<ip>`. Keys starting with `address:` get `address_free_failures` free failures
-(many patients may share one address), every other key `account_free_failures`. A key
-whose last failure is older than `FORGET_AFTER` starts again from zero, and such rows are
-purged, so random logins cannot grow the table without bound.
+Keys are arbitrary strings chosen by the caller; the web layer uses `account:<INS>` (the
+account whoever guesses), `account:<INS>|<network>` (this account from this client network),
+`totp:<INS>` and `address:<network>`. Keys starting with `address:` get
+`address_free_failures` free failures (many patients may share one address), account-wide
+keys (`account:` without `|`) `account_wide_free_failures` (so that nobody can lock a patient
+out from elsewhere for long), every other key `account_free_failures`. A key whose last
+failure is older than `FORGET_AFTER` starts again from zero, and such rows are purged, so
+random logins cannot grow the table without bound.
+
+`attempt` reserves the attempt *before* the secret is checked, atomically (row locks on
+PostgreSQL, SQLite's single writer), so parallel requests cannot all pass the check before
+any failure is written: at most one attempt more than the free ones goes through per
+back-off window, however many are sent at once. A success gives the reservation back
+(`succeeded`), and deletes the keys it is told to reset.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from mss.db.models import ThrottleCounter
 
 FORGET_AFTER = timedelta(hours=24)
 ADDRESS_PREFIX = "address:"
+ACCOUNT_PREFIX = "account:"
 _MAX_KEY = 255
 _MAX_KEYS = 8  # a request names a handful of keys, never more
 
@@ -45,11 +55,12 @@ def backoff_s(failures: int, free: int, cap: int) -> int:
 
 
 def stored_key(key: str) -> str:
-    """The key as stored: long keys (a pasted novel as a login) become a hash, keeping their
-    `address:` prefix so that they keep their allowance."""
-    if len(key) <= _MAX_KEY:
+    """The key as stored: long keys (a pasted novel as a login) and keys with control
+    characters (a NUL, which PostgreSQL text refuses) become a hash, keeping their
+    `address:` or `account:` prefix so that they keep their allowance."""
+    if len(key) <= _MAX_KEY and key.isprintable():
         return key
-    prefix = ADDRESS_PREFIX if key.startswith(ADDRESS_PREFIX) else ""
+    prefix = next((p for p in (ADDRESS_PREFIX, ACCOUNT_PREFIX) if key.startswith(p)), "")
     return prefix + "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -71,7 +82,54 @@ class Throttle:
 
     def _free(self, key: str) -> int:
         s = self._settings.portal
-        return s.address_free_failures if key.startswith(ADDRESS_PREFIX) else s.account_free_failures
+        if key.startswith(ADDRESS_PREFIX):
+            return s.address_free_failures
+        if key.startswith(ACCOUNT_PREFIX) and "|" not in key:
+            return s.account_wide_free_failures
+        return s.account_free_failures
+
+    async def attempt(self, keys: Sequence[str], *, now: datetime | None = None) -> float:
+        """Reserve one attempt under every key: 0 when it may go on (it already counts as a
+        failure until `succeeded` gives it back), else the seconds to wait (nothing counted)."""
+        names = _keys(keys)
+        if not names:
+            return 0.0
+        now = now or datetime.now(UTC)
+        cutoff = now - FORGET_AFTER
+        cap = self._settings.portal.max_backoff_s
+        async with self._sessions() as s, s.begin():
+            insert = insert_for(s)
+            for key in names:  # sorted: every node locks in the same order
+                await s.execute(
+                    insert(ThrottleCounter)
+                    .values(key=key, failures=0, last_failure_at=now, blocked_until=None)
+                    .on_conflict_do_nothing(index_elements=[ThrottleCounter.key])
+                )
+            rows = (
+                (
+                    await s.execute(
+                        select(ThrottleCounter)
+                        .where(ThrottleCounter.key.in_(names))
+                        .order_by(ThrottleCounter.key)
+                        .with_for_update()
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            waits = [
+                (as_utc(r.blocked_until) - now).total_seconds()
+                for r in rows
+                if r.blocked_until is not None and as_utc(r.blocked_until) > now
+            ]
+            if waits:
+                return max(waits)
+            for r in rows:
+                r.failures = 1 if as_utc(r.last_failure_at) < cutoff else r.failures + 1
+                r.last_failure_at = now
+                wait = backoff_s(r.failures, self._free(r.key), cap)
+                r.blocked_until = now + timedelta(seconds=wait) if wait else None
+        return 0.0
 
     async def wait(self, keys: Sequence[str], *, now: datetime | None = None) -> float:
         """Seconds before another attempt under these keys is allowed (0: now)."""
@@ -117,9 +175,31 @@ class Throttle:
             # Forgotten counters go, so random logins do not pile up.
             await s.execute(delete(ThrottleCounter).where(ThrottleCounter.last_failure_at < cutoff))
 
-    async def succeeded(self, keys: Sequence[str]) -> None:
-        names = _keys(keys)
-        if not names:
-            return
+    async def succeeded(self, keys: Sequence[str], reset: Sequence[str] = ()) -> None:
+        """The attempt reserved under `keys` succeeded: give the reservation back, and forget
+        the `reset` keys altogether. Account-wide and address keys are only refunded, never
+        reset, so a guesser cannot clear them by signing in to a space of their own."""
+        gone = _keys(reset)
+        refund = [k for k in _keys(keys) if k not in gone]
+        cap = self._settings.portal.max_backoff_s
         async with self._sessions() as s, s.begin():
-            await s.execute(delete(ThrottleCounter).where(ThrottleCounter.key.in_(names)))
+            if gone:
+                await s.execute(delete(ThrottleCounter).where(ThrottleCounter.key.in_(gone)))
+            if not refund:
+                return
+            rows = (
+                (
+                    await s.execute(
+                        select(ThrottleCounter)
+                        .where(ThrottleCounter.key.in_(refund))
+                        .order_by(ThrottleCounter.key)
+                        .with_for_update()
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for r in rows:
+                r.failures = max(0, r.failures - 1)
+                if not backoff_s(r.failures + 1, self._free(r.key), cap):
+                    r.blocked_until = None

@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 import pyotp
 import pytest
 import test_patients
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import text
 from support import create_pg_database, drop_pg_database
 from test_patients import CLIENT, PASSWORD, ins, patient_inbox, professional, send
@@ -156,7 +158,13 @@ async def test_activation_then_sign_in_and_password_change_through_the_portal(co
     assert await portal.password_record(principal, old_key) == record
     new_password = "un tout autre mot de passe"
     rewrap = await asyncio.to_thread(CLIENT.change_password, PASSWORD, new_password, record)
-    await portal.change_password(principal, rewrap.old_auth_key, rewrap.new_auth_key, rewrap.wrapped.to_json())
+    here, _ = await portal.open_session(principal, pending_totp=False, client="192.0.2.1", user_agent="a")
+    stolen, _ = await portal.open_session(principal, pending_totp=False, client="203.0.113.9", user_agent="b")
+    await portal.change_password(
+        principal, rewrap.old_auth_key, rewrap.new_auth_key, rewrap.wrapped.to_json(), current_session=here
+    )
+    # Every other session ends with the old password; the one that changed it stays.
+    assert await portal.session(here) is not None and await portal.session(stolen) is None
     assert (await sign_in(portal, MARIE, new_password)).identifier == MARIE
     with pytest.raises(Refusal):
         await sign_in(portal, MARIE, PASSWORD)
@@ -202,7 +210,7 @@ async def test_totp_enable_replay_recovery_and_disable(core):
         await portal.second_factor(principal, "ZZZZ-ZZZZ-ZZZZ")
     async with core.sessions() as s:
         stored = (await s.execute(text("SELECT totp_recovery FROM patient_space"))).scalar_one()
-    assert not any(c.replace("-", "") in stored for c in codes) and stored.count("$argon2id$") == 9
+    assert not any(c.replace("-", "") in stored for c in codes) and stored.count("sha256$") == 9
     # Turning it off needs a code too.
     with pytest.raises(Refusal):
         await portal.totp_disable(principal, "000000")
@@ -217,7 +225,7 @@ async def test_throttle_backs_off_exponentially_per_key_and_resets_on_success(co
     core.settings.portal.account_free_failures = 3
     core.settings.portal.address_free_failures = 6
     core.settings.portal.max_backoff_s = 8
-    keys = [f"account:{MARIE}", "address:192.0.2.7"]
+    keys = [f"account:{MARIE}|192.0.2.7", "address:192.0.2.7"]
     waits = []
     for _ in range(9):
         await portal.throttle_failed(keys)
@@ -227,18 +235,48 @@ async def test_throttle_backs_off_exponentially_per_key_and_resets_on_success(co
     assert round(await portal.throttle_wait(["address:192.0.2.7"])) == 4  # 9 failures, 6 free
     assert await portal.throttle_wait(["address:198.51.100.1", f"account:{JEAN}"]) == 0
     # The account is the space, whichever way its login is typed.
-    assert round(await portal.throttle_wait([f"account:{MARIE}@{core.settings.patient_domain.upper()}"])) == 8
-    await portal.throttle_succeeded(keys)
+    domain = core.settings.patient_domain.upper()
+    assert round(await portal.throttle_wait([f"account:{MARIE}@{domain}|192.0.2.7"])) == 8
+    await portal.throttle_succeeded(keys, reset=keys)
     assert await portal.throttle_wait(keys) == 0
     await portal.throttle_failed(keys)
     assert await portal.throttle_wait(keys) == 0  # counting starts again
-    long_key = "account:" + "é" * 5000
+    long_key = "totp:" + "é" * 5000
     for _ in range(4):
         await portal.throttle_failed([long_key])
     assert await portal.throttle_wait([long_key]) > 0
     async with core.sessions() as s:
         longest = (await s.execute(text("SELECT max(length(key)) FROM portal_throttle"))).scalar_one()
     assert longest <= 255
+
+
+async def test_parallel_guesses_cannot_pass_the_throttle_together(core):
+    """Each attempt is reserved before its secret is checked: of 40 attempts sent at once,
+    only the free ones and one more go through; a success refunds its reservation on the
+    keys it does not reset, and account-wide and address keys have their own allowance."""
+    portal = core.portal
+    core.settings.portal.account_free_failures = 3
+    core.settings.portal.account_wide_free_failures = 10
+    core.settings.portal.max_backoff_s = 60
+    keys = [f"account:{MARIE}", f"account:{MARIE}|203.0.113.0", "address:203.0.113.0"]
+    waits = await asyncio.gather(*(portal.throttle_attempt(keys) for _ in range(40)))
+    assert sum(1 for w in waits if w == 0) == 4, waits
+    assert all(0 < w <= 60 for w in waits if w)
+    # Another network: the pair key is fresh, the account-wide one still has room.
+    other = [f"account:{MARIE}", f"account:{MARIE}|198.51.100.0", "address:198.51.100.0"]
+    assert await portal.throttle_attempt(other) == 0
+    # A success resets its pair key only; the account-wide and address keys are refunded.
+    await portal.throttle_succeeded(other, reset=[other[1]])
+    async with core.sessions() as s:
+        rows = dict((await s.execute(text("SELECT key, failures FROM portal_throttle"))).all())
+    assert rows[f"account:{MARIE}"] == 4 and f"account:{MARIE}|198.51.100.0" not in rows
+    assert rows["address:198.51.100.0"] == 0
+    # The account-wide key stops a guesser spread over many networks.
+    allowed = 0
+    for n in range(20):
+        spread = [f"account:{MARIE}", f"account:{MARIE}|10.0.{n}.0", f"address:10.0.{n}.0"]
+        allowed += await portal.throttle_attempt(spread) == 0
+    assert allowed == 7, allowed  # 4 counted already, 10 free, then one more
 
 
 async def test_sessions_expire_when_idle_and_keep_only_a_hash(core):
@@ -281,6 +319,61 @@ async def test_sessions_expire_when_idle_and_keep_only_a_hash(core):
     async with core.sessions() as s:
         left = (await s.execute(text("SELECT count(*) FROM portal_session"))).scalar_one()
     assert left == 1 and await portal.session(pending_id) is not None  # opened under the old timeout
+
+
+async def test_session_key_status_reads_and_the_certificate(core):
+    """Each session has its own K_s (32 random bytes, in its row only, never in a repr); a
+    status read (`touch=False`) leaves the idle expiry alone, any other read pushes it back;
+    the certificate the browser checks the key against is the space's own, while it lives."""
+    portal = core.portal
+    _, code = await new_patient(core)
+    with pytest.raises(Refusal):
+        await portal.certificate("junk")
+    pending_cert = await portal.certificate(MARIE)  # a pending space: for the activation check
+    principal = await activate_in_browser(portal, MARIE, code)
+    cert = x509.load_der_x509_certificate(await portal.certificate(f"{MARIE}@{core.settings.patient_domain}"))
+    assert cert.public_bytes(Encoding.DER) == pending_cert
+    assert (await core.patients.own_target(principal.default_mailbox)).certificate == cert
+
+    sid, session = await portal.open_session(principal, pending_totp=False, client="", user_agent="")
+    other_id, other = await portal.open_session(principal, pending_totp=False, client="", user_agent="")
+    assert len(session.local_key) == 32 and len(other.local_key) == 32 and session.local_key != other.local_key
+    assert session.local_key.hex() not in repr(session) and str(session.local_key) not in repr(session)
+    assert (await portal.session(sid)).local_key == session.local_key
+    pending_id, pending = await portal.open_session(principal, pending_totp=True, client="", user_agent="")
+    assert pending.local_key == b"" and (await portal.session(pending_id)).local_key == b""
+    await portal.close_session(pending_id)
+    async with core.sessions() as s:
+        stored = (
+            await s.execute(text("SELECT local_key FROM portal_session WHERE id_hash = :h"), {"h": session.handle})
+        ).scalar_one()
+    assert bytes(stored) == session.local_key
+
+    # Pretend the last request was a minute ago: a status read does not count as activity...
+    past = datetime.now(UTC) - timedelta(seconds=60)
+    idle_at = past + timedelta(seconds=core.settings.portal.idle_timeout_s)
+    async with core.sessions() as s, s.begin():
+        await s.execute(
+            text("UPDATE portal_session SET last_seen_at = :p, idle_expires_at = :e WHERE id_hash = :h"),
+            {"p": past, "e": idle_at, "h": session.handle},
+        )
+    for _ in range(3):
+        looked = await portal.session(sid, touch=False)
+        assert looked is not None and abs((looked.expires_at - idle_at).total_seconds()) < 1e-3
+    # ...any other request does.
+    used = await portal.session(sid)
+    assert (used.expires_at - idle_at).total_seconds() >= 59
+    assert (await portal.session(sid, touch=False)).expires_at == used.expires_at
+
+    # The key goes with its session.
+    await portal.close_session(sid)
+    assert await portal.session(sid) is None and await portal.session(sid, touch=False) is None
+    async with core.sessions() as s:
+        keys = (await s.execute(text("SELECT local_key FROM portal_session"))).scalars().all()
+    assert [bytes(k) for k in keys] == [other.local_key]
+    await portal.close(principal)
+    with pytest.raises(Refusal):
+        await portal.certificate(MARIE)
 
 
 async def test_inbox_read_state_pages_and_other_patients_ids(core, fresh_deployment):
@@ -524,6 +617,14 @@ async def test_migration_0006_upgrades_a_0005_database_and_downgrades(db_url):
             assert tuple(row) == ("pending", None, None)
             for table in ("portal_session", "portal_secret", "portal_throttle"):
                 assert (await c.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one() == 0  # noqa: S608
+            assert (await c.execute(text("SELECT count(local_key) FROM portal_session"))).scalar_one() == 0
+        # A database of an earlier build of 0006 (no session key column) gains it.
+        async with engine.begin() as c:
+            await c.execute(text("ALTER TABLE portal_session DROP COLUMN local_key"))
+            await c.execute(text("UPDATE alembic_version SET version_num = '0005'"))
+        await asyncio.to_thread(_alembic, db_url, "upgrade", "head")
+        async with engine.connect() as c:
+            assert (await c.execute(text("SELECT count(local_key) FROM portal_session"))).scalar_one() == 0
         await asyncio.to_thread(_alembic, db_url, "downgrade", "0005")
         async with engine.connect() as c:
             assert (await c.execute(text("SELECT count(*) FROM conversation"))).scalar_one() == 1
@@ -542,7 +643,7 @@ def test_portal_settings_have_defaults_and_bounds():
     defaults = Settings(domain="x.test").portal
     assert (defaults.idle_timeout_s, defaults.absolute_timeout_s, defaults.warn_before_s) == (900, 43200, 120)
     assert (defaults.account_free_failures, defaults.address_free_failures, defaults.max_backoff_s) == (5, 50, 900)
-    assert (defaults.answer_max_chars, defaults.inbox_page_size) == (20_000, 20)
+    assert (defaults.answer_max_chars, defaults.inbox_page_size) == (10_000, 20)
     assert Settings.model_validate({"domain": "x.test", "portal": {"idle_timeout_s": 60}}).portal.idle_timeout_s == 60
     for bad in (
         {"idle_timeout_s": 0},

@@ -90,7 +90,7 @@ async def test_json_api(directory):
     assert st == 200 and [e["address"] for e in doc["results"]] == ["jerome.lambert@ch-amiens.mssante.fr"]
     assert (await get(sf, "/annuaire/search"))[0] == 400
     assert (await get(sf, "/annuaire/search?type=XYZ"))[0] == 400
-    assert (await get(sf, "/portal/inbox"))[0] == 404
+    assert (await get(sf, "/nowhere/at-all"))[0] == 404
     r = await request(sf, "POST", "/annuaire/search")
     assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
     assert h["Cache-Control"] == "no-store" and h["X-Content-Type-Options"] == "nosniff"

@@ -33,17 +33,27 @@ def xss_corpus(origin: RemoteOrigin, marker: str) -> str:
 <style>
 @import url("{origin.url("/import.css")}");
 body {{ background: url("{origin.url("/style-block.png")}"); }}
+@im@import;port "{origin.url("/rebuilt-import.css")}";
+@import "{origin.url("/import-string.css")}";
+p {{ background: \\75 rl("{origin.url("/escaped-url.png")}"); }}
+div {{ background-image: image-set("{origin.url("/image-set.png")}" 1x); }}
 </style>
 <script>{js};alert('script')</script>
 </head><body>
 <p id="bonjour">Bonjour {marker}, voici le message.</p>
 <img src="x" onerror="{js};alert('onerror')">
 <a id="lien-js" href="javascript:{js};alert('href')">un lien</a>
+<a id="lien-https" href="https://lien.invalid/page">un lien web</a>
+<a id="lien-js-blank" href="javascript:{js};alert('blank')" target="_blank">un lien vers un onglet</a>
 <svg xmlns="http://www.w3.org/2000/svg" onload="{js};alert('svg')"><circle r="4"/></svg>
 <form action="{origin.url("/form")}" method="post"><input name="q" value="1"><button id="envoyer-form">Valider</button></form>
 <div style="background-image: url('{origin.url("/style-attr.png")}')">fond</div>
 <img src="{origin.url("/pixel.png")}" alt="pixel">
 <img src="//127.0.0.1:{origin.port}/protocol-relative.png" alt="">
+<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" srcset="{origin.url("/srcset.png")} 2x" alt="">
+<picture><source srcset="{origin.url("/picture.png")}"><img src="x" alt=""></picture>
+<svg><image href="{origin.url("/svg-image.png")}"/><use xlink:href="{origin.url("/svg-use.svg#x")}"/></svg>
+<table background="{origin.url("/table-background.png")}"><tr><td>t</td></tr></table>
 <iframe src="{origin.url("/frame.html")}"></iframe>
 <object data="{origin.url("/object")}"></object>
 <video poster="{origin.url("/poster.png")}"></video>
@@ -83,8 +93,11 @@ def test_hostile_html_mail_runs_nothing_and_fetches_nothing(
 
     frame_el = page.locator("iframe[title='Contenu du message']")
     expect(frame_el).to_have_count(1)
-    # The sandbox: present and empty (no allow-scripts, no allow-same-origin).
-    assert frame_el.get_attribute("sandbox") == "", frame_el.get_attribute("sandbox")
+    # The sandbox: exactly the two tokens that let links open in a new tab; never
+    # allow-scripts, allow-same-origin, allow-forms, allow-top-navigation.
+    tokens = (frame_el.get_attribute("sandbox") or "").split()
+    assert sorted(tokens) == ["allow-popups", "allow-popups-to-escape-sandbox"], tokens
+    assert frame_el.evaluate("f => [...f.sandbox].sort()") == ["allow-popups", "allow-popups-to-escape-sandbox"]
     assert frame_el.get_attribute("referrerpolicy") == "no-referrer"
     srcdoc = frame_el.get_attribute("srcdoc") or ""
     assert "default-src 'none'" in srcdoc and "Content-Security-Policy" in srcdoc, srcdoc[:400]
@@ -99,13 +112,32 @@ def test_hostile_html_mail_runs_nothing_and_fetches_nothing(
     expect(page.locator("p.note-contenu")).to_have_text("Des contenus distants ont été bloqués.")
     b.shot("courrier-hostile")
 
-    # Poke what is left: the link and the form inside the frame.
+    # An https link is kept, opens in a new tab, without opener or referrer.
     inner = page.frame_locator("iframe[title='Contenu du message']")
-    for selector in ("#lien-js", "text=un lien", "#envoyer-form"):
+    link = inner.locator("#lien-https")
+    expect(link).to_have_count(1)
+    assert link.get_attribute("href") == "https://lien.invalid/page"
+    assert link.get_attribute("target") == "_blank" and link.get_attribute("rel") == "noopener noreferrer"
+    with b.context.expect_page(timeout=10_000) as opened:
+        link.click()
+    popup = opened.value
+    assert popup.url.startswith("https://lien.invalid/") or popup.url in (
+        "about:blank",
+        "chrome-error://chromewebdata/",
+    )
+    popup.close()
+    opened_pages: list[Any] = []
+    b.context.on("page", lambda p: opened_pages.append(p))
+
+    # Poke what is left: the javascript: links and the form inside the frame do nothing.
+    for selector in ("#lien-js", "text=un lien", "#lien-js-blank", "#envoyer-form"):
         target = inner.locator(selector)
         if target.count():
+            assert not (target.first.get_attribute("href") or "").lower().startswith("javascript"), selector
             target.first.click(timeout=3000, no_wait_after=True)
     page.wait_for_timeout(1500)  # any late fetch (refresh, lazy image) has had its chance
+    assert opened_pages == [], [p.url for p in opened_pages]
+    assert len(b.context.pages) == 1, [p.url for p in b.context.pages]
 
     assert page.evaluate("window.__xss") is None, "a script of the mail ran in the page"
     assert page.title() != "XSS"

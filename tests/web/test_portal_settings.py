@@ -8,7 +8,7 @@ import csv
 import io
 
 import pytest
-from portal_helpers import Tree, active_patient, conversation_ids, send_to, signed_in
+from portal_helpers import Tree, active_patient, api, conversation_ids, send_to, signed_in
 
 from mss.core import Core
 
@@ -94,13 +94,15 @@ async def test_journal_tabs_and_csv_export(core, deployment):
         assert rows[0] == ["date", "acteur", "action", "detail"] and len(rows) > 2
         assert any(r[2] == "Connexion" for r in rows[1:])
         again = await http.get("/portal/journal?onglet=moi")
-        assert "journal_export" in again.text or "Export du journal" in again.text
+        assert "Export du journal" in again.text and "journal_export" not in again.text
+        assert "Activation de l&#39;espace" in again.text or "Activation de l'espace" in again.text
+        assert not any(code in again.text for code in ("activated", "created", "conversation_read"))
 
 
 async def test_download_page_and_export_api(core, deployment):
     patient = await active_patient(core)
     await send_to(core, deployment, patient, "Ordonnance")
-    async with signed_in(core, patient) as (http, _):
+    async with signed_in(core, patient) as (http, token):
         page = await http.get("/portal/donnees")
         tree = Tree(page.text)
         assert tree.text("telecharger-donnees") == "Télécharger mes données"
@@ -109,6 +111,18 @@ async def test_download_page_and_export_api(core, deployment):
         (item,) = doc["messages"]
         assert item["direction"] == "in" and item["url"].startswith("/portal/api/messages/")
         assert (await http.get(item["url"])).status_code == 200
+        # The journal shows the export, and the downloads the page reports (those happen on
+        # decrypted bytes the server never sees); nothing else can be written there.
+        note = "/portal/api/journal"
+        assert (await api(http, note, {"action": "attachment_download"}, token)).status_code == 200
+        assert (await api(http, note, {"action": "login"}, token)).status_code == 400
+        assert (await api(http, note, {"action": "attachment_download"}, "nope")).status_code == 403
+        journal = (await http.get("/portal/journal?onglet=moi")).text
+        assert "Téléchargement de mes données" in journal
+        assert (
+            journal.count("Téléchargement d&#39;une pièce jointe") + journal.count("Téléchargement d'une pièce jointe")
+            == 1
+        )
 
 
 async def test_close_my_space(core):

@@ -79,3 +79,53 @@ def test_csrf_tokens():
     assert a != b and len(a) == 64 and csrf.matches(a, a) and not csrf.matches(b, a)
     assert csrf.anonymous_token(secret, "c") != csrf.session_token(secret, "c")  # domain-separated
     assert not csrf.matches(None, a) and not csrf.matches("", a) and not csrf.matches("é" * 64, a)
+
+
+#: Positional strings of journal calls that are actor kinds or empty actors, not actions.
+_NOT_ACTIONS = {"", "patient", "professional", "operator", "system"}
+
+
+def _journal_codes() -> set[str]:
+    """Every action code the core and the portal write: the string arguments of calls to
+    `_journal(...)` and `note(...)` in the modules that journal."""
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    files = [root / "mss" / "patients.py", root / "mss" / "portal.py", *sorted((root / "web" / "portal").glob("*.py"))]
+    codes: set[str] = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name not in ("_journal", "note"):
+                continue
+            for arg in node.args:
+                for leaf in ast.walk(arg):
+                    value = leaf.value if isinstance(leaf, ast.Constant) else None
+                    if isinstance(value, str) and re.fullmatch(r"[a-z_]+", value) and value not in _NOT_ACTIONS:
+                        codes.add(value)
+    return codes
+
+
+def test_every_journal_action_has_a_french_name():
+    """The journal page and its CSV show French names, never the codes the core writes."""
+    from web.portal.pages import ACTIONS
+
+    codes = _journal_codes()
+    assert {"login", "message_received", "conversation_read", "activated", "blocked"} <= codes, codes
+    assert codes - set(ACTIONS) == set(), codes - set(ACTIONS)
+
+
+def test_throttling_counts_networks_not_addresses():
+    """An IPv6 client counts per /64 (one subscriber's prefix), IPv4 per address, and an
+    IPv4-mapped IPv6 address as the IPv4 address it is."""
+    from web.portal.throttling import network_of
+
+    assert network_of("192.0.2.7") == "192.0.2.7"
+    assert network_of("2001:db8:1:2:aaaa::1") == network_of("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert network_of("2001:db8:1:3::1") != network_of("2001:db8:1:2::1")
+    assert network_of("::ffff:192.0.2.7") == "192.0.2.7"
+    assert network_of("testclient") == "testclient"

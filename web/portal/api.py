@@ -12,25 +12,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
-from mss.refusals import Reason, Refusal
 from mss.services import KeyRecord, Principal
 from web.errors import JsonBody
-from web.portal import views
+from web.portal import csrf, views
 from web.portal.context import Portal, client_address, user_agent
 from web.portal.csrf import CSRF_HEADER
-from web.portal.errors import PortalError
+from web.portal.errors import FORBIDDEN, PortalError, SignInRequired
 from web.portal.sessions import SESSION_COOKIE, SignedIn, lookup, require, set_cookie
+from web.portal.throttling import attempt, second_factor_keys, secret_keys
 
 T = TypeVar("T", bound=BaseModel)
-M = TypeVar("M")
 
 BAD_REQUEST = "Requête invalide."
 WRONG_LOGIN = "Identifiant ou mot de passe incorrect."
@@ -84,6 +82,13 @@ class Nothing(_Body):
     pass
 
 
+class JournalNote(_Body):
+    """What the page itself saw and the journal must show: only downloads of decrypted
+    attachments happen where the server cannot see them (the bytes are already in the page)."""
+
+    action: Literal["attachment_download"]
+
+
 def key_bytes(text: str) -> bytes:
     """An auth key: 32 bytes as unpadded base64url (43 characters, docs/patient-keys.md)."""
     if len(text) != 43:
@@ -97,10 +102,6 @@ def key_bytes(text: str) -> bytes:
     return raw
 
 
-def account_key(login: str) -> str:
-    return "account:" + login.strip().lower()
-
-
 async def parse(request: Request, model: type[T]) -> T:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise PortalError(400, BAD_REQUEST)
@@ -108,6 +109,11 @@ async def parse(request: Request, model: type[T]) -> T:
         return model.model_validate_json(await request.body())
     except ValidationError:
         raise PortalError(400, BAD_REQUEST) from None
+
+
+def b64(raw: bytes) -> str:
+    """Binary fields of the API: RFC 4648 section 4 base64 with padding (what `atob` reads)."""
+    return base64.b64encode(raw).decode("ascii")
 
 
 def session_doc(portal: Portal, signed: SignedIn) -> JsonBody:
@@ -118,37 +124,27 @@ def session_doc(portal: Portal, signed: SignedIn) -> JsonBody:
 def router(portal: Portal) -> APIRouter:
     r = APIRouter(prefix="/portal/api", include_in_schema=False)
 
-    async def attempt(keys: list[str], step: Callable[[], Awaitable[M]], wrong: str, status: int = 401) -> M:
-        """One throttled attempt: a refusal counts against the keys, a success clears them."""
-        await portal.throttle(keys)
-        try:
-            result = await step()
-        except Refusal as refusal:
-            if refusal.reason is Reason.TEMPORARILY_UNAVAILABLE:
-                raise
-            await portal.core.throttle_failed(keys)
-            if refusal.reason is Reason.MAILBOX_DISABLED:
-                raise PortalError(403, refusal.public) from None
-            raise PortalError(status, wrong) from None
-        await portal.core.throttle_succeeded(keys)
-        return result
-
     async def signed_in(request: Request, principal: Principal, previous: SignedIn | None) -> JsonBody:
         """The full session: a new id (never the pending one, PORTAL.md 5.6). The core
         journals the login as it opens it (address truncated to /24 or /48, the user agent
         as `short_agent` made it)."""
-        sid, _ = await portal.core.open_session(
+        sid, session = await portal.core.open_session(
             principal, pending_totp=False, client=client_address(request), user_agent=user_agent(request)
         )
         if previous is not None:
             await portal.core.close_session(previous.id)
         record: KeyRecord = await portal.core.key_record(principal)
-        response = JsonBody({"next": AFTER_LOGIN, "record": record})
+        certificate = await portal.core.certificate(principal.identifier)
+        response = JsonBody(
+            {
+                "next": AFTER_LOGIN,
+                "record": record,
+                "certificate": b64(certificate),
+                "session_key": b64(session.local_key),
+            }
+        )
         set_cookie(response, SESSION_COOKIE, sid)
         return response
-
-    def address_key(request: Request) -> str:
-        return "address:" + client_address(request)
 
     @r.post("/prelogin")
     async def prelogin(request: Request) -> Response:
@@ -162,7 +158,8 @@ def router(portal: Portal) -> APIRouter:
         body = await parse(request, LoginKey)
         name, key = body.login.strip(), key_bytes(body.auth_key)
         principal = await attempt(
-            [account_key(name), address_key(request)],
+            portal.core,
+            secret_keys(request, name),
             lambda: portal.core.authenticate(name, key),
             WRONG_LOGIN,
         )
@@ -185,7 +182,8 @@ def router(portal: Portal) -> APIRouter:
         body = await parse(request, Code)
         principal = pending.session.principal
         await attempt(
-            [account_key(principal.identifier), address_key(request)],
+            portal.core,
+            second_factor_keys(request, principal.identifier),
             lambda: portal.core.second_factor(principal, body.code.strip()),
             WRONG_CODE,
         )
@@ -203,11 +201,12 @@ def router(portal: Portal) -> APIRouter:
         body = await parse(request, LoginKey)
         name, key = body.login.strip(), key_bytes(body.auth_key)
         record = await attempt(
-            [account_key(name), address_key(request)],
+            portal.core,
+            secret_keys(request, name),
             lambda: portal.core.activation_record(name, key),
             WRONG_ACTIVATION,
         )
-        return JsonBody({"record": record})
+        return JsonBody({"record": record, "certificate": b64(await portal.core.certificate(name))})
 
     @r.post("/activation")
     async def activation(request: Request) -> Response:
@@ -216,7 +215,8 @@ def router(portal: Portal) -> APIRouter:
         name = body.login.strip()
         old, new = key_bytes(body.activation_auth_key), key_bytes(body.auth_key)
         await attempt(
-            [account_key(name), address_key(request)],
+            portal.core,
+            secret_keys(request, name),
             lambda: portal.core.activate(name, old, new, body.record),
             WRONG_ACTIVATION,
         )
@@ -224,7 +224,19 @@ def router(portal: Portal) -> APIRouter:
 
     @r.get("/session")
     async def session(request: Request) -> Response:
-        return session_doc(portal, await require(request, portal.core))
+        # A status check, not activity: the idle expiry stays where it is.
+        return session_doc(portal, await require(request, portal.core, touch=False))
+
+    @r.get("/session/key")
+    async def session_key(request: Request) -> Response:
+        """K_s, for a page to open the private key its sign-in left wrapped in IndexedDB. Only
+        for the portal's own scripts: a request that says it comes from elsewhere is refused."""
+        if csrf.cross_site(request):
+            raise PortalError(403, FORBIDDEN)
+        signed = await require(request, portal.core)
+        if not signed.session.local_key:
+            raise SignInRequired
+        return JsonBody({"key": b64(signed.session.local_key)})
 
     @r.post("/session/extend")
     async def extend(request: Request) -> Response:
@@ -265,12 +277,20 @@ def router(portal: Portal) -> APIRouter:
         body = await parse(request, OldKey)
         principal, old = signed.session.principal, key_bytes(body.old_auth_key)
         record = await attempt(
-            [account_key(principal.identifier), address_key(request)],
+            portal.core,
+            secret_keys(request, principal.identifier),
             lambda: portal.core.password_record(principal, old),
             WRONG_PASSWORD,
             403,
         )
-        return JsonBody({"record": record})
+        return JsonBody({"record": record, "certificate": b64(await portal.core.certificate(principal.identifier))})
+
+    @r.get("/password/params")
+    async def password_params(request: Request) -> Response:
+        """The KDF parameters of the signed-in patient's record, for the password change (the
+        anonymous prelogin is for the sign-in page, with its anonymous CSRF token)."""
+        signed = await require(request, portal.core)
+        return JsonBody(await portal.core.login_params(signed.session.principal.identifier))
 
     @r.post("/password")
     async def password(request: Request) -> Response:
@@ -280,17 +300,28 @@ def router(portal: Portal) -> APIRouter:
         principal = signed.session.principal
         old, new = key_bytes(body.old_auth_key), key_bytes(body.auth_key)
         await attempt(
-            [account_key(principal.identifier), address_key(request)],
-            lambda: portal.core.change_password(principal, old, new, body.record),
+            portal.core,
+            secret_keys(request, principal.identifier),
+            lambda: portal.core.change_password(principal, old, new, body.record, current_session=signed.id),
             WRONG_PASSWORD,
             403,
         )
         return JsonBody({"ok": True})
 
+    @r.post("/journal")
+    async def journal(request: Request) -> Response:
+        signed = await require(request, portal.core)
+        await portal.check_signed(request, signed, request.headers.get(CSRF_HEADER))
+        body = await parse(request, JournalNote)
+        await portal.core.note(signed.session.principal, body.action)
+        return JsonBody({"ok": True})
+
     @r.get("/export")
     async def export(request: Request) -> Response:
+        """The list the page downloads and decrypts into "mes-donnees.zip" (journaled here)."""
         signed = await require(request, portal.core)
         items = await portal.core.export(signed.session.principal)
+        await portal.core.note(signed.session.principal, "data_export", f"{len(items)} messages")
         return JsonBody(
             {
                 "messages": [

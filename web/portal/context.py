@@ -7,7 +7,6 @@ checks, throttling, and the common parts of a page (token, session timing, flash
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -59,15 +58,6 @@ class Portal:
             raise PortalError(403, FORBIDDEN)
         if not csrf.matches(token, csrf.anonymous_token(await self.core.secret(), cookie)):
             raise PortalError(403, FORBIDDEN)
-
-    # -- throttling ------------------------------------------------------------------------
-
-    async def throttle(self, keys: list[str]) -> None:
-        """429 while the core wants these keys to wait (per account, per address)."""
-        wait = await self.core.throttle_wait(keys)
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            raise PortalError(429, THROTTLED.format(n=seconds), retry_after=seconds)
 
     # -- pages -----------------------------------------------------------------------------
 

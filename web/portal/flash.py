@@ -12,6 +12,7 @@ MESSAGES = {
     "debloque": "Ce professionnel est débloqué.",
     "totp-off": "La validation en deux étapes est désactivée.",
     "totp-code": "Ce code n'est pas valide. Réessayez.",
+    "trop-tot": "Trop de codes essayés : attendez quelques minutes avant de réessayer.",
     "confirmation": "Cochez la case pour confirmer la clôture de votre espace.",
     "refus": "Cette action n'a pas pu être effectuée.",
     "session": "Votre session a expiré : reconnectez-vous.",

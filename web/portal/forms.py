@@ -19,6 +19,7 @@ from web.portal.errors import PortalError
 from web.portal.pages import plain_context, title_of
 from web.portal.qr import svg_data_url
 from web.portal.sessions import SESSION_COOKIE, SignedIn, clear_cookie, lookup, require
+from web.portal.throttling import attempt, second_factor_keys
 
 MAX_FIELDS = 8
 MAX_FIELD_LEN = 320
@@ -120,10 +121,20 @@ def router(portal: Portal) -> APIRouter:
     @r.post("/parametres/totp/desactiver")
     async def totp_desactiver(request: Request) -> Response:
         signed, form = await signed_form(request)
+        principal = signed.session.principal
         try:
-            await portal.core.totp_disable(signed.session.principal, field(form, "code"))
-        except Refusal as refusal:
-            if refusal.reason is not Reason.NOT_ALLOWED:
+            # Throttled like the sign-in's second factor: a stolen session must not be
+            # able to guess its way to turning TOTP off.
+            await attempt(
+                portal.core,
+                second_factor_keys(request, principal.identifier),
+                lambda: portal.core.totp_disable(principal, field(form, "code")),
+                "",
+            )
+        except PortalError as error:
+            if error.status == 429:
+                return see("/portal/parametres?alerte=trop-tot")
+            if error.status != 401:
                 raise
             return see("/portal/parametres?alerte=totp-code")
         return see("/portal/parametres?statut=totp-off")

@@ -23,28 +23,28 @@ from web.portal.sessions import require
 KINDS = {"professionnel": "Professionnel", "etablissement": "Établissement"}
 TABS = {"moi": "Mes actions", "professionnels": "Professionnels"}
 ACTORS = {"patient": "Vous", "operator": "Opérateur", "system": "Système"}
-#: French names of the journal's actions; one not listed is shown as the core wrote it.
+#: French names of the journal's actions, by the codes the core writes (mss.patients,
+#: mss.portal) and the portal's own notes; one not listed is shown as the core wrote it
+#: (tests/web/test_portal_views.py checks that every code the core writes is here).
 ACTIONS = {
+    "created": "Création de l'espace",
+    "activated": "Activation de l'espace",
     "login": "Connexion",
-    "read": "Lecture d'un message",
-    "download": "Téléchargement",
-    "answer": "Réponse envoyée",
-    "received": "Message reçu",
-    "delivered": "Message reçu",
-    "closed": "Fin des échanges",
-    "block": "Professionnel bloqué",
-    "unblock": "Professionnel débloqué",
-    "notify_on": "Notifications activées",
-    "notify_off": "Notifications désactivées",
-    "password": "Mot de passe changé",
-    "totp_on": "Validation en deux étapes activée",
-    "totp_off": "Validation en deux étapes désactivée",
-    "activate": "Activation de l'espace",
-    "export": "Téléchargement de mes données",
+    "message_received": "Message reçu",
+    "conversation_closed": "Fin des échanges",
+    "conversation_read": "Lecture d'une conversation",
+    "message_sent": "Réponse envoyée",
+    "attachment_download": "Téléchargement d'une pièce jointe",
+    "data_export": "Téléchargement de mes données",
     "journal_export": "Export du journal",
-    "create": "Création de l'espace",
-    "oppose": "Opposition",
-    "close": "Clôture de l'espace",
+    "blocked": "Professionnel bloqué",
+    "unblocked": "Professionnel débloqué",
+    "notifications_on": "Notifications activées",
+    "notifications_off": "Notifications désactivées",
+    "password_changed": "Mot de passe changé",
+    "totp_enabled": "Validation en deux étapes activée",
+    "totp_disabled": "Validation en deux étapes désactivée",
+    "recovery_code_used": "Code de secours utilisé",
 }
 
 
@@ -100,7 +100,7 @@ def router(portal: Portal) -> APIRouter:
     @r.get("/messages")
     async def messages(request: Request, page: str = "1") -> Response:
         signed = await require(request, portal.core)
-        number = int(page) if page.isdigit() and 0 < len(page) < 7 else 1
+        number = int(page) if page.isascii() and page.isdigit() and 0 < len(page) < 7 else 1
         inbox = await portal.core.inbox(signed.session.principal, max(1, number))
         items = [
             {

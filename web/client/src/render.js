@@ -1,11 +1,16 @@
 // A decrypted message inside its <div class="corps"> (docs/portal.md 2.1): the text part via
-// textContent, the HTML part sanitised in a sandbox="" frame with its own CSP, the attachments
+// textContent, the HTML part sanitised in a sandboxed frame (links only) with its own CSP, the attachments
 // with blob: download links and previews (PDF, PNG, JPEG), the titles inside an IHE_XDM.zip.
 
+import { post } from "./api.js";
 import { toBase64 } from "./bytes.js";
 import { cidOf, listedAttachments } from "./message.js";
 import { frameDocument, sanitizeHtml } from "./sanitize.js";
 import { isXdm, xdmTitles } from "./xdm.js";
+
+/** The message frame's sandbox: no scripts, no same origin, no forms, no top navigation; only
+ * links (target=_blank, https:/mailto:, sanitize.js) open, in a new unsandboxed top-level tab. */
+export const FRAME_SANDBOX = "allow-popups allow-popups-to-escape-sandbox";
 
 const el = (tag, props = {}, text) => {
   const node = document.createElement(tag);
@@ -93,13 +98,26 @@ function preview(bytes, type, name, holder, button) {
   button.setAttribute("aria-expanded", "true");
 }
 
+/** Bidi overrides, zero-width and other format or control characters go: "facture\u202Efdp.exe"
+ * would show as "factureexe.pdf" and save as an .exe. */
+export function safeName(name) {
+  return String(name || "").replace(/[\p{Cf}\p{Cc}]/gu, "").trim();
+}
+
+/** The access journal notes a download (no file name: it may say what the document is about). */
+function journalDownload() {
+  post("/portal/api/journal", { action: "attachment_download" }, { signedIn: true }).catch(() => {});
+}
+
 function attachmentItem(att, index) {
   const bytes = new Uint8Array(att.content);
-  const name = att.filename || `piece-jointe-${index + 1}`;
+  const name = safeName(att.filename) || `piece-jointe-${index + 1}`;
   const type = att.mimeType || "application/octet-stream";
   const li = el("li", { class: "piece-jointe" });
   li.append(el("span", { class: "nom-fichier" }, name), " ", el("span", { class: "type" }, type), " ", el("span", { class: "taille" }, formatSize(bytes.length)), " ");
-  li.append(downloadLink(bytes, name.replace(/[\\/:*?"<>|\0-\x1f]/g, "_")));
+  const link = downloadLink(bytes, name.replace(/[\\/:*?"<>|\0-\x1f]/g, "_"));
+  link.addEventListener("click", journalDownload);
+  li.append(link);
   const kind = sniff(bytes);
   const claimed = type.toLowerCase();
   if (kind && (claimed === kind || claimed === "application/octet-stream" || (kind === "image/jpeg" && claimed === "image/jpg"))) {
@@ -139,7 +157,7 @@ export function renderMessage(corps, email) {
     const cids = cidMap(email);
     const { html, removed } = sanitizeHtml(email.html, cids);
     if (removed) corps.append(el("p", { class: "note-contenu" }, "Des contenus distants ont été bloqués."));
-    const frame = el("iframe", { sandbox: "", title: "Contenu du message", referrerpolicy: "no-referrer", class: "contenu-html" });
+    const frame = el("iframe", { sandbox: FRAME_SANDBOX, title: "Contenu du message", referrerpolicy: "no-referrer", class: "contenu-html" });
     frame.srcdoc = frameDocument(html);
     corps.append(frame);
     if (email.text && email.text.trim()) {

@@ -30,15 +30,33 @@ export function cleanCss(css, state) {
     .replace(/\\(.)/g, "$1")
     .replace(/\/\*[\s\S]*?(\*\/|$)/g, "");
   const before = s;
-  s = s
+  // Repeat until nothing changes: one pass would rebuild what it cuts out of itself
+  // ("@im@import;port" becomes "@import"). Whatever still changes after a few passes, or
+  // still names a remote reference, is dropped whole.
+  for (let pass = 0; pass < MAX_CSS_PASSES; pass++) {
+    const next = stripRemote(s);
+    if (next === s) break;
+    s = next;
+  }
+  if (stripRemote(s) !== s || REMOTE_LEFT.test(s)) {
+    state.removed = true;
+    return null;
+  }
+  if (s !== before) state.removed = true;
+  return s.trim() ? s : null;
+}
+
+const MAX_CSS_PASSES = 8;
+const REMOTE_LEFT = /@import|@font-face|url\s*\(|image-set|expression\s*\(|javascript:/i;
+
+function stripRemote(s) {
+  return s
     .replace(/@import[^;]*;?/gi, "")
     .replace(/@font-face\s*\{[^}]*\}/gi, "")
     .replace(/(?:-webkit-)?image-set\s*\([^)]*\)/gi, "none")
     .replace(/url\s*\((?:[^()"']|"[^"]*"|'[^']*')*\)/gi, "none")
     .replace(/\b(?:url|src|image|cross-fade|element|paint)\s*\(/gi, "none(")
     .replace(/expression\s*\(|behavior\s*:|-moz-binding\s*:|javascript:/gi, "x-removed(");
-  if (s !== before) state.removed = true;
-  return s.trim() ? s : null;
 }
 
 let purifier = null;
