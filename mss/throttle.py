@@ -73,6 +73,13 @@ def insert_for(s: AsyncSession) -> Callable[..., Insert]:
     return pg_insert if s.bind.dialect.name == "postgresql" else sqlite_insert
 
 
+async def _locked(s: AsyncSession, names: Sequence[str]) -> Sequence[ThrottleCounter]:
+    """The counters, locked for this transaction in key order (PostgreSQL row locks; SQLite
+    has one writer, which the caller's first write already is)."""
+    query = select(ThrottleCounter).where(ThrottleCounter.key.in_(list(names))).order_by(ThrottleCounter.key)
+    return (await s.execute(query.with_for_update())).scalars().all()
+
+
 class Throttle:
     """`throttle_wait` / `throttle_failed` / `throttle_succeeded` of `PatientPortal`."""
 
@@ -105,18 +112,7 @@ class Throttle:
                     .values(key=key, failures=0, last_failure_at=now, blocked_until=None)
                     .on_conflict_do_nothing(index_elements=[ThrottleCounter.key])
                 )
-            rows = (
-                (
-                    await s.execute(
-                        select(ThrottleCounter)
-                        .where(ThrottleCounter.key.in_(names))
-                        .order_by(ThrottleCounter.key)
-                        .with_for_update()
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            rows = await _locked(s, names)
             waits = [
                 (as_utc(r.blocked_until) - now).total_seconds()
                 for r in rows
@@ -187,18 +183,7 @@ class Throttle:
                 await s.execute(delete(ThrottleCounter).where(ThrottleCounter.key.in_(gone)))
             if not refund:
                 return
-            rows = (
-                (
-                    await s.execute(
-                        select(ThrottleCounter)
-                        .where(ThrottleCounter.key.in_(refund))
-                        .order_by(ThrottleCounter.key)
-                        .with_for_update()
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            rows = await _locked(s, refund)
             for r in rows:
                 r.failures = max(0, r.failures - 1)
                 if not backoff_s(r.failures + 1, self._free(r.key), cap):
