@@ -43,6 +43,7 @@ ADDRESS_PREFIX = "address:"
 ACCOUNT_PREFIX = "account:"
 _MAX_KEY = 255
 _MAX_KEYS = 8  # a request names a handful of keys, never more
+_PURGE_BATCH = 500
 
 
 def backoff_s(failures: int, free: int, cap: int) -> int:
@@ -74,9 +75,15 @@ def insert_for(s: AsyncSession) -> Callable[..., Insert]:
 
 
 async def _locked(s: AsyncSession, names: Sequence[str]) -> Sequence[ThrottleCounter]:
-    """The counters, locked for this transaction in key order (PostgreSQL row locks; SQLite
-    has one writer, which the caller's first write already is)."""
-    query = select(ThrottleCounter).where(ThrottleCounter.key.in_(list(names))).order_by(ThrottleCounter.key)
+    """The counters, locked for this transaction: on PostgreSQL row locks taken in key order
+    (every caller locks all its keys this way before it writes any, so two requests never
+    wait on each other in a cycle); on SQLite a write first, which takes the database's one
+    write lock (a plain SELECT would leave a read-modify-write race)."""
+    names = sorted(names)
+    if s.bind.dialect.name != "postgresql":
+        touch = update(ThrottleCounter).where(ThrottleCounter.key.in_(names))
+        await s.execute(touch.values(failures=ThrottleCounter.failures))
+    query = select(ThrottleCounter).where(ThrottleCounter.key.in_(names)).order_by(ThrottleCounter.key)
     return (await s.execute(query.with_for_update())).scalars().all()
 
 
@@ -119,13 +126,33 @@ class Throttle:
                 if r.blocked_until is not None and as_utc(r.blocked_until) > now
             ]
             if waits:
+                # Refused: nothing is counted, and the rows this call made go again (a
+                # refused flood must not grow the table).
+                fresh = [r.key for r in rows if r.failures == 0 and r.blocked_until is None]
+                if fresh:
+                    await s.execute(delete(ThrottleCounter).where(ThrottleCounter.key.in_(fresh)))
+                await self._purge(s, cutoff)
                 return max(waits)
             for r in rows:
                 r.failures = 1 if as_utc(r.last_failure_at) < cutoff else r.failures + 1
                 r.last_failure_at = now
                 wait = backoff_s(r.failures, self._free(r.key), cap)
                 r.blocked_until = now + timedelta(seconds=wait) if wait else None
+            await self._purge(s, cutoff)
         return 0.0
+
+    @staticmethod
+    async def _purge(s: AsyncSession, cutoff: datetime) -> None:
+        """Forget counters whose last failure is older than `FORGET_AFTER`, a bounded batch at
+        a time, skipping rows another transaction holds (PostgreSQL): random logins cannot
+        pile up, and the purge never waits on, nor deadlocks with, a live attempt."""
+        old = (
+            select(ThrottleCounter.key)
+            .where(ThrottleCounter.last_failure_at < cutoff)
+            .limit(_PURGE_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        await s.execute(delete(ThrottleCounter).where(ThrottleCounter.key.in_(old.scalar_subquery())))
 
     async def wait(self, keys: Sequence[str], *, now: datetime | None = None) -> float:
         """Seconds before another attempt under these keys is allowed (0: now)."""
@@ -176,15 +203,18 @@ class Throttle:
         the `reset` keys altogether. Account-wide and address keys are only refunded, never
         reset, so a guesser cannot clear them by signing in to a space of their own."""
         gone = _keys(reset)
-        refund = [k for k in _keys(keys) if k not in gone]
-        cap = self._settings.portal.max_backoff_s
+        names = sorted(set(_keys(keys)) | set(gone))
+        if not names:
+            return
         async with self._sessions() as s, s.begin():
+            # Every key locked first, in order, then written: the same order as `attempt`.
+            rows = await _locked(s, names)
             if gone:
                 await s.execute(delete(ThrottleCounter).where(ThrottleCounter.key.in_(gone)))
-            if not refund:
-                return
-            rows = await _locked(s, refund)
             for r in rows:
+                if r.key in gone:
+                    continue
                 r.failures = max(0, r.failures - 1)
-                if not backoff_s(r.failures + 1, self._free(r.key), cap):
-                    r.blocked_until = None
+                # The attempt was allowed, so any earlier wait was over; the one its own
+                # reservation may have started goes with it.
+                r.blocked_until = None

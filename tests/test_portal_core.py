@@ -277,6 +277,24 @@ async def test_parallel_guesses_cannot_pass_the_throttle_together(core):
         spread = [f"account:{MARIE}", f"account:{MARIE}|10.0.{n}.0", f"address:10.0.{n}.0"]
         allowed += await portal.throttle_attempt(spread) == 0
     assert allowed == 7, allowed  # 4 counted already, 10 free, then one more
+    # A refused flood leaves no rows behind, and counters older than a day are forgotten.
+    async with core.sessions() as s:
+        before = (await s.execute(text("SELECT count(*) FROM portal_throttle"))).scalar_one()
+    for n in range(30):
+        flood = [f"account:{MARIE}", f"account:{MARIE}|10.9.{n}.0", f"address:10.9.{n}.0"]
+        assert await portal.throttle_attempt(flood) > 0
+    async with core.sessions() as s, s.begin():
+        assert (await s.execute(text("SELECT count(*) FROM portal_throttle"))).scalar_one() == before
+        await s.execute(
+            text("UPDATE portal_throttle SET last_failure_at = :old WHERE key LIKE 'address:10.0.%'"),
+            {"old": datetime.now(UTC) - timedelta(days=2)},
+        )
+    await portal.throttle_attempt(["address:192.0.2.200"])
+    async with core.sessions() as s:
+        left = (
+            await s.execute(text("SELECT count(*) FROM portal_throttle WHERE key LIKE 'address:10.0.%'"))
+        ).scalar_one()
+    assert left == 0
 
 
 async def test_sessions_expire_when_idle_and_keep_only_a_hash(core):

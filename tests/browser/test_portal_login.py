@@ -160,7 +160,7 @@ def test_repeated_wrong_passwords_are_throttled_with_a_retry_message(portal: Liv
     seen: list[tuple[str, int, object]] = []
     # Until refused with a wait long enough to outlast the next attempt (the page spends
     # about a second deriving the key): the back-off doubles with each counted failure.
-    for _ in range(24):
+    for _ in range(48):
         status, body, headers, where = attempt(b, patient["ins"], "pas le bon mot de passe")
         statuses.append(status)
         seen.append((where, status, body.get("retry_after")))

@@ -398,3 +398,27 @@ async def test_a_right_password_does_not_reset_the_second_factor_counter(core):
         assert where[0] == "/portal/parametres?alerte=totp-code"
         assert where[-1] == "/portal/parametres?alerte=trop-tot", where
         assert "Trop de codes essayés" in (await http.get(where[-1])).text
+
+
+async def test_a_known_browser_is_not_locked_out_by_guessers_elsewhere(core):
+    """OWASP's device cookies: once the account-wide allowance is spent by guessers on other
+    networks, a new browser waits, but the one the patient already signed in with does not."""
+    core.settings.portal.account_wide_free_failures = 2
+    core.settings.portal.max_backoff_s = 60
+    patient = await active_patient(core)
+    async with client_for(core) as mine:
+        assert (await sign_in(mine, core, patient.ins, patient.password)).status_code == 200
+        device = mine.cookies["__Host-mss-device"]
+        assert device.startswith(patient.ins + ".") and patient.password not in device
+        await mine.post("/portal/deconnexion", data={"csrf": csrf_of((await mine.get("/portal/messages")).text)})
+        for n in range(4):  # guessers, each on a network of its own
+            async with client_for(core, address=f"198.51.{n}.7") as guesser:
+                token = csrf_of((await guesser.get("/portal/connexion")).text)
+                await api(guesser, "/portal/api/login", {"login": patient.ins, "auth_key": b64(b"\1" * 32)}, token)
+        async with client_for(core) as stranger:
+            assert (await sign_in(stranger, core, patient.ins, patient.password)).status_code == 429
+        assert (await sign_in(mine, core, patient.ins, patient.password)).status_code == 200
+        # A forged or foreign device cookie is worth nothing.
+        async with client_for(core) as forger:
+            forger.cookies.set("__Host-mss-device", device[:-1] + ("0" if device[-1] != "0" else "1"))
+            assert (await sign_in(forger, core, patient.ins, patient.password)).status_code == 429

@@ -26,7 +26,15 @@ from web.portal.context import Portal, client_address, user_agent
 from web.portal.csrf import CSRF_HEADER
 from web.portal.errors import FORBIDDEN, PortalError, SignInRequired
 from web.portal.sessions import SESSION_COOKIE, SignedIn, lookup, require, set_cookie
-from web.portal.throttling import attempt, second_factor_keys, secret_keys
+from web.portal.throttling import (
+    DEVICE_COOKIE,
+    DEVICE_MAX_AGE_S,
+    attempt,
+    device_of,
+    new_device_cookie,
+    second_factor_keys,
+    secret_keys,
+)
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -144,6 +152,11 @@ def router(portal: Portal) -> APIRouter:
             }
         )
         set_cookie(response, SESSION_COOKIE, sid)
+        # This browser is now known for this account (web/portal/throttling.py).
+        device = new_device_cookie(await portal.core.secret(), principal.identifier)
+        response.set_cookie(
+            DEVICE_COOKIE, device, max_age=DEVICE_MAX_AGE_S, path="/", secure=True, httponly=True, samesite="strict"
+        )
         return response
 
     @r.post("/prelogin")
@@ -157,9 +170,10 @@ def router(portal: Portal) -> APIRouter:
         await portal.check_anonymous(request, request.headers.get(CSRF_HEADER))
         body = await parse(request, LoginKey)
         name, key = body.login.strip(), key_bytes(body.auth_key)
+        device = device_of(request, await portal.core.secret(), name)
         principal = await attempt(
             portal.core,
-            secret_keys(request, name),
+            secret_keys(request, name, device=device),
             lambda: portal.core.authenticate(name, key),
             WRONG_LOGIN,
         )
