@@ -89,11 +89,24 @@ def main() -> None:
             claire = dep.mailbox("PER", 0)
             with smtp_submission(srv, claire) as smtp:
                 for n in range(args.messages):
-                    raw, _ = build_message(claire["address"], [patient["address"]], f"bench {n}", "x" * 10_000)
+                    raw, _ = build_message(claire["address"], [patient["address"]], f"bench {n}", ("x" * 76 + "\n") * 130)
                     smtp.sendmail(claire["address"], [patient["address"]], raw)
 
             base = f"http://{srv.host}:{srv.port('http')}"
-            with httpx.Client(base_url=base, headers={"user-agent": "portal-bench"}) as http:
+            # The portal's cookies are `__Host-…; Secure`: browsers send them to http://127.0.0.1
+            # (loopback counts as a secure context), httpx does not, so they are kept here.
+            jar: dict[str, str] = {}
+
+            def keep(response: httpx.Response) -> None:
+                for name, value in response.cookies.items():
+                    jar[name] = value
+
+            def send_cookies(request: httpx.Request) -> None:
+                if jar:
+                    request.headers["cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
+
+            hooks = {"request": [send_cookies], "response": [keep]}
+            with httpx.Client(base_url=base, headers={"user-agent": "portal-bench"}, event_hooks=hooks) as http:
                 token = csrf_of(http.get("/portal/connexion").text)
                 headers = {"x-csrf-token": token, "sec-fetch-site": "same-origin"}
                 params = http.post("/portal/api/prelogin", json={"login": patient["ins"]}, headers=headers).json()
@@ -102,7 +115,7 @@ def main() -> None:
                 body = {"login": patient["ins"], "auth_key": b64url(auth_key)}
 
                 def login() -> httpx.Response:
-                    http.cookies.delete("__Host-mss-session")
+                    jar.pop("__Host-mss-session", None)
                     return http.post("/portal/api/login", json=body, headers=headers)
 
                 login()
