@@ -89,7 +89,9 @@ def main() -> None:
             claire = dep.mailbox("PER", 0)
             with smtp_submission(srv, claire) as smtp:
                 for n in range(args.messages):
-                    raw, _ = build_message(claire["address"], [patient["address"]], f"bench {n}", ("x" * 76 + "\n") * 130)
+                    raw, _ = build_message(
+                        claire["address"], [patient["address"]], f"bench {n}", ("x" * 76 + "\n") * 130
+                    )
                     smtp.sendmail(claire["address"], [patient["address"]], raw)
 
             base = f"http://{srv.host}:{srv.port('http')}"
