@@ -8,6 +8,7 @@ PostgreSQL too when MSS_TEST_DATABASE_URL is set (`.ci/run` sets it when Postgre
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -15,7 +16,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import Deployment, ServerProcess, backends, drop_pg_database, make_deployment, start_server
+from support import (
+    Deployment,
+    ServerProcess,
+    backends,
+    create_pg_database,
+    drop_pg_database,
+    make_deployment,
+    start_server,
+)
 
 
 @pytest.fixture(scope="session", params=backends())
@@ -44,3 +53,16 @@ def fresh_deployment(backend, tmp_path) -> Deployment:
     yield dep
     if pg_name:
         drop_pg_database(pg_name)
+
+
+@pytest.fixture
+async def empty_database_url(backend, tmp_path):
+    """A database of this backend with nothing in it (migration tests build on it)."""
+    pg_name = None
+    if backend == "postgresql":
+        pg_name, url = await asyncio.to_thread(create_pg_database)
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    yield url
+    if pg_name:
+        await asyncio.to_thread(drop_pg_database, pg_name)

@@ -217,3 +217,12 @@ def scan_files(root: Path, needles: list[bytes]) -> tuple[list[Path], list[tuple
     ).stdout
     doc = json.loads(out)
     return [Path(p) for p in doc["scanned"]], [(Path(p), bytes.fromhex(n)) for p, n in doc["found"]]
+
+
+def run_alembic(url: str, verb: str, revision: str) -> None:
+    """`alembic upgrade|downgrade REVISION` on `url`, as `mss db upgrade` configures it."""
+    from alembic import command
+
+    from mss.db.engine import _alembic_config
+
+    getattr(command, verb)(_alembic_config(url), revision)

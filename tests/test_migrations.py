@@ -7,29 +7,19 @@ import asyncio
 
 import pytest
 from sqlalchemy import text
-from support import create_pg_database, drop_pg_database
+from support import run_alembic
 
-from mss.db.engine import _alembic_config, create_engine, sessionmaker
+from mss.db.engine import create_engine, sessionmaker
 from mss.records import NewMessage, OuterHeaders
 from mss.store import Store
 
 
 @pytest.fixture
-async def url(backend, tmp_path):
-    pg_name = None
-    if backend == "postgresql":
-        pg_name, url = await asyncio.to_thread(create_pg_database)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-    yield url
-    if pg_name:
-        await asyncio.to_thread(drop_pg_database, pg_name)
+def url(empty_database_url: str) -> str:
+    return empty_database_url
 
 
-def _alembic(url: str, verb: str, revision: str) -> None:
-    from alembic import command
-
-    getattr(command, verb)(_alembic_config(url), revision)
+_alembic = run_alembic
 
 
 OLD_ROWS = [

@@ -20,7 +20,7 @@ import test_patients
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import text
-from support import create_pg_database, drop_pg_database
+from support import run_alembic
 from test_patients import CLIENT, PASSWORD, ins, patient_inbox, professional, send
 
 from crypto.patient import normalise_activation_code
@@ -588,23 +588,11 @@ async def test_settings_blocks_notifications_and_closing_end_everything(core, fr
 
 
 @pytest.fixture
-async def db_url(backend, tmp_path):
-    pg_name = None
-    if backend == "postgresql":
-        pg_name, url = await asyncio.to_thread(create_pg_database)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'portal.db'}"
-    yield url
-    if pg_name:
-        await asyncio.to_thread(drop_pg_database, pg_name)
+def db_url(empty_database_url: str) -> str:
+    return empty_database_url
 
 
-def _alembic(url: str, verb: str, revision: str) -> None:
-    from alembic import command
-
-    from mss.db.engine import _alembic_config
-
-    getattr(command, verb)(_alembic_config(url), revision)
+_alembic = run_alembic
 
 
 async def test_migration_0006_upgrades_a_0005_database_and_downgrades(db_url):

@@ -11,7 +11,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pyotp
-import pytest
 from cryptography import x509
 from portal_helpers import (
     Tree,
@@ -28,7 +27,6 @@ from portal_helpers import (
 from sqlalchemy import text
 
 from crypto.patient import KdfParams, derive_keys, normalise_activation_code
-from mss.core import Core
 
 SESSION = "__Host-mss-session"
 
@@ -44,13 +42,6 @@ async def session_key_of(http) -> bytes:
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "no-store"
     return base64.b64decode(response.json()["key"], validate=True)
-
-
-@pytest.fixture
-async def core(deployment):
-    core = await Core.open(deployment.settings(), migrate=False)
-    yield core
-    await core.close()
 
 
 async def test_login_with_the_reference_client_and_the_record_unwraps(core):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 
-import pytest
 from portal_helpers import (
     Tree,
     active_patient,
@@ -20,15 +19,6 @@ from portal_helpers import (
     signed_in,
 )
 from support import stored_messages
-
-from mss.core import Core
-
-
-@pytest.fixture
-async def core(deployment):
-    core = await Core.open(deployment.settings(), migrate=False)
-    yield core
-    await core.close()
 
 
 async def test_empty_inbox_and_the_base_template(core):

@@ -6,15 +6,6 @@ from __future__ import annotations
 import pytest
 from portal_helpers import API_CSP, PAGE_CSP, active_patient, api, client_for, csrf_of, signed_in
 
-from mss.core import Core
-
-
-@pytest.fixture
-async def core(deployment):
-    core = await Core.open(deployment.settings(), migrate=False)
-    yield core
-    await core.close()
-
 
 def assert_portal_headers(response, csp: str) -> None:
     assert response.headers["cache-control"] == "no-store"

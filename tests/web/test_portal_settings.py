@@ -7,17 +7,7 @@ from __future__ import annotations
 import csv
 import io
 
-import pytest
 from portal_helpers import Tree, active_patient, api, conversation_ids, send_to, signed_in
-
-from mss.core import Core
-
-
-@pytest.fixture
-async def core(deployment):
-    core = await Core.open(deployment.settings(), migrate=False)
-    yield core
-    await core.close()
 
 
 async def test_settings_page_contract_and_notifications_toggle(core):
