@@ -259,3 +259,39 @@ class ThrottleCounter(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# -- the audit trail (mss.audit is the only writer) -------------------------------------------
+
+
+class AuditEvent(Base):
+    """One security event of the tamper-evident audit trail (docs/operations.md, "Audit
+    trail"). Append-only (triggers refuse UPDATE and DELETE) and hash-chained: `hash` is the
+    SHA-256 of the row's canonical serialisation (`mss.audit.canonical`), which includes
+    `prev_hash`, the hash of row `seq - 1`. `at` is kept as the canonical UTC text that the
+    hash covers (sortable, so `--since` is a string comparison); `fields` is canonical JSON.
+    Never message content, never a secret."""
+
+    __tablename__ = "audit_event"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(32), index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(400))
+    subject: Mapped[str] = mapped_column(String(400))
+    outcome: Mapped[str] = mapped_column(String(16))
+    fields: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The one row (id 1) every writer locks before appending: the last seq and hash. It
+    serialises appends across processes and nodes (a row lock on PostgreSQL, the write lock
+    on SQLite) and lets `mss audit verify` notice a chain cut short behind its back."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
