@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 DEMO   := var/demo
 # Debian packages the test suite drives as real clients.
-DEB_TEST_PACKAGES := swaks openssl docker-compose chromium
+DEB_TEST_PACKAGES := swaks curl openssl docker-compose chromium
 
 .PHONY: run test lint format venv venv-test deb-test demo clean
 
@@ -63,8 +63,16 @@ $(BUNDLE): $(CLIENT)/node_modules/.installed $(CLIENT)/package.json $(CLIENT)/bu
 
 assets: $(BUNDLE)
 
+# `make run BASE_PORT=N`: the demo's six ports are N to N+5 (default 2587). A demo made on other
+# ports is kept (it holds mail) unless FORCE=1 re-creates it.
+BASE_PORT ?=
+FORCE ?=
 demo: venv
-	@if [ ! -f $(DEMO)/demo.json ]; then $(VENV)/bin/mss demo $(DEMO); fi
+	@if [ ! -f $(DEMO)/demo.json ] || [ -n "$(FORCE)" ]; then \
+	  $(VENV)/bin/mss demo $(DEMO) $(if $(BASE_PORT),--base-port $(BASE_PORT)) $(if $(FORCE),--force); \
+	elif [ -n "$(BASE_PORT)" ] && ! $(PY) -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["ports"]["submission"] != int(sys.argv[2]))' $(DEMO)/demo.json $(BASE_PORT); then \
+	  echo "$(DEMO) was made for other ports (see $(DEMO)/demo.json); re-create it on $(BASE_PORT)-$$(($(BASE_PORT)+5)) with: make run BASE_PORT=$(BASE_PORT) FORCE=1 (its mail is lost)" >&2; exit 2; \
+	fi
 
 run: demo assets
 	$(VENV)/bin/mss serve -c $(DEMO)/mss.toml
@@ -80,6 +88,24 @@ format: venv-test
 
 test: venv-test deb-test lint assets
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Coverage-guided fuzzing (atheris/libFuzzer) of the parsers, FUZZ_SECONDS each, one after the
+# other: new corpus entries go to var/fuzz/<target>/, crashes to var/fuzz/crashes/ (see
+# docs/operations.md, Fuzzing). The committed seeds are tests/fuzz/corpus/<target>/.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= imap headers sasl smtp annuaire
+FUZZ_RSS_MB  ?= 2048
+
+$(VENV)/.installed-fuzz: $(VENV)/.installed pyproject.toml
+	$(PIP) install -q -e '.[fuzz]'
+	touch $@
+
+.PHONY: fuzz
+fuzz: $(VENV)/.installed-fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  $(PY) tests/fuzz/run.py $$t --seconds $(FUZZ_SECONDS) --rss-limit-mb $(FUZZ_RSS_MB) || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from sqlalchemy import bindparam, exists, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from annuaire.ids import fold, normalize_address, prefix_upper_bound
 from annuaire.local import LocalDirectory, MailboxEntry
-from annuaire.model import LocalMailbox
+from annuaire.model import LocalMailbox, MailboxCertificate
 from annuaire.national import NationalActivity, NationalMailbox
 
 _RESOLVE = select(
@@ -96,9 +98,17 @@ def from_national(m: NationalMailbox) -> DirectoryEntry:
     )
 
 
-def from_local(e: MailboxEntry, red_list: bool = False, national: DirectoryEntry | None = None) -> DirectoryEntry:
-    """A local mailbox; descriptive fields the local table lacks come from the national row."""
+def from_local(
+    e: MailboxEntry,
+    red_list: bool = False,
+    national: DirectoryEntry | None = None,
+    names: tuple[str, str] | None = None,
+) -> DirectoryEntry:
+    """A local mailbox; descriptive fields the local table lacks come from the national row,
+    the surname and given name from `names` (`_person_names`) when that row has none."""
     base = national.to_dict() if national else {}
+    if names and not base.get("last_name"):
+        base["last_name"], base["first_name"] = names
     base.update(
         address=e.address,
         type=e.type,
@@ -145,7 +155,48 @@ class Directory:
                 await self.session.execute(select(NationalMailbox).where(NationalMailbox.address.in_(addrs)))
             ).scalars()
         }
-        return [from_local(e, bool(red.get(e.address)), nat.get(e.address)) for e in entries]
+        names = await self._person_names([e for e in entries if e.type == "PER" and e.address not in nat])
+        return [from_local(e, bool(red.get(e.address)), nat.get(e.address), names.get(e.address)) for e in entries]
+
+    async def _person_names(self, entries: list[MailboxEntry]) -> dict[str, tuple[str, str]]:
+        """(surname, given name) of local PER mailboxes without a national row: the national row
+        of the same professional (idNat_PS) under another address, else the subject of the
+        mailbox's newest active encryption certificate when it was issued with real names
+        (crypto.pki puts "-" as the given name when none was given)."""
+        if not entries:
+            return {}
+        out: dict[str, tuple[str, str]] = {}
+        idnats = {e.idnat for e in entries if e.idnat}
+        by_idnat: dict[str, tuple[str, str]] = {}
+        if idnats:
+            res = await self.session.execute(
+                select(NationalMailbox.idnat, NationalMailbox.last_name, NationalMailbox.first_name).where(
+                    NationalMailbox.idnat.in_(idnats), NationalMailbox.last_name != ""
+                )
+            )
+            for idnat, last, first in res.all():
+                by_idnat.setdefault(idnat, (last, first))
+        rest = []
+        for e in entries:
+            if e.idnat in by_idnat:
+                out[e.address] = by_idnat[e.idnat]
+            else:
+                rest.append(e.address)
+        if rest:
+            res = await self.session.execute(
+                select(MailboxCertificate.address, MailboxCertificate.cert_der)
+                .where(MailboxCertificate.address.in_(rest), MailboxCertificate.active.is_(True))
+                .order_by(MailboxCertificate.id.desc())
+            )
+            for address, der in res.all():
+                if address in out:
+                    continue
+                subject = x509.load_der_x509_certificate(der).subject
+                sn = subject.get_attributes_for_oid(NameOID.SURNAME)
+                gn = subject.get_attributes_for_oid(NameOID.GIVEN_NAME)
+                if sn and gn and gn[0].value != "-":
+                    out[address] = (str(sn[0].value), str(gn[0].value))
+        return out
 
     async def resolve(self, address: str) -> DirectoryEntry | None:
         """The mailbox at `address` (case-insensitive), local first, or None.
@@ -204,7 +255,8 @@ class Directory:
         """Mailboxes matching every given criterion, ordered by name.
 
         `name`: accent- and case-insensitive prefix of "last first" (PER) or of the service
-        (ORG...). `profession` and `specialty`: a code (`10`, `SM54`) or an exact label.
+        (ORG...) in the national rows; for this operator's own mailboxes, the start of any
+        word of the display name or of the address (`martin` finds "Claire MARTIN"). `profession` and `specialty`: a code (`10`, `SM54`) or an exact label.
         `postcode`: a prefix (`75` finds Paris). Red-listed mailboxes are left out unless
         `include_red_list` (they are never published).
         """
@@ -260,7 +312,7 @@ class Directory:
             if not include_red_list:
                 lq = lq.where(LocalMailbox.red_list.is_(False))
             for lm in (await self.session.execute(lq.limit(10_000))).scalars():
-                if key and not (fold(lm.display_name).startswith(key) or _name_of(lm).startswith(key)):
+                if key and not (_has_word_prefix(fold(lm.display_name), key) or _has_word_prefix(_name_of(lm), key)):
                     continue
                 local_hits.append(await self.local.get(lm.address))  # type: ignore[arg-type]
         local = await self._enrich(local_hits)
@@ -273,6 +325,12 @@ class Directory:
             hidden = {a for a, red in rows.all() if red and not include_red_list}
             national = [e for e in national if e.address not in hidden]
         return _merge_local(local, national)[:limit]
+
+
+def _has_word_prefix(folded: str, key: str) -> bool:
+    """Whether some word of `folded` (and the words after it) start with `key`: "claire
+    martin" matches "martin", "mar" and "claire m", not "artin"."""
+    return (" " + folded).find(" " + key) != -1
 
 
 def _name_of(lm: LocalMailbox) -> str:

@@ -280,6 +280,16 @@ class CertificateValidator:
         if failures:
             raise ValueError("cannot load CRL " + "; ".join(failures))
 
+    def crl_times(self) -> list[tuple[str, str, datetime, datetime | None]]:
+        """(source, issuer, thisUpdate, nextUpdate) of each CRL in use now, for the metrics
+        (`mss_crl_age_seconds`): read under the lock, so a refresh is seen whole or not at all."""
+        with self._lock:
+            crls = list(self._crls)
+        return [
+            (str(item.path), item.crl.issuer.rfc4514_string(), item.crl.last_update_utc, item.crl.next_update_utc)
+            for item in crls
+        ]
+
     def _crls_for(self, issuer: x509.Certificate) -> list[x509.CertificateRevocationList]:
         with self._lock:
             crls = list(self._crls)

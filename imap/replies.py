@@ -22,6 +22,7 @@ IMAP_CODE: dict[Reason, str] = {
     Reason.FOLDER_EXISTS: "ALREADYEXISTS",
     Reason.CANNOT: "CANNOT",
     Reason.TEMPORARILY_UNAVAILABLE: "UNAVAILABLE",
+    Reason.STORAGE_FULL: "UNAVAILABLE",  # RFC 5530 3: temporary, "try again later"
 }
 
 

@@ -4,11 +4,21 @@ Two listeners (RFC 8314): `imap` (clear, STARTTLS required before anything else,
 RFC 9051 6.2.1) and `imaps` (implicit TLS). Both ask for a client certificate; the session
 hands it to the core at AUTHENTICATE EXTERNAL. Everything about IMAP itself lives in the
 sans-IO `Session`; this module only moves bytes, performs handshakes and waits.
+
+Connection caps (`mss.admission`, shared by both listeners): a connection that has not
+authenticated (nor presented a client certificate the TLS stack validated) counts against a
+small per-address pre-authentication cap, the oldest one giving way to a newcomer, and has
+a short life (`imap_preauth_timeout_s`); only authenticated connections count against
+`imap_max_connections_per_ip`. So anonymous connections cannot lock a legitimate user out
+of an address (issue 13). Implicit TLS is set up here rather than by `create_server(ssl=)`,
+so that a failed handshake (a certificate from a foreign CA, say) is logged with the peer
+and the reason instead of ending in a silent EOF.
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto as sslproto
 import logging
 import ssl
 from collections.abc import Callable, Sequence
@@ -17,6 +27,8 @@ from imap.actions import Close, Output, StartTLS
 from imap.protocol.response import Response, bye
 from imap.session import Session
 from imap.state import UNAUTHENTICATED, State
+from mss import metrics
+from mss.admission import Admission, Ticket
 from mss.peers import format_peer
 from mss.services import ImapServices
 from mss.tls import peer_certificate_der
@@ -29,37 +41,26 @@ _READ_CHUNK = 64 * 1024
 #: anonymous peer may not hold a slot for the 30-minute idle timeout (RFC 9051 5.4 allows
 #: any autologout before authentication).
 PREAUTH_TIMEOUT_S = 60.0
-#: Connections over both listeners, and from one IP address; more are answered BYE.
+#: Connections over both listeners; authenticated ones from one address; unauthenticated
+#: ones from one address (the oldest is closed for a newcomer).
 MAX_CONNECTIONS = 1000
 MAX_CONNECTIONS_PER_IP = 50
+MAX_PREAUTH_PER_IP = 10
+#: The longest a TLS handshake may take on `imaps`.
+HANDSHAKE_TIMEOUT_S = 30.0
 
 
-class _Admission:
-    """Counts open connections, globally and per peer address."""
-
-    def __init__(self, max_total: int, max_per_ip: int) -> None:
-        self.max_total = max_total
-        self.max_per_ip = max_per_ip
-        self.total = 0
-        self.by_ip: dict[str, int] = {}
-
-    def admit(self, ip: str) -> str | None:
-        """Takes a slot, or says why not."""
-        if self.total >= self.max_total:
-            return "Too many connections to this server; try again later"
-        if self.by_ip.get(ip, 0) >= self.max_per_ip:
-            return "Too many connections from your address; try again later"
-        self.total += 1
-        self.by_ip[ip] = self.by_ip.get(ip, 0) + 1
-        return None
-
-    def release(self, ip: str) -> None:
-        self.total -= 1
-        left = self.by_ip.get(ip, 0) - 1
-        if left > 0:
-            self.by_ip[ip] = left
-        else:
-            self.by_ip.pop(ip, None)
+def _tls_reason(exc: BaseException | None) -> str:
+    """Why a handshake failed, for the log line (the same words as the SMTP listeners')."""
+    if exc is None:
+        return "unknown"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"{exc.reason or type(exc).__name__}: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"{exc.reason or type(exc).__name__}: {exc.strerror or exc}"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "handshake timeout"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _Connection(asyncio.Protocol):
@@ -67,6 +68,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, on_made: Callable[[_Connection], None] | None = None) -> None:
         self._on_made = on_made
+        #: The connection's slot under the caps (`imaps`: taken before the handshake).
+        self.ticket: Ticket | None = None
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._eof = False
@@ -146,6 +149,70 @@ async def _send(conn: _Connection, outputs: Sequence[Output]) -> bool:
     return True
 
 
+class _ImplicitTLS(asyncio.Protocol):
+    """RFC 8314 implicit TLS in front of a `_Connection`, installed synchronously on the TCP
+    transport (as `smtp.server.ImplicitTLS` does): the connection is admitted before the
+    handshake, and a failed handshake is logged with the peer and the reason."""
+
+    def __init__(
+        self, app: Callable[[Ticket | str], asyncio.Protocol], ctx: ssl.SSLContext, admission: Admission
+    ) -> None:
+        self.app = app
+        self.ctx = ctx
+        self.admission = admission
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        loop = asyncio.get_running_loop()
+        peername = transport.get_extra_info("peername")
+        peer = format_peer(peername)
+        ticket = self.admission.admit(peername, lambda reason: _closed_in_handshake(transport, peer, reason))
+        if isinstance(ticket, str):
+            log.warning("imap connection refused peer=%s reason=%s", peer, ticket)
+        waiter = loop.create_future()
+        tls = sslproto.SSLProtocol(
+            loop, self.app(ticket), self.ctx, waiter, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S
+        )
+        transport.set_protocol(tls)  # type: ignore[attr-defined]
+        tls.connection_made(transport)
+
+        def handshake_done(fut: asyncio.Future) -> None:
+            if fut.cancelled():
+                return
+            exc = fut.exception()
+            if exc is not None:
+                if isinstance(ticket, Ticket):
+                    ticket.release()
+                log.warning("imap tls handshake failed peer=%s via=implicit reason=%s", peer, _tls_reason(exc))
+
+        waiter.add_done_callback(handshake_done)
+
+
+def _closed_in_handshake(transport: asyncio.BaseTransport, peer: str, reason: str) -> None:
+    log.info("imap connection closed peer=%s reason=%s", peer, reason)
+    transport.close()
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over a cap: `* BYE <why>`, then closed."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(bye(self.why).to_bytes())  # type: ignore[attr-defined]
+        transport.close()  # what was written is flushed first
+
+
+def _promote(ticket: Ticket | None, peer: str) -> str | None:
+    """Count the connection as authenticated; the reason to close it when over the cap."""
+    if ticket is None or ticket.authenticated:
+        return None
+    why = ticket.promote()
+    if why is not None:
+        log.warning("imap connection refused peer=%s reason=%s", peer, why)
+    return why
+
+
 async def serve_connection(
     core: ImapServices,
     conn: _Connection,
@@ -159,12 +226,22 @@ async def serve_connection(
         return
     peer = format_peer(transport.get_extra_info("peername"))
     session = Session(core, tls=implicit_tls, starttls=not implicit_tls, peer=peer)
+    ticket = conn.ticket
+    refused: str | None = None
     if implicit_tls:
-        session.tls_started(peer_certificate_der(transport.get_extra_info("ssl_object")))
+        der = peer_certificate_der(transport.get_extra_info("ssl_object"))
+        session.tls_started(der)
+        if der is not None:  # validated by the TLS stack against the trust anchors
+            refused = _promote(ticket, peer)
     idle_timeout = core.settings.limits.idle_timeout_s
     loop = asyncio.get_running_loop()
     auth_deadline = loop.time() + preauth_timeout
+    listener = "imaps" if implicit_tls else "imap"
+    metrics.session_opened(listener)
     try:
+        if refused is not None:
+            await _send(conn, [bye(refused)])
+            return
         if not await _send(conn, session.greeting()):
             return
         while session.state is not State.LOGOUT:
@@ -177,16 +254,25 @@ async def serve_connection(
                 if conn.transport is None:  # pragma: no cover - closed meanwhile
                     return
                 try:
-                    new = await loop.start_tls(conn.transport, conn, ctx, server_side=True)
-                except (ssl.SSLError, ConnectionError, OSError) as exc:
-                    log.info("imap starttls failed peer=%s error=%s", peer, exc)
+                    new = await loop.start_tls(
+                        conn.transport, conn, ctx, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S
+                    )
+                except (ssl.SSLError, ConnectionError, OSError, TimeoutError) as exc:
+                    log.warning("imap tls handshake failed peer=%s via=STARTTLS reason=%s", peer, _tls_reason(exc))
                     return
                 if new is None:  # pragma: no cover - the connection closed during the handshake
                     return
                 conn.transport = new
-                session.tls_started(peer_certificate_der(new.get_extra_info("ssl_object")))
+                der = peer_certificate_der(new.get_extra_info("ssl_object"))
+                session.tls_started(der)
+                if der is not None and (why := _promote(ticket, peer)) is not None:
+                    await _send(conn, [bye(why)])
+                    return
                 continue
             if session.state is State.LOGOUT:
+                return
+            if session.state not in UNAUTHENTICATED and (why := _promote(ticket, peer)) is not None:
+                await _send(conn, [bye(why)])
                 return
             if session.state in UNAUTHENTICATED:
                 # One deadline from connection to authentication, not per read: a peer
@@ -208,6 +294,7 @@ async def serve_connection(
     except Exception:
         log.exception("imap connection failed peer=%s", peer)
     finally:
+        metrics.session_closed(listener)
         session.close()
         conn.close()
 
@@ -247,37 +334,65 @@ async def start(
     max_connections: int = MAX_CONNECTIONS,
     max_per_ip: int = MAX_CONNECTIONS_PER_IP,
     preauth_timeout: float = PREAUTH_TIMEOUT_S,
+    max_preauth_per_ip: int | None = None,
 ) -> dict[str, asyncio.Server]:
     """Start the `imap` (STARTTLS) and `imaps` (implicit TLS) listeners; the connection
-    caps are shared by both."""
+    caps are shared by both (`max_preauth_per_ip`: `[limits] imap_max_preauth_per_ip`
+    unless given)."""
     loop = asyncio.get_running_loop()
     listen = core.settings.listen
     ctx = core.server_ssl_context()
-    admission = _Admission(max_connections, max_per_ip)
+    if max_preauth_per_ip is None:
+        max_preauth_per_ip = getattr(core.settings.limits, "imap_max_preauth_per_ip", MAX_PREAUTH_PER_IP)
+    # The pre-authentication deadline is `serve_connection`'s own (it answers BYE itself).
+    admission = Admission(max_total=max_connections, max_per_ip=max_per_ip, max_preauth_per_ip=max_preauth_per_ip)
 
-    def handler(implicit: bool) -> Callable[[], _Connection]:
+    def evict(conn: _Connection, peer: str) -> Callable[[str], None]:
+        def go(reason: str) -> None:
+            log.info("imap connection closed peer=%s reason=%s", peer, reason)
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.transport.write(bye(reason).to_bytes())
+            conn.close()
+
+        return go
+
+    def handler(implicit: bool) -> Callable[[_Connection], None]:
         def made(conn: _Connection) -> None:
             peername = conn.transport.get_extra_info("peername") if conn.transport else None
-            ip = str(peername[0]) if peername else "?"
-            why = admission.admit(ip)
-            if why is not None:
-                log.warning("imap connection refused peer=%s reason=%s", ip, why)
-                if conn.transport is not None:
-                    conn.transport.write(bye(why).to_bytes())
-                conn.close()  # what was written is flushed first
-                return
+            peer = format_peer(peername)
+            if conn.ticket is None:
+                ticket = admission.admit(peername, evict(conn, peer))
+                if isinstance(ticket, str):
+                    log.warning("imap connection refused peer=%s reason=%s", peer, ticket)
+                    if conn.transport is not None:
+                        conn.transport.write(bye(ticket).to_bytes())
+                    conn.close()  # what was written is flushed first
+                    return
+                conn.ticket = ticket
+            else:
+                conn.ticket.on_evict = evict(conn, peer)
+            ticket = conn.ticket
             task = loop.create_task(
                 serve_connection(core, conn, implicit_tls=implicit, ctx=ctx, preauth_timeout=preauth_timeout)
             )
             _TASKS.add(task)
             task.add_done_callback(_TASKS.discard)
-            task.add_done_callback(lambda _t: admission.release(ip))
+            task.add_done_callback(lambda _t: ticket.release())
 
-        return lambda: _Connection(made)
+        return made
+
+    def implicit_app(ticket: Ticket | str) -> asyncio.Protocol:
+        if isinstance(ticket, str):
+            return _Refused(ticket)
+        conn = _Connection(handler(True))
+        conn.ticket = ticket
+        return conn
 
     servers: dict[str, asyncio.Server] = {
-        "imap": await loop.create_server(handler(False), listen.host, listen.imap),
-        "imaps": await loop.create_server(handler(True), listen.host, listen.imaps, ssl=ctx),
+        "imap": await loop.create_server(lambda: _Connection(handler(False)), listen.host, listen.imap),
+        "imaps": await loop.create_server(
+            lambda: _ImplicitTLS(implicit_app, ctx, admission), listen.host, listen.imaps
+        ),
     }
     for name, srv in servers.items():
         log.info("imap listening name=%s address=%s", name, srv.sockets[0].getsockname())

@@ -8,6 +8,8 @@
 - `ConnectionAuthentication` (`mss.services.Authentication`) is one connection's side: the
   SASL exchanges of `mss.sasl` run on it, it counts refused attempts across them (one
   `MAX_AUTH_FAILURES` for SMTP and IMAP) and writes the one log line of every result.
+- `AuthThrottle` counts refused password attempts across connections, nodes and protocols
+  (SMTP and IMAP share its database counters), with an exponential back-off.
 - `CoreCredentials` (`mss.services.Credentials`) hands each new connection its own.
 """
 
@@ -17,6 +19,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import math
 import unicodedata
 from datetime import UTC, datetime
 from typing import Protocol
@@ -29,10 +32,13 @@ from annuaire.local import LocalDirectory
 from crypto.identity import Identity, IdentityError, check_ps_id, identity_from_certificate
 from crypto.tokens import TokenRejected, TokenVerifier
 from crypto.validate import CertificateRejected, CertificateValidator
-from mss import sasl
+from mss import metrics, sasl
+from mss.admission import source_network
+from mss.audit import AuditTrail
 from mss.errors import AuthenticationFailed, AuthenticationUnavailable
 from mss.principal import Principal
 from mss.services import ClientConnection, Failure, FailureKind, SaslExchange, Success
+from mss.throttle import AUTH_ADDRESS_PREFIX, AUTH_MAILBOX_PREFIX, Throttle
 
 log = logging.getLogger("mss.auth")
 
@@ -211,6 +217,79 @@ class CredentialChecker(Protocol):
     ) -> Principal: ...
 
 
+# -- across connections -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ThrottleKeys:
+    """The counters one attempt is reserved under (`mss.throttle` keys)."""
+
+    #: `auth-address:<source>`: every mailbox guessed from this address or IPv6 /64.
+    address: str
+    #: `auth-mailbox:<mailbox>` (from anywhere) and `auth-mailbox:<mailbox>|<source>`.
+    mailbox: str | None = None
+    pair: str | None = None
+
+    @property
+    def all(self) -> list[str]:
+        return [k for k in (self.address, self.mailbox, self.pair) if k]
+
+    @property
+    def of_mailbox(self) -> list[str]:
+        return [k for k in (self.mailbox, self.pair) if k]
+
+
+class AuthThrottle:
+    """Refused authentication attempts counted across connections, nodes and protocols.
+
+    Issue 13: three failures closed a connection and the next one started afresh (375
+    password guesses in 3 minutes from one address). Now every app-password attempt (IMAP
+    LOGIN, SASL PLAIN and LOGIN, on SMTP and IMAP alike) is reserved first under three
+    database counters (`mss.throttle.Throttle`, whose allowances come from `[abuse]`):
+
+    - the (mailbox, source) pair: few free failures (`auth_free_failures`), then a back-off
+      doubling from 1 s up to `auth_max_backoff_s`; a success resets it;
+    - the mailbox from anywhere: many free failures and a short cap
+      (`auth_mailbox_free_failures`, `auth_mailbox_max_backoff_s`), so that an attacker who
+      knows an address cannot keep its owner out for long (OWASP, Authentication Cheat Sheet);
+    - the source address (IPv4 address or IPv6 /64): `auth_address_free_failures`.
+
+    The mailbox counters only keep failures where the password was actually compared (a
+    refused certificate or a mailbox the certificate is not entitled to tests no password,
+    so nobody can run a victim's counters up without a certificate entitled to it).
+    Bearer tokens are reserved under the address counter only (a token names no mailbox
+    before it is verified). Certificate-only authentication (EXTERNAL, SMTP's implicit
+    check) is never throttled: a private key cannot be guessed, the TLS stack already
+    validated the chain, and that keeps the legitimate user behind a guesser's address in.
+    """
+
+    def __init__(self, throttle: Throttle) -> None:
+        self.throttle = throttle
+
+    @staticmethod
+    def keys(peer: str, mailbox: str | None = None) -> ThrottleKeys:
+        source = source_network(peer)
+        address = f"{AUTH_ADDRESS_PREFIX}{source}"
+        if mailbox is None:
+            return ThrottleKeys(address)
+        mailbox = mailbox.strip().lower()
+        return ThrottleKeys(address, f"{AUTH_MAILBOX_PREFIX}{mailbox}", f"{AUTH_MAILBOX_PREFIX}{mailbox}|{source}")
+
+    async def attempt(self, keys: ThrottleKeys) -> float:
+        """0: go on (the attempt counts as a failure until `succeeded`/`refund`), else the
+        seconds to wait. Raises when the database is unreachable."""
+        return await self.throttle.attempt(keys.all)
+
+    async def succeeded(self, keys: ThrottleKeys) -> None:
+        """Give the reservation back, and reset the (mailbox, source) pair."""
+        await self.throttle.succeeded(keys.all, reset=[keys.pair] if keys.pair else ())
+
+    async def refund(self, keys: list[str]) -> None:
+        """Give the reservation back under `keys` (nothing of theirs was tested)."""
+        if keys:
+            await self.throttle.succeeded(keys)
+
+
 # -- one connection ---------------------------------------------------------------------------
 
 #: Longest client-influenced value written into a log line (a 12 KB SASL line may not flood it).
@@ -254,9 +333,13 @@ class ConnectionAuthentication:
         *,
         mechanisms: tuple[str, ...] = sasl.MECHANISMS,
         max_failures: int = sasl.MAX_AUTH_FAILURES,
+        throttle: AuthThrottle | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.client = client
         self._checker = checker
+        self._throttle = throttle
+        self._audit = audit  # every result is also an audit event (mss.audit)
         self._mechanisms = mechanisms
         self._max_failures = max_failures
         self._failures = 0
@@ -286,14 +369,22 @@ class ConnectionAuthentication:
         return self._success(result, mechanism=None)
 
     async def password(self, username: str, password: str, *, mechanism: str = "LOGIN") -> Success | Failure:
+        keys = AuthThrottle.keys(self.client.peer, username)
+        held = await self._reserve(keys, mechanism=mechanism)
+        if held is not None:
+            return held
         try:
             principal = await self._checker.from_app_password(
                 username, password, self.client.certificate, peer=self.client.peer, mechanism=mechanism
             )
         except AuthenticationFailed as exc:
+            if exc.reason != "app_password:wrong":  # no password compared: the mailbox keeps its count
+                await self._give_back(keys.of_mailbox)
             return self._refused(exc, mechanism=mechanism)
         except Exception as exc:  # noqa: BLE001 - the database is unreachable: not the client's fault
+            await self._give_back(keys.all)
             return self._unavailable(exc, mechanism=mechanism)
+        await self._give_back(keys.all, succeeded=keys)
         return self._success(principal, mechanism=mechanism)
 
     # -- ExchangeHost ---------------------------------------------------------------------------
@@ -322,6 +413,10 @@ class ConnectionAuthentication:
         return self._success(narrowed, mechanism=mechanism)
 
     async def token(self, credentials: sasl.BearerCredentials, *, mechanism: str) -> Success | Failure:
+        keys = AuthThrottle.keys(self.client.peer)
+        held = await self._reserve(keys, mechanism=mechanism)
+        if held is not None:
+            return held
         try:
             principal = await self._checker.from_token(
                 credentials.token,
@@ -333,7 +428,9 @@ class ConnectionAuthentication:
         except AuthenticationFailed as exc:
             return self._refused(exc, mechanism=mechanism)
         except Exception as exc:  # noqa: BLE001 - JWKS or directory unreachable
+            await self._give_back(keys.all)
             return self._unavailable(exc, mechanism=mechanism)
+        await self._give_back(keys.all)
         return self._success(principal, mechanism=mechanism)
 
     def rejected(self, error: sasl.SaslError, *, mechanism: str) -> Failure:
@@ -348,6 +445,42 @@ class ConnectionAuthentication:
         what = f"SASL mechanism {mechanism}" if named else "SASL mechanism"
         public = f"Unsupported {what}; use one of {' '.join(self._mechanisms)}"
         return self._conclude("unsupported", public, mechanism=mechanism, reason="mechanism_not_offered")
+
+    # -- across connections: the back-off ------------------------------------------------------
+
+    async def _reserve(self, keys: ThrottleKeys, *, mechanism: str) -> Failure | None:
+        """Reserve this attempt under the shared counters (`AuthThrottle`): None to go on,
+        else the `throttled` failure (or `unavailable` when the counters cannot be read:
+        nothing is checked unthrottled)."""
+        if self._throttle is None:
+            return None
+        try:
+            wait = await self._throttle.attempt(keys)
+        except Exception as exc:  # noqa: BLE001 - the database is unreachable
+            return self._unavailable(exc, mechanism=mechanism)
+        if wait <= 0:
+            return None
+        seconds = max(1, math.ceil(wait))
+        return self._conclude(
+            "throttled",
+            f"Too many failed authentication attempts; try again in {seconds} s",
+            mechanism=mechanism,
+            reason="backoff",
+            detail=f"wait={seconds}s",
+        )
+
+    async def _give_back(self, keys: list[str], *, succeeded: ThrottleKeys | None = None) -> None:
+        """Refund the reservation under `keys` (or, after a success, refund all and reset the
+        pair). A failure here is logged and otherwise ignored: the result stands."""
+        if self._throttle is None:
+            return
+        try:
+            if succeeded is not None:
+                await self._throttle.succeeded(succeeded)
+            else:
+                await self._throttle.refund(keys)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("auth throttle update failed peer=%s error=%s", log_safe(self.client.peer), log_safe(exc))
 
     # -- conclusions: count, log once ------------------------------------------------------------
 
@@ -412,11 +545,16 @@ class ConnectionAuthentication:
         """The failure, counted when the client's credentials or authzid were refused
         (`refused`, `unauthorized`): malformed, cancelled, unsupported and unavailable
         exchanges test nothing of the client's (RFC 4954 4 leaves the policy to the server)."""
-        counted = counted and kind in ("refused", "unauthorized")
+        counted = counted and kind in ("refused", "unauthorized", "throttled")
         if counted:
             self._failures += 1
         close = counted and self._failures >= self._max_failures
-        level = {"unavailable": logging.ERROR, "refused": logging.WARNING, "unauthorized": logging.WARNING}
+        level = {
+            "unavailable": logging.ERROR,
+            "refused": logging.WARNING,
+            "unauthorized": logging.WARNING,
+            "throttled": logging.WARNING,
+        }
         self._log(
             level.get(kind, logging.INFO),
             kind,
@@ -434,6 +572,7 @@ class ConnectionAuthentication:
         """The one line of a result: `auth <outcome>` for an attempt, `certificate <outcome>`
         for SMTP's implicit certificate check. Every value goes through `log_safe`."""
         event = "auth" if mechanism else "certificate"
+        metrics.auth_result(self.client.protocol, mechanism, outcome, str(fields.get("reason") or ""))
         names = ["peer", "protocol"]
         values: list[object] = [self.client.peer, self.client.protocol]
         if mechanism:
@@ -445,6 +584,8 @@ class ConnectionAuthentication:
                 values.append(value)
         template = f"{event} {outcome} " + " ".join(f"{n}=%s" for n in names)
         log.log(level, template, *(log_safe(v) for v in values))
+        if self._audit is not None:
+            self._audit.submit_login(self.client.protocol, self.client.peer, event, outcome, mechanism, fields)
 
 
 class CoreCredentials:
@@ -457,12 +598,21 @@ class CoreCredentials:
         *,
         mechanisms: tuple[str, ...] = sasl.MECHANISMS,
         max_failures: int = sasl.MAX_AUTH_FAILURES,
+        throttle: AuthThrottle | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.checker = checker
         self.mechanisms = mechanisms
         self.max_failures = max_failures
+        self.throttle = throttle
+        self.audit = audit
 
     def authentication(self, client: ClientConnection) -> ConnectionAuthentication:
         return ConnectionAuthentication(
-            self.checker, client, mechanisms=self.mechanisms, max_failures=self.max_failures
+            self.checker,
+            client,
+            mechanisms=self.mechanisms,
+            max_failures=self.max_failures,
+            throttle=self.throttle,
+            audit=self.audit,
         )

@@ -31,7 +31,9 @@ from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mss import metrics
 from mss.refusals import Reason, Refusal
+from mss.storage_full import storage_full_refusal
 
 log = logging.getLogger("mss.commit")
 
@@ -94,7 +96,20 @@ class GroupCommit:
         self, locks: Locks, run: Callable[[AsyncSession], Awaitable[tuple[T, Iterable[int]]]], *, alone: bool = False
     ) -> T:
         """Queue one write and wait until the transaction holding it is committed (`alone`:
-        run it now in a transaction of its own, for bulk work)."""
+        run it now in a transaction of its own, for bulk work). A store that cannot grow
+        (full disk) is answered with a temporary `Refusal` (`mss.storage_full`)."""
+        try:
+            return await self._run(locks, run, alone=alone)
+        except Exception as exc:
+            refusal = storage_full_refusal(exc)
+            if refusal is None:
+                raise
+            log.error("write refused, the database cannot grow: %s: %s", type(exc).__name__, exc)
+            raise refusal from exc
+
+    async def _run(
+        self, locks: Locks, run: Callable[[AsyncSession], Awaitable[tuple[T, Iterable[int]]]], *, alone: bool
+    ) -> T:
         if self._stopping:
             raise RuntimeError("server stopping")
         if alone:
@@ -156,6 +171,7 @@ class GroupCommit:
                 _fail(batch[0], exc)
                 return
             self.failed_batches += 1
+            metrics.COMMIT_FAILED_BATCHES.inc()
             log.warning("batch of %d failed (%s); committing each on its own", len(batch), type(exc).__name__)
             for op in batch:
                 try:
@@ -187,6 +203,7 @@ class GroupCommit:
                 changed.update(folders)
         self.commits += 1
         self.operations += len(batch)
+        metrics.commit_batch(len(batch))
         for folder_id in changed:
             self.publish(folder_id)
         return outcomes

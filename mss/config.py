@@ -133,13 +133,25 @@ class LimitSettings(_Section):
     idle_timeout_s: int = Field(30 * 60, ge=29 * 60)  # RFC 2177: at least 29 minutes
     imap_preauth_timeout_s: float = Field(60, gt=0, le=600)  # connect to authenticated
     imap_max_connections: PositiveInt = 1000
-    imap_max_connections_per_ip: PositiveInt = 50
+    imap_max_connections_per_ip: PositiveInt = 50  # authenticated (or valid client certificate)
+    # Connections from one address that have not authenticated yet: their own, smaller cap;
+    # the oldest is closed for a newcomer (docs/operations.md, "Abuse resistance").
+    imap_max_preauth_per_ip: PositiveInt = 10
     smtp_timeout_s: PositiveInt = 300
+    # SMTP listeners (submission, submissions, mta), counted like IMAP's.
+    smtp_max_connections: PositiveInt = 1000
+    smtp_max_connections_per_ip: PositiveInt = 50
+    smtp_max_preauth_per_ip: PositiveInt = 10
+    smtp_preauth_timeout_s: float = Field(60, gt=0, le=600)  # connect to authenticated
     # The http listener (uvicorn, h11): the request line and header block, the body, and
     # how many connections and requests in flight before it answers 503.
     http_max_head: int = Field(16 * 1024, ge=4 * 1024, le=1024 * 1024)
     http_max_body: int = Field(64 * 1024, ge=0)
     http_max_connections: PositiveInt = 1000
+    # Message content whose lines end in a bare LF (practice software): made CRLF, as Postfix's
+    # `smtpd_forbid_bare_newline = normalize` does, or refused with 550 5.5.2 (RFC 5321 2.3.8).
+    # Only <CRLF>.<CRLF> ends DATA either way (docs/operations.md).
+    bare_newline: Literal["normalize", "reject"] = "normalize"
 
 
 class DeliverySettings(_Section):
@@ -149,6 +161,17 @@ class DeliverySettings(_Section):
     hide_subject_of_encrypted: bool = False
     # Most writes one transaction carries (mss.commit); writers never wait for a timer.
     group_commit_max: int = Field(64, ge=1, le=10_000)
+    # The local mailbox that receives mail for `postmaster` (RFC 5321 4.5.1): `RCPT TO:<postmaster>`
+    # and `postmaster@<domain>`. Empty: a mailbox called postmaster@<domain>, if one exists.
+    postmaster: str = ""
+
+    @field_validator("postmaster")
+    @classmethod
+    def _postmaster_address(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v and (v.count("@") != 1 or not all(v.split("@"))):
+            raise ValueError("postmaster must be the address of a local mailbox (local@domain)")
+        return v
 
 
 class PatientSettings(_Section):
@@ -214,6 +237,109 @@ class PortalSettings(_Section):
         return self
 
 
+class AbuseSettings(_Section):
+    """Authentication back-off across connections and protocols, and recipient enumeration
+    (docs/operations.md, "Abuse resistance").
+
+    Failed password attempts are counted per source address, per target mailbox and per
+    (mailbox, address) pair, in the database (every node, SMTP and IMAP alike). Each key gets
+    free failures, then a wait that doubles from 1 s up to its cap. The mailbox-wide key gets
+    many free failures and a short cap (OWASP: a lockout is a denial of service anyone who
+    knows an address can cause); a success resets the pair."""
+
+    # Per (mailbox, source address): the guesser's own key, reset by a success.
+    auth_free_failures: int = Field(5, ge=1, le=100)
+    auth_max_backoff_s: int = Field(900, ge=1, le=3600)
+    # Per mailbox from anywhere: large allowance, short cap, so nobody keeps its owner out.
+    auth_mailbox_free_failures: int = Field(50, ge=1, le=10_000)
+    auth_mailbox_max_backoff_s: int = Field(60, ge=1, le=600)
+    # Per source address, whatever mailbox (many users may share one address).
+    auth_address_free_failures: int = Field(30, ge=1, le=10_000)
+    auth_address_max_backoff_s: int = Field(900, ge=1, le=3600)
+    # Refused recipients (550 5.1.1 and other permanent RCPT refusals) in one SMTP session:
+    # after the soft limit each further refusal is delayed (delay x refusals over the limit,
+    # at most the max), at the hard limit the session is closed with 421 4.7.0 (the spirit
+    # of Postfix's smtpd_soft_error_limit / smtpd_hard_error_limit).
+    rcpt_soft_error_limit: int = Field(5, ge=0, le=1000)
+    rcpt_hard_error_limit: int = Field(20, ge=1, le=10_000)
+    rcpt_error_delay_s: float = Field(1.0, ge=0, le=60)
+    rcpt_error_max_delay_s: float = Field(10.0, ge=0, le=120)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> AbuseSettings:
+        if self.rcpt_hard_error_limit <= self.rcpt_soft_error_limit:
+            raise ValueError("rcpt_hard_error_limit must be greater than rcpt_soft_error_limit")
+        return self
+
+
+class AuditSettings(_Section):
+    """The tamper-evident audit trail (mss.audit; docs/operations.md, "Audit trail")."""
+
+    enabled: bool = True
+    #: Queued hot-path events (logins) beyond which further ones are counted as dropped.
+    max_pending: int = Field(10_000, ge=100, le=1_000_000)
+    #: Most events one group commit writes.
+    batch_max: int = Field(500, ge=1, le=10_000)
+    #: A file holding a secret key: `mss audit anchor` then adds an HMAC-SHA256 to the anchor
+    #: and `verify --anchor` checks it (keep the key off the database server).
+    anchor_key_file: Path | None = None
+
+
+class AutoconfigSettings(_Section):
+    """What `/.well-known/autoconfig/...` and `/autodiscover/...` tell mail clients (web.autoconfig)."""
+
+    # The host name clients connect to; it must be in the server certificate. Empty: the
+    # [listen] host, or the domain when that host is a wildcard address (0.0.0.0, ::).
+    hostname: str = ""
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class LoggingSettings(_Section):
+    """How `mss serve` logs (mss.logging_setup; docs/operations.md, "Monitoring").
+
+    `file` and `level` may also be given as the older top-level `log_file` and `log_level`
+    (still read); naming one of them both ways is an error. `file = ""`: stderr only."""
+
+    # "text": one line per event as before; "json": one JSON object per line (JSON lines).
+    format: Literal["text", "json"] = "text"
+    file: str | None = None
+    level: str | None = None
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, v: str | None) -> str | None:
+        if v is not None and v.strip().upper() not in _LOG_LEVELS:
+            raise ValueError(f"level must be one of {', '.join(_LOG_LEVELS)}")
+        return v.strip().upper() if v is not None else None
+
+
+class MetricsSettings(_Section):
+    """`/metrics` on the http listener (Prometheus; docs/operations.md, "Monitoring").
+
+    Not for the public internet: a scrape is answered only from a source address in `allow`
+    (loopback by default; uvicorn trusts no proxy header, so it is the TCP peer), and, when
+    `token_file` is set, only with `Authorization: Bearer <the file's content>` as well."""
+
+    enabled: bool = True
+    allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    token_file: Path | None = None
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item.strip())
+            except ValueError as exc:
+                raise ValueError(f"allow: {item!r} is not an IP network ({exc})") from None
+        return [item.strip() for item in v]
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(item) for item in self.allow]
+
+
 class Settings(BaseModel):
     """Everything a node needs; `base_dir` is the folder relative paths resolve against."""
 
@@ -232,7 +358,28 @@ class Settings(BaseModel):
     dkim: DkimSettings = Field(default_factory=DkimSettings)
     patients: PatientSettings = Field(default_factory=PatientSettings)
     portal: PortalSettings = Field(default_factory=PortalSettings)
+    abuse: AbuseSettings = Field(default_factory=AbuseSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    autoconfig: AutoconfigSettings = Field(default_factory=AutoconfigSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _logging_keys(self) -> Settings:
+        """`[logging] file` / `level` are the newer names of `log_file` / `log_level`: the
+        rest of the code reads `log_file` and `log_level`, filled from either."""
+        for new, old in (("file", "log_file"), ("level", "log_level")):
+            value = getattr(self.logging, new)
+            if value is None:
+                continue
+            if old in self.model_fields_set:
+                raise ValueError(f"{old} and [logging] {new} are the same setting: keep one of them")
+            if new == "file":
+                self.log_file = Path(value) if value else None
+            else:
+                self.log_level = value
+        return self
 
     @field_validator("domain")
     @classmethod

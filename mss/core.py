@@ -12,18 +12,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from crypto.tokens import TokenVerifier
 from crypto.validate import CertificateValidator, TrustAnchors
-from mss.auth import Authenticator, CoreCredentials
+from mss import metrics
+from mss.audit import AuditTrail
+from mss.auth import Authenticator, AuthThrottle, CoreCredentials
 from mss.config import Settings
 from mss.db.engine import create_engine, sessionmaker, upgrade
 from mss.delivery import Delivery
 from mss.directory import CoreDirectory
 from mss.events import Events
 from mss.mailaccess import MailAccessService
+from mss.metering import MeteredDelivery, MeteredMailAccess, metered_for
 from mss.notify import notifier_for
 from mss.patients import PatientSpaces
 from mss.portal import CorePortal
 from mss.sealing import Sealer
 from mss.store import Store
+from mss.throttle import Throttle
 from mss.tls import server_context
 
 log = logging.getLogger("mss.core")
@@ -42,6 +46,8 @@ class Core:
     patients: PatientSpaces
     auth: Authenticator
     validator: CertificateValidator | None = None
+    #: The audit trail (mss.audit); by default the patient spaces' own.
+    audit: AuditTrail | None = None
     crl_task: asyncio.Task | None = field(default=None, repr=False)
     notify_task: asyncio.Task | None = field(default=None, repr=False)
     #: `mss.services.Credentials` over `auth`: what the front ends authenticate with.
@@ -52,9 +58,16 @@ class Core:
     portal: CorePortal = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.credentials = CoreCredentials(self.auth)
+        if self.audit is None:
+            self.audit = self.patients.audit
+        # Refused password attempts are counted in the database across connections, nodes,
+        # SMTP and IMAP alike ([abuse], mss.auth.AuthThrottle).
+        throttle = AuthThrottle(Throttle(self.settings, self.sessions))
+        self.credentials = CoreCredentials(self.auth, audit=self.audit, throttle=throttle)
         self.directory = CoreDirectory(self.sessions)
-        self.portal = CorePortal(self.settings, self.sessions, self.patients, self.submission, self.mail)
+        # The portal's answers are counted as `http` (mss.metering), SMTP's as `smtp`.
+        portal_submission = metered_for(self.submission, "http")
+        self.portal = CorePortal(self.settings, self.sessions, self.patients, portal_submission, self.mail)
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> Core:
@@ -66,7 +79,9 @@ class Core:
         events = Events()
         store = Store(sessions, events, max_batch=settings.delivery.group_commit_max)
         sealer = Sealer(settings, sessions)
-        patients = PatientSpaces(settings, sessions, store)
+        a = settings.audit
+        audit = AuditTrail(sessions, max_pending=a.max_pending, batch_max=a.batch_max, enabled=a.enabled)
+        patients = PatientSpaces(settings, sessions, store, audit=audit)
         anchors = TrustAnchors.load(settings.path(settings.tls.trust_anchors))
         validator = build_validator(settings, anchors)
         core = cls(
@@ -76,16 +91,19 @@ class Core:
             events=events,
             store=store,
             sealer=sealer,
-            submission=Delivery(settings, sessions, sealer, store, patients),
-            mail=MailAccessService(store, sealer, max_message_size=settings.limits.max_message_size),
+            submission=MeteredDelivery(settings, sessions, sealer, store, patients),
+            mail=MeteredMailAccess(store, sealer, max_message_size=settings.limits.max_message_size),
             patients=patients,
             auth=Authenticator(validator, sessions, build_token_verifier(settings)),
             validator=validator,
+            audit=audit,
         )
         if validator.crl_files and settings.tls.crl_refresh_s > 0:
             core.crl_task = asyncio.get_running_loop().create_task(
                 _refresh_crls(validator, settings.tls.crl_refresh_s), name="crl-refresh"
             )
+        # /metrics reads the CRL freshness of the latest core opened in this process.
+        metrics.watch_crls(validator)
         return core
 
     def start_background(self) -> None:
@@ -112,6 +130,8 @@ class Core:
             except asyncio.CancelledError:
                 pass
             self.crl_task = None
+        if self.audit is not None:
+            await self.audit.close()  # the queued login events, before the engine goes
         await self.store.close()
         await self.engine.dispose()
 

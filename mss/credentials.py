@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from annuaire.local import normalize_address
 from annuaire.model import AppPassword, LocalMailbox
+from mss import audit
 
 # RFC 9106 §4 second recommended option (t=3, 64 MiB, p=4): argon2-cffi's defaults.
 _HASHER = PasswordHasher()
@@ -48,8 +49,11 @@ class AppPasswordInfo:
     last_used_at: datetime | None
 
 
-async def create_app_password(session: AsyncSession, address: str, *, label: str = "") -> tuple[int, str]:
-    """Store the hash of a new password for `address`; returns (id, the clear password)."""
+async def create_app_password(
+    session: AsyncSession, address: str, *, label: str = "", actor: str | None = None
+) -> tuple[int, str]:
+    """Store the hash of a new password for `address`; returns (id, the clear password).
+    Audited (`app_password.created`, by `actor`, default the `mss` user) in the same transaction."""
     address = normalize_address(address)
     if await session.get(LocalMailbox, address) is None:
         raise LookupError(f"no local mailbox {address}")
@@ -61,6 +65,14 @@ async def create_app_password(session: AsyncSession, address: str, *, label: str
     row = AppPassword(address=address, label=label, hash=hashed, created_at=datetime.now(UTC))
     session.add(row)
     await session.flush()
+    await audit.append(
+        session,
+        [
+            audit.Record.of(
+                "app_password.created", actor=actor or audit.cli_actor(), subject=address, id=row.id, label=label
+            )
+        ],
+    )
     return row.id, password
 
 
@@ -74,12 +86,27 @@ async def list_app_passwords(session: AsyncSession, address: str | None = None) 
     ]
 
 
-async def revoke_app_passwords(session: AsyncSession, address: str, ids: list[int] | None = None) -> int:
-    q = delete(AppPassword).where(AppPassword.address == normalize_address(address))
+async def revoke_app_passwords(
+    session: AsyncSession, address: str, ids: list[int] | None = None, *, actor: str | None = None
+) -> int:
+    """Delete the mailbox's app passwords `ids` (all without); how many. Audited
+    (`app_password.revoked`, outcome `none` when nothing matched) in the same transaction."""
+    address = normalize_address(address)
+    q = delete(AppPassword).where(AppPassword.address == address)
     if ids:
         q = q.where(AppPassword.id.in_(ids))
     res = await session.execute(q)
-    return res.rowcount or 0
+    count = res.rowcount or 0
+    event = audit.Record.of(
+        "app_password.revoked",
+        actor=actor or audit.cli_actor(),
+        subject=address,
+        outcome="ok" if count else "none",
+        ids=",".join(str(i) for i in ids) if ids else "all",
+        count=count,
+    )
+    await audit.append(session, [event])
+    return count
 
 
 def _matches(hashes: list[tuple[int, str]], password: str) -> int | None:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from annuaire.local import DeliveryTarget, LocalDirectory, normalize_address
 from annuaire.whitelist import in_trust_space
 from mss.config import Settings
-from mss.message import check_header_senders, parse_message_async
+from mss.message import check_header_senders, complete_submission, parse_message_async
 from mss.patients import ConversationInfo, PatientSpaces, PatientTarget, message_ids
 from mss.policy import Recipient, check_recipient, check_sender, domain_of
 from mss.principal import Principal
@@ -117,6 +117,8 @@ class Delivery:
         ever stored in clear, and one such recipient must not fail the others' delivery. A
         patient address follows the patient rules (`PatientSpaces.target`)."""
         address = normalize_address(address)
+        if self.is_postmaster(address):
+            return await self._postmaster()
         dom = domain_of(address)
         if self.patients.is_patient_address(address):
             if principal.kind == "PATIENT":
@@ -136,6 +138,29 @@ class Delivery:
         _check_can_receive(target)
         return recipient
 
+    def is_postmaster(self, address: str) -> bool:
+        """`postmaster` alone or at one of our domains, in any case (RFC 5321 4.5.1: every
+        server that delivers mail MUST accept it, and 4.1.1.3 the bare form without a domain)."""
+        local, at, dom = normalize_address(address).rpartition("@")
+        return local == "postmaster" and dom in self.local_domains if at else dom == "postmaster"
+
+    async def _postmaster(self) -> Recipient:
+        """The mailbox that receives postmaster's mail (`[delivery] postmaster`, else a
+        mailbox postmaster@<domain>), resolved and encrypted like any local recipient: to the
+        keys of whoever may read that mailbox (every member of an ORG mailbox)."""
+        address = self.settings.delivery.postmaster or f"postmaster@{self.settings.domain}"
+        async with self.sessions() as s:
+            target = await LocalDirectory(s).delivery_target(address)
+        if target is None:
+            log.warning("mail for postmaster refused: create %s or set [delivery] postmaster", address)
+            raise Refusal(
+                Reason.UNKNOWN_RECIPIENT,
+                "Mailbox <postmaster> does not exist",
+                f"no postmaster mailbox: create {address} or set [delivery] postmaster to a local mailbox",
+            )
+        _check_can_receive(target)
+        return Recipient(target.address, "local", target)
+
     async def deliver(
         self, principal: Principal, envelope: Envelope, raw: bytes, *, answering: ConversationInfo | None = None
     ) -> DeliveryResult:
@@ -149,6 +174,8 @@ class Delivery:
         # One parse (size, line ends, header fields), off the event loop when large.
         message = await parse_message_async(raw, max_size=self.settings.limits.max_message_size)
         check_header_senders(principal, message)
+        if principal.kind != "SERV":  # submission, not another operator's relayed mail
+            message = complete_submission(message, domain=self.settings.domain)  # RFC 6409 8.3, 8.4
         sender = normalize_address(envelope.mail_from)
         sealable = await self.sealer.prepare(message)  # protected once, encrypted per target
         items: list[NewMessage] = []

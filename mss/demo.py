@@ -166,6 +166,8 @@ def _config_text(domain: str, ports: dict[str, int], database_url: str, notify_u
         "",
         "[delivery]",
         'placeholder_subject = "[...]"',
+        "# Mail to postmaster (RFC 5321 4.5.1) lands here, encrypted to every member's key.",
+        f'postmaster = "{ORG_MAILBOX}@{domain}"',
         "",
         "[patients]",
         f'domain = "patient.{domain}"',

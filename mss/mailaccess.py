@@ -142,6 +142,9 @@ class Handle:
 class MailAccessService:
     """`mss.services.MailAccess`: the one place that decides who opens which mailbox."""
 
+    #: The handle class `open` returns (`mss.metering.MeteredMailAccess` counts APPENDs).
+    handle_type: type[Handle] = Handle
+
     def __init__(self, store: Store, sealer: Sealer, *, max_message_size: int) -> None:
         self._store = store
         self._sealer = sealer
@@ -162,4 +165,4 @@ class MailAccessService:
             )
         # A mailbox's special-use folders exist from its first session on (no write once they do).
         await self._store.ensure_default_folders(address)
-        return Handle(self._store, self._sealer, principal, address, self._max_size)
+        return self.handle_type(self._store, self._sealer, principal, address, self._max_size)

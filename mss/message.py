@@ -11,8 +11,10 @@ the message again and every later step sees the same fields.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from email.utils import getaddresses
+import secrets
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email.utils import format_datetime, getaddresses
 
 from crypto.rfc5322 import Field, HeaderSection, TooManyFields, has_bare_cr_or_lf, scan
 from crypto.smime import is_enveloped
@@ -25,6 +27,7 @@ __all__ = [
     "PARSE_IN_THREAD_THRESHOLD",
     "ParsedMessage",
     "check_header_senders",
+    "complete_submission",
     "outer_headers",
     "parse_message",
     "parse_message_async",
@@ -67,7 +70,8 @@ def parse_message(
     """Check ``raw`` and scan it once; raise `Refusal` for the first rule it breaks.
 
     The size comes first: it costs nothing and bounds everything after it. Then bare CR or
-    LF (the raw material of SMTP smuggling, DESIGN.md "Bad input"), the header section, a
+    LF (the raw material of SMTP smuggling, DESIGN.md "Bad input"), NUL (RFC 5322 allows it
+    nowhere; C clients and parsers downstream truncate at it), the header section, a
     From field (RFC 5322 §3.6; a missing Date is let through: RFC 6409 §8.3 lets submission
     complete it, and clients always send one), and an address in every From and Sender.
     `require_from` is off for IMAP APPEND, where a draft may have no author yet.
@@ -76,6 +80,8 @@ def parse_message(
         raise Refusal(Reason.TOO_BIG, "Message exceeds the maximum size")
     if has_bare_cr_or_lf(raw):
         raise Refusal(Reason.MALFORMED_MESSAGE, "Message contains a bare CR or LF; lines must end with CRLF")
+    if b"\x00" in raw:  # RFC 5322 2.2 / 3.5: no NUL in a header field nor in a body line
+        raise Refusal(Reason.MALFORMED_MESSAGE, "Message contains a NUL character (not allowed by RFC 5322 2.2, 3.5)")
     try:
         section = scan(raw, max_fields=max_fields)
     except TooManyFields as exc:
@@ -143,6 +149,31 @@ def check_header_senders(principal: Principal, message: ParsedMessage) -> None:
         for address in addresses:
             if not principal.may_use(address):
                 raise Refusal(Reason.NOT_ALLOWED, f"{name} <{address}> is not a mailbox of the authenticated user")
+
+
+def complete_submission(message: ParsedMessage, *, domain: str, now: datetime | None = None) -> ParsedMessage:
+    """The message with a Date and a Message-ID field added where it has none: RFC 6409 §8.3
+    (the submission server MAY add a missing Date) and §8.4 (a missing Message-ID).
+
+    Clients nearly always send both; practice software sometimes does not, and without a
+    Message-ID a reply cannot be threaded nor a receipt matched. The new fields go on top of
+    the header section (RFC 5322 §3.6 prescribes no order); fields that exist are never
+    touched, whatever they hold. The Date is RFC 5322 §3.3 ("Wed, 02 Dec 2026 14:29:13
+    +0000"), the Message-ID 128 random bits at this operator's domain (§3.6.4). Only the
+    header section is scanned again; the checks of `parse_message` still hold (nothing it
+    looked at changed), and the body is not copied more than once.
+    """
+    added: list[bytes] = []
+    if not any(f.key == "date" for f in message.fields):
+        when = (now or datetime.now(UTC)).replace(microsecond=0)
+        added.append(b"Date: " + format_datetime(when).encode("ascii") + b"\r\n")
+    if not any(f.key == "message-id" for f in message.fields):
+        added.append(f"Message-ID: <{secrets.token_hex(16)}@{domain}>\r\n".encode())  # RFC 6532: UTF-8
+    if not added:
+        return message
+    raw = b"".join(added) + message.raw
+    section = scan(raw)
+    return replace(message, raw=raw, fields=section.fields, body_offset=section.body_offset, outer=_outer(section))
 
 
 def _outer(section: HeaderSection) -> OuterHeaders:

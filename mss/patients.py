@@ -37,6 +37,7 @@ from crypto import patient as patient_crypto
 from crypto.dates import as_utc
 from crypto.ins import InsError, check_ins
 from crypto.rfc5322 import get_all
+from mss.audit import AuditTrail, cli_actor
 from mss.config import Settings
 from mss.db.models import (
     Conversation,
@@ -195,10 +196,19 @@ class PatientSpaces:
     """`mss.services.PatientSpaces`: the registry and its rules, for the CLI, the delivery
     path and the portal."""
 
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], store: Store) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        store: Store,
+        *,
+        audit: AuditTrail | None = None,
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.store = store
+        #: Life-cycle and data-access events, in the transaction of the change (mss.audit).
+        self.audit = audit or AuditTrail(sessions, enabled=settings.audit.enabled)
 
     @property
     def domain(self) -> str:
@@ -262,6 +272,7 @@ class PatientSpaces:
             s.add(row)
             await s.flush()  # the journal row refers to it
             self._journal(s, ins, "operator", "", "created", now=now)
+            await self._audit(s, "patient.created", ins, "operator")
             record = _record(row)
         await self.store.ensure_default_folders(record.address)
         log.info("patient created ins=%s", ins)
@@ -337,6 +348,7 @@ class PatientSpaces:
             row.state = state
             row.closed_at = now
             record = _record(row)
+            await self._audit(s, f"patient.{state}", ins, actor_kind, actor)
         # Then everything it protected, and what the space knew of its patient.
         await self.store.delete_mailbox(record.address)
         async with self.sessions() as s, s.begin():
@@ -356,6 +368,7 @@ class PatientSpaces:
             if professional not in await self._blocked(s, ins):
                 s.add(PatientBlock(ins=ins, professional=professional, created_at=_now()))
             self._journal(s, ins, by, "", "blocked", professional)
+            await self._audit(s, "patient.blocked", ins, by, professional=professional)
 
     async def unblock(self, identifier: str, professional: str, *, by: str = "operator") -> None:
         ins = self.ins_of(identifier)
@@ -366,6 +379,7 @@ class PatientSpaces:
                 delete(PatientBlock).where(PatientBlock.ins == ins, PatientBlock.professional == professional)
             )
             self._journal(s, ins, by, "", "unblocked", professional)
+            await self._audit(s, "patient.unblocked", ins, by, professional=professional)
 
     async def set_notify(self, identifier: str, on: bool, *, by: str = "operator") -> None:
         """Arrival notifications by e-mail on or off (they never carry health data)."""
@@ -420,6 +434,15 @@ class PatientSpaces:
         ins = self.ins_of(identifier)
         async with self.sessions() as s, s.begin():
             self._journal(s, ins, actor_kind, actor, action, detail)
+            await self._audit(s, f"patient.{action}", ins, actor_kind, actor, detail=detail)
+
+    async def _audit(
+        self, s: AsyncSession, type: str, ins: str, actor_kind: str, actor: str = "", **fields: str
+    ) -> None:
+        """The audit event of a journaled change, in its transaction (appended last: the
+        audit head stays locked until the commit). The operator is whoever runs `mss`."""
+        who = {"operator": cli_actor(), "patient": f"portal:{ins}"}.get(actor_kind) or f"{actor_kind}:{actor}"
+        await self.audit.record_in(s, type, actor=who, subject=f"patient:{ins}", **fields)
 
     @staticmethod
     def _journal(
@@ -478,6 +501,7 @@ class PatientSpaces:
             row.state = "active"
             row.activated_at = now
             self._journal(s, ins, "patient", "", "activated", now=now)
+            await self._audit(s, "patient.activated", ins, "patient")
             return _record(row, await self._blocked(s, ins))
 
     async def authenticate(self, identifier: str, auth_key: bytes) -> Principal:
@@ -509,6 +533,7 @@ class PatientSpaces:
             row.key_record = record
             row.auth_hash = await _hash(new_auth_key)
             self._journal(s, ins, "patient", "", "password_changed")
+            await self._audit(s, "patient.password_changed", ins, "patient")
 
     def _checked_record(self, record: dict[str, object]) -> str:
         """A wrapped-key record the browser sent, validated and in canonical form. Its KDF

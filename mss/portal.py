@@ -122,6 +122,7 @@ _FALLBACK = {
     Reason.BAD_ADDRESS: BAD_PROFESSIONAL,
     Reason.MALFORMED_MESSAGE: BAD_RECORD,
     Reason.TEMPORARILY_UNAVAILABLE: SEND_FAILED,
+    Reason.STORAGE_FULL: SEND_FAILED,
 }
 
 ORGANISATION_TYPES = frozenset({"ORG", "APP", "CAB"})
@@ -339,6 +340,15 @@ class CorePortal:
         try:
             return await self._patients.authenticate(login[:MAX_LOGIN], auth_key)
         except Refusal as exc:
+            # The success is audited when the session opens (`patient.login`); a refusal here.
+            ins = self._ins_or_none(login[:MAX_LOGIN])
+            self._patients.audit.submit(
+                "portal.login",
+                actor=f"portal:{ins or '?'}",
+                subject=f"patient:{ins}" if ins else "",
+                outcome="refused",
+                reason=exc.log,
+            )
             raise Refusal(Reason.NOT_ALLOWED, BAD_LOGIN, exc.log) from None
 
     def _own(self, principal: Principal) -> str:
@@ -418,6 +428,9 @@ class CorePortal:
                     )
                 if done.rowcount == 1:
                     return
+            self._patients.audit.submit(
+                "portal.second_factor", actor=f"portal:{ins}", subject=f"patient:{ins}", outcome="refused"
+            )
             raise Refusal(Reason.NOT_ALLOWED, BAD_CODE, f"totp code refused ins={ins}")
         stored = row.totp_recovery or "[]"
         hashes = json.loads(stored)
@@ -434,7 +447,11 @@ class CorePortal:
                     PatientSpaces._journal(
                         s, ins, "patient", "", "recovery_code_used", f"{len(remaining)} codes restants"
                     )
+                    await self._patients._audit(s, "patient.recovery_code_used", ins, "patient")
                     return
+        self._patients.audit.submit(
+            "portal.second_factor", actor=f"portal:{ins}", subject=f"patient:{ins}", outcome="refused"
+        )
         raise Refusal(Reason.NOT_ALLOWED, BAD_CODE, f"recovery code refused ins={ins}")
 
     async def totp_begin(self, principal: Principal) -> TotpSetup:

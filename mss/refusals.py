@@ -47,11 +47,13 @@ class Reason(enum.Enum):
     CANNOT = "cannot"
     #: Not the client's fault: the database or a dependency failed; try again later.
     TEMPORARILY_UNAVAILABLE = "temporarily_unavailable"
+    #: The server's storage is full (disk, database size): nothing was stored; try again later.
+    STORAGE_FULL = "storage_full"
 
     @property
     def permanent(self) -> bool:
         """False for the reasons a client should retry (SMTP 4xx)."""
-        return self is not Reason.TEMPORARILY_UNAVAILABLE and self is not Reason.TOO_MANY_RECIPIENTS
+        return self not in (Reason.TEMPORARILY_UNAVAILABLE, Reason.TOO_MANY_RECIPIENTS, Reason.STORAGE_FULL)
 
 
 class Refusal(Exception):

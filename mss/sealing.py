@@ -20,16 +20,29 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from annuaire.local import LocalDirectory
 from crypto import patient as patient_crypto
 from crypto.rfc5322 import scan, to_crlf
-from crypto.smime import Protected, encrypt, is_enveloped, protect, replace_subject
+from crypto.smime import OUTER_HEADERS, Protected, encrypt, is_enveloped, protect, replace_subject
 from mss.config import Settings
 from mss.message import PARSE_IN_THREAD_THRESHOLD, ParsedMessage, outer_headers
 from mss.records import OuterHeaders
 from mss.refusals import Reason, Refusal
 
-__all__ = ["Sealable", "Sealer", "prepare", "prepare_async"]
+__all__ = ["AS_IS_OUTER_FIELDS", "Sealable", "Sealer", "prepare", "prepare_async"]
 
 #: The S/MIME structure fields of an outer message: the patient encryption writes its own.
 _MIME_FIELDS = frozenset({"mime-version", "content-type", "content-transfer-encoding", "content-disposition"})
+
+#: What stays in clear on a message that came already encrypted (its outer header section is
+#: all its sender's client left outside the envelope, e.g. `X-Diagnosis:`): the fields the
+#: server's own header protection keeps outside (`crypto.smime.OUTER_HEADERS`, DESIGN.md
+#: "Header protection"), the Subject (replaced when the operator hides it), the addressing
+#: fields a reader needs to answer or acknowledge when its client protects no header (Sender,
+#: Reply-To, Disposition-Notification-To for MDN, RFC 8098), and the MIME fields of the
+#: enveloped part itself, without which the CMS object cannot be read. Every other field goes.
+AS_IS_OUTER_FIELDS = frozenset(
+    {name.lower() for name in OUTER_HEADERS}
+    | {"subject", "sender", "reply-to", "disposition-notification-to"}
+    | _MIME_FIELDS
+)
 
 
 @dataclass(frozen=True)
@@ -58,12 +71,16 @@ def prepare(message: bytes | ParsedMessage, *, placeholder_subject: str, hide_su
         section = scan(to_crlf(raw))
         fields, body = section.fields, section.body
         encrypted = is_enveloped(fields, body)
-    if encrypted:  # DESIGN.md: stored as it came (the operator may hide its Subject)
+    if encrypted:  # DESIGN.md: stored as it came, its clear header cut to AS_IS_OUTER_FIELDS
+        kept = [f for f in fields if f.key in AS_IS_OUTER_FIELDS]
         if hide_subject_of_encrypted:
-            stored = replace_subject(fields, body, placeholder_subject=placeholder_subject)
+            stored = replace_subject(kept, body, placeholder_subject=placeholder_subject)
             return Sealable(headers=outer_headers(stored), as_is=stored)
-        headers = message.outer if isinstance(message, ParsedMessage) else outer_headers(raw)
-        return Sealable(headers=headers, as_is=raw)
+        if len(kept) == len(fields):  # nothing to remove: the bytes as they came
+            headers = message.outer if isinstance(message, ParsedMessage) else outer_headers(raw)
+            return Sealable(headers=headers, as_is=raw)
+        stored = b"".join(f.terminated for f in kept) + b"\r\n" + body
+        return Sealable(headers=outer_headers(stored), as_is=stored)
     protected = protect(fields, body, placeholder_subject)
     return Sealable(headers=outer_headers(protected.outer_head), protected=protected)
 

@@ -1,12 +1,27 @@
-"""`mss serve`: every listener in one process, stopped cleanly by SIGTERM or SIGINT."""
+"""`mss serve`: every listener in one process, stopped cleanly by SIGTERM or SIGINT.
+
+Two mistakes a newcomer makes in the first hour end here with one clear line, not a traceback:
+a port another program holds (`ServeError` names the listener and the port and how to pick
+others), and a second `mss serve` of a deployment already being served (an flock on
+`<config>.pid` next to the configuration names the running instance; the kernel drops the lock
+when that process dies, so a stale file left by `kill -9` blocks nothing).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import json
 import logging
+import os
+import re
 import signal
+import socket
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
+from typing import IO
 
 from mss.config import ConfigError, Settings, check_http_transport, default_config_path, load_settings
 from mss.core import Core
@@ -14,13 +29,89 @@ from mss.logging_setup import setup_logging
 
 log = logging.getLogger("mss.serve")
 
+#: The listeners in the order `run` starts them, grouped by the front end that opens them.
+STAGES: dict[str, tuple[str, ...]] = {
+    "smtp": ("submission", "submissions", "mta"),
+    "imap": ("imap", "imaps"),
+    "http": ("http",),
+}
+LISTENER_NAMES = {
+    "submission": "SMTP submission",
+    "submissions": "SMTP submissions",
+    "mta": "SMTP MTA",
+    "imap": "IMAP",
+    "imaps": "IMAPS",
+    "http": "HTTP",
+}
+# asyncio's (and uvloop's) bind error: "error while attempting to bind on address ('h', 2587): ..."
+_BIND_ADDRESS = re.compile(r"address \(['\"]?[^,]*?['\"]?, (\d+)[,)]")
+
+
+class ServeError(Exception):
+    """Why `mss serve` could not start, in one line meant for the person who ran it."""
+
 
 def _port(server: asyncio.AbstractServer) -> int:
     return server.sockets[0].getsockname()[1]
 
 
-async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Open the core, start SMTP, IMAP and HTTP, log `ready`, wait for a stop signal."""
+def _busy(host: str, port: int) -> bool:
+    """Whether binding host:port fails now (as asyncio binds: SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _bind_failure(settings: Settings, stage: str, exc: OSError) -> ServeError:
+    """The listener a failed bind was for, found from the error's address, else by probing
+    the stage's ports (uvicorn's socket error names no address)."""
+    listen = settings.listen
+    ports = listen.ports()
+    candidates = STAGES[stage]
+    m = _BIND_ADDRESS.search(str(exc))
+    name = None
+    if m:
+        port = int(m.group(1))
+        name = next((n for n in candidates if ports[n] == port), None)
+    if name is None:
+        name = (
+            candidates[0]
+            if len(candidates) == 1
+            else next((n for n in candidates if ports[n] and _busy(listen.host, ports[n])), candidates[0])
+        )
+    port = ports[name]
+    where = f"{listen.host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        why = "the port is already in use (another program, or another `mss serve` on these ports)"
+    elif exc.errno == errno.EACCES:
+        why = "permission denied (ports below 1024 need privileges)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why = f"{listen.host} is not an address of this machine"
+    else:
+        why = exc.strerror or str(exc)
+    return ServeError(
+        f"cannot listen on {where} ({LISTENER_NAMES[name]}, [listen] {name}): {why}. "
+        "Choose other ports in [listen] of the configuration, or re-create the demo on free ones: "
+        "`mss demo DIR --base-port N --force` (ports N to N+5), `make run BASE_PORT=N`"
+    )
+
+
+async def run(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[dict[str, int]], None] | None = None,
+) -> None:
+    """Open the core, start SMTP, IMAP and HTTP, log `ready`, wait for a stop signal.
+
+    Once bound, `settings.listen` holds the real ports (ephemeral `0` resolved), so what the
+    listeners advertise (web.autoconfig) is what they are. `on_ready` gets the ports by role.
+    """
     from imap.server import start as start_imap
     from smtp.server import start as start_smtp
     from web.server import start as start_web
@@ -35,25 +126,38 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
     core = await Core.open(settings)
-    core.start_background()
     servers: dict[str, asyncio.AbstractServer] = {}
     http = None
+    stage = "smtp"
     try:
-        servers.update(await start_smtp(core))
-        limits = settings.limits
-        servers.update(
-            await start_imap(
-                core,
-                max_connections=limits.imap_max_connections,
-                max_per_ip=limits.imap_max_connections_per_ip,
-                preauth_timeout=limits.imap_preauth_timeout_s,
+        try:
+            servers.update(await start_smtp(core))
+            stage = "imap"
+            limits = settings.limits
+            servers.update(
+                await start_imap(
+                    core,
+                    max_connections=limits.imap_max_connections,
+                    max_per_ip=limits.imap_max_connections_per_ip,
+                    preauth_timeout=limits.imap_preauth_timeout_s,
+                )
             )
-        )
-        # uvicorn on this loop; the core is its WebServices (settings, directory).
-        http = await start_web(core)
+            for name, srv in servers.items():
+                setattr(settings.listen, name, _port(srv))
+            stage = "http"
+            # uvicorn on this loop; the core is its WebServices (settings, directory).
+            http = await start_web(core)
+        except OSError as exc:
+            raise _bind_failure(settings, stage, exc) from exc
+        settings.listen.http = http.port
+        # Background work (the patient notifier) only once every listener is bound: a start
+        # that fails on a busy port then stops without cancelling a task in mid-query.
+        core.start_background()
         ports = {name: _port(srv) for name, srv in servers.items()}
         ports["http"] = http.port
         log.info("ready host=%s ports=%s", settings.listen.host, json.dumps(ports, sort_keys=True))
+        if on_ready is not None:
+            on_ready(ports)
         await stop.wait()
         log.info("stopping")
     finally:
@@ -76,17 +180,63 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         log.info("stopped")
 
 
-def main(config: Path | str | None) -> None:
-    settings = load_settings(config)
+def lock_path(config: Path) -> Path:
+    """`<folder>/<config stem>.pid`: `var/demo/mss.toml` is served by the pid in `var/demo/mss.pid`."""
+    return config.parent / f"{config.stem}.pid"
+
+
+def acquire_instance_lock(config: Path) -> IO[str] | None:
+    """Hold an exclusive flock on the deployment's pid file for the life of this process and
+    write our pid in it; `ServeError` naming the running instance if another process holds it.
+
+    None (and a warning) when the folder is read-only (a packaged /etc config): the busy port
+    then stops a second instance instead.
+    """
+    path = lock_path(config)
+    try:
+        fh = open(path, "a+", encoding="ascii")  # noqa: SIM115 - held open for the process's life
+    except OSError as exc:
+        log.warning("no instance lock: cannot open %s (%s)", path, exc.strerror)
+        return None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        pid = fh.read().strip() or "?"
+        fh.close()
+        raise ServeError(
+            f"{config} is already being served by process {pid} (lock held on {path}); "
+            f"stop it first (kill {pid}), or serve another deployment"
+        ) from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+    except OSError as exc:  # a full disk: the lock holds all the same, only the pid is missing
+        log.warning("cannot write our pid to %s (%s)", path, exc.strerror)
+    return fh
+
+
+def main(config: Path | str | None, *, on_ready: Callable[[dict[str, int]], None] | None = None) -> None:
+    config_path = Path(config) if config is not None else default_config_path()
+    settings = load_settings(config_path)
     try:
         check_http_transport(settings)
     except ConfigError as exc:
-        raise ConfigError(f"{config or default_config_path()}: {exc}") from None
+        raise ConfigError(f"{config_path}: {exc}") from None
     setup_logging(settings)
+    lock = acquire_instance_lock(config_path)
     try:
-        import uvloop
+        try:
+            import uvloop
 
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(run(settings))
+            uvloop.install()
+        except ImportError:
+            pass
+        asyncio.run(run(settings, on_ready=on_ready))
+    finally:
+        if lock is not None:
+            with suppress(OSError):
+                lock.truncate(0)  # the file stays (removing it would race a new instance)
+            lock.close()

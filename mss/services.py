@@ -51,7 +51,7 @@ class Success:
     principal: Principal
 
 
-FailureKind = Literal["malformed", "cancelled", "refused", "unauthorized", "unavailable", "unsupported"]
+FailureKind = Literal["malformed", "cancelled", "refused", "unauthorized", "unavailable", "unsupported", "throttled"]
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,9 @@ class Failure:
     `kind`: `malformed` (a protocol error, nothing was checked), `cancelled` (the client sent
     "*"), `refused` (credentials refused: counted), `unauthorized` (valid credentials, but not
     for the identity asked: counted), `unavailable` (our fault: try later), `unsupported`
-    (unknown mechanism). `public` is safe for the wire. `close` says the connection must end
-    now (too many refused attempts).
+    (unknown mechanism), `throttled` (too many failures from this address or for this
+    mailbox, across connections: nothing was checked, try later; counted). `public` is safe
+    for the wire. `close` says the connection must end now (too many refused attempts).
     """
 
     kind: FailureKind

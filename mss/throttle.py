@@ -6,13 +6,21 @@ rather than lock the account: a lockout is a denial of service anyone who knows 
 cause. Hence: a number of free failures under each key, then a wait that doubles from 1 s
 up to `max_backoff_s`, never more; a success resets the keys.
 
-Keys are arbitrary strings chosen by the caller; the web layer uses `account:<INS>` (the
-account whoever guesses), `account:<INS>|<network>` (this account from this client network),
-`totp:<INS>` and `address:<network>`. Keys starting with `address:` get
-`address_free_failures` free failures (many patients may share one address), account-wide
-keys (`account:` without `|`) `account_wide_free_failures` (so that nobody can lock a patient
-out from elsewhere for long), every other key `account_free_failures`. A key whose last
-failure is older than `FORGET_AFTER` starts again from zero, and such rows are purged, so
+Keys are arbitrary strings chosen by the caller, in families named by their prefix, each
+with its own allowance (`Allowance`: free failures, then the back-off's cap), read from the
+settings by `allowances`:
+
+- the portal (`[portal]`): `account:<INS>` (the account whoever guesses: many free failures),
+  `account:<INS>|<network>` (this account from this client network), `totp:<INS>` and
+  `address:<network>`;
+- SMTP and IMAP authentication (`[abuse]`, `mss.auth.AuthThrottle`): `auth-mailbox:<address>`
+  (the mailbox whoever guesses: many free failures and a short cap, so nobody can keep its
+  owner out for long), `auth-mailbox:<address>|<network>` (the guesser's own key) and
+  `auth-address:<network>`.
+
+A key belongs to the first family whose prefix it starts with and whose `pair` matches
+(whether a `|` follows the prefix); the last family (prefix "") takes the rest. A key whose
+last failure is older than `FORGET_AFTER` starts again from zero, and such rows are purged, so
 random logins cannot grow the table without bound.
 
 `attempt` reserves the attempt *before* the secret is checked, atomically (row locks on
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import case, delete, select, update
@@ -41,6 +50,9 @@ from mss.db.models import ThrottleCounter
 FORGET_AFTER = timedelta(hours=24)
 ADDRESS_PREFIX = "address:"
 ACCOUNT_PREFIX = "account:"
+AUTH_ADDRESS_PREFIX = "auth-address:"
+AUTH_MAILBOX_PREFIX = "auth-mailbox:"
+_PREFIXES = (AUTH_ADDRESS_PREFIX, AUTH_MAILBOX_PREFIX, ADDRESS_PREFIX, ACCOUNT_PREFIX)
 _MAX_KEY = 255
 _MAX_KEYS = 8  # a request names a handful of keys, never more
 _PURGE_BATCH = 500
@@ -55,14 +67,44 @@ def backoff_s(failures: int, free: int, cap: int) -> int:
     return min(cap, 2 ** min(over - 1, 30))
 
 
+@dataclass(frozen=True)
+class Allowance:
+    """A key family: keys starting with `prefix` (and, when `pair` is set, with or without a
+    `|` after it) get `free` failures, then a back-off doubling from 1 s up to `max_backoff_s`."""
+
+    prefix: str
+    free: int
+    max_backoff_s: int
+    pair: bool | None = None
+
+    def matches(self, key: str) -> bool:
+        if not key.startswith(self.prefix):
+            return False
+        return self.pair is None or ("|" in key[len(self.prefix) :]) == self.pair
+
+
+def allowances(settings: Settings) -> tuple[Allowance, ...]:
+    """Every family's allowance, from `[abuse]` (SMTP and IMAP) and `[portal]` (the portal)."""
+    a, p = settings.abuse, settings.portal
+    return (
+        Allowance(AUTH_ADDRESS_PREFIX, a.auth_address_free_failures, a.auth_address_max_backoff_s),
+        Allowance(AUTH_MAILBOX_PREFIX, a.auth_free_failures, a.auth_max_backoff_s, pair=True),
+        Allowance(AUTH_MAILBOX_PREFIX, a.auth_mailbox_free_failures, a.auth_mailbox_max_backoff_s, pair=False),
+        Allowance(ADDRESS_PREFIX, p.address_free_failures, p.max_backoff_s),
+        Allowance(ACCOUNT_PREFIX, p.account_wide_free_failures, p.max_backoff_s, pair=False),
+        Allowance("", p.account_free_failures, p.max_backoff_s),  # account:..|net, totp:
+    )
+
+
 def stored_key(key: str) -> str:
     """The key as stored: long keys (a pasted novel as a login) and keys with control
-    characters (a NUL, which PostgreSQL text refuses) become a hash, keeping their
-    `address:` or `account:` prefix so that they keep their allowance."""
+    characters (a NUL, which PostgreSQL text refuses) become a hash, keeping their family's
+    prefix and a final `|` for a pair key, so that they keep their allowance."""
     if len(key) <= _MAX_KEY and key.isprintable():
         return key
-    prefix = next((p for p in (ADDRESS_PREFIX, ACCOUNT_PREFIX) if key.startswith(p)), "")
-    return prefix + "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    prefix = next((p for p in _PREFIXES if key.startswith(p)), "")
+    pair = "|" if "|" in key[len(prefix) :] else ""
+    return prefix + "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest() + pair
 
 
 def _keys(keys: Sequence[str]) -> list[str]:
@@ -88,19 +130,20 @@ async def _locked(s: AsyncSession, names: Sequence[str]) -> Sequence[ThrottleCou
 
 
 class Throttle:
-    """`throttle_wait` / `throttle_failed` / `throttle_succeeded` of `PatientPortal`."""
+    """`throttle_wait` / `throttle_failed` / `throttle_succeeded` of `PatientPortal`, and the
+    counters of `mss.auth.AuthThrottle`."""
 
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._settings = settings
         self._sessions = sessions
 
-    def _free(self, key: str) -> int:
-        s = self._settings.portal
-        if key.startswith(ADDRESS_PREFIX):
-            return s.address_free_failures
-        if key.startswith(ACCOUNT_PREFIX) and "|" not in key:
-            return s.account_wide_free_failures
-        return s.account_free_failures
+    def allowance(self, key: str) -> Allowance:
+        """The family `key` (as stored) belongs to (read each time: settings may change)."""
+        return next(a for a in allowances(self._settings) if a.matches(key))
+
+    def _backoff(self, key: str, failures: int) -> int:
+        a = self.allowance(key)
+        return backoff_s(failures, a.free, a.max_backoff_s)
 
     async def attempt(self, keys: Sequence[str], *, now: datetime | None = None) -> float:
         """Reserve one attempt under every key: 0 when it may go on (it already counts as a
@@ -110,7 +153,6 @@ class Throttle:
             return 0.0
         now = now or datetime.now(UTC)
         cutoff = now - FORGET_AFTER
-        cap = self._settings.portal.max_backoff_s
         async with self._sessions() as s, s.begin():
             insert = insert_for(s)
             for key in names:  # sorted: every node locks in the same order
@@ -136,7 +178,7 @@ class Throttle:
             for r in rows:
                 r.failures = 1 if as_utc(r.last_failure_at) < cutoff else r.failures + 1
                 r.last_failure_at = now
-                wait = backoff_s(r.failures, self._free(r.key), cap)
+                wait = self._backoff(r.key, r.failures)
                 r.blocked_until = now + timedelta(seconds=wait) if wait else None
             await self._purge(s, cutoff)
         return 0.0
@@ -173,7 +215,6 @@ class Throttle:
         names = _keys(keys)
         now = now or datetime.now(UTC)
         cutoff = now - FORGET_AFTER
-        cap = self._settings.portal.max_backoff_s
         async with self._sessions() as s, s.begin():
             insert = insert_for(s)
             for key in names:
@@ -188,7 +229,7 @@ class Throttle:
                     },
                 ).returning(ThrottleCounter.failures)
                 failures = (await s.execute(stmt)).scalar_one()
-                wait = backoff_s(failures, self._free(key), cap)
+                wait = self._backoff(key, failures)
                 if wait:
                     await s.execute(
                         update(ThrottleCounter)

@@ -43,6 +43,8 @@ FAILURE_REPLY: dict[FailureKind, str] = {
     "cancelled": "501 5.7.0 Authentication aborted",
     "unavailable": "454 4.7.0 Temporary authentication failure, try again later",
     "unsupported": "504 5.5.4 Unrecognized authentication type",
+    # Backed off (mss.auth.AuthThrottle): RFC 4954 6 names 454 4.7.0 for a temporary failure.
+    "throttled": "454 4.7.0 {public}",
 }
 
 
@@ -75,4 +77,9 @@ class SaslServer(Protocol):
     async def sasl_challenge(self, challenge: bytes = b"") -> str | None:
         """Send `334 <base64 challenge>` and return the client's line (None: the client left).
         Raises `ResponseLineTooLong`."""
+        ...
+
+    def authenticated(self) -> None:
+        """The connection authenticated: it leaves the pre-authentication connection cap
+        (`mss.admission`); the server closes it when its address has too many already."""
         ...

@@ -37,6 +37,7 @@ from mss.services import (
     Success,
 )
 from smtp import auth as sasl
+from smtp.data import DataLines
 from smtp.replies import smtp_reply
 
 log = logging.getLogger("mss.smtp")
@@ -97,6 +98,8 @@ class ConnectionAuth:
     sasl_principal: Principal | None = None
     #: The mail transaction begun by MAIL, carried to DATA (a new one at every MAIL).
     transaction: SubmissionTransaction | None = None
+    #: Recipients refused with a 5xx in this session (recipient enumeration, `[abuse]`).
+    rcpt_refusals: int = 0
 
 
 def _state(session: Session) -> ConnectionAuth:
@@ -227,6 +230,9 @@ class SubmissionHandler:
             if response is None:
                 return None  # the client went away in the middle of the exchange
         if isinstance(step, Success):
+            authenticated = getattr(server, "authenticated", None)
+            if authenticated is not None:
+                authenticated()  # leaves the pre-authentication connection cap
             st.sasl_principal = step.principal
             session.authenticated = True
             session.auth_data = step.principal  # type: ignore[assignment] # aiosmtpd types it None
@@ -271,10 +277,40 @@ class SubmissionHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
+        """The recipient's reply, slowed down and finally cut off when the session collects
+        refusals (recipient enumeration, issue 13; the spirit of Postfix's
+        smtpd_soft_error_limit / smtpd_hard_error_limit): after `rcpt_soft_error_limit`
+        permanent refusals each further one waits `rcpt_error_delay_s` times the refusals
+        over the limit (at most `rcpt_error_max_delay_s`; the wait is an `asyncio.sleep`,
+        other sessions go on), and the `rcpt_hard_error_limit`-th is answered `421 4.7.0`
+        and the connection closed (RFC 5321 3.8)."""
+        reply = await self._recipient(session, envelope, address, rcpt_options)
+        if not reply.startswith("5"):
+            return reply
+        st = _state(session)
+        st.rcpt_refusals += 1
+        abuse = self.settings.abuse
+        peer = format_peer(session.peer)
+        if st.rcpt_refusals >= abuse.rcpt_hard_error_limit:
+            log.warning("RCPT limit reached peer=%s refused=%d closing=yes", peer, st.rcpt_refusals)
+            transport = server.transport
+            if transport is not None:
+                asyncio.get_running_loop().call_soon(transport.close)  # after the reply is written
+            return f"421 4.7.0 Too many refused recipients ({st.rcpt_refusals}), closing connection"
+        over = st.rcpt_refusals - abuse.rcpt_soft_error_limit
+        if over > 0:
+            delay = min(abuse.rcpt_error_max_delay_s, abuse.rcpt_error_delay_s * over)
+            if delay > 0:
+                log.info("RCPT refusal delayed peer=%s refused=%d delay=%.1fs", peer, st.rcpt_refusals, delay)
+                await asyncio.sleep(delay)
+        return reply
+
+    async def _recipient(self, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]) -> str:
         transaction = _state(session).transaction
         if transaction is None or not envelope.mail_from:  # aiosmtpd already requires MAIL
             return "503 5.5.1 Need MAIL command"
-        problem = address_problem(address, smtputf8=envelope.smtp_utf8)
+        # RFC 5321 4.1.1.3: `postmaster` without a domain is the one dotless recipient allowed.
+        problem = None if address.lower() == "postmaster" else address_problem(address, smtputf8=envelope.smtp_utf8)
         if problem is not None:
             log.info("RCPT refused peer=%s to=%r reason=%s", format_peer(session.peer), address, problem)
             return f"553 5.1.3 Invalid recipient address: {problem}"
@@ -298,6 +334,10 @@ class SubmissionHandler:
         if transaction is None:
             return "503 5.5.1 Need MAIL command"
         raw = envelope.original_content or b""
+        refusal = _data_lines_refusal(getattr(server, "data_lines", None))
+        if refusal is not None:
+            log.info("DATA refused peer=%s reply=%r", peer, refusal)
+            return refusal
         try:
             await transaction.deliver(raw)
         except Refusal as exc:
@@ -308,3 +348,24 @@ class SubmissionHandler:
             return "451 4.3.0 Message not stored because of a local error, try again later"
         log.info("DATA stored peer=%s rcpts=%d size=%d", peer, len(envelope.rcpt_tos), len(raw))
         return "250 2.0.0 Ok: stored"
+
+
+def _data_lines_refusal(lines: DataLines | None) -> str | None:
+    """The reply for content lines `smtp.data` found wrong while DATA was read, or None.
+
+    The smuggling signature first (a lone "." beside a bare LF: refused whole whatever the
+    bare-LF setting, since another server could take it for the end of data), then line
+    length (RFC 5321 4.5.3.1.6), then bare LF when the operator refuses it (RFC 5321 2.3.8).
+    """
+    if lines is None:
+        return None
+    if lines.lone_dot:
+        return (
+            "550 5.6.0 Message refused: a lone '.' line beside a bare LF looks like a smuggled end of data "
+            "(only <CRLF>.<CRLF> ends DATA, RFC 5321 2.3.8, 4.1.1.4)"
+        )
+    if lines.too_long:
+        return "500 5.5.2 Line too long: message lines are at most 998 octets (RFC 5321 4.5.3.1.6)"
+    if lines.bare_lf and lines.mode == "reject":
+        return "550 5.5.2 Message lines must end with CRLF, bare LF is refused here (RFC 5321 2.3.8)"
+    return None

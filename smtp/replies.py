@@ -24,6 +24,7 @@ SMTP_REPLY: dict[Reason, tuple[int, str]] = {
     Reason.FOLDER_EXISTS: (550, "5.0.0"),
     Reason.CANNOT: (550, "5.0.0"),
     Reason.TEMPORARILY_UNAVAILABLE: (451, "4.3.0"),  # other or undefined mail system status
+    Reason.STORAGE_FULL: (452, "4.3.1"),  # RFC 3463 3.4: mail system full (RFC 5321 4.2.2: 452)
 }
 
 

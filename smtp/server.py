@@ -15,7 +15,11 @@ of what a health messaging server must do (DESIGN.md, Known ground and Bad input
   precondition, refused with 500 instead of being normalised;
 - the command-line limit is per connection (aiosmtpd keeps it in a class-level dict that
   every EHLO grows), a second STARTTLS is refused, idle connections get `421 4.4.2`;
-- exceptions never reach the wire: aiosmtpd would send the exception text.
+- exceptions never reach the wire: aiosmtpd would send the exception text;
+- connection caps shared by the three listeners (`mss.admission`): a global and a per-address
+  cap, answered `421 4.7.0` and closed; connections that have not authenticated yet (no
+  validated client certificate, no AUTH) have their own small cap per address, the oldest
+  giving way to a newcomer, and a short life (`[limits] smtp_preauth_timeout_s`).
 """
 
 from __future__ import annotations
@@ -31,10 +35,13 @@ from collections.abc import Callable
 
 from aiosmtpd.smtp import SMTP, TLSSetupException
 
+from mss import metrics
+from mss.admission import Admission, Ticket
 from mss.config import Settings
 from mss.peers import format_peer
 from mss.services import SmtpServices
 from smtp import auth as sasl
+from smtp.data import DataLines
 from smtp.handler import SubmissionHandler
 
 log = logging.getLogger("mss.smtp")
@@ -90,12 +97,19 @@ class _StrictLineReader(asyncio.StreamReader):
 
     aiosmtpd reads commands with `readuntil(b"\\n")` and strips any CR/LF mix at the end,
     so `MAIL FROM:<a@b>\\n` or `...\\r\\r\\n` would pass. DATA is read with
-    `readuntil(b"\\r\\n")` and is checked by the core (bare CR/LF refused with 550 5.6.0).
+    `readuntil(b"\\r\\n")`: each piece goes through `data_lines` (`smtp.data`: bare LF made
+    CRLF or noted, smuggling signatures noted) and the core refuses bare CR with 550 5.6.0.
     """
 
     _draining = False  # the rest of an over-long line that aiosmtpd is throwing away
+    data_lines: DataLines | None = None  # set by `SubmissionSMTP.smtp_DATA` while DATA runs
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        # Once the session closed the connection (421, too many unknown commands or failed
+        # logins), aiosmtpd would still act on commands the client pipelined behind: end the
+        # session as a lost connection does (found by tests/fuzz/fuzz_smtp.py).
+        if self._transport is not None and self._transport.is_closing():  # type: ignore[attr-defined]
+            raise asyncio.CancelledError
         try:
             line = await super().readuntil(separator)
         except asyncio.LimitOverrunError:
@@ -104,11 +118,59 @@ class _StrictLineReader(asyncio.StreamReader):
         if self._draining:
             self._draining = False
             return line
+        if separator == b"\r\n" and self.data_lines is not None:
+            return self.data_lines.feed(line)
         if separator == b"\n" and (not line.endswith(b"\r\n") or b"\r" in line[:-2]):
             raise ProtocolViolation(
                 "500 5.5.2 Bare CR or LF in command line; lines must end with CRLF (RFC 5321 2.3.8)"
             )
         return line
+
+
+def _refusal(reason: str) -> str:
+    """The reply to a connection the caps turn away or close (RFC 5321 3.8: 421)."""
+    return f"421 4.7.0 {reason}\r\n"
+
+
+def _say_and_close(transport: asyncio.BaseTransport | None, reason: str) -> None:
+    if transport is None or transport.is_closing():
+        return
+    try:
+        transport.write(_refusal(reason).encode("ascii"))  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001, S110 - the connection is going away anyway
+        pass
+    transport.close()
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over a cap: `421 4.7.0`, then closed (over TLS on `submissions`)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        _say_and_close(transport, self.reason)
+
+
+def _admit(admission: Admission | None, transport: asyncio.BaseTransport, listener: str) -> Ticket | str | None:
+    """A slot for a new TCP connection (None: no caps), or the refusal, logged."""
+    if admission is None:
+        return None
+    peername = transport.get_extra_info("peername")
+    ticket = admission.admit(peername, lambda reason: _closing(transport, reason, peername, listener))
+    if isinstance(ticket, str):
+        log.warning("smtp connection refused peer=%s listener=%s reason=%s", format_peer(peername), listener, ticket)
+    return ticket
+
+
+def _closing(transport: asyncio.BaseTransport | None, reason: str, peername: object, listener: str) -> None:
+    log.info("smtp connection closed peer=%s listener=%s reason=%s", format_peer(peername), listener, reason)
+    _say_and_close(transport, reason)
+
+
+def _closing_silently(transport: asyncio.BaseTransport, reason: str, peer: str) -> None:
+    log.info("smtp connection closed peer=%s listener=submissions reason=%s", peer, reason)
+    transport.close()
 
 
 class SubmissionSMTP(SMTP):
@@ -122,9 +184,15 @@ class SubmissionSMTP(SMTP):
         tls_context: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
         loop: asyncio.AbstractEventLoop | None = None,
+        admission: Admission | None = None,
+        ticket: Ticket | None = None,
     ) -> None:
         limits = settings.limits
         self.implicit_tls = implicit_tls
+        #: The caps (`submission`: admitted here at connect; `submissions`: by `ImplicitTLS`
+        #: before the handshake, which hands the slot over).
+        self.admission = admission
+        self.ticket = ticket
         super().__init__(
             handler,
             data_size_limit=limits.max_message_size,
@@ -166,8 +234,23 @@ class SubmissionSMTP(SMTP):
         reader._limit = max(reader._limit, sasl.MAX_RESPONSE_LINE + 2)  # type: ignore[attr-defined]
         super()._cb_client_connected(reader, writer)
 
+    _counted = False  # in mss_sessions_open (STARTTLS calls connection_made a second time)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.ticket is None and self.admission is not None:
+            ticket = _admit(self.admission, transport, "submission")
+            if isinstance(ticket, str):
+                _say_and_close(transport, ticket)  # SMTP never starts: no session
+                return
+            self.ticket = ticket
         super().connection_made(transport)
+        if self.ticket is not None:
+            peername = transport.get_extra_info("peername")
+            listener = "submissions" if self.implicit_tls else "submission"
+            self.ticket.on_evict = lambda reason: _closing(self.transport, reason, peername, listener)
+        if not self._counted:
+            self._counted = True
+            metrics.session_opened("submissions" if self.implicit_tls else "submission")
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is None:
             return
@@ -186,10 +269,29 @@ class SubmissionSMTP(SMTP):
             self.implicit_tls,
         )
         self.event_handler.tls_established(self.session, ssl_object)
+        if ssl_object.getpeercert(binary_form=True):
+            # The TLS stack validated the client's chain against the trust anchors: counted
+            # as authenticated from now on (mss.admission), whatever the directory says.
+            self.authenticated()
+
+    def authenticated(self) -> None:
+        """The connection proved who it is (a validated certificate, a successful AUTH): it
+        leaves the pre-authentication pool; over the per-address cap it is closed."""
+        if self.ticket is None:
+            return
+        refused = self.ticket.promote()
+        if refused is not None:
+            self.ticket.release()
+            _closing(self.transport, refused, self.session.peer if self.session else None, "submission")
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self.ticket is not None:
+            self.ticket.release()
+        if self._counted:
+            self._counted = False
+            metrics.session_closed("submissions" if self.implicit_tls else "submission")
         if self.session is None:
-            return  # implicit TLS whose handshake failed: SMTP never started
+            return  # implicit TLS whose handshake failed, or refused by the caps: SMTP never started
         self.event_handler.connection_closed(self.session)
         super().connection_lost(error)
 
@@ -227,6 +329,15 @@ class SubmissionSMTP(SMTP):
             return "Line too long: message lines are at most 998 octets (RFC 5321 4.5.3.1.6)"
         if text == "Error: send HELO first":
             return "Error: send EHLO first"
+        # aiosmtpd echoes client text in these two: keep it printable ASCII (RFC 5321 4.2
+        # textstring) and short (4.5.3.1.5: a reply line is at most 512 octets). Found by
+        # tests/fuzz/fuzz_smtp.py: control characters, and 500-octet names, were sent back.
+        if text.startswith('Error: command "') and text.endswith('" not recognized'):
+            name = text[len('Error: command "') : -len('" not recognized')]
+            shown = "".join(ch if " " < ch < "\x7f" else "?" for ch in name[:32])
+            return f'Error: command "{shown}{"..." if len(name) > 32 else ""}" not recognized'
+        if text.startswith("Could not VRFY "):
+            return "Could not VRFY that address"
         return text
 
     async def push(self, status: str | bytes) -> None:
@@ -248,6 +359,18 @@ class SubmissionSMTP(SMTP):
 
     # -- commands -----------------------------------------------------------------------------
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's MAIL/RCPT/VRFY address parsing, with its parser's own bugs contained.
+
+        `email._header_value_parser` raises AttributeError on an unterminated domain literal
+        (`MAIL FROM:<a@[>`) and aiosmtpd only catches HeaderParseError: it became `451` and a
+        traceback in the log (found by tests/fuzz/fuzz_smtp.py). It is a malformed address.
+        """
+        try:
+            return super()._getaddr(arg)
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return None, None
+
     async def smtp_EHLO(self, hostname: str) -> None:
         self.command_size_limits.clear()
         self._bare_replies = True
@@ -264,6 +387,25 @@ class SubmissionSMTP(SMTP):
             await super().smtp_HELO(hostname)
         finally:
             self._bare_replies = False
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, with its pieces (CRLF-ended) going through `smtp.data.DataLines`
+        (bare LF normalised or noted, RFC 5321 2.3.8; the end of data stays <CRLF>.<CRLF>
+        only). aiosmtpd's own line-length check counts a whole piece as one line, so it is
+        lifted here and `DataLines` counts lines itself; `handle_DATA` reads the outcome."""
+        reader = self._reader
+        if not isinstance(reader, _StrictLineReader):  # pragma: no cover - set on connect
+            await super().smtp_DATA(arg)
+            return
+        self.data_lines = DataLines(self.event_handler.settings.limits.bare_newline, self.line_length_limit)
+        saved = reader._limit, self.line_length_limit  # type: ignore[attr-defined]
+        reader.data_lines = self.data_lines
+        reader._limit = self.line_length_limit = max(saved[0], (self.data_size_limit or 0) + 2)  # type: ignore[attr-defined]
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            reader.data_lines = self.data_lines = None
+            reader._limit, self.line_length_limit = saved  # type: ignore[attr-defined]
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         if self._tls_protocol is not None or self.implicit_tls:
@@ -305,18 +447,32 @@ class ImplicitTLS(asyncio.Protocol):
     handshake is logged with the peer and the reason.
     """
 
-    def __init__(self, factory: Callable[[], SMTP], context: ssl.SSLContext, handshake_timeout: float) -> None:
+    def __init__(
+        self,
+        factory: Callable[[Ticket | None], SMTP],
+        context: ssl.SSLContext,
+        handshake_timeout: float,
+        admission: Admission | None = None,
+    ) -> None:
         self.factory = factory
         self.context = context
         self.handshake_timeout = handshake_timeout
+        self.admission = admission
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         loop = asyncio.get_running_loop()
         peer = format_peer(transport.get_extra_info("peername"))
         waiter = loop.create_future()
+        # Admitted before the handshake (a handshake costs the server too); a refused client
+        # still gets its 421 over TLS, which is all it can read.
+        ticket = _admit(self.admission, transport, "submissions")
+        if isinstance(ticket, Ticket):
+            # Closed during the handshake: nothing can be said in clear inside TLS.
+            ticket.on_evict = lambda reason: _closing_silently(transport, reason, peer)
+        app: asyncio.Protocol = _Refused(ticket) if isinstance(ticket, str) else self.factory(ticket)
         tls = sslproto.SSLProtocol(
             loop,
-            self.factory(),
+            app,
             self.context,
             waiter,
             server_side=True,
@@ -330,6 +486,8 @@ class ImplicitTLS(asyncio.Protocol):
                 return
             exc = fut.exception()
             if exc is not None:
+                if isinstance(ticket, Ticket):
+                    ticket.release()
                 log.warning("tls handshake failed peer=%s via=implicit reason=%s", peer, _tls_reason(exc))
 
         waiter.add_done_callback(handshake_done)
@@ -345,7 +503,9 @@ class NoRelayService(asyncio.Protocol):
     MAX_LINE = 1024
     MAX_COMMANDS = 20
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, admission: Admission | None = None) -> None:
+        self.admission = admission
+        self.ticket: Ticket | None = None
         self.hostname = getattr(settings, "hostname", None) or settings.domain
         self.timeout = settings.limits.smtp_timeout_s
         self.transport: asyncio.Transport | None = None
@@ -355,6 +515,12 @@ class NoRelayService(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        metrics.session_opened("mta")
+        ticket = _admit(self.admission, transport, "mta")
+        if isinstance(ticket, str):
+            _say_and_close(transport, ticket)
+            return
+        self.ticket = ticket
         peer = format_peer(transport.get_extra_info("peername"))
         log.info("mta connection refused peer=%s reason=inbound_relay_not_enabled", peer)
         self._write(f"554 5.3.2 {self.hostname} inbound mail from other operators is not enabled on this server")
@@ -387,8 +553,11 @@ class NoRelayService(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        metrics.session_closed("mta")
         if self._timer is not None:
             self._timer.cancel()
+        if self.ticket is not None:
+            self.ticket.release()
         self.transport = None
 
 
@@ -404,21 +573,35 @@ async def start(core: SmtpServices) -> dict[str, asyncio.AbstractServer]:
         aiosmtpd_log.setLevel(logging.WARNING)
     context = core.server_ssl_context()
     handler = SubmissionHandler(core)
-    handshake_timeout = float(min(60, settings.limits.smtp_timeout_s))
+    limits = settings.limits
+    handshake_timeout = float(min(60, limits.smtp_timeout_s, limits.smtp_preauth_timeout_s))
+    # One set of caps over the three listeners (mss.admission).
+    admission = Admission(
+        max_total=limits.smtp_max_connections,
+        max_per_ip=limits.smtp_max_connections_per_ip,
+        max_preauth_per_ip=limits.smtp_max_preauth_per_ip,
+        preauth_timeout_s=limits.smtp_preauth_timeout_s,
+    )
 
     def submission() -> SMTP:
-        return SubmissionSMTP(handler, settings=settings, tls_context=context, loop=loop)
+        return SubmissionSMTP(handler, settings=settings, tls_context=context, loop=loop, admission=admission)
 
-    def submissions_smtp() -> SMTP:
-        return SubmissionSMTP(handler, settings=settings, implicit_tls=True, loop=loop)
+    def submissions_smtp(ticket: Ticket | None) -> SMTP:
+        return SubmissionSMTP(
+            handler, settings=settings, implicit_tls=True, loop=loop, admission=admission, ticket=ticket
+        )
 
     servers: dict[str, asyncio.AbstractServer] = {}
     try:
         servers["submission"] = await loop.create_server(submission, host, settings.listen.submission)
         servers["submissions"] = await loop.create_server(
-            lambda: ImplicitTLS(submissions_smtp, context, handshake_timeout), host, settings.listen.submissions
+            lambda: ImplicitTLS(submissions_smtp, context, handshake_timeout, admission),
+            host,
+            settings.listen.submissions,
         )
-        servers["mta"] = await loop.create_server(lambda: NoRelayService(settings), host, settings.listen.mta)
+        servers["mta"] = await loop.create_server(
+            lambda: NoRelayService(settings, admission), host, settings.listen.mta
+        )
     except BaseException:
         await stop(servers)
         raise

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp
 
 from mss.services import WebServices
-from web import directory, errors, jwks, portal
+from web import autoconfig, directory, errors, jwks, metrics, portal
 from web.errors import JsonBody
 from web.security import HeadAsGet, RequestLimits, SecurityHeaders
 
@@ -63,8 +63,12 @@ def create_api(services: WebServices) -> FastAPI:
         return JsonBody({"status": "ok"})
 
     api.include_router(jwks.router(settings))
+    # Prometheus, for the operator's own network only (web.metrics, [metrics] allow).
+    api.include_router(metrics.router(settings))
     api.include_router(directory.json_router(services.directory))
     api.include_router(directory.fhir_router(services.directory))
+    # Thunderbird autoconfig and Outlook autodiscover (XML for mail clients, out of the OpenAPI).
+    api.include_router(autoconfig.router(settings))
     # The patient portal's pages, forms, JSON API and static files (docs/portal.md); out of
     # the OpenAPI document, which describes the machine-facing routes above.
     portal.install(api, services)

@@ -16,6 +16,7 @@ and the outcome becomes a tagged response and `Event.AUTH_OK` or `Event.AUTH_FAI
 | Failure cancelled        | BAD (RFC 9051 6.2.2)                       |
 | Failure unavailable      | NO [UNAVAILABLE]                           |
 | Failure unsupported      | NO [CANNOT]                                |
+| Failure throttled        | NO [UNAVAILABLE] (backed off: try later)   |
 | Failure with close       | the NO, then `* BYE`, and the connection closes |
 """
 
@@ -45,6 +46,7 @@ FAILURE_RESPONSE: dict[FailureKind, tuple[str, str | None, str]] = {
     "cancelled": ("BAD", None, ""),
     "unavailable": ("NO", "UNAVAILABLE", ""),
     "unsupported": ("NO", "CANNOT", ""),
+    "throttled": ("NO", "UNAVAILABLE", ""),  # RFC 5530 3: temporary, try again later
 }
 
 

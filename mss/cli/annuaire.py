@@ -136,7 +136,12 @@ def resolve(address: str, config: Path | None, as_json: bool) -> None:
 
 
 @annuaire.command()
-@click.option("--name", default=None, help="Prefix of the name, accents and case ignored.")
+@click.option(
+    "--name",
+    default=None,
+    help="Start of the name, accents and case ignored: of the surname (national rows, surname first) "
+    "or of any word of the name (this operator's mailboxes).",
+)
 @click.option("--profession", default=None, help="Profession code (10 = Médecin) or label.")
 @click.option("--specialty", default=None, help="Savoir-faire code (SM54) or label.")
 @click.option("--postcode", default=None, help="Postcode or its prefix.")

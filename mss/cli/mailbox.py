@@ -72,6 +72,13 @@ def _key_lines(doc: dict) -> list[str]:
     ]
 
 
+async def _audit(s, type: str, address: str, /, **fields) -> None:
+    """The audit event of a change, in its transaction (mss.audit)."""
+    from mss.audit import Record, append, cli_actor
+
+    await append(s, [Record.of(type, actor=cli_actor(), subject=address, **fields)])
+
+
 @click.group()
 def mailbox() -> None:
     """Local mailboxes (BAL): create, key rollover, list, app passwords."""
@@ -138,9 +145,15 @@ def create(address, kind, idnat, structure, members, display_name, surname, give
                     raise click.ClickException(str(exc)) from exc
                 key_doc: dict = {}
                 if not (kind == "ORG" and members):
-                    issued = _issue_key(settings, entry, surname=surname, given=given)
+                    try:
+                        issued = _issue_key(settings, entry, surname=surname, given=given)
+                    except ValueError as exc:  # e.g. an ORG/APP address past the 64-character CN limit
+                        raise click.ClickException(
+                            f"cannot issue the encryption certificate of {address}: {exc}; nothing created"
+                        ) from exc
                     key_doc = _hand_over(issued, out, address, address)
                     await d.add_certificate(address, issued.cert)
+                await _audit(s, "mailbox.created", address, kind=kind, key_serial=key_doc.get("serial"))
             store = Store(sessions)
             try:
                 await store.ensure_default_folders(address)
@@ -191,6 +204,7 @@ def rollover(address, surname, given, out, config, as_json) -> None:
             key_doc = _hand_over(issued, out, f"{address}.{len(history) + 1}", address)
             retired = await d.retire_certificates(address)
             await d.add_certificate(address, issued.cert)
+            await _audit(s, "mailbox.key_rollover", address, key_serial=key_doc["serial"], retired=retired)
         return {"address": address, "retired": retired, "key_number": len(history) + 1, **key_doc}
 
     doc = run(go())
@@ -241,15 +255,26 @@ def list_(config, as_json) -> None:
         return out
 
     rows = run(go())
-    lines = []
+    table = [("TYPE", "ADDRESS", "ID", "KEYS", "APP-PASSWORDS", "MEMBERS")]
     for r in rows:
-        who = r["idnat"] or r["structure"] or ""
         active = sum(1 for c in r["certificates"] if c["active"])
-        extra = f" members={','.join(r['members'])}" if r["members"] else ""
-        lines.append(
-            f"{r['type']:3} {r['address']:45} {who:14} keys={active}/{len(r['certificates'])} app-passwords={r['app_passwords']}{extra}"
+        table.append(
+            (
+                r["type"],
+                r["address"],
+                r["idnat"] or r["structure"] or "-",
+                f"{active}/{len(r['certificates'])}",
+                str(r["app_passwords"]),
+                ",".join(r["members"]) or "-",
+            )
         )
-    emit(as_json, {"mailboxes": rows}, lines)
+    emit(as_json, {"mailboxes": rows}, _columns(table))
+
+
+def _columns(table: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells padded to each column's widest cell (the last column is not padded)."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
 
 
 @mailbox.command("app-password")
@@ -273,7 +298,11 @@ def app_password(address, label, list_only, revoke_ids, revoke_all, config, as_j
     address = _check_domain(settings, address)
 
     async def go() -> dict:
+        from annuaire.local import LocalDirectory
+
         async with database(settings) as sessions, sessions() as s, s.begin():
+            if (list_only or revoke_ids or revoke_all) and await LocalDirectory(s).get(address) is None:
+                raise click.ClickException(f"no local mailbox {address}")
             if list_only:
                 items = await list_app_passwords(s, address)
                 return {
@@ -289,6 +318,14 @@ def app_password(address, label, list_only, revoke_ids, revoke_all, config, as_j
                     ],
                 }
             if revoke_ids or revoke_all:
+                if revoke_ids:
+                    known = {i.id for i in await list_app_passwords(s, address)}
+                    unknown = sorted(set(revoke_ids) - known)
+                    if unknown:  # nothing is revoked: the operator mistyped or chose the wrong mailbox
+                        raise click.ClickException(
+                            f"{address} has no app password {', '.join(f'#{i}' for i in unknown)}; nothing revoked "
+                            f"(`mss mailbox app-password {address} --list` shows its ids)"
+                        )
                 n = await revoke_app_passwords(s, address, list(revoke_ids) or None)
                 return {"address": address, "revoked": n}
             try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from mss.config import default_config_path
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mss", prog_name="mss", message="%(prog)s %(version)s")
 def cli() -> None:
     """MSS: secure health messaging server."""
 
@@ -55,7 +58,7 @@ def demo(
     for pt in doc["patients"]:
         state = "active" if "password" in pt else "pending (activation code in demo.json)"
         click.echo(f"  patient {pt['address']} ({pt['name']}, {state})")
-    click.echo(f"start it with: mss serve -c {directory / 'mss.toml'}")
+    click.echo(f"start it with: {self_command()} serve -c {directory / 'mss.toml'}")
 
 
 @cli.command()
@@ -64,13 +67,16 @@ def demo(
 )
 def serve(config: Path | None) -> None:
     """Run every listener (SMTP, IMAP, HTTP) in the foreground."""
+    from mss.serve import ServeError
     from mss.serve import main as serve_main
 
     config = config or default_config_path()
     if not config.is_file():
         raise click.ClickException(f"configuration file not found: {config}")
-    _print_client_help(config)
-    serve_main(config)
+    try:
+        serve_main(config, on_ready=lambda ports: _print_banner(config, ports))
+    except ServeError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.group()
@@ -90,37 +96,72 @@ def db_upgrade(config: Path | None) -> None:
     click.echo("schema is up to date")
 
 
-def _print_client_help(config: Path) -> None:
+def self_command() -> str:
+    """How the person at this shell runs the `mss` that is running now: `mss` when that is
+    what PATH finds, else its path (relative to the current folder when it is under it, as
+    `.venv/bin/mss` after `make run`), else `python -m mss` with this interpreter."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.name == "mss" and argv0.is_file():
+        on_path = shutil.which("mss")
+        if on_path and Path(on_path).resolve() == argv0.resolve():
+            return "mss"
+        return _shell_path(argv0)
+    return f"{_shell_path(Path(sys.executable))} -m mss"
+
+
+def _shell_path(path: Path) -> str:
+    absolute = Path(os.path.abspath(path))
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+
+
+_TLS_MODES = {
+    "submission": "STARTTLS required",
+    "submissions": "implicit TLS",
+    "mta": "inter-operator: greets 554, inbound relay not enabled yet",
+    "imap": "STARTTLS required",
+    "imaps": "implicit TLS",
+}
+
+
+def _print_banner(config: Path, ports: dict[str, int]) -> None:
+    """Every listener with its bound port, once they all listen; the demo's users after."""
+    from mss.config import load_settings
+    from mss.serve import LISTENER_NAMES
+
+    settings = load_settings(config)
+    host = settings.listen.host
+    lines = [f"MSS for {settings.domain} is listening (pid {os.getpid()}; stop with Ctrl-C):"]
+    for name in ("submission", "submissions", "mta", "imap", "imaps"):
+        lines.append(f"  {LISTENER_NAMES[name]:17} {host}:{ports[name]:<6} {_TLS_MODES[name]}")
+    scheme = "https" if settings.listen.http_tls else "http"
+    lines.append(f"  {LISTENER_NAMES['http']:17} {host}:{ports['http']:<6} {scheme}://{host}:{ports['http']}/health")
     demo_json = config.parent / "demo.json"
-    if not demo_json.is_file():
-        return
-    doc = json.loads(demo_json.read_text(encoding="utf-8"))
-    p = doc["ports"]
-    if not all(p.values()):  # ephemeral ports: the `ready` log line gives the real ones
-        return
-    base = config.parent.resolve()
-    click.echo(
-        f"MSS demo for {doc['domain']}\n"
-        f"  SMTP submission 127.0.0.1:{p['submission']} (STARTTLS), 127.0.0.1:{p['submissions']} (TLS)\n"
-        f"  IMAP            127.0.0.1:{p['imap']} (STARTTLS), 127.0.0.1:{p['imaps']} (TLS)\n"
-        f"  HTTP            http://127.0.0.1:{p['http']}/health\n"
-        f"  Trust the test CA {base / doc['trust_anchors']} and authenticate with a user's certificate\n"
-        f"  (PKCS#12 files under {base / 'users'}, passwords in demo.json). See docs/thunderbird.md.",
-        err=True,
-    )
+    if demo_json.is_file():
+        doc = json.loads(demo_json.read_text(encoding="utf-8"))
+        base = config.parent.resolve()
+        lines += [
+            f"  Trust the test CA {base / doc['trust_anchors']} and authenticate with a user's certificate",
+            f"  (PKCS#12 files under {base / 'users'}, passwords in demo.json). See docs/thunderbird.md.",
+        ]
+    click.echo("\n".join(lines), err=True)
 
 
 def _register_groups() -> None:
     """Command groups that live in their own modules (imported here, not at the top, so
     that `mss --help` stays fast for the commands above)."""
     from mss.cli.annuaire import annuaire
+    from mss.cli.audit import audit
     from mss.cli.dkim import dkim
     from mss.cli.mailbox import mailbox
     from mss.cli.patient import patient
     from mss.cli.pki import pki
+    from mss.cli.status import status
     from mss.cli.token import token
 
-    for group in (annuaire, pki, token, mailbox, patient, dkim):
+    for group in (annuaire, pki, token, mailbox, patient, dkim, audit, status):
         cli.add_command(group)
 
 

@@ -15,7 +15,7 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from mss.cli.common import config_option, emit, json_option, load, parse_when
+from mss.cli.common import config_option, database, emit, json_option, load, parse_when, run
 
 _REASONS = [r.name for r in x509.ReasonFlags if r.name != "remove_from_crl"]
 
@@ -252,7 +252,8 @@ def revoke(
     """Revoke CERT (PEM or DER; the first certificate of a PEM bundle). Published by `mss pki crl`."""
     from crypto.validate import load_certificates
 
-    pki_ = _open(load(config))
+    settings = load(config)
+    pki_ = _open(settings)
     if (cert is None) == (serial is None):
         raise click.UsageError("give either CERT or --serial")
     if serial is not None:
@@ -274,9 +275,24 @@ def revoke(
         "reason": reason,
         "crl_files": [str(p) for p in pki_.write_crls()] if publish else [],
     }
+    run(_audit_revocation(settings, doc))
     lines = [f"revoked serial {doc['revoked']} ({doc['subject']}), reason {reason}"]
     lines.append("CRLs written" if publish else "publish it with `mss pki crl`")
     emit(as_json, doc, lines)
+
+
+async def _audit_revocation(settings, doc: dict) -> None:
+    """`certificate.revoked` in the audit trail (mss.audit), once the PKI has recorded it."""
+    from mss.audit import AuditTrail, cli_actor
+
+    async with database(settings) as sessions:
+        await AuditTrail(sessions).record(
+            "certificate.revoked",
+            actor=cli_actor(),
+            subject=f"certificate:{doc['revoked']}",
+            dn=doc["subject"],
+            reason=doc["reason"],
+        )
 
 
 @pki.command()
@@ -285,7 +301,8 @@ def revoke(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Default: <pki>/crl (where the CRL distribution points and the demo config point).",
+    help="Folder of the CRLs. Default: crl/ inside the [pki] directory (pki/ca/crl in a demo), where the "
+    "certificates' CRL distribution points and the demo's [tls] crl_files point.",
 )
 @click.option("--pem", is_flag=True, help="PEM instead of DER.")
 @config_option

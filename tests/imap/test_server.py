@@ -75,25 +75,37 @@ async def test_authenticated_connection_keeps_the_idle_timeout(listen, deploymen
         writer.close()
 
 
-async def test_per_ip_cap_answers_bye_and_frees_the_slot_on_close(listen):
+async def open_authenticated(host, port, deployment):
+    """An IMAPS connection with the demo PER mailbox's certificate, authenticated by EXTERNAL."""
+    ctx = deployment.client_context(deployment.mailbox("PER", 0))
+    reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host)
+    greeting = await asyncio.wait_for(reader.readline(), 10)
+    if greeting.startswith(b"* OK"):
+        writer.write(b"a AUTHENTICATE EXTERNAL =\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"a OK")
+    return reader, writer, greeting
+
+
+async def test_per_ip_cap_counts_authenticated_connections_and_frees_the_slot_on_close(listen, deployment):
     host, ports = await listen(max_per_ip=2)
-    conns = [await open_plain(host, ports["imap"]) for _ in range(2)]
+    conns = [await open_authenticated(host, ports["imaps"], deployment) for _ in range(2)]
     assert all(g.startswith(b"* OK") for _, _, g in conns)
-    reader, writer, line = await open_plain(host, ports["imap"])
+    # A third certificate-bearing connection from the address is over the cap...
+    reader, writer, line = await open_authenticated(host, ports["imaps"], deployment)
     assert line.startswith(b"* BYE") and b"your address" in line
     assert await asyncio.wait_for(reader.read(), 10) == b""
     writer.close()
-    # The cap spans both listeners.
-    reader, writer = await asyncio.open_connection(host, ports["imaps"], ssl=_no_verify(), server_hostname=host)
-    assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"* BYE")
-    writer.close()
+    # ... while anonymous connections do not count against it (their own cap).
+    r, w, line = await open_plain(host, ports["imap"])
+    assert line.startswith(b"* OK")
+    w.close()
     # A closed connection gives its slot back.
     r0, w0, _ = conns.pop()
     w0.write(b"x LOGOUT\r\n")
     assert await asyncio.wait_for(r0.read(), 10) != b""
     w0.close()
     for _ in range(50):
-        reader, writer, line = await open_plain(host, ports["imap"])
+        reader, writer, line = await open_authenticated(host, ports["imaps"], deployment)
         writer.close()
         if line.startswith(b"* OK"):
             break
@@ -103,14 +115,30 @@ async def test_per_ip_cap_answers_bye_and_frees_the_slot_on_close(listen):
         w.close()
 
 
-async def test_global_cap_answers_bye(listen):
+async def test_global_cap_answers_bye_when_full_of_authenticated_connections(listen, deployment):
     host, ports = await listen(max_connections=1)
-    r1, w1, g1 = await open_plain(host, ports["imap"])
+    r1, w1, g1 = await open_authenticated(host, ports["imaps"], deployment)
     assert g1.startswith(b"* OK")
     reader, writer, line = await open_plain(host, ports["imap"])
     assert line.startswith(b"* BYE") and b"this server" in line
     writer.close()
     w1.close()
+
+
+async def test_global_cap_full_of_anonymous_connections_makes_room_for_a_newcomer(listen, deployment):
+    host, ports = await listen(max_connections=2)
+    idle = [await open_plain(host, ports["imap"]) for _ in range(2)]
+    assert all(g.startswith(b"* OK") for _, _, g in idle)
+    # The server is full of connections that proved nothing: the oldest goes.
+    r, w, g = await open_authenticated(host, ports["imaps"], deployment)
+    assert g.startswith(b"* OK")
+    oldest_reader = idle[0][0]
+    assert (await asyncio.wait_for(oldest_reader.readline(), 10)).startswith(b"* BYE")
+    w.write(b"b NOOP\r\n")
+    assert (await asyncio.wait_for(r.readline(), 10)).startswith(b"b OK")
+    for _, wi, _ in idle:
+        wi.close()
+    w.close()
 
 
 def _no_verify():

@@ -26,6 +26,7 @@ STATUS: dict[Reason, int] = {
     Reason.OVER_QUOTA: 403,
     Reason.TOO_BIG: 413,
     Reason.TEMPORARILY_UNAVAILABLE: 503,
+    Reason.STORAGE_FULL: 503,
 }
 
 NOT_FOUND = "Cette page n'existe pas ou ne vous est pas accessible."
