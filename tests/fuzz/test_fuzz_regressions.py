@@ -77,3 +77,14 @@ def test_smtp_reader_reads_nothing_once_the_connection_is_closing():
         pass
     else:
         raise AssertionError("a line was read from a closing connection")
+
+
+def test_directory_line_with_a_cr_before_its_trailing_pipe_keeps_no_line_end():
+    """fuzz_annuaire: `value\\r|\\n` (a CR before the trailing separator) left the CR on the
+    line, so the last field could end in a line-end character."""
+    from annuaire.importer import _strip_line
+
+    assert _strip_line("a|b\r|\n") == "a|b"
+    assert _strip_line("a|b|\r\n") == "a|b"
+    assert _strip_line("a|b\r\n") == "a|b"
+    assert _strip_line("a|\rb|\n") == "a|\rb"  # only the end is a line end
