@@ -64,12 +64,14 @@ $(BUNDLE): $(CLIENT)/node_modules/.installed $(CLIENT)/package.json $(CLIENT)/bu
 assets: $(BUNDLE)
 
 # `make run BASE_PORT=N`: the demo's six ports are N to N+5 (default 2587). A demo made on other
-# ports is kept (it holds mail) unless FORCE=1 re-creates it.
+# ports is kept (it holds mail) unless FORCE=1 re-creates it (FORCE=1, yes or true; FORCE=0 or
+# anything else keeps it: only these values count, so a "0" never deletes mail).
 BASE_PORT ?=
 FORCE ?=
+FORCED = $(filter 1 yes true,$(FORCE))
 demo: venv
-	@if [ ! -f $(DEMO)/demo.json ] || [ -n "$(FORCE)" ]; then \
-	  $(VENV)/bin/mss demo $(DEMO) $(if $(BASE_PORT),--base-port $(BASE_PORT)) $(if $(FORCE),--force); \
+	@if [ ! -f $(DEMO)/demo.json ] || [ -n "$(FORCED)" ]; then \
+	  $(VENV)/bin/mss demo $(DEMO) $(if $(BASE_PORT),--base-port $(BASE_PORT)) $(if $(FORCED),--force); \
 	elif [ -n "$(BASE_PORT)" ] && ! $(PY) -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["ports"]["submission"] != int(sys.argv[2]))' $(DEMO)/demo.json $(BASE_PORT); then \
 	  echo "$(DEMO) was made for other ports (see $(DEMO)/demo.json); re-create it on $(BASE_PORT)-$$(($(BASE_PORT)+5)) with: make run BASE_PORT=$(BASE_PORT) FORCE=1 (its mail is lost)" >&2; exit 2; \
 	fi

@@ -38,7 +38,16 @@ Durability, two ways:
   power loss) before the next commit, which is at most the events of one commit window; if the
   database stays unavailable and more than `max_pending` events wait, further events are
   counted, not kept, and the count is written as an `audit.dropped` event (and logged at
-  ERROR), so a loss is never silent. `close()` writes what is queued before the node stops.
+  ERROR), so a loss is never silent. A failed group commit is retried one event per
+  transaction: an event the database refuses on its own (while a clean `audit.dropped` probe
+  commits) is quarantined (counted, logged at ERROR, recorded as `audit.dropped` with reason
+  `unstorable`) instead of blocking the queue forever. Strings are cleaned first
+  (`clean_text`), so that should not happen. `close()` writes what is queued before the node
+  stops.
+
+Not recorded: SASL results that test no credential (malformed, cancelled, unsupported), and
+SMTP's implicit check of a connection without any certificate; anyone could grow the
+append-only table with them (`submit_login`).
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ import hashlib
 import hmac
 import json
 import logging
+import unicodedata
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +69,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mss.db.models import AuditEvent, AuditHead
+from mss.peers import peer_host
 
 log = logging.getLogger("mss.audit")
 
@@ -74,6 +85,28 @@ _MAX_COLUMN = 400
 _FORBIDDEN = ("password", "secret", "token", "private", "content", "body", "code")
 
 Value = str | int | float | bool | None
+
+#: The `login` / `login.certificate` outcomes that say something about a credential; the
+#: others (`malformed`, `cancelled`, `unsupported`) test nothing of the client's, never close
+#: a connection, and would let anyone grow the append-only table at will.
+AUDITED_LOGIN_OUTCOMES = frozenset({"ok", "refused", "unauthorized", "throttled", "unavailable"})
+
+
+def clean_text(value: str) -> str:
+    """`value` as text every backend stores and UTF-8 always encodes: lone surrogates (from
+    `surrogateescape` decoding of client bytes) and control characters (NUL, which PostgreSQL
+    text refuses, CR, LF, DEL, C1) become `\\xNN` / `\\uNNNN` escapes. A client-influenced
+    value (a JWT header's `alg` in a refusal's detail) can then never make an event unstorable."""
+    if value.isprintable():
+        return value
+    out = []
+    for ch in value:
+        if unicodedata.category(ch) in ("Cc", "Cs"):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def format_time(when: datetime) -> str:
@@ -97,6 +130,7 @@ def fields_json(fields: Mapping[str, Value]) -> str:
             raise ValueError(f"audit field {name!r} looks like a secret or content")
         if isinstance(value, str):
             value = value if len(value) <= _MAX_TEXT else f"{value[:_MAX_TEXT]}...(+{len(value) - _MAX_TEXT})"
+            value = clean_text(value)
         elif value is not None and not isinstance(value, int | float | bool):
             raise ValueError(f"audit field {name!r}: {type(value).__name__} is not a scalar")
         clean[name] = value
@@ -117,7 +151,7 @@ def row_hash(seq: int, at: str, type: str, actor: str, subject: str, outcome: st
 
 
 def _column(value: str) -> str:
-    value = str(value)
+    value = clean_text(str(value))
     return value if len(value) <= _MAX_COLUMN else value[:_MAX_COLUMN]
 
 
@@ -235,6 +269,8 @@ class AuditTrail:
         self.enabled = enabled
         self._pending: deque[Record] = deque()
         self._dropped = 0
+        #: Events the database refused on their own (not for being unavailable): dropped.
+        self.quarantined = 0
         self._wake: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -296,10 +332,17 @@ class AuditTrail:
     ) -> None:
         """One `mss.auth.ConnectionAuthentication` result (its log line's fields): `login`
         for a SASL attempt, `login.certificate` for SMTP's check when TLS comes up. The actor
-        is the principal when known, else the client's address; the subject the mailbox."""
+        is the principal when known, else the client's address; the subject the mailbox.
+
+        Only results that say something about a credential are recorded
+        (`AUDITED_LOGIN_OUTCOMES`), and not the implicit check of a connection that presented
+        no certificate at all (every monitoring probe of the SMTP ports): the log has them."""
+        if outcome not in AUDITED_LOGIN_OUTCOMES:
+            return
+        if event != "auth" and fields.get("reason") == "no_certificate":
+            return
         kind, ident = fields.get("kind"), fields.get("id")
-        host = peer.rsplit(":", 1)[0] if peer.count(":") == 1 else peer
-        actor = f"{kind}:{ident}" if kind and ident else f"peer:{host}"
+        actor = f"{kind}:{ident}" if kind and ident else f"peer:{peer_host(peer)}"
         extra: dict[str, Value] = {"protocol": protocol, "peer": peer, "mechanism": mechanism}
         for name in ("reason", "failures", "closing", "detail", "cert"):
             value = fields.get(name)
@@ -330,6 +373,10 @@ class AuditTrail:
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="audit-writer")
 
+    async def _write(self, records: Sequence[Record]) -> None:
+        async with self.sessions() as s, s.begin():
+            await append(s, records)
+
     async def _run(self) -> None:
         assert self._wake is not None and self._idle is not None
         while True:
@@ -338,24 +385,76 @@ class AuditTrail:
             while self._pending or self._dropped:
                 batch = [self._pending.popleft() for _ in range(min(self.batch_max, len(self._pending)))]
                 dropped = self._dropped
-                extra = (
+                records = (
                     [Record.of("audit.dropped", actor="system", subject="audit", outcome="error", count=dropped)]
                     if dropped
                     else []
-                )
+                ) + batch
+                written = 0
                 try:
-                    async with self.sessions() as s, s.begin():
-                        await append(s, [*extra, *batch])
+                    await self._write(records)
+                    written = len(records)
                 except asyncio.CancelledError:
                     self._pending.extendleft(reversed(batch))
                     raise
-                except Exception:  # database unavailable: keep them, try again
-                    log.exception("audit trail: %d event(s) not written yet, retrying", len(batch) + len(extra))
-                    self._pending.extendleft(reversed(batch))
+                except Exception as exc:  # noqa: BLE001 - the database is unavailable, or one event is unstorable
+                    log.warning("audit trail: a commit of %d event(s) failed (%s); one at a time", len(records), exc)
+                    written = await self._one_by_one(records, batch)
+                if dropped and written:
+                    self._dropped -= dropped
+                rest = records[written:]
+                if rest and dropped and not written:
+                    rest = rest[1:]  # the count is still in self._dropped
+                if rest:
+                    log.error("audit trail: database unavailable, %d event(s) not written yet, retrying", len(rest))
+                    self._pending.extendleft(reversed(rest))
                     await asyncio.sleep(self.retry_s)
-                    continue
-                self._dropped -= dropped
             self._idle.set()
+
+    async def _one_by_one(self, records: list[Record], batch: list[Record]) -> int:
+        """After a failed group commit: write `records` one per transaction, so that one the
+        database cannot store (it fails alone while a clean `audit.dropped` event still
+        commits) is quarantined, counted and logged at ERROR, instead of blocking every later
+        event. How many of `records` are done (written or quarantined); it stops at the first
+        that fails while the database is unavailable (the rest is retried)."""
+        for i, rec in enumerate(records):
+            try:
+                await self._write([rec])
+                continue
+            except asyncio.CancelledError:
+                self._pending.extendleft(reversed(batch[max(0, i - (len(records) - len(batch))) :]))
+                raise
+            except Exception as exc:  # noqa: BLE001 - unavailable or unstorable: the probe tells
+                error = exc
+            try:  # the probe: can the database take a clean event right now?
+                await self._write(
+                    [
+                        Record.of(
+                            "audit.dropped",
+                            actor="system",
+                            subject="audit",
+                            outcome="error",
+                            count=1,
+                            reason="unstorable",
+                            event=rec.type,
+                        )
+                    ]
+                )
+            except asyncio.CancelledError:
+                self._pending.extendleft(reversed(batch[max(0, i - (len(records) - len(batch))) :]))
+                raise
+            except Exception:  # noqa: BLE001
+                return i  # unavailable: records[i:] wait for the next attempt
+            self.quarantined += 1
+            log.error(
+                "audit trail: event %s (actor %r) could not be stored and was dropped (%d so far): %s: %s",
+                rec.type,
+                rec.actor,
+                self.quarantined,
+                type(error).__name__,
+                error,
+            )
+        return len(records)
 
     async def flush(self) -> None:
         """Return once every event submitted so far is committed."""
@@ -526,10 +625,16 @@ def event_dict(row: AuditEvent) -> dict[str, object]:
     }
 
 
-async def export(sessions: async_sessionmaker, since: datetime | None = None) -> AsyncIterator[dict[str, object]]:
-    """The events at or after `since`, in seq order. `fields` text that is not JSON (edited by
-    hand) is exported as the text."""
-    after: int | None = None
+async def export(
+    sessions: async_sessionmaker, since: datetime | None = None, *, after_seq: int | None = None
+) -> AsyncIterator[dict[str, object]]:
+    """The events at or after `since` and with a seq above `after_seq`, in seq order. `fields`
+    text that is not JSON (edited by hand) is exported as the text.
+
+    `at` is when an event was queued, `seq` when it committed: a queued login may commit after
+    an event with a later `at`, so an incremental export must continue from a seq
+    (`after_seq`, the last exported or the last anchor's), never from a time."""
+    after: int | None = after_seq
     start = format_time(since) if since is not None else None
     while True:
         async with sessions() as s:

@@ -50,10 +50,11 @@ class AppPasswordInfo:
 
 
 async def create_app_password(
-    session: AsyncSession, address: str, *, label: str = "", actor: str | None = None
+    session: AsyncSession, address: str, *, label: str = "", actor: str | None = None, audited: bool = True
 ) -> tuple[int, str]:
     """Store the hash of a new password for `address`; returns (id, the clear password).
-    Audited (`app_password.created`, by `actor`, default the `mss` user) in the same transaction."""
+    Audited (`app_password.created`, by `actor`, default the `mss` user) in the same transaction,
+    unless `audited` is false (pass `settings.audit.enabled`)."""
     address = normalize_address(address)
     if await session.get(LocalMailbox, address) is None:
         raise LookupError(f"no local mailbox {address}")
@@ -65,14 +66,15 @@ async def create_app_password(
     row = AppPassword(address=address, label=label, hash=hashed, created_at=datetime.now(UTC))
     session.add(row)
     await session.flush()
-    await audit.append(
-        session,
-        [
-            audit.Record.of(
-                "app_password.created", actor=actor or audit.cli_actor(), subject=address, id=row.id, label=label
-            )
-        ],
-    )
+    if audited:
+        await audit.append(
+            session,
+            [
+                audit.Record.of(
+                    "app_password.created", actor=actor or audit.cli_actor(), subject=address, id=row.id, label=label
+                )
+            ],
+        )
     return row.id, password
 
 
@@ -87,16 +89,24 @@ async def list_app_passwords(session: AsyncSession, address: str | None = None) 
 
 
 async def revoke_app_passwords(
-    session: AsyncSession, address: str, ids: list[int] | None = None, *, actor: str | None = None
+    session: AsyncSession,
+    address: str,
+    ids: list[int] | None = None,
+    *,
+    actor: str | None = None,
+    audited: bool = True,
 ) -> int:
     """Delete the mailbox's app passwords `ids` (all without); how many. Audited
-    (`app_password.revoked`, outcome `none` when nothing matched) in the same transaction."""
+    (`app_password.revoked`, outcome `none` when nothing matched) in the same transaction,
+    unless `audited` is false (pass `settings.audit.enabled`)."""
     address = normalize_address(address)
     q = delete(AppPassword).where(AppPassword.address == address)
     if ids:
         q = q.where(AppPassword.id.in_(ids))
     res = await session.execute(q)
     count = res.rowcount or 0
+    if not audited:
+        return count
     event = audit.Record.of(
         "app_password.revoked",
         actor=actor or audit.cli_actor(),

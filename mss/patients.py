@@ -441,7 +441,12 @@ class PatientSpaces:
     ) -> None:
         """The audit event of a journaled change, in its transaction (appended last: the
         audit head stays locked until the commit). The operator is whoever runs `mss`."""
-        who = {"operator": cli_actor(), "patient": f"portal:{ins}"}.get(actor_kind) or f"{actor_kind}:{actor}"
+        if actor_kind == "operator":  # getpass may ask NSS (blocking): only for the CLI's events
+            who = cli_actor()
+        elif actor_kind == "patient":
+            who = f"portal:{ins}"
+        else:
+            who = f"{actor_kind}:{actor}"
         await self.audit.record_in(s, type, actor=who, subject=f"patient:{ins}", **fields)
 
     @staticmethod

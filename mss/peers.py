@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["format_peer"]
+__all__ = ["format_peer", "peer_host"]
 
 
 def format_peer(peername: Any) -> str:
@@ -28,3 +28,14 @@ def format_peer(peername: Any) -> str:
     if peername is None or peername == "" or peername == ():
         return "?"
     return str(peername)
+
+
+def peer_host(peer: str) -> str:
+    """The address of a `format_peer` string without its port: `ip` of `ip:port`, `ip6` of
+    `[ip6]:port` (RFC 3986 §3.2.2); anything else (`?`, a socket path, a bare IPv6 address)
+    unchanged."""
+    if peer.startswith("[") and "]" in peer:
+        return peer[1 : peer.index("]")]
+    if peer.count(":") == 1:
+        return peer.rsplit(":", 1)[0]
+    return peer

@@ -490,3 +490,209 @@ def test_revocation_and_mailbox_life_cycle_are_audited(fresh_deployment, tmp_pat
     assert events[-2]["fields"] == {"key_serial": rolled["serial"], "retired": 1}
     assert events[-1]["fields"]["reason"] == "key_compromise"
     assert verify(config)[0] == 0
+
+
+# -- review fixes: unstorable strings, what is not recorded, enabled = false, read-only CLI ------
+
+
+def test_strings_are_cleaned_to_storable_text():
+    """A lone surrogate (client bytes decoded with surrogateescape) and NUL and other controls
+    become escapes in every column and field: the hash input always encodes, PostgreSQL text
+    always takes it."""
+    rec = Record.of("x\x00", actor="peer:\udcff", subject="a\r\nb", outcome="ok", detail="alg=\x00\ud800\x7f")
+    assert (rec.type, rec.actor, rec.subject) == ("x\\x00", "peer:\\udcff", "a\\x0d\\x0ab")
+    assert json.loads(rec.fields) == {"detail": "alg=\\x00\\ud800\\x7f"}
+    row_hash(1, rec.at, rec.type, rec.actor, rec.subject, rec.outcome, rec.fields, GENESIS)  # encodes
+    assert Record.of("x", actor="PS:é €", detail="日本").actor == "PS:é €"  # printable text kept
+
+
+def test_ipv6_peers_lose_their_port_in_the_actor():
+    from mss.peers import peer_host
+
+    assert peer_host("[2001:db8::1]:4000") == "2001:db8::1"
+    assert peer_host("192.0.2.7:4000") == "192.0.2.7"
+    assert peer_host("2001:db8::1") == "2001:db8::1" and peer_host("?") == "?"
+    trail = AuditTrail(None)  # no loop: submit only queues
+    trail.submit_login("imap", "[2001:db8::1]:4000", "auth", "refused", "LOGIN", {"reason": "app_password:wrong"})
+    (rec,) = trail._pending
+    assert rec.actor == "peer:2001:db8::1" and json.loads(rec.fields)["peer"] == "[2001:db8::1]:4000"
+
+
+@pytest.mark.parametrize(
+    ("event", "outcome", "mechanism", "reason", "kept"),
+    [
+        ("auth", "malformed", "PLAIN", "plain_malformed", False),
+        ("auth", "cancelled", "PLAIN", "client_cancelled", False),
+        ("auth", "unsupported", "FOO", "mechanism_not_offered", False),
+        ("certificate", "refused", None, "no_certificate", False),
+        ("certificate", "refused", None, "expired", True),
+        ("auth", "refused", "EXTERNAL", "no_certificate", True),
+        ("auth", "refused", "LOGIN", "app_password:wrong", True),
+        ("auth", "throttled", "LOGIN", "backoff", True),
+        ("auth", "unavailable", "LOGIN", "error", True),
+        ("auth", "unauthorized", "PLAIN", "authzid_not_entitled", True),
+        ("auth", "ok", "EXTERNAL", "", True),
+    ],
+)
+def test_only_results_about_a_credential_are_recorded(event, outcome, mechanism, reason, kept):
+    trail = AuditTrail(None)
+    trail.submit_login("smtp", "192.0.2.1:25", event, outcome, mechanism, {"reason": reason})
+    assert trail.pending == (1 if kept else 0)
+
+
+async def test_surrogates_and_nul_are_stored_and_an_unstorable_event_does_not_block_the_queue(db):
+    url, config = db
+    engine = create_engine(url)
+    trail = AuditTrail(sessionmaker(engine), retry_s=0.01)
+    try:
+        # Through the API: cleaned, stored, verifiable, on both backends.
+        await trail.record("test.dirty", actor="peer:\udcff", subject="x\x00y", detail="alg=\x00\udc80")
+        trail.submit("test.dirty", actor="peer:a\x00", detail="\ud800")
+        await asyncio.wait_for(trail.flush(), 30)
+        rows = await fetch(url, "SELECT actor, subject, fields FROM audit_event ORDER BY seq")
+        assert rows == [
+            ("peer:\\udcff", "x\\x00y", '{"detail":"alg=\\\\x00\\\\udc80"}'),
+            ("peer:a\\x00", "", '{"detail":"\\\\ud800"}'),
+        ]
+        # Records that escaped the cleaning (built by hand): the one the database cannot take
+        # is quarantined and recorded; the events queued with and after it are written.
+        at = audit.format_time(audit.datetime.now(audit.UTC))
+        trail._pending.extend(
+            [
+                Record("test.before", "cli:a", "", "ok", "{}", at),
+                Record("test.poison", "cli:\udcff", "", "ok", "{}", at),  # canonical() cannot encode it
+                Record("test.nul", "cli:a\x00", "", "ok", "{}", at),  # PostgreSQL text refuses NUL
+            ]
+        )
+        trail.submit("test.after", actor="cli:a")
+        await asyncio.wait_for(trail.flush(), 30)  # before the fix: retried forever
+        trail.submit("test.later", actor="cli:a")
+        await asyncio.wait_for(trail.flush(), 30)
+        rows = await fetch(url, "SELECT type, fields FROM audit_event WHERE seq > 2 ORDER BY seq")
+        types = [t for t, _ in rows]
+        unstorable = ["test.poison"] + ([] if is_sqlite(url) else ["test.nul"])  # SQLite stores a NUL
+        dropped = [json.loads(f) for t, f in rows if t == "audit.dropped"]
+        assert dropped == [{"count": 1, "event": e, "reason": "unstorable"} for e in unstorable]
+        assert trail.quarantined == len(unstorable)
+        assert [t for t in types if t != "audit.dropped"] == [
+            "test.before",
+            *([] if unstorable == ["test.poison", "test.nul"] else ["test.nul"]),
+            "test.after",
+            "test.later",
+        ]
+        assert trail.pending == 0
+        assert verify(config)[0] == 0
+    finally:
+        await trail.close()
+        await engine.dispose()
+
+
+def test_probes_and_exchanges_that_test_no_credential_add_no_row(fresh_deployment):
+    """`AUTHENTICATE FOO`, a malformed and a cancelled PLAIN exchange (IMAP), `AUTH FOO` and a
+    STARTTLS connection without a certificate (SMTP: a monitoring probe) leave log lines and
+    no audit row; a refused password still does."""
+    import smtplib
+
+    dep = fresh_deployment
+    claire = dep.mailbox("PER", 0)
+    before = asyncio.run(fetch(dep.settings().resolved_database_url, "SELECT max(seq) FROM audit_event"))[0][0] or 0
+    srv = start_server(dep)
+    try:
+        m = imaplib.IMAP4_SSL(srv.host, srv.port("imaps"), ssl_context=dep.client_context(claire), timeout=20)
+        # FOO: unsupported; PLAIN without NULs: malformed; None makes imaplib send "*": cancelled.
+        for mech, answer in (("FOO", b""), ("PLAIN", b"no-nul-separators"), ("PLAIN", None)):
+            with pytest.raises(imaplib.IMAP4.error):
+                m.authenticate(mech, lambda _, a=answer: a)
+        m.logout()
+        for _ in range(3):  # a monitoring probe: STARTTLS, no certificate, QUIT
+            s = smtplib.SMTP(srv.host, srv.port("submission"), timeout=20)
+            s.ehlo("probe.test")
+            s.starttls(context=dep.client_context())
+            s.ehlo("probe.test")
+            assert s.docmd("AUTH", "FOO")[0] == 504
+            s.quit()
+        m = imaplib.IMAP4_SSL(srv.host, srv.port("imaps"), ssl_context=dep.client_context(claire), timeout=20)
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            m.login(claire["address"], "not-the-password")
+        m.logout()
+    finally:
+        assert srv.stop() == 0  # the queue is written
+    log = srv.log_text()
+    assert "auth unsupported" in log and "auth malformed" in log and "reason=no_certificate" in log
+    events = [e for e in exported(dep.config) if e["seq"] > before]
+    assert [(e["type"], e["outcome"], e["fields"]["reason"]) for e in events] == [
+        ("login", "refused", "app_password:wrong")
+    ]
+
+
+def test_audit_disabled_means_no_event_from_the_cli_either(fresh_deployment, tmp_path):
+    dep = fresh_deployment
+    config = dep.config
+    config.write_text(config.read_text() + "\n[audit]\nenabled = false\n")
+    url = dep.settings().resolved_database_url
+    count = "SELECT count(*) FROM audit_event"
+    before = asyncio.run(fetch(url, count))[0][0]
+    claire = dep.mailbox("PER", 0)
+    made = json.loads(run_mss(config, "mailbox", "app-password", claire["address"], "--json").stdout)
+    run_mss(config, "mailbox", "app-password", claire["address"], "--revoke", str(made["id"]))
+    address = f"sans.audit@{dep.domain}"
+    run_mss(config, "mailbox", "create", address, "--type", "PER", "--idnat", "810001234565", "--out", str(tmp_path))
+    rolled = json.loads(run_mss(config, "mailbox", "rollover", address, "--out", str(tmp_path), "--json").stdout)
+    run_mss(config, "pki", "revoke", rolled["cert"], "--reason", "superseded")
+    assert asyncio.run(fetch(url, count))[0][0] == before
+
+
+def test_verify_and_export_do_not_migrate_the_database(empty_database_url, tmp_path):
+    url = empty_database_url
+    run_alembic(url, "upgrade", "0006")
+    config = tmp_path / "mss.toml"
+    config.write_text(f'domain = "audit.test"\ndatabase_url = "{url}"\nlog_file = ""\n')
+    for args in (("verify",), ("verify", "--json"), ("export",), ("anchor",)):
+        res = run_mss(config, "audit", *args, check=False)
+        assert res.returncode == 1, (args, res.stdout, res.stderr)
+        assert "schema at 0006, the newest is 0007" in res.stderr and "do not migrate" in res.stderr
+        assert res.stdout == ""
+    assert asyncio.run(fetch(url, "SELECT version_num FROM alembic_version")) == [("0006",)]
+    tables = {r[0] for r in asyncio.run(fetch(url, _TABLES[is_sqlite(url)]))}
+    assert "audit_event" not in tables
+    if is_sqlite(url):  # a mistyped path is not turned into a new, empty database
+        missing = tmp_path / "missing.db"
+        config.write_text(f'domain = "audit.test"\ndatabase_url = "sqlite+aiosqlite:///{missing}"\nlog_file = ""\n')
+        res = run_mss(config, "audit", "verify", check=False)
+        assert res.returncode == 1 and "does not exist" in res.stderr and not missing.exists()
+
+
+def test_export_after_seq_is_incremental(db):
+    url, config = db
+    asyncio.run(record_events(url, 5))
+    assert [e["seq"] for e in exported(config, "--after-seq", "3")] == [4, 5]
+    assert [e["seq"] for e in exported(config, "--after-seq", "0")] == [1, 2, 3, 4, 5]
+    assert exported(config, "--after-seq", "5") == []
+    rows = asyncio.run(fetch(url, "SELECT at FROM audit_event WHERE seq = 2"))
+    since = rows[0][0].replace("Z", "+00:00")
+    assert [e["seq"] for e in exported(config, "--since", since, "--after-seq", "3")] == [4, 5]
+    bad = run_mss(config, "audit", "export", "--after-seq", "-1", check=False)
+    assert bad.returncode == 2 and "--after-seq" in bad.stderr
+
+
+async def test_a_portal_note_does_not_ask_for_the_operators_login(monkeypatch):
+    """getpass.getuser() may block on an NSS lookup: only operator events call it."""
+    from mss import patients
+
+    seen: list[str] = []
+
+    class Trail:
+        async def record_in(self, s, type, *, actor, subject, **fields):
+            seen.append(actor)
+
+    def no_lookup() -> str:
+        raise AssertionError("cli_actor() called for a portal event")
+
+    monkeypatch.setattr(patients, "cli_actor", no_lookup)
+    host = type("Host", (), {"audit": Trail()})()
+    await patients.PatientSpaces._audit(host, None, "patient.login", "1234", "patient")
+    await patients.PatientSpaces._audit(host, None, "patient.blocked", "1234", "PS", "81000")
+    assert seen == ["portal:1234", "PS:81000"]
+    monkeypatch.setattr(patients, "cli_actor", lambda: "cli:op")
+    await patients.PatientSpaces._audit(host, None, "patient.created", "1234", "operator")
+    assert seen[-1] == "cli:op"

@@ -219,6 +219,12 @@ def test_make_demo_takes_a_base_port_and_keeps_a_demo_made_on_others(tmp_path):
     assert make_demo(folder, "BASE_PORT=32600").returncode == 0  # same ports: kept as it is
     assert make_demo(folder).returncode == 0
     assert (folder / "demo.json").read_text() == before
+    # FORCE=0 (or no) is not "set": the demo and its mail stay (a made mark file survives).
+    (folder / "kept.mark").write_text("mail lives here")
+    for value in ("FORCE=0", "FORCE=no", "FORCE="):
+        assert make_demo(folder, value).returncode == 0, value
+        assert (folder / "demo.json").read_text() == before, value
+        assert (folder / "kept.mark").exists(), value
     other = make_demo(folder, "BASE_PORT=32700")
     assert other.returncode != 0
     assert "other ports" in other.stderr and "make run BASE_PORT=32700 FORCE=1" in other.stderr

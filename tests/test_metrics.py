@@ -258,6 +258,40 @@ def test_scrape_from_an_address_not_allowed_is_refused(fresh_deployment):
     assert "metrics scrape refused peer=127.0.0.1 reason=address_not_allowed" in srv.log_text()
 
 
+PROXY_HEADER_SETS = [
+    {"X-Forwarded-For": "203.0.113.9"},
+    {"X-Real-IP": "203.0.113.9"},
+    {"Forwarded": "for=203.0.113.9;proto=https"},
+    {"X-Forwarded-Host": "mss.example"},
+]
+
+
+@pytest.mark.parametrize("headers", PROXY_HEADER_SETS, ids=lambda h: next(iter(h)))
+def test_a_proxied_scrape_without_a_token_is_refused(server, headers):
+    """The default: loopback allowed, no token. A reverse proxy on the same host connects from
+    127.0.0.1 for internet clients; its forwarding headers get 403 although the peer is
+    allowed, and the refusal is logged with the header that gave it away."""
+    base = f"http://{server.host}:{server.port('http')}"
+    assert httpx.get(f"{base}/metrics", timeout=10).status_code == 200  # the peer is allowed
+    r = httpx.get(f"{base}/metrics", headers=headers, timeout=10)
+    assert r.status_code == 403
+    assert "mss_" not in r.text
+    header = next(iter(headers)).lower()
+    assert f"metrics scrape refused peer=127.0.0.1 reason=proxied_without_token header={header}" in server.log_text()
+
+
+def test_a_proxied_scrape_with_the_token_is_answered(metered):
+    """With `token_file`, a proxy may forward scrapes: the token decides (200 with it, 401 without)."""
+    forwarded = {"X-Forwarded-For": "203.0.113.9", "Forwarded": "for=203.0.113.9", "X-Real-IP": "203.0.113.9"}
+    r = _get(metered, **forwarded)
+    assert r.status_code == 200
+    assert "mss_sessions_open" in r.text
+    for token in (None, "wrong-token-0123456789"):
+        r = _get(metered, token, **forwarded)
+        assert r.status_code == 401
+        assert "mss_" not in r.text
+
+
 # -- in process: the allow list for other networks, and the settings ------------------------
 
 
@@ -291,6 +325,9 @@ async def test_allow_list_admits_its_networks_only(core):
     assert await _status(core, "127.0.0.1") == 200
     assert await _status(core, "::1") == 200
     assert await _status(core, "10.1.2.3") == 403
+    for headers in PROXY_HEADER_SETS:  # an allowed peer that is a proxy without a token
+        assert await _status(core, "127.0.0.1", **headers) == 403
+        assert await _status(core, "::1", **headers) == 403
 
 
 async def test_disabled_metrics_have_no_route(core):

@@ -220,3 +220,66 @@ def test_unreachable_database_and_bad_configuration(fresh_deployment, tmp_path):
     )
     assert out.returncode == 2
     assert "metrics.allow" in json.loads(out.stdout)["problems"][0]
+
+
+def test_a_listener_answering_another_protocol_is_a_problem(fresh_deployment):
+    """The http port answers like an SMTP server (`220 smtp here`): http.client raises
+    BadStatusLine, which is no OSError. That listener is a problem (exit 2, named), the others
+    are fine, and `mss status` does not crash (Python's crash exit 1 would read as "warning")."""
+    import threading
+
+    dep = fresh_deployment
+    set_ports(dep)
+    srv = start_server(dep)
+    impostor = socket.socket()
+    impostor.bind(("127.0.0.1", 0))
+    impostor.listen()
+    stop = threading.Event()
+
+    def answer() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = impostor.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"220 smtp here\r\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    fake = impostor.getsockname()[1]
+    try:
+        text = dep.config.read_text()
+        text, n = re.subn(r"(?m)^http = \d+$", f"http = {fake}", text, count=1)
+        assert n == 1
+        dep.config.write_text(text)
+        code, doc = status(dep)
+    finally:
+        stop.set()
+        impostor.close()
+        srv.stop()
+    assert code == 2, doc
+    assert doc["status"] == "problem"
+    assert len(doc["problems"]) == 1, doc["problems"]
+    assert doc["problems"][0].startswith(f"listener http: 127.0.0.1:{fake}: BadStatusLine")
+    listeners = checks(doc, "listener")
+    assert listeners["http"]["status"] == "problem"
+    assert all(listeners[n]["status"] == "ok" for n in LISTENERS if n != "http")
+
+
+def test_a_crash_while_collecting_exits_2_naming_the_error(fresh_deployment, monkeypatch):
+    """Any exception inside the checks (here: the database check) is a problem, exit 2."""
+    from click.testing import CliRunner
+
+    from mss.cli import status as status_cli
+
+    def broken(settings, timeout):
+        raise KeyError("boom-in-the-database-check")
+
+    monkeypatch.setattr(status_cli, "database", broken)
+    monkeypatch.setattr(status_cli, "listeners", lambda settings, timeout: [])
+    result = CliRunner().invoke(status_cli.status, ["-c", str(fresh_deployment.config), "--json"])
+    assert result.exit_code == 2, result.output
+    doc = json.loads(result.output)
+    assert doc["status"] == "problem"
+    assert doc["problems"] == ["mss status failed: KeyError: 'boom-in-the-database-check'"]

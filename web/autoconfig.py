@@ -10,12 +10,16 @@
 
 The documents are built from the settings the listeners run with (`[autoconfig] hostname`,
 else the [listen] host; the ports `mss serve` actually bound, see mss.serve.run), so what they
-advertise is what answers. Every login needs the health-PKI client certificate
-(`TLS-client-cert`: SASL EXTERNAL); the app passwords of `mss mailbox app-password` are the
-`password-cleartext` alternative, always inside TLS. The MTA listener is for other operators,
+advertise is what answers. Every connection needs the health-PKI client certificate in TLS;
+the login is SASL EXTERNAL (`TLS-client-cert`) or an app password of `mss mailbox
+app-password` (`password-cleartext`, always inside TLS). Both are listed, `TLS-client-cert`
+first for clients that know it; Thunderbird does not ("Not yet supported by Thunderbird" in the
+ConfigFileFormat page), skips it and takes `password-cleartext`, so the document fills in its
+servers, ports and TLS modes and the user switches the account to "TLS Certificate" by hand
+(docs/thunderbird.md). The MTA listener is for other operators,
 not clients: never advertised. Addresses outside this operator's domain get 404 (patients use
 the portal, not IMAP). XML is built with ElementTree (escaped), and requests are parsed with
-defusedxml (no entities, no external references).
+defusedxml (no DTD, hence no entities and no external references: a DOCTYPE gets 400).
 """
 
 from __future__ import annotations
@@ -104,8 +108,10 @@ def mozilla_document(settings: Settings) -> bytes:
         _sub(server, "hostname", host)
         _sub(server, "port", str(ep.port))
         _sub(server, "socketType", ep.tls)
-        _sub(server, "authentication", "TLS-client-cert")  # SASL EXTERNAL with the card certificate
-        _sub(server, "authentication", "password-cleartext")  # an app password, inside TLS
+        # SASL EXTERNAL with the card certificate; Thunderbird ignores this value (unsupported)
+        _sub(server, "authentication", "TLS-client-cert")
+        # an app password, inside TLS: what Thunderbird picks (the first value it knows)
+        _sub(server, "authentication", "password-cleartext")
         _sub(server, "username", "%EMAILADDRESS%")
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
@@ -147,7 +153,7 @@ def autodiscover_error(code: str, message: str) -> bytes:
 def requested_address(body: bytes) -> str | None:
     """The `Request/EMailAddress` of an Outlook POX request; ValueError if it is not one."""
     try:
-        root = safe_fromstring(body)
+        root = safe_fromstring(body, forbid_dtd=True)  # DTDForbidden is a DefusedXmlException
     except (ET.ParseError, DefusedXmlException) as exc:
         raise ValueError("not an XML document") from exc
     found = root.find(f"{{{AD_REQUEST_NS}}}Request/{{{AD_REQUEST_NS}}}EMailAddress")

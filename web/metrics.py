@@ -6,9 +6,14 @@ is answered only when
 - the TCP peer's address is in `[metrics] allow` (loopback by default). uvicorn is started
   without proxy headers (web.server), so a forwarded-for header cannot claim another address;
 - and, when `[metrics] token_file` is set, the request carries `Authorization: Bearer <token>`
-  with the file's content (compared in constant time).
-Otherwise: 403 (address not allowed) or 401 with `WWW-Authenticate: Bearer` (token missing
-or wrong), and nothing of the metrics. With `[metrics] enabled = false` there is no route.
+  with the file's content (compared in constant time);
+- and the request carries no proxy header (`Forwarded`, RFC 7239; `X-Forwarded-For`,
+  `X-Forwarded-Host`, `X-Real-IP`) unless a token is configured: a reverse proxy on the same
+  host makes every internet client look like loopback, the default allowed source, so a
+  forwarded request without a token is refused whatever the peer.
+Otherwise: 403 (address not allowed, or proxied without a token) or 401 with
+`WWW-Authenticate: Bearer` (token missing or wrong), and nothing of the metrics. With
+`[metrics] enabled = false` there is no route.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ log = logging.getLogger("mss.web")
 
 #: Text exposition format 0.0.4, what every Prometheus server scrapes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Headers a reverse proxy adds (RFC 7239 and the de-facto ones): their presence says the TCP
+#: peer is a proxy speaking for someone else, so the peer address proves nothing.
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
 
 
 def _token(settings: Settings) -> str | None:
@@ -68,6 +77,12 @@ def router(settings: Settings) -> APIRouter:
         if ip is None or not any(ip.version == net.version and ip in net for net in networks):
             log.warning("metrics scrape refused peer=%s reason=address_not_allowed", peer)
             return Response("metrics are not served to this address\n", 403, media_type="text/plain")
+        proxied = [name for name in PROXY_HEADERS if name in request.headers]
+        if proxied and expected is None:
+            log.warning("metrics scrape refused peer=%s reason=proxied_without_token header=%s", peer, proxied[0])
+            return Response(
+                "metrics are not served through a proxy without [metrics] token_file\n", 403, media_type="text/plain"
+            )
         if expected is not None:
             given = request.headers.get("authorization", "").encode("utf-8", "replace")
             if not hmac.compare_digest(given, expected):

@@ -2,20 +2,26 @@
 
 `verify` walks the hash chain and names every row that does not fit (exit 1); `--anchor FILE`
 also proves the chain still reaches an anchor exported earlier, which is what catches a tail
-cut off. `export --since` writes the events as JSON lines. `anchor` prints the last seq and
-hash of a day, to keep away from the database (docs/operations.md, "Audit trail").
+cut off. `export --since` / `--after-seq` writes the events as JSON lines. `anchor` prints the
+last seq and hash of a day, to keep away from the database (docs/operations.md, "Audit trail").
+
+They only read: a forensic check must not change what it examines, so none of them migrates
+the schema (unlike the other commands); a schema that is not at the newest migration is an
+error that names both revisions.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import click
 
-from mss.cli.common import config_option, database, emit, json_option, load, parse_when, run
+from mss.cli.common import config_option, emit, json_option, load, parse_when, run
 
 #: How many problems `verify` prints (all are in --json).
 _SHOWN = 20
@@ -32,6 +38,41 @@ def _anchor_key(settings) -> bytes | None:
     if len(key) < 16:
         raise click.ClickException("[audit] anchor_key_file: the key must be at least 16 bytes")
     return key
+
+
+@asynccontextmanager
+async def database(settings) -> AsyncIterator:
+    """A sessionmaker on the configured database as it is: never migrated, never created (a
+    missing SQLite file is an error, not a new empty database), and refused unless its schema
+    is at the newest migration (the revision `mss status` checks)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import make_url
+
+    from mss.db.engine import _alembic_config, create_engine, is_sqlite, sessionmaker
+
+    url = settings.resolved_database_url
+    shown = make_url(url).render_as_string(hide_password=True)
+    if is_sqlite(url):
+        path = make_url(url).database or ""
+        if path and path != ":memory:" and not Path(path).is_file():  # noqa: ASYNC240 - one stat
+            raise click.ClickException(f"{shown}: the database file does not exist")
+    head = ScriptDirectory.from_config(_alembic_config(url)).get_current_head()
+    engine = create_engine(url)
+    try:
+        try:
+            async with engine.connect() as conn:
+                current = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+        except Exception as exc:  # whatever the driver raises is the finding
+            raise click.ClickException(f"{shown}: unreachable: {type(exc).__name__}: {exc}") from exc
+        if current != head:
+            raise click.ClickException(
+                f"{shown}: schema at {current or 'nothing'}, the newest is {head}: the audit commands do not "
+                "migrate the database they examine (run `mss db upgrade` first if that is intended)"
+            )
+        yield sessionmaker(engine)
+    finally:
+        await engine.dispose()
 
 
 @click.group()
@@ -85,13 +126,23 @@ def verify(anchor_file: Path | None, config: Path | None, as_json: bool) -> None
 
 
 @audit.command("export")
-@click.option("--since", default=None, help="ISO 8601 date or date-time (naive: UTC); default: everything.")
+@click.option(
+    "--since",
+    default=None,
+    help="ISO 8601 date or date-time (naive: UTC): events with `at` from then; `at` is not commit order.",
+)
+@click.option(
+    "--after-seq",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Only events with a seq above N (the last one exported, or the last anchor's): for incremental exports.",
+)
 @click.option(
     "--out", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File to write (default stdout)."
 )
 @config_option
-def export(since: str | None, out: Path | None, config: Path | None) -> None:
-    """Write the events (since SINCE) as JSON lines, in seq order."""
+def export(since: str | None, after_seq: int | None, out: Path | None, config: Path | None) -> None:
+    """Write the events (since SINCE, after seq N) as JSON lines, in seq order."""
     from mss import audit as trail
 
     settings = load(config)
@@ -100,7 +151,7 @@ def export(since: str | None, out: Path | None, config: Path | None) -> None:
     async def go(fh) -> int:
         n = 0
         async with database(settings) as sessions:
-            async for event in trail.export(sessions, start):
+            async for event in trail.export(sessions, start, after_seq=after_seq):
                 fh.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
                 n += 1
         return n
@@ -109,8 +160,12 @@ def export(since: str | None, out: Path | None, config: Path | None) -> None:
         run(go(sys.stdout))
         return
     tmp = out.with_name(out.name + ".part")
-    with tmp.open("w", encoding="utf-8") as fh:
-        n = run(go(fh))
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            n = run(go(fh))
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written export left behind
+        raise
     tmp.replace(out)
     click.echo(f"{n} events written to {out}", err=True)
 

@@ -72,10 +72,13 @@ def _key_lines(doc: dict) -> list[str]:
     ]
 
 
-async def _audit(s, type: str, address: str, /, **fields) -> None:
-    """The audit event of a change, in its transaction (mss.audit)."""
+async def _audit(s, settings, type: str, address: str, /, **fields) -> None:
+    """The audit event of a change, in its transaction (mss.audit); none when `[audit]
+    enabled = false`."""
     from mss.audit import Record, append, cli_actor
 
+    if not settings.audit.enabled:
+        return
     await append(s, [Record.of(type, actor=cli_actor(), subject=address, **fields)])
 
 
@@ -153,7 +156,7 @@ def create(address, kind, idnat, structure, members, display_name, surname, give
                         ) from exc
                     key_doc = _hand_over(issued, out, address, address)
                     await d.add_certificate(address, issued.cert)
-                await _audit(s, "mailbox.created", address, kind=kind, key_serial=key_doc.get("serial"))
+                await _audit(s, settings, "mailbox.created", address, kind=kind, key_serial=key_doc.get("serial"))
             store = Store(sessions)
             try:
                 await store.ensure_default_folders(address)
@@ -204,7 +207,7 @@ def rollover(address, surname, given, out, config, as_json) -> None:
             key_doc = _hand_over(issued, out, f"{address}.{len(history) + 1}", address)
             retired = await d.retire_certificates(address)
             await d.add_certificate(address, issued.cert)
-            await _audit(s, "mailbox.key_rollover", address, key_serial=key_doc["serial"], retired=retired)
+            await _audit(s, settings, "mailbox.key_rollover", address, key_serial=key_doc["serial"], retired=retired)
         return {"address": address, "retired": retired, "key_number": len(history) + 1, **key_doc}
 
     doc = run(go())
@@ -326,10 +329,10 @@ def app_password(address, label, list_only, revoke_ids, revoke_all, config, as_j
                             f"{address} has no app password {', '.join(f'#{i}' for i in unknown)}; nothing revoked "
                             f"(`mss mailbox app-password {address} --list` shows its ids)"
                         )
-                n = await revoke_app_passwords(s, address, list(revoke_ids) or None)
+                n = await revoke_app_passwords(s, address, list(revoke_ids) or None, audited=settings.audit.enabled)
                 return {"address": address, "revoked": n}
             try:
-                pid, password = await create_app_password(s, address, label=label)
+                pid, password = await create_app_password(s, address, label=label, audited=settings.audit.enabled)
             except (LookupError, ValueError) as exc:
                 raise click.ClickException(str(exc)) from exc
             return {"address": address, "id": pid, "label": label, "password": password}

@@ -285,8 +285,10 @@ async def _audit_revocation(settings, doc: dict) -> None:
     """`certificate.revoked` in the audit trail (mss.audit), once the PKI has recorded it."""
     from mss.audit import AuditTrail, cli_actor
 
+    if not settings.audit.enabled:  # `[audit] enabled = false`: not even the database is opened
+        return
     async with database(settings) as sessions:
-        await AuditTrail(sessions).record(
+        await AuditTrail(sessions, enabled=settings.audit.enabled).record(
             "certificate.revoked",
             actor=cli_actor(),
             subject=f"certificate:{doc['revoked']}",

@@ -15,7 +15,8 @@ What it looks at (read-only: it never migrates, writes or takes the serve lock):
 Exit status (the Nagios plug-in convention, so a monitoring agent can run it as is):
 0 healthy, 1 warnings only (an expiry within `--warn-days`, a CRL near its nextUpdate,
 a port 0 that cannot be probed), 2 problems (a listener down, the database unreachable or
-behind, a stale CRL, an expired certificate, an unreadable file or configuration).
+behind, a stale CRL, an expired certificate, an unreadable file or configuration, a listener
+answering something other than its protocol, or `mss status` itself failing: never 1 for a crash).
 """
 
 from __future__ import annotations
@@ -175,8 +176,18 @@ def _listener(settings, name: str, port: int, timeout: float, server_sha256: str
         facts = probes[name]()
     except ConnectionRefusedError:
         return Check("listener", name, "problem", f"{where}: connection refused (not running?)", data)
-    except (OSError, ssl.SSLError, smtplib.SMTPException, imaplib.IMAP4.error, RuntimeError, ValueError) as exc:
+    except (
+        OSError,
+        ssl.SSLError,
+        smtplib.SMTPException,
+        imaplib.IMAP4.error,
+        http.client.HTTPException,  # BadStatusLine and friends: not OSErrors
+        RuntimeError,
+        ValueError,
+    ) as exc:
         return Check("listener", name, "problem", f"{where}: {type(exc).__name__}: {exc}", data)
+    except Exception as exc:  # noqa: BLE001 - whatever a wrong answer makes a client library raise is the finding
+        return Check("listener", name, "problem", f"{where}: unexpected {type(exc).__name__}: {exc}", data)
     data |= facts
     detail = f"{where} answers"
     if facts.get("tls"):
@@ -425,7 +436,16 @@ def status(config: Path | None, as_json: bool, timeout: float, warn_days: int, c
         else:
             click.echo(f"MSS ({path}): cannot read the configuration: {exc}", err=True)
         raise SystemExit(2) from None
-    doc = collect(settings, path, timeout=timeout, warn_days=warn_days, crl_warn_hours=crl_warn_hours)
+    try:
+        doc = collect(settings, path, timeout=timeout, warn_days=warn_days, crl_warn_hours=crl_warn_hours)
+    except Exception as exc:  # noqa: BLE001 - a crash must exit 2 (problem), not Python's 1 (= warning)
+        problem = f"mss status failed: {type(exc).__name__}: {exc}"
+        doc = {"status": "problem", "exit_code": 2, "config": str(path), "problems": [problem]}
+        if as_json:
+            click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+        else:
+            click.echo(f"MSS {settings.domain} ({path}): {problem}", err=True)
+        raise SystemExit(2) from None
     if as_json:
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
     else:

@@ -167,6 +167,21 @@ def test_outlook_autodiscover_rejects_bad_requests(server):
     assert fetch(server, "/autodiscover/autodiscover.xml?emailaddress=a@example.org")[0] == 404
 
 
+def test_outlook_autodiscover_refuses_a_dtd(server):
+    """A well-formed request that would be answered, but with a DOCTYPE (no entity in it):
+    defusedxml runs with forbid_dtd, so it is a bad request (docs/operations.md: "no DTD")."""
+    claire = server.deployment.mailbox("PER", 0)
+    good = autodiscover_request(claire["address"])
+    assert fetch(server, "/autodiscover/autodiscover.xml", data=good)[0] == 200
+    head, rest = good.split(b"?>", 1)
+    for doctype in (b"<!DOCTYPE Autodiscover>", b'<!DOCTYPE Autodiscover SYSTEM "http://127.0.0.1:9/x.dtd">'):
+        status, _, body = fetch(server, "/autodiscover/autodiscover.xml", data=head + b"?>" + doctype + rest)
+        assert status == 400, doctype
+        assert fromstring(body).findtext(f"{AD}Response/{AD}Error/{AD}ErrorCode") == "600"
+    with pytest.raises(ValueError, match="not an XML document"):
+        autoconfig.requested_address(b"<!DOCTYPE Autodiscover>" + rest)
+
+
 def settings_with(**listen) -> Settings:
     return Settings(domain="hopital-demo.mssante.test", listen=listen)
 
