@@ -69,6 +69,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mss.db.models import AuditEvent, AuditHead
+from mss.metrics import AUDIT_EVENTS_DROPPED
 from mss.peers import peer_host
 
 log = logging.getLogger("mss.audit")
@@ -312,9 +313,11 @@ class AuditTrail:
         except ValueError:
             log.exception("audit event %s not recorded: invalid fields", type)
             self._dropped += 1
+            AUDIT_EVENTS_DROPPED.labels("invalid").inc()
             return
         if len(self._pending) >= self.max_pending:
             self._dropped += 1
+            AUDIT_EVENTS_DROPPED.labels("queue_full").inc()
             if self._dropped == 1 or self._dropped % 1000 == 0:
                 log.error("audit queue full (%d events): %d event(s) dropped so far", self.max_pending, self._dropped)
         else:
@@ -446,6 +449,7 @@ class AuditTrail:
             except Exception:  # noqa: BLE001
                 return i  # unavailable: records[i:] wait for the next attempt
             self.quarantined += 1
+            AUDIT_EVENTS_DROPPED.labels("unstorable").inc()
             log.error(
                 "audit trail: event %s (actor %r) could not be stored and was dropped (%d so far): %s: %s",
                 rec.type,

@@ -108,8 +108,20 @@ AUTH_RESULTS = Counter(
     registry=REGISTRY,
 )
 
+#: Why an audit event was not kept: invalid fields, a full queue, or refused by the database
+#: on its own (`mss.audit`, "quarantined"). Any of them deserves an alert.
+AUDIT_DROP_REASONS = ("invalid", "queue_full", "unstorable")
+AUDIT_EVENTS_DROPPED = Counter(
+    "mss_audit_events_dropped",
+    "Security events the audit trail could not keep, by reason (invalid, queue_full, unstorable).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
 for _protocol in PROTOCOLS:
     MESSAGES_ACCEPTED.labels(_protocol)
+for _reason in AUDIT_DROP_REASONS:
+    AUDIT_EVENTS_DROPPED.labels(_reason)
 for _listener in LISTENERS:
     SESSIONS_OPEN.labels(_listener)
 

@@ -564,6 +564,9 @@ async def test_surrogates_and_nul_are_stored_and_an_unstorable_event_does_not_bl
                 Record("test.nul", "cli:a\x00", "", "ok", "{}", at),  # PostgreSQL text refuses NUL
             ]
         )
+        from mss.metrics import AUDIT_EVENTS_DROPPED
+
+        unstorable_before = AUDIT_EVENTS_DROPPED.labels("unstorable")._value.get()
         trail.submit("test.after", actor="cli:a")
         await asyncio.wait_for(trail.flush(), 30)  # before the fix: retried forever
         trail.submit("test.later", actor="cli:a")
@@ -574,6 +577,8 @@ async def test_surrogates_and_nul_are_stored_and_an_unstorable_event_does_not_bl
         dropped = [json.loads(f) for t, f in rows if t == "audit.dropped"]
         assert dropped == [{"count": 1, "event": e, "reason": "unstorable"} for e in unstorable]
         assert trail.quarantined == len(unstorable)
+        # ... and counted where an operator's alert can see it.
+        assert AUDIT_EVENTS_DROPPED.labels("unstorable")._value.get() - unstorable_before == len(unstorable)
         assert [t for t in types if t != "audit.dropped"] == [
             "test.before",
             *([] if unstorable == ["test.poison", "test.nul"] else ["test.nul"]),
