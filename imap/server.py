@@ -28,7 +28,7 @@ from imap.protocol.response import Response, bye
 from imap.session import Session
 from imap.state import UNAUTHENTICATED, State
 from mss import metrics
-from mss.admission import Admission, Ticket
+from mss.admission import CLOSE_GRACE_S, Admission, Ticket, close_soon
 from mss.peers import format_peer
 from mss.services import ImapServices
 from mss.tls import peer_certificate_der
@@ -48,6 +48,8 @@ MAX_CONNECTIONS_PER_IP = 50
 MAX_PREAUTH_PER_IP = 10
 #: The longest a TLS handshake may take on `imaps`.
 HANDSHAKE_TIMEOUT_S = 30.0
+#: How long a write may wait for a peer that does not read before the connection is aborted.
+WRITE_TIMEOUT_S = 60.0
 
 
 def _tls_reason(exc: BaseException | None) -> str:
@@ -99,6 +101,8 @@ class _Connection(asyncio.Protocol):
         self._readable.set()
         self._writable.set()
         self.closed.set()
+        if self.ticket is not None:
+            self.ticket.release()  # only now: a closing connection keeps its slot (mss.admission)
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -124,11 +128,19 @@ class _Connection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("connection closed")
         self.transport.write(data)
-        await self._writable.wait()
+        if self._writable.is_set():
+            return
+        # A peer that does not read (while pipelining commands, say) must not hold the
+        # session here for ever: give up on it after WRITE_TIMEOUT_S.
+        try:
+            await asyncio.wait_for(self._writable.wait(), WRITE_TIMEOUT_S)
+        except TimeoutError:
+            self.transport.abort()
+            raise ConnectionResetError("peer does not read") from None
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        """End the connection: flushed, then aborted after a grace (`mss.admission.close_soon`)."""
+        close_soon(self.transport)
 
 
 async def _send(conn: _Connection, outputs: Sequence[Output]) -> bool:
@@ -189,7 +201,7 @@ class _ImplicitTLS(asyncio.Protocol):
 
 def _closed_in_handshake(transport: asyncio.BaseTransport, peer: str, reason: str) -> None:
     log.info("imap connection closed peer=%s reason=%s", peer, reason)
-    transport.close()
+    close_soon(transport)
 
 
 class _Refused(asyncio.Protocol):
@@ -200,7 +212,7 @@ class _Refused(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.write(bye(self.why).to_bytes())  # type: ignore[attr-defined]
-        transport.close()  # what was written is flushed first
+        close_soon(transport)  # what was written is flushed first, within a grace
 
 
 def _promote(ticket: Ticket | None, peer: str) -> str | None:
@@ -335,6 +347,7 @@ async def start(
     max_per_ip: int = MAX_CONNECTIONS_PER_IP,
     preauth_timeout: float = PREAUTH_TIMEOUT_S,
     max_preauth_per_ip: int | None = None,
+    preauth_evict_after: float | None = None,
 ) -> dict[str, asyncio.Server]:
     """Start the `imap` (STARTTLS) and `imaps` (implicit TLS) listeners; the connection
     caps are shared by both (`max_preauth_per_ip`: `[limits] imap_max_preauth_per_ip`
@@ -344,8 +357,17 @@ async def start(
     ctx = core.server_ssl_context()
     if max_preauth_per_ip is None:
         max_preauth_per_ip = getattr(core.settings.limits, "imap_max_preauth_per_ip", MAX_PREAUTH_PER_IP)
-    # The pre-authentication deadline is `serve_connection`'s own (it answers BYE itself).
-    admission = Admission(max_total=max_connections, max_per_ip=max_per_ip, max_preauth_per_ip=max_preauth_per_ip)
+    if preauth_evict_after is None:
+        preauth_evict_after = getattr(core.settings.limits, "imap_preauth_evict_after_s", 5.0)
+    # The pre-authentication deadline is `serve_connection`'s own (it answers BYE itself);
+    # the admission's, a little later, ends a session stuck writing to a peer that does not read.
+    admission = Admission(
+        max_total=max_connections,
+        max_per_ip=max_per_ip,
+        max_preauth_per_ip=max_preauth_per_ip,
+        preauth_timeout_s=preauth_timeout + CLOSE_GRACE_S,
+        evict_after_s=preauth_evict_after,
+    )
 
     def evict(conn: _Connection, peer: str) -> Callable[[str], None]:
         def go(reason: str) -> None:
@@ -371,13 +393,11 @@ async def start(
                 conn.ticket = ticket
             else:
                 conn.ticket.on_evict = evict(conn, peer)
-            ticket = conn.ticket
             task = loop.create_task(
                 serve_connection(core, conn, implicit_tls=implicit, ctx=ctx, preauth_timeout=preauth_timeout)
             )
             _TASKS.add(task)
-            task.add_done_callback(_TASKS.discard)
-            task.add_done_callback(lambda _t: ticket.release())
+            task.add_done_callback(_TASKS.discard)  # the slot is given back in connection_lost
 
         return made
 

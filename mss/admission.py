@@ -8,8 +8,10 @@ connections made every later one from that address get BYE). Here a connection i
   or its TLS handshake presents a client certificate the TLS stack validated against the
   trust anchors (`promote`). These have their own, small cap per source (`max_preauth_per_ip`)
   and a short life (`preauth_timeout_s`); when a source is at its cap, the *oldest* of its
-  pre-authentication connections is closed to make room for the newcomer, so a client that
-  is about to authenticate always gets a slot, while the source never holds more than the cap.
+  pre-authentication connections is closed to make room for the newcomer if it is at least
+  `evict_after_s` old (else the newcomer is refused: a burst of new connections cannot push
+  out a client that is just authenticating), so an idle hoard never keeps a client out,
+  while the source never holds more than the cap.
 - *authenticated*: counted against `max_per_ip`, as before.
 
 Every connection counts against `max_total`; when that is reached, the oldest
@@ -21,8 +23,17 @@ have gone.
 Sources are IPv4 addresses and IPv6 /64 networks (`source_network`): one IPv6 host usually
 has a whole /64 to pick addresses from.
 
-Pure bookkeeping on the event loop (no I/O, no locks needed); the front ends say what to
-send and close (`on_evict`).
+A connection the server ends (evicted, timed out, refused) keeps its slot until it has
+really gone (`connection_lost`, `Ticket.release`): asyncio's `close()` waits for the write
+buffer to drain, forever if the peer never reads, so `close_soon` closes and then aborts
+after a short grace. Until then an evicted connection is *closing*: it no longer counts as
+pre-authentication (it cannot be evicted twice) but it still counts against `max_total`,
+and a source may have at most `max_preauth_per_ip` closing connections before newcomers
+are refused, so a client that stops reading cannot hold more than twice its cap, each for
+at most `CLOSE_GRACE_S`.
+
+Pure bookkeeping on the event loop (no locks needed); the front ends say what to send
+(`on_evict`) and close with `close_soon`.
 """
 
 from __future__ import annotations
@@ -32,7 +43,42 @@ import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable
 
-__all__ = ["Admission", "Ticket", "source_network"]
+__all__ = ["CLOSE_GRACE_S", "Admission", "Ticket", "close_soon", "source_network"]
+
+#: How long a connection the server ended may take to flush its last reply before it is
+#: aborted (a peer that does not read would otherwise keep it open for ever).
+CLOSE_GRACE_S = 2.0
+#: Over this many unsent octets, a connection being ended is aborted at once: its peer has
+#: not been reading, and nothing useful is left to say.
+CLOSE_MAX_BUFFER = 64 * 1024
+
+
+def close_soon(transport: asyncio.BaseTransport | None, grace: float = CLOSE_GRACE_S) -> None:
+    """End a connection the server decided to end: `close()` (what was written is flushed
+    first), then `abort()` after `grace` seconds, or at once when more than
+    `CLOSE_MAX_BUFFER` octets are still unsent. Idempotent."""
+    if transport is None:
+        return
+    try:
+        buffered = transport.get_write_buffer_size()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a transport without one
+        buffered = 0
+    try:
+        if buffered > CLOSE_MAX_BUFFER:
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        if not transport.is_closing():
+            transport.close()
+        asyncio.get_running_loop().call_later(grace, _abort, transport)
+    except Exception:  # noqa: BLE001, S110 - the connection is going away anyway
+        pass
+
+
+def _abort(transport: asyncio.BaseTransport) -> None:
+    try:
+        transport.abort()  # type: ignore[attr-defined] - a no-op once the connection is lost
+    except Exception:  # noqa: BLE001, S110
+        pass
 
 
 def source_network(peer: object) -> str:
@@ -71,6 +117,10 @@ class Ticket:
         self.on_evict = on_evict
         self.authenticated = False
         self.released = False
+        #: Evicted (or refused on promotion): being closed, its slot given back when the
+        #: connection is lost (`release`).
+        self.closing = False
+        self.opened = 0.0  # the event loop's clock at admission
         self._timer: asyncio.TimerHandle | None = None
 
     def promote(self) -> str | None:
@@ -83,8 +133,12 @@ class Ticket:
         """The connection ended (idempotent)."""
         self._admission._release(self)
 
-    def _evict(self, reason: str) -> None:
-        self._admission._release(self)
+    def evict(self, reason: str) -> None:
+        """The server ends the connection (`on_evict` says why and closes it); the slot is
+        kept until the connection is lost (`release`). Idempotent."""
+        if self.released or self.closing:
+            return
+        self._admission._mark_closing(self)
         try:
             self.on_evict(reason)
         except Exception:  # noqa: BLE001, S110 - the connection is going away anyway
@@ -108,16 +162,23 @@ class Admission:
         max_per_ip: int,
         max_preauth_per_ip: int,
         preauth_timeout_s: float | None = None,
+        evict_after_s: float = 5.0,
     ) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
         self.max_preauth_per_ip = max_preauth_per_ip
         self.preauth_timeout_s = preauth_timeout_s
+        #: Only pre-authentication connections at least this old give way to a newcomer: a
+        #: flood of new connections cannot push out a client that is just authenticating.
+        self.evict_after_s = evict_after_s
         self.total = 0
         self._authenticated: dict[str, int] = {}
         # Oldest first: per source, and over all sources.
         self._preauth: dict[str, OrderedDict[Ticket, None]] = {}
         self._preauth_all: OrderedDict[Ticket, None] = OrderedDict()
+        # Evicted connections not yet lost, per source and in all.
+        self._closing: dict[str, int] = {}
+        self.closing_total = 0
 
     def preauth(self, source: str) -> int:
         return len(self._preauth.get(source, ()))
@@ -130,24 +191,39 @@ class Admission:
         answers it: `421 4.7.0` on SMTP, `* BYE` on IMAP). Older pre-authentication
         connections may be evicted (their `on_evict` is called) to make room."""
         source = source_network(peer)
+        now = asyncio.get_running_loop().time()
         mine = self._preauth.get(source)
         while mine and len(mine) >= self.max_preauth_per_ip:
-            next(iter(mine))._evict(self.EVICTED)
+            oldest = next(iter(mine))
+            if self._closing.get(source, 0) >= self.max_preauth_per_ip or now - oldest.opened < self.evict_after_s:
+                return self.TOO_MANY_FROM_YOU  # its evicted ones have not gone yet, or none is old enough
+            oldest.evict(self.EVICTED)
             mine = self._preauth.get(source)
-        while self.total >= self.max_total and self._preauth_all:
-            next(iter(self._preauth_all))._evict(self.EVICTED_FULL)
-        if self.total >= self.max_total:
+        while self.total - self.closing_total >= self.max_total and self._preauth_all:
+            oldest = next(iter(self._preauth_all))
+            if self.closing_total >= self.max_total or now - oldest.opened < self.evict_after_s:
+                break
+            oldest.evict(self.EVICTED_FULL)
+        if self.total - self.closing_total >= self.max_total or self.total >= 2 * self.max_total:
             return self.TOO_MANY
         ticket = Ticket(self, source, on_evict)
+        ticket.opened = now
         self.total += 1
         self._preauth.setdefault(source, OrderedDict())[ticket] = None
         self._preauth_all[ticket] = None
         if self.preauth_timeout_s is not None:
-            ticket._timer = asyncio.get_running_loop().call_later(self.preauth_timeout_s, ticket._evict, self.TIMEOUT)
+            ticket._timer = asyncio.get_running_loop().call_later(self.preauth_timeout_s, ticket.evict, self.TIMEOUT)
         return ticket
 
+    def _mark_closing(self, ticket: Ticket) -> None:
+        if not ticket.authenticated:
+            self._leave_preauth(ticket)
+        ticket.closing = True
+        self._closing[ticket.source] = self._closing.get(ticket.source, 0) + 1
+        self.closing_total += 1
+
     def _promote(self, ticket: Ticket) -> str | None:
-        if ticket.released or ticket.authenticated:
+        if ticket.released or ticket.authenticated or ticket.closing:
             return None
         if self._authenticated.get(ticket.source, 0) >= self.max_per_ip:
             return self.TOO_MANY_FROM_YOU
@@ -172,6 +248,13 @@ class Admission:
             return
         ticket.released = True
         self.total -= 1
+        if ticket.closing:
+            self.closing_total -= 1
+            left = self._closing.get(ticket.source, 0) - 1
+            if left > 0:
+                self._closing[ticket.source] = left
+            else:
+                self._closing.pop(ticket.source, None)
         if ticket.authenticated:
             left = self._authenticated.get(ticket.source, 0) - 1
             if left > 0:

@@ -369,6 +369,23 @@ class ConnectionAuthentication:
         return self._success(result, mechanism=None)
 
     async def password(self, username: str, password: str, *, mechanism: str = "LOGIN") -> Success | Failure:
+        # The certificate and the entitlement first, before any shared counter is touched: an
+        # attempt without a valid certificate entitled to the mailbox compares no password, so
+        # anonymous guessers never fill the `auth-address:` counter of the users behind their
+        # address (they still count toward this connection's MAX_AUTH_FAILURES).
+        try:
+            holder = await self._certificate_principal()
+        except Exception as exc:  # noqa: BLE001 - the directory or the CRLs are unreachable
+            return self._unavailable(exc, mechanism=mechanism)
+        if isinstance(holder, AuthenticationFailed):
+            return self._refused(holder, mechanism=mechanism)
+        address = (username or "").strip().lower()
+        if not holder.may_use(address):
+            who = f"id={holder.identifier} mailbox={address!r}"
+            return self._refused(
+                AuthenticationFailed("app_password:not_entitled", "invalid credentials", detail=who),
+                mechanism=mechanism,
+            )
         keys = AuthThrottle.keys(self.client.peer, username)
         held = await self._reserve(keys, mechanism=mechanism)
         if held is not None:
@@ -378,8 +395,8 @@ class ConnectionAuthentication:
                 username, password, self.client.certificate, peer=self.client.peer, mechanism=mechanism
             )
         except AuthenticationFailed as exc:
-            if exc.reason != "app_password:wrong":  # no password compared: the mailbox keeps its count
-                await self._give_back(keys.of_mailbox)
+            if exc.reason != "app_password:wrong":  # no password compared: nothing counted
+                await self._give_back(keys.all)
             return self._refused(exc, mechanism=mechanism)
         except Exception as exc:  # noqa: BLE001 - the database is unreachable: not the client's fault
             await self._give_back(keys.all)
@@ -413,6 +430,11 @@ class ConnectionAuthentication:
         return self._success(narrowed, mechanism=mechanism)
 
     async def token(self, credentials: sasl.BearerCredentials, *, mechanism: str) -> Success | Failure:
+        if self.client.certificate is None:  # refused before any shared counter is touched
+            return self._refused(
+                AuthenticationFailed("no_certificate", "a health-PKI client certificate is required"),
+                mechanism=mechanism,
+            )
         keys = AuthThrottle.keys(self.client.peer)
         held = await self._reserve(keys, mechanism=mechanism)
         if held is not None:
@@ -426,6 +448,10 @@ class ConnectionAuthentication:
                 mechanism=mechanism,
             )
         except AuthenticationFailed as exc:
+            # Counted only when the token itself was rejected (signature, expiry, audience,
+            # binding: `TokenRejected`); a refused certificate or an unknown subject is not a guess.
+            if not exc.reason.startswith("token:") or exc.reason == "token:bad_subject":
+                await self._give_back(keys.all)
             return self._refused(exc, mechanism=mechanism)
         except Exception as exc:  # noqa: BLE001 - JWKS or directory unreachable
             await self._give_back(keys.all)

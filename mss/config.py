@@ -135,14 +135,17 @@ class LimitSettings(_Section):
     imap_max_connections: PositiveInt = 1000
     imap_max_connections_per_ip: PositiveInt = 50  # authenticated (or valid client certificate)
     # Connections from one address that have not authenticated yet: their own, smaller cap;
-    # the oldest is closed for a newcomer (docs/operations.md, "Abuse resistance").
+    # the oldest is closed for a newcomer (docs/operations.md, "Abuse resistance") if it is
+    # older than *_preauth_evict_after_s, else the newcomer is refused.
     imap_max_preauth_per_ip: PositiveInt = 10
+    imap_preauth_evict_after_s: float = Field(5, ge=0, le=600)
     smtp_timeout_s: PositiveInt = 300
     # SMTP listeners (submission, submissions, mta), counted like IMAP's.
     smtp_max_connections: PositiveInt = 1000
     smtp_max_connections_per_ip: PositiveInt = 50
     smtp_max_preauth_per_ip: PositiveInt = 10
     smtp_preauth_timeout_s: float = Field(60, gt=0, le=600)  # connect to authenticated
+    smtp_preauth_evict_after_s: float = Field(5, ge=0, le=600)
     # The http listener (uvicorn, h11): the request line and header block, the body, and
     # how many connections and requests in flight before it answers 503.
     http_max_head: int = Field(16 * 1024, ge=4 * 1024, le=1024 * 1024)
@@ -256,14 +259,17 @@ class AbuseSettings(_Section):
     # Per source address, whatever mailbox (many users may share one address).
     auth_address_free_failures: int = Field(30, ge=1, le=10_000)
     auth_address_max_backoff_s: int = Field(900, ge=1, le=3600)
-    # Refused recipients (550 5.1.1 and other permanent RCPT refusals) in one SMTP session:
-    # after the soft limit each further refusal is delayed (delay x refusals over the limit,
-    # at most the max), at the hard limit the session is closed with 421 4.7.0 (the spirit
-    # of Postfix's smtpd_soft_error_limit / smtpd_hard_error_limit).
+    # Refused recipients (550 5.1.1 and other permanent RCPT refusals) per authenticated
+    # principal and source address, across its SMTP sessions (on this node; one refusal is
+    # forgotten every rcpt_error_decay_s): after the soft limit each further refusal is
+    # delayed (delay x refusals over the limit, at most the max), at the hard limit the session
+    # is closed with 421 4.7.0 (the spirit of Postfix's smtpd_soft_error_limit /
+    # smtpd_hard_error_limit).
     rcpt_soft_error_limit: int = Field(5, ge=0, le=1000)
     rcpt_hard_error_limit: int = Field(20, ge=1, le=10_000)
     rcpt_error_delay_s: float = Field(1.0, ge=0, le=60)
     rcpt_error_max_delay_s: float = Field(10.0, ge=0, le=120)
+    rcpt_error_decay_s: float = Field(60.0, gt=0, le=24 * 3600)
 
     @model_validator(mode="after")
     def _coherent(self) -> AbuseSettings:
@@ -320,7 +326,9 @@ class MetricsSettings(_Section):
 
     Not for the public internet: a scrape is answered only from a source address in `allow`
     (loopback by default; uvicorn trusts no proxy header, so it is the TCP peer), and, when
-    `token_file` is set, only with `Authorization: Bearer <the file's content>` as well."""
+    `token_file` is set, only with `Authorization: Bearer <the file's content>` as well. A
+    request with proxy headers (`Forwarded`, `X-Forwarded-For`, ...) is refused unless
+    `token_file` is set: a proxy on the same host would otherwise make loopback mean anyone."""
 
     enabled: bool = True
     allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])

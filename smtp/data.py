@@ -36,7 +36,9 @@ class DataLines:
     """The audit of one DATA phase; `feed` every piece (ending in CRLF) in order."""
 
     mode: BareNewline = "normalize"
-    #: Longest line allowed, its line end included (aiosmtpd's `line_length_limit`, 1001).
+    #: aiosmtpd's `line_length_limit` (1001): RFC 5321 4.5.3.1.6's 1000 octets including the
+    #: CRLF, plus the leading dot duplicated for transparency, which the RFC does not count.
+    #: A line's text (CRLF and stuffing dot taken off) may be `line_limit - 3` = 998 octets.
     line_limit: int = 1001
     bare_lf: bool = False
     lone_dot: bool = False
@@ -45,8 +47,7 @@ class DataLines:
     def feed(self, piece: bytes) -> bytes:
         """``piece`` as aiosmtpd should see it (normalised, or as it came)."""
         if b"\n" not in piece[:-1]:  # the usual case: one CRLF line
-            if len(piece) > self.line_limit:
-                self.too_long = True
+            self._check_length(piece[:-2])
             return piece
         self.bare_lf = True
         lines = piece.split(b"\n")  # the last element is b"" (the piece ends in LF)
@@ -56,11 +57,16 @@ class DataLines:
             text = line[:-1] if line.endswith(b"\r") else line  # only the last one has CR
             if text == b".":
                 self.lone_dot = True  # \n.\n, \r\n.\n (i == 0) or \n.\r\n
-            if len(text) + 2 > self.line_limit:
-                self.too_long = True
+            self._check_length(text)
             if i > 0 and text.startswith(b"."):
                 text = text[1:]  # RFC 5321 4.5.2 transparency, for a line after a bare LF
             out.append(text)
         if self.mode == "reject":
             return piece
         return b"\r\n".join(out) + b"\r\n"
+
+    def _check_length(self, text: bytes) -> None:
+        """`text`: one line as sent, without its line end (a leading dot is the stuffing one)."""
+        length = len(text) - (1 if text.startswith(b".") else 0)
+        if length > self.line_limit - 3:
+            self.too_long = True

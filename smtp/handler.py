@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import ssl
+import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, auth_mechanism
 
+from mss.admission import close_soon, source_network
 from mss.peers import format_peer
 from mss.principal import Principal
 from mss.refusals import Refusal
@@ -98,8 +102,41 @@ class ConnectionAuth:
     sasl_principal: Principal | None = None
     #: The mail transaction begun by MAIL, carried to DATA (a new one at every MAIL).
     transaction: SubmissionTransaction | None = None
-    #: Recipients refused with a 5xx in this session (recipient enumeration, `[abuse]`).
-    rcpt_refusals: int = 0
+    #: Recipients refused with a 5xx, counted across sessions per principal and source
+    #: (`RefusalMemory`, recipient enumeration, `[abuse]`): the key, set by MAIL.
+    rcpt_key: str | None = None
+    session_refusals: int = 0  # every 5xx of this session
+    rcpt_refusals: int = 0  # the count that decides (this session's, or the remembered one)
+
+
+class RefusalMemory:
+    """Refused recipients per key (principal and source address) across sessions, so that
+    reconnecting does not start the count again; one refusal is forgotten every `decay_s`
+    seconds. In this process only: a cluster of N nodes lets a client N times as many."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self, decay_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.decay_s = decay_s
+        self._clock = clock
+        self._counts: dict[str, tuple[float, float]] = {}  # key -> (count, when)
+
+    def add(self, key: str) -> int:
+        """Count one more refusal under `key`; the count now (rounded up)."""
+        now = self._clock()
+        count = self._current(key, now) + 1
+        if len(self._counts) >= self.MAX_KEYS and key not in self._counts:
+            self._counts = {k: v for k, v in self._counts.items() if self._current(k, now) > 0}
+        self._counts[key] = (count, now)
+        return math.ceil(count - 1e-9)
+
+    def count(self, key: str) -> int:
+        """The count under `key` now (rounded up), counting nothing."""
+        return math.ceil(self._current(key, self._clock()) - 1e-9)
+
+    def _current(self, key: str, now: float) -> float:
+        count, when = self._counts.get(key, (0.0, now))
+        return max(0.0, count - (now - when) / self.decay_s)
 
 
 def _state(session: Session) -> ConnectionAuth:
@@ -118,6 +155,7 @@ class SubmissionHandler:
         self.credentials: Credentials = core.credentials
         self.submission: Submission = core.submission
         self.settings = core.settings
+        self.rcpt_refusals = RefusalMemory(core.settings.abuse.rcpt_error_decay_s)
 
     # -- authentication by certificate ------------------------------------------------------
 
@@ -242,8 +280,7 @@ class SubmissionHandler:
             return reply
         await server.push(reply)
         await server.push(sasl.TOO_MANY_FAILURES)
-        if server.transport is not None:
-            server.transport.close()
+        close_soon(server.transport)  # aborted after a grace if the peer does not read
         return None
 
     async def handle_MAIL(
@@ -271,7 +308,9 @@ class SubmissionHandler:
             return smtp_reply(exc)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        _state(session).transaction = transaction
+        st = _state(session)
+        st.transaction = transaction
+        st.rcpt_key = f"{principal.identifier}|{source_network(session.peer)}"
         return "250 2.1.0 Sender ok"
 
     async def handle_RCPT(
@@ -288,14 +327,25 @@ class SubmissionHandler:
         if not reply.startswith("5"):
             return reply
         st = _state(session)
-        st.rcpt_refusals += 1
+        # Every 5xx counts in this session; across sessions only the refusals of well-formed
+        # addresses (the enumeration signal: a syntax error tells nothing about a mailbox).
+        st.session_refusals += 1
+        key = st.rcpt_key or f"?|{source_network(session.peer)}"
+        syntax = reply.startswith(("553 5.1.3", "503"))
+        remembered = self.rcpt_refusals.count(key) if syntax else self.rcpt_refusals.add(key)
+        st.rcpt_refusals = max(st.session_refusals, remembered)
         abuse = self.settings.abuse
         peer = format_peer(session.peer)
         if st.rcpt_refusals >= abuse.rcpt_hard_error_limit:
             log.warning("RCPT limit reached peer=%s refused=%d closing=yes", peer, st.rcpt_refusals)
+            # Nothing pipelined behind this RCPT may run (a DATA and its body, say): the
+            # reader ends the session at its next read, synchronously (smtp.server).
+            reader = getattr(server, "_reader", None)
+            if reader is not None:
+                reader.ended_by_server = True
             transport = server.transport
             if transport is not None:
-                asyncio.get_running_loop().call_soon(transport.close)  # after the reply is written
+                asyncio.get_running_loop().call_soon(close_soon, transport)  # after the reply is written
             return f"421 4.7.0 Too many refused recipients ({st.rcpt_refusals}), closing connection"
         over = st.rcpt_refusals - abuse.rcpt_soft_error_limit
         if over > 0:

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from aiosmtpd.smtp import SMTP, TLSSetupException
 
 from mss import metrics
-from mss.admission import Admission, Ticket
+from mss.admission import Admission, Ticket, close_soon
 from mss.config import Settings
 from mss.peers import format_peer
 from mss.services import SmtpServices
@@ -103,12 +103,17 @@ class _StrictLineReader(asyncio.StreamReader):
 
     _draining = False  # the rest of an over-long line that aiosmtpd is throwing away
     data_lines: DataLines | None = None  # set by `SubmissionSMTP.smtp_DATA` while DATA runs
+    #: Set (synchronously) by a handler that ended the session with `421`: no further
+    #: command is read, even one already buffered.
+    ended_by_server = False
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
         # Once the session closed the connection (421, too many unknown commands or failed
         # logins), aiosmtpd would still act on commands the client pipelined behind: end the
         # session as a lost connection does (found by tests/fuzz/fuzz_smtp.py).
-        if self._transport is not None and self._transport.is_closing():  # type: ignore[attr-defined]
+        if self.ended_by_server or (
+            self._transport is not None and self._transport.is_closing()  # type: ignore[attr-defined]
+        ):
             raise asyncio.CancelledError
         try:
             line = await super().readuntil(separator)
@@ -139,7 +144,7 @@ def _say_and_close(transport: asyncio.BaseTransport | None, reason: str) -> None
         transport.write(_refusal(reason).encode("ascii"))  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001, S110 - the connection is going away anyway
         pass
-    transport.close()
+    close_soon(transport)  # aborted after a grace if the peer does not read (mss.admission)
 
 
 class _Refused(asyncio.Protocol):
@@ -170,7 +175,7 @@ def _closing(transport: asyncio.BaseTransport | None, reason: str, peername: obj
 
 def _closing_silently(transport: asyncio.BaseTransport, reason: str, peer: str) -> None:
     log.info("smtp connection closed peer=%s listener=submissions reason=%s", peer, reason)
-    transport.close()
+    close_soon(transport)
 
 
 class SubmissionSMTP(SMTP):
@@ -281,8 +286,7 @@ class SubmissionSMTP(SMTP):
             return
         refused = self.ticket.promote()
         if refused is not None:
-            self.ticket.release()
-            _closing(self.transport, refused, self.session.peer if self.session else None, "submission")
+            self.ticket.evict(refused)  # its slot is given back in connection_lost
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.ticket is not None:
@@ -302,7 +306,10 @@ class SubmissionSMTP(SMTP):
                 self.transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
             except Exception:  # noqa: BLE001, S110 - the connection is going away anyway
                 pass
-        super()._timeout_cb()
+        # aiosmtpd's close() would wait for the peer to read what is buffered, for ever if it
+        # never does (a client pipelining commands without reading replies): abort after a grace.
+        log.info("smtp connection timeout peer=%s", format_peer(self.session.peer if self.session else None))
+        close_soon(self.transport)
 
     # -- replies ------------------------------------------------------------------------------
 
@@ -549,8 +556,7 @@ class NoRelayService(asyncio.Protocol):
             self.transport.write(reply.encode("ascii") + b"\r\n")
 
     def _close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        close_soon(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         metrics.session_closed("mta")
@@ -581,6 +587,7 @@ async def start(core: SmtpServices) -> dict[str, asyncio.AbstractServer]:
         max_per_ip=limits.smtp_max_connections_per_ip,
         max_preauth_per_ip=limits.smtp_max_preauth_per_ip,
         preauth_timeout_s=limits.smtp_preauth_timeout_s,
+        evict_after_s=limits.smtp_preauth_evict_after_s,
     )
 
     def submission() -> SMTP:

@@ -202,3 +202,40 @@ def throttle_rows(deployment: Deployment) -> dict[str, int]:
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def non_reading_client(host: str, port: int, source: str, command: bytes, octets: int = 2_000_000) -> socket.socket:
+    """A client that pipelines `command` over and over and never reads a reply: a 4 KB
+    receive buffer, and sends until the kernel buffers are full (the server stopped reading
+    because its replies cannot be delivered)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind((source, 0))
+    sock.settimeout(10)
+    sock.connect((host, port))
+    sock.setblocking(False)
+    payload = command * (octets // len(command))
+    sent = 0
+    idle = 0
+    while sent < len(payload) and idle < 20:
+        try:
+            sent += sock.send(payload[sent : sent + 65536])
+            idle = 0
+        except BlockingIOError:
+            idle += 1
+            time.sleep(0.01)
+    return sock
+
+
+def server_side_established(port: int, source: str) -> int:
+    """How many ESTABLISHED TCP connections the server's `port` has with `source` (`ss`),
+    counted on the server's side: a client that does not read still sees its own end open."""
+    import subprocess
+
+    out = subprocess.run(
+        ["ss", "-Htn", "state", "established", f"( sport = :{port} and dst {source} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return len([line for line in out.splitlines() if line.strip()])

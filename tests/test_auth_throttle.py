@@ -190,22 +190,32 @@ def test_an_attacker_cannot_keep_the_owner_out_for_longer_than_the_cap(backend, 
         assert imap_login(server, claire, password, source="127.0.0.1") == "OK"
 
 
-def test_a_refused_certificate_does_not_count_against_the_mailbox(backend, tmp_path):
-    """PLAIN without a client certificate tests no password: the mailbox's counters keep
-    nothing of it, so nobody without a certificate can run the owner's counters up."""
-    settings = {"abuse": {"auth_free_failures": 1, "auth_mailbox_free_failures": 1, "auth_address_free_failures": 100}}
+def test_attempts_without_a_valid_certificate_touch_no_shared_counter(backend, tmp_path):
+    """PLAIN without a client certificate, or with one not entitled to the mailbox, tests no
+    password: no shared counter keeps anything of it (neither the mailbox's nor the
+    address's), so guessers without a certificate cannot lock out a user with a valid
+    certificate who shares their address. The address allows a single free failure here:
+    before the fix, these attempts alone put 127.0.0.2 into back-off."""
+    settings = {"abuse": {"auth_free_failures": 1, "auth_mailbox_free_failures": 1, "auth_address_free_failures": 1}}
     with served(backend, tmp_path / "demo", settings) as server:
         dep = server.deployment
         claire = dep.mailbox("PER", 0)
+        other = dep.mailbox("PER", 1)  # a valid certificate, of somebody else
         password = new_app_password(dep, claire["address"])
-        for _ in range(3):
-            c = smtp_client(server, None, source="127.0.0.2")  # TLS without a certificate
+        for entry in (None, None, other, other):
+            c = smtp_client(server, entry, source="127.0.0.2")  # no certificate / not claire's
             assert auth_plain(c, claire["address"], password)[0] == 535
             c.close()
         keys = AuthThrottle.keys("127.0.0.2:1", claire["address"])
         rows = throttle_rows(dep)
-        assert rows.get(keys.address) == 3 and rows.get(keys.mailbox, 0) == 0 and rows.get(keys.pair, 0) == 0
-        assert imap_login(server, claire, password) == "OK"
+        assert (rows.get(keys.address, 0), rows.get(keys.mailbox, 0), rows.get(keys.pair, 0)) == (0, 0, 0), rows
+        # The owner behind the same address, with their certificate and app password, is in.
+        assert imap_login(server, claire, password, source="127.0.0.2") == "OK"
+        c = smtp_client(server, claire, source="127.0.0.2")
+        try:
+            assert auth_plain(c, claire["address"], password)[0] == 235
+        finally:
+            c.close()
 
 
 def _b64(text: str) -> str:

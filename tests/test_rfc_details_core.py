@@ -60,10 +60,14 @@ def test_reject_mode_keeps_the_piece_and_notes_it():
 @pytest.mark.parametrize(
     "piece, too_long",
     [
-        (b"x" * 999 + b"\r\n", False),
-        (b"x" * 1000 + b"\r\n", True),
-        (b"x" * 999 + b"\n" + b"y" * 999 + b"\r\n", False),
-        (b"short\n" + b"y" * 1000 + b"\nshort\r\n", True),
+        # RFC 5321 4.5.3.1.6: 1000 octets with the CRLF, the stuffing dot not counted.
+        (b"x" * 998 + b"\r\n", False),
+        (b"x" * 999 + b"\r\n", True),
+        (b"." + b"x" * 998 + b"\r\n", False),
+        (b"." + b"x" * 999 + b"\r\n", True),
+        (b"x" * 998 + b"\n" + b"y" * 998 + b"\r\n", False),
+        (b"x" * 998 + b"\n" + b"y" * 999 + b"\r\n", True),
+        (b"short\n" + b"y" * 999 + b"\nshort\r\n", True),
     ],
 )
 def test_line_length_counts_bare_lf_as_a_line_end(piece, too_long):

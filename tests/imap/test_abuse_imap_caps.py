@@ -20,7 +20,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 pytestmark = pytest.mark.timeout(120)
 
 PREAUTH = 3
-LIMITS = {"limits": {"imap_max_preauth_per_ip": PREAUTH, "imap_max_connections_per_ip": 2}}
+LIMITS = {
+    "limits": {"imap_max_preauth_per_ip": PREAUTH, "imap_max_connections_per_ip": 2, "imap_preauth_evict_after_s": 0}
+}
 
 
 @pytest.fixture(scope="module")

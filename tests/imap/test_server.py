@@ -126,7 +126,7 @@ async def test_global_cap_answers_bye_when_full_of_authenticated_connections(lis
 
 
 async def test_global_cap_full_of_anonymous_connections_makes_room_for_a_newcomer(listen, deployment):
-    host, ports = await listen(max_connections=2)
+    host, ports = await listen(max_connections=2, preauth_evict_after=0)  # however young
     idle = [await open_plain(host, ports["imap"]) for _ in range(2)]
     assert all(g.startswith(b"* OK") for _, _, g in idle)
     # The server is full of connections that proved nothing: the oldest goes.

@@ -20,6 +20,7 @@ LIMITS = {
         "smtp_max_connections_per_ip": 2,
         "smtp_max_preauth_per_ip": 2,
         "smtp_preauth_timeout_s": 60,
+        "smtp_preauth_evict_after_s": 0,  # any pre-authentication connection gives way
     }
 }
 
