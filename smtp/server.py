@@ -372,10 +372,12 @@ class SubmissionSMTP(SMTP):
         `email._header_value_parser` raises AttributeError on an unterminated domain literal
         (`MAIL FROM:<a@[>`) and aiosmtpd only catches HeaderParseError: it became `451` and a
         traceback in the log (found by tests/fuzz/fuzz_smtp.py). It is a malformed address.
+        The same parser raises UnboundLocalError on `a@[ ` (a space after the literal's `[`,
+        found by the same target later): whatever it raises means "malformed", never a 451.
         """
         try:
             return super()._getaddr(arg)
-        except (AttributeError, IndexError, TypeError, ValueError):
+        except Exception:  # noqa: BLE001 - the stdlib parser's bugs on hostile input, contained
             return None, None
 
     async def smtp_EHLO(self, hostname: str) -> None:

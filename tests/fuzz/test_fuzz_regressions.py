@@ -88,3 +88,15 @@ def test_directory_line_with_a_cr_before_its_trailing_pipe_keeps_no_line_end():
     assert _strip_line("a|b|\r\n") == "a|b"
     assert _strip_line("a|b\r\n") == "a|b"
     assert _strip_line("a|\rb|\n") == "a|\rb"  # only the end is a line end
+
+
+def test_smtp_address_parser_bugs_of_the_standard_library_are_malformed_addresses():
+    """fuzz_smtp: `email._header_value_parser` raises AttributeError on `<a@[ >` and
+    UnboundLocalError on `a@[ ` (a space after a domain literal's `[`); aiosmtpd catches
+    neither. `SubmissionSMTP._getaddr` answers "malformed" (553 on MAIL/RCPT) for both."""
+    from smtp.server import SubmissionSMTP
+
+    proto = SubmissionSMTP.__new__(SubmissionSMTP)
+    for arg in ("<a@[ >", "a@[ ", "<a@[ \t>", "<x@[\t>", "a@[", "<a@[>"):
+        assert proto._getaddr(arg) == (None, None), arg
+    assert proto._getaddr("<claire@example.test>")[0] == "claire@example.test"
