@@ -29,7 +29,7 @@ import re
 
 from fuzzlib import check
 
-from mss.config import LimitSettings, Settings
+from mss.config import AbuseSettings, LimitSettings, Settings
 from mss.message import parse_message
 from mss.principal import Principal
 from mss.sasl import MECHANISMS
@@ -42,7 +42,14 @@ NAME = "smtp"
 MAX_LEN = 4096
 
 MAX_SIZE = 2048
-SETTINGS = Settings(domain="mss.test", log_file=None, limits=LimitSettings(max_message_size=MAX_SIZE))
+# The recipient-enumeration slow-down is a wall-clock sleep, not a protocol state: off here,
+# so that a session runs until it waits for input; its 421 at the hard limit still applies.
+SETTINGS = Settings(
+    domain="mss.test",
+    log_file=None,
+    limits=LimitSettings(max_message_size=MAX_SIZE),
+    abuse=AbuseSettings(rcpt_error_delay_s=0, rcpt_error_max_delay_s=0),
+)
 PRINCIPAL = Principal(
     kind="PS",
     identifier="810001045367",
