@@ -55,23 +55,6 @@ def served(backend: str, tmp: Path, sections: dict[str, dict[str, object]]) -> I
             drop_pg_database(pg_name)
 
 
-def new_app_password(deployment: Deployment, address: str) -> str:
-    from mss.config import resolve_database_url
-    from mss.credentials import create_app_password
-    from mss.db.engine import create_engine, sessionmaker
-
-    async def make() -> str:
-        engine = create_engine(resolve_database_url(deployment.database_url, deployment.directory))
-        try:
-            async with sessionmaker(engine)() as s, s.begin():
-                _, password = await create_app_password(s, address, label="abuse tests")
-            return password
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(make())
-
-
 class IMAP4From(imaplib.IMAP4_SSL):
     """imaplib's IMAPS client connecting from a chosen local address."""
 

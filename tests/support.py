@@ -183,6 +183,25 @@ async def stored_messages(deployment: Deployment, mailbox: str, folder: str = "I
         await engine.dispose()
 
 
+def new_app_password(deployment: Deployment, address: str, *, label: str = "tests") -> str:
+    """A new app password for `address`, made through the core's credential store (as
+    `mss mailbox app-password` does), for tests that log in with PLAIN/LOGIN."""
+    from mss.config import resolve_database_url
+    from mss.credentials import create_app_password
+    from mss.db.engine import create_engine, sessionmaker
+
+    async def make() -> str:
+        engine = create_engine(resolve_database_url(deployment.database_url, deployment.directory))
+        try:
+            async with sessionmaker(engine)() as s, s.begin():
+                _, password = await create_app_password(s, address, label=label)
+            return password
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(make())
+
+
 def count_messages(deployment: Deployment, mailbox: str, folder: str = "INBOX") -> int:
     return len(asyncio.run(stored_messages(deployment, mailbox, folder)))
 

@@ -19,7 +19,6 @@ from abuse_support import (
     auth_plain,
     imap_login,
     imaps,
-    new_app_password,
     retry_after,
     seed_failures,
     served,
@@ -27,6 +26,7 @@ from abuse_support import (
     throttle_rows,
     throttle_wait,
 )
+from support import new_app_password
 
 from mss.auth import AuthThrottle
 from mss.config import Settings

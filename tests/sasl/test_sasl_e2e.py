@@ -10,7 +10,6 @@ certificate carries professionals' tokens.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import imaplib
 import json
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from support import new_app_password
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,7 +50,8 @@ class World:
         self.issuer = TokenIssuer.load(s.path(s.tokens.signing_key), s.tokens.issuer)
         self.audience = s.tokens.audience
         self.passwords = {
-            e["address"]: _new_app_password(deployment, e["address"]) for e in (self.claire, self.paul, self.org)
+            e["address"]: new_app_password(deployment, e["address"], label="sasl e2e")
+            for e in (self.claire, self.paul, self.org)
         }
 
     def der(self, entry: dict) -> bytes:
@@ -84,23 +85,6 @@ class World:
 
     def imaps(self, entry: dict | None) -> imaplib.IMAP4_SSL:
         return imaplib.IMAP4_SSL(self.server.host, self.server.port("imaps"), ssl_context=self.ctx(entry), timeout=20)
-
-
-def _new_app_password(deployment, address: str) -> str:
-    from mss.config import resolve_database_url
-    from mss.credentials import create_app_password
-    from mss.db.engine import create_engine, sessionmaker
-
-    async def make() -> str:
-        engine = create_engine(resolve_database_url(deployment.database_url, deployment.directory))
-        try:
-            async with sessionmaker(engine)() as s, s.begin():
-                _, password = await create_app_password(s, address, label="sasl e2e")
-            return password
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(make())
 
 
 @pytest.fixture(scope="module")
