@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 DEMO   := var/demo
-# Debian packages the test suite drives as real clients.
-DEB_TEST_PACKAGES := swaks curl openssl docker-compose chromium
+# Debian packages the test suite drives as real clients (postfix: a peer operator, started
+# by tests/relay in a scratch folder; the machine's own instance is left unconfigured).
+DEB_TEST_PACKAGES := swaks curl openssl docker-compose chromium postfix
 
 .PHONY: run test lint format venv venv-test deb-test demo clean
 
@@ -28,6 +29,8 @@ deb-test:
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  case " $$missing " in *" postfix "*) \
+	    echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections;; esac; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 

@@ -13,7 +13,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from annuaire.ids import normalize_address  # also imported from here by mss.credentials, mss.delivery
-from annuaire.model import MAILBOX_TYPES, LocalMailbox, LocalMailboxMember, MailboxCertificate
+from annuaire.model import MAILBOX_TYPES, LocalMailbox, LocalMailboxMember, MailboxCertificate, RemoteCertificate
 from crypto.dates import as_utc
 
 
@@ -203,6 +203,38 @@ class LocalDirectory:
             )
         )
         await self.session.flush()
+
+    async def add_remote_certificate(self, address: str, cert: x509.Certificate) -> bool:
+        """Record another operator's mailbox's encryption certificate; False when it is
+        known already (the same certificate, by its SHA-256)."""
+        der = cert.public_bytes(Encoding.DER)
+        digest = hashlib.sha256(der).hexdigest()
+        exists = await self.session.execute(select(RemoteCertificate.id).where(RemoteCertificate.sha256 == digest))
+        if exists.first() is not None:
+            return False
+        self.session.add(
+            RemoteCertificate(
+                address=normalize_address(address),
+                cert_der=der,
+                sha256=digest,
+                not_before=cert.not_valid_before_utc,
+                not_after=cert.not_valid_after_utc,
+                created_at=datetime.now(UTC),
+            )
+        )
+        await self.session.flush()
+        return True
+
+    async def remote_certificates(self, address: str, *, at: datetime | None = None) -> list[x509.Certificate]:
+        """Another operator's mailbox's certificates valid at `at` (an expired key never
+        receives new mail), for sealing mail relayed to it end to end."""
+        at = at or datetime.now(UTC)
+        rows = await self.session.execute(
+            select(RemoteCertificate.cert_der, RemoteCertificate.not_before, RemoteCertificate.not_after)
+            .where(RemoteCertificate.address == normalize_address(address))
+            .order_by(RemoteCertificate.id)
+        )
+        return [x509.load_der_x509_certificate(der) for der, nb, na in rows.all() if as_utc(nb) <= at <= as_utc(na)]
 
     async def all(self) -> list[MailboxEntry]:
         """Every local mailbox with its members, by address."""

@@ -75,6 +75,25 @@ class MailboxCertificate(Base):
     __table_args__ = (Index("ix_mailbox_certificate_address", "address"),)
 
 
+class RemoteCertificate(Base):
+    """An encryption certificate of another operator's mailbox (DER, public material only),
+    as the national directory publishes it: mail relayed to that address is sealed to it
+    (end to end across operators, docs/relay.md). No local mailbox row: the address is not
+    ours, so it cannot be one of `mailbox_certificate`'s."""
+
+    __tablename__ = "remote_certificate"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320))
+    cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    not_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_remote_certificate_address", "address"),)
+
+
 class AppPassword(Base):
     """A per-mailbox application password (PLAIN/LOGIN for clients without EXTERNAL).
 

@@ -12,6 +12,9 @@ IMAP_CODE: dict[Reason, str] = {
     Reason.NOT_ALLOWED: "NOPERM",
     Reason.OUTSIDE_TRUST_SPACE: "NOPERM",
     Reason.RELAY_NOT_ENABLED: "NOPERM",
+    Reason.RELAY_DENIED: "NOPERM",
+    Reason.MAIL_LOOP: "CANNOT",
+    Reason.DKIM_FAILED: "CANNOT",
     Reason.NO_ENCRYPTION_KEY: "CANNOT",
     Reason.MAILBOX_DISABLED: "CANNOT",
     Reason.TOO_BIG: "TOOBIG",  # RFC 7889 4

@@ -21,14 +21,18 @@ import hashlib
 import logging
 import math
 import unicodedata
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from annuaire.ids import idna_domain
 from annuaire.local import LocalDirectory
+from annuaire.whitelist import in_trust_space
 from crypto.identity import Identity, IdentityError, check_ps_id, identity_from_certificate
 from crypto.tokens import TokenRejected, TokenVerifier
 from crypto.validate import CertificateRejected, CertificateValidator
@@ -47,6 +51,12 @@ log = logging.getLogger("mss.auth")
 CERTIFICATE_REFUSED = "client certificate not accepted"
 #: The wire text of every temporary failure (database, directory or JWKS unreachable).
 TEMPORARY_FAILURE = "Temporary authentication failure, try again later"
+#: Wire texts of the `mta` listener's refusals of another operator's server (RFC 5321 3.1
+#: "clear reply"): what kind of certificate is wanted, never which validation check failed.
+SERV_REQUIRED = "a SERV certificate of the health PKI is required on this port (operators of the trust space)"
+NOT_SERV = "this port is for the servers of other operators: a SERV certificate is required"
+NOT_WHITELISTED = "the certificate's domain is not on the trust-space whitelist"
+OWN_DOMAIN = "the certificate names a domain of this operator, not of a peer"
 
 
 class Authenticator:
@@ -62,10 +72,14 @@ class Authenticator:
         validator: CertificateValidator,
         sessions: async_sessionmaker,
         tokens: TokenVerifier | None = None,
+        *,
+        local_domains: Iterable[str] = (),
     ) -> None:
         self.validator = validator
         self.sessions = sessions
         self.tokens = tokens
+        #: This operator's own mail domains: a certificate naming one is never a peer's.
+        self.local_domains = frozenset(idna_domain(d) for d in local_domains if d)
 
     def _client_identity(self, der: bytes | None) -> tuple[x509.Certificate, Identity]:
         """Validate a client certificate for client authentication and read its identity.
@@ -112,6 +126,49 @@ class Authenticator:
             mailboxes=frozenset(e.address for e in entries),
             primary=primary or entries[0].address,
             cert_sha256=fp,
+        )
+
+    # -- another operator's server (the `mta` listener) -------------------------------------
+
+    async def from_server_certificate(self, der: bytes | None, *, peer: str = "?") -> Principal:
+        """The principal of another operator of the trust space: its SERV certificate (the
+        client certificate of its MTA, RFC 3207 mutual TLS) validated against the trust
+        anchors, revocation included; the mail domains it names (SAN dNSNames, else the CN)
+        that are on the trust-space whitelist (`annuaire.whitelist`) are the domains it may
+        send from (`Principal.domains`).
+
+        Refusal reasons (log only): the validator's (`untrusted`, `expired`, `revoked`,
+        `crl_stale`, ...), `no_certificate`, `not_serv` (a PS card or an ORG certificate:
+        people and software submit on the submission ports), `own_domain` (a certificate for
+        this operator's domain is not a peer's, whoever holds it), `domain_not_whitelisted`.
+        """
+        if not der:
+            raise AuthenticationFailed("no_certificate", SERV_REQUIRED)
+        try:
+            cert = self.validator.validate(der, usage="client", at=datetime.now(UTC))
+            identity = identity_from_certificate(cert)
+        except CertificateRejected as exc:
+            raise AuthenticationFailed(exc.reason, CERTIFICATE_REFUSED, detail=exc.detail) from exc
+        except IdentityError as exc:
+            raise AuthenticationFailed(f"identity:{exc.reason}", CERTIFICATE_REFUSED) from exc
+        if identity.kind != "SERV":
+            raise AuthenticationFailed("not_serv", NOT_SERV, detail=f"kind={identity.kind} id={identity.identifier}")
+        names = _dns_names(cert)
+        who = f"id={identity.identifier} names={','.join(names) or '-'}"
+        own = [n for n in names if n in self.local_domains]
+        if own:
+            raise AuthenticationFailed("own_domain", OWN_DOMAIN, detail=who)
+        async with self.sessions() as s:
+            domains = frozenset([n for n in names if await in_trust_space(s, n)])
+        if not domains:
+            raise AuthenticationFailed("domain_not_whitelisted", NOT_WHITELISTED, detail=who)
+        return Principal(
+            kind="SERV",
+            identifier=identity.identifier,
+            display_name=identity.organization or identity.common_name,
+            mailboxes=frozenset(),
+            cert_sha256=hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(),
+            domains=domains,
         )
 
     # -- OAUTHBEARER / XOAUTH2: an e-CPS token bound to the connection's certificate -------------
@@ -195,6 +252,28 @@ class Authenticator:
             ) from exc
 
 
+def _dns_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names a server certificate speaks for, IDNA lower-case: its SAN dNSNames
+    (RFC 6125 6.4.4: when there are any the CN is not looked at), else its CN."""
+    try:
+        raw = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName
+        )
+    except x509.ExtensionNotFound:
+        raw = []
+    if not raw:
+        raw = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    names: list[str] = []
+    for name in raw:
+        try:
+            d = idna_domain(name)
+        except Exception:  # noqa: BLE001, S112 - a name idna refuses names no mail domain
+            continue
+        if d and not d.startswith("*") and d not in names:
+            names.append(d)
+    return names
+
+
 class CredentialChecker(Protocol):
     """The checkers a connection's authentication calls (`Authenticator`; a fake in the
     IMAP unit tests). Each returns the principal, raises `AuthenticationFailed` (refused) or
@@ -215,6 +294,8 @@ class CredentialChecker(Protocol):
     async def from_app_password(
         self, username: str, password: str, cert_der: bytes | None, *, peer: str = "?", mechanism: str = "PLAIN"
     ) -> Principal: ...
+
+    async def from_server_certificate(self, der: bytes | None, *, peer: str = "?") -> Principal: ...
 
 
 # -- across connections -----------------------------------------------------------------------
@@ -367,6 +448,37 @@ class ConnectionAuthentication:
         if isinstance(result, AuthenticationFailed):
             return self._refused(result, mechanism=None, counted=False)
         return self._success(result, mechanism=None)
+
+    async def operator(self) -> Success | Failure:
+        """Another operator's server on the `mta` listener: its SERV certificate's principal
+        (`Authenticator.from_server_certificate`), logged once as `operator ok|refused|
+        unavailable` and audited. Not counted: a certificate cannot be guessed, and the
+        connection has nothing else to try (no AUTH there)."""
+        try:
+            principal = await self._checker.from_server_certificate(self.client.certificate, peer=self.client.peer)
+        except AuthenticationFailed as exc:
+            return self._conclude(
+                "refused",
+                exc.public,
+                mechanism=None,
+                reason=exc.reason,
+                detail=exc.detail,
+                counted=False,
+                event="operator",
+            )
+        except Exception as exc:  # noqa: BLE001 - the whitelist or the CRLs are unreachable
+            return self._unavailable(exc, mechanism=None, event="operator")
+        self._log(
+            logging.INFO,
+            "ok",
+            None,
+            event="operator",
+            kind=principal.kind,
+            id=principal.identifier,
+            domains=",".join(sorted(principal.domains)),
+            cert=(principal.cert_sha256 or "-")[:16],
+        )
+        return Success(principal)
 
     async def password(self, username: str, password: str, *, mechanism: str = "LOGIN") -> Success | Failure:
         # The certificate and the entitlement first, before any shared counter is touched: an
@@ -549,13 +661,15 @@ class ConnectionAuthentication:
             "refused", exc.public, mechanism=mechanism, reason=exc.reason, detail=exc.detail, counted=counted
         )
 
-    def _unavailable(self, exc: Exception, *, mechanism: str | None) -> Failure:
+    def _unavailable(self, exc: Exception, *, mechanism: str | None, event: str | None = None) -> Failure:
         if isinstance(exc, AuthenticationUnavailable):
             reason, detail = exc.reason, exc.detail
         else:
             reason, detail = "error", f"{type(exc).__name__}: {exc}"
             log.debug("authentication error peer=%s", log_safe(self.client.peer), exc_info=exc)
-        return self._conclude("unavailable", TEMPORARY_FAILURE, mechanism=mechanism, reason=reason, detail=detail)
+        return self._conclude(
+            "unavailable", TEMPORARY_FAILURE, mechanism=mechanism, reason=reason, detail=detail, event=event
+        )
 
     def _conclude(
         self,
@@ -567,6 +681,7 @@ class ConnectionAuthentication:
         detail: str = "",
         principal: Principal | None = None,
         counted: bool = True,
+        event: str | None = None,
     ) -> Failure:
         """The failure, counted when the client's credentials or authzid were refused
         (`refused`, `unauthorized`): malformed, cancelled, unsupported and unavailable
@@ -585,6 +700,7 @@ class ConnectionAuthentication:
             level.get(kind, logging.INFO),
             kind,
             mechanism,
+            event=event,
             reason=reason,
             kind=principal.kind if principal else None,
             id=principal.identifier if principal else None,
@@ -594,10 +710,13 @@ class ConnectionAuthentication:
         )
         return Failure(kind, public, close)
 
-    def _log(self, level: int, outcome: str, mechanism: str | None, **fields: object) -> None:
+    def _log(
+        self, level: int, outcome: str, mechanism: str | None, *, event: str | None = None, **fields: object
+    ) -> None:
         """The one line of a result: `auth <outcome>` for an attempt, `certificate <outcome>`
-        for SMTP's implicit certificate check. Every value goes through `log_safe`."""
-        event = "auth" if mechanism else "certificate"
+        for SMTP's implicit certificate check, `operator <outcome>` for another operator's
+        server on the `mta` listener. Every value goes through `log_safe`."""
+        event = event or ("auth" if mechanism else "certificate")
         metrics.auth_result(self.client.protocol, mechanism, outcome, str(fields.get("reason") or ""))
         names = ["peer", "protocol"]
         values: list[object] = [self.client.peer, self.client.protocol]
@@ -642,3 +761,8 @@ class CoreCredentials:
             throttle=self.throttle,
             audit=self.audit,
         )
+
+    async def operator(self, client: ClientConnection) -> Success | Failure:
+        """`mss.services.Credentials.operator`: another operator's server on the `mta`
+        listener, by its SERV certificate (`Authenticator.from_server_certificate`)."""
+        return await self.authentication(client).operator()

@@ -122,6 +122,66 @@ class DkimSettings(_Section):
     selector: str = "mss"
 
 
+class RelaySettings(_Section):
+    """Mail between operators of the trust space (issue 10, docs/relay.md).
+
+    Outbound mail for another operator's whitelisted domain is queued in the database in the
+    transaction that answers `250`, then relayed over mutual TLS with this operator's SERV
+    certificate (`[tls] cert`/`key`), DKIM-signed with `[dkim]` keys."""
+
+    #: Off: other operators' domains are answered `550 5.7.1` as before, the `mta` listener
+    #: refuses every peer.
+    enabled: bool = True
+    #: Static transport map: {"domain" = "host:port"}; domains not in it are routed by DNS MX.
+    routes: dict[str, str] = Field(default_factory=dict)
+    #: Seconds to wait before each retry; the last value repeats (exponential back-off).
+    retry_schedule_s: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0])
+    #: A message not delivered after this long is returned to its sender (failure DSN).
+    max_age_s: float = Field(5 * 24 * 3600, gt=0)
+    #: A delay DSN goes out once a message waited this long, when its recipient asked
+    #: NOTIFY=DELAY (RFC 3461 4.1).
+    delay_warning_s: float = Field(4 * 3600, gt=0)
+    connect_timeout_s: float = Field(30, gt=0, le=600)
+    command_timeout_s: float = Field(300, gt=0, le=3600)
+    #: How long a node owns a queue entry it took (a node killed mid-delivery gives it back
+    #: when the lease runs out).
+    lease_s: float = Field(300, ge=5, le=24 * 3600)
+    #: How often the queue is polled for due entries (new entries wake it at once).
+    poll_interval_s: float = Field(5, gt=0, le=3600)
+    #: Messages relayed at the same time by one node.
+    concurrency: int = Field(4, ge=1, le=256)
+    #: Loop detection: a message with more `Received:` fields than this is refused
+    #: (RFC 5321 6.3: a simple hop count; Postfix's hopcount_limit is 50).
+    max_hops: int = Field(30, ge=5, le=200)
+    #: Inbound: refuse a message whose DKIM signature fails (`550 5.7.20`); off: deliver it
+    #: with `dkim=fail` in its Authentication-Results field.
+    refuse_dkim_fail: bool = False
+    #: DKIM public keys of peers instead of DNS (tests, the demo, closed networks):
+    #: {"selector._domainkey.domain" = "v=DKIM1; k=rsa; p=..."}.
+    dkim_keys: dict[str, str] = Field(default_factory=dict)
+    #: Key that encrypts queued messages at rest when they leave in clear over mutual TLS
+    #: (no certificate of the remote recipient known): created 0600 on first use.
+    queue_key: Path = Path("pki/queue.key")
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, v: dict[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for domain, target in v.items():
+            host, sep, port = target.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"route for {domain!r} must be host:port, not {target!r}")
+            out[domain.strip().lower().rstrip(".")] = target.strip()
+        return out
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _schedule(cls, v: list[float]) -> list[float]:
+        if not v or any(x <= 0 for x in v):
+            raise ValueError("retry_schedule_s needs at least one positive delay")
+        return v
+
+
 class LimitSettings(_Section):
     # 25 MiB: what common mail services accept; advertised through SMTP SIZE.
     max_message_size: PositiveInt = 25 * 1024 * 1024
@@ -364,6 +424,7 @@ class Settings(BaseModel):
     pki: PKISettings = Field(default_factory=PKISettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     dkim: DkimSettings = Field(default_factory=DkimSettings)
+    relay: RelaySettings = Field(default_factory=RelaySettings)
     patients: PatientSettings = Field(default_factory=PatientSettings)
     portal: PortalSettings = Field(default_factory=PortalSettings)
     abuse: AbuseSettings = Field(default_factory=AbuseSettings)

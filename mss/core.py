@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,7 +27,10 @@ from mss.metering import MeteredDelivery, MeteredMailAccess, metered_for
 from mss.notify import notifier_for
 from mss.patients import PatientSpaces
 from mss.portal import CorePortal
+from mss.queue import RelayQueue
+from mss.queue_key import QueueKeyError
 from mss.sealing import Sealer
+from mss.services import RelayTransport
 from mss.store import Store
 from mss.throttle import Throttle
 from mss.tls import server_context
@@ -48,8 +53,15 @@ class Core:
     validator: CertificateValidator | None = None
     #: The audit trail (mss.audit); by default the patient spaces' own.
     audit: AuditTrail | None = None
+    #: The relay queue of mail for other operators (mss.queue), shared with `submission`.
+    queue: RelayQueue | None = None
+    #: How queued mail reaches other operators (`smtp.relay.SmtpRelayClient`, set by
+    #: mss.serve, the composition root: the core never imports a front end). None: the
+    #: queue fills but nothing is relayed (the CLI's short-lived cores).
+    relay_transport: RelayTransport | None = None
     crl_task: asyncio.Task | None = field(default=None, repr=False)
     notify_task: asyncio.Task | None = field(default=None, repr=False)
+    relay_task: asyncio.Task | None = field(default=None, repr=False)
     #: `mss.services.Credentials` over `auth`: what the front ends authenticate with.
     credentials: CoreCredentials = field(init=False, repr=False)
     #: `mss.services.Directory`: the published directory the web front end shows.
@@ -84,6 +96,7 @@ class Core:
         patients = PatientSpaces(settings, sessions, store, audit=audit)
         anchors = TrustAnchors.load(settings.path(settings.tls.trust_anchors))
         validator = build_validator(settings, anchors)
+        queue = RelayQueue(settings, sessions)
         core = cls(
             settings=settings,
             engine=engine,
@@ -91,12 +104,18 @@ class Core:
             events=events,
             store=store,
             sealer=sealer,
-            submission=MeteredDelivery(settings, sessions, sealer, store, patients),
+            submission=MeteredDelivery(settings, sessions, sealer, store, patients, queue=queue),
             mail=MeteredMailAccess(store, sealer, max_message_size=settings.limits.max_message_size),
             patients=patients,
-            auth=Authenticator(validator, sessions, build_token_verifier(settings)),
+            auth=Authenticator(
+                validator,
+                sessions,
+                build_token_verifier(settings),
+                local_domains=(settings.domain, settings.patient_domain),
+            ),
             validator=validator,
             audit=audit,
+            queue=queue,
         )
         if validator.crl_files and settings.tls.crl_refresh_s > 0:
             core.crl_task = asyncio.get_running_loop().create_task(
@@ -111,11 +130,46 @@ class Core:
         notifier = notifier_for(self.settings, self.sessions)
         if notifier is not None and self.notify_task is None:
             self.notify_task = asyncio.get_running_loop().create_task(notifier.run(), name="patient-notify")
+        self.start_relay()
+
+    def start_relay(self) -> None:
+        """The relay worker (mss.relay), when `[relay] enabled` and a transport was given."""
+        if self.relay_task is not None or self.queue is None:
+            return
+        if not self.settings.relay.enabled:
+            return
+        try:
+            self.queue.key()  # a missing or unreadable key shows now, not at the first relayed message
+        except (OSError, QueueKeyError) as exc:
+            log.error("relay queue key unusable: %s; mail for other operators will be refused (451)", exc)
+        if self.relay_transport is None:
+            log.warning("relay enabled but no relay transport: queued mail for other operators waits")
+            return
+        from mss.relay import RelayWorker
+
+        # The lease owner: this node (host and deployment folder), the same across restarts,
+        # so a node restarted after a crash takes its own leased entries up at once
+        # (RelayQueue.release); another node's leases run out after `[relay] lease_s`.
+        folder = hashlib.sha256(str(self.settings.base_dir.resolve()).encode()).hexdigest()[:12]
+        owner = f"{socket.gethostname()[:150]}:{folder}"
+        worker = RelayWorker(self.settings, self.queue, self.submission, self.relay_transport, owner)
+        self.relay_task = asyncio.get_running_loop().create_task(worker.run(), name="relay-worker")
 
     def server_ssl_context(self) -> ssl.SSLContext:
         return server_context(self.settings)
 
     async def close(self) -> None:
+        if self.relay_task is not None:
+            # Cancelled mid-send, an entry stays leased until `[relay] lease_s` and is then
+            # retried (perhaps sent twice: never lost).
+            self.relay_task.cancel()
+            try:
+                await self.relay_task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("relay worker ended with an error")
+            self.relay_task = None
         if self.notify_task is not None:
             self.notify_task.cancel()
             try:

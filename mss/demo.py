@@ -4,20 +4,37 @@ It makes a test health PKI, a server certificate, two professionals with PER mai
 an ORG mailbox they share, and an APP mailbox for practice software; then writes
 `mss.toml` and `demo.json` (the stable contract that scripts and docs rely on). Private
 keys go to the users' folders only: the server never reads them.
+
+`mss demo DIR2 --domain D2 --peer DIR1` makes a second operator of the same trust space
+(docs/relay.md): it shares DIR1's test PKI (its own SERV certificate and users, issued by the
+same CAs), both domains go on both whitelists, each gets a static route to the other's `mta`
+port and trusts the other's DKIM key, and each directory knows the other's professionals'
+encryption certificates (end-to-end encryption across operators). DIR1 is updated too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import re
 import shutil
+import socket
+import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from xml.sax.saxutils import escape as xml_escape
 
+from cryptography import x509
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from annuaire.local import LocalDirectory
+from annuaire.whitelist import NAMESPACE as WHITELIST_NAMESPACE
+from annuaire.whitelist import import_whitelist
+from crypto import dkim
 from crypto.identity import luhn_check_digit
 from crypto.ins import ins_key
 from crypto.keys import new_password, write_pkcs12
@@ -33,7 +50,14 @@ DEFAULT_BASE_PORT = 2587
 PORT_ORDER = ("submission", "submissions", "mta", "imap", "imaps", "http")
 
 
-class DemoExists(Exception):
+log = logging.getLogger(__name__)
+
+
+class DemoError(Exception):
+    """A demo that cannot be made as asked (the message says why and what to do)."""
+
+
+class DemoExists(DemoError):
     pass
 
 
@@ -54,10 +78,21 @@ PROFESSIONALS = (
     Professional("claire.martin", "MARTIN", "CLAIRE", "Médecin", "1000123456"),
     Professional("paul.durand", "DURAND", "PAUL", "Infirmier", "1000765432"),
 )
+# The second operator's people (`mss demo DIR2 --peer DIR1`): other professionals, so that
+# a card of one operator never opens a mailbox of the other.
+PEER_PROFESSIONALS = (
+    Professional("sophie.bernard", "BERNARD", "SOPHIE", "Médecin", "1000234567"),
+    Professional("luc.petit", "PETIT", "LUC", "Sage-Femme", "1000876543"),
+)
+PEER_DOMAIN = "clinique-demo.mssante.test"
+PEER_BASE_PORT = DEFAULT_BASE_PORT + 10
 ORG_MAILBOX = "secretariat.cardiologie"
 APP_MAILBOX = "lps.cabinet"
 FINESS_PAYLOAD = "75000123"  # 8 digits + Luhn = a 9-digit FINESS
 STRUCTURE_NAME = "HOPITAL DEMO"
+PEER_FINESS_PAYLOAD = "69000456"
+PEER_STRUCTURE_NAME = "CLINIQUE DEMO"
+WHITELIST_FILE = "whitelist.xml"
 # Demo CRLs outlive a forgotten demo; `mss pki crl` writes fresh ones (7 days by default).
 DEMO_CRL_LIFETIME = timedelta(days=90)
 CRL_FILES = ("pki/ca/crl/root.crl", "pki/ca/crl/personnes.crl", "pki/ca/crl/organisations.crl")
@@ -89,8 +124,25 @@ def token_issuer_name(domain: str) -> str:
     return f"https://{domain}/demo-token-issuer"
 
 
-def structure_id() -> str:
-    return "1" + FINESS_PAYLOAD + luhn_check_digit(FINESS_PAYLOAD)
+def structure_id(finess_payload: str = FINESS_PAYLOAD) -> str:
+    return "1" + finess_payload + luhn_check_digit(finess_payload)
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Who runs one demo deployment: its structure and its people."""
+
+    finess_payload: str
+    structure_name: str
+    professionals: tuple[Professional, ...]
+
+    @property
+    def structure_id(self) -> str:
+        return structure_id(self.finess_payload)
+
+
+OPERATOR = Operator(FINESS_PAYLOAD, STRUCTURE_NAME, PROFESSIONALS)
+PEER_OPERATOR = Operator(PEER_FINESS_PAYLOAD, PEER_STRUCTURE_NAME, PEER_PROFESSIONALS)
 
 
 _PATH_KEYS = ("tls_cert", "tls_key", "smime_cert", "smime_key", "p12", "tls_p12")
@@ -125,7 +177,15 @@ def _user_files(folder: Path, address: str, auth: Issued, enc: Issued) -> dict:
     }
 
 
-def _config_text(domain: str, ports: dict[str, int], database_url: str, notify_url: str) -> str:
+def _config_text(
+    domain: str,
+    ports: dict[str, int],
+    database_url: str,
+    notify_url: str,
+    *,
+    pki_dir: str = "pki/ca",
+    crl_files: Sequence[str] = CRL_FILES,
+) -> str:
     lines = [
         "# MSS demo deployment (made by `mss demo`). Paths are relative to this file.",
         f'domain = "{domain}"',
@@ -143,13 +203,13 @@ def _config_text(domain: str, ports: dict[str, int], database_url: str, notify_u
         'key = "pki/server.key"',
         'trust_anchors = "pki/trust-anchors.pem"',
         "# Re-read every crl_refresh_s: `mss pki revoke CERT` + `mss pki crl` reach a running node.",
-        "crl_files = [" + ", ".join(f'"{p}"' for p in CRL_FILES) + "]",
+        "crl_files = [" + ", ".join(f'"{p}"' for p in crl_files) + "]",
         "crl_refresh_s = 60",
         "crl_fail_closed = true",
         "",
         "[pki]",
         "# The test PKI with its CA keys (`mss pki ...`): demo only, never on a production node.",
-        'directory = "pki/ca"',
+        f'directory = "{pki_dir}"',
         "",
         "[tokens]",
         "# e-CPS tokens (OAUTHBEARER/XOAUTH2), here from the demo issuer (`mss token issue`).",
@@ -176,37 +236,232 @@ def _config_text(domain: str, ports: dict[str, int], database_url: str, notify_u
         "notify_window_s = 60",
         f'portal_url = "http://127.0.0.1:{ports["http"]}/portal/"' if ports["http"] else 'portal_url = ""',
         "",
+        "[dkim]",
+        "# Signing keys of this operator's domains (`mss dkim keygen DOMAIN`): <directory>/<domain>/<selector>.key",
+        'directory = "dkim"',
+        'selector = "mss"',
+        "",
     ]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- [relay] section
+
+_TABLE = re.compile(r"^\s*\[\s*([^\]\s]+)\s*\]\s*(#.*)?$")
+_RELAY_COMMENTS = (
+    "# Mail to other operators of the trust space (docs/relay.md): queued, then relayed over",
+    "# mutual TLS with [tls] cert; routes: static transport map (else DNS MX); dkim_keys: the",
+    "# peers' DKIM public keys (else DNS TXT). `mss demo DIR2 --peer DIR1` fills both.",
+)
+
+
+def _toml_value(value: object) -> str:
+    """A TOML value for the few types the [relay] section holds (JSON string escapes are
+    valid TOML basic-string escapes, TOML 1.0 "String")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def _relay_text(relay: Mapping[str, object]) -> str:
+    lines = ["[relay]", *_RELAY_COMMENTS]
+    scalars = {k: v for k, v in relay.items() if not isinstance(v, Mapping)}
+    scalars.setdefault("enabled", True)
+    lines += [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+    for table in ("routes", "dkim_keys"):
+        entries = relay.get(table) or {}
+        assert isinstance(entries, Mapping)
+        lines += ["", f"[relay.{table}]"]
+        lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in sorted(entries.items())]
+    return "\n".join(lines) + "\n"
+
+
+def update_relay_config(
+    config: Path,
+    *,
+    routes: Mapping[str, str] | None = None,
+    dkim_keys: Mapping[str, str] | None = None,
+    **settings: object,
+) -> dict:
+    """Merge `routes`, `dkim_keys` and plain `[relay]` settings into the `[relay]` tables
+    of a demo's `mss.toml` and return the new `[relay]` table.
+
+    The tables `[relay]`, `[relay.routes]` and `[relay.dkim_keys]` are rewritten at the end
+    of the file; every other line stays as it was (operators' edits included). Tests use it
+    for short retry schedules and extra routes (a Postfix peer)."""
+    config = Path(config)
+    text = config.read_text(encoding="utf-8")
+    relay = dict(tomllib.loads(text).get("relay", {}))
+    for name, extra in (("routes", routes), ("dkim_keys", dkim_keys)):
+        merged = dict(relay.get(name) or {})
+        merged.update(extra or {})
+        relay[name] = merged
+    relay.update(settings)
+    kept: list[str] = []
+    skipping = False
+    for line in text.splitlines():
+        m = _TABLE.match(line)
+        if m:
+            name = m.group(1).strip('"')
+            skipping = name == "relay" or name.startswith("relay.")
+        if not skipping:
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    config.write_text("\n".join(kept) + "\n\n" + _relay_text(relay), encoding="utf-8")
+    return relay
+
+
+def _set_listen_port(config: Path, name: str, port: int) -> None:
+    """`[listen] NAME = PORT` in place (a peer's route needs a fixed `mta` port)."""
+    lines = config.read_text(encoding="utf-8").splitlines()
+    table = ""
+    for i, line in enumerate(lines):
+        m = _TABLE.match(line)
+        if m:
+            table = m.group(1)
+        elif table == "listen" and re.match(rf"^\s*{name}\s*=", line):
+            lines[i] = f"{name} = {port}"
+            break
+    else:
+        raise DemoError(f"{config}: no [listen] {name} to set")
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _free_port() -> int:
+    """A port the OS has free now on 127.0.0.1 (a peer route cannot say "ephemeral")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def whitelist_xml(domains: Sequence[str]) -> bytes:
+    """A trust-space whitelist file in the national format (`mss annuaire whitelist import`)."""
+    body = "".join(f"  <Domaine><Nom>{xml_escape(d)}</Nom></Domaine>\n" for d in domains)
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<ListeBlanche xmlns="{WHITELIST_NAMESPACE}">\n{body}</ListeBlanche>\n'
+    ).encode()
+
+
+def _dkim_key(directory: Path, domain: str) -> dict:
+    """The domain's DKIM signing key under `dkim/` (as `mss dkim keygen DOMAIN` writes it)."""
+    key = dkim.generate(domain, "mss", "rsa")
+    path = key.write(directory / "dkim")
+    return {
+        "selector": key.selector,
+        "key": str(path.relative_to(directory)),
+        "record_name": key.record_name,
+        "txt": key.txt_value(),
+    }
+
+
+@dataclass(frozen=True)
+class _Peer:
+    """The deployment `--peer` names, as read from its files."""
+
+    directory: Path
+    doc: dict
+    config: Path
+    pki_dir: Path
+    crl_files: tuple[Path, ...]
+    database_url: str
+
+    @classmethod
+    def open(cls, directory: Path) -> _Peer:
+        from mss.config import load_settings
+
+        directory = Path(directory)
+        doc_path = directory / "demo.json"
+        if not doc_path.is_file():
+            raise DemoError(f"{directory} is not a demo deployment (no demo.json); make it first with `mss demo`")
+        doc = json.loads(doc_path.read_text(encoding="utf-8"))
+        config = directory / doc["config"]
+        settings = load_settings(config)
+        pki_dir = settings.path(settings.pki.directory)
+        if not (pki_dir / "pki.json").is_file():
+            raise DemoError(f"{directory} has no test PKI in {pki_dir}")
+        crls = tuple(settings.path(p) for p in settings.tls.crl_files)
+        return cls(directory, doc, config, pki_dir, crls, settings.resolved_database_url)
+
+    @property
+    def domain(self) -> str:
+        return self.doc["domain"]
+
+    def per_certificates(self) -> dict[str, x509.Certificate]:
+        """The encryption certificate of each of its professionals' PER mailboxes."""
+        out = {}
+        for m in self.doc["mailboxes"]:
+            if m["type"] == "PER" and "smime_cert" in m:
+                out[m["address"]] = x509.load_pem_x509_certificates((self.directory / m["smime_cert"]).read_bytes())[0]
+        return out
+
+    def save(self) -> None:
+        path = self.directory / "demo.json"
+        path.write_text(json.dumps(self.doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _relpath(target: Path, start: Path) -> str:
+    return os.path.relpath(target.resolve(), start.resolve())
 
 
 def create_demo(
     directory: Path,
     *,
-    domain: str = DEFAULT_DOMAIN,
-    base_port: int = DEFAULT_BASE_PORT,
+    domain: str | None = None,
+    base_port: int | None = None,
     force: bool = False,
     database_url: str = "sqlite+aiosqlite:///mss.db",
     notify_url: str = f"file:{NOTIFICATIONS}",
     patients: bool = True,
+    peer: Path | None = None,
 ) -> dict:
-    """Create the deployment and return the `demo.json` document."""
+    """Create the deployment and return the `demo.json` document.
+
+    With `peer` (the folder of another demo), this one is a second operator of the same
+    trust space and the peer's `mss.toml` and `demo.json` are updated to know it."""
     directory = Path(directory)
+    other = _Peer.open(peer) if peer is not None else None
+    if domain is None:
+        domain = PEER_DOMAIN if other is not None else DEFAULT_DOMAIN
+    domain = domain.lower()
+    if base_port is None:
+        base_port = PEER_BASE_PORT if other is not None else DEFAULT_BASE_PORT
+    # Port 0 everywhere asks the OS for ephemeral ports (tests); otherwise consecutive.
+    ports = {name: (base_port + i if base_port else 0) for i, name in enumerate(PORT_ORDER)}
+    if other is not None:
+        _check_peer(directory, domain, ports, other)
+        if not ports["mta"]:
+            ports["mta"] = _free_port()  # the peer's route must name it
     if directory.exists() and any(directory.iterdir()):
         if not force:
             raise DemoExists(f"{directory} already exists and is not empty; use --force to replace it")
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    domain = domain.lower()
-    # Port 0 everywhere asks the OS for ephemeral ports (tests); otherwise consecutive.
-    ports = {name: (base_port + i if base_port else 0) for i, name in enumerate(PORT_ORDER)}
+    operator = PEER_OPERATOR if other is not None else OPERATOR
 
     pki_dir = directory / "pki"
-    pki = TestPKI.create(pki_dir / "ca")
+    if other is None:
+        pki = TestPKI.create(pki_dir / "ca")
+        pki_setting, crl_setting = "pki/ca", list(CRL_FILES)
+    else:
+        # One PKI for both operators: the peer's CAs issue this one's certificates, and both
+        # read the same CRLs, so `mss pki revoke` in either folder reaches both servers.
+        pki = TestPKI.load(other.pki_dir)
+        pki_setting = _relpath(other.pki_dir, directory)
+        crl_setting = [_relpath(p, directory) for p in other.crl_files]
     pki.write_trust_anchors(pki_dir / "trust-anchors.pem")
-    server = pki.issue_serv(["localhost", domain], structure_id(), STRUCTURE_NAME, ip_addresses=["127.0.0.1"])
+    server = pki.issue_serv(
+        ["localhost", domain], operator.structure_id, operator.structure_name, ip_addresses=["127.0.0.1"]
+    )
     server.write_pem(pki_dir / "server.crt", pki_dir / "server.key", with_chain=True)
-    pki.write_crls(next_update=DEMO_CRL_LIFETIME)
+    if other is None:
+        pki.write_crls(next_update=DEMO_CRL_LIFETIME)
     issuer = TokenIssuer.generate(token_issuer_name(domain))
     issuer.save_key(directory / TOKEN_KEY)
     issuer.write_jwks(directory / TOKEN_JWKS)
@@ -214,7 +469,7 @@ def create_demo(
     users = directory / "users"
     entries: list[dict] = []
     certs: dict[str, object] = {}
-    for pro in PROFESSIONALS:
+    for pro in operator.professionals:
         address = f"{pro.local}@{domain}"
         auth = pki.issue_ps(pro.idnat, pro.surname, pro.given_name, pro.profession)
         enc = pki.issue_encryption(address, kind="PS", idnat=pro.idnat, surname=pro.surname, given_name=pro.given_name)
@@ -233,27 +488,36 @@ def create_demo(
         {
             "address": f"{ORG_MAILBOX}@{domain}",
             "type": "ORG",
-            "structure": structure_id(),
+            "structure": operator.structure_id,
             "name": "Secrétariat de cardiologie",
             "members": [e["address"] for e in entries],
         }
     )
     app_address = f"{APP_MAILBOX}@{domain}"
-    org_auth = pki.issue_org(structure_id(), STRUCTURE_NAME, "LPS CABINET DEMO")
-    app_enc = pki.issue_encryption(app_address, kind="ORG", structure_id=structure_id(), organization=STRUCTURE_NAME)
+    org_auth = pki.issue_org(operator.structure_id, operator.structure_name, "LPS CABINET DEMO")
+    app_enc = pki.issue_encryption(
+        app_address, kind="ORG", structure_id=operator.structure_id, organization=operator.structure_name
+    )
     certs[app_address] = app_enc.cert
     entries.append(
         {
             "address": app_address,
             "type": "APP",
-            "structure": structure_id(),
+            "structure": operator.structure_id,
             "name": "Logiciel de cabinet (démo)",
             **_user_files(users / APP_MAILBOX, app_address, org_auth, app_enc),
         }
     )
 
-    (directory / "mss.toml").write_text(_config_text(domain, ports, database_url, notify_url), encoding="utf-8")
-    asyncio.run(_load_directory(resolve_database_url(database_url, directory), entries, certs))
+    config = directory / "mss.toml"
+    config.write_text(
+        _config_text(domain, ports, database_url, notify_url, pki_dir=pki_setting, crl_files=crl_setting),
+        encoding="utf-8",
+    )
+    own_dkim = _dkim_key(directory, domain)
+    update_relay_config(config)
+    url = resolve_database_url(database_url, directory)
+    asyncio.run(_load_directory(url, entries, certs))
     patient_docs = asyncio.run(_create_patients(directory)) if patients else []
 
     # demo.json paths are relative to the deployment folder.
@@ -268,9 +532,101 @@ def create_demo(
         "trust_anchors": "pki/trust-anchors.pem",
         "mailboxes": entries,
         "patients": patient_docs,
+        "dkim": own_dkim,
+        "peers": [],
     }
+    if other is not None:
+        _pair(directory, doc, config, url, other, own_dkim)
     (directory / "demo.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return doc
+
+
+def _check_peer(directory: Path, domain: str, ports: dict[str, int], other: _Peer) -> None:
+    """Refuse a pairing that cannot work, before anything is written."""
+    here, there = directory.resolve(), other.directory.resolve()
+    if here == there or here in there.parents:
+        raise DemoError(f"{directory} would replace its own peer {other.directory}; choose another folder")
+    if domain == other.domain or domain == f"patient.{other.domain}":
+        raise DemoError(f"{other.directory} already serves {domain}; give the second operator another --domain")
+    taken = {p for p in other.doc["ports"].values() if p}
+    clash = sorted(taken & {p for p in ports.values() if p})
+    if clash:
+        raise DemoError(
+            f"ports {', '.join(map(str, clash))} are {other.directory}'s; choose another --base-port "
+            f"(its ports are {min(taken)}-{max(taken)})"
+        )
+
+
+def _pair(directory: Path, doc: dict, config: Path, url: str, other: _Peer, own_dkim: dict) -> None:
+    """Make this deployment and `other` two operators of one trust space (both sides)."""
+    if not other.doc["ports"].get("mta"):
+        other.doc["ports"]["mta"] = _free_port()
+        _set_listen_port(other.config, "mta", other.doc["ports"]["mta"])
+    other_dkim = other.doc.get("dkim") or _peer_dkim(other)
+    update_relay_config(
+        config,
+        routes={other.domain: f"localhost:{other.doc['ports']['mta']}"},
+        dkim_keys={other_dkim["record_name"]: other_dkim["txt"]},
+    )
+    update_relay_config(
+        other.config,
+        routes={doc["domain"]: f"localhost:{doc['ports']['mta']}"},
+        dkim_keys={own_dkim["record_name"]: own_dkim["txt"]},
+    )
+    peers_of_other = [p for p in other.doc.get("peers", []) if p["domain"] != doc["domain"]]
+    domains = sorted({doc["domain"], other.domain, *(p["domain"] for p in peers_of_other)})
+    for folder, db_url in ((directory, url), (other.directory, other.database_url)):
+        (folder / WHITELIST_FILE).write_bytes(whitelist_xml(domains))
+        asyncio.run(_import_whitelist(db_url, folder / WHITELIST_FILE))
+    own_certs = {
+        m["address"]: x509.load_pem_x509_certificates((directory / m["smime_cert"]).read_bytes())[0]
+        for m in doc["mailboxes"]
+        if m["type"] == "PER"
+    }
+    asyncio.run(_add_remote_certificates(url, other.per_certificates()))
+    asyncio.run(_add_remote_certificates(other.database_url, own_certs))
+    doc["peers"] = [{"domain": other.domain, "mta": other.doc["ports"]["mta"]}]
+    other.doc["dkim"] = other_dkim
+    other.doc["peers"] = [*peers_of_other, {"domain": doc["domain"], "mta": doc["ports"]["mta"]}]
+    other.save()
+
+
+def _peer_dkim(other: _Peer) -> dict:
+    """A demo made before DKIM keys were part of it: its key, made now (or read when there)."""
+    existing = other.directory / "dkim" / other.domain / "mss.key"
+    if existing.is_file():
+        key = dkim.load(existing, other.domain, "mss")
+        return {
+            "selector": key.selector,
+            "key": str(existing.relative_to(other.directory)),
+            "record_name": key.record_name,
+            "txt": key.txt_value(),
+        }
+    return _dkim_key(other.directory, other.domain)
+
+
+async def _import_whitelist(url: str, path: Path) -> None:
+    await upgrade(url)
+    engine = create_engine(url)
+    try:
+        await import_whitelist(engine, path)
+    finally:
+        await engine.dispose()
+
+
+async def _add_remote_certificates(url: str, certs: Mapping[str, x509.Certificate]) -> None:
+    """Encryption certificates of another operator's mailboxes, for end-to-end encryption
+    across operators: outbound mail is sealed to them when the directory knows every
+    recipient's (docs/relay.md). Without them mail still flows, protected by mutual TLS and
+    encrypted at the peer's ingest."""
+    engine = create_engine(url)
+    try:
+        async with sessionmaker(engine)() as s, s.begin():
+            d = LocalDirectory(s)
+            for address, cert in certs.items():
+                await d.add_remote_certificate(address, cert)
+    finally:
+        await engine.dispose()
 
 
 async def _load_directory(url: str, entries: list[dict], certs: dict) -> None:

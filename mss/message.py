@@ -18,6 +18,7 @@ from email.utils import format_datetime, getaddresses
 
 from crypto.rfc5322 import Field, HeaderSection, TooManyFields, has_bare_cr_or_lf, scan
 from crypto.smime import is_enveloped
+from mss.policy import domain_of
 from mss.principal import Principal
 from mss.records import OuterHeaders
 from mss.refusals import Reason, Refusal
@@ -144,9 +145,23 @@ def check_header_senders(principal: Principal, message: ParsedMessage) -> None:
 
     MAIL FROM alone is not enough: the recipient's client shows From, and in a health
     trust space a message must never appear to come from a colleague who did not send it.
+
+    Another operator's relayed mail (a SERV principal) is checked by domain: every author
+    is in a domain its certificate speaks for (`Principal.domains`), a DSN's
+    ``MAILER-DAEMON@<its domain>`` included. It cannot put words in the mouth of this
+    operator's users nor of a third operator's.
     """
     for name, addresses in (("From", message.from_addresses), ("Sender", message.sender_addresses)):
         for address in addresses:
+            if principal.kind == "SERV":
+                domain = domain_of(address)
+                if domain not in principal.domains:
+                    raise Refusal(
+                        Reason.NOT_ALLOWED,
+                        f"{name} <{address}> is not in a domain your certificate speaks for",
+                        f"operator {principal.identifier} sent {name} {address}",
+                    )
+                continue
             if not principal.may_use(address):
                 raise Refusal(Reason.NOT_ALLOWED, f"{name} <{address}> is not a mailbox of the authenticated user")
 

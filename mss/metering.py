@@ -22,7 +22,7 @@ from mss.mailaccess import Handle, MailAccessService
 from mss.patients import ConversationInfo
 from mss.policy import Recipient
 from mss.principal import Principal
-from mss.records import StoredRef
+from mss.records import MailDsn, RcptDsn, StoredRef, TraceInfo
 from mss.services import DeliveryResult
 
 D = TypeVar("D", bound=Delivery)
@@ -35,13 +35,13 @@ class MeteredTransaction:
         self._inner = inner
         self._protocol = protocol
 
-    def mail_from(self, address: str) -> None:
+    def mail_from(self, address: str, dsn: MailDsn | None = None) -> None:
         with metrics.refusals(self._protocol, "mail"):
-            self._inner.mail_from(address)
+            self._inner.mail_from(address, dsn)
 
-    async def add_recipient(self, address: str) -> Recipient:
+    async def add_recipient(self, address: str, dsn: RcptDsn | None = None) -> Recipient:
         with metrics.refusals(self._protocol, "rcpt"):
-            return await self._inner.add_recipient(address)
+            return await self._inner.add_recipient(address, dsn)
 
     async def deliver(self, raw: bytes) -> DeliveryResult:
         with metrics.delivery(self._protocol, "data"):
@@ -53,8 +53,10 @@ class MeteredDelivery(Delivery):
 
     protocol = "smtp"
 
-    def begin(self, principal: Principal, *, answering: ConversationInfo | None = None) -> MeteredTransaction:  # type: ignore[override]
-        return MeteredTransaction(super().begin(principal, answering=answering), self.protocol)
+    def begin(  # type: ignore[override]
+        self, principal: Principal, *, answering: ConversationInfo | None = None, trace: TraceInfo | None = None
+    ) -> MeteredTransaction:
+        return MeteredTransaction(super().begin(principal, answering=answering, trace=trace), self.protocol)
 
     def via(self, protocol: str) -> MeteredDelivery:
         """The same delivery (same store, sealer, settings), counted under another protocol."""

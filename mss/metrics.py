@@ -118,8 +118,28 @@ AUDIT_EVENTS_DROPPED = Counter(
     registry=REGISTRY,
 )
 
+#: What one relay attempt did to each recipient (`mss.relay`): sent (2xx), failed (5xx,
+#: expiry), deferred (retried later). A growing `deferred` with no `sent` is a peer down.
+RELAY_OUTCOMES = ("sent", "failed", "deferred")
+RELAY_RECIPIENTS = Counter(
+    "mss_relay_recipients",
+    "Recipients of relay attempts to other operators, by outcome (sent, failed, deferred).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+RELAY_REPORTS = Counter(
+    "mss_relay_reports",
+    "Delivery status notifications the relay worker made, by kind (failure, delay, success).",
+    ["kind"],
+    registry=REGISTRY,
+)
+
 for _protocol in PROTOCOLS:
     MESSAGES_ACCEPTED.labels(_protocol)
+for _outcome in RELAY_OUTCOMES:
+    RELAY_RECIPIENTS.labels(_outcome)
+for _kind in ("failure", "delay", "success"):
+    RELAY_REPORTS.labels(_kind)
 for _reason in AUDIT_DROP_REASONS:
     AUDIT_EVENTS_DROPPED.labels(_reason)
 for _listener in LISTENERS:
@@ -161,6 +181,17 @@ def auth_result(protocol: str, mechanism: str | None, result: str, reason: str |
 
 def refused(protocol: str, stage: str, reason: Reason) -> None:
     MESSAGES_REFUSED.labels(_one_of(protocol, PROTOCOLS), _one_of(stage, STAGES), reason.value).inc()
+
+
+def relay_attempt(sent: int, failed: int, deferred: int) -> None:
+    """One relay attempt's recipients by outcome (mss.relay)."""
+    for outcome, n in (("sent", sent), ("failed", failed), ("deferred", deferred)):
+        if n:
+            RELAY_RECIPIENTS.labels(outcome).inc(n)
+
+
+def relay_report(kind: str) -> None:
+    RELAY_REPORTS.labels(_one_of(kind, ("failure", "delay", "success"))).inc()
 
 
 def commit_batch(size: int) -> None:

@@ -26,6 +26,9 @@ class Principal:
     cert_sha256: str | None = None
     mechanism: str = "EXTERNAL"
     acting_as: str | None = field(default=None)
+    #: SERV only: the mail domains of the trust-space whitelist this operator's certificate
+    #: names (its DNS names), i.e. the domains it may send from on the `mta` listener.
+    domains: frozenset[str] = frozenset()
 
     @property
     def default_mailbox(self) -> str | None:

@@ -72,3 +72,43 @@ class StoredRef:
     folder_id: int
     uidvalidity: int
     uid: int
+
+
+# -- delivery status notifications (RFC 3461) and trace information ---------------------------
+
+#: RFC 3461 4.1 NOTIFY values (NEVER is the empty set).
+DsnNotify = Literal["SUCCESS", "FAILURE", "DELAY"]
+
+
+@dataclass(frozen=True)
+class MailDsn:
+    """The DSN parameters of MAIL (RFC 3461 4.3 RET, 4.4 ENVID), as the client sent them.
+
+    `envid` is decoded from xtext (RFC 3461 4), kept with its case."""
+
+    ret: Literal["FULL", "HDRS"] | None = None
+    envid: str | None = None
+
+
+@dataclass(frozen=True)
+class RcptDsn:
+    """The DSN parameters of one RCPT (RFC 3461 4.1 NOTIFY, 4.2 ORCPT).
+
+    `notify` is None when NOTIFY was not given (the server's default: failures and, when
+    configured, delays), the empty set for NOTIFY=NEVER. `orcpt` is ``addr-type;address``
+    decoded from xtext, e.g. ``rfc822;Claire.Martin@example.org``."""
+
+    notify: frozenset[str] | None = None
+    orcpt: str | None = None
+
+
+@dataclass(frozen=True)
+class TraceInfo:
+    """What a front end knows of the hop a message came by, for its `Received:` field
+    (RFC 5321 4.4): the client's EHLO name, its address, the protocol (RFC 3848:
+    ESMTPS, ESMTPSA, UTF8SMTPS, ...) and the TLS version and cipher."""
+
+    helo: str
+    peer: str
+    protocol: str
+    tls: str | None = None

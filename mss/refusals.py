@@ -27,6 +27,12 @@ class Reason(enum.Enum):
     OUTSIDE_TRUST_SPACE = "outside_trust_space"
     #: Another operator of the trust space, but relaying to it is not enabled here.
     RELAY_NOT_ENABLED = "relay_not_enabled"
+    #: Another operator asked this one to pass mail on to a third domain: never relayed onwards.
+    RELAY_DENIED = "relay_denied"
+    #: The message went round too many hops (`[relay] max_hops` Received fields): a mail loop.
+    MAIL_LOOP = "mail_loop"
+    #: The message's DKIM signature failed and the operator refuses such mail.
+    DKIM_FAILED = "dkim_failed"
     #: The mailbox has no valid encryption certificate: nothing may be stored for it in clear.
     NO_ENCRYPTION_KEY = "no_encryption_key"
     #: The recipient exists but does not receive mail now (opposed, closed, disabled).

@@ -152,6 +152,11 @@ async def run(
         settings.listen.http = http.port
         # Background work (the patient notifier) only once every listener is bound: a start
         # that fails on a busy port then stops without cancelling a task in mid-query.
+        # The relay worker's transport: smtp.relay, injected here (the composition root) so
+        # that the core never imports a front end.
+        from smtp.relay import SmtpRelayClient
+
+        core.relay_transport = SmtpRelayClient(settings)
         core.start_background()
         ports = {name: _port(srv) for name, srv in servers.items()}
         ports["http"] = http.port

@@ -20,7 +20,7 @@ from typing import Literal, Protocol, TypeAlias
 from mss.config import Settings
 from mss.events import FolderWatch  # re-exported: what `MailboxHandle.watch` gives
 from mss.principal import Principal
-from mss.records import FlagMode, FolderInfo, MessageMeta, OuterHeaders, StoredRef
+from mss.records import FlagMode, FolderInfo, MailDsn, MessageMeta, OuterHeaders, RcptDsn, StoredRef, TraceInfo
 
 # -- who the client is --------------------------------------------------------------------
 
@@ -128,6 +128,11 @@ class Credentials(Protocol):
         """A new per-connection `Authentication` (after TLS: a new connection for the core)."""
         ...
 
+    async def operator(self, client: ClientConnection) -> Success | Failure:
+        """Another operator of the trust space on the `mta` listener: its SERV certificate,
+        valid, not revoked, naming at least one whitelisted domain (`Principal.domains`)."""
+        ...
+
 
 # -- sending --------------------------------------------------------------------------------
 
@@ -141,20 +146,24 @@ class Recipient(Protocol):
 
 @dataclass(frozen=True)
 class DeliveryResult:
-    """What a delivery stored (local copies; queued remote copies come with the relay)."""
+    """What a delivery stored: the local copies, and the ids of the relay queue entries
+    written in the same transaction for other operators' recipients."""
 
     stored: tuple[StoredRef, ...]
+    queued: tuple[int, ...] = ()
 
 
 class SubmissionTransaction(Protocol):
     """One mail transaction for one principal (RFC 5321 3.3): sender, recipients, content."""
 
-    def mail_from(self, address: str) -> None:
-        """Raises Refusal when the principal may not send as `address`."""
+    def mail_from(self, address: str, dsn: MailDsn | None = None) -> None:
+        """Raises Refusal when the principal may not send as `address` (`""`, the null
+        reverse-path, only from another operator). `dsn`: RET and ENVID (RFC 3461 4.3, 4.4)."""
         ...
 
-    async def add_recipient(self, address: str) -> Recipient:
-        """Resolve and check one recipient; raises Refusal. Carried to `deliver`."""
+    async def add_recipient(self, address: str, dsn: RcptDsn | None = None) -> Recipient:
+        """Resolve and check one recipient; raises Refusal. Carried to `deliver` with its
+        NOTIFY and ORCPT (RFC 3461 4.1, 4.2)."""
         ...
 
     async def deliver(self, raw: bytes) -> DeliveryResult:
@@ -173,7 +182,85 @@ class Submission(Protocol):
     @property
     def max_recipients(self) -> int: ...
 
-    def begin(self, principal: Principal) -> SubmissionTransaction: ...
+    def begin(self, principal: Principal, *, trace: TraceInfo | None = None) -> SubmissionTransaction:
+        """`trace`: the hop the message comes by, for its `Received:` field (RFC 5321 4.4)."""
+        ...
+
+
+# -- relaying to other operators (the outbound side of the trust space) ---------------------
+
+
+@dataclass(frozen=True)
+class RelayRoute:
+    """Where a domain's mail goes: a static route (`[relay] routes`), an MX host, or the
+    domain itself when it has no MX (RFC 5321 5.1, implicit MX)."""
+
+    host: str
+    port: int = 25
+    source: Literal["static", "mx", "a"] = "static"
+
+
+@dataclass(frozen=True)
+class RelayRecipient:
+    address: str
+    dsn: RcptDsn | None = None
+
+
+@dataclass(frozen=True)
+class RelayReply:
+    """One SMTP reply of the peer: code and text (the enhanced code first when it sent one)."""
+
+    code: int
+    text: str
+
+    @property
+    def permanent(self) -> bool:
+        return 500 <= self.code < 600
+
+    @property
+    def accepted(self) -> bool:
+        return 200 <= self.code < 300
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """One transaction with a peer: each recipient's outcome (its RCPT reply when refused
+    there, else the reply to DATA), whether the peer offered DSN (RFC 3461 5.2: it then
+    reports final delivery itself), and the host that answered."""
+
+    replies: Mapping[str, RelayReply]
+    peer_offers_dsn: bool
+    remote_host: str
+
+
+class RelayUnavailable(Exception):
+    """The peer could not be reached or refused the whole session (connection, TLS, a 4xx
+    or 5xx to EHLO or MAIL). `permanent`: retrying cannot help (5xx to MAIL, null MX)."""
+
+    def __init__(self, reason: str, *, permanent: bool = False, reply: RelayReply | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+        self.reply = reply
+
+
+class RelayTransport(Protocol):
+    """Sends one queued message to one route (implemented by `smtp.relay`)."""
+
+    async def send(
+        self,
+        route: RelayRoute,
+        *,
+        mail_from: str,
+        recipients: Sequence[RelayRecipient],
+        content: bytes,
+        dsn: MailDsn | None = None,
+    ) -> SendResult:
+        """Raises `RelayUnavailable` when no recipient could be tried on this route."""
+        ...
 
 
 # -- reading and filing ---------------------------------------------------------------------

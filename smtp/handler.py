@@ -28,6 +28,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, auth_mechanism
 from mss.admission import close_soon, source_network
 from mss.peers import format_peer
 from mss.principal import Principal
+from mss.records import MailDsn, RcptDsn, TraceInfo
 from mss.refusals import Refusal
 from mss.services import (
     Authentication,
@@ -150,6 +151,11 @@ def _state(session: Session) -> ConnectionAuth:
 class SubmissionHandler:
     """Hooks for the `submission` and `submissions` listeners (RFC 6409 message submission)."""
 
+    #: Refused recipients counted across sessions per principal and source (enumeration by a
+    #: client). Off on the `mta` listener: there one principal is a whole peer operator, whose
+    #: ordinary bounces would otherwise add up into delays and 421s for all its users.
+    remember_refusals = True
+
     def __init__(self, core: SmtpServices) -> None:
         self.core = core
         self.credentials: Credentials = core.credentials
@@ -237,6 +243,7 @@ class SubmissionHandler:
                 responses[i] = "250-AUTH " + " ".join(m for m in order if m in offered)
         responses.append("250-PIPELINING")
         responses.append("250-ENHANCEDSTATUSCODES")
+        responses.append("250-DSN")  # RFC 3461 4: NOTIFY, ORCPT, RET, ENVID (smtp.dsn_params)
         responses.append(last)
         return responses
 
@@ -283,6 +290,33 @@ class SubmissionHandler:
         close_soon(server.transport)  # aborted after a grace if the peer does not read
         return None
 
+    def reverse_path(self, address: str) -> str:
+        """The sender as the core gets it. aiosmtpd hands the null reverse-path (RFC 5321
+        4.5.5) over as ``<>``, which the submission listeners refuse as an invalid address
+        (nobody submits a bounce); the `mta` listener makes it ``""`` (`smtp.mta`)."""
+        return address
+
+    def trace(self, session: Session, envelope: Envelope, principal: Principal) -> TraceInfo:
+        """The hop this message comes by, for its `Received:` field (RFC 5321 4.4): the
+        EHLO name, the peer, RFC 3848's protocol name (ESMTPSA: TLS and an authenticated
+        client, UTF8SMTPSA with SMTPUTF8, RFC 6531 3.7.3) and the TLS version and cipher."""
+        ssl_info = session.ssl or {}
+        ssl_object = ssl_info.get("ssl_object") if isinstance(ssl_info, dict) else None
+        tls = None
+        if ssl_object is not None:
+            cipher = ssl_object.cipher()
+            tls = f"{ssl_object.version()} {cipher[0] if cipher else '?'}"
+        protocol = ("UTF8SMTP" if envelope.smtp_utf8 else "ESMTP") + "S" + ("A" if self.authenticated_client else "")
+        return TraceInfo(
+            helo=session.host_name or "unknown",
+            peer=format_peer(session.peer),
+            protocol=protocol,
+            tls=tls,
+        )
+
+    #: Submission clients are always authenticated (certificate, AUTH): "ESMTPSA".
+    authenticated_client = True
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
@@ -290,13 +324,16 @@ class SubmissionHandler:
         if refusal is not None:
             log.info("MAIL refused peer=%s reply=%r", format_peer(session.peer), refusal)
             return refusal
-        problem = address_problem(address, smtputf8=envelope.smtp_utf8)
+        sender = self.reverse_path(address)
+        problem = address_problem(sender, smtputf8=envelope.smtp_utf8) if sender else None
         if problem is not None:
             log.info("MAIL refused peer=%s from=%r reason=%s", format_peer(session.peer), address, problem)
             return f"553 5.1.7 Invalid sender address: {problem}"
-        transaction = self.submission.begin(principal)
+        # RET and ENVID, taken out of the command by `SubmissionSMTP.smtp_MAIL` (RFC 3461 4.3-4.4).
+        dsn: MailDsn | None = getattr(server, "mail_dsn", None)
+        transaction = self.submission.begin(principal, trace=self.trace(session, envelope, principal))
         try:
-            transaction.mail_from(address)
+            transaction.mail_from(sender, dsn)
         except Refusal as exc:
             log.info(
                 "MAIL refused peer=%s id=%s from=%s reply=%r",
@@ -323,7 +360,7 @@ class SubmissionHandler:
         over the limit (at most `rcpt_error_max_delay_s`; the wait is an `asyncio.sleep`,
         other sessions go on), and the `rcpt_hard_error_limit`-th is answered `421 4.7.0`
         and the connection closed (RFC 5321 3.8)."""
-        reply = await self._recipient(session, envelope, address, rcpt_options)
+        reply = await self._recipient(session, envelope, address, rcpt_options, getattr(server, "rcpt_dsn", None))
         if not reply.startswith("5"):
             return reply
         st = _state(session)
@@ -332,7 +369,10 @@ class SubmissionHandler:
         st.session_refusals += 1
         key = st.rcpt_key or f"?|{source_network(session.peer)}"
         syntax = reply.startswith(("553 5.1.3", "503"))
-        remembered = self.rcpt_refusals.count(key) if syntax else self.rcpt_refusals.add(key)
+        if not self.remember_refusals:
+            remembered = 0
+        else:
+            remembered = self.rcpt_refusals.count(key) if syntax else self.rcpt_refusals.add(key)
         st.rcpt_refusals = max(st.session_refusals, remembered)
         abuse = self.settings.abuse
         peer = format_peer(session.peer)
@@ -355,7 +395,9 @@ class SubmissionHandler:
                 await asyncio.sleep(delay)
         return reply
 
-    async def _recipient(self, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]) -> str:
+    async def _recipient(
+        self, session: Session, envelope: Envelope, address: str, rcpt_options: list[str], dsn: RcptDsn | None
+    ) -> str:
         transaction = _state(session).transaction
         if transaction is None or not envelope.mail_from:  # aiosmtpd already requires MAIL
             return "503 5.5.1 Need MAIL command"
@@ -364,8 +406,10 @@ class SubmissionHandler:
         if problem is not None:
             log.info("RCPT refused peer=%s to=%r reason=%s", format_peer(session.peer), address, problem)
             return f"553 5.1.3 Invalid recipient address: {problem}"
+        # `dsn`: NOTIFY and ORCPT, taken out of the command by `SubmissionSMTP.smtp_RCPT`
+        # (RFC 3461 4.1-4.2).
         try:
-            await transaction.add_recipient(address)
+            await transaction.add_recipient(address, dsn)
         except Refusal as exc:
             log.info("RCPT refused peer=%s to=%s reply=%r", format_peer(session.peer), address, smtp_reply(exc))
             return smtp_reply(exc)

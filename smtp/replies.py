@@ -14,6 +14,9 @@ SMTP_REPLY: dict[Reason, tuple[int, str]] = {
     Reason.NOT_ALLOWED: (550, "5.7.1"),  # delivery not authorized
     Reason.OUTSIDE_TRUST_SPACE: (550, "5.7.1"),
     Reason.RELAY_NOT_ENABLED: (550, "5.7.1"),
+    Reason.RELAY_DENIED: (550, "5.7.1"),  # RFC 3463 3.8: delivery not authorized
+    Reason.MAIL_LOOP: (554, "5.4.6"),  # RFC 3463 3.5: routing loop detected
+    Reason.DKIM_FAILED: (550, "5.7.20"),  # RFC 7372 3.1: no passing DKIM signature found
     Reason.NO_ENCRYPTION_KEY: (550, "5.7.1"),
     Reason.MAILBOX_DISABLED: (550, "5.2.1"),  # mailbox disabled, not accepting messages
     Reason.TOO_BIG: (552, "5.3.4"),  # message too big for system

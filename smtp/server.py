@@ -1,6 +1,7 @@
 """SMTP listeners: `submission` (STARTTLS), `submissions` (implicit TLS), `mta` (port 25 role).
 
-`start(core)` creates the three servers on the running loop and returns them by role; the
+`start(core)` creates the three servers on the running loop (`mta`: `smtp.mta.MtaSMTP`, or
+`NoRelayService` when `[relay] enabled` is false) and returns them by role; the
 caller reads the real ports from `server.sockets` (port 0 means ephemeral) and closes them.
 
 aiosmtpd 1.4.6 does the SMTP state machine. `SubmissionSMTP` adapts it where it falls short
@@ -16,6 +17,9 @@ of what a health messaging server must do (DESIGN.md, Known ground and Bad input
 - the command-line limit is per connection (aiosmtpd keeps it in a class-level dict that
   every EHLO grows), a second STARTTLS is refused, idle connections get `421 4.4.2`;
 - exceptions never reach the wire: aiosmtpd would send the exception text;
+- the DSN parameters of MAIL and RCPT (RFC 3461 4: RET, ENVID, NOTIFY, ORCPT) are taken out
+  of the command, with their case, before aiosmtpd upper-cases and refuses them
+  (`smtp.dsn_params`), and handed to the handler's hooks (`mail_dsn`, `rcpt_dsn`);
 - connection caps shared by the three listeners (`mss.admission`): a global and a per-address
   cap, answered `421 4.7.0` and closed; connections that have not authenticated yet (no
   validated client certificate, no AUTH) have their own small cap per address, the oldest
@@ -33,15 +37,17 @@ import re
 import ssl
 from collections.abc import Callable
 
-from aiosmtpd.smtp import SMTP, TLSSetupException
+from aiosmtpd.smtp import SMTP, TLSSetupException, syntax
 
 from mss import metrics
 from mss.admission import Admission, Ticket, close_soon
 from mss.config import Settings
 from mss.peers import format_peer
+from mss.records import MailDsn, RcptDsn
 from mss.services import SmtpServices
 from smtp import auth as sasl
 from smtp.data import DataLines
+from smtp.dsn_params import DsnSyntaxError, parse_mail_params, parse_rcpt_params
 from smtp.handler import SubmissionHandler
 
 log = logging.getLogger("mss.smtp")
@@ -179,7 +185,19 @@ def _closing_silently(transport: asyncio.BaseTransport, reason: str, peer: str) 
 
 
 class SubmissionSMTP(SMTP):
-    """One connection of `submission` (STARTTLS required) or `submissions` (implicit TLS)."""
+    """One connection of `submission` (STARTTLS required) or `submissions` (implicit TLS);
+    `smtp.mta.MtaSMTP` (the `mta` listener) is one too, with AUTH taken away."""
+
+    #: The DSN parameters of the MAIL / RCPT command being handled (RFC 3461 4), taken out
+    #: of it by `smtp_MAIL` / `smtp_RCPT` before aiosmtpd parses the rest; the handler's
+    #: hooks read them (`smtp.handler`).
+    mail_dsn: MailDsn | None = None
+    rcpt_dsn: RcptDsn | None = None
+
+    @property
+    def listener(self) -> str:
+        """The listener's name in logs, metrics and the connection caps."""
+        return "submissions" if self.implicit_tls else "submission"
 
     def __init__(
         self,
@@ -243,7 +261,7 @@ class SubmissionSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.ticket is None and self.admission is not None:
-            ticket = _admit(self.admission, transport, "submission")
+            ticket = _admit(self.admission, transport, self.listener)
             if isinstance(ticket, str):
                 _say_and_close(transport, ticket)  # SMTP never starts: no session
                 return
@@ -251,11 +269,11 @@ class SubmissionSMTP(SMTP):
         super().connection_made(transport)
         if self.ticket is not None:
             peername = transport.get_extra_info("peername")
-            listener = "submissions" if self.implicit_tls else "submission"
+            listener = self.listener
             self.ticket.on_evict = lambda reason: _closing(self.transport, reason, peername, listener)
         if not self._counted:
             self._counted = True
-            metrics.session_opened("submissions" if self.implicit_tls else "submission")
+            metrics.session_opened(self.listener)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is None:
             return
@@ -293,7 +311,7 @@ class SubmissionSMTP(SMTP):
             self.ticket.release()
         if self._counted:
             self._counted = False
-            metrics.session_closed("submissions" if self.implicit_tls else "submission")
+            metrics.session_closed(self.listener)
         if self.session is None:
             return  # implicit TLS whose handshake failed, or refused by the caps: SMTP never started
         self.event_handler.connection_closed(self.session)
@@ -389,6 +407,54 @@ class SubmissionSMTP(SMTP):
             self._bare_replies = False
             # RFC 4954 4: an AUTH line with a bearer token as initial response exceeds 512.
             self.command_size_limits["AUTH"] = sasl.MAX_RESPONSE_LINE
+            # RFC 3461 5 (the DSN extension): MAIL lines may be 78 octets longer (RET, ENVID),
+            # RCPT lines 500 longer (NOTIFY, ORCPT).
+            self.command_size_limits["MAIL"] += 78
+            self.command_size_limits["RCPT"] += 500
+
+    def _take_dsn(self, keyword: str, arg: str | None) -> tuple[str | None, str | None]:
+        """(the parameter string to parse for DSN, the command up to it) for `keyword`
+        (``FROM:``/``TO:``), or (None, None) when there is nothing to take: no ESMTP session
+        (parameters are then a syntax error aiosmtpd reports), no parameters, or a command
+        aiosmtpd refuses anyway. The address is found with aiosmtpd's own parser, so the
+        split is where aiosmtpd would make it; the parameters keep their case."""
+        if arg is None or self.session is None or not self.session.extended_smtp:
+            return None, None
+        rest = self._strip_command_keyword(keyword, arg)
+        if rest is None:
+            return None, None
+        address, params = self._getaddr(rest)
+        if not address or not params or not params.strip():
+            return None, None
+        return params, keyword + rest[: len(rest) - len(params)].rstrip()
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """aiosmtpd's MAIL, with RET and ENVID taken out first (RFC 3461 4.3, 4.4)."""
+        self.mail_dsn = None
+        params, head = self._take_dsn("FROM:", arg)
+        if params is not None and head is not None:
+            try:
+                self.mail_dsn, remaining = parse_mail_params(params)
+            except DsnSyntaxError as exc:
+                await self.push(exc.reply)
+                return
+            arg = f"{head} {remaining}" if remaining else head
+        await super().smtp_MAIL(arg)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """aiosmtpd's RCPT, with NOTIFY and ORCPT taken out first (RFC 3461 4.1, 4.2)."""
+        self.rcpt_dsn = None
+        params, head = self._take_dsn("TO:", arg)
+        if params is not None and head is not None:
+            try:
+                self.rcpt_dsn, remaining = parse_rcpt_params(params)
+            except DsnSyntaxError as exc:
+                await self.push(exc.reply)
+                return
+            arg = f"{head} {remaining}" if remaining else head
+        await super().smtp_RCPT(arg)
 
     async def smtp_HELO(self, hostname: str) -> None:
         self._bare_replies = True
@@ -503,10 +569,11 @@ class ImplicitTLS(asyncio.Protocol):
 
 
 class NoRelayService(asyncio.Protocol):
-    """The `mta` listener until inter-operator inbound mail exists (a later issue).
+    """The `mta` listener when mail between operators is off (`[relay] enabled = false`).
 
     RFC 5321 3.1: a server that offers no service greets with 554, then answers QUIT with
-    221 and every other command with 503 until the client leaves.
+    221 and every other command with 503 until the client leaves. RFC 3463 3.8: 5.7.1,
+    delivery not authorized.
     """
 
     MAX_LINE = 1024
@@ -531,8 +598,8 @@ class NoRelayService(asyncio.Protocol):
             return
         self.ticket = ticket
         peer = format_peer(transport.get_extra_info("peername"))
-        log.info("mta connection refused peer=%s reason=inbound_relay_not_enabled", peer)
-        self._write(f"554 5.3.2 {self.hostname} inbound mail from other operators is not enabled on this server")
+        log.info("mta connection refused peer=%s reason=relay_not_enabled", peer)
+        self._write(f"554 5.7.1 {self.hostname} inbound mail from other operators is not enabled on this server")
         self._timer = asyncio.get_running_loop().call_later(self.timeout, self._close)
 
     def data_received(self, data: bytes) -> None:
@@ -548,7 +615,7 @@ class NoRelayService(asyncio.Protocol):
                 self._write("421 4.7.0 Too many commands, closing")
                 self._close()
                 return
-            self._write("503 5.5.1 No SMTP service here: inbound relay is not enabled")
+            self._write("503 5.5.1 No SMTP service here: mail from other operators is not enabled")
         if len(self.buffer) > self.MAX_LINE:
             self._write("500 5.5.2 Line too long")
             self._close()
@@ -571,6 +638,8 @@ class NoRelayService(asyncio.Protocol):
 
 async def start(core: SmtpServices) -> dict[str, asyncio.AbstractServer]:
     """Listen on `submission`, `submissions` and `mta`; returns the servers by role."""
+    from smtp.mta import MtaHandler, MtaSMTP  # smtp.mta builds on this module
+
     loop = asyncio.get_running_loop()
     settings = core.settings
     host = settings.listen.host
@@ -595,6 +664,13 @@ async def start(core: SmtpServices) -> dict[str, asyncio.AbstractServer]:
     def submission() -> SMTP:
         return SubmissionSMTP(handler, settings=settings, tls_context=context, loop=loop, admission=admission)
 
+    mta_handler = MtaHandler(core)
+
+    def mta() -> asyncio.Protocol:
+        if not settings.relay.enabled:
+            return NoRelayService(settings, admission)
+        return MtaSMTP(mta_handler, settings=settings, tls_context=context, loop=loop, admission=admission)
+
     def submissions_smtp(ticket: Ticket | None) -> SMTP:
         return SubmissionSMTP(
             handler, settings=settings, implicit_tls=True, loop=loop, admission=admission, ticket=ticket
@@ -608,9 +684,7 @@ async def start(core: SmtpServices) -> dict[str, asyncio.AbstractServer]:
             host,
             settings.listen.submissions,
         )
-        servers["mta"] = await loop.create_server(
-            lambda: NoRelayService(settings, admission), host, settings.listen.mta
-        )
+        servers["mta"] = await loop.create_server(mta, host, settings.listen.mta)
     except BaseException:
         await stop(servers)
         raise

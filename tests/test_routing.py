@@ -41,23 +41,41 @@ async def core(fresh_deployment, tmp_path):
 
 
 async def test_each_kind_of_recipient_gets_its_reply(core, fresh_deployment):
+    from mss.delivery import Delivery
+    from mss.queue import RelayQueue
+
     paul = fresh_deployment.mailbox("PER", 1)["address"]
     assert (await core.submission.resolve(paul.upper(), principal=PRO, sender=PRO.primary)).kind == "local"
+    # Another operator of the trust space: relayed (queued at DATA) when relaying is on...
+    relaying = Delivery(
+        core.settings,
+        core.sessions,
+        core.sealer,
+        core.store,
+        core.patients,
+        queue=RelayQueue(core.settings, core.sessions),
+    )
+    # ...and refused clearly when it is off (`[relay] enabled = false`).
+    off = core.settings.model_copy(update={"relay": core.settings.relay.model_copy(update={"enabled": False})})
+    not_relaying = Delivery(off, core.sessions, core.sealer, core.store, core.patients)
+    trust_space = ["dr.x@medecin.mssante.fr", "dr.y@" + idna.encode("clinique-sainte-hélène.mssante.fr").decode()]
+    for address in trust_space:
+        assert (await relaying.resolve(address, principal=PRO, sender=PRO.primary)).kind == "remote"
+        with pytest.raises(Refusal) as err:
+            await not_relaying.resolve(address, principal=PRO, sender=PRO.primary)
+        assert err.value.reason is Reason.RELAY_NOT_ENABLED and "trust space is not enabled" in err.value.public
+        assert smtp_reply(err.value).startswith("550 5.7.1")
     cases = {
         f"nobody@{fresh_deployment.domain}": (Reason.UNKNOWN_RECIPIENT, "does not exist"),
-        "dr.x@medecin.mssante.fr": (Reason.RELAY_NOT_ENABLED, "trust space is not enabled"),
-        "dr.y@" + idna.encode("clinique-sainte-hélène.mssante.fr").decode(): (
-            Reason.RELAY_NOT_ENABLED,
-            "trust space is not enabled",
-        ),
         "someone@gmail.com": (Reason.OUTSIDE_TRUST_SPACE, "outside the health trust space"),
         "dr.z@sub.medecin.mssante.fr": (Reason.OUTSIDE_TRUST_SPACE, "outside the health trust space"),
     }
     for address, (reason, text) in cases.items():
-        with pytest.raises(Refusal) as err:
-            await core.submission.resolve(address, principal=PRO, sender=PRO.primary)
-        assert err.value.reason is reason and text in err.value.public, address
-        assert smtp_reply(err.value).startswith("550 5.1.1" if reason is Reason.UNKNOWN_RECIPIENT else "550 5.7.1")
+        for delivery in (relaying, not_relaying):
+            with pytest.raises(Refusal) as err:
+                await delivery.resolve(address, principal=PRO, sender=PRO.primary)
+            assert err.value.reason is reason and text in err.value.public, address
+            assert smtp_reply(err.value).startswith("550 5.1.1" if reason is Reason.UNKNOWN_RECIPIENT else "550 5.7.1")
 
 
 async def test_a_mailbox_without_encryption_certificate_is_refused_at_rcpt(core, fresh_deployment):

@@ -118,7 +118,7 @@ def test_running_then_stopped_server(fresh_deployment):
         server_sha = server_sha or c["data"]["cert_sha256"]
         assert c["data"]["cert_sha256"] == server_sha
     assert listeners["http"]["data"]["health"] == "ok"
-    assert listeners["mta"]["data"]["greeting"] == "554"  # no inbound relay yet
+    assert listeners["mta"]["data"]["greeting"] == "220"  # inbound relay from other operators
     db = checks(doc, "database")["schema"]
     assert db["status"] == "ok" and db["data"]["revision"] == db["data"]["head"]
     assert len(checks(doc, "crl")) == len(dep.settings().tls.crl_files)

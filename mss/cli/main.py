@@ -21,14 +21,29 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--domain", default=None, help="Mail domain of the demo (default hopital-demo.mssante.test).")
-@click.option("--base-port", type=int, default=None, help="First of six consecutive ports (0: ephemeral).")
+@click.option(
+    "--domain",
+    default=None,
+    help="Mail domain of the demo (default hopital-demo.mssante.test; with --peer clinique-demo.mssante.test).",
+)
+@click.option(
+    "--base-port",
+    type=int,
+    default=None,
+    help="First of six consecutive ports (0: ephemeral; default 2587, peer 2597).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing deployment folder.")
 @click.option("--database-url", default=None, help="Database URL (default: SQLite file mss.db in DIR).")
 @click.option(
     "--notify-url",
     default=None,
     help="Where patient notifications go: file:DIR (default file:notifications) or smtp://HOST:PORT.",
+)
+@click.option(
+    "--peer",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder of another demo: this one becomes a second operator of its trust space (docs/relay.md).",
 )
 def demo(
     directory: Path,
@@ -37,20 +52,22 @@ def demo(
     force: bool,
     database_url: str | None,
     notify_url: str | None,
+    peer: Path | None,
 ) -> None:
     """Create a complete demo deployment in DIRECTORY."""
-    from mss.demo import DEFAULT_BASE_PORT, DEFAULT_DOMAIN, DemoExists, create_demo
+    from mss.demo import DemoError, create_demo
 
     try:
         doc = create_demo(
             directory,
-            domain=domain or DEFAULT_DOMAIN,
-            base_port=DEFAULT_BASE_PORT if base_port is None else base_port,
+            domain=domain,
+            base_port=base_port,
             force=force,
+            peer=peer,
             **({"database_url": database_url} if database_url else {}),
             **({"notify_url": notify_url} if notify_url else {}),
         )
-    except DemoExists as exc:
+    except DemoError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"demo deployment created in {directory}")
     for m in doc["mailboxes"]:
@@ -58,7 +75,11 @@ def demo(
     for pt in doc["patients"]:
         state = "active" if "password" in pt else "pending (activation code in demo.json)"
         click.echo(f"  patient {pt['address']} ({pt['name']}, {state})")
+    for p in doc["peers"]:
+        click.echo(f"  peer operator {p['domain']} (mta port {p['mta']}), updated: {peer}")
     click.echo(f"start it with: {self_command()} serve -c {directory / 'mss.toml'}")
+    if peer is not None:
+        click.echo(f"and restart its peer: {self_command()} serve -c {peer / 'mss.toml'}")
 
 
 @cli.command()
@@ -120,7 +141,7 @@ def _shell_path(path: Path) -> str:
 _TLS_MODES = {
     "submission": "STARTTLS required",
     "submissions": "implicit TLS",
-    "mta": "inter-operator: greets 554, inbound relay not enabled yet",
+    "mta": "inter-operator: STARTTLS required, a whitelisted peer's SERV certificate",
     "imap": "STARTTLS required",
     "imaps": "implicit TLS",
 }
@@ -158,10 +179,11 @@ def _register_groups() -> None:
     from mss.cli.mailbox import mailbox
     from mss.cli.patient import patient
     from mss.cli.pki import pki
+    from mss.cli.queue import queue
     from mss.cli.status import status
     from mss.cli.token import token
 
-    for group in (annuaire, pki, token, mailbox, patient, dkim, audit, status):
+    for group in (annuaire, pki, token, mailbox, patient, dkim, audit, status, queue):
         cli.add_command(group)
 
 

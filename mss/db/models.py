@@ -295,3 +295,59 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# -- the relay queue (mss.queue is the only writer) -------------------------------------------
+
+
+class QueueMessage(Base):
+    """One message waiting to be relayed to another operator's domain (one row per remote
+    domain of a delivery), written in the transaction that answered `250` (mss.queue).
+
+    `content` is exactly what will be sent: S/MIME to the remote recipients' certificates
+    when `end_to_end`, else the clear message encrypted at rest with the queue key
+    (mss.queue_key), so a dump of the database shows no message text. `size` is the size of
+    the bytes to send. A node works on an entry only while it holds its lease
+    (`lease_owner` until `lease_until`); `arrival` is when this operator accepted it (the
+    DSN's Arrival-Date)."""
+
+    __tablename__ = "queue_message"
+
+    id: Mapped[int] = mapped_column(_BIGID, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    mail_from: Mapped[str] = mapped_column(String(320))  # "" for the null reverse-path
+    domain: Mapped[str] = mapped_column(String(255))
+    envid: Mapped[str | None] = mapped_column(Text)  # RFC 3461 4.4, decoded from xtext
+    ret: Mapped[str | None] = mapped_column(String(4))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    end_to_end: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    size: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    #: A new random value for each lease: only the attempt holding it may record its outcome
+    #: (a stale attempt of the same node, whose lease ran out, cannot).
+    lease_token: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delay_notified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    arrival: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_queue_message_next_attempt_at", "next_attempt_at"),)
+
+
+class QueueRecipient(Base):
+    """A recipient of a queued message and where it stands: `pending` (to try again),
+    `sent` (the peer accepted it), `failed` (refused for good or expired). `notify` keeps
+    RFC 3461 NOTIFY: NULL when not given, "NEVER", or a comma list (SUCCESS,FAILURE,DELAY);
+    `orcpt` the decoded ORCPT ("rfc822;addr"); `last_reply` the peer's last answer."""
+
+    __tablename__ = "queue_recipient"
+
+    id: Mapped[int] = mapped_column(_BIGID, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(_BIGID, ForeignKey("queue_message.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(320))
+    orcpt: Mapped[str | None] = mapped_column(Text)
+    notify: Mapped[str | None] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(8), default="pending")
+    last_reply: Mapped[str | None] = mapped_column(Text)

@@ -70,10 +70,10 @@ class _Transaction:
     def __init__(self, log: list) -> None:
         self.log = log
 
-    def mail_from(self, address: str) -> None:
+    def mail_from(self, address: str, dsn=None) -> None:
         self.log.append(("mail", address))
 
-    async def add_recipient(self, address: str):
+    async def add_recipient(self, address: str, dsn=None):
         self.log.append(("rcpt", address))
         return None
 
@@ -90,7 +90,7 @@ class _Submission:
     def __init__(self) -> None:
         self.log: list = []
 
-    def begin(self, principal: Principal) -> _Transaction:
+    def begin(self, principal: Principal, *, trace=None) -> _Transaction:
         return _Transaction(self.log)
 
 
