@@ -397,3 +397,48 @@ def test_submission_hands_the_core_its_trace_and_dsn_parameters(env):
     (call,) = calls
     assert call["trace"].protocol == "ESMTPSA" and call["trace"].helo == "poste.test"
     assert call["rcpt"] == RcptDsn(frozenset(), "rfc822;Paul+X@Demo")
+
+
+def _deliver(env: Env, raw: bytes) -> tuple[int, bytes]:
+    client = peer_client(env, env.good)
+    try:
+        assert client.mail(f"claire@{PEER}")[0] == 250
+        assert client.rcpt(env.local)[0] == 250
+        return client.data(raw)
+    finally:
+        client.quit()
+
+
+def test_a_forged_dkim_signature_is_refused_at_the_port_when_refusal_is_on(env):
+    """The issue's refusal "a forged DKIM signature when refusal is on", on the wire: signed
+    with a key that is not the one the peer's selector publishes -> 550 5.7.20, nothing stored;
+    the same message with refusal off is delivered (recorded dkim=fail)."""
+    from crypto import dkim as dk
+
+    published, forger = dk.generate(PEER, "mss", "rsa"), dk.generate(PEER, "mss", "rsa")
+    raw = message(f"claire@{PEER}", env.local, subject="forged")
+    forged = dk.sign(raw, forger) + raw
+    relay = env.server.core.settings.relay
+    before = env.server.stored(env.local)
+    with env.server.patched(relay, "dkim_keys", {published.record_name: published.txt_value()}):
+        with env.server.patched(relay, "refuse_dkim_fail", True):
+            code, text = _deliver(env, forged)
+            assert (code, text[:6]) == (550, b"5.7.20"), text
+            assert env.server.stored(env.local) == before
+            # A good signature still passes with refusal on.
+            code, text = _deliver(env, dk.sign(raw, published) + raw)
+            assert code == 250, text
+        code, text = _deliver(env, forged)
+        assert code == 250, text
+    assert env.server.stored(env.local) == before + 2
+
+
+def test_a_mail_loop_is_refused_at_the_port(env):
+    hops = env.server.core.settings.relay.max_hops
+    trace = b"".join(
+        b"Received: from h%d by h%d; Wed, 02 Dec 2026 10:00:00 +0000\r\n" % (i, i + 1) for i in range(hops)
+    )
+    before = env.server.stored(env.local)
+    code, text = _deliver(env, trace + message(f"claire@{PEER}", env.local, subject="loop"))
+    assert (code, text[:5]) == (554, b"5.4.6"), text
+    assert env.server.stored(env.local) == before
