@@ -81,6 +81,17 @@ class Authenticator:
         #: This operator's own mail domains: a certificate naming one is never a peer's.
         self.local_domains = frozenset(idna_domain(d) for d in local_domains if d)
 
+    def _validated(self, der: bytes) -> tuple[x509.Certificate, Identity]:
+        """Chain, usage, validity and revocation, then the identity the certificate names:
+        the checks every certificate credential starts with (client and SERV alike)."""
+        try:
+            cert = self.validator.validate(der, usage="client", at=datetime.now(UTC))
+            return cert, identity_from_certificate(cert)
+        except CertificateRejected as exc:
+            raise AuthenticationFailed(exc.reason, CERTIFICATE_REFUSED, detail=exc.detail) from exc
+        except IdentityError as exc:
+            raise AuthenticationFailed(f"identity:{exc.reason}", CERTIFICATE_REFUSED) from exc
+
     def _client_identity(self, der: bytes | None) -> tuple[x509.Certificate, Identity]:
         """Validate a client certificate for client authentication and read its identity.
 
@@ -89,13 +100,7 @@ class Authenticator:
         """
         if not der:
             raise AuthenticationFailed("no_certificate", "a health-PKI client certificate is required")
-        try:
-            cert = self.validator.validate(der, usage="client", at=datetime.now(UTC))
-            identity = identity_from_certificate(cert)
-        except CertificateRejected as exc:
-            raise AuthenticationFailed(exc.reason, CERTIFICATE_REFUSED, detail=exc.detail) from exc
-        except IdentityError as exc:
-            raise AuthenticationFailed(f"identity:{exc.reason}", CERTIFICATE_REFUSED) from exc
+        cert, identity = self._validated(der)
         if identity.kind == "SERV":
             raise AuthenticationFailed("serv_certificate", CERTIFICATE_REFUSED, detail=f"id={identity.identifier}")
         return cert, identity
@@ -144,13 +149,7 @@ class Authenticator:
         """
         if not der:
             raise AuthenticationFailed("no_certificate", SERV_REQUIRED)
-        try:
-            cert = self.validator.validate(der, usage="client", at=datetime.now(UTC))
-            identity = identity_from_certificate(cert)
-        except CertificateRejected as exc:
-            raise AuthenticationFailed(exc.reason, CERTIFICATE_REFUSED, detail=exc.detail) from exc
-        except IdentityError as exc:
-            raise AuthenticationFailed(f"identity:{exc.reason}", CERTIFICATE_REFUSED) from exc
+        cert, identity = self._validated(der)
         if identity.kind != "SERV":
             raise AuthenticationFailed("not_serv", NOT_SERV, detail=f"kind={identity.kind} id={identity.identifier}")
         names = _dns_names(cert)
