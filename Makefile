@@ -5,8 +5,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 DEMO   := var/demo
 # Debian packages the test suite drives as real clients (postfix: a peer operator, started
-# by tests/relay in a scratch folder; the machine's own instance is left unconfigured).
-DEB_TEST_PACKAGES := swaks curl openssl docker-compose chromium postfix
+# by tests/relay in a scratch folder; the machine's own instance is left unconfigured; stunnel4:
+# the TLS client-certificate tunnel for imapclient's live tests; dovecot-imapd: the IMAP
+# reference server bench/ starts in a scratch folder).
+DEB_TEST_PACKAGES := swaks curl openssl docker-compose chromium postfix stunnel4 dovecot-imapd
 
 .PHONY: run test lint format venv venv-test deb-test demo clean
 
