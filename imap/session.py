@@ -37,7 +37,7 @@ from imap.state import (
 )
 from imap.view import FolderView
 from mss.principal import Principal
-from mss.refusals import Refusal
+from mss.refusals import Refusal, storage_unavailable
 from mss.services import Authentication, ClientConnection, FolderWatch, ImapServices, MailboxHandle
 
 __all__ = ["Action", "Close", "Idle", "Output", "PendingAuthentication", "Session", "StartTLS", "State"]
@@ -293,12 +293,25 @@ class Session:
             replies = [refused(cmd.tag, exc)]
         except LocalProtocolError:
             raise  # a bug of the state machine: the connection cannot go on
-        except Exception:
+        except Exception as exc:
+            if storage_unavailable(exc):
+                # RFC 5530 3: the client may retry; the connection stays usable.
+                log.error(
+                    "imap command failed peer=%s command=%s: storage unavailable: %s", self.peer, cmd.full_name, exc
+                )
+                return [no(cmd.tag, "Mail storage temporarily unavailable; try again later", "UNAVAILABLE")]
             log.exception("imap command failed peer=%s command=%s", self.peer, cmd.full_name)
             replies = [no(cmd.tag, "Internal server error; nothing was changed", "SERVERBUG")]
         if self.view is not None and not isinstance(cmd, _NO_SYNC):
             uid = isinstance(cmd, UidCommand) and cmd.uid
-            updates = await self.sync(allow_expunge=uid or not isinstance(cmd, _NO_EXPUNGE), uid_mode=uid)
+            try:
+                updates = await self.sync(allow_expunge=uid or not isinstance(cmd, _NO_EXPUNGE), uid_mode=uid)
+            except Exception as exc:
+                if not storage_unavailable(exc):
+                    raise
+                # The updates are sent with a later command: the view has not moved.
+                log.error("imap sync failed peer=%s: storage unavailable: %s", self.peer, exc)
+                updates = []
             if updates:
                 replies = _before_tagged(replies, updates)
         return replies

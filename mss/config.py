@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -415,6 +416,9 @@ class Settings(BaseModel):
 
     domain: str
     database_url: str = "sqlite+aiosqlite:///mss.db"
+    #: This node's name among the nodes sharing one PostgreSQL (`mss demo --nodes`): it tells
+    #: apart the relay-queue leases of nodes run from the same folder (docs/scale.md).
+    node: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
     log_file: Path | None = Path("mss.log")
     log_level: str = "INFO"
     listen: ListenSettings = Field(default_factory=ListenSettings)
@@ -510,6 +514,11 @@ def load_settings(path: Path | str | None = None) -> Settings:
     # serve HTTPS on the http listener: see `check_http_transport`).
     if os.environ.get("MSS_LISTEN_HOST"):
         settings.listen.host = os.environ["MSS_LISTEN_HOST"]
+    node = os.environ.get("MSS_NODE", "").strip()
+    if node:
+        if len(node) > 64 or not re.fullmatch(r"[A-Za-z0-9._-]+", node):
+            raise ConfigError(f"MSS_NODE: letters, digits, '.', '_' and '-' only (at most 64), not {node!r}")
+        settings.node = node
     tls = os.environ.get("MSS_LISTEN_HTTP_TLS", "").strip().lower()
     if tls:
         if tls not in ("true", "false", "1", "0"):

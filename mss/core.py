@@ -17,6 +17,7 @@ from crypto.validate import CertificateValidator, TrustAnchors
 from mss import metrics
 from mss.audit import AuditTrail
 from mss.auth import Authenticator, AuthThrottle, CoreCredentials
+from mss.cluster_events import ClusterEvents
 from mss.config import Settings
 from mss.db.engine import create_engine, sessionmaker, upgrade
 from mss.delivery import Delivery
@@ -62,6 +63,9 @@ class Core:
     crl_task: asyncio.Task | None = field(default=None, repr=False)
     notify_task: asyncio.Task | None = field(default=None, repr=False)
     relay_task: asyncio.Task | None = field(default=None, repr=False)
+    #: Folder-change events to and from the other nodes on the same PostgreSQL.
+    cluster: ClusterEvents | None = field(default=None, repr=False)
+    cluster_task: asyncio.Task | None = field(default=None, repr=False)
     #: `mss.services.Credentials` over `auth`: what the front ends authenticate with.
     credentials: CoreCredentials = field(init=False, repr=False)
     #: `mss.services.Directory`: the published directory the web front end shows.
@@ -130,7 +134,16 @@ class Core:
         notifier = notifier_for(self.settings, self.sessions)
         if notifier is not None and self.notify_task is None:
             self.notify_task = asyncio.get_running_loop().create_task(notifier.run(), name="patient-notify")
+        self.start_cluster_events()
         self.start_relay()
+
+    def start_cluster_events(self) -> None:
+        """On PostgreSQL, the LISTEN/NOTIFY bridge to the other nodes (mss.cluster_events):
+        an IDLE session here sees what another node delivered. SQLite has one node only."""
+        if self.cluster_task is not None or self.engine.dialect.name != "postgresql":
+            return
+        self.cluster = ClusterEvents(self.settings.resolved_database_url, self.events)
+        self.cluster_task = asyncio.get_running_loop().create_task(self.cluster.run(), name="cluster-events")
 
     def start_relay(self) -> None:
         """The relay worker (mss.relay), when `[relay] enabled` and a transport was given."""
@@ -150,7 +163,10 @@ class Core:
         # The lease owner: this node (host and deployment folder), the same across restarts,
         # so a node restarted after a crash takes its own leased entries up at once
         # (RelayQueue.release); another node's leases run out after `[relay] lease_s`.
-        folder = hashlib.sha256(str(self.settings.base_dir.resolve()).encode()).hexdigest()[:12]
+        # Nodes run from one folder (`mss demo --nodes`) differ by `node`.
+        node = self.settings.node
+        place = str(self.settings.base_dir.resolve()) + (f"\0{node}" if node else "")
+        folder = hashlib.sha256(place.encode()).hexdigest()[:12]
         owner = f"{socket.gethostname()[:150]}:{folder}"
         worker = RelayWorker(self.settings, self.queue, self.submission, self.relay_transport, owner)
         self.relay_task = asyncio.get_running_loop().create_task(worker.run(), name="relay-worker")
@@ -170,6 +186,15 @@ class Core:
             except Exception:
                 log.exception("relay worker ended with an error")
             self.relay_task = None
+        if self.cluster_task is not None:
+            self.cluster_task.cancel()
+            try:
+                await self.cluster_task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("cluster events ended with an error")
+            self.cluster_task = None
         if self.notify_task is not None:
             self.notify_task.cancel()
             try:

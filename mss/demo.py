@@ -43,6 +43,7 @@ from crypto.pki import Issued, TestPKI
 from crypto.tokens import TokenIssuer
 from mss.config import resolve_database_url
 from mss.db.engine import create_engine, sessionmaker, upgrade
+from mss.demo_nodes import NodesError, check_nodes, write_node_configs
 from mss.store import Store
 
 DEFAULT_DOMAIN = "hopital-demo.mssante.test"
@@ -420,11 +421,17 @@ def create_demo(
     notify_url: str = f"file:{NOTIFICATIONS}",
     patients: bool = True,
     peer: Path | None = None,
+    nodes: int = 1,
 ) -> dict:
     """Create the deployment and return the `demo.json` document.
 
     With `peer` (the folder of another demo), this one is a second operator of the same
-    trust space and the peer's `mss.toml` and `demo.json` are updated to know it."""
+    trust space and the peer's `mss.toml` and `demo.json` are updated to know it. With
+    `nodes` > 1 (PostgreSQL only), one configuration per node (`mss.demo_nodes`)."""
+    try:
+        check_nodes(nodes, database_url)
+    except NodesError as exc:
+        raise DemoError(str(exc)) from exc
     directory = Path(directory)
     other = _Peer.open(peer) if peer is not None else None
     if domain is None:
@@ -537,6 +544,8 @@ def create_demo(
     }
     if other is not None:
         _pair(directory, doc, config, url, other, own_dkim)
+    if nodes > 1:
+        doc["nodes"] = write_node_configs(directory, config, nodes, ports, PORT_ORDER)
     (directory / "demo.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return doc
 

@@ -1,14 +1,21 @@
 """New-mail and flag-change events, so IMAP IDLE sessions learn of changes at once.
 
-In-process only for now: every listener of one `mss serve` process shares this bus.
-Across nodes (PostgreSQL LISTEN/NOTIFY) is the scale-out issue's job.
+Every listener of one `mss serve` process shares this bus: the group committer publishes the
+folders each transaction changed (`mss.commit`), and each IDLE or selected session watches its
+folder. Across nodes sharing one PostgreSQL, `mss.cluster_events` forwards what this bus
+publishes to the other nodes (LISTEN/NOTIFY) and fires here what they publish
+(`publish_remote`), so a session on one node sees a delivery made on another.
+
+A watch is only a nudge: on firing, a session re-reads its folder's state from the database
+(`imap.session.Session.sync`), so a spurious or repeated event costs one read and changes
+nothing, and a lost one is caught at the session's next command.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 
@@ -34,6 +41,8 @@ class FolderWatch:
 class Events:
     def __init__(self) -> None:
         self._watchers: dict[int, set[FolderWatch]] = defaultdict(set)
+        #: Where this node's own changes go beyond this process (`mss.cluster_events`).
+        self._forward: Callable[[int], None] | None = None
 
     @contextmanager
     def watch(self, folder_id: int) -> Iterator[FolderWatch]:
@@ -46,6 +55,27 @@ class Events:
             if not self._watchers[folder_id]:
                 del self._watchers[folder_id]
 
+    def forward_to(self, forward: Callable[[int], None] | None) -> None:
+        """Also hand every folder this node publishes to `forward` (None: stop)."""
+        self._forward = forward
+
     def publish(self, folder_id: int) -> None:
+        """A change committed on this node: wake its watchers here and on the other nodes."""
+        self.publish_remote(folder_id)
+        if self._forward is not None:
+            self._forward(folder_id)
+
+    def publish_remote(self, folder_id: int) -> None:
+        """A change another node committed: wake the watchers here only (never sent back)."""
         for w in list(self._watchers.get(folder_id, ())):
             w._fire()
+
+    def watched(self) -> Iterable[int]:
+        """The folders someone on this node watches now."""
+        return list(self._watchers)
+
+    def wake_all(self) -> None:
+        """Wake every watcher: after the link to the other nodes was down, any of their
+        changes may have been missed, and a wake-up costs each session one read."""
+        for folder_id in self.watched():
+            self.publish_remote(folder_id)

@@ -73,3 +73,17 @@ class Refusal(Exception):
 
     def __repr__(self) -> str:
         return f"Refusal({self.reason.name}, {self.public!r})"
+
+
+def storage_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached (server down, connection reset
+    or refused, pool timeout): a temporary condition a client retries (SMTP 451, IMAP
+    `NO [UNAVAILABLE]`, RFC 5530 3), not a bug. Front ends cannot name SQLAlchemy's
+    exceptions (they never import it): they ask here."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, ConnectionError, TimeoutError)
+    )

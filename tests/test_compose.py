@@ -27,6 +27,9 @@ def test_compose_file_describes_postgres_and_two_nodes_on_it():
     assert cfg.count("MSS_LISTEN_HOST: 0.0.0.0") == 2
     # Beyond loopback, the http listener must serve HTTPS (mss.config.check_http_transport).
     assert cfg.count('MSS_LISTEN_HTTP_TLS: "true"') == 2
+    # Each node has its own name (relay-queue leases) and a health check of its own.
+    assert "MSS_NODE: node1" in cfg and "MSS_NODE: node2" in cfg
+    assert cfg.count("healthcheck:") == 3 and cfg.count("socket.create_connection") == 2
     services = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--services"],
         capture_output=True,

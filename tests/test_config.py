@@ -114,6 +114,20 @@ def test_containers_turn_https_on_from_the_environment(tmp_path, monkeypatch):
         load_settings(cfg)
 
 
+def test_the_node_name_comes_from_the_file_or_the_environment(tmp_path, monkeypatch):
+    assert load_settings(write(tmp_path, 'domain = "a.test"\n')).node == ""
+    cfg = write(tmp_path, 'domain = "a.test"\nnode = "node1"\n')
+    assert load_settings(cfg).node == "node1"
+    monkeypatch.setenv("MSS_NODE", "node2")
+    assert load_settings(cfg).node == "node2"
+    monkeypatch.setenv("MSS_NODE", "node 2; rm")
+    with pytest.raises(ConfigError, match="MSS_NODE"):
+        load_settings(cfg)
+    monkeypatch.delenv("MSS_NODE")
+    with pytest.raises(ConfigError, match="node"):
+        load_settings(write(tmp_path, 'domain = "a.test"\nnode = "a/b"\n'))
+
+
 def test_http_limits_have_safe_defaults_and_floors(tmp_path):
     s = load_settings(write(tmp_path, 'domain = "a.test"\n'))
     assert (s.limits.http_max_head, s.limits.http_max_body, s.limits.http_max_connections) == (16384, 65536, 1000)

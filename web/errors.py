@@ -17,6 +17,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from mss.refusals import storage_unavailable
+
 log = logging.getLogger("mss.web")
 
 
@@ -109,6 +111,12 @@ async def validation_exception(request: Request, exc: Exception) -> Response:
 async def internal_error(request: Request, exc: Exception) -> Response:
     # Starlette re-raises after this reply, and uvicorn logs the traceback through the root
     # handlers (escaped); the client never sees it.
+    if storage_unavailable(exc):
+        # The database is away (docs/scale.md): temporary, the client retries (RFC 9110 15.6.4).
+        log.error("request failed: %s %s: storage unavailable", request.method, request.url.path)
+        if _is_fhir(request):
+            return outcome(503, "transient", "temporarily unavailable", {"Retry-After": "5"})
+        return error(503, "temporarily unavailable, try again later", {"Retry-After": "5"})
     log.error("request failed: %s %s: %s", request.method, request.url.path, type(exc).__name__)
     if _is_fhir(request):
         return outcome(500, "exception", "internal error")

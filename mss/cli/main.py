@@ -45,6 +45,13 @@ def cli() -> None:
     default=None,
     help="Folder of another demo: this one becomes a second operator of its trust space (docs/relay.md).",
 )
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Nodes sharing the --database-url PostgreSQL: one config each, ports after the previous node's.",
+)
 def demo(
     directory: Path,
     domain: str | None,
@@ -53,6 +60,7 @@ def demo(
     database_url: str | None,
     notify_url: str | None,
     peer: Path | None,
+    nodes: int,
 ) -> None:
     """Create a complete demo deployment in DIRECTORY."""
     from mss.demo import DemoError, create_demo
@@ -64,6 +72,7 @@ def demo(
             base_port=base_port,
             force=force,
             peer=peer,
+            nodes=nodes,
             **({"database_url": database_url} if database_url else {}),
             **({"notify_url": notify_url} if notify_url else {}),
         )
@@ -77,7 +86,11 @@ def demo(
         click.echo(f"  patient {pt['address']} ({pt['name']}, {state})")
     for p in doc["peers"]:
         click.echo(f"  peer operator {p['domain']} (mta port {p['mta']}), updated: {peer}")
-    click.echo(f"start it with: {self_command()} serve -c {directory / 'mss.toml'}")
+    if "nodes" in doc:
+        for n in doc["nodes"]:
+            click.echo(f"start {n['node']} with: {self_command()} serve -c {directory / n['config']}")
+    else:
+        click.echo(f"start it with: {self_command()} serve -c {directory / 'mss.toml'}")
     if peer is not None:
         click.echo(f"and restart its peer: {self_command()} serve -c {peer / 'mss.toml'}")
 

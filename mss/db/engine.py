@@ -33,7 +33,12 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, echo=echo, pool_size=20, max_overflow=10, pool_pre_ping=True)
+    # pre_ping: a pooled connection that died while PostgreSQL was away is replaced, not used;
+    # a 10 s connect timeout (asyncpg waits 60 s) turns an unreachable server into a temporary
+    # reply soon (docs/scale.md).
+    return create_async_engine(
+        url, echo=echo, pool_size=20, max_overflow=10, pool_pre_ping=True, connect_args={"timeout": 10}
+    )
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker:

@@ -1,0 +1,283 @@
+"""Two `mss serve` nodes sharing the local PostgreSQL (`mss demo --nodes 2`), end to end.
+
+Each node is its own process with its own ports; they share the database, the PKI and the
+keys. What one node commits reaches the other's sessions through LISTEN/NOTIFY
+(`mss.cluster_events`): an IDLE session on node 2 sees a delivery made on node 1, and a flag
+change made on node 1, within a second. A node killed with SIGKILL mid-load loses no message
+it acknowledged, and the other node keeps serving. A revoked certificate is refused by both
+nodes once they re-read the CRLs.
+
+PostgreSQL only (SQLite is one process's) and slow: run once, not per backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import json
+import re
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from mail import build_message, smtp_submission
+from support import (
+    ROOT,
+    Deployment,
+    ServerProcess,
+    create_pg_database,
+    drop_pg_database,
+    pg_admin_url,
+    start_server,
+    stored_messages,
+)
+
+from mss.demo import create_demo
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(pg_admin_url() is None, reason="two nodes need PostgreSQL (MSS_TEST_DATABASE_URL)"),
+]
+
+
+class Cluster:
+    def __init__(self, nodes: list[Deployment], pg_name: str) -> None:
+        self.nodes = nodes
+        self.pg_name = pg_name
+        self.servers: list[ServerProcess | None] = [None] * len(nodes)
+
+    def start(self, k: int) -> ServerProcess:
+        srv = start_server(self.nodes[k])
+        self.servers[k] = srv
+        return srv
+
+    def server(self, k: int) -> ServerProcess:
+        srv = self.servers[k]
+        assert srv is not None and srv.proc.poll() is None, f"node {k + 1} is not running"
+        return srv
+
+    def stop_all(self) -> None:
+        for srv in self.servers:
+            if srv is not None:
+                srv.stop()
+        drop_pg_database(self.pg_name)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("nodes")
+    name, url = create_pg_database()
+    doc = create_demo(tmp, base_port=0, database_url=url, patients=False, nodes=2)
+    assert [n["config"] for n in doc["nodes"]] == ["mss.toml", "node2.toml"]
+    for n in doc["nodes"]:
+        # CRLs re-read every second, so the revocation test does not wait a minute.
+        path = tmp / n["config"]
+        path.write_text(path.read_text().replace("crl_refresh_s = 60", "crl_refresh_s = 1"))
+    nodes = [Deployment(tmp, {**doc, "config": n["config"]}, url, "postgresql") for n in doc["nodes"]]
+    c = Cluster(nodes, name)
+    try:
+        c.start(0)
+        c.start(1)
+        yield c
+    finally:
+        c.stop_all()
+
+
+class RawImap:
+    """A line-level IMAP client over TLS with a client certificate: imaplib has no IDLE."""
+
+    def __init__(self, srv: ServerProcess, entry: dict) -> None:
+        ctx = srv.deployment.client_context(entry)
+        raw = socket.create_connection((srv.host, srv.port("imaps")), timeout=20)
+        self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+        self.buf = b""
+        self.n = 0
+        assert b"OK" in self.line()
+
+    def line(self, timeout: float = 20) -> bytes:
+        self.sock.settimeout(timeout)
+        while b"\r\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("server closed the connection")
+            self.buf += data
+        out, self.buf = self.buf.split(b"\r\n", 1)
+        return out
+
+    def command(self, text: str) -> list[bytes]:
+        self.n += 1
+        tag = f"t{self.n}"
+        self.sock.sendall(f"{tag} {text}\r\n".encode())
+        lines = []
+        while True:
+            ln = self.line()
+            lines.append(ln)
+            if ln.startswith(tag.encode() + b" "):
+                assert ln.startswith(f"{tag} OK".encode()), lines
+                return lines
+
+    def idle(self) -> None:
+        self.sock.sendall(b"idle IDLE\r\n")
+        while not self.line().startswith(b"+"):
+            pass
+
+    def wait_for(self, pattern: bytes, timeout: float) -> tuple[bytes, float]:
+        """The first line matching `pattern`, and when it came (time.monotonic)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout}s")
+            try:
+                ln = self.line(left)
+            except TimeoutError:
+                continue
+            if re.search(pattern, ln):
+                return ln, time.monotonic()
+
+    def done(self) -> None:
+        self.sock.sendall(b"DONE\r\n")
+        while not self.line().startswith(b"idle "):
+            pass
+
+    def close(self) -> None:
+        try:
+            self.command("LOGOUT")
+        except (OSError, AssertionError, ConnectionError):
+            pass
+        self.sock.close()
+
+
+def imap_login(srv: ServerProcess, entry: dict) -> RawImap:
+    c = RawImap(srv, entry)
+    c.command("AUTHENTICATE EXTERNAL =")
+    return c
+
+
+def send(srv: ServerProcess, sender: dict, to: str, subject: str) -> tuple[str, float]:
+    raw, msgid = build_message(sender["address"], [to], subject, "Bonjour")
+    with smtp_submission(srv, sender) as client:
+        assert client.sendmail(sender["address"], [to], raw) == {}
+        acked = time.monotonic()
+    return msgid, acked
+
+
+def test_idle_on_one_node_sees_a_delivery_made_on_the_other(cluster: Cluster) -> None:
+    dep = cluster.nodes[0]
+    alice, bob = dep.mailbox("PER", 0), dep.mailbox("PER", 1)
+    watcher = imap_login(cluster.server(1), alice)
+    try:
+        exists = int(re.search(rb"\* (\d+) EXISTS", b"\n".join(watcher.command("SELECT INBOX"))).group(1))
+        watcher.idle()
+        _, acked = send(cluster.server(0), bob, alice["address"], "across nodes")
+        line, seen = watcher.wait_for(rb"^\* \d+ EXISTS", timeout=10)
+        assert int(line.split()[1]) == exists + 1
+        assert seen - acked < 1.0, f"node 2 saw node 1's delivery {seen - acked:.3f}s after the 250"
+        watcher.done()
+    finally:
+        watcher.close()
+
+
+def test_a_flag_change_on_one_node_reaches_a_session_selected_on_the_other(cluster: Cluster) -> None:
+    dep = cluster.nodes[0]
+    alice, bob = dep.mailbox("PER", 0), dep.mailbox("PER", 1)
+    send(cluster.server(0), bob, alice["address"], "to be flagged")
+    watcher = imap_login(cluster.server(1), alice)
+    try:
+        exists = int(re.search(rb"\* (\d+) EXISTS", b"\n".join(watcher.command("SELECT INBOX"))).group(1))
+        watcher.idle()
+        ctx = dep.client_context(alice)
+        m = imaplib.IMAP4_SSL(cluster.server(0).host, cluster.server(0).port("imaps"), ssl_context=ctx, timeout=20)
+        try:
+            m.authenticate("EXTERNAL", lambda _: b"")
+            m.select("INBOX")
+            typ, _ = m.store(str(exists), "+FLAGS", "(\\Flagged)")
+            assert typ == "OK"
+            stored = time.monotonic()
+        finally:
+            m.logout()
+        line, seen = watcher.wait_for(rb"^\* %d FETCH \(.*\\Flagged" % exists, timeout=10)
+        assert seen - stored < 1.0, f"node 2 saw the flag {seen - stored:.3f}s after node 1's OK"
+        watcher.done()
+    finally:
+        watcher.close()
+
+
+def test_a_node_killed_mid_load_loses_nothing_and_the_other_keeps_serving(cluster: Cluster) -> None:
+    dep = cluster.nodes[0]
+    alice, bob = dep.mailbox("PER", 0), dep.mailbox("PER", 1)
+    victim = cluster.server(0)
+    acked: list[str] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            raw, msgid = build_message(bob["address"], [alice["address"]], "load", ("x" * 70 + "\n") * 30)
+            try:
+                with smtp_submission(victim, bob, timeout=10) as client:
+                    for _ in range(50):
+                        client.sendmail(bob["address"], [alice["address"]], raw)
+                        acked.append(msgid)  # only after the 250
+                        raw, msgid = build_message(bob["address"], [alice["address"]], "load", ("x" * 70 + "\n") * 30)
+            except (OSError, smtplib.SMTPException) as exc:
+                errors.append(exc)  # the kill, or (asserted below) a failure before it
+                return
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while len(acked) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim.stop(signal.SIGKILL)
+    stop.set()
+    worker.join(30)
+    assert len(acked) >= 10, f"the load never got going: {errors}"
+    stored = b"\n".join(asyncio.run(stored_messages(dep, alice["address"])))
+    lost = [m for m in acked if m.encode() not in stored]
+    assert not lost, f"{len(lost)} acknowledged message(s) lost: {lost[:3]}"
+
+    # Node 2 goes on serving: submission and IMAP.
+    msgid, _ = send(cluster.server(1), bob, alice["address"], "after the crash")
+    reader = imap_login(cluster.server(1), alice)
+    try:
+        out = b"\n".join(reader.command("SELECT INBOX"))
+        assert int(re.search(rb"\* (\d+) EXISTS", out).group(1)) >= len(acked) + 1
+    finally:
+        reader.close()
+    cluster.start(0)  # back for the tests after this one
+
+
+def test_a_revoked_certificate_is_refused_by_both_nodes_after_the_refresh(cluster: Cluster) -> None:
+    dep = cluster.nodes[0]
+    entry = dep.mailbox("PER", 1)  # the last test: its certificate stays revoked
+    for k in (0, 1):  # accepted by both first
+        c = imap_login(cluster.server(k), entry)
+        c.close()
+    res = subprocess.run(
+        [sys.executable, "-m", "mss", "pki", "revoke", str(dep.path(entry, "tls_cert")), "--crl", "--json"]
+        + ["-c", str(dep.config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["crl_files"]
+    for k in (0, 1):
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                c = imap_login(cluster.server(k), entry)
+            except (ssl.SSLError, AssertionError, ConnectionError, OSError):
+                break  # refused: the handshake or AUTHENTICATE EXTERNAL failed
+            c.close()
+            assert time.monotonic() < deadline, f"node {k + 1} still accepts a revoked certificate"
+            time.sleep(0.5)
