@@ -7,8 +7,9 @@ DEMO   := var/demo
 # Debian packages the test suite drives as real clients (postfix: a peer operator, started
 # by tests/relay in a scratch folder; the machine's own instance is left unconfigured; stunnel4:
 # the TLS client-certificate tunnel for imapclient's live tests; dovecot-imapd: the IMAP
-# reference server bench/ starts in a scratch folder).
-DEB_TEST_PACKAGES := swaks curl openssl docker-compose chromium postfix stunnel4 dovecot-imapd
+# reference server bench/ starts in a scratch folder; dovecot-lmtpd: Postfix -> LMTP -> Dovecot,
+# the reference stack of `python -m bench compare`).
+DEB_TEST_PACKAGES := swaks curl openssl docker-compose chromium postfix stunnel4 dovecot-imapd dovecot-lmtpd
 
 .PHONY: run test lint format venv venv-test deb-test demo clean
 

@@ -1,0 +1,1 @@
+"""Benchmarks (never tests): each runs MSS beside a reference in the same run (bench/README.md)."""

@@ -1,0 +1,23 @@
+"""`python -m bench COMMAND`: the benchmarks that have a command (bench/README.md).
+
+python -m bench compare [--quick]   MSS against Postfix -> LMTP -> Dovecot, same load
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    commands = {"compare": "bench.compare"}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(__doc__.strip(), file=sys.stderr)
+        raise SystemExit(2)
+    import importlib
+
+    module = importlib.import_module(commands[sys.argv[1]])
+    module.main(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()
