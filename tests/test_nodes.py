@@ -25,8 +25,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 from mail import build_message, smtp_submission
 from support import (
     ROOT,
@@ -39,7 +41,12 @@ from support import (
     stored_messages,
 )
 
-from mss.demo import create_demo
+from mss.demo import _import_whitelist, create_demo, update_relay_config, whitelist_xml
+
+#: Another operator of the trust space, played by an SMTP server in this process (`Sink`).
+SINK_DOMAIN = "sink-operator.mssante.test"
+#: A lease a killed node gives back within seconds, a short poll (tests/relay/test_two_operators.py).
+FAST_RELAY = {"retry_schedule_s": [1.0], "poll_interval_s": 0.5, "lease_s": 5, "connect_timeout_s": 5}
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,10 +54,50 @@ pytestmark = [
 ]
 
 
+class Sink:
+    """The other operator's `mta` listener: STARTTLS with a SERV certificate of the same test
+    PKI (so MSS's relay client accepts it), every message kept; with `hold` set, DATA is held
+    unanswered (the sending node is then killed mid-delivery)."""
+
+    def __init__(self) -> None:
+        self.hold = threading.Event()
+        self.held = threading.Event()
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        if self.hold.is_set():
+            self.held.set()
+            await asyncio.sleep(60)  # the sender dies meanwhile: no reply ever reaches it
+            return "451 4.3.0 held"
+        self.received.append(envelope.content)
+        return "250 2.0.0 OK"
+
+
+def start_sink(pki_dir: Path, folder: Path) -> tuple[Sink, Controller]:
+    from crypto.pki import TestPKI
+    from mss.demo import structure_id
+
+    serv = TestPKI.load(pki_dir).issue_serv(
+        ["localhost", SINK_DOMAIN], structure_id("69000794"), "SINK OPERATOR", ip_addresses=["127.0.0.1"]
+    )
+    serv.write_pem(folder / "sink.crt", folder / "sink.key", with_chain=True)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(folder / "sink.crt", folder / "sink.key")
+    sink = Sink()
+    with socket.socket() as probe:  # aiosmtpd's Controller cannot be told "ephemeral"
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(sink, hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True)
+    controller.start()
+    return sink, controller
+
+
 class Cluster:
-    def __init__(self, nodes: list[Deployment], pg_name: str) -> None:
+    def __init__(self, nodes: list[Deployment], pg_name: str, sink: Sink, controller: Controller) -> None:
         self.nodes = nodes
         self.pg_name = pg_name
+        self.sink = sink
+        self.controller = controller
         self.servers: list[ServerProcess | None] = [None] * len(nodes)
 
     def start(self, k: int) -> ServerProcess:
@@ -67,6 +114,7 @@ class Cluster:
         for srv in self.servers:
             if srv is not None:
                 srv.stop()
+        self.controller.stop()
         drop_pg_database(self.pg_name)
 
 
@@ -76,12 +124,16 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
     name, url = create_pg_database()
     doc = create_demo(tmp, base_port=0, database_url=url, patients=False, nodes=2)
     assert [n["config"] for n in doc["nodes"]] == ["mss.toml", "node2.toml"]
+    sink, controller = start_sink(tmp / "pki" / "ca", tmp)
+    (tmp / "whitelist.xml").write_bytes(whitelist_xml([doc["domain"], SINK_DOMAIN]))
+    asyncio.run(_import_whitelist(url, tmp / "whitelist.xml"))
     for n in doc["nodes"]:
         # CRLs re-read every second, so the revocation test does not wait a minute.
         path = tmp / n["config"]
         path.write_text(path.read_text().replace("crl_refresh_s = 60", "crl_refresh_s = 1"))
+        update_relay_config(path, routes={SINK_DOMAIN: f"localhost:{controller.port}"}, **FAST_RELAY)
     nodes = [Deployment(tmp, {**doc, "config": n["config"]}, url, "postgresql") for n in doc["nodes"]]
-    c = Cluster(nodes, name)
+    c = Cluster(nodes, name, sink, controller)
     try:
         c.start(0)
         c.start(1)
@@ -253,6 +305,60 @@ def test_a_node_killed_mid_load_loses_nothing_and_the_other_keeps_serving(cluste
     finally:
         reader.close()
     cluster.start(0)  # back for the tests after this one
+
+
+def test_a_queue_lease_of_a_node_killed_mid_delivery_is_taken_over_and_sent_once(cluster: Cluster) -> None:
+    dep = cluster.nodes[0]
+    bob = dep.mailbox("PER", 1)
+    sink = cluster.sink
+    sink.hold.set()
+    try:
+        msgid, _ = send(cluster.server(0), bob, f"someone@{SINK_DOMAIN}", "relayed across a crash")
+        # Node 1's worker (or node 2's: whichever leased it) is now inside DATA at the sink.
+        assert sink.held.wait(30), "no node started relaying the queued message"
+        holder = _lease_owner(dep)
+        owners = [_owner_suffix(dep, f"node{k}") for k in (1, 2)]
+        assert any(holder.endswith(o) for o in owners), (holder, owners)
+        victim = 0 if holder.endswith(owners[0]) else 1  # the node holding the lease dies
+        cluster.server(victim).stop(signal.SIGKILL)
+        sink.hold.clear()
+        deadline = time.monotonic() + 30
+        while not any(msgid.encode() in m for m in sink.received):
+            assert time.monotonic() < deadline, "the other node never took the lease over"
+            time.sleep(0.2)
+        time.sleep(2)  # a second sending would show now
+        assert sum(msgid.encode() in m for m in sink.received) == 1
+        assert _queue(dep) == []  # finished, not left for a retry
+    finally:
+        sink.hold.clear()
+        for k, srv in enumerate(cluster.servers):
+            if srv is None or srv.proc.poll() is not None:
+                cluster.start(k)
+
+
+def _queue(dep: Deployment) -> list[dict]:
+    out = subprocess.run(
+        [sys.executable, "-m", "mss", "queue", "list", "--json", "-c", str(dep.config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return json.loads(out.stdout)["entries"]
+
+
+def _lease_owner(dep: Deployment) -> str:
+    entries = _queue(dep)
+    assert len(entries) == 1, entries
+    return str(entries[0].get("leased_by") or entries[0].get("lease_owner") or "")
+
+
+def _owner_suffix(dep: Deployment, node: str) -> str:
+    import hashlib
+
+    place = str(dep.directory.resolve()) + f"\0{node}"
+    return hashlib.sha256(place.encode()).hexdigest()[:12]
 
 
 def test_a_revoked_certificate_is_refused_by_both_nodes_after_the_refresh(cluster: Cluster) -> None:
