@@ -180,7 +180,7 @@ COMMAND_STATES: Mapping[type[Command], frozenset[State]] = {
     StartTls: _NOT_AUTH,
     Authenticate: _NOT_AUTH,
     Login: _NOT_AUTH,
-    Enable: _AUTH,
+    Enable: frozenset({State.AUTHENTICATED}),  # RFC 5161 3.1: before any mailbox is selected
     Namespace: _AUTH,
     Select: _AUTH,
     Create: _AUTH,

@@ -67,8 +67,8 @@ class Handle:
     async def folder(self, name: str) -> FolderInfo | None:
         return self._issue(await self._store.get_folder(self._address, name))
 
-    async def create_folder(self, name: str) -> FolderInfo:
-        created = await self._store.create_folder(self._address, name)
+    async def create_folder(self, name: str, special_use: str | None = None) -> FolderInfo:
+        created = await self._store.create_folder(self._address, name, special_use)
         self._issued.add(created.id)
         return created
 

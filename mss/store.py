@@ -316,7 +316,9 @@ class Store:
             )
         return current + 1
 
-    async def create_folder(self, mailbox: str, name: str) -> FolderInfo:
+    async def create_folder(self, mailbox: str, name: str, special_use: str | None = None) -> FolderInfo:
+        """A new folder, subscribed (IMAP CREATE subscribes, docs/imap.md); `special_use`
+        (RFC 6154) is refused when another folder of the mailbox already has it."""
         mailbox, name = mailbox.lower(), canonical_folder_name(name)
         problem = folder_name_problem(name)
         if problem:
@@ -326,13 +328,21 @@ class Store:
             clash = (await s.execute(select(Folder.id).where(Folder.mailbox == mailbox, Folder.name == name))).first()
             if clash:
                 raise Refusal(Reason.FOLDER_EXISTS, f"Folder {name} already exists")
+            if special_use is not None:
+                holder = (
+                    await s.execute(
+                        select(Folder.name).where(Folder.mailbox == mailbox, Folder.special_use == special_use)
+                    )
+                ).scalar_one_or_none()
+                if holder is not None:
+                    raise Refusal(Reason.CANNOT, f"{special_use} is already the use of folder {holder}")
             f = Folder(
                 mailbox=mailbox,
                 name=name,
                 uidvalidity=await self._reserve_uidvalidity(s, mailbox, 1),
                 uidnext=1,
                 highestmodseq=1,
-                special_use=None,
+                special_use=special_use,
                 subscribed=True,
             )
             s.add(f)

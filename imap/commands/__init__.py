@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from imap.actions import Output
-from imap.commands import append, auth, fetch, idle, mailbox, misc, search, store
+from imap.commands import append, auth, fetch, idle, listing, mailbox, misc, search, store
 from imap.protocol import commands as c
 
 if TYPE_CHECKING:
@@ -56,11 +56,11 @@ HANDLERS: Mapping[type[c.Command], Handler] = dict(
         _bind(c.Namespace, mailbox.namespace),
         _bind(c.Select, mailbox.select),
         _bind(c.Unselect, mailbox.unselect),
-        _bind(c.Create, mailbox.create),
+        _bind(c.Create, listing.create),
         _bind(c.Delete, mailbox.delete),
         _bind(c.Rename, mailbox.rename),
         _bind(c.Subscribe, mailbox.subscribe),
-        _bind(c.List, mailbox.list_),
+        _bind(c.List, listing.list_),
         _bind(c.Status, mailbox.status),
         _bind(c.Append, append.append),
         _bind(c.Idle, idle.idle),

@@ -1,6 +1,6 @@
 """Folder commands: NAMESPACE (RFC 2342), SELECT/EXAMINE, CLOSE/UNSELECT (RFC 3691),
-CREATE, DELETE, RENAME, SUBSCRIBE/UNSUBSCRIBE, LIST/LSUB (RFC 9051 6.3; RFC 6154
-SPECIAL-USE; RFC 3348 CHILDREN), STATUS.
+DELETE, RENAME, SUBSCRIBE/UNSUBSCRIBE, STATUS, and the LIST pattern matcher. CREATE and
+LIST/LSUB (LIST-EXTENDED, LIST-STATUS, SPECIAL-USE) are in `imap.commands.listing`.
 
 A session sees the folders of the one mailbox it is bound to (its `MailboxHandle`), in a
 personal namespace with "/" as hierarchy delimiter. (IMAP "mailbox" in the RFCs is our
@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from imap.flags import SYSTEM_FLAGS
-from imap.protocol.commands import Create, Delete, List, Namespace, Rename, Select, Status, Subscribe, Unselect
+from imap.protocol.commands import Delete, Namespace, Rename, Select, Status, Subscribe, Unselect
 from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
 from imap.state import Event
 from imap.view import FolderView, flag_list
-from mss.records import DELIMITER, MessageMeta, canonical_folder_name
+from mss.records import DELIMITER, FolderInfo, MessageMeta, canonical_folder_name
 
 if TYPE_CHECKING:
     from imap.session import Session
@@ -41,6 +41,7 @@ async def select(session: Session, cmd: Select) -> list[Response]:
             session.apply(Event.SELECT_FAILED)
             return [no(cmd.tag, f"No folder {cmd.mailbox}", "NONEXISTENT")]
         metas = await box.messages(info)
+        list_line = await _list_line(session, info) if session.imap4rev2 else None
     except Exception:
         session.apply(Event.SELECT_FAILED)
         raise
@@ -57,12 +58,23 @@ async def select(session: Session, cmd: Select) -> list[Response]:
         ok(None, "Predicted next UID", f"UIDNEXT {info.uidnext}"),
     ]
     first_unseen = next((i for i, m in enumerate(metas, 1) if "\\Seen" not in m.flags), None)
-    if first_unseen:
+    if list_line is not None:
+        # RFC 9051 6.3.2 and appendix E: no RECENT, no UNSEEN code; the folder's LIST line.
+        out = [r for r in out if not (isinstance(r, Data) and r.items[-1:] == ("RECENT",))]
+        out.append(list_line)
+    elif first_unseen:
         out.append(ok(None, "First unseen", f"UNSEEN {first_unseen}"))
     session.apply(Event.SELECT_OK, view)
     mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
     out.append(ok(cmd.tag, f"{cmd.name} completed", mode))
     return out
+
+
+async def _list_line(session: Session, info: FolderInfo) -> Data:
+    """The LIST response a rev2 SELECT must send (RFC 9051 6.3.2), attributes accurate."""
+    below = any(f.name.startswith(info.name + DELIMITER) for f in await session.box.folders())
+    attrs = ["\\HasChildren" if below else "\\HasNoChildren"] + ([info.special_use] if info.special_use else [])
+    return Data(Atom("LIST"), [Atom(a) for a in attrs], DELIMITER, info.name)
 
 
 def _atoms(items: Iterable[str]) -> str:
@@ -76,13 +88,6 @@ async def unselect(session: Session, cmd: Unselect) -> list[Response]:
         await session.box.expunge(view.info)
     session.apply(Event.CLOSE)
     return [ok(cmd.tag, f"{cmd.name} completed")]
-
-
-async def create(session: Session, cmd: Create) -> list[Response]:
-    # RFC 9051 6.3.4: a trailing delimiter declares the intent to create names under it.
-    name = cmd.mailbox.rstrip(DELIMITER) if cmd.mailbox != DELIMITER else ""
-    await session.box.create_folder(name)
-    return [ok(cmd.tag, "CREATE completed")]
 
 
 async def delete(session: Session, cmd: Delete) -> list[Response]:
@@ -177,56 +182,22 @@ def _glob(tokens: list[str], name: str) -> bool:
     return bool(cur >> n & 1)
 
 
-async def list_(session: Session, cmd: List) -> list[Response]:
-    """LIST and LSUB (RFC 9051 6.3.9, RFC 5258 select options SUBSCRIBED and SPECIAL-USE)."""
-    reference, patterns = cmd.reference, cmd.patterns
-    lsub = "SUBSCRIBED" in cmd.select  # the grammar reads LSUB as LIST (SUBSCRIBED)
-    kind = "LSUB" if cmd.name == "LSUB" else "LIST"
-    if patterns == ("",):
-        # RFC 9051 6.3.9: the hierarchy delimiter and root of the reference.
-        root = reference.split(DELIMITER)[0] + DELIMITER if DELIMITER in reference else ""
-        return [Data(Atom(kind), [Atom("\\Noselect")], DELIMITER, root), ok(cmd.tag, f"{kind} completed")]
-    full = [reference + p for p in patterns]
-    if len(patterns) > MAX_PATTERNS or any(len(p) > MAX_PATTERN for p in full):
-        return [bad(cmd.tag, f"At most {MAX_PATTERNS} patterns of at most {MAX_PATTERN} characters")]
-    folders = await session.box.folders()
-    by_name = {f.name: f for f in folders}
-    # Parents that do not exist themselves appear as \Noselect (a/b without a).
-    names = set(by_name)
-    for n in list(names):
-        parts = n.split(DELIMITER)
-        for i in range(1, len(parts)):
-            names.add(DELIMITER.join(parts[:i]))
-    matchers = [Pattern(reference, p) for p in patterns]
-    special_only = "SPECIAL-USE" in cmd.select
-    out: list[Response] = []
-    for name in sorted(names, key=lambda n: (n != "INBOX", n)):
-        if not any(m.match(name) for m in matchers):
-            continue
-        f = by_name.get(name)
-        if lsub and (f is None or not f.subscribed):
-            continue
-        if special_only and (f is None or not f.special_use):
-            continue
-        has_children = any(o.startswith(name + DELIMITER) for o in names)
-        attrs = ["\\HasChildren" if has_children else "\\HasNoChildren"]
-        if f is None:
-            attrs.insert(0, "\\Noselect")
-        elif f.special_use:
-            attrs.append(f.special_use)
-        if lsub and kind == "LIST":
-            attrs.append("\\Subscribed")
-        out.append(Data(Atom(kind), [Atom(a) for a in attrs], DELIMITER, name))
-    out.append(ok(cmd.tag, f"{kind} completed"))
-    return out
-
-
 async def status(session: Session, cmd: Status) -> list[Response]:
+    if session.imap4rev2 and "RECENT" in cmd.items:
+        return [bad(cmd.tag, "STATUS RECENT does not exist in IMAP4rev2 (RFC 9051 6.3.11)")]
     info = await session.box.folder(cmd.mailbox)
     if info is None:
         return [no(cmd.tag, f"No folder {cmd.mailbox}", "NONEXISTENT")]
+    items = await status_values(session, info, cmd.items)
+    return [Data(Atom("STATUS"), info.name, items), ok(cmd.tag, "STATUS completed")]
+
+
+async def status_values(session: Session, info: FolderInfo, wanted: Iterable[str]) -> list[Value]:
+    """The `status-att-list` of STATUS (RFC 9051 6.3.11), also sent by LIST RETURN (STATUS)
+    (RFC 5819): item names and values, in the order asked."""
+    wanted = tuple(wanted)
     metas: list[MessageMeta] = []
-    if {"SIZE", "DELETED"} & set(cmd.items):
+    if {"SIZE", "DELETED"} & set(wanted):
         metas = await session.box.messages(info)
     values: dict[str, Callable[[], int]] = {
         "MESSAGES": lambda: info.exists,
@@ -239,6 +210,6 @@ async def status(session: Session, cmd: Status) -> list[Response]:
         "DELETED": lambda: sum(1 for m in metas if "\\Deleted" in m.flags),
     }
     items: list[Value] = []
-    for item in cmd.items:
+    for item in wanted:
         items += [Atom(item), values[item]()]
-    return [Data(Atom("STATUS"), info.name, items), ok(cmd.tag, "STATUS completed")]
+    return items

@@ -37,7 +37,16 @@ async def id_(session: Session, cmd: Id) -> list[Response]:
     return [Data(Atom("ID"), flat), ok(cmd.tag, "ID completed")]
 
 
+#: What ENABLE can switch on (upper-case -> as advertised), when the session offers it.
+ENABLEABLE = {"IMAP4REV2": "IMAP4rev2"}
+
+
 async def enable(session: Session, cmd: Enable) -> list[Response]:
-    # No extension we implement is enabled this way yet (CONDSTORE, UTF8=ACCEPT are not
-    # offered): RFC 5161 3 says unknown ones are ignored, so ENABLED lists nothing.
-    return [Data(Atom("ENABLED")), ok(cmd.tag, "ENABLE completed")]
+    # RFC 5161 3: what is unknown, not offered or already enabled is ignored; ENABLED
+    # lists only what this command newly switched on.
+    offered = {c.upper() for c in session.capabilities()}
+    newly = [
+        c for c in dict.fromkeys(cmd.capabilities) if c in ENABLEABLE and c in offered and c not in session.enabled
+    ]
+    session.enabled.update(newly)
+    return [Data(Atom("ENABLED"), *[Atom(ENABLEABLE[c]) for c in newly]), ok(cmd.tag, "ENABLE completed")]

@@ -253,9 +253,11 @@ class Select(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class Create(Command):
-    """CREATE (RFC 9051 6.3.4), the name as sent (a trailing delimiter included)."""
+    """CREATE (RFC 9051 6.3.4), the name as sent (a trailing delimiter included);
+    `special_use` the RFC 6154 3 `USE (...)` attributes asked for, as sent."""
 
     mailbox: str
+    special_use: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -290,6 +292,8 @@ class List(Command):
     patterns: tuple[str, ...]
     select: tuple[str, ...] = ()
     return_: tuple[str, ...] = ()
+    #: RETURN (STATUS (...)) items, upper-case (RFC 5819); empty without STATUS.
+    status_items: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -173,9 +173,27 @@ def _skip_value(r: Reader) -> None:
 def _create(r: Reader, h: Head) -> Create:
     r.sp()
     mailbox = r.mailbox()
+    uses: list[str] = []
     if r.try_sp():
-        r.paren_list(lambda: _skip_value(r))  # create-params (RFC 4466): none is acted on
-    return Create(tag=h.tag, name=h.name, mailbox=mailbox)
+        uses = _create_params(r)
+    return Create(tag=h.tag, name=h.name, mailbox=mailbox, special_use=tuple(uses))
+
+
+def _create_params(r: Reader) -> list[str]:
+    """create-params (RFC 4466 2.2): `USE (\\Drafts ...)` (RFC 6154 3) is kept, others skipped."""
+    uses: list[str] = []
+
+    def param() -> None:
+        name = r.atom().upper()
+        if not r.try_sp():
+            return
+        if name == "USE":
+            uses.extend(r.flag_list())
+        else:
+            _skip_value(r)
+
+    r.paren_list(param)
+    return uses
 
 
 def _delete(r: Reader, h: Head) -> Delete:
@@ -195,11 +213,19 @@ def _subscribe(r: Reader, h: Head) -> Subscribe:
     return Subscribe(tag=h.tag, name=h.name, mailbox=r.mailbox(), subscribed=h.name == "SUBSCRIBE")
 
 
-def _return_opt(r: Reader) -> str:
-    name = r.atom()
+def _return_opt(r: Reader, status: list[str]) -> str:
+    """One RFC 5258 return option; STATUS's items (RFC 5819) go into `status`."""
+    name = r.atom().upper()
     if r.peek() == b" " and r.data[r.pos + 1 : r.pos + 2] == b"(":
         r.sp()
-        r.paren_list(r.atom)
+        items = [i.upper() for i in r.paren_list(r.atom, allow_empty=name != "STATUS")]
+        if name == "STATUS":
+            unknown = [i for i in items if i not in _STATUS_ITEMS]
+            if unknown:
+                raise r.error(f"Unknown STATUS item {unknown[0]}")
+            status.extend(items)
+    elif name == "STATUS":
+        raise r.error("RETURN (STATUS) needs its items")
     return name
 
 
@@ -214,10 +240,11 @@ def _list(r: Reader, h: Head) -> List:
     r.sp()
     patterns = r.paren_list(r.list_mailbox, allow_empty=False) if r.peek() == b"(" else [r.list_mailbox()]
     return_opts: list[str] = []
+    status_items: list[str] = []
     if r.try_sp():
         r.expect(b"RETURN")
         r.sp()
-        return_opts = [o.upper() for o in r.paren_list(lambda: _return_opt(r))]
+        return_opts = r.paren_list(lambda: _return_opt(r, status_items))
     return List(
         tag=h.tag,
         name=h.name,
@@ -225,6 +252,7 @@ def _list(r: Reader, h: Head) -> List:
         patterns=tuple(patterns),
         select=tuple(select_opts),
         return_=tuple(return_opts),
+        status_items=tuple(status_items),
     )
 
 
