@@ -40,6 +40,7 @@ from mss import metrics, sasl
 from mss.admission import source_network
 from mss.audit import AuditTrail
 from mss.errors import AuthenticationFailed, AuthenticationUnavailable
+from mss.password_cache import VerifiedPasswords
 from mss.principal import Principal
 from mss.services import ClientConnection, Failure, FailureKind, SaslExchange, Success
 from mss.throttle import AUTH_ADDRESS_PREFIX, AUTH_MAILBOX_PREFIX, Throttle
@@ -74,10 +75,13 @@ class Authenticator:
         tokens: TokenVerifier | None = None,
         *,
         local_domains: Iterable[str] = (),
+        password_cache: VerifiedPasswords | None = None,
     ) -> None:
         self.validator = validator
         self.sessions = sessions
         self.tokens = tokens
+        #: Verified app passwords, for a TTL (`mss.password_cache`); None: every login pays Argon2id.
+        self.password_cache = password_cache
         #: This operator's own mail domains: a certificate naming one is never a peer's.
         self.local_domains = frozenset(idna_domain(d) for d in local_domains if d)
 
@@ -233,7 +237,10 @@ class Authenticator:
         who = f"id={principal.identifier} mailbox={address!r}"
         if not principal.may_use(address):
             raise AuthenticationFailed("app_password:not_entitled", "invalid credentials", detail=who)
-        if not await check_app_password(self.sessions, address, password):
+        thumbprint = hashlib.sha256(cert_der or b"").digest()
+        if not await check_app_password(
+            self.sessions, address, password, thumbprint=thumbprint, cache=self.password_cache
+        ):
             raise AuthenticationFailed("app_password:wrong", "invalid credentials", detail=who)
         return dataclasses.replace(principal.restricted_to(address), mechanism=mechanism)
 

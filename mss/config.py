@@ -320,6 +320,9 @@ class AbuseSettings(_Section):
     # Per source address, whatever mailbox (many users may share one address).
     auth_address_free_failures: int = Field(30, ge=1, le=10_000)
     auth_address_max_backoff_s: int = Field(900, ge=1, le=3600)
+    # Verified app passwords kept this long per (mailbox, certificate, password), so frequent
+    # logins skip Argon2id (mss.password_cache, its risks in docs/imap.md); 0 turns it off.
+    app_password_cache_s: float = Field(60, ge=0, le=3600)
     # Refused recipients (550 5.1.1 and other permanent RCPT refusals) per authenticated
     # principal and source address, across its SMTP sessions (on this node; one refusal is
     # forgotten every rcpt_error_decay_s): after the soft limit each further refusal is

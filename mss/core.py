@@ -26,6 +26,7 @@ from mss.events import Events
 from mss.mailaccess import MailAccessService
 from mss.metering import MeteredDelivery, MeteredMailAccess, metered_for
 from mss.notify import notifier_for
+from mss.password_cache import VerifiedPasswords
 from mss.patients import PatientSpaces
 from mss.portal import CorePortal
 from mss.queue import RelayQueue
@@ -116,6 +117,9 @@ class Core:
                 sessions,
                 build_token_verifier(settings),
                 local_domains=(settings.domain, settings.patient_domain),
+                password_cache=VerifiedPasswords(settings.abuse.app_password_cache_s)
+                if settings.abuse.app_password_cache_s > 0
+                else None,
             ),
             validator=validator,
             audit=audit,

@@ -23,9 +23,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from annuaire.local import normalize_address
 from annuaire.model import AppPassword, LocalMailbox
 from mss import audit
+from mss.password_cache import VerifiedPasswords
 
-# RFC 9106 §4 second recommended option (t=3, 64 MiB, p=4): argon2-cffi's defaults.
-_HASHER = PasswordHasher()
+# OWASP's Password Storage Cheat Sheet, Argon2id: m=19 MiB, t=2, p=1. RFC 9106's second
+# option (t=3, 64 MiB, p=4, argon2-cffi's defaults, what older hashes used) cost about a second
+# per login on a 2-core node; an app password is random (about 124 bits), so the hash guards
+# against a stolen database, not a guessable secret. Older hashes are rehashed at their next
+# successful login (`check_app_password`).
+ARGON2_TIME_COST = 2
+ARGON2_MEMORY_KIB = 19 * 1024
+ARGON2_PARALLELISM = 1
+_HASHER = PasswordHasher(time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB, parallelism=ARGON2_PARALLELISM)
+#: Argon2id verifications done by this process (tests see the cache avoid them).
+VERIFICATIONS = {"count": 0}
 # 4 groups of 6 characters from an unambiguous alphabet (~124 bits): easy to type on a phone.
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 MAX_PER_MAILBOX = 20
@@ -123,6 +133,7 @@ def _matches(hashes: list[tuple[int, str]], password: str) -> int | None:
     """Id of the matching hash. Every hash is tried so the time does not tell which matched."""
     found = None
     for row_id, hashed in hashes:
+        VERIFICATIONS["count"] += 1
         try:
             if _HASHER.verify(hashed, password) and found is None:
                 found = row_id
@@ -131,22 +142,61 @@ def _matches(hashes: list[tuple[int, str]], password: str) -> int | None:
     return found
 
 
+def needs_rehash(hashed: str) -> bool:
+    """Whether a stored hash was made with other parameters than today's."""
+    try:
+        return _HASHER.check_needs_rehash(hashed)
+    except InvalidHashError:
+        return False
+
+
 @functools.cache
 def _dummy_hash() -> str:
     """Verified when the mailbox has no app password, so that "none" and "wrong" cost the same."""
     return _HASHER.hash(generate_app_password())
 
 
-async def check_app_password(sessions: async_sessionmaker, address: str, password: str) -> bool:
+async def check_app_password(
+    sessions: async_sessionmaker,
+    address: str,
+    password: str,
+    *,
+    thumbprint: bytes = b"",
+    cache: VerifiedPasswords | None = None,
+) -> bool:
+    """Whether `password` is one of the mailbox's app passwords.
+
+    The mailbox's rows are read every time. With `cache` (`mss.password_cache`), a password
+    verified with the same certificate `thumbprint` within the cache's TTL is accepted without
+    Argon2id, but only while its row still exists with the same hash: a revoked or replaced
+    password is refused at once, on every node. A hash made with older parameters is replaced
+    by one with today's (`needs_rehash`) after a successful check."""
     address = normalize_address(address)
     if not password or len(password) > 256:
         return False
+    typed = _normalise(password)
     async with sessions() as s:
         rows = (await s.execute(select(AppPassword.id, AppPassword.hash).where(AppPassword.address == address))).all()
-    hashes = [(r[0], r[1]) for r in rows] or [(-1, _dummy_hash())]
-    found = await asyncio.to_thread(_matches, hashes, _normalise(password))
-    if found is None or found < 0:
-        return False
+    stored = {r[0]: r[1] for r in rows}
+    cached = cache.get(address, thumbprint, typed) if cache is not None else None
+    if cached is not None and stored.get(cached[0]) == cached[1]:
+        found: int | None = cached[0]
+    else:
+        if cached is not None and cache is not None:
+            cache.forget(address, thumbprint, typed)  # revoked or replaced since
+        hashes = list(stored.items()) or [(-1, _dummy_hash())]
+        found = await asyncio.to_thread(_matches, hashes, typed)
+        if found is None or found < 0:
+            return False
+    values: dict[str, object] = {"last_used_at": datetime.now(UTC)}
+    old_hash = stored[found]
+    if needs_rehash(old_hash):
+        values["hash"] = await asyncio.to_thread(_HASHER.hash, typed)
     async with sessions() as s, s.begin():
-        await s.execute(update(AppPassword).where(AppPassword.id == found).values(last_used_at=datetime.now(UTC)))
+        # Only the row as it was read: a concurrent revocation or replacement wins.
+        await s.execute(
+            update(AppPassword).where(AppPassword.id == found, AppPassword.hash == old_hash).values(**values)
+        )
+    if cache is not None:
+        cache.put(address, thumbprint, typed, found, str(values.get("hash", old_hash)))
     return True
