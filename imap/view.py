@@ -12,12 +12,16 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
 from imap.protocol.commands import SequenceSet
-from imap.protocol.response import Atom, Data, Response, Value
+from imap.protocol.response import Atom, Data, Response, Value, ok
 from mss.records import FolderInfo, MessageMeta
 
 
 def flag_list(flags: Iterable[str]) -> list[Atom]:
     return [Atom(f) for f in sorted(flags)]
+
+
+#: The system flags every folder permits (RFC 9051 2.3.2), in the order FLAGS lists them.
+_SYSTEM = ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen")
 
 
 class FolderView:
@@ -27,9 +31,28 @@ class FolderView:
         self.uids: list[int] = [m.uid for m in metas]
         self.flags: dict[int, frozenset[str]] = {m.uid: m.flags for m in metas}
         self.max_uid = self.uids[-1] if self.uids else 0
+        #: The keywords the client was told the folder has (FLAGS, PERMANENTFLAGS).
+        self.keywords: set[str] = {f for m in metas for f in m.flags if not f.startswith("\\")}
         #: (UIDNEXT, HIGHESTMODSEQ) of the folder when the client was last told everything
         #: (None: unknown, reload at the next sync).
         self.synced_state: tuple[int, int] | None = (info.uidnext, info.highestmodseq)
+
+    def flags_responses(self) -> list[Response]:
+        """`FLAGS` and `OK [PERMANENTFLAGS]` for what the folder holds now (RFC 9051 7.3.5);
+        PERMANENTFLAGS is empty when the folder was opened read-only (EXAMINE)."""
+        flags = [Atom(f) for f in _SYSTEM] + [Atom(k) for k in sorted(self.keywords)]
+        permanent = [] if self.readonly else [*flags, Atom("\\*")]
+        text = "(" + " ".join(permanent) + ")"
+        return [Data(Atom("FLAGS"), flags), ok(None, "Flags permitted", f"PERMANENTFLAGS {text}")]
+
+    def note_keywords(self, flagsets: Iterable[Iterable[str]]) -> list[Response]:
+        """RFC 3501 7.2.6: a STORE or a delivery brought a keyword the client was not told
+        of; the FLAGS and PERMANENTFLAGS updates to send first, or nothing."""
+        new = {f for flags in flagsets for f in flags if not f.startswith("\\")} - self.keywords
+        if not new:
+            return []
+        self.keywords |= new
+        return self.flags_responses()
 
     @property
     def id(self) -> int:
@@ -96,6 +119,8 @@ class FolderView:
             self.max_uid = new[-1].uid
             out.append(Data(len(self.uids), Atom("EXISTS")))
         new_uids = {m.uid for m in new}
+        # New keywords first: the FETCH and EXISTS below may carry them (RFC 3501 7.2.6).
+        out = self.note_keywords(m.flags for m in metas) + out
         for seq, uid in enumerate(self.uids, 1):
             now = current.get(uid)
             if now is None or uid in new_uids:

@@ -563,9 +563,9 @@ class Store:
         self, mailbox: str, folder_id: int, uids: Sequence[int], dest_folder_id: int
     ) -> list[tuple[int, int]]:
         """RFC 6851 MOVE in one transaction: the copies and the removal commit together, so a
-        crash never leaves a message in both folders or in neither."""
-        if folder_id == dest_folder_id:
-            raise Refusal(Reason.CANNOT, "Cannot move messages to the folder they are in")
+        crash never leaves a message in both folders or in neither. Moving into the same
+        folder is a COPY then an EXPUNGE of the originals (RFC 6851 3.3 asks for no
+        exception): the messages come back under new UIDs."""
         targets = list(uids)
 
         async def run(s: AsyncSession) -> tuple[list[tuple[int, int]], Iterable[int]]:

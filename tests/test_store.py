@@ -152,8 +152,11 @@ async def test_move_is_one_transaction_and_keeps_the_ciphertext(store: Store):
     assert [m.uid for m in await store.messages("i@x.test", src)] == [2]
     moved = await store.content("i@x.test", dest, [p[1] for p in pairs])
     assert sorted(moved.values()) == [b"ciphertext-0", b"ciphertext-2"]
-    with pytest.raises(Refusal):
-        await store.move("i@x.test", src, [2], src)
+    # Into the folder itself: copied under a new UID, the original gone, the bytes the same.
+    ((old, new),) = await store.move("i@x.test", src, [2], src)
+    assert old == 2 and new > 2
+    assert [m.uid for m in await store.messages("i@x.test", src)] == [new]
+    assert await store.content("i@x.test", src, [new]) == {new: b"ciphertext-1"}
 
 
 async def test_first_use_of_a_mailbox_from_many_sessions_at_once(store: Store):

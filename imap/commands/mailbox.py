@@ -14,11 +14,10 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from imap.flags import SYSTEM_FLAGS
 from imap.protocol.commands import Delete, Namespace, Rename, Select, Status, Subscribe, Unselect
 from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
 from imap.state import Event
-from imap.view import FolderView, flag_list
+from imap.view import FolderView
 from mss.records import DELIMITER, FolderInfo, MessageMeta, canonical_folder_name
 
 if TYPE_CHECKING:
@@ -46,14 +45,12 @@ async def select(session: Session, cmd: Select) -> list[Response]:
         session.apply(Event.SELECT_FAILED)
         raise
     view = FolderView(info, metas, cmd.readonly)
-    keywords = sorted({f for m in metas for f in m.flags if not f.startswith("\\")})
-    flags = flag_list(SYSTEM_FLAGS) + [Atom(k) for k in keywords]
-    permanent = [] if cmd.readonly else flags + [Atom("\\*")]
+    flags_line, permanent_line = view.flags_responses()
     out: list[Response] = [
-        Data(Atom("FLAGS"), flags),
+        flags_line,
         Data(len(metas), Atom("EXISTS")),
         Data(0, Atom("RECENT")),
-        ok(None, "Flags permitted", "PERMANENTFLAGS " + _atoms(permanent)),
+        permanent_line,
         ok(None, "UIDs valid", f"UIDVALIDITY {info.uidvalidity}"),
         ok(None, "Predicted next UID", f"UIDNEXT {info.uidnext}"),
     ]

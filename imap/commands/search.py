@@ -51,6 +51,50 @@ def decoded(value: str) -> str:
     return value
 
 
+#: Fields holding addresses: searched with their comments removed (RFC 5322 3.2.2, CFWS may
+#: sit between the tokens of an addr-spec: `<user (c)@ (c) domain>` is user@domain).
+_ADDRESS_FIELDS = frozenset({"FROM", "TO", "CC", "BCC", "SENDER", "REPLY-TO"})
+
+
+def without_comments(value: str) -> str:
+    """`value` with its RFC 5322 comments removed (nested, with quoted-pairs), quoted strings
+    kept as they are; one pass, linear in the length."""
+    out: list[str] = []
+    depth = 0
+    quoted = False
+    i, n = 0, len(value)
+    while i < n:
+        ch = value[i]
+        if ch == "\\" and (quoted or depth) and i + 1 < n:
+            if not depth:
+                out.append(value[i : i + 2])
+            i += 2
+            continue
+        if quoted:
+            out.append(ch)
+            quoted = ch != '"'
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif not depth:
+            out.append(ch)
+            quoted = ch == '"'
+        i += 1
+    return "".join(out)
+
+
+def _address_match(needle: str, value: str) -> bool:
+    """SEARCH FROM/TO/CC/BCC: a substring of the field as written, or of the field without
+    comments, with its folding whitespace removed when the needle has none (an address)."""
+    if needle in value:
+        return True
+    bare = without_comments(value)
+    if needle in " ".join(bare.split()):
+        return True
+    return not any(ch.isspace() for ch in needle) and needle in "".join(bare.split())
+
+
 def _sent_date(value: str) -> date | None:
     if not value:
         return None
@@ -78,6 +122,15 @@ class _Candidate:
             return ""
         values = self._part.field_all(name)
         return " ".join(" ".join(str(v).split()) for v in values)
+
+    def has_header(self, name: str) -> bool:
+        """Whether the message has field `name` (the outer fields kept in clear count as
+        present when not empty: the store keeps "" for an absent one)."""
+        if name in _OUTER and self.headers is not None:
+            return bool(self.header(name))
+        if self._part is None:
+            self._part = self._load(self.meta.uid)
+        return self._part is not None and bool(self._part.field_all(name))
 
 
 def _match(key: tuple, c: _Candidate, n: int, max_uid: int) -> bool:
@@ -111,7 +164,13 @@ def _match(key: tuple, c: _Candidate, n: int, max_uid: int) -> bool:
         return d is not None and _cmp(op[4:], d, key[1])
     if op == "HEADER":
         needle = key[2].casefold()
-        return needle in decoded(c.header(key[1])).casefold()
+        if not needle:
+            # RFC 3501 6.4.4: an empty string matches every message that has the field.
+            return c.has_header(key[1])
+        value = decoded(c.header(key[1])).casefold()
+        if key[1] in _ADDRESS_FIELDS:
+            return _address_match(needle, value)
+        return needle in value
     if op == "TEXT":
         needle = key[1].casefold()
         return any(needle in decoded(c.header(h)).casefold() for h in _OUTER)

@@ -29,7 +29,9 @@ async def store(session: Session, cmd: Store) -> list[Response]:
     seq_of = {u: s for s, u in targets}
     changed = await session.box.set_flags(view.info, list(seq_of), set(flags), cmd.mode)
     view.note_flags(changed)
-    out: list[Response] = []
+    # A new keyword: FLAGS and PERMANENTFLAGS before the FETCH that shows it (RFC 3501 7.2.6);
+    # the other sessions on the folder get them at their next sync.
+    out: list[Response] = view.note_keywords(m.flags for m in changed)
     if not cmd.silent:
         for m in changed:
             items: list[Value] = [Atom("FLAGS"), flag_list(m.flags)]
@@ -64,8 +66,6 @@ async def copy(session: Session, cmd: Copy) -> list[Response]:
     dest = await box.folder(cmd.mailbox)
     if dest is None:
         return [no(cmd.tag, f"No folder {cmd.mailbox}", "TRYCREATE")]
-    if move and dest.id == view.id:
-        return [no(cmd.tag, "Cannot move messages to the folder they are in", "CANNOT")]
     uids = [u for _, u in view.resolve(cmd.set, cmd.uid)]
     if not uids:
         return [ok(cmd.tag, f"{cmd.full_name} completed")]

@@ -203,17 +203,22 @@ class Reader:
         self.pos += size
         return out
 
+    def _at_string(self) -> bool:
+        """A quoted string or a literal starts here. `~` starts a literal8 only when `{`
+        follows (RFC 3516 4.2); otherwise it is an atom character (RFC 3501 9, ATOM-CHAR)."""
+        c = self.peek()
+        return c in (b'"', b"{") or self.peek(2) == b"~{"
+
     def string(self) -> bytes:
         c = self.peek()
         if c == b'"':
             return self.quoted()
-        if c in (b"{", b"~"):
+        if c == b"{" or self.peek(2) == b"~{":
             return self.literal()
         raise self.error("Expected a string")
 
     def astring_bytes(self) -> bytes:
-        c = self.peek()
-        if c in (b'"', b"{", b"~"):
+        if self._at_string():
             return self.string()
         a = self.take(ASTRING_CHARS)
         if not a:
@@ -234,8 +239,7 @@ class Reader:
         return "INBOX" if name.upper() == "INBOX" else name
 
     def list_mailbox(self) -> str:
-        c = self.peek()
-        if c in (b'"', b"{", b"~"):
+        if self._at_string():
             return self.utf8(self.string())
         a = self.take(LIST_CHARS)
         if not a:

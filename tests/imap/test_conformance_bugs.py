@@ -1,0 +1,144 @@
+"""Regression tests for the protocol bugs a conformance suite and imapclient's live tests found
+(issue 11), through the sans-IO session over the real store (tests/imap/conftest.py)."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from imap_fakes import ALICE
+
+MSG = (
+    "From: Bob <bob@hopital.test>\r\n"
+    "To: <user (team)@ (main site) hopital.test>\r\n"
+    "Subject: hello\r\n"
+    "X-Only-Here: yes\r\n"
+    "\r\n"
+    "body\r\n"
+)
+PLAIN_MSG = "From: carol@hopital.test\r\nTo: dave@hopital.test\r\nSubject: other\r\n\r\nbody\r\n"
+
+
+async def _append(d, text: str, folder: str = "INBOX") -> str:
+    data = text.encode()
+    return await d.send(f"ap APPEND {folder} {{{len(data)}+}}\r\n".encode() + data + b"\r\n")
+
+
+async def _filled(alice):
+    for text in (MSG, PLAIN_MSG):
+        out = await _append(alice, text)
+        assert b"ap OK" in out, out
+    assert "s OK" in await alice.line("s SELECT INBOX")
+    return alice
+
+
+# -- atoms: `~` is an ATOM-CHAR unless it opens a literal8 (RFC 3501 9, RFC 3516 4.2) ------------
+
+
+async def test_tilde_not_followed_by_a_brace_is_an_atom_character(alice) -> None:
+    out = await alice.line('l LIST "" ~foo')
+    assert "l OK" in out and "BAD" not in out
+    out = await alice.line("c CREATE ~archive")
+    assert "c OK" in out, out
+    out = await alice.line('l2 LIST "" ~archive')
+    assert '"~archive"' in out or " ~archive" in out, out
+
+
+# -- SEARCH HEADER <field> "" and address comments (RFC 3501 6.4.4) -----------------------
+
+
+async def test_search_header_with_an_empty_string_matches_only_messages_with_the_field(alice) -> None:
+    d = await _filled(alice)
+    out = await d.line('h SEARCH HEADER X-Only-Here ""')
+    assert re.search(r"\* SEARCH 1\r\n", out), out
+    out = await d.line('h2 SEARCH HEADER X-Absent ""')
+    assert re.search(r"\* SEARCH\r\n", out), out
+    out = await d.line('h3 SEARCH HEADER Subject ""')  # both have a Subject
+    assert re.search(r"\* SEARCH 1 2\r\n", out), out
+
+
+async def test_address_search_sees_through_comments(alice) -> None:
+    d = await _filled(alice)
+    out = await d.line("t SEARCH TO user@hopital.test")
+    assert re.search(r"\* SEARCH 1\r\n", out), out
+    out = await d.line("t2 SEARCH TO nobody@hopital.test")
+    assert re.search(r"\* SEARCH\r\n", out), out
+    out = await d.line('t3 SEARCH FROM "bob@hopital"')
+    assert re.search(r"\* SEARCH 1\r\n", out), out
+
+
+# -- MOVE into the selected folder itself (RFC 6851 3.3) -----------------------------------
+
+
+async def test_move_to_the_selected_folder_succeeds_like_copy_then_expunge(alice) -> None:
+    d = await _filled(alice)
+    out = await d.line("m UID MOVE 1 INBOX")
+    assert "m OK" in out, out
+    assert re.search(r"\* OK \[COPYUID \d+ 1 3\]", out), out
+    assert "* 1 EXPUNGE" in out and "* 2 EXISTS" in out, out
+    out = await d.line("f UID FETCH 1:* (UID)")
+    assert re.findall(r"UID (\d+)", out) == ["2", "3"], out
+
+
+async def test_move_of_nothing_to_itself_changes_nothing(alice) -> None:
+    d = await _filled(alice)
+    out = await d.line("m UID MOVE 99 INBOX")
+    assert "m OK" in out and "EXPUNGE" not in out
+
+
+# -- SASL LOGIN on IMAP (draft-murchison-sasl-login; curl uses it) ----------------------
+
+
+async def test_authenticate_login_is_offered_and_works(make_session) -> None:
+    d = make_session()
+    caps = await d.line("c CAPABILITY")
+    assert "AUTH=LOGIN" in caps, caps
+    assert (await d.line("a AUTHENTICATE LOGIN")).startswith("+ " + base64.b64encode(b"Username:").decode())
+    assert (await d.line(base64.b64encode(ALICE.encode()).decode())).startswith(
+        "+ " + base64.b64encode(b"Password:").decode()
+    )
+    out = await d.line(base64.b64encode(b"alice-app-pass").decode())
+    assert out.startswith("a OK"), out
+    assert d.session.mailbox == ALICE
+
+
+async def test_authenticate_login_with_a_wrong_password_is_refused(make_session) -> None:
+    d = make_session()
+    await d.line("a AUTHENTICATE LOGIN")
+    await d.line(base64.b64encode(ALICE.encode()).decode())
+    out = await d.line(base64.b64encode(b"wrong").decode())
+    assert out.startswith("a NO [AUTHENTICATIONFAILED]"), out
+    assert d.session.mailbox is None
+
+
+# -- a new keyword: FLAGS and PERMANENTFLAGS to every session on the folder (RFC 3501 7.2.6) --
+
+
+async def test_a_new_keyword_is_announced_to_the_storing_session_and_the_others(alice, make_session) -> None:
+    d = await _filled(alice)
+    other = make_session()
+    assert "a0 OK" in await other.line("a0 AUTHENTICATE EXTERNAL =")
+    assert "s OK" in await other.line("s SELECT INBOX")
+    out = await d.line("k STORE 1 +FLAGS ($Urgent)")
+    lines = out.splitlines()
+    flags_at = next(i for i, ln in enumerate(lines) if ln.startswith("* FLAGS ("))
+    fetch_at = next(i for i, ln in enumerate(lines) if " FETCH " in ln)
+    assert flags_at < fetch_at and "$Urgent" in lines[flags_at], out
+    assert any(ln.startswith("* OK [PERMANENTFLAGS (") and "$Urgent" in ln and "\\*" in ln for ln in lines), out
+    # Again: already known, no FLAGS line this time.
+    assert "* FLAGS" not in await d.line("k2 STORE 2 +FLAGS ($Urgent)")
+    # The other session learns of it at its next command, before the FETCH that shows it.
+    out = await other.line("n NOOP")
+    assert "* FLAGS (" in out and "$Urgent" in out and out.index("* FLAGS") < out.index("FETCH"), out
+    assert "* FLAGS" not in await other.line("n2 NOOP")
+
+
+async def test_examine_announces_new_keywords_with_empty_permanentflags(alice, make_session) -> None:
+    d = await _filled(alice)
+    reader = make_session()
+    assert "a0 OK" in await reader.line("a0 AUTHENTICATE EXTERNAL =")
+    out = await reader.line("e EXAMINE INBOX")
+    assert "[PERMANENTFLAGS ()]" in out, out
+    await d.line("k STORE 1 +FLAGS (Projet)")
+    out = await reader.line("n NOOP")
+    assert "Projet" in out and "[PERMANENTFLAGS ()]" in out, out
