@@ -116,6 +116,13 @@ class Session:
     #: the rev2 differences already built are tested with this set on one session.
     offer_imap4rev2: bool = False
 
+    @property
+    def append_limit(self) -> int:
+        """The largest message APPEND takes (RFC 7889): the message size limit, or the literal
+        limit when that is smaller; the same for every folder."""
+        lim = self.core.settings.limits
+        return min(lim.max_message_size, lim.imap_literal)
+
     def capabilities(self) -> list[str]:
         caps = ["IMAP4rev1", "IMAP4rev2"] if self.offer_imap4rev2 else ["IMAP4rev1"]
         if not self.tls:
@@ -134,6 +141,8 @@ class Session:
             "UNSELECT",
             "MOVE",
             "CHILDREN",
+            "ESEARCH",
+            f"APPENDLIMIT={self.append_limit}",
             "LIST-EXTENDED",
             "LIST-STATUS",
             "CREATE-SPECIAL-USE",

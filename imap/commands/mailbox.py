@@ -205,6 +205,7 @@ async def status_values(session: Session, info: FolderInfo, wanted: Iterable[str
         "HIGHESTMODSEQ": lambda: info.highestmodseq,
         "SIZE": lambda: sum(m.size for m in metas),
         "DELETED": lambda: sum(1 for m in metas if "\\Deleted" in m.flags),
+        "APPENDLIMIT": lambda: session.append_limit,
     }
     items: list[Value] = []
     for item in wanted:

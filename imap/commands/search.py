@@ -17,8 +17,8 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
 from imap import mime
-from imap.protocol.commands import Search, SearchKey
-from imap.protocol.response import Atom, Data, Response, no, ok
+from imap.protocol.commands import Search, SearchKey, SequenceSet
+from imap.protocol.response import Atom, Data, Response, Value, no, ok
 
 if TYPE_CHECKING:
     from imap.session import Session
@@ -209,4 +209,28 @@ async def search(session: Session, cmd: Search) -> list[Response]:
         c = _Candidate(seq, metas[uid], headers.get(uid), load)
         if _match(key, c, n, max_uid):
             found.append(uid if cmd.uid else seq)
-    return [Data(Atom("SEARCH"), *found), ok(cmd.tag, f"{cmd.full_name} completed")]
+    done = ok(cmd.tag, f"{cmd.full_name} completed")
+    returns = cmd.return_
+    if returns is None and session.imap4rev2:
+        returns = ("ALL",)  # RFC 9051 7.3.4: rev2 answers SEARCH with ESEARCH
+    if returns is None:
+        return [Data(Atom("SEARCH"), *found), done]
+    return [esearch(cmd.tag, cmd.uid, returns, found), done]
+
+
+def esearch(tag: str, uid: bool, returns: tuple[str, ...], found: list[int]) -> Data:
+    """RFC 4731 3.1 `* ESEARCH (TAG "t") [UID] ...`: MIN, MAX and ALL only when something
+    matched (ALL as a compact sequence set), COUNT always."""
+    items: list[Value] = [[Atom("TAG"), tag]]
+    if uid:
+        items.append(Atom("UID"))
+    for opt in returns:
+        if opt == "COUNT":
+            items += [Atom("COUNT"), len(found)]
+        elif found and opt == "MIN":
+            items += [Atom("MIN"), min(found)]
+        elif found and opt == "MAX":
+            items += [Atom("MAX"), max(found)]
+        elif found and opt == "ALL":
+            items += [Atom("ALL"), Atom(SequenceSet.compact(found))]
+    return Data(Atom("ESEARCH"), *items)

@@ -345,10 +345,13 @@ class Expunge(UidCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class Search(UidCommand):
-    """SEARCH (RFC 9051 6.4.4): `charset` upper-case when given."""
+    """SEARCH (RFC 9051 6.4.4): `charset` upper-case when given. `return_` holds the
+    ESEARCH result options (RFC 4731 3: MIN, MAX, ALL, COUNT; empty means ALL), None for a
+    classic SEARCH."""
 
     charset: str | None = None
     key: SearchKey
+    return_: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

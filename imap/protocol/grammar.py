@@ -51,7 +51,17 @@ from imap.protocol.reader import ATOM_CHARS, Reader
 
 C = TypeVar("C", bound=Command)
 
-_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "HIGHESTMODSEQ"}
+_STATUS_ITEMS = {
+    "MESSAGES",
+    "RECENT",
+    "UIDNEXT",
+    "UIDVALIDITY",
+    "UNSEEN",
+    "DELETED",
+    "SIZE",
+    "HIGHESTMODSEQ",
+    "APPENDLIMIT",  # RFC 7889 3
+}
 _BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 
@@ -315,19 +325,34 @@ def _expunge(r: Reader, h: Head) -> Expunge:
     return Expunge(tag=h.tag, name=h.name, uid=True, set=r.sequence_set())
 
 
+#: RFC 4731 3.1 search-return-opt (SAVE, RFC 5182 SEARCHRES, is not offered).
+_ESEARCH_OPTIONS = ("MIN", "MAX", "ALL", "COUNT")
+
+
 def _search(r: Reader, h: Head) -> Search:
+    """RFC 4731 3.1: `SEARCH [RETURN (opts)] [CHARSET x] keys`."""
     r.sp()
-    charset = None
+    returns: tuple[str, ...] | None = None
     save = r.pos
+    if r.take(ATOM_CHARS).upper() == b"RETURN":
+        r.sp()
+        opts = [o.upper() for o in r.paren_list(lambda: r.take(ATOM_CHARS).decode("ascii"))]
+        unknown = [o for o in opts if o not in _ESEARCH_OPTIONS]
+        if unknown or "" in opts:
+            raise r.error(f"Unknown SEARCH RETURN option {unknown[0] if unknown else '(empty)'}")
+        returns = tuple(dict.fromkeys(opts)) or ("ALL",)
+        r.sp()
+        save = r.pos
+    else:
+        r.pos = save
+    charset = None
     if r.take(ATOM_CHARS).upper() == b"CHARSET":
         r.sp()
         charset = r.astring().upper()
         r.sp()
     else:
         r.pos = save
-    if r.peek().upper() == b"R" and r.peek(7).upper() == b"RETURN ":
-        raise r.error("SEARCH RETURN (ESEARCH) is not supported")
-    return Search(tag=h.tag, name=h.name, uid=h.uid, charset=charset, key=r.search_keys())
+    return Search(tag=h.tag, name=h.name, uid=h.uid, charset=charset, key=r.search_keys(), return_=returns)
 
 
 def _fetch(r: Reader, h: Head) -> Fetch:
