@@ -9,7 +9,7 @@ import sys
 
 
 def main() -> None:
-    commands = {"compare": "bench.compare"}
+    commands = {"compare": "bench.compare", "imap": "bench.imap_compare"}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__.strip(), file=sys.stderr)
         raise SystemExit(2)
