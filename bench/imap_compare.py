@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
                 res = {t.name: measure(t, args.repeat) for t in targets}
                 for op in OPERATIONS:
                     row: dict = {"bench": "imap", "round": r, "messages": n, "op": op}
-                    for name, (secs, cpu) in res.items():
+                    for name, per_op in res.items():
+                        secs, cpu = per_op[op]
                         row[f"{name}_ms"] = round(secs * 1000, 2)
                         row[f"{name}_cpu_ms"] = round(cpu * 1000, 2)
                     if "dovecot" in res:
