@@ -351,12 +351,23 @@ class Session:
         state = await self.box.folder_state(view.info)
         if state is not None and (state.uidnext, state.highestmodseq) == view.synced_state:
             return []
+        recent = None
+        if (
+            not view.readonly
+            and view.report_recent
+            and state is not None
+            and state.uidnext > max(view.max_uid + 1, view.claimed_upto)
+        ):
+            # Messages arrived (or were copied in): those no other session took first are
+            # \Recent to this one (RFC 3501 2.3.2), claimed before the list is read.
+            recent = await self.box.claim_recent(view.info)
         metas = await self.box.messages(view.info)
         return view.sync(
             metas,
             allow_expunge=allow_expunge,
             uid_mode=uid_mode,
             state=(state.uidnext, state.highestmodseq) if state else None,
+            recent=recent,
         )
 
     @property

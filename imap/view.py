@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
+from imap.flags import RECENT
 from imap.protocol.commands import SequenceSet
 from imap.protocol.response import Atom, Data, Response, Value, ok
 from mss.records import FolderInfo, MessageMeta
@@ -31,11 +33,24 @@ class FolderView:
         self.uids: list[int] = [m.uid for m in metas]
         self.flags: dict[int, frozenset[str]] = {m.uid: m.flags for m in metas}
         self.max_uid = self.uids[-1] if self.uids else 0
+        #: The UIDs that are \\Recent to this session (RFC 3501 2.3.2): claimed by its SELECT
+        #: or when they arrived while it had the folder selected; none in IMAP4rev2.
+        self.recent: set[int] = set()
+        #: UIDs below this were claimed for \\Recent already (by this session or another).
+        self.claimed_upto = info.uidnext
+        #: Whether `* N RECENT` is sent when new messages arrive (not in IMAP4rev2).
+        self.report_recent = True
         #: The keywords the client was told the folder has (FLAGS, PERMANENTFLAGS).
         self.keywords: set[str] = {f for m in metas for f in m.flags if not f.startswith("\\")}
         #: (UIDNEXT, HIGHESTMODSEQ) of the folder when the client was last told everything
         #: (None: unknown, reload at the next sync).
         self.synced_state: tuple[int, int] | None = (info.uidnext, info.highestmodseq)
+
+    def shown(self, meta: MessageMeta) -> MessageMeta:
+        """`meta` as this session shows it: with `\\Recent` when the message is recent to it."""
+        if meta.uid in self.recent:
+            return replace(meta, flags=meta.flags | {RECENT})
+        return meta
 
     def flags_responses(self) -> list[Response]:
         """`FLAGS` and `OK [PERMANENTFLAGS]` for what the folder holds now (RFC 9051 7.3.5);
@@ -96,10 +111,17 @@ class FolderView:
             out.append(Data(seq, Atom("EXPUNGE")))
             del self.uids[seq - 1]
             self.flags.pop(uid, None)
+            self.recent.discard(uid)
         return out
 
     def sync(
-        self, metas: Sequence[MessageMeta], *, allow_expunge: bool, uid_mode: bool, state: tuple[int, int] | None = None
+        self,
+        metas: Sequence[MessageMeta],
+        *,
+        allow_expunge: bool,
+        uid_mode: bool,
+        state: tuple[int, int] | None = None,
+        recent: tuple[int, int] | None = None,
     ) -> list[Response]:
         """Untagged updates for what changed in the store since the client last heard.
 
@@ -118,6 +140,12 @@ class FolderView:
                 self.flags[m.uid] = m.flags
             self.max_uid = new[-1].uid
             out.append(Data(len(self.uids), Atom("EXISTS")))
+            if recent is not None:
+                # The new messages this session claimed (`claim_recent`'s range).
+                self.recent |= {m.uid for m in new if recent[0] <= m.uid < recent[1]}
+                self.claimed_upto = max(self.claimed_upto, recent[1])
+            if self.report_recent:
+                out.append(Data(len(self.recent), Atom("RECENT")))  # RFC 3501 7.3.2
         new_uids = {m.uid for m in new}
         # New keywords first: the FETCH and EXISTS below may carry them (RFC 3501 7.2.6).
         out = self.note_keywords(m.flags for m in metas) + out
@@ -127,7 +155,7 @@ class FolderView:
                 continue
             if now.flags != self.flags.get(uid):
                 self.flags[uid] = now.flags
-                items: list[Value] = [Atom("FLAGS"), flag_list(now.flags)]
+                items: list[Value] = [Atom("FLAGS"), flag_list(self.shown(now).flags)]
                 if uid_mode:
                     items = [Atom("UID"), uid, *items]
                 out.append(Data(seq, Atom("FETCH"), items))

@@ -85,6 +85,9 @@ class Handle:
         state = await self._store.folder_state(self._address, self._own(folder))
         return FolderState(*state) if state else None
 
+    async def claim_recent(self, folder: FolderInfo) -> tuple[int, int]:
+        return await self._store.claim_recent(self._address, self._own(folder))
+
     async def messages(self, folder: FolderInfo) -> list[MessageMeta]:
         return await self._store.messages(self._address, self._own(folder))
 

@@ -31,6 +31,9 @@ class FolderInfo:
     subscribed: bool
     exists: int = 0
     unseen: int = 0
+    #: Messages no session has seen as \\Recent yet, and the first UID of them (RFC 3501 2.3.2).
+    recent: int = 0
+    recent_uid: int = 1
 
 
 @dataclass(frozen=True)

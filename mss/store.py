@@ -87,7 +87,7 @@ def _no_folder(name: str | None = None) -> Refusal:
     return Refusal(Reason.NO_SUCH_FOLDER, f"No folder {name}" if name else "The folder no longer exists")
 
 
-def _folder_info(f: Folder, exists: int = 0, unseen: int = 0) -> FolderInfo:
+def _folder_info(f: Folder, exists: int = 0, unseen: int = 0, recent: int = 0) -> FolderInfo:
     return FolderInfo(
         id=f.id,
         mailbox=f.mailbox,
@@ -99,6 +99,8 @@ def _folder_info(f: Folder, exists: int = 0, unseen: int = 0) -> FolderInfo:
         subscribed=f.subscribed,
         exists=exists,
         unseen=unseen,
+        recent=recent,
+        recent_uid=f.recent_uid if f.recent_uid is not None else 1,
     )
 
 
@@ -149,12 +151,41 @@ class Store:
             ).scalar_one_or_none()
             if f is None:
                 return None
-            exists, unseen = (
+            exists, unseen, recent = (
                 await s.execute(
-                    select(func.count(), func.count().filter(Message.seen.is_(False))).where(Message.folder_id == f.id)
+                    select(
+                        func.count(),
+                        func.count().filter(Message.seen.is_(False)),
+                        func.count().filter(Message.uid >= f.recent_uid),
+                    ).where(Message.folder_id == f.id)
                 )
             ).one()
-        return _folder_info(f, exists, unseen or 0)
+        return _folder_info(f, exists, unseen or 0, recent or 0)
+
+    async def claim_recent(self, mailbox: str, folder_id: int) -> tuple[int, int]:
+        """Claim the folder's recent messages for one session (RFC 3501 2.3.2): returns the
+        UIDs recent to the caller as a range [first, end), and moves the folder's `recent_uid` to `uidnext`, so
+        no other session sees those messages as recent. One write, through the group
+        committer (serialised with the deliveries to this mailbox); nothing to claim, no write."""
+
+        async def run(s: AsyncSession) -> tuple[tuple[int, int], Iterable[int]]:
+            row = (
+                await s.execute(
+                    select(Folder.recent_uid, Folder.uidnext).where(
+                        Folder.id == folder_id, Folder.mailbox == mailbox.lower()
+                    )
+                )
+            ).one_or_none()
+            if row is None:
+                raise _no_folder()
+            first, uidnext = row
+            if first < uidnext:
+                await s.execute(
+                    update(Folder).where(Folder.id == folder_id, Folder.recent_uid == first).values(recent_uid=uidnext)
+                )
+            return (first, uidnext), ()
+
+        return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
 
     async def folder_state(self, mailbox: str, folder_id: int) -> tuple[int, int] | None:
         """(UIDNEXT, HIGHESTMODSEQ) of a folder, None if it is gone: one primary-key read, so

@@ -85,7 +85,7 @@ async def fetch(session: Session, cmd: Fetch) -> list[Response]:
             if want_content and raw is None:
                 continue
             content = (raw, mime.parse(raw)) if raw is not None else None
-            out.append(Data(seq, Atom("FETCH"), _items(atts, metas[uid], content)))
+            out.append(Data(seq, Atom("FETCH"), _items(atts, view.shown(metas[uid]), content)))
     out.append(ok(cmd.tag, f"{cmd.full_name} completed"))
     return out
 

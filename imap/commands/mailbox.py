@@ -39,17 +39,27 @@ async def select(session: Session, cmd: Select) -> list[Response]:
         if info is None:
             session.apply(Event.SELECT_FAILED)
             return [no(cmd.tag, f"No folder {cmd.mailbox}", "NONEXISTENT")]
+        rev2 = session.imap4rev2
+        # RFC 3501 2.3.2: SELECT takes the folder's recent messages for this session (claimed
+        # before the list is read, so each goes to one session); EXAMINE only looks.
+        claimed = None if cmd.readonly or rev2 else await box.claim_recent(info)
         metas = await box.messages(info)
-        list_line = await _list_line(session, info) if session.imap4rev2 else None
+        list_line = await _list_line(session, info) if rev2 else None
     except Exception:
         session.apply(Event.SELECT_FAILED)
         raise
     view = FolderView(info, metas, cmd.readonly)
+    view.report_recent = not rev2
+    if claimed is not None:
+        view.recent = {m.uid for m in metas if claimed[0] <= m.uid < claimed[1]}
+        view.claimed_upto = claimed[1]
+    elif not rev2:
+        view.recent = {m.uid for m in metas if m.uid >= info.recent_uid}
     flags_line, permanent_line = view.flags_responses()
     out: list[Response] = [
         flags_line,
         Data(len(metas), Atom("EXISTS")),
-        Data(0, Atom("RECENT")),
+        Data(len(view.recent), Atom("RECENT")),
         permanent_line,
         ok(None, "UIDs valid", f"UIDVALIDITY {info.uidvalidity}"),
         ok(None, "Predicted next UID", f"UIDNEXT {info.uidnext}"),
@@ -198,7 +208,7 @@ async def status_values(session: Session, info: FolderInfo, wanted: Iterable[str
         metas = await session.box.messages(info)
     values: dict[str, Callable[[], int]] = {
         "MESSAGES": lambda: info.exists,
-        "RECENT": lambda: 0,
+        "RECENT": lambda: info.recent,
         "UIDNEXT": lambda: info.uidnext,
         "UIDVALIDITY": lambda: info.uidvalidity,
         "UNSEEN": lambda: info.unseen,

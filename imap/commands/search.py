@@ -190,7 +190,7 @@ async def search(session: Session, cmd: Search) -> list[Response]:
     view = session.folder
     key = cmd.key
     box = session.box
-    metas = {m.uid: m for m in await box.messages(view.info)}
+    metas = {m.uid: view.shown(m) for m in await box.messages(view.info)}  # \Recent included
     pairs = [(i, u) for i, u in enumerate(view.uids, 1) if u in metas]
     ops = list(_walk(key))
     needs_headers = any(k[0] in ("HEADER", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE") for k in ops)

@@ -34,7 +34,7 @@ async def store(session: Session, cmd: Store) -> list[Response]:
     out: list[Response] = view.note_keywords(m.flags for m in changed)
     if not cmd.silent:
         for m in changed:
-            items: list[Value] = [Atom("FLAGS"), flag_list(m.flags)]
+            items: list[Value] = [Atom("FLAGS"), flag_list(view.shown(m).flags)]
             if cmd.uid:
                 items = [Atom("UID"), m.uid, *items]
             out.append(Data(seq_of[m.uid], Atom("FETCH"), items))

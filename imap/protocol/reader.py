@@ -444,13 +444,14 @@ class Reader:
         raise self.error(f"Unknown search key {word or c.decode('ascii', 'replace')!r}")
 
 
-#: Search keys without arguments (RFC 9051 6.4.4). NEW and RECENT match nothing and OLD
-#: everything: this server never sets \Recent (RFC 9051 removed it).
+#: Search keys without arguments (RFC 3501 6.4.4). RECENT, OLD and NEW look at \Recent, which
+#: the session adds to the messages recent to it (NEW is RECENT UNSEEN); in IMAP4rev2 nothing
+#: is recent (RFC 9051 removed it).
 _SIMPLE_SEARCH: dict[str, SearchKey] = {
     "ALL": ("ALL",),
-    "NEW": ("NONE",),
-    "RECENT": ("NONE",),
-    "OLD": ("ALL",),
+    "NEW": ("AND", (("FLAG", "\\Recent", True), ("FLAG", "\\Seen", False))),
+    "RECENT": ("FLAG", "\\Recent", True),
+    "OLD": ("FLAG", "\\Recent", False),
     "ANSWERED": ("FLAG", "\\Answered", True),
     "UNANSWERED": ("FLAG", "\\Answered", False),
     "DELETED": ("FLAG", "\\Deleted", True),

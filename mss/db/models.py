@@ -58,6 +58,8 @@ class Folder(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
     highestmodseq: Mapped[int] = mapped_column(BigInteger, default=1)
+    #: The first UID no session has seen as \\Recent yet (RFC 3501 2.3.2, mss.store.claim_recent).
+    recent_uid: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
     special_use: Mapped[str | None] = mapped_column(String(32))
     subscribed: Mapped[bool] = mapped_column(default=True)
 

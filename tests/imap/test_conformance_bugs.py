@@ -142,3 +142,53 @@ async def test_examine_announces_new_keywords_with_empty_permanentflags(alice, m
     await d.line("k STORE 1 +FLAGS (Projet)")
     out = await reader.line("n NOOP")
     assert "Projet" in out and "[PERMANENTFLAGS ()]" in out, out
+
+
+# -- \Recent (RFC 3501 2.3.2) ---------------------------------------------------------------
+
+
+async def test_recent_belongs_to_the_first_session_that_selects(alice, make_session) -> None:
+    await _append(alice, MSG)
+    await _append(alice, PLAIN_MSG)
+    other = make_session()
+    assert "a0 OK" in await other.line("a0 AUTHENTICATE EXTERNAL =")
+    assert "* 2 RECENT" in await other.line("x EXAMINE INBOX")  # EXAMINE looks, takes nothing
+    out = await alice.line("s1 STATUS INBOX (RECENT)")
+    assert "RECENT 2" in out, out
+    out = await alice.line("s SELECT INBOX")
+    assert "* 2 RECENT" in out, out
+    assert "\\Recent" in await alice.line("f FETCH 1 FLAGS")
+    assert re.search(r"\* SEARCH 1 2\r\n", await alice.line("r SEARCH RECENT"))
+    assert re.search(r"\* SEARCH 1 2\r\n", await alice.line("n SEARCH NEW"))
+    assert re.search(r"\* SEARCH\r\n", await alice.line("o SEARCH OLD"))
+    # The other session comes second: nothing is recent to it, now or later.
+    out = await other.line("y SELECT INBOX")
+    assert "* 0 RECENT" in out and "\\Recent" not in await other.line("f FETCH 1:* FLAGS")
+    assert re.search(r"\* SEARCH 1 2\r\n", await other.line("o SEARCH OLD"))
+    assert "RECENT 0" in await other.line("s2 STATUS INBOX (RECENT)")
+
+
+async def test_a_message_arriving_is_recent_to_the_session_that_has_the_folder_selected(alice, make_session) -> None:
+    assert "s OK" in await alice.line("s SELECT INBOX")
+    writer = make_session()
+    assert "a0 OK" in await writer.line("a0 AUTHENTICATE EXTERNAL =")
+    await _append(writer, MSG)
+    out = await alice.line("n NOOP")
+    assert "* 1 EXISTS" in out and "* 1 RECENT" in out, out
+    assert "\\Recent" in await alice.line("f FETCH 1 FLAGS")
+
+
+async def test_copies_are_recent_to_the_next_session_that_selects_their_folder(alice, make_session) -> None:
+    d = await _filled(alice)
+    assert "c OK" in await d.line("c COPY 1:2 Trash")
+    other = make_session()
+    assert "a0 OK" in await other.line("a0 AUTHENTICATE EXTERNAL =")
+    assert "* 2 RECENT" in await other.line("t SELECT Trash")
+
+
+async def test_imap4rev2_sessions_see_nothing_recent(alice) -> None:
+    await _append(alice, MSG)
+    alice.session.offer_imap4rev2 = True
+    assert "e OK" in await alice.line("e ENABLE IMAP4rev2")
+    out = await alice.line("s SELECT INBOX")
+    assert "RECENT" not in out and "\\Recent" not in await alice.line("f FETCH 1 FLAGS")

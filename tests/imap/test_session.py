@@ -171,29 +171,32 @@ async def test_select_examine_and_read_only(core, alice):
     await seed(core)
     await core.deliver(ALICE, sample("seen one"), flags={"\\Seen", "$Label"})
     out = await alice.line("a EXAMINE INBOX")
-    assert "* 4 EXISTS" in out and "* 0 RECENT" in out and "[UIDVALIDITY" in out and "[UIDNEXT 5]" in out
+    # EXAMINE shows the unclaimed messages as recent without taking them (RFC 3501 6.3.2).
+    assert "* 4 EXISTS" in out and "* 4 RECENT" in out and "[UIDVALIDITY" in out and "[UIDNEXT 5]" in out
     assert "$Label" in out.split("\r\n")[0]
     assert "a OK [READ-ONLY]" in out
     assert "[READ-ONLY]" in await alice.line("b STORE 1 +FLAGS (\\Seen)")
     out = await alice.line("c FETCH 1 BODY[]")
     assert "\\Seen" not in out  # EXAMINE never sets \Seen
-    assert "d OK [READ-WRITE]" in await alice.line("d SELECT INBOX")
+    out = await alice.line("d SELECT INBOX")
+    assert "d OK [READ-WRITE]" in out and "* 4 RECENT" in out
+    assert "* 0 RECENT" in await alice.line("e SELECT INBOX")  # taken by the SELECT before
 
 
 async def test_fetch_items(core, alice):
     await seed(core, 2)
     await alice.line("s SELECT INBOX")
     out = await alice.line("f FETCH 2 (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODY)")
-    assert out.startswith('* 2 FETCH (UID 2 FLAGS () INTERNALDATE "02-Nov-2026 09:00:00 +0000" RFC822.SIZE ')
+    assert out.startswith('* 2 FETCH (UID 2 FLAGS (\\Recent) INTERNALDATE "02-Nov-2026 09:00:00 +0000" RFC822.SIZE ')
     assert '"msg 1" (("Sender1" NIL "s1" "test.mss"))' in out
     assert 'BODY ("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 11 1)' in out
     out = await alice.line("u UID FETCH 1 (FLAGS)")
-    assert out.startswith("* 1 FETCH (UID 1 FLAGS ())")  # UID always returned
+    assert out.startswith("* 1 FETCH (UID 1 FLAGS (\\Recent))")  # UID always returned
     out = await alice.line("p FETCH 1 (BODY.PEEK[TEXT]<0.4> RFC822.HEADER)")
     assert "BODY[TEXT]<0> {4}\r\nBody" in out and "RFC822.HEADER {" in out
     assert "\\Seen" not in out
     out = await alice.line("r FETCH 1 RFC822.TEXT")
-    assert "FLAGS (\\Seen)" in out
+    assert "FLAGS (\\Recent \\Seen)" in out
     assert (await alice.line("x FETCH 9 FLAGS")).startswith("x BAD")
     assert (await alice.line("y UID FETCH 9 FLAGS")).startswith("y OK")
 
@@ -202,13 +205,13 @@ async def test_store_forms_and_silent(core, alice):
     await seed(core, 3)
     await alice.line("s SELECT INBOX")
     out = await alice.line("a STORE 1:2 +FLAGS (\\Flagged $Todo)")
-    assert "* 1 FETCH (FLAGS ($Todo \\Flagged))" in out and "* 2 FETCH" in out
+    assert "* 1 FETCH (FLAGS ($Todo \\Flagged \\Recent))" in out and "* 2 FETCH" in out
     assert (await alice.line("b STORE 1 -FLAGS.SILENT ($Todo)")) == "b OK STORE completed\r\n"
     out = await alice.line("c UID STORE 3 FLAGS (\\Answered)")
-    assert "* 3 FETCH (UID 3 FLAGS (\\Answered))" in out
+    assert "* 3 FETCH (UID 3 FLAGS (\\Answered \\Recent))" in out
     assert (await alice.line("d STORE 1 +FLAGS (\\Bogus)")).startswith("d BAD")
     out = await alice.line("e FETCH 1:3 FLAGS")
-    assert "* 1 FETCH (FLAGS (\\Flagged))" in out and "* 3 FETCH (FLAGS (\\Answered))" in out
+    assert "* 1 FETCH (FLAGS (\\Flagged \\Recent))" in out and "* 3 FETCH (FLAGS (\\Answered \\Recent))" in out
 
 
 async def test_search_keys(core, alice):
@@ -305,7 +308,7 @@ async def test_append(core, alice):
     out = await alice.line("s SELECT Drafts")
     assert "* 1 EXISTS" in out
     out = await alice.line("f FETCH 1 (FLAGS INTERNALDATE)")
-    assert "FLAGS (\\Draft \\Seen)" in out and '"02-Nov-2026 09:00:00 +0000"' in out
+    assert "FLAGS (\\Draft \\Recent \\Seen)" in out and '"02-Nov-2026 09:00:00 +0000"' in out
     assert "[TRYCREATE]" in (await alice.send(b"b APPEND Nowhere {2+}\r\nhi\r\n")).decode()
     # APPEND to the selected folder: the client hears of it.
     out = (await alice.send(b"c APPEND Drafts {%d+}\r\n" % len(raw) + raw + b"\r\n")).decode()
@@ -328,7 +331,7 @@ async def test_idle_pushes_changes_until_done(core, alice):
     await core.deliver(ALICE, sample("pushed"))
     assert await watch.wait(1)
     out = b"".join(r.to_bytes() for r in await alice.session.idle_updates()).decode()
-    assert out == "* 2 EXISTS\r\n"
+    assert out == "* 2 EXISTS\r\n* 2 RECENT\r\n"  # the new one is recent to this session too
     assert (await alice.line("DONE")) == "i OK IDLE terminated\r\n"
     assert alice.session.idle is None
     assert (await alice.line("n NOOP")).startswith("n OK")
