@@ -105,6 +105,31 @@ class Session:
         return "IMAP4REV2" in self.enabled
 
     @property
+    def condstore(self) -> bool:
+        """Whether CONDSTORE is enabled (RFC 7162 3.1: by ENABLE, or by the first
+        "CONDSTORE enabling command"; QRESYNC implies it, 3.2.3)."""
+        return "CONDSTORE" in self.enabled or "QRESYNC" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        """Whether the client sent `ENABLE QRESYNC` (RFC 7162 3.2.3)."""
+        return "QRESYNC" in self.enabled
+
+    def enable_condstore(self) -> list[Response]:
+        """A CONDSTORE enabling command ran (RFC 7162 3.1). The first one issued with a
+        folder selected reports that folder's HIGHESTMODSEQ, as of the last time the client
+        was told everything, so nothing changed since can be missed."""
+        if self.condstore:
+            return []
+        self.enabled.add("CONDSTORE")
+        view = self.view
+        if view is None:
+            return []
+        view.modseqs = True
+        highest = view.synced_state[1] if view.synced_state is not None else view.info.highestmodseq
+        return [ok(None, "Highest", f"HIGHESTMODSEQ {highest}")]
+
+    @property
     def principal(self) -> Principal | None:
         """Who is authenticated (the principal the mailbox handle was opened for)."""
         return self.handle.principal if self.handle is not None else None
@@ -146,6 +171,8 @@ class Session:
             "LIST-EXTENDED",
             "LIST-STATUS",
             "CREATE-SPECIAL-USE",
+            "CONDSTORE",
+            "QRESYNC",
         ]
 
     def greeting(self) -> list[Response]:

@@ -45,6 +45,20 @@ class FolderView:
         #: (UIDNEXT, HIGHESTMODSEQ) of the folder when the client was last told everything
         #: (None: unknown, reload at the next sync).
         self.synced_state: tuple[int, int] | None = (info.uidnext, info.highestmodseq)
+        #: CONDSTORE is enabled (RFC 7162 3.1): every untagged FETCH the server volunteers
+        #: carries UID and MODSEQ.
+        self.modseqs = False
+        #: QRESYNC is enabled (RFC 7162 3.2.10): expunges are announced by VANISHED.
+        self.vanished_mode = False
+
+    def update_items(self, meta: MessageMeta, items: list[Value]) -> list[Value]:
+        """The items of an untagged FETCH that reports a change (`items` without UID),
+        with UID and MODSEQ when CONDSTORE is enabled (RFC 7162 3.1.4: "the server MUST
+        automatically include both UID and mod-sequence data in all subsequent untagged
+        FETCH responses")."""
+        if not self.modseqs:
+            return items
+        return [Atom("UID"), meta.uid, *items, Atom("MODSEQ"), [meta.modseq]]
 
     def shown(self, meta: MessageMeta) -> MessageMeta:
         """`meta` as this session shows it: with `\\Recent` when the message is recent to it."""
@@ -102,16 +116,21 @@ class FolderView:
                 self.flags[m.uid] = m.flags
 
     def note_expunged(self, uids: Sequence[int]) -> list[Response]:
-        """Drop UIDs and return their EXPUNGE responses, highest sequence number first."""
+        """Drop UIDs and return their EXPUNGE responses, highest sequence number first, or
+        one `VANISHED` listing them when QRESYNC is enabled (RFC 7162 3.2.10)."""
         out: list[Response] = []
+        gone: list[int] = []
         for uid in sorted(set(uids), reverse=True):
             seq = self.seq_of(uid)
             if seq is None:
                 continue
             out.append(Data(seq, Atom("EXPUNGE")))
+            gone.append(uid)
             del self.uids[seq - 1]
             self.flags.pop(uid, None)
             self.recent.discard(uid)
+        if self.vanished_mode:
+            return [Data(Atom("VANISHED"), Atom(SequenceSet.compact(gone)))] if gone else []
         return out
 
     def sync(
@@ -156,7 +175,7 @@ class FolderView:
             if now.flags != self.flags.get(uid):
                 self.flags[uid] = now.flags
                 items: list[Value] = [Atom("FLAGS"), flag_list(self.shown(now).flags)]
-                if uid_mode:
+                if uid_mode and not self.modseqs:
                     items = [Atom("UID"), uid, *items]
-                out.append(Data(seq, Atom("FETCH"), items))
+                out.append(Data(seq, Atom("FETCH"), self.update_items(now, items)))
         return out

@@ -102,8 +102,18 @@ class Handle:
     ) -> list[MessageMeta]:
         return await self._store.set_flags(self._address, self._own(folder), uids, flags, mode)
 
+    async def set_flags_unchanged_since(
+        self, folder: FolderInfo, uids: Sequence[int], flags: Iterable[str], mode: FlagMode, unchanged_since: int
+    ) -> tuple[list[MessageMeta], list[int]]:
+        return await self._store.set_flags_unchanged_since(
+            self._address, self._own(folder), uids, flags, mode, unchanged_since
+        )
+
     async def expunge(self, folder: FolderInfo, uids: Sequence[int] | None = None) -> list[int]:
         return await self._store.expunge(self._address, self._own(folder), uids)
+
+    async def vanished(self, folder: FolderInfo, since: int) -> list[int]:
+        return await self._store.vanished(self._address, self._own(folder), since)
 
     async def copy(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]:
         return await self._store.copy(self._address, self._own(folder), uids, self._own(dest))

@@ -320,7 +320,18 @@ class MailboxHandle(Protocol):
         self, folder: FolderInfo, uids: Sequence[int], flags: Iterable[str], mode: FlagMode
     ) -> list[MessageMeta]: ...
 
+    async def set_flags_unchanged_since(
+        self, folder: FolderInfo, uids: Sequence[int], flags: Iterable[str], mode: FlagMode, unchanged_since: int
+    ) -> tuple[list[MessageMeta], list[int]]:
+        """RFC 7162 3.1.3 conditional STORE: the messages changed (or already as asked),
+        and the UIDs left alone because their MODSEQ is above `unchanged_since`."""
+        ...
+
     async def expunge(self, folder: FolderInfo, uids: Sequence[int] | None = None) -> list[int]: ...
+
+    async def vanished(self, folder: FolderInfo, since: int) -> list[int]:
+        """UIDs expunged by a change whose MODSEQ is above `since` (RFC 7162 3.2.5.1)."""
+        ...
 
     async def copy(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]: ...
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crypto.dates import as_utc
 from mss.commit import GroupCommit, Locks
-from mss.db.models import Folder, Message, MessageKeyword, StoreCounter
+from mss.db.models import Folder, Message, MessageKeyword, StoreCounter, Vanished
 from mss.events import Events
 from mss.records import (
     DELIMITER,
@@ -479,13 +479,29 @@ class Store:
         The folder is locked before the rows are read, so two sessions changing flags at
         once cannot each write a state computed from a stale read.
         """
+        done, _ = await self.set_flags_unchanged_since(mailbox, folder_id, uids, flags, mode, None)
+        return done
+
+    async def set_flags_unchanged_since(
+        self,
+        mailbox: str,
+        folder_id: int,
+        uids: Sequence[int],
+        flags: Iterable[str],
+        mode: FlagMode,
+        unchanged_since: int | None,
+    ) -> tuple[list[MessageMeta], list[int]]:
+        """`set_flags`, conditional when `unchanged_since` is given (RFC 7162 3.1.3
+        UNCHANGEDSINCE): a message whose MODSEQ is above it is left as it is and its UID is
+        returned second (the MODIFIED set). The test and the writes are one transaction
+        under the folder's lock, so no change can land between them."""
         wanted = frozenset(flags)
         too_long = [k for k in _keywords(wanted) if len(k) > MAX_KEYWORD]
         if too_long:
             raise Refusal(Reason.CANNOT, f"Keywords are at most {MAX_KEYWORD} characters")
         targets = list(uids)
 
-        async def run(s: AsyncSession) -> tuple[list[MessageMeta], Iterable[int]]:
+        async def run(s: AsyncSession) -> tuple[tuple[list[MessageMeta], list[int]], Iterable[int]]:
             rows = []
             for chunk in _chunks(targets, IN_CHUNK):  # never the ciphertext: flags only
                 rows += (
@@ -501,6 +517,10 @@ class Store:
                     )
                 ).all()
             rows.sort(key=lambda r: r.uid)
+            modified = []
+            if unchanged_since is not None:
+                modified = [r.uid for r in rows if r.modseq > unchanged_since]
+                rows = [r for r in rows if r.modseq <= unchanged_since]
             keywords = await self._keywords_of(s, [r.id for r in rows])
             changes = []
             for r in rows:
@@ -541,7 +561,7 @@ class Store:
                 )
             if added:
                 await s.execute(insert(MessageKeyword), added)
-            return result, (folder_id,) if n else ()
+            return (result, modified), (folder_id,) if n else ()
 
         return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run, alone=len(targets) > BULK)
 
@@ -570,8 +590,7 @@ class Store:
                     gone += (await s.execute(q.where(Message.uid.in_(chunk)))).scalars()
                 gone.sort()
             if gone:
-                await self._delete_uids(s, folder_id, gone)
-                await self._bump_modseq(s, folder_id, 1)
+                await self._delete_uids(s, folder_id, gone, await self._bump_modseq(s, folder_id, 1))
             return gone, (folder_id,) if gone else ()
 
         return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
@@ -603,8 +622,7 @@ class Store:
             pairs = await self._copy(s, folder_id, targets, dest_folder_id)
             moved = [src for src, _ in pairs]
             if moved:
-                await self._delete_uids(s, folder_id, moved)
-                await self._bump_modseq(s, folder_id, 1)
+                await self._delete_uids(s, folder_id, moved, await self._bump_modseq(s, folder_id, 1))
             return pairs, (folder_id, dest_folder_id) if pairs else ()
 
         return await self.commit.run(
@@ -612,9 +630,24 @@ class Store:
         )
 
     @staticmethod
-    async def _delete_uids(s: AsyncSession, folder_id: int, uids: Sequence[int]) -> None:
+    async def _delete_uids(s: AsyncSession, folder_id: int, uids: Sequence[int], modseq: int) -> None:
+        """Delete messages and leave their tombstones (`vanished`, at the expunge's `modseq`)
+        in the same transaction, for QRESYNC (RFC 7162 3.2.5)."""
         for chunk in _chunks(list(uids), IN_CHUNK):
             await s.execute(delete(Message).where(Message.folder_id == folder_id, Message.uid.in_(chunk)))
+        await s.execute(insert(Vanished), [{"folder_id": folder_id, "uid": u, "modseq": modseq} for u in uids])
+
+    async def vanished(self, mailbox: str, folder_id: int, since: int) -> list[int]:
+        """UIDs expunged from the folder by a change with a MODSEQ above `since`, ascending
+        (RFC 7162 3.2.5.1 `VANISHED (EARLIER)`)."""
+        async with self.sessions() as s:
+            rows = await s.execute(
+                select(Vanished.uid)
+                .join(Folder, Folder.id == Vanished.folder_id)
+                .where(Vanished.folder_id == folder_id, Folder.mailbox == mailbox.lower(), Vanished.modseq > since)
+                .order_by(Vanished.uid)
+            )
+            return list(rows.scalars())
 
     async def _copy(
         self, s: AsyncSession, folder_id: int, uids: Sequence[int], dest_folder_id: int

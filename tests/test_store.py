@@ -349,3 +349,46 @@ async def test_two_nodes_crossing_writes_do_not_deadlock(backend, tmp_path):
             await e.dispose()
     finally:
         await asyncio.to_thread(drop_pg_database, pg_name)
+
+
+async def test_expunges_and_moves_leave_tombstones_at_their_modseq(store: Store):
+    """QRESYNC's VANISHED (EARLIER) comes from these (RFC 7162 3.2.5.1)."""
+    refs = await store.write([item("v@x.test", i) for i in range(5)])
+    fid = refs[0].folder_id
+    await store.ensure_default_folders("v@x.test")
+    trash = await store.get_folder("v@x.test", "Trash")
+    start = (await store.folder_state("v@x.test", fid))[1]
+    assert await store.vanished("v@x.test", fid, 0) == []
+    await store.set_flags("v@x.test", fid, [2, 4], {"\\Deleted"}, "add")
+    assert await store.expunge("v@x.test", fid) == [2, 4]
+    after_expunge = (await store.folder_state("v@x.test", fid))[1]
+    await store.move("v@x.test", fid, [5], trash.id)
+    assert await store.vanished("v@x.test", fid, start) == [2, 4, 5]
+    assert await store.vanished("v@x.test", fid, after_expunge) == [5]
+    assert await store.vanished("v@x.test", fid, after_expunge + 1) == []
+    # Another mailbox naming this folder's id sees nothing.
+    assert await store.vanished("w@x.test", fid, 0) == []
+    # The tombstones go with their folder.
+    await store.create_folder("v@x.test", "Old")
+    old = await store.get_folder("v@x.test", "Old")
+    await store.copy("v@x.test", fid, [1], old.id)
+    await store.set_flags("v@x.test", old.id, [1], {"\\Deleted"}, "add")
+    await store.expunge("v@x.test", old.id)
+    assert await store.vanished("v@x.test", old.id, 0) == [1]
+    await store.delete_folder("v@x.test", "Old")
+    assert await store.vanished("v@x.test", old.id, 0) == []
+
+
+async def test_conditional_flags_leave_messages_changed_since(store: Store):
+    """RFC 7162 3.1.3 UNCHANGEDSINCE: the test and the write are one transaction."""
+    refs = await store.write([item("u@x.test", i) for i in range(3)])
+    fid = refs[0].folder_id
+    since = (await store.folder_state("u@x.test", fid))[1]
+    await store.set_flags("u@x.test", fid, [2], {"\\Seen"}, "add")
+    done, modified = await store.set_flags_unchanged_since("u@x.test", fid, [1, 2, 3], {"\\Flagged"}, "add", since)
+    assert modified == [2]
+    assert [m.uid for m in done] == [1, 3] and all("\\Flagged" in m.flags for m in done)
+    flags = {m.uid: m.flags for m in await store.messages("u@x.test", fid)}
+    assert flags[2] == frozenset({"\\Seen"})
+    done, modified = await store.set_flags_unchanged_since("u@x.test", fid, [1, 2, 3], {"\\Draft"}, "add", 0)
+    assert done == [] and modified == [1, 2, 3]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from crypto.dates import as_utc
 from imap import mime
-from imap.protocol.commands import Fetch, FetchAtt
+from imap.protocol.commands import Fetch, FetchAtt, SequenceSet
 from imap.protocol.response import Atom, Data, Literal, Response, Value, bad, ok
 from imap.view import flag_list
 from mss.records import MessageMeta
@@ -51,13 +51,28 @@ async def fetch(session: Session, cmd: Fetch) -> list[Response]:
     view = session.folder
     if not cmd.uid and view.seq_out_of_range(cmd.set):
         return [bad(cmd.tag, "Invalid message sequence number")]
+    if cmd.vanished and not session.qresync:
+        return [bad(cmd.tag, "VANISHED needs ENABLE QRESYNC (RFC 7162 3.2.6)")]
     atts: list[FetchAtt] = list(cmd.atts)
     if cmd.uid and not any(a.name == "UID" for a in atts):
         atts.insert(0, FetchAtt("UID"))  # RFC 9051 6.4.9: UID FETCH always returns UID
+    out: list[Response] = []
+    if cmd.changed_since is not None or any(a.name == "MODSEQ" for a in atts):
+        out += session.enable_condstore()  # RFC 7162 3.1: enabling commands
     targets = view.resolve(cmd.set, cmd.uid)
     box = session.box
     metas = {m.uid: m for m in await box.messages(view.info)}
     targets = [(s, u) for s, u in targets if u in metas]  # expunged, not yet announced
+    if cmd.changed_since is not None:
+        since = cmd.changed_since
+        targets = [(s, u) for s, u in targets if metas[u].modseq > since]
+        if cmd.vanished:
+            # RFC 7162 3.2.6: the UIDs of the set expunged since, before the FETCH responses.
+            expunged = await box.vanished(view.info, since)
+            top = max([view.max_uid, 1, *expunged[-1:]])  # `*`: no UID above these was ever used
+            gone = [u for u in expunged if cmd.set.contains(u, top)]
+            if gone:
+                out.append(Data(Atom("VANISHED"), [Atom("EARLIER")], Atom(SequenceSet.compact(gone))))
 
     # RFC 9051 6.4.5: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \Seen.
     flags_changed: set[int]
@@ -73,9 +88,12 @@ async def fetch(session: Session, cmd: Fetch) -> list[Response]:
         flags_changed = set()
     if flags_changed and not any(a.name == "FLAGS" for a in atts):
         atts.append(FetchAtt("FLAGS"))  # tell the client of the implicit \Seen
+    if cmd.changed_since is not None or (session.condstore and any(a.name == "FLAGS" for a in atts)):
+        # RFC 7162 3.1.4.1: CHANGEDSINCE implies MODSEQ; once CONDSTORE is on, flags go
+        # with their mod-sequence.
+        atts = [a for a in atts if a.name != "MODSEQ"] + [FetchAtt("MODSEQ")]
     view.note_flags([metas[u] for _, u in targets])
 
-    out: list[Response] = []
     want_content = any(_needs_content(a) for a in atts)
     for i in range(0, len(targets), _CHUNK):
         chunk = targets[i : i + _CHUNK]
@@ -104,6 +122,8 @@ def _items(atts: list[FetchAtt], meta: MessageMeta, content: tuple[bytes, mime.P
             items += [Atom("INTERNALDATE"), internaldate(meta.internaldate)]
         elif att.section is None and name == "RFC822.SIZE":
             items += [Atom("RFC822.SIZE"), meta.size]
+        elif att.section is None and name == "MODSEQ":
+            items += [Atom("MODSEQ"), [meta.modseq]]  # RFC 7162 3.1.4.2
         elif content is None:  # pragma: no cover - `fetch` loads it whenever an item needs it
             continue
         else:

@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from imap.protocol.commands import Delete, Namespace, Rename, Select, Status, Subscribe, Unselect
+from imap.protocol.commands import Delete, Namespace, Qresync, Rename, Select, SequenceSet, Status, Subscribe, Unselect
 from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
 from imap.state import Event
-from imap.view import FolderView
+from imap.view import FolderView, flag_list
 from mss.records import DELIMITER, FolderInfo, MessageMeta, canonical_folder_name
 
 if TYPE_CHECKING:
@@ -32,7 +32,14 @@ async def namespace(session: Session, cmd: Namespace) -> list[Response]:
 
 async def select(session: Session, cmd: Select) -> list[Response]:
     """SELECT / EXAMINE (RFC 9051 6.3.2, 6.3.3). Whatever was selected is deselected
-    before the attempt, so a SELECT that fails, for any reason, leaves none selected."""
+    before the attempt, so a SELECT that fails, for any reason, leaves none selected, and
+    `OK [CLOSED]` says so first (RFC 7162 3.2.11, RFC 9051 7.1). With the QRESYNC
+    parameter (RFC 7162 3.2.5) the client also learns what changed since it last knew."""
+    if cmd.qresync is not None and not session.qresync:
+        return [bad(cmd.tag, "ENABLE QRESYNC first (RFC 7162 3.2.5)")]
+    closed: list[Response] = [ok(None, "Previous folder closed", "CLOSED")] if session.view is not None else []
+    if cmd.condstore or cmd.qresync is not None:
+        session.enable_condstore()  # RFC 7162 3.1.8: SELECT (CONDSTORE) is an enabling command
     try:
         box = session.box
         info = await box.folder(cmd.mailbox)
@@ -45,11 +52,15 @@ async def select(session: Session, cmd: Select) -> list[Response]:
         claimed = None if cmd.readonly or rev2 else await box.claim_recent(info)
         metas = await box.messages(info)
         list_line = await _list_line(session, info) if rev2 else None
+        resync = cmd.qresync if cmd.qresync is not None and cmd.qresync.uidvalidity == info.uidvalidity else None
+        vanished = await box.vanished(info, resync.modseq) if resync is not None else []
     except Exception:
         session.apply(Event.SELECT_FAILED)
         raise
     view = FolderView(info, metas, cmd.readonly)
     view.report_recent = not rev2
+    view.modseqs = session.condstore
+    view.vanished_mode = session.qresync
     if claimed is not None:
         view.recent = {m.uid for m in metas if claimed[0] <= m.uid < claimed[1]}
         view.claimed_upto = claimed[1]
@@ -57,12 +68,14 @@ async def select(session: Session, cmd: Select) -> list[Response]:
         view.recent = {m.uid for m in metas if m.uid >= info.recent_uid}
     flags_line, permanent_line = view.flags_responses()
     out: list[Response] = [
+        *closed,
         flags_line,
         Data(len(metas), Atom("EXISTS")),
         Data(len(view.recent), Atom("RECENT")),
         permanent_line,
         ok(None, "UIDs valid", f"UIDVALIDITY {info.uidvalidity}"),
         ok(None, "Predicted next UID", f"UIDNEXT {info.uidnext}"),
+        ok(None, "Highest", f"HIGHESTMODSEQ {info.highestmodseq}"),  # RFC 7162 3.1.2.1
     ]
     first_unseen = next((i for i, m in enumerate(metas, 1) if "\\Seen" not in m.flags), None)
     if list_line is not None:
@@ -71,9 +84,29 @@ async def select(session: Session, cmd: Select) -> list[Response]:
         out.append(list_line)
     elif first_unseen:
         out.append(ok(None, "First unseen", f"UNSEEN {first_unseen}"))
+    if resync is not None:
+        out += _resync(view, metas, vanished, resync)
     session.apply(Event.SELECT_OK, view)
     mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
     out.append(ok(cmd.tag, f"{cmd.name} completed", mode))
+    return out
+
+
+def _resync(view: FolderView, metas: list[MessageMeta], vanished: list[int], resync: Qresync) -> list[Response]:
+    """RFC 7162 3.2.5.1: what changed since the client's mod-sequence, limited to its
+    known UIDs: the expunged UIDs in one `VANISHED (EARLIER)`, then a FETCH (UID, FLAGS,
+    MODSEQ) for each message changed or added since."""
+    known = resync.known_uids
+    top = max(view.info.uidnext - 1, 1)
+    if known is not None:
+        vanished = [u for u in vanished if known.contains(u, top)]
+    out: list[Response] = []
+    if vanished:
+        out.append(Data(Atom("VANISHED"), [Atom("EARLIER")], Atom(SequenceSet.compact(vanished))))
+    for seq, m in enumerate(metas, 1):
+        if m.modseq > resync.modseq and (known is None or known.contains(m.uid, top)):
+            items: list[Value] = [Atom("FLAGS"), flag_list(view.shown(m).flags)]
+            out.append(Data(seq, Atom("FETCH"), view.update_items(m, items)))
     return out
 
 
@@ -196,7 +229,9 @@ async def status(session: Session, cmd: Status) -> list[Response]:
     if info is None:
         return [no(cmd.tag, f"No folder {cmd.mailbox}", "NONEXISTENT")]
     items = await status_values(session, info, cmd.items)
-    return [Data(Atom("STATUS"), info.name, items), ok(cmd.tag, "STATUS completed")]
+    # RFC 7162 3.1: STATUS (HIGHESTMODSEQ) is a CONDSTORE enabling command.
+    enabled = session.enable_condstore() if "HIGHESTMODSEQ" in cmd.items else []
+    return [*enabled, Data(Atom("STATUS"), info.name, items), ok(cmd.tag, "STATUS completed")]
 
 
 async def status_values(session: Session, info: FolderInfo, wanted: Iterable[str]) -> list[Value]:

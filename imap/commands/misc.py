@@ -38,7 +38,7 @@ async def id_(session: Session, cmd: Id) -> list[Response]:
 
 
 #: What ENABLE can switch on (upper-case -> as advertised), when the session offers it.
-ENABLEABLE = {"IMAP4REV2": "IMAP4rev2"}
+ENABLEABLE = {"IMAP4REV2": "IMAP4rev2", "CONDSTORE": "CONDSTORE", "QRESYNC": "QRESYNC"}
 
 
 async def enable(session: Session, cmd: Enable) -> list[Response]:

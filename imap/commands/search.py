@@ -156,6 +156,8 @@ def _match(key: tuple, c: _Candidate, n: int, max_uid: int) -> bool:
         return m.size > key[1]
     if op == "SMALLER":
         return m.size < key[1]
+    if op == "MODSEQ":
+        return m.modseq >= key[1]  # RFC 7162 3.1.5: "greater than or equal to"
     if op in ("BEFORE", "ON", "SINCE"):
         d = m.internaldate.astimezone(UTC).date() if m.internaldate.tzinfo else m.internaldate.date()
         return _cmp(op, d, key[1])
@@ -205,22 +207,31 @@ async def search(session: Session, cmd: Search) -> list[Response]:
     n = len(view.uids)
     max_uid = view.uids[-1] if view.uids else 0
     found: list[int] = []
+    highest = 0
     for seq, uid in pairs:
         c = _Candidate(seq, metas[uid], headers.get(uid), load)
         if _match(key, c, n, max_uid):
             found.append(uid if cmd.uid else seq)
+            highest = max(highest, c.meta.modseq)
     done = ok(cmd.tag, f"{cmd.full_name} completed")
+    # RFC 7162 3.1.5: SEARCH MODSEQ is a CONDSTORE enabling command, and its answer ends
+    # with the highest MODSEQ of the messages found.
+    with_modseq = any(k[0] == "MODSEQ" for k in ops)
+    enabled = session.enable_condstore() if with_modseq else []
+    modseq = highest if with_modseq and found else None
     returns = cmd.return_
     if returns is None and session.imap4rev2:
         returns = ("ALL",)  # RFC 9051 7.3.4: rev2 answers SEARCH with ESEARCH
     if returns is None:
-        return [Data(Atom("SEARCH"), *found), done]
-    return [esearch(cmd.tag, cmd.uid, returns, found), done]
+        tail: list[Value] = [[Atom("MODSEQ"), modseq]] if modseq is not None else []
+        return [*enabled, Data(Atom("SEARCH"), *found, *tail), done]
+    return [*enabled, esearch(cmd.tag, cmd.uid, returns, found, modseq), done]
 
 
-def esearch(tag: str, uid: bool, returns: tuple[str, ...], found: list[int]) -> Data:
+def esearch(tag: str, uid: bool, returns: tuple[str, ...], found: list[int], modseq: int | None = None) -> Data:
     """RFC 4731 3.1 `* ESEARCH (TAG "t") [UID] ...`: MIN, MAX and ALL only when something
-    matched (ALL as a compact sequence set), COUNT always."""
+    matched (ALL as a compact sequence set), COUNT always; `MODSEQ n` last when the search
+    had a MODSEQ key and found something (RFC 7162 3.1.5)."""
     items: list[Value] = [[Atom("TAG"), tag]]
     if uid:
         items.append(Atom("UID"))
@@ -233,4 +244,6 @@ def esearch(tag: str, uid: bool, returns: tuple[str, ...], found: list[int]) -> 
             items += [Atom("MAX"), max(found)]
         elif found and opt == "ALL":
             items += [Atom("ALL"), Atom(SequenceSet.compact(found))]
+    if modseq is not None:
+        items += [Atom("MODSEQ"), modseq]
     return Data(Atom("ESEARCH"), *items)

@@ -23,22 +23,41 @@ async def store(session: Session, cmd: Store) -> list[Response]:
     flags, why = check_flags(cmd.flags)  # \Recent is the server's to set: dropped
     if why:
         return [bad(cmd.tag, why)]
+    # RFC 7162 3.1: STORE (UNCHANGEDSINCE) is a CONDSTORE enabling command.
+    out: list[Response] = session.enable_condstore() if cmd.unchanged_since is not None else []
     targets = view.resolve(cmd.set, cmd.uid)
     if not targets:
-        return [ok(cmd.tag, f"{cmd.full_name} completed")]
+        return [*out, ok(cmd.tag, f"{cmd.full_name} completed")]
     seq_of = {u: s for s, u in targets}
-    changed = await session.box.set_flags(view.info, list(seq_of), set(flags), cmd.mode)
+    before = {u: view.flags.get(u) for u in seq_of}
+    box = session.box
+    modified: list[int] = []
+    if cmd.unchanged_since is None:
+        changed = await box.set_flags(view.info, list(seq_of), set(flags), cmd.mode)
+    else:
+        changed, modified = await box.set_flags_unchanged_since(
+            view.info, list(seq_of), set(flags), cmd.mode, cmd.unchanged_since
+        )
     view.note_flags(changed)
     # A new keyword: FLAGS and PERMANENTFLAGS before the FETCH that shows it (RFC 3501 7.2.6);
     # the other sessions on the folder get them at their next sync.
-    out: list[Response] = view.note_keywords(m.flags for m in changed)
-    if not cmd.silent:
-        for m in changed:
+    out += view.note_keywords(m.flags for m in changed)
+    for m in changed:
+        if not cmd.silent:
             items: list[Value] = [Atom("FLAGS"), flag_list(view.shown(m).flags)]
-            if cmd.uid:
+            if cmd.uid and not view.modseqs:
                 items = [Atom("UID"), m.uid, *items]
-            out.append(Data(seq_of[m.uid], Atom("FETCH"), items))
-    out.append(ok(cmd.tag, f"{cmd.full_name} completed"))
+            out.append(Data(seq_of[m.uid], Atom("FETCH"), view.update_items(m, items)))
+        elif view.modseqs and before.get(m.uid) != m.flags:
+            # RFC 7162 3.1.3: .SILENT still reports the new MODSEQ of what changed.
+            out.append(Data(seq_of[m.uid], Atom("FETCH"), view.update_items(m, [])))
+    code = None
+    if modified:
+        # RFC 7162 3.1.3: the messages that failed the UNCHANGEDSINCE test, as numbers
+        # for STORE and as UIDs for UID STORE.
+        code = "MODIFIED " + SequenceSet.compact(modified if cmd.uid else (seq_of[u] for u in modified))
+    text = "Conditional STORE failed for some messages" if modified else f"{cmd.full_name} completed"
+    out.append(ok(cmd.tag, text, code))
     return out
 
 
@@ -52,7 +71,13 @@ async def expunge(session: Session, cmd: Expunge) -> list[Response]:
         if not uids:
             return [ok(cmd.tag, "UID EXPUNGE completed")]
     gone = await session.box.expunge(view.info, uids)
-    return view.note_expunged(gone) + [ok(cmd.tag, f"{cmd.full_name} completed")]
+    code = None
+    if session.condstore:
+        # RFC 7162 3.2.7: the tagged OK carries the folder's HIGHESTMODSEQ after the
+        # expunge, so a client in sync need not ask for it.
+        state = await session.box.folder_state(view.info)
+        code = f"HIGHESTMODSEQ {state.highestmodseq}" if state is not None else None
+    return view.note_expunged(gone) + [ok(cmd.tag, f"{cmd.full_name} completed", code)]
 
 
 async def copy(session: Session, cmd: Copy) -> list[Response]:

@@ -18,6 +18,7 @@ from datetime import date, datetime
 from typing import Literal, Union
 
 MAX_NUMBER = 2**32 - 1  # RFC 9051 9: number = 1*DIGIT ; Unsigned 32-bit integer
+MAX_MODSEQ = 2**63 - 1  # RFC 7162 7: mod-sequence-value, 1 <= n <= 9,223,372,036,854,775,807
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class FetchAtt:
 # RECENT are NONE since this server never sets \Recent, SEEN is ("FLAG", "\\Seen", True)):
 #   ("ALL",) ("NONE",) ("FLAG", "\\Seen", True) ("HEADER", "FROM", "x") ("TEXT", "x") ("BODY", "x")
 #   ("BEFORE"|"ON"|"SINCE"|"SENTBEFORE"|"SENTON"|"SENTSINCE", date)
-#   ("LARGER"|"SMALLER", n) ("SEQ", SequenceSet) ("UID", SequenceSet)
+#   ("LARGER"|"SMALLER", n) ("MODSEQ", n) ("SEQ", SequenceSet) ("UID", SequenceSet)
 #   ("AND", (k, ...)) ("OR", k1, k2) ("NOT", k)
 
 DateKey = Literal["BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"]
@@ -130,7 +131,7 @@ SearchKey = Union[  # noqa: UP007 - recursive alias: `|` cannot take a forward r
     tuple[Literal["HEADER"], str, str],
     tuple[Literal["TEXT", "BODY"], str],
     tuple[DateKey, date],
-    tuple[Literal["LARGER", "SMALLER"], int],
+    tuple[Literal["LARGER", "SMALLER", "MODSEQ"], int],
     tuple[Literal["SEQ", "UID"], SequenceSet],
     tuple[Literal["AND"], tuple["SearchKey", ...]],
     tuple[Literal["OR"], "SearchKey", "SearchKey"],
@@ -241,14 +242,27 @@ class Namespace(Command):
     """NAMESPACE (RFC 2342)."""
 
 
+@dataclass(frozen=True)
+class Qresync:
+    """The QRESYNC select parameter (RFC 7162 3.2.5): what the client last knew of the
+    folder. `known_uids` limits what is reported; the sequence match data that may follow
+    it is parsed and not needed (this server keeps every expunged UID's MODSEQ)."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SequenceSet | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Select(Command):
-    """SELECT, and EXAMINE when `readonly` (RFC 9051 6.3.2, 6.3.3); `params` are the
-    RFC 4466 select-params, upper-case (none is acted on yet)."""
+    """SELECT, and EXAMINE when `readonly` (RFC 9051 6.3.2, 6.3.3), with the RFC 7162
+    select-params: `(CONDSTORE)` and `(QRESYNC (...))`; other RFC 4466 parameters are
+    skipped."""
 
     mailbox: str
     readonly: bool = False
-    params: tuple[str, ...] = ()
+    condstore: bool = False
+    qresync: Qresync | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -360,6 +374,10 @@ class Fetch(UidCommand):
 
     set: SequenceSet
     atts: tuple[FetchAtt, ...]
+    #: RFC 7162 3.1.4.1 CHANGEDSINCE: only messages whose MODSEQ is above it.
+    changed_since: int | None = None
+    #: RFC 7162 3.2.6 VANISHED (UID FETCH with CHANGEDSINCE, QRESYNC enabled).
+    vanished: bool = False
 
 
 StoreMode = Literal["replace", "add", "remove"]
@@ -374,6 +392,8 @@ class Store(UidCommand):
     mode: StoreMode
     silent: bool = False
     flags: tuple[str, ...]
+    #: RFC 7162 3.1.3 UNCHANGEDSINCE: change only messages whose MODSEQ is not above it.
+    unchanged_since: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

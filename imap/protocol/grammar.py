@@ -36,6 +36,7 @@ from imap.protocol.commands import (
     Logout,
     Namespace,
     Noop,
+    Qresync,
     Rename,
     Search,
     Secret,
@@ -164,13 +165,57 @@ def _namespace(r: Reader, h: Head) -> Namespace:
 
 
 def _select(r: Reader, h: Head) -> Select:
+    """SELECT/EXAMINE with RFC 4466 select-params: CONDSTORE (RFC 7162 3.1.8) and
+    QRESYNC (RFC 7162 3.2.5) are kept, any other parameter and its value skipped."""
     r.sp()
     mailbox = r.mailbox()
-    params: list[str] = []
+    condstore = False
+    qresync: Qresync | None = None
+
+    def param() -> None:
+        nonlocal condstore, qresync
+        name = r.atom().upper()
+        if name == "CONDSTORE":
+            condstore = True
+        elif name == "QRESYNC":
+            if qresync is not None:
+                raise r.error("QRESYNC given twice")
+            r.sp()
+            qresync = _qresync(r)
+        elif r.peek() == b" ":
+            r.sp()
+            _skip_value(r)
+
     if r.try_sp():
-        # select-params (RFC 4466): accepted and ignored unless we know them.
-        params = [p.upper() for p in r.paren_list(r.atom)]
-    return Select(tag=h.tag, name=h.name, mailbox=mailbox, readonly=h.name == "EXAMINE", params=tuple(params))
+        r.paren_list(param)
+    return Select(
+        tag=h.tag, name=h.name, mailbox=mailbox, readonly=h.name == "EXAMINE", condstore=condstore, qresync=qresync
+    )
+
+
+def _qresync(r: Reader) -> Qresync:
+    """`(uidvalidity mod-sequence-value [SP known-uids] [SP seq-match-data])` (RFC 7162 7)."""
+    r.expect(b"(")
+    r.enter()
+    uidvalidity = r.number(nz=True)
+    r.sp()
+    modseq = r.modseq()
+    known = None
+    if r.try_sp() and r.peek() != b"(":
+        known = r.sequence_set()
+        if any(x is None for rng in known.ranges for x in rng):
+            raise r.error("known-uids cannot use *")
+        r.try_sp()
+    if r.peek() == b"(":
+        # seq-match-data: (known-sequence-set known-uid-set); parsed, not needed.
+        r.expect(b"(")
+        r.sequence_set()
+        r.sp()
+        r.sequence_set()
+        r.expect(b")")
+    r.expect(b")")
+    r.leave()
+    return Qresync(uidvalidity, modseq, known)
 
 
 def _skip_value(r: Reader) -> None:
@@ -356,22 +401,58 @@ def _search(r: Reader, h: Head) -> Search:
 
 
 def _fetch(r: Reader, h: Head) -> Fetch:
+    """FETCH with the RFC 7162 fetch-modifiers: CHANGEDSINCE (3.1.4.1) and, for UID
+    FETCH with CHANGEDSINCE, VANISHED (3.2.6)."""
     r.sp()
     seqs = r.sequence_set()
     r.sp()
     atts = r.fetch_atts()
+    changed_since: int | None = None
+    vanished = False
+
+    def modifier() -> None:
+        nonlocal changed_since, vanished
+        name = r.atom().upper()
+        if name == "CHANGEDSINCE" and changed_since is None:
+            r.sp()
+            changed_since = r.modseq()
+        elif name == "VANISHED" and not vanished:
+            vanished = True
+        else:
+            raise r.error(f"Unknown or repeated FETCH modifier {name}")
+
     if r.try_sp():
-        # fetch-modifiers (RFC 4466), e.g. CHANGEDSINCE: not supported.
-        raise r.error("FETCH modifiers are not supported")
-    return Fetch(tag=h.tag, name=h.name, uid=h.uid, set=seqs, atts=tuple(atts))
+        r.paren_list(modifier, allow_empty=False)
+    if vanished and (not h.uid or changed_since is None):
+        raise r.error("VANISHED needs UID FETCH and CHANGEDSINCE (RFC 7162 3.2.6)")
+    return Fetch(
+        tag=h.tag,
+        name=h.name,
+        uid=h.uid,
+        set=seqs,
+        atts=tuple(atts),
+        changed_since=changed_since,
+        vanished=vanished,
+    )
 
 
 def _store(r: Reader, h: Head) -> Store:
     r.sp()
     seqs = r.sequence_set()
     r.sp()
+    unchanged_since: int | None = None
     if r.peek() == b"(":
-        raise r.error("STORE modifiers (UNCHANGEDSINCE) are not supported")
+        # store-modifiers (RFC 4466 2.5); RFC 7162 3.1.3 defines UNCHANGEDSINCE.
+        def modifier() -> None:
+            nonlocal unchanged_since
+            name = r.atom().upper()
+            if name != "UNCHANGEDSINCE" or unchanged_since is not None:
+                raise r.error(f"Unknown or repeated STORE modifier {name}")
+            r.sp()
+            unchanged_since = r.modseq(zero=True)
+
+        r.paren_list(modifier, allow_empty=False)
+        r.sp()
     mode: StoreMode = "replace"
     if r.try_expect(b"+"):
         mode = "add"
@@ -386,7 +467,16 @@ def _store(r: Reader, h: Head) -> Store:
         flags = [r.flag()]
         while r.try_sp():
             flags.append(r.flag())
-    return Store(tag=h.tag, name=h.name, uid=h.uid, set=seqs, mode=mode, silent=silent, flags=tuple(flags))
+    return Store(
+        tag=h.tag,
+        name=h.name,
+        uid=h.uid,
+        set=seqs,
+        mode=mode,
+        silent=silent,
+        flags=tuple(flags),
+        unchanged_since=unchanged_since,
+    )
 
 
 def _copy(r: Reader, h: Head) -> Copy:

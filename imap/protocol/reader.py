@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import TypeVar
 
 from imap.flags import canonical_flag
-from imap.protocol.commands import MAX_NUMBER, DateKey, FetchAtt, SearchKey, Section, SequenceSet
+from imap.protocol.commands import MAX_MODSEQ, MAX_NUMBER, DateKey, FetchAtt, SearchKey, Section, SequenceSet
 
 T = TypeVar("T")
 
@@ -72,6 +72,7 @@ _SIMPLE_FETCH = {
     "BODY",
     "BODYSTRUCTURE",
     "UID",
+    "MODSEQ",  # RFC 7162 3.1.4.2
 }
 
 
@@ -166,6 +167,16 @@ class Reader:
         n = int(d)
         if n > MAX_NUMBER or (nz and n == 0):
             raise self.error("Number out of range")
+        return n
+
+    def modseq(self, zero: bool = False) -> int:
+        """`mod-sequence-value` (RFC 7162 7), or `mod-sequence-valzer` when `zero`."""
+        d = self.take(b"0123456789")
+        if not d or len(d) > 19:
+            raise self.error("Expected a mod-sequence")
+        n = int(d)
+        if n > MAX_MODSEQ or (n == 0 and not zero):
+            raise self.error("Mod-sequence out of range")
         return n
 
     def quoted(self) -> bytes:
@@ -427,6 +438,19 @@ class Reader:
         if word == "UID":
             self.sp()
             return ("UID", self.sequence_set())
+        if word == "MODSEQ":
+            # RFC 7162 3.1.5: MODSEQ [entry-name entry-type-req] n. Each message has one
+            # MODSEQ here, for all its flags: the entry names every flag and is skipped.
+            self.sp()
+            if self.peek() == b'"':
+                entry = self.quoted()
+                if not entry.lower().startswith(b"/flags/"):
+                    raise self.error("MODSEQ entry names a flag: /flags/<flag>")
+                self.sp()
+                if self.take(ATOM_CHARS).lower() not in (b"priv", b"shared", b"all"):
+                    raise self.error("MODSEQ entry type is priv, shared or all")
+                self.sp()
+            return ("MODSEQ", self.modseq(zero=True))
         if word == "NOT":
             self.sp()
             self.enter()

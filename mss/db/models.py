@@ -102,6 +102,19 @@ class Message(Base):
     )
 
 
+class Vanished(Base):
+    """A UID expunged from a folder, with the MODSEQ of its expunge: what QRESYNC's
+    `VANISHED (EARLIER)` reports to a client coming back (RFC 7162 3.2.5, 3.2.6)."""
+
+    __tablename__ = "vanished"
+
+    folder_id: Mapped[int] = mapped_column(Integer, ForeignKey("folder.id", ondelete="CASCADE"), primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    modseq: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_vanished_folder_modseq", "folder_id", "modseq"),)
+
+
 class MessageKeyword(Base):
     """A keyword (RFC 9051 2.3.2: `$Forwarded`, `$MDNSent`, user labels) set on a message."""
 
