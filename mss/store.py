@@ -26,6 +26,7 @@ from crypto.dates import as_utc
 from mss.commit import GroupCommit, Locks
 from mss.db.models import Folder, Message, MessageKeyword, StoreCounter, Vanished
 from mss.events import Events
+from mss.folder_cache import FolderCache
 from mss.records import (
     DELIMITER,
     FlagMode,
@@ -109,6 +110,13 @@ def _flag_set(row: Message | tuple, keywords: Iterable[str] = ()) -> frozenset[s
     return frozenset([name for name, column in SYSTEM_FLAGS.items() if getattr(row, column)] + list(keywords))
 
 
+#: Every combination of the five system flags, by bit mask (bit k: the k-th of
+#: `SYSTEM_FLAGS`): the flag sets of a folder's messages are shared, not built per row.
+_FLAG_SETS: tuple[frozenset[str], ...] = tuple(
+    frozenset(name for k, name in enumerate(SYSTEM_FLAGS) if mask >> k & 1) for mask in range(1 << len(SYSTEM_FLAGS))
+)
+
+
 def _system_values(flags: Iterable[str]) -> dict[str, bool]:
     present = set(flags)
     return {column: name in present for name, column in SYSTEM_FLAGS.items()}
@@ -124,6 +132,8 @@ class Store:
     ) -> None:
         self.sessions = sessions
         self.events = events or Events()
+        #: Folder message lists by (UIDNEXT, HIGHESTMODSEQ) (`mss.folder_cache`).
+        self.folder_cache = FolderCache()
         self.commit = GroupCommit(sessions, self._lock, self.events.publish, max_batch=max_batch)
 
     async def close(self) -> None:
@@ -151,6 +161,11 @@ class Store:
             ).scalar_one_or_none()
             if f is None:
                 return None
+            cached = self.folder_cache.get(f.id, f.mailbox, (f.uidnext, f.highestmodseq))
+            if cached is not None:  # counted in memory: no scan of the folder's rows
+                unseen = sum(1 for m in cached if "\\Seen" not in m.flags)
+                recent = sum(1 for m in cached if m.uid >= f.recent_uid)
+                return _folder_info(f, len(cached), unseen, recent)
             exists, unseen, recent = (
                 await s.execute(
                     select(
@@ -208,29 +223,52 @@ class Store:
         )
 
     async def messages(self, mailbox: str, folder_id: int) -> list[MessageMeta]:
-        """Every message of the folder in UID order (their sequence numbers are 1..n)."""
+        """Every message of the folder in UID order (their sequence numbers are 1..n): from
+        the folder cache when the folder's state has not moved since it was read."""
+        mailbox = mailbox.lower()
         async with self.sessions() as s:
-            rows = (
+            row = (
                 await s.execute(
-                    self._in_folder(
-                        select(
-                            Message.id,
-                            Message.uid,
-                            Message.modseq,
-                            Message.internaldate,
-                            Message.size,
-                            *(getattr(Message, c) for c in SYSTEM_FLAGS.values()),
-                        ),
-                        mailbox,
-                        folder_id,
-                    ).order_by(Message.uid)
+                    select(Folder.uidnext, Folder.highestmodseq).where(
+                        Folder.id == folder_id, Folder.mailbox == mailbox
+                    )
                 )
-            ).all()
-            keywords = await self._folder_keywords(s, folder_id)
-        return [
-            MessageMeta(r.uid, r.modseq, _flag_set(r, keywords.get(r.id, ())), as_utc(r.internaldate), r.size)
-            for r in rows
-        ]
+            ).first()
+            if row is None:
+                return []
+            state = (row[0], row[1])
+            cached = self.folder_cache.get(folder_id, mailbox, state)
+            if cached is not None:
+                return list(cached)
+            out = await self._read_messages(s, mailbox, folder_id)
+        self.folder_cache.put(folder_id, mailbox, state, out)
+        return out
+
+    async def _read_messages(self, s: AsyncSession, mailbox: str, folder_id: int) -> list[MessageMeta]:
+        rows = (
+            await s.execute(
+                self._in_folder(
+                    select(
+                        Message.id,
+                        Message.uid,
+                        Message.modseq,
+                        Message.internaldate,
+                        Message.size,
+                        *(getattr(Message, c) for c in SYSTEM_FLAGS.values()),
+                    ),
+                    mailbox,
+                    folder_id,
+                ).order_by(Message.uid)
+            )
+        ).all()
+        keywords = await self._folder_keywords(s, folder_id)
+        # The hot loop of SELECT on a large folder: plain tuple unpacking, shared flag sets.
+        out: list[MessageMeta] = []
+        for mid, uid, modseq, when, size, f0, f1, f2, f3, f4 in rows:
+            flags = _FLAG_SETS[f0 | f1 << 1 | f2 << 2 | f3 << 3 | f4 << 4]
+            words = keywords.get(mid)
+            out.append(MessageMeta(uid, modseq, flags.union(words) if words else flags, as_utc(when), size))
+        return out
 
     @staticmethod
     async def _folder_keywords(s: AsyncSession, folder_id: int) -> dict[int, list[str]]:

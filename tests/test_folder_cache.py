@@ -1,0 +1,92 @@
+"""The per-process folder cache (`mss.folder_cache`): a folder's message list is reused while
+the folder's (UIDNEXT, HIGHESTMODSEQ) stays, and re-read as soon as a change moves it, even a
+change made by another process (another node) on the same database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from support import create_pg_database, drop_pg_database
+
+from mss.db.engine import create_engine, sessionmaker, upgrade
+from mss.folder_cache import FolderCache
+from mss.records import MessageMeta, NewMessage, OuterHeaders
+from mss.store import Store
+
+
+@pytest.fixture
+async def two_stores(backend, tmp_path):
+    """Two stores on one database, as two nodes would have."""
+    pg_name = None
+    if backend == "postgresql":
+        pg_name, url = await asyncio.to_thread(create_pg_database)
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    await upgrade(url)
+    engines = [create_engine(url), create_engine(url)]
+    stores = [Store(sessionmaker(e)) for e in engines]
+    yield stores
+    for st in stores:
+        await st.close()
+    for e in engines:
+        await e.dispose()
+    if pg_name:
+        await asyncio.to_thread(drop_pg_database, pg_name)
+
+
+def _item(n: int) -> NewMessage:
+    return NewMessage(mailbox="c@x.test", folder="INBOX", content=b"x%d" % n, headers=OuterHeaders(subject="s"))
+
+
+async def test_reused_until_another_node_changes_the_folder(two_stores) -> None:
+    a, b = two_stores
+    refs = await a.write([_item(i) for i in range(3)])
+    fid = refs[0].folder_id
+    first = await a.messages("c@x.test", fid)
+    assert (a.folder_cache.misses, a.folder_cache.hits) == (1, 0)
+    assert await a.messages("C@x.test", fid) == first
+    assert a.folder_cache.hits == 1
+    info = await a.get_folder("c@x.test", "INBOX")  # counted from the cache
+    assert (info.exists, info.unseen) == (3, 3) and a.folder_cache.hits == 2
+
+    await b.set_flags("c@x.test", fid, [2], {"\\Seen", "$Work"}, "add")
+    again = await a.messages("c@x.test", fid)
+    assert {m.uid: m.flags for m in again}[2] == frozenset({"\\Seen", "$Work"})
+    assert (await a.get_folder("c@x.test", "INBOX")).unseen == 2
+
+    await b.set_flags("c@x.test", fid, [1], {"\\Deleted"}, "add")
+    await b.expunge("c@x.test", fid)
+    assert [m.uid for m in await a.messages("c@x.test", fid)] == [2, 3]
+    await b.write([_item(9)])
+    assert [m.uid for m in await a.messages("c@x.test", fid)] == [2, 3, 4]
+    # Another mailbox naming the id gets nothing, cached or not.
+    assert await a.messages("d@x.test", fid) == []
+
+
+async def test_a_returned_list_is_a_copy(two_stores) -> None:
+    a, _ = two_stores
+    refs = await a.write([_item(i) for i in range(2)])
+    got = await a.messages("c@x.test", refs[0].folder_id)
+    got.clear()
+    assert len(await a.messages("c@x.test", refs[0].folder_id)) == 2
+
+
+def _metas(n: int) -> list[MessageMeta]:
+    from datetime import UTC, datetime
+
+    return [MessageMeta(i, i, frozenset(), datetime(2026, 1, 1, tzinfo=UTC), 1) for i in range(1, n + 1)]
+
+
+def test_bounded_by_messages_least_recently_used_first() -> None:
+    cache = FolderCache(max_messages=10)
+    cache.put(1, "m", (1, 1), _metas(4))
+    cache.put(2, "m", (1, 1), _metas(4))
+    assert cache.get(1, "m", (1, 1)) is not None  # 1 is now the most recently used
+    cache.put(3, "m", (1, 1), _metas(4))  # 12 > 10: the least recently used (2) goes
+    assert cache.get(2, "m", (1, 1)) is None
+    assert cache.get(1, "m", (1, 1)) is not None and cache.get(3, "m", (1, 1)) is not None
+    cache.put(4, "m", (1, 1), _metas(11))  # larger than the whole cache: not kept
+    assert cache.get(4, "m", (1, 1)) is None
+    assert cache.get(1, "m", (2, 1)) is None  # another state: dropped
+    assert cache.get(1, "m", (1, 1)) is None
