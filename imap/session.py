@@ -21,7 +21,7 @@ from typing import Literal, overload
 from imap.actions import Action, Close, Output, PendingAuthentication, StartTLS
 from imap.commands import HANDLERS
 from imap.commands.auth import continue_authenticate
-from imap.protocol.commands import Command, Fetch, Logout, Search, Select, Store, UidCommand, Unselect
+from imap.protocol.commands import Command, Fetch, Logout, Search, Select, Sort, Store, Thread, UidCommand, Unselect
 from imap.protocol.parser import ContinuationNeeded, Limits, ParseError, Parser, RawLine
 from imap.protocol.response import Continue, Response, Status, bad, bye, no, ok
 from imap.replies import refused
@@ -44,8 +44,9 @@ __all__ = ["Action", "Close", "Idle", "Output", "PendingAuthentication", "Sessio
 
 log = logging.getLogger("mss.imap")
 
-#: RFC 9051 7.5.1: no EXPUNGE while answering FETCH, STORE or SEARCH by sequence number.
-_NO_EXPUNGE = (Fetch, Store, Search)
+#: RFC 9051 7.5.1: no EXPUNGE while answering FETCH, STORE or SEARCH by sequence number;
+#: SORT and THREAD (RFC 5256) answer with sequence numbers as SEARCH does.
+_NO_EXPUNGE = (Fetch, Store, Search, Sort, Thread)
 #: Commands after which no untagged update is added: they answer with the folder's whole
 #: state themselves (SELECT), or leave it (CLOSE, UNSELECT, LOGOUT).
 _NO_SYNC = (Select, Unselect, Logout)
@@ -167,6 +168,9 @@ class Session:
             "MOVE",
             "CHILDREN",
             "ESEARCH",
+            "SORT",  # RFC 5256
+            "THREAD=ORDEREDSUBJECT",
+            "THREAD=REFERENCES",
             f"APPENDLIMIT={self.append_limit}",
             "LIST-EXTENDED",
             "LIST-STATUS",

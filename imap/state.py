@@ -49,10 +49,12 @@ from imap.protocol.commands import (
     Rename,
     Search,
     Select,
+    Sort,
     StartTls,
     Status,
     Store,
     Subscribe,
+    Thread,
     Unselect,
 )
 
@@ -195,6 +197,8 @@ COMMAND_STATES: Mapping[type[Command], frozenset[State]] = {
     Unselect: _SELECTED,
     Expunge: _SELECTED,
     Search: _SELECTED,
+    Sort: _SELECTED,  # RFC 5256 3: selected state only
+    Thread: _SELECTED,
     Fetch: _SELECTED,
     Store: _SELECTED,
     Copy: _SELECTED,

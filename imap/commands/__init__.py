@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from imap.actions import Output
-from imap.commands import append, auth, fetch, idle, listing, mailbox, misc, search, store
+from imap.commands import append, auth, fetch, idle, listing, mailbox, misc, search, sort, store
 from imap.protocol import commands as c
 
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ HANDLERS: Mapping[type[c.Command], Handler] = dict(
         _bind(c.Idle, idle.idle),
         _bind(c.Expunge, store.expunge),
         _bind(c.Search, search.search),
+        _bind(c.Sort, sort.sort),
+        _bind(c.Thread, sort.thread),
         _bind(c.Fetch, fetch.fetch),
         _bind(c.Store, store.store),
         _bind(c.Copy, store.copy),

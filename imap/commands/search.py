@@ -10,7 +10,7 @@ search do it on their side after decryption.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING
 from imap import mime
 from imap.protocol.commands import Search, SearchKey, SequenceSet
 from imap.protocol.response import Atom, Data, Response, Value, no, ok
+from mss.records import FolderInfo, MessageMeta, OuterHeaders
 
 if TYPE_CHECKING:
     from imap.session import Session
+    from mss.services import MailboxHandle
 
 _OUTER = {"FROM": "from_", "TO": "to", "CC": "cc", "SUBJECT": "subject", "DATE": "date", "MESSAGE-ID": "message_id"}
 
@@ -104,15 +106,25 @@ def _sent_date(value: str) -> date | None:
         return None
 
 
-class _Candidate:
-    def __init__(self, seq: int, meta, headers, content_loader) -> None:
+class Candidate:
+    """One message of the selected folder as SEARCH sees it: its sequence number, its
+    metadata, its clear outer header fields, and the other fields of its stored outer header
+    section, read on demand."""
+
+    def __init__(self, seq: int, meta: MessageMeta, headers: OuterHeaders | None, content_loader) -> None:
         self.seq = seq
         self.meta = meta
         self.headers = headers
         self._load = content_loader
         self._part = None
 
+    @property
+    def uid(self) -> int:
+        return self.meta.uid
+
     def header(self, name: str) -> str:
+        """Field `name` (upper-case) as one line, "" when absent; several fields of that name
+        are joined by a space."""
         attr = _OUTER.get(name)
         if attr is not None and self.headers is not None:
             return getattr(self.headers, attr) or ""
@@ -133,7 +145,7 @@ class _Candidate:
         return self._part is not None and bool(self._part.field_all(name))
 
 
-def _match(key: tuple, c: _Candidate, n: int, max_uid: int) -> bool:
+def _match(key: tuple, c: Candidate, n: int, max_uid: int) -> bool:
     op = key[0]
     m = c.meta
     if op == "ALL":
@@ -185,12 +197,27 @@ def _cmp(op: str, d: date, ref: date) -> bool:
     return d < ref if op == "BEFORE" else d == ref if op == "ON" else d >= ref
 
 
-async def search(session: Session, cmd: Search) -> list[Response]:
-    charset = cmd.charset
-    if charset not in (None, "UTF-8", "US-ASCII"):
-        return [no(cmd.tag, f"Unsupported charset {charset}", "BADCHARSET (UTF-8 US-ASCII)")]
+#: Stored messages whose outer header section is read at a time (their ciphertext is dropped
+#: once its header section is cut out).
+_CONTENT_CHUNK = 200
+
+
+async def _header_sections(box: MailboxHandle, info: FolderInfo, uids: Sequence[int], into: dict[int, bytes]) -> None:
+    """The outer header section of each stored message in `uids`, into `into`: the fields
+    not kept in columns (In-Reply-To, References, ...) are read from there."""
+    for i in range(0, len(uids), _CONTENT_CHUNK):
+        contents = await box.content(info, uids[i : i + _CONTENT_CHUNK])
+        into.update((uid, mime.split_header(raw)[0]) for uid, raw in contents.items())
+
+
+async def matching(session: Session, key: SearchKey, *, fields: Iterable[str] = ()) -> list[Candidate]:
+    """The messages of the selected folder that `key` matches, in sequence order.
+
+    SEARCH, SORT and THREAD (RFC 5256 3: their search criteria are SEARCH's) all select with
+    this. `fields` names (upper-case) the header fields the caller reads from the result
+    besides those the key needed: they are loaded for the matching messages only, the clear
+    columns when they hold them, the stored outer header section otherwise."""
     view = session.folder
-    key = cmd.key
     box = session.box
     metas = {m.uid: view.shown(m) for m in await box.messages(view.info)}  # \Recent included
     pairs = [(i, u) for i, u in enumerate(view.uids, 1) if u in metas]
@@ -198,27 +225,43 @@ async def search(session: Session, cmd: Search) -> list[Response]:
     needs_headers = any(k[0] in ("HEADER", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE") for k in ops)
     headers = await box.headers(view.info, [u for _, u in pairs]) if needs_headers else {}
     uncommon = any(k[0] == "HEADER" and k[1] not in _OUTER for k in ops)
-    contents = await box.content(view.info, [u for _, u in pairs]) if uncommon else {}
+    sections: dict[int, bytes] = {}
+    if uncommon:
+        await _header_sections(box, view.info, [u for _, u in pairs], sections)
 
-    def load(uid: int):
-        raw = contents.get(uid)
-        return mime.parse(mime.split_header(raw)[0]) if raw is not None else None
+    def load(uid: int) -> mime.Part | None:
+        raw = sections.get(uid)
+        return mime.parse(raw) if raw is not None else None
 
     n = len(view.uids)
     max_uid = view.uids[-1] if view.uids else 0
-    found: list[int] = []
-    highest = 0
+    found: list[Candidate] = []
     for seq, uid in pairs:
-        c = _Candidate(seq, metas[uid], headers.get(uid), load)
+        c = Candidate(seq, metas[uid], headers.get(uid), load)
         if _match(key, c, n, max_uid):
-            found.append(uid if cmd.uid else seq)
-            highest = max(highest, c.meta.modseq)
+            found.append(c)
+    wanted = set(fields)
+    if found and not needs_headers and wanted & _OUTER.keys():
+        more = await box.headers(view.info, [c.uid for c in found])
+        for c in found:
+            c.headers = more.get(c.uid)
+    if found and not uncommon and wanted - _OUTER.keys():
+        await _header_sections(box, view.info, [c.uid for c in found], sections)
+    return found
+
+
+async def search(session: Session, cmd: Search) -> list[Response]:
+    charset = cmd.charset
+    if charset not in (None, "UTF-8", "US-ASCII"):
+        return [no(cmd.tag, f"Unsupported charset {charset}", "BADCHARSET (UTF-8 US-ASCII)")]
+    matched = await matching(session, cmd.key)
+    found = [c.uid if cmd.uid else c.seq for c in matched]
     done = ok(cmd.tag, f"{cmd.full_name} completed")
     # RFC 7162 3.1.5: SEARCH MODSEQ is a CONDSTORE enabling command, and its answer ends
     # with the highest MODSEQ of the messages found.
-    with_modseq = any(k[0] == "MODSEQ" for k in ops)
+    with_modseq = any(k[0] == "MODSEQ" for k in _walk(cmd.key))
     enabled = session.enable_condstore() if with_modseq else []
-    modseq = highest if with_modseq and found else None
+    modseq = max(c.meta.modseq for c in matched) if with_modseq and matched else None
     returns = cmd.return_
     if returns is None and session.imap4rev2:
         returns = ("ALL",)  # RFC 9051 7.3.4: rev2 answers SEARCH with ESEARCH

@@ -403,3 +403,37 @@ class Copy(UidCommand):
     set: SequenceSet
     mailbox: str
     move: bool = False
+
+
+#: RFC 5256 3 sort-key.
+SortKey = Literal["ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"]
+#: RFC 5256 3 thread-alg: the two algorithms of sections 4 and 5.
+ThreadAlgorithm = Literal["ORDEREDSUBJECT", "REFERENCES"]
+
+
+@dataclass(frozen=True)
+class SortCriterion:
+    """One RFC 5256 3 sort-criterion: a sort key, descending when `reverse` (REVERSE
+    turns round this key only, never the sequence-number tie-breaker)."""
+
+    key: SortKey
+    reverse: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sort(UidCommand):
+    """SORT (RFC 5256 3): the criteria in order, the charset (mandatory here, unlike
+    SEARCH; upper-case) and the search criteria, read as SEARCH reads them."""
+
+    criteria: tuple[SortCriterion, ...]
+    charset: str
+    key: SearchKey
+
+
+@dataclass(frozen=True, kw_only=True)
+class Thread(UidCommand):
+    """THREAD (RFC 5256 3): the algorithm, the charset (upper-case) and the search criteria."""
+
+    algorithm: ThreadAlgorithm
+    charset: str
+    key: SearchKey

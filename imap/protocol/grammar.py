@@ -39,13 +39,19 @@ from imap.protocol.commands import (
     Qresync,
     Rename,
     Search,
+    SearchKey,
     Secret,
     Select,
+    Sort,
+    SortCriterion,
+    SortKey,
     StartTls,
     Status,
     Store,
     StoreMode,
     Subscribe,
+    Thread,
+    ThreadAlgorithm,
     Unselect,
 )
 from imap.protocol.reader import ATOM_CHARS, Reader
@@ -400,6 +406,61 @@ def _search(r: Reader, h: Head) -> Search:
     return Search(tag=h.tag, name=h.name, uid=h.uid, charset=charset, key=r.search_keys(), return_=returns)
 
 
+#: RFC 5256 3 sort-key.
+_SORT_KEYS: dict[str, SortKey] = {
+    "ARRIVAL": "ARRIVAL",
+    "CC": "CC",
+    "DATE": "DATE",
+    "FROM": "FROM",
+    "SIZE": "SIZE",
+    "SUBJECT": "SUBJECT",
+    "TO": "TO",
+}
+#: RFC 5256 3 thread-alg: the algorithms of sections 4 and 5 (no thread-alg-ext is known).
+_THREAD_ALGORITHMS: dict[str, ThreadAlgorithm] = {"ORDEREDSUBJECT": "ORDEREDSUBJECT", "REFERENCES": "REFERENCES"}
+
+
+def _sort_criterion(r: Reader) -> SortCriterion:
+    """RFC 5256 3: `sort-criterion = ["REVERSE" SP] sort-key`."""
+    word = r.take(ATOM_CHARS).decode("ascii").upper()
+    reverse = word == "REVERSE"
+    if reverse:
+        r.sp()
+        word = r.take(ATOM_CHARS).decode("ascii").upper()
+    key = _SORT_KEYS.get(word)
+    if key is None:
+        raise r.error(f"Unknown SORT key {word or '(empty)'}")
+    return SortCriterion(key=key, reverse=reverse)
+
+
+def _search_criteria(r: Reader) -> tuple[str, SearchKey]:
+    """RFC 5256 3: `search-criteria = charset 1*(SP search-key)`, the charset mandatory."""
+    r.sp()
+    charset = r.astring().upper()
+    r.sp()
+    return charset, r.search_keys()
+
+
+def _sort(r: Reader, h: Head) -> Sort:
+    """RFC 5256 3: `SORT (sort-criteria) charset search-key...`."""
+    r.sp()
+    criteria = r.paren_list(lambda: _sort_criterion(r), allow_empty=False)
+    charset, key = _search_criteria(r)
+    return Sort(tag=h.tag, name=h.name, uid=h.uid, criteria=tuple(criteria), charset=charset, key=key)
+
+
+def _thread(r: Reader, h: Head) -> Thread:
+    """RFC 5256 3: `THREAD thread-alg charset search-key...`; an algorithm this server does
+    not know is a syntax error (BAD)."""
+    r.sp()
+    word = r.take(ATOM_CHARS).decode("ascii").upper()
+    algorithm = _THREAD_ALGORITHMS.get(word)
+    if algorithm is None:
+        raise r.error(f"Unknown THREAD algorithm {word or '(empty)'}")
+    charset, key = _search_criteria(r)
+    return Thread(tag=h.tag, name=h.name, uid=h.uid, algorithm=algorithm, charset=charset, key=key)
+
+
 def _fetch(r: Reader, h: Head) -> Fetch:
     """FETCH with the RFC 7162 fetch-modifiers: CHANGEDSINCE (3.1.4.1) and, for UID
     FETCH with CHANGEDSINCE, VANISHED (3.2.6)."""
@@ -519,6 +580,8 @@ COMMANDS: Mapping[str, CommandSpec] = {
     "UNSELECT": _spec(Unselect, _unselect),
     "EXPUNGE": _spec(Expunge, _expunge, uid=True),
     "SEARCH": _spec(Search, _search, uid=True),
+    "SORT": _spec(Sort, _sort, uid=True),  # RFC 5256
+    "THREAD": _spec(Thread, _thread, uid=True),  # RFC 5256
     "FETCH": _spec(Fetch, _fetch, uid=True),
     "STORE": _spec(Store, _store, uid=True),
     "COPY": _spec(Copy, _copy, uid=True),

@@ -320,6 +320,8 @@ SAMPLES = {
     "UNSELECT": "",
     "EXPUNGE": "",
     "SEARCH": " ALL",
+    "SORT": " (SUBJECT) UTF-8 ALL",
+    "THREAD": " REFERENCES UTF-8 ALL",
     "FETCH": " 1 FLAGS",
     "STORE": " 1 +FLAGS (\\Seen)",
     "COPY": " 1 Trash",
