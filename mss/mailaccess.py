@@ -97,6 +97,12 @@ class Handle:
     async def content(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, bytes]:
         return await self._store.content(self._address, self._own(folder), uids)
 
+    async def structures(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, bytes]:
+        return await self._store.structures(self._address, self._own(folder), uids)
+
+    async def keep_structures(self, folder: FolderInfo, structures: dict[int, bytes]) -> None:
+        await self._store.keep_structures(self._address, self._own(folder), structures)
+
     async def set_flags(
         self, folder: FolderInfo, uids: Sequence[int], flags: Iterable[str], mode: FlagMode
     ) -> list[MessageMeta]:

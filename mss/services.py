@@ -316,6 +316,15 @@ class MailboxHandle(Protocol):
 
     async def content(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, bytes]: ...
 
+    async def structures(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, bytes]:
+        """What the front end derived from these messages' clear structure and asked the
+        core to keep (`keep_structures`); messages without are left out."""
+        ...
+
+    async def keep_structures(self, folder: FolderInfo, structures: dict[int, bytes]) -> None:
+        """Keep derived structure (an index, opaque to the core), so it is derived once."""
+        ...
+
     async def set_flags(
         self, folder: FolderInfo, uids: Sequence[int], flags: Iterable[str], mode: FlagMode
     ) -> list[MessageMeta]: ...

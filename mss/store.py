@@ -317,6 +317,38 @@ class Store:
                 out.update({u: bytes(c) for u, c in rows.all()})
         return out
 
+    async def structures(self, mailbox: str, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
+        """The derived structures kept for these messages (`keep_structures`); a message
+        with none is missing from the answer."""
+        out: dict[int, bytes] = {}
+        async with self.sessions() as s:
+            for chunk in _chunks(list(uids), IN_CHUNK):
+                rows = await s.execute(
+                    self._in_folder(select(Message.uid, Message.structure), mailbox, folder_id).where(
+                        Message.uid.in_(chunk), Message.structure.is_not(None)
+                    )
+                )
+                out.update({u: bytes(v) for u, v in rows.all()})
+        return out
+
+    async def keep_structures(self, mailbox: str, folder_id: int, structures: dict[int, bytes]) -> None:
+        """Keep what a front end derived from each message's clear structure (opaque here).
+        Not a change of the folder: no MODSEQ moves and no session is told."""
+        if not structures:
+            return
+        params = [{"fid": folder_id, "u": uid, "v": value} for uid, value in structures.items()]
+
+        async def run(s: AsyncSession) -> tuple[None, Iterable[int]]:
+            owned = (
+                await s.execute(select(Folder.id).where(Folder.id == folder_id, Folder.mailbox == mailbox.lower()))
+            ).first()
+            if owned is not None:
+                conn = await s.connection()
+                await conn.execute(_KEEP_STRUCTURE, params)
+            return None, ()
+
+        await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
+
     # -- folder writes ---------------------------------------------------------------------
 
     async def ensure_default_folders(self, mailbox: str) -> None:
@@ -889,12 +921,13 @@ class Store:
 
 _COLUMNS = (
     "seen, answered, flagged, deleted, draft, internaldate, size, content, "
-    "hdr_from, hdr_to, hdr_cc, hdr_subject, hdr_date, hdr_message_id"
+    "hdr_from, hdr_to, hdr_cc, hdr_subject, hdr_date, hdr_message_id, structure"
 )
 _COPY_MESSAGE = text(
     f"INSERT INTO message (folder_id, uid, modseq, {_COLUMNS}) "  # noqa: S608 - fixed column names
     f"SELECT :dest, :uid, :modseq, {_COLUMNS} FROM message WHERE id = :src"
 )
+_KEEP_STRUCTURE = text("UPDATE message SET structure = :v WHERE folder_id = :fid AND uid = :u")
 _COPY_KEYWORDS = text(
     "INSERT INTO message_keyword (message_id, keyword) SELECT :new, keyword FROM message_keyword WHERE message_id = :src"
 )

@@ -14,6 +14,7 @@ from crypto.dates import as_utc
 from imap import mime
 from imap.protocol.commands import Fetch, FetchAtt, SequenceSet
 from imap.protocol.response import Atom, Data, Literal, Response, Value, bad, ok
+from imap.structure import Structure, structures
 from imap.view import flag_list
 from mss.records import MessageMeta
 
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
     from imap.session import Session
 
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-_NEEDS_CONTENT = {"ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
+_NEEDS_CONTENT = {"RFC822", "RFC822.HEADER", "RFC822.TEXT"}
+#: Items answered from the kept structure (`imap.structure`), not from the stored bytes.
+_STRUCTURE = {"ENVELOPE", "BODYSTRUCTURE", "BODY"}
 _SETS_SEEN = {"RFC822", "RFC822.TEXT"}
 _CHUNK = 50  # messages whose content is held in memory at once
 
@@ -45,6 +48,10 @@ def _sets_seen(att: FetchAtt) -> bool:
 
 def _needs_content(att: FetchAtt) -> bool:
     return att.name in _NEEDS_CONTENT or att.section is not None
+
+
+def _needs_structure(att: FetchAtt) -> bool:
+    return att.name in _STRUCTURE and att.section is None
 
 
 async def fetch(session: Session, cmd: Fetch) -> list[Response]:
@@ -95,20 +102,42 @@ async def fetch(session: Session, cmd: Fetch) -> list[Response]:
     view.note_flags([metas[u] for _, u in targets])
 
     want_content = any(_needs_content(a) for a in atts)
+    want_structure = any(_needs_structure(a) for a in atts)
+    # A few hundred bytes a message, read (or derived and kept) for the whole set at once.
+    kept = await structures(box, view.info, [u for _, u in targets]) if want_structure else {}
     for i in range(0, len(targets), _CHUNK):
         chunk = targets[i : i + _CHUNK]
         contents = await box.content(view.info, [u for _, u in chunk]) if want_content else {}
         for seq, uid in chunk:
             raw = contents.get(uid)
-            if want_content and raw is None:
-                continue
-            content = (raw, mime.parse(raw)) if raw is not None else None
-            out.append(Data(seq, Atom("FETCH"), _items(atts, view.shown(metas[uid]), content)))
+            if (want_content and raw is None) or (want_structure and uid not in kept):
+                continue  # expunged meanwhile
+            content = _Content(raw) if raw is not None else None
+            out.append(Data(seq, Atom("FETCH"), _items(atts, view.shown(metas[uid]), content, kept.get(uid))))
     out.append(ok(cmd.tag, f"{cmd.full_name} completed"))
     return out
 
 
-def _items(atts: list[FetchAtt], meta: MessageMeta, content: tuple[bytes, mime.Part] | None) -> list[Value]:
+class _Content:
+    """One stored message; its MIME structure is parsed only if an item needs it (BODY[]
+    and RFC822 are the stored bytes as they are)."""
+
+    __slots__ = ("_part", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._part: mime.Part | None = None
+
+    @property
+    def part(self) -> mime.Part:
+        if self._part is None:
+            self._part = mime.parse(self.raw)
+        return self._part
+
+
+def _items(
+    atts: list[FetchAtt], meta: MessageMeta, content: _Content | None, structure: Structure | None = None
+) -> list[Value]:
     """The FETCH items of one message, in the order asked, each once (RFC 9051 7.5.2).
     `content` (the stored bytes and their MIME structure) is None when no item needs it."""
     items: list[Value] = []
@@ -124,10 +153,13 @@ def _items(atts: list[FetchAtt], meta: MessageMeta, content: tuple[bytes, mime.P
             items += [Atom("RFC822.SIZE"), meta.size]
         elif att.section is None and name == "MODSEQ":
             items += [Atom("MODSEQ"), [meta.modseq]]  # RFC 7162 3.1.4.2
+        elif structure is not None and _needs_structure(att):
+            kept = structure.envelope if name == "ENVELOPE" else structure.bodystructure
+            items += [Atom(name), structure.body if name == "BODY" else kept]
         elif content is None:  # pragma: no cover - `fetch` loads it whenever an item needs it
             continue
         else:
-            items += _content_item(att, *content)
+            items += _content_item(att, content)
     # Items asked for twice are sent once.
     seen: set[Value] = set()
     dedup: list[Value] = []
@@ -139,23 +171,29 @@ def _items(atts: list[FetchAtt], meta: MessageMeta, content: tuple[bytes, mime.P
     return dedup
 
 
-def _content_item(att: FetchAtt, raw: bytes, part: mime.Part) -> list[Value]:
+def _content_item(att: FetchAtt, content: _Content) -> list[Value]:
     """One item read from the stored message: BODY[section], ENVELOPE, BODYSTRUCTURE, ..."""
     name = att.name
-    if att.section is not None:
-        try:
-            data = mime.section_bytes(part, att.section)
-        except mime.SectionError:
-            data = b""
+    raw = content.raw
+    section = att.section
+    if section is not None:
+        if not section.part and section.text is None:
+            data = raw  # BODY[]: the whole message, no parsing
+        else:
+            try:
+                data = mime.section_bytes(content.part, section)
+            except mime.SectionError:
+                data = b""
         return [Atom(att.response_name()), Literal(mime.partial(data, att.partial))]
+    if name == "RFC822":
+        return [Atom("RFC822"), Literal(raw)]
+    part = content.part
     if name == "ENVELOPE":
         return [Atom("ENVELOPE"), mime.envelope(part)]
     if name == "BODYSTRUCTURE":
         return [Atom("BODYSTRUCTURE"), mime.bodystructure(part, extended=True)]
     if name == "BODY":
         return [Atom("BODY"), mime.bodystructure(part, extended=False)]
-    if name == "RFC822":
-        return [Atom("RFC822"), Literal(raw)]
     if name == "RFC822.HEADER":
         return [Atom("RFC822.HEADER"), Literal(part.header)]
     if name == "RFC822.TEXT":

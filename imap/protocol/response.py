@@ -25,6 +25,11 @@ class Literal(bytes):
     """Always written as `{n}CRLF` followed by the bytes."""
 
 
+class Serialised(bytes):
+    """A value already in wire form (an ENVELOPE or BODYSTRUCTURE kept from an earlier
+    FETCH, `imap.structure`): written as it is."""
+
+
 #: A value inside a response: NIL, a number, a string or atom, or a parenthesised list.
 Value = Union[None, int, str, bytes, Sequence["Value"]]  # noqa: UP007 - a recursive alias needs the string forward reference
 
@@ -45,6 +50,8 @@ def serialise(value: Value) -> bytes:
         return str(value).encode()
     if isinstance(value, Atom):
         return value.encode("ascii")
+    if isinstance(value, Serialised):
+        return bytes(value)
     if isinstance(value, Literal):
         return b"{%d}\r\n" % len(value) + bytes(value)
     if isinstance(value, str):

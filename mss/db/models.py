@@ -95,6 +95,9 @@ class Message(Base):
     hdr_subject: Mapped[str] = mapped_column(Text, default="")
     hdr_date: Mapped[str] = mapped_column(Text, default="")
     hdr_message_id: Mapped[str] = mapped_column(Text, default="")
+    #: What a front end derived from the clear outer structure (IMAP ENVELOPE and
+    #: BODYSTRUCTURE), opaque here; NULL until first needed (migration 0011).
+    structure: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("folder_id", "uid", name="uq_message_folder_uid"),
