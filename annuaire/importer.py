@@ -364,9 +364,9 @@ def _bounded_lines(fh) -> Iterator[bytes]:
         yield raw
 
 
-def _lines(src: _Source, state: dict, progress: ProgressFn | None) -> Iterator[tuple[int, str]]:
-    """(line number, text without EOL/trailing pipe); line 1 is the header. An over-long
-    line is given as LINE_TOO_LONG, for the caller to count as rejected."""
+def _raw_lines(src: _Source, progress: ProgressFn | None) -> Iterator[tuple[int, bytes]]:
+    """(line number, the line's octets as read, BOM removed); line 1 is the header. An
+    over-long line is given as b"\\0", for the caller to count as rejected."""
     with src.open() as fh:
         n = 0
         pending = 0
@@ -374,7 +374,7 @@ def _lines(src: _Source, state: dict, progress: ProgressFn | None) -> Iterator[t
         for raw in _bounded_lines(fh):
             n += 1
             if raw == b"\0":
-                yield n, LINE_TOO_LONG
+                yield n, raw
                 continue
             if first:
                 first = False
@@ -385,9 +385,21 @@ def _lines(src: _Source, state: dict, progress: ProgressFn | None) -> Iterator[t
                 if pending >= 1 << 20:
                     progress(pending)
                     pending = 0
-            yield n, _strip_line(_decode(raw, state))
+            yield n, raw
         if progress is not None and pending:
             progress(pending)
+
+
+def _text(raw: bytes, state: dict) -> str:
+    """A line read by `_raw_lines` as text without EOL/trailing pipe (LINE_TOO_LONG for b"\\0")."""
+    return LINE_TOO_LONG if raw == b"\0" else _strip_line(_decode(raw, state))
+
+
+def _line_hash(raw: bytes) -> int:
+    """The 64-bit digest of a line as read, its end (CR, LF) left out: what an unchanged
+    row is recognised by before it is even decoded (see `_import_source`)."""
+    digest = hashlib.blake2b(raw.rstrip(b"\r\n"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 # --------------------------------------------------------------------------- writing
@@ -520,44 +532,52 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
     report = ImportReport(source=src.name)
     state: dict = {"encoding": "utf-8"}
 
-    # Pass 1: keys only, to find duplicates before anything is written.
-    lines = _lines(src, state, None)
+    # A row stored from a line is stored with the digest of that line as read (`_line_hash`),
+    # so a re-import recognises an unchanged row from its octets alone: one digest and one
+    # dictionary look-up, no decoding, no splitting, no validation. Rows merged from
+    # duplicate lines, and rows stored before this, carry the digest of their values
+    # (`_row_hash`) and are compared by it after parsing.
+    raw_lines = _raw_lines(src, None)
     try:
-        _, header_text = next(lines)
+        _, header_raw = next(raw_lines)
     except StopIteration:
         raise DirectoryFileError(f"{src.name}: empty file") from None
-    layout = _layout(header_text, report)
+    layout = _layout(_text(header_raw, state), report)
     parser = _Parser(layout)
+    stored = await _stored_hashes(conn, layout.kind)
+    by_hash = {h: k for k, h in stored.items()}
+
+    # Pass 1: keys only, to find duplicates before anything is written.
     seen: dict[str, int] = {}
     dup_lines: dict[str, list[int]] = {}
-    if layout.kind == MAILBOX:
-        ai = layout.index.get("address")
-        if ai is None:
-            raise DirectoryFileError(f"{src.name}: no 'Adresse BAL' column")
-        for n, text in lines:
-            parts = text.split("|", ai + 1)
+    ai = layout.index.get("address") if layout.kind == MAILBOX else None
+    if layout.kind == MAILBOX and ai is None:
+        raise DirectoryFileError(f"{src.name}: no 'Adresse BAL' column")
+    kidx = [layout.index.get(f, -1) for f in _ACTIVITY_KEY_FIELDS]
+    for n, raw_line in raw_lines:
+        known = by_hash.get(_line_hash(raw_line))
+        if known is not None:
+            k = known
+        elif ai is not None:
+            parts = _text(raw_line, state).split("|", ai + 1)
             if len(parts) <= ai:
                 continue
             k = parts[ai].strip().lower()
-            if k:
-                first = seen.setdefault(k, n)
-                if first != n:
-                    dup_lines.setdefault(k, [first]).append(n)
-    else:
-        kidx = [layout.index.get(f, -1) for f in _ACTIVITY_KEY_FIELDS]
-        for n, text in lines:
+            if not k:
+                continue
+        else:
+            text = _text(raw_line, state)
             parts = parser.fields(text)
             if parts is None or not text.strip():
                 continue
             kv = [parts[i].strip() for i in kidx]
             k = "|".join([kv[0] or (kv[1] + kv[2])] + kv[3:])
-            first = seen.setdefault(k, n)
-            if first != n:
-                dup_lines.setdefault(k, [first]).append(n)
+        first = seen.setdefault(k, n)
+        if first != n:
+            dup_lines.setdefault(k, [first]).append(n)
     del seen
 
-    # Pass 2: hash the raw values; unchanged rows stop there. Others are validated and written.
-    stored = await _stored_hashes(conn, layout.kind)
+    # Pass 2: unchanged lines stop at their digest. Others are validated and written.
     writer = _Writer(conn, layout.kind)
     # First load into an empty table: build the secondary indexes once at the end (a sort)
     # instead of maintaining them row by row. Same transaction, so readers never see the
@@ -574,6 +594,15 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
             del stored[k]
             report.unchanged += 1
             return
+        if old is not None and old == _row_hash(raw):
+            # Stored with the digest of its values (before line digests, or merged from
+            # duplicates then): unchanged. Its digest becomes the line's, for next time.
+            del stored[k]
+            report.unchanged += 1
+            r, _, _ = parser.row(raw, h)
+            if r is not None:
+                await writer.change(r)
+            return
         r, reason, detail = parser.row(raw, h)
         if r is None:
             report.reject(n, reason, detail)
@@ -587,9 +616,17 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
             await writer.change(r)
 
     try:
-        lines = _lines(src, state, progress)
+        lines = _raw_lines(src, progress)
         next(lines)
-        for n, text in lines:
+        for n, raw_line in lines:
+            h = _line_hash(raw_line)
+            k = by_hash.get(h)
+            if k is not None and k not in dup_lines and stored.get(k) == h:
+                del stored[k]  # the very line this row was stored from
+                report.rows_read += 1
+                report.unchanged += 1
+                continue
+            text = _text(raw_line, state)
             if not text or text.isspace():
                 continue
             report.rows_read += 1
@@ -613,7 +650,7 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
             if layout.kind == MAILBOX and (not k or "@" not in k):
                 report.reject(n, "bad_address", k)
                 continue
-            await apply(n, raw, k, _row_hash(raw))
+            await apply(n, raw, k, h)
         for k, (n, raw) in dup_raw.items():
             await apply(n, raw, k, _row_hash(raw))
         report.duplicates = dup_lines

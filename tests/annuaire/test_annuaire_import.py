@@ -214,3 +214,75 @@ async def test_red_list_column(engine, session_factory, tmp_path):
         assert "zoe.richard@chu-toulouse.mssante.fr" in {
             e.address for e in await d.search(name="richard", include_red_list=True)
         }
+
+
+async def test_unchanged_lines_are_recognised_before_parsing(engine, monkeypatch):
+    """A re-import knows an unchanged row by the digest of its line as read: nothing of it is
+    decoded, split or validated (the issue's re-import target)."""
+    from annuaire import importer
+
+    (r0,) = await import_files(engine, [MAILBOX_FILE])
+    parsed = _count_parsing(monkeypatch, importer)
+    (r1,) = await import_files(engine, [MAILBOX_FILE])
+    assert (r1.added, r1.changed, r1.removed, r1.unchanged) == (0, 0, 0, r0.added)
+    # Only the duplicate lines are parsed (they are merged before they are compared).
+    assert r0.duplicates and parsed == [sum(len(v) for v in r0.duplicates.values())]
+
+
+def _count_parsing(monkeypatch, importer) -> list[int]:
+    """How many lines `_Parser.raw` splits into values from now on (a one-item list)."""
+    calls = [0]
+    real = importer._Parser.raw
+
+    def counting(self, parts):
+        calls[0] += 1
+        return real(self, parts)
+
+    monkeypatch.setattr(importer._Parser, "raw", counting)
+    return calls
+
+
+async def test_rows_stored_with_value_digests_are_unchanged_and_upgraded(engine, session_factory, monkeypatch):
+    """Rows written before line digests carry the digest of their values: the first re-import
+    counts them unchanged and gives them their line's digest, so the next one is fast."""
+    from sqlalchemy import text
+
+    from annuaire import importer
+
+    await import_files(engine, [MAILBOX_FILE])
+    lines = MAILBOX_FILE.read_bytes().splitlines(keepends=True)
+    report = importer.ImportReport(source="x")
+    parser = importer._Parser(importer._layout(importer._text(lines[0], {}), report))
+    old = {}
+    for raw_line in lines[1:]:
+        parts = parser.fields(importer._text(raw_line, {}))
+        if parts is not None and any(p.strip() for p in parts):
+            raw = parser.raw(parts)
+            old[parser.key(raw)] = importer._row_hash(raw)
+    async with engine.begin() as c:
+        for k, h in old.items():
+            await c.execute(text("UPDATE national_mailbox SET row_hash = :h WHERE address = :k"), {"h": h, "k": k})
+    (r1,) = await import_files(engine, [MAILBOX_FILE])
+    assert (r1.added, r1.changed, r1.removed) == (0, 0, 0) and r1.unchanged == len(old)
+    async with engine.begin() as c:
+        now = dict((await c.execute(text("SELECT address, row_hash FROM national_mailbox"))).all())
+    merged = set(r1.duplicates)  # rows merged from duplicate lines keep the digest of their values
+    assert merged and all((now[k] != h) == (k not in merged) for k, h in old.items())
+
+    parsed = _count_parsing(monkeypatch, importer)
+    (r2,) = await import_files(engine, [MAILBOX_FILE])
+    assert r2.unchanged == len(old) and (r2.added, r2.changed) == (0, 0)
+    assert parsed == [sum(len(v) for v in r2.duplicates.values())]
+
+
+async def test_duplicate_lines_stay_unchanged_on_reimport(engine, tmp_path):
+    def twice(r):
+        if r["Adresse BAL"] == "marie.leroy@pharmacien.mssante.fr":
+            return [dict(r, **{"Code postal structure BAL": ""}), r]  # merged: the second fills the gap
+        return r
+
+    f = write_variant(tmp_path / "dup.txt", MAILBOX_FILE, edit=twice)
+    (r0,) = await import_files(engine, [f])
+    assert "marie.leroy@pharmacien.mssante.fr" in r0.duplicates
+    (r1,) = await import_files(engine, [f])
+    assert (r1.added, r1.changed, r1.removed, r1.unchanged) == (0, 0, 0, r0.added)
