@@ -30,6 +30,7 @@ log = logging.getLogger("mss.imap")
 
 _MAGIC = b"MSS1"
 _LEN = struct.Struct(">I")
+_HEAD = len(_MAGIC) + 3 * _LEN.size  # the shortest value: three empty parts
 #: Stored messages read at once when structures must be derived.
 _CHUNK = 50
 
@@ -49,20 +50,21 @@ class Structure:
     @staticmethod
     def decode(blob: bytes) -> Structure | None:
         """The structure kept in `blob`, or None if it is not in this format."""
-        if not blob.startswith(_MAGIC):
+        if len(blob) < _HEAD or not blob.startswith(_MAGIC):
             return None
-        parts: list[Serialised] = []
-        pos = len(_MAGIC)
-        for _ in range(3):
-            if pos + _LEN.size > len(blob):
-                return None
-            (n,) = _LEN.unpack_from(blob, pos)
-            pos += _LEN.size
-            if pos + n > len(blob):
-                return None
-            parts.append(Serialised(blob[pos : pos + n]))
-            pos += n
-        return Structure(*parts) if pos == len(blob) else None
+        a = len(_MAGIC) + _LEN.size
+        (na,) = _LEN.unpack_from(blob, len(_MAGIC))
+        b = a + na + _LEN.size
+        if b > len(blob):
+            return None
+        (nb,) = _LEN.unpack_from(blob, b - _LEN.size)
+        c = b + nb + _LEN.size
+        if c > len(blob):
+            return None
+        (nc,) = _LEN.unpack_from(blob, c - _LEN.size)
+        if c + nc != len(blob):
+            return None
+        return Structure(Serialised(blob[a : a + na]), Serialised(blob[b : b + nb]), Serialised(blob[c:]))
 
 
 def derive(raw: bytes) -> Structure:

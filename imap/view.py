@@ -10,16 +10,28 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from functools import lru_cache
 
 from imap.flags import RECENT
 from imap.protocol.commands import SequenceSet
-from imap.protocol.response import Atom, Data, Response, Value, ok
+from imap.protocol.response import Atom, Data, Response, Serialised, Value, ok, serialise
 from mss.records import FolderInfo, MessageMeta
 
 
-def flag_list(flags: Iterable[str]) -> list[Atom]:
-    return [Atom(f) for f in sorted(flags)]
+def flag_list(flags: Iterable[str]) -> Serialised:
+    """The flags as a FETCH FLAGS list, sorted, in wire form: built once per distinct flag
+    set (a folder's messages share a handful of them)."""
+    return _flag_list(flags if isinstance(flags, frozenset) else frozenset(flags))
+
+
+@lru_cache(maxsize=4096)
+def _flag_list(flags: frozenset[str]) -> Serialised:
+    return Serialised(serialise([Atom(f) for f in sorted(flags)]))
+
+
+@lru_cache(maxsize=4096)
+def _with_recent(flags: frozenset[str]) -> frozenset[str]:
+    return flags | {RECENT}
 
 
 #: The system flags every folder permits (RFC 9051 2.3.2), in the order FLAGS lists them.
@@ -63,7 +75,7 @@ class FolderView:
     def shown(self, meta: MessageMeta) -> MessageMeta:
         """`meta` as this session shows it: with `\\Recent` when the message is recent to it."""
         if meta.uid in self.recent:
-            return replace(meta, flags=meta.flags | {RECENT})
+            return MessageMeta(meta.uid, meta.modseq, _with_recent(meta.flags), meta.internaldate, meta.size)
         return meta
 
     def flags_responses(self) -> list[Response]:
