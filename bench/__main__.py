@@ -1,6 +1,8 @@
 """`python -m bench COMMAND`: the benchmarks that have a command (bench/README.md).
 
 python -m bench compare [--quick]   MSS against Postfix -> LMTP -> Dovecot, same load
+python -m bench imap [--quick]      MSS's IMAP against Dovecot's on the same folder
+python -m bench idle [--quick]      memory per IDLE connection, push latency to every idler
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import sys
 
 
 def main() -> None:
-    commands = {"compare": "bench.compare", "imap": "bench.imap_compare"}
+    commands = {"compare": "bench.compare", "imap": "bench.imap_compare", "idle": "bench.idle_bench"}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__.strip(), file=sys.stderr)
         raise SystemExit(2)
