@@ -158,6 +158,7 @@ class Session:
             caps += [f"AUTH={m}" for m in self.authentication.mechanisms] + ["SASL-IR"]
         return caps + [
             "LITERAL+",
+            "MULTIAPPEND",  # RFC 3502
             "ID",
             "ENABLE",
             "IDLE",

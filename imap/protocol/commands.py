@@ -318,14 +318,23 @@ class Status(Command):
     items: tuple[str, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Append(Command):
-    """APPEND (RFC 9051 6.3.12): the message literal as received."""
+@dataclass(frozen=True)
+class AppendMessage:
+    """One message of an APPEND: its literal as received, the flags and the date-time
+    given before it (RFC 9051 6.3.12)."""
 
-    mailbox: str
+    message: bytes
     flags: tuple[str, ...] = ()
     date: datetime | None = None
-    message: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Append(Command):
+    """APPEND (RFC 9051 6.3.12) of one message or, with MULTIAPPEND (RFC 3502 3), of
+    several into the same folder, in the order sent: stored all together or none."""
+
+    mailbox: str
+    messages: tuple[AppendMessage, ...]
 
 
 @dataclass(frozen=True, kw_only=True)

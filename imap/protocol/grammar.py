@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from imap.protocol.commands import (
     Append,
+    AppendMessage,
     Authenticate,
     Capability,
     Check,
@@ -336,10 +337,14 @@ def _status(r: Reader, h: Head) -> Status:
     return Status(tag=h.tag, name=h.name, mailbox=mailbox, items=tuple(items))
 
 
-def _append(r: Reader, h: Head) -> Append:
-    r.sp()
-    mailbox = r.mailbox()
-    r.sp()
+#: Most messages one MULTIAPPEND may carry (RFC 3502 leaves the bound to the server); the
+#: core refuses more (`mss.services.MAX_APPEND_MESSAGES`). The literals together stay within
+#: the framing's whole-command limit (`Limits.command`), so the count alone bounds the work.
+MAX_APPEND_MESSAGES = 1000
+
+
+def _append_message(r: Reader) -> AppendMessage:
+    """`[flag-list SP] [date-time SP] literal` (RFC 9051 9 append, RFC 3502 6 append-message)."""
     flags: list[str] = []
     when = None
     if r.peek() == b"(":
@@ -350,8 +355,20 @@ def _append(r: Reader, h: Head) -> Append:
         r.sp()
     if r.peek() not in (b"{", b"~"):
         raise r.error("APPEND needs the message as a literal")
-    message = r.literal()
-    return Append(tag=h.tag, name=h.name, mailbox=mailbox, flags=tuple(flags), date=when, message=message)
+    return AppendMessage(message=r.literal(), flags=tuple(flags), date=when)
+
+
+def _append(r: Reader, h: Head) -> Append:
+    """RFC 3502 6: `APPEND mailbox 1*(SP append-message)`, at most `MAX_APPEND_MESSAGES`."""
+    r.sp()
+    mailbox = r.mailbox()
+    r.sp()
+    messages = [_append_message(r)]
+    while r.try_sp():
+        if len(messages) >= MAX_APPEND_MESSAGES:
+            raise r.error(f"Too many messages in one APPEND (at most {MAX_APPEND_MESSAGES})")
+        messages.append(_append_message(r))
+    return Append(tag=h.tag, name=h.name, mailbox=mailbox, messages=tuple(messages))
 
 
 def _idle(r: Reader, h: Head) -> Idle:

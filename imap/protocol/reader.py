@@ -32,7 +32,9 @@ class Limits:
 
     @property
     def command(self) -> int:
-        """A whole command (lines and literals) may not exceed one literal plus one line."""
+        """A whole command (lines and literals) may not exceed one literal plus one line: the
+        messages of a MULTIAPPEND (RFC 3502) share that bound, so a connection never makes
+        us hold more than one largest message's worth of input."""
         return self.literal + self.line
 
 
