@@ -182,7 +182,7 @@ def test_authenticate_with_initial_response():
         (b"a1 SEARCH FOO\r\n", "Unknown search key"),
         (b"a1 SEARCH SINCE 31-Feb-2026\r\n", "Invalid date"),
         (b"a1 UID SELECT INBOX\r\n", "Unknown command UID SELECT"),
-        (b"a1 FETCH $ FLAGS\r\n", "not supported"),
+        (b"a1 FETCH $,1 FLAGS\r\n", "cannot be combined"),
     ],
 )
 def test_bad_commands_are_tagged_parse_errors(line, fragment):
