@@ -62,6 +62,10 @@ class FolderView:
         self.modseqs = False
         #: QRESYNC is enabled (RFC 7162 3.2.10): expunges are announced by VANISHED.
         self.vanished_mode = False
+        #: The search result variable `$` (RFC 5182 2.1), as UIDs: empty at SELECT/EXAMINE
+        #: (a new view), set by SEARCH RETURN (SAVE), emptied by such a SEARCH answered NO;
+        #: expunged messages leave it when the client is told.
+        self.saved: frozenset[int] = frozenset()
 
     def update_items(self, meta: MessageMeta, items: list[Value]) -> list[Value]:
         """The items of an untagged FETCH that reports a change (`items` without UID),
@@ -108,12 +112,20 @@ class FolderView:
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
     def resolve(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
-        """(seq, uid) pairs a sequence set names, in ascending order."""
+        """(seq, uid) pairs a sequence set names, in ascending order. `$` names the saved
+        result's messages, in a UID command or not (RFC 5182 2.1)."""
+        if seqset.saved:
+            return [(i + 1, u) for i, u in enumerate(self.uids) if u in self.saved]
         if uid:
             star = self.uids[-1] if self.uids else 0
             return [(i + 1, u) for i, u in enumerate(self.uids) if seqset.contains(u, star)]
         n = len(self.uids)
         return [(i + 1, u) for i, u in enumerate(self.uids) if seqset.contains(i + 1, n)]
+
+    def names_uid(self, seqset: SequenceSet, uid: int, star: int) -> bool:
+        """Whether a UID set (or `$`) names `uid`, which may be no longer in the view (an
+        expunged UID, for VANISHED); `star` is what `*` stands for."""
+        return uid in self.saved if seqset.saved else seqset.contains(uid, star)
 
     def seq_out_of_range(self, seqset: SequenceSet) -> bool:
         """RFC 9051 6.4.8: naming a message number beyond EXISTS is a BAD. A range with `*`
@@ -141,6 +153,8 @@ class FolderView:
             del self.uids[seq - 1]
             self.flags.pop(uid, None)
             self.recent.discard(uid)
+        if gone and self.saved:
+            self.saved = self.saved.difference(gone)  # RFC 5182 2.1: expunged, so not in `$`
         if self.vanished_mode:
             return [Data(Atom("VANISHED"), Atom(SequenceSet.compact(gone)))] if gone else []
         return out

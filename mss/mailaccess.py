@@ -20,7 +20,7 @@ from mss.principal import Principal
 from mss.records import FlagMode, FolderInfo, MessageMeta, NewMessage, OuterHeaders, StoredRef
 from mss.refusals import Reason, Refusal
 from mss.sealing import Sealer
-from mss.services import FolderState
+from mss.services import MAX_APPEND_MESSAGES, AppendItem, FolderState
 from mss.store import Store
 
 
@@ -130,18 +130,30 @@ class Handle:
     async def append(
         self, folder: str, raw: bytes, flags: Iterable[str] = (), internaldate: datetime | None = None
     ) -> StoredRef:
-        """IMAP APPEND (RFC 9051 6.3.12): encrypted to the mailbox's keys, then stored
-        through the group committer like any delivery."""
+        """IMAP APPEND (RFC 9051 6.3.12): one message, as `append_many` stores several."""
+        (ref,) = await self.append_many(folder, [(raw, flags, internaldate)])
+        return ref
+
+    async def append_many(self, folder: str, messages: Sequence[AppendItem]) -> list[StoredRef]:
+        """IMAP APPEND and MULTIAPPEND (RFC 3502 3: all or nothing): every message is
+        checked and encrypted to the mailbox's keys first, then all go to the store in one
+        write (one transaction, through the group committer like any delivery), so any
+        refusal, before or in the write, stores none of them."""
+        if not messages:
+            raise ValueError("append_many needs at least one message")
+        if len(messages) > MAX_APPEND_MESSAGES:
+            raise Refusal(Reason.MALFORMED_MESSAGE, f"At most {MAX_APPEND_MESSAGES} messages in one APPEND")
         info = await self._store.get_folder(self._address, folder)
         if info is None:
             raise Refusal(Reason.NO_SUCH_FOLDER, f"No folder {folder}")
-        # The same bounds as a submission (size, line ends, header fields), off the loop when
-        # large; a draft may lack a From.
-        # Line ends are made CRLF first, as APPEND always allowed (RFC 8551 3.1.1 canonical form).
-        message = await parse_message_async(to_crlf(raw), max_size=self._max_size, require_from=False)
-        sealed, headers = await self._sealer.seal(self._address, message)
-        (ref,) = await self._store.write(
-            [
+        batch: list[NewMessage] = []
+        for raw, flags, internaldate in messages:
+            # The same bounds as a submission (size, line ends, header fields), off the loop
+            # when large; a draft may lack a From. Line ends are made CRLF first, as APPEND
+            # always allowed (RFC 8551 3.1.1 canonical form).
+            message = await parse_message_async(to_crlf(raw), max_size=self._max_size, require_from=False)
+            sealed, headers = await self._sealer.seal(self._address, message)
+            batch.append(
                 NewMessage(
                     mailbox=self._address,
                     folder=info.name,
@@ -150,9 +162,8 @@ class Handle:
                     flags=frozenset(flags),
                     internaldate=internaldate or datetime.now(UTC),
                 )
-            ]
-        )
-        return ref
+            )
+        return await self._store.write(batch)
 
     def watch(self, folder: FolderInfo) -> AbstractContextManager[FolderWatch]:
         return self._store.events.watch(self._own(folder))

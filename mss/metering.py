@@ -13,7 +13,7 @@ without a message) are protocol errors, not the core's decisions, and are not co
 from __future__ import annotations
 
 import copy
-from datetime import datetime
+from collections.abc import Sequence
 from typing import TypeVar
 
 from mss import metrics
@@ -23,7 +23,7 @@ from mss.patients import ConversationInfo
 from mss.policy import Recipient
 from mss.principal import Principal
 from mss.records import MailDsn, RcptDsn, StoredRef, TraceInfo
-from mss.services import DeliveryResult
+from mss.services import AppendItem, DeliveryResult
 
 D = TypeVar("D", bound=Delivery)
 
@@ -73,11 +73,14 @@ def metered_for(submission: D, protocol: str) -> D:
 
 
 class MeteredHandle(Handle):
-    """A mailbox handle whose APPENDs are counted (protocol `imap`, stage `append`)."""
+    """A mailbox handle whose APPENDs are counted (protocol `imap`, stage `append`), once
+    per message: `Handle.append` goes through `append_many`, the one method counted here, so
+    a single APPEND counts one message and a MULTIAPPEND of n counts n, accepted or refused
+    together (RFC 3502 3), with one latency sample for their one commit."""
 
-    async def append(self, folder: str, raw: bytes, flags=(), internaldate: datetime | None = None) -> StoredRef:
-        with metrics.delivery("imap", "append"):
-            return await super().append(folder, raw, flags, internaldate)
+    async def append_many(self, folder: str, messages: Sequence[AppendItem]) -> list[StoredRef]:
+        with metrics.delivery("imap", "append", messages=len(messages)):
+            return await super().append_many(folder, messages)
 
 
 class MeteredMailAccess(MailAccessService):

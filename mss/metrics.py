@@ -179,8 +179,8 @@ def auth_result(protocol: str, mechanism: str | None, result: str, reason: str |
     ).inc()
 
 
-def refused(protocol: str, stage: str, reason: Reason) -> None:
-    MESSAGES_REFUSED.labels(_one_of(protocol, PROTOCOLS), _one_of(stage, STAGES), reason.value).inc()
+def refused(protocol: str, stage: str, reason: Reason, messages: int = 1) -> None:
+    MESSAGES_REFUSED.labels(_one_of(protocol, PROTOCOLS), _one_of(stage, STAGES), reason.value).inc(messages)
 
 
 def relay_attempt(sent: int, failed: int, deferred: int) -> None:
@@ -209,22 +209,25 @@ def refusals(protocol: str, stage: str) -> Iterator[None]:
 
 
 @contextmanager
-def delivery(protocol: str, stage: str) -> Iterator[None]:
+def delivery(protocol: str, stage: str, *, messages: int = 1) -> Iterator[None]:
     """Around one message's way from the end of DATA / APPEND to its durable commit: on
     success it is accepted and its latency observed; a `Refusal` is counted by reason; any
-    other error counts as failed (the front end answers "try again later")."""
+    other error counts as failed (the front end answers "try again later").
+
+    `messages` > 1 is an IMAP MULTIAPPEND (RFC 3502): its messages share one fate and one
+    commit, so each counter moves by their number and the latency is observed once."""
     start = time.perf_counter()
     try:
         yield
     except Refusal as exc:
-        refused(protocol, stage, exc.reason)
+        refused(protocol, stage, exc.reason, messages)
         raise
     except Exception:
-        MESSAGES_FAILED.labels(_one_of(protocol, PROTOCOLS), _one_of(stage, STAGES)).inc()
+        MESSAGES_FAILED.labels(_one_of(protocol, PROTOCOLS), _one_of(stage, STAGES)).inc(messages)
         raise
     label = _one_of(protocol, PROTOCOLS)
     DELIVERY_SECONDS.labels(label).observe(time.perf_counter() - start)
-    MESSAGES_ACCEPTED.labels(label).inc()
+    MESSAGES_ACCEPTED.labels(label).inc(messages)
 
 
 # -- CRL freshness: read when scraped ------------------------------------------------------

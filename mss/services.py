@@ -275,6 +275,12 @@ class FolderState:
     highestmodseq: int
 
 
+#: One message to append: its bytes, its flags, its internal date (None: now).
+AppendItem: TypeAlias = "tuple[bytes, Iterable[str], datetime | None]"
+#: Most messages one `MailboxHandle.append_many` stores (IMAP MULTIAPPEND, RFC 3502).
+MAX_APPEND_MESSAGES = 1000
+
+
 class MailboxHandle(Protocol):
     """One mailbox (BAL) opened for one principal. Every method is already authorised; the
     folders it takes are the `FolderInfo` objects it handed out."""
@@ -350,6 +356,13 @@ class MailboxHandle(Protocol):
         self, folder: str, raw: bytes, flags: Iterable[str] = (), internaldate: datetime | None = None
     ) -> StoredRef:
         """Encrypt to the mailbox's keys, then store (RFC 9051 6.3.12)."""
+        ...
+
+    async def append_many(self, folder: str, messages: Sequence[AppendItem]) -> list[StoredRef]:
+        """Several messages into one folder, all or none (RFC 3502 3, MULTIAPPEND): each is
+        checked and encrypted first, then all are stored in one transaction, with
+        consecutive UIDs in the order given. Any refusal (a missing folder, a message over
+        the size limit or malformed, more than `MAX_APPEND_MESSAGES`) stores nothing."""
         ...
 
     def watch(self, folder: FolderInfo) -> AbstractContextManager[FolderWatch]: ...

@@ -77,7 +77,7 @@ async def fetch(session: Session, cmd: Fetch) -> list[Response]:
             # RFC 7162 3.2.6: the UIDs of the set expunged since, before the FETCH responses.
             expunged = await box.vanished(view.info, since)
             top = max([view.max_uid, 1, *expunged[-1:]])  # `*`: no UID above these was ever used
-            gone = [u for u in expunged if cmd.set.contains(u, top)]
+            gone = [u for u in expunged if view.names_uid(cmd.set, u, top)]
             if gone:
                 out.append(Data(Atom("VANISHED"), [Atom("EARLIER")], Atom(SequenceSet.compact(gone))))
 

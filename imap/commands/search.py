@@ -1,4 +1,5 @@
-"""SEARCH and UID SEARCH (RFC 9051 6.4.4).
+"""SEARCH and UID SEARCH (RFC 9051 6.4.4), with ESEARCH (RFC 4731) and SEARCHRES (RFC 5182:
+SAVE keeps the result as the selected folder's `$`, which later commands name).
 
 Messages are stored encrypted, so only what is clear can be searched: flags, sizes,
 dates, and the outer header fields kept beside the ciphertext (From, To, Cc, Subject,
@@ -145,7 +146,7 @@ class Candidate:
         return self._part is not None and bool(self._part.field_all(name))
 
 
-def _match(key: tuple, c: Candidate, n: int, max_uid: int) -> bool:
+def _match(key: tuple, c: Candidate, n: int, max_uid: int, saved: frozenset[int]) -> bool:
     op = key[0]
     m = c.meta
     if op == "ALL":
@@ -153,13 +154,15 @@ def _match(key: tuple, c: Candidate, n: int, max_uid: int) -> bool:
     if op == "NONE":
         return False
     if op == "AND":
-        return all(_match(k, c, n, max_uid) for k in key[1])
+        return all(_match(k, c, n, max_uid, saved) for k in key[1])
     if op == "OR":
-        return _match(key[1], c, n, max_uid) or _match(key[2], c, n, max_uid)
+        return _match(key[1], c, n, max_uid, saved) or _match(key[2], c, n, max_uid, saved)
     if op == "NOT":
-        return not _match(key[1], c, n, max_uid)
+        return not _match(key[1], c, n, max_uid, saved)
     if op == "FLAG":
         return (key[1] in m.flags) == key[2]
+    if op in ("SEQ", "UID") and key[1].saved:
+        return m.uid in saved  # `$` and `UID $` (RFC 5182 2.1): the saved result
     if op == "SEQ":
         return key[1].contains(c.seq, n)
     if op == "UID":
@@ -238,7 +241,7 @@ async def matching(session: Session, key: SearchKey, *, fields: Iterable[str] = 
     found: list[Candidate] = []
     for seq, uid in pairs:
         c = Candidate(seq, metas[uid], headers.get(uid), load)
-        if _match(key, c, n, max_uid):
+        if _match(key, c, n, max_uid, view.saved):
             found.append(c)
     wanted = set(fields)
     if found and not needs_headers and wanted & _OUTER.keys():
@@ -253,8 +256,12 @@ async def matching(session: Session, key: SearchKey, *, fields: Iterable[str] = 
 async def search(session: Session, cmd: Search) -> list[Response]:
     charset = cmd.charset
     if charset not in (None, "UTF-8", "US-ASCII"):
+        if cmd.save:
+            session.folder.saved = frozenset()  # RFC 5182 2.1: a SAVE answered NO empties `$`
         return [no(cmd.tag, f"Unsupported charset {charset}", "BADCHARSET (UTF-8 US-ASCII)")]
-    matched = await matching(session, cmd.key)
+    matched = await matching(session, cmd.key)  # `$` in the key is the result saved before
+    if cmd.save:
+        session.folder.saved = saved_result(cmd.return_ or (), matched)
     found = [c.uid if cmd.uid else c.seq for c in matched]
     done = ok(cmd.tag, f"{cmd.full_name} completed")
     # RFC 7162 3.1.5: SEARCH MODSEQ is a CONDSTORE enabling command, and its answer ends
@@ -268,7 +275,23 @@ async def search(session: Session, cmd: Search) -> list[Response]:
     if returns is None:
         tail: list[Value] = [[Atom("MODSEQ"), modseq]] if modseq is not None else []
         return [*enabled, Data(Atom("SEARCH"), *found, *tail), done]
+    if not returns:
+        return [*enabled, done]  # RFC 5182 2.1: SAVE alone suppresses the ESEARCH response
     return [*enabled, esearch(cmd.tag, cmd.uid, returns, found, modseq), done]
+
+
+def saved_result(returns: tuple[str, ...], matched: list[Candidate]) -> frozenset[int]:
+    """What SAVE keeps as `$` (RFC 5182 2.4), as UIDs: with MIN and/or MAX and neither ALL
+    nor COUNT, only the message(s) those name; otherwise every message found."""
+    if not matched or "ALL" in returns or "COUNT" in returns or not {"MIN", "MAX"} & set(returns):
+        return frozenset(c.uid for c in matched)
+    # Sequence order is UID order, so the lowest (highest) number is the lowest (highest) UID.
+    kept: set[int] = set()
+    if "MIN" in returns:
+        kept.add(matched[0].uid)
+    if "MAX" in returns:
+        kept.add(matched[-1].uid)
+    return frozenset(kept)
 
 
 def esearch(tag: str, uid: bool, returns: tuple[str, ...], found: list[int], modseq: int | None = None) -> Data:

@@ -27,11 +27,18 @@ class SequenceSet:
 
     Ranges are unordered (`4:2` is `2:4`). What `*` means depends on the caller: the
     highest sequence number, or the highest UID in use for UID commands.
+
+    `saved` is `$` (RFC 5182 3, seq-last-command): the session's saved search result, with
+    no ranges. The parser keeps no state, so only the selected folder's view knows what `$`
+    holds (`imap.view.FolderView.resolve`); `contains` refuses to guess.
     """
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    saved: bool = False
 
     def contains(self, n: int, star: int) -> bool:
+        if self.saved:
+            raise ValueError("$ is resolved by the folder view, not by the set")
         for lo, hi in self.ranges:
             a = star if lo is None else lo
             b = star if hi is None else hi
@@ -53,6 +60,9 @@ class SequenceSet:
                     yield x
 
     def __str__(self) -> str:
+        if self.saved:
+            return "$"
+
         def one(x: int | None) -> str:
             return "*" if x is None else str(x)
 
@@ -318,14 +328,23 @@ class Status(Command):
     items: tuple[str, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Append(Command):
-    """APPEND (RFC 9051 6.3.12): the message literal as received."""
+@dataclass(frozen=True)
+class AppendMessage:
+    """One message of an APPEND: its literal as received, the flags and the date-time
+    given before it (RFC 9051 6.3.12)."""
 
-    mailbox: str
+    message: bytes
     flags: tuple[str, ...] = ()
     date: datetime | None = None
-    message: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Append(Command):
+    """APPEND (RFC 9051 6.3.12) of one message or, with MULTIAPPEND (RFC 3502 3), of
+    several into the same folder, in the order sent: stored all together or none."""
+
+    mailbox: str
+    messages: tuple[AppendMessage, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -360,12 +379,14 @@ class Expunge(UidCommand):
 @dataclass(frozen=True, kw_only=True)
 class Search(UidCommand):
     """SEARCH (RFC 9051 6.4.4): `charset` upper-case when given. `return_` holds the
-    ESEARCH result options (RFC 4731 3: MIN, MAX, ALL, COUNT; empty means ALL), None for a
-    classic SEARCH."""
+    ESEARCH result options (RFC 4731 3: MIN, MAX, ALL, COUNT), None for a classic SEARCH;
+    `RETURN ()` is ALL. `save` is the RFC 5182 SAVE option, kept apart: `RETURN (SAVE)`
+    alone is `return_=()`, `save=True`, and answers with no ESEARCH response."""
 
     charset: str | None = None
     key: SearchKey
     return_: tuple[str, ...] | None = None
+    save: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from imap.protocol.commands import (
     Append,
+    AppendMessage,
     Authenticate,
     Capability,
     Check,
@@ -336,10 +337,14 @@ def _status(r: Reader, h: Head) -> Status:
     return Status(tag=h.tag, name=h.name, mailbox=mailbox, items=tuple(items))
 
 
-def _append(r: Reader, h: Head) -> Append:
-    r.sp()
-    mailbox = r.mailbox()
-    r.sp()
+#: Most messages one MULTIAPPEND may carry (RFC 3502 leaves the bound to the server); the
+#: core refuses more (`mss.services.MAX_APPEND_MESSAGES`). The literals together stay within
+#: the framing's whole-command limit (`Limits.command`), so the count alone bounds the work.
+MAX_APPEND_MESSAGES = 1000
+
+
+def _append_message(r: Reader) -> AppendMessage:
+    """`[flag-list SP] [date-time SP] literal` (RFC 9051 9 append, RFC 3502 6 append-message)."""
     flags: list[str] = []
     when = None
     if r.peek() == b"(":
@@ -350,8 +355,20 @@ def _append(r: Reader, h: Head) -> Append:
         r.sp()
     if r.peek() not in (b"{", b"~"):
         raise r.error("APPEND needs the message as a literal")
-    message = r.literal()
-    return Append(tag=h.tag, name=h.name, mailbox=mailbox, flags=tuple(flags), date=when, message=message)
+    return AppendMessage(message=r.literal(), flags=tuple(flags), date=when)
+
+
+def _append(r: Reader, h: Head) -> Append:
+    """RFC 3502 6: `APPEND mailbox 1*(SP append-message)`, at most `MAX_APPEND_MESSAGES`."""
+    r.sp()
+    mailbox = r.mailbox()
+    r.sp()
+    messages = [_append_message(r)]
+    while r.try_sp():
+        if len(messages) >= MAX_APPEND_MESSAGES:
+            raise r.error(f"Too many messages in one APPEND (at most {MAX_APPEND_MESSAGES})")
+        messages.append(_append_message(r))
+    return Append(tag=h.tag, name=h.name, mailbox=mailbox, messages=tuple(messages))
 
 
 def _idle(r: Reader, h: Head) -> Idle:
@@ -373,17 +390,19 @@ def _expunge(r: Reader, h: Head) -> Expunge:
     if not h.uid:
         return Expunge(tag=h.tag, name=h.name)
     r.sp()
-    return Expunge(tag=h.tag, name=h.name, uid=True, set=r.sequence_set())
+    return Expunge(tag=h.tag, name=h.name, uid=True, set=r.sequence_set(saved=True))
 
 
-#: RFC 4731 3.1 search-return-opt (SAVE, RFC 5182 SEARCHRES, is not offered).
-_ESEARCH_OPTIONS = ("MIN", "MAX", "ALL", "COUNT")
+#: RFC 4731 3.1 search-return-opt, and SAVE (RFC 5182 2.1, SEARCHRES).
+_ESEARCH_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
 
 
 def _search(r: Reader, h: Head) -> Search:
-    """RFC 4731 3.1: `SEARCH [RETURN (opts)] [CHARSET x] keys`."""
+    """RFC 4731 3.1: `SEARCH [RETURN (opts)] [CHARSET x] keys`; SAVE (RFC 5182 2.1) is
+    taken out of the options into `Search.save`."""
     r.sp()
     returns: tuple[str, ...] | None = None
+    save_result = False
     save = r.pos
     if r.take(ATOM_CHARS).upper() == b"RETURN":
         r.sp()
@@ -391,7 +410,10 @@ def _search(r: Reader, h: Head) -> Search:
         unknown = [o for o in opts if o not in _ESEARCH_OPTIONS]
         if unknown or "" in opts:
             raise r.error(f"Unknown SEARCH RETURN option {unknown[0] if unknown else '(empty)'}")
-        returns = tuple(dict.fromkeys(opts)) or ("ALL",)
+        save_result = "SAVE" in opts
+        others = tuple(dict.fromkeys(o for o in opts if o != "SAVE"))
+        # RFC 4731 3.1: `RETURN ()` is ALL; RFC 5182 2.1: SAVE alone returns nothing.
+        returns = others if others or save_result else ("ALL",)
         r.sp()
         save = r.pos
     else:
@@ -403,7 +425,9 @@ def _search(r: Reader, h: Head) -> Search:
         r.sp()
     else:
         r.pos = save
-    return Search(tag=h.tag, name=h.name, uid=h.uid, charset=charset, key=r.search_keys(), return_=returns)
+    return Search(
+        tag=h.tag, name=h.name, uid=h.uid, charset=charset, key=r.search_keys(), return_=returns, save=save_result
+    )
 
 
 #: RFC 5256 3 sort-key.
@@ -465,7 +489,7 @@ def _fetch(r: Reader, h: Head) -> Fetch:
     """FETCH with the RFC 7162 fetch-modifiers: CHANGEDSINCE (3.1.4.1) and, for UID
     FETCH with CHANGEDSINCE, VANISHED (3.2.6)."""
     r.sp()
-    seqs = r.sequence_set()
+    seqs = r.sequence_set(saved=True)  # `$`: RFC 5182 2.1
     r.sp()
     atts = r.fetch_atts()
     changed_since: int | None = None
@@ -499,7 +523,7 @@ def _fetch(r: Reader, h: Head) -> Fetch:
 
 def _store(r: Reader, h: Head) -> Store:
     r.sp()
-    seqs = r.sequence_set()
+    seqs = r.sequence_set(saved=True)  # `$`: RFC 5182 2.1
     r.sp()
     unchanged_since: int | None = None
     if r.peek() == b"(":
@@ -542,7 +566,7 @@ def _store(r: Reader, h: Head) -> Store:
 
 def _copy(r: Reader, h: Head) -> Copy:
     r.sp()
-    seqs = r.sequence_set()
+    seqs = r.sequence_set(saved=True)  # `$`: RFC 5182 2.1
     r.sp()
     return Copy(tag=h.tag, name=h.name, uid=h.uid, set=seqs, mailbox=r.mailbox(), move=h.name == "MOVE")
 

@@ -158,11 +158,18 @@ class Parser:
                 tag = _guess_tag(bytes(self._cmd))
                 if size > lim.literal or len(self._cmd) + size > lim.command:
                     self._cmd.clear()
+                    # One literal over its limit, or (a MULTIAPPEND, RFC 3502) the command's
+                    # literals together over what one command may hold.
+                    text = (
+                        f"Literal too large (limit {lim.literal} octets)"
+                        if size > lim.literal
+                        else f"Command too large (limit {lim.command} octets for all its literals)"
+                    )
                     if sync:
                         # The client waits for "+" before sending it: refusing keeps us in step.
-                        return ParseError(f"Literal too large (limit {lim.literal} octets)", tag)
+                        return ParseError(text, tag)
                     # RFC 7888 4: a non-synchronising literal is on its way; we cannot skip it.
-                    return ParseError(f"Literal too large (limit {lim.literal} octets)", tag, fatal=True)
+                    return ParseError(text, tag, fatal=True)
                 self._literal_left = size
                 if sync:
                     return ContinuationNeeded(size)

@@ -32,7 +32,9 @@ class Limits:
 
     @property
     def command(self) -> int:
-        """A whole command (lines and literals) may not exceed one literal plus one line."""
+        """A whole command (lines and literals) may not exceed one literal plus one line: the
+        messages of a MULTIAPPEND (RFC 3502) share that bound, so a connection never makes
+        us hold more than one largest message's worth of input."""
         return self.literal + self.line
 
 
@@ -288,9 +290,16 @@ class Reader:
             return None
         return self.number(nz=True)
 
-    def sequence_set(self) -> SequenceSet:
+    def sequence_set(self, saved: bool = False) -> SequenceSet:
+        """`sequence-set`, or `$` (RFC 5182 3: seq-last-command) where `saved` allows it.
+        `$` stands alone: `$,1` or `1:$` is not a sequence set."""
         if self.peek() == b"$":
-            raise self.error("Search result references ($) are not supported")
+            if not saved:
+                raise self.error("$ (the saved search result) cannot be used here")
+            self.pos += 1
+            if self.peek() in (b",", b":"):
+                raise self.error("$ cannot be combined with other numbers (RFC 5182 3)")
+            return SequenceSet((), saved=True)
         ranges = []
         while True:
             lo = self.seq_number()
@@ -403,7 +412,7 @@ class Reader:
             self.leave()
             return keys
         if c.isdigit() or c in (b"*", b"$"):
-            return ("SEQ", self.sequence_set())
+            return ("SEQ", self.sequence_set(saved=True))
         word = self.take(ATOM_CHARS).upper().decode("ascii")
         simple = _SIMPLE_SEARCH.get(word)
         if simple is not None:
@@ -437,7 +446,7 @@ class Reader:
             return ("SMALLER", self.number())
         if word == "UID":
             self.sp()
-            return ("UID", self.sequence_set())
+            return ("UID", self.sequence_set(saved=True))
         if word == "MODSEQ":
             # RFC 7162 3.1.5: MODSEQ [entry-name entry-type-req] n. Each message has one
             # MODSEQ here, for all its flags: the entry names every flag and is skipped.

@@ -45,7 +45,7 @@ async def test_return_with_a_charset(alice) -> None:
     assert '* ESEARCH (TAG "c") COUNT 5' in out, out
 
 
-@pytest.mark.parametrize("opts", ["(SAVE)", "(BOGUS)", "(MIN", "MIN"])
+@pytest.mark.parametrize("opts", ["(SAVE BOGUS)", "(BOGUS)", "(MIN", "MIN", "()x"])
 async def test_unknown_or_malformed_options_are_bad(alice, opts) -> None:
     await _five(alice)
     out = await alice.line(f"b SEARCH RETURN {opts} ALL")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from imap.protocol.commands import (
     Append,
+    AppendMessage,
     Authenticate,
     Capability,
     Fetch,
@@ -66,7 +67,7 @@ def test_synchronising_literal_asks_for_continuation_then_completes():
     p.feed(b" World\r\n")
     cmd = p.next_event()
     assert isinstance(cmd, Append) and cmd.name == "APPEND"
-    assert cmd.message == b"Hello World" and cmd.flags == ("\\Seen",)
+    assert cmd.messages == (AppendMessage(b"Hello World", ("\\Seen",)),)
 
 
 def test_non_synchronising_literal_needs_no_continuation():
@@ -142,8 +143,9 @@ def test_store_forms():
 def test_append_with_date_time():
     c = one(b'A APPEND Drafts (\\Draft) " 2-Nov-2026 10:00:00 +0100" {2+}\r\nhi\r\n')
     assert isinstance(c, Append)
-    assert c.date == datetime(2026, 11, 2, 10, 0, tzinfo=timezone(timedelta(hours=1)))
-    assert c.mailbox == "Drafts" and c.message == b"hi" and c.flags == ("\\Draft",)
+    (m,) = c.messages
+    assert m.date == datetime(2026, 11, 2, 10, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert c.mailbox == "Drafts" and m.message == b"hi" and m.flags == ("\\Draft",)
 
 
 def test_list_forms():
@@ -180,7 +182,7 @@ def test_authenticate_with_initial_response():
         (b"a1 SEARCH FOO\r\n", "Unknown search key"),
         (b"a1 SEARCH SINCE 31-Feb-2026\r\n", "Invalid date"),
         (b"a1 UID SELECT INBOX\r\n", "Unknown command UID SELECT"),
-        (b"a1 FETCH $ FLAGS\r\n", "not supported"),
+        (b"a1 FETCH $,1 FLAGS\r\n", "cannot be combined"),
     ],
 )
 def test_bad_commands_are_tagged_parse_errors(line, fragment):
