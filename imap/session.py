@@ -390,11 +390,12 @@ class Session:
             and view.report_recent
             and state is not None
             and state.uidnext > max(view.max_uid + 1, view.claimed_upto)
+            and state.recent_uid < state.uidnext
         ):
             # Messages arrived (or were copied in): those no other session took first are
             # \Recent to this one (RFC 3501 2.3.2), claimed before the list is read.
             recent = await self.box.claim_recent(view.info)
-        metas = await self.box.messages(view.info)
+        metas = await self.box.messages(view.info, state)
         return view.sync(
             metas,
             allow_expunge=allow_expunge,

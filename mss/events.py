@@ -43,6 +43,12 @@ class Events:
         self._watchers: dict[int, set[FolderWatch]] = defaultdict(set)
         #: Where this node's own changes go beyond this process (`mss.cluster_events`).
         self._forward: Callable[[int], None] | None = None
+        #: Told of every change first, local or remote (the store drops shared reads).
+        self._listeners: list[Callable[[int], None]] = []
+
+    def on_change(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(folder_id)` for every change, before any watcher wakes."""
+        self._listeners.append(listener)
 
     @contextmanager
     def watch(self, folder_id: int) -> Iterator[FolderWatch]:
@@ -67,6 +73,8 @@ class Events:
 
     def publish_remote(self, folder_id: int) -> None:
         """A change another node committed: wake the watchers here only (never sent back)."""
+        for listener in self._listeners:
+            listener(folder_id)
         for w in list(self._watchers.get(folder_id, ())):
             w._fire()
 

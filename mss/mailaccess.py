@@ -88,8 +88,9 @@ class Handle:
     async def claim_recent(self, folder: FolderInfo) -> tuple[int, int]:
         return await self._store.claim_recent(self._address, self._own(folder))
 
-    async def messages(self, folder: FolderInfo) -> list[MessageMeta]:
-        return await self._store.messages(self._address, self._own(folder))
+    async def messages(self, folder: FolderInfo, known: FolderState | None = None) -> list[MessageMeta]:
+        at = (known.uidnext, known.highestmodseq) if known is not None else None
+        return await self._store.messages(self._address, self._own(folder), at)
 
     async def headers(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, OuterHeaders]:
         return await self._store.headers(self._address, self._own(folder), uids)

@@ -273,6 +273,9 @@ class FolderState:
 
     uidnext: int
     highestmodseq: int
+    #: The first UID no session has claimed as \\Recent (RFC 3501 2.3.2): nothing to claim
+    #: when it is UIDNEXT.
+    recent_uid: int = 1
 
 
 #: One message to append: its bytes, its flags, its internal date (None: now).
@@ -316,7 +319,10 @@ class MailboxHandle(Protocol):
         recent to it, as [first, end); from then on no other session sees those as recent."""
         ...
 
-    async def messages(self, folder: FolderInfo) -> list[MessageMeta]: ...
+    async def messages(self, folder: FolderInfo, known: FolderState | None = None) -> list[MessageMeta]:
+        """The folder's messages in UID order; `known` is the state just read, if any (the
+        core then skips its own read when its cached list is for that state)."""
+        ...
 
     async def headers(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, OuterHeaders]: ...
 

@@ -13,6 +13,7 @@ Front ends never see this class: they get a `mss.services.MailboxHandle`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC
 from typing import TypeVar
@@ -134,6 +135,9 @@ class Store:
         self.events = events or Events()
         #: Folder message lists by (UIDNEXT, HIGHESTMODSEQ) (`mss.folder_cache`).
         self.folder_cache = FolderCache()
+        #: Folder state reads in flight, shared by whoever asks meanwhile (`folder_state`).
+        self._state_reads: dict[tuple[str, int], asyncio.Future[tuple[int, int, int] | None]] = {}
+        self.events.on_change(self._changed)
         self.commit = GroupCommit(sessions, self._lock, self.events.publish, max_batch=max_batch)
 
     async def close(self) -> None:
@@ -202,18 +206,39 @@ class Store:
 
         return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
 
-    async def folder_state(self, mailbox: str, folder_id: int) -> tuple[int, int] | None:
-        """(UIDNEXT, HIGHESTMODSEQ) of a folder, None if it is gone: one primary-key read, so
-        a session can tell after each command whether anything changed."""
+    async def folder_state(self, mailbox: str, folder_id: int) -> tuple[int, int, int] | None:
+        """(UIDNEXT, HIGHESTMODSEQ, first UID not yet claimed as \\Recent) of a folder, None
+        if it is gone: one primary-key read, so a session can tell after each command
+        whether anything changed.
+
+        Concurrent asks for one folder share one read (a new message wakes every IDLE
+        session on the folder at once); a change published here or by another node drops
+        the read in flight, so whoever asks after an event reads after it."""
+        key = (mailbox.lower(), folder_id)
+        pending = self._state_reads.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._read_state(*key))
+            self._state_reads[key] = pending
+            pending.add_done_callback(
+                lambda f: self._state_reads.pop(key, None) if self._state_reads.get(key) is f else None
+            )
+        return await asyncio.shield(pending)
+
+    async def _read_state(self, mailbox: str, folder_id: int) -> tuple[int, int, int] | None:
         async with self.sessions() as s:
             row = (
                 await s.execute(
-                    select(Folder.uidnext, Folder.highestmodseq).where(
-                        Folder.id == folder_id, Folder.mailbox == mailbox.lower()
+                    select(Folder.uidnext, Folder.highestmodseq, Folder.recent_uid).where(
+                        Folder.id == folder_id, Folder.mailbox == mailbox
                     )
                 )
             ).first()
-        return (row[0], row[1]) if row else None
+        return (row[0], row[1], row[2]) if row else None
+
+    def _changed(self, folder_id: int) -> None:
+        """An event for `folder_id`: reads of its state started before it are not shared on."""
+        for key in [k for k in self._state_reads if k[1] == folder_id]:
+            del self._state_reads[key]
 
     @staticmethod
     def _in_folder(query: Select, mailbox: str, folder_id: int) -> Select:
@@ -222,10 +247,18 @@ class Store:
             Message.folder_id == folder_id, Folder.mailbox == mailbox.lower()
         )
 
-    async def messages(self, mailbox: str, folder_id: int) -> list[MessageMeta]:
+    async def messages(
+        self, mailbox: str, folder_id: int, known_state: tuple[int, int] | None = None
+    ) -> list[MessageMeta]:
         """Every message of the folder in UID order (their sequence numbers are 1..n): from
-        the folder cache when the folder's state has not moved since it was read."""
+        the folder cache when the folder's state has not moved since it was read.
+        `known_state` is the (UIDNEXT, HIGHESTMODSEQ) the caller has just read
+        (`folder_state`): when the cache holds the list for it, no read at all."""
         mailbox = mailbox.lower()
+        if known_state is not None:
+            hit = self.folder_cache.get(folder_id, mailbox, known_state)
+            if hit is not None:
+                return list(hit)
         async with self.sessions() as s:
             row = (
                 await s.execute(

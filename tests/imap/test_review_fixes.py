@@ -236,9 +236,9 @@ async def test_resync_reads_the_message_list_only_when_the_folder_changed(core, 
     reads = []
     real = core.store.messages
 
-    async def messages(mailbox, folder_id):
+    async def messages(mailbox, folder_id, known_state=None):
         reads.append(folder_id)
-        return await real(mailbox, folder_id)
+        return await real(mailbox, folder_id, known_state)
 
     monkeypatch.setattr(core.store, "messages", messages)
     for i in range(3):
