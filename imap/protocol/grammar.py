@@ -350,8 +350,11 @@ def _append(r: Reader, h: Head) -> Append:
         r.sp()
     if r.peek() not in (b"{", b"~"):
         raise r.error("APPEND needs the message as a literal")
+    binary = r.peek() == b"~"  # literal8, RFC 3516 4.4
     message = r.literal()
-    return Append(tag=h.tag, name=h.name, mailbox=mailbox, flags=tuple(flags), date=when, message=message)
+    return Append(
+        tag=h.tag, name=h.name, mailbox=mailbox, flags=tuple(flags), date=when, message=message, binary=binary
+    )
 
 
 def _idle(r: Reader, h: Head) -> Idle:

@@ -2,7 +2,8 @@
 
 Values inside responses are plain Python: `None` is NIL, `int` a number, `str`/`bytes` a
 string (quoted when it can be, a literal otherwise), `list`/`tuple` a parenthesised list,
-`Atom` is written as it is (flags, FETCH item names), `Literal` forces a literal.
+`Atom` is written as it is (flags, FETCH item names), `Literal` forces a literal, `Literal8`
+a literal8 (RFC 3516).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ class Atom(str):
 
 class Literal(bytes):
     """Always written as `{n}CRLF` followed by the bytes."""
+
+
+class Literal8(bytes):
+    """Always written as `~{n}CRLF` followed by the bytes: RFC 3516 literal8, for BINARY
+    content that has a NUL (4.3)."""
 
 
 class Serialised(bytes):
@@ -54,6 +60,8 @@ def serialise(value: Value) -> bytes:
         return bytes(value)
     if isinstance(value, Literal):
         return b"{%d}\r\n" % len(value) + bytes(value)
+    if isinstance(value, Literal8):
+        return b"~{%d}\r\n" % len(value) + bytes(value)
     if isinstance(value, str):
         return _string(value.encode("utf-8"))
     if isinstance(value, (bytes, bytearray, memoryview)):
