@@ -31,6 +31,8 @@ async def append(session: Session, cmd: Append) -> list[Response]:
     raw = cmd.message
     if not raw:
         return [bad(cmd.tag, "APPEND needs a non-empty message")]
+    if cmd.utf8 and not session.utf8_accept:
+        return [bad(cmd.tag, "APPEND UTF8 (...) needs ENABLE UTF8=ACCEPT first (RFC 6855 4)")]
     if cmd.binary and _BINARY.search(raw):
         # RFC 3516 4.4: a mailbox that cannot store binary content fails the APPEND so.
         return [no(cmd.tag, "This server does not store binary content (NUL, bare CR or LF)", "UNKNOWN-CTE")]

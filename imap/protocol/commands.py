@@ -330,13 +330,14 @@ class Status(Command):
 @dataclass(frozen=True, kw_only=True)
 class Append(Command):
     """APPEND (RFC 9051 6.3.12): the message literal as received; `binary` when it came as
-    a literal8 (RFC 3516 4.4)."""
+    a literal8 (RFC 3516 4.4), `utf8` when as the RFC 6855 4 `UTF8 (literal8)` data."""
 
     mailbox: str
     flags: tuple[str, ...] = ()
     date: datetime | None = None
     message: bytes
     binary: bool = False
+    utf8: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

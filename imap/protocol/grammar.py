@@ -348,12 +348,24 @@ def _append(r: Reader, h: Head) -> Append:
     if r.peek() == b'"':
         when = r.date_time()
         r.sp()
+    utf8 = r.try_expect(b"UTF8 (")  # RFC 6855 4: append-data =/ "UTF8" SP "(" literal8 ")"
+    if utf8 and r.peek(2) != b"~{":
+        raise r.error("APPEND UTF8 needs the message as a literal8 (RFC 6855 4)")
     if r.peek() not in (b"{", b"~"):
         raise r.error("APPEND needs the message as a literal")
     binary = r.peek() == b"~"  # literal8, RFC 3516 4.4
     message = r.literal()
+    if utf8:
+        r.expect(b")")
     return Append(
-        tag=h.tag, name=h.name, mailbox=mailbox, flags=tuple(flags), date=when, message=message, binary=binary
+        tag=h.tag,
+        name=h.name,
+        mailbox=mailbox,
+        flags=tuple(flags),
+        date=when,
+        message=message,
+        binary=binary,
+        utf8=utf8,
     )
 
 

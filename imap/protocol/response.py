@@ -16,6 +16,8 @@ from typing import Union
 # QUOTED-CHAR excludes CR, LF, NUL and 8-bit; such strings go as literals (RFC 9051 4.3).
 _QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*")
 _MAX_QUOTED = 1000
+# With UTF-8 allowed in quoted strings: anything but CR, LF and NUL.
+_QUOTABLE_UTF8 = re.compile(rb"[^\x00\r\n]*")
 
 
 class Atom(str):
@@ -24,6 +26,12 @@ class Atom(str):
 
 class Literal(bytes):
     """Always written as `{n}CRLF` followed by the bytes."""
+
+
+class Utf8Quoted(str):
+    """A string that may be quoted with UTF-8 in it (RFC 6855 3, `uQUOTED-CHAR`; RFC 9051
+    4.3): a mailbox name once the client has enabled UTF8=ACCEPT or IMAP4rev2. A literal
+    only when it has CR, LF or NUL or is long."""
 
 
 class Literal8(bytes):
@@ -62,6 +70,11 @@ def serialise(value: Value) -> bytes:
         return b"{%d}\r\n" % len(value) + bytes(value)
     if isinstance(value, Literal8):
         return b"~{%d}\r\n" % len(value) + bytes(value)
+    if isinstance(value, Utf8Quoted):
+        b = value.encode("utf-8")
+        if len(b) <= _MAX_QUOTED and _QUOTABLE_UTF8.fullmatch(b):
+            return b'"' + b.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        return b"{%d}\r\n" % len(b) + b
     if isinstance(value, str):
         return _string(value.encode("utf-8"))
     if isinstance(value, (bytes, bytearray, memoryview)):
