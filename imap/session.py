@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Literal, overload
 
+from imap import names
 from imap.actions import Action, Close, Output, PendingAuthentication, StartTLS
 from imap.commands import HANDLERS
 from imap.commands.auth import continue_authenticate
@@ -106,6 +107,17 @@ class Session:
         return "IMAP4REV2" in self.enabled
 
     @property
+    def utf8_accept(self) -> bool:
+        """Whether the client sent `ENABLE UTF8=ACCEPT` (RFC 6855 3)."""
+        return "UTF8=ACCEPT" in self.enabled
+
+    @property
+    def utf8_names(self) -> bool:
+        """Whether mailbox names go as UTF-8 (UTF8=ACCEPT, RFC 6855 3, or IMAP4rev2, RFC
+        9051 5.1) rather than modified UTF-7 (RFC 3501 5.1.3): `imap.names` asks this."""
+        return self.utf8_accept or self.imap4rev2
+
+    @property
     def condstore(self) -> bool:
         """Whether CONDSTORE is enabled (RFC 7162 3.1: by ENABLE, or by the first
         "CONDSTORE enabling command"; QRESYNC implies it, 3.2.3)."""
@@ -138,7 +150,7 @@ class Session:
     # -- capabilities (RFC 9051 7.2.2) ---------------------------------------------------
 
     #: RFC 9051 is offered beside rev1 only once every capability rev2 includes works here
-    #: (missing: ESEARCH answers, BINARY, UTF-8 mailbox names, OK [CLOSED]);
+    #: (missing: ESEARCH answers);
     #: the rev2 differences already built are tested with this set on one session.
     offer_imap4rev2: bool = False
 
@@ -179,6 +191,8 @@ class Session:
             "CREATE-SPECIAL-USE",
             "CONDSTORE",
             "QRESYNC",
+            "BINARY",  # RFC 3516
+            "UTF8=ACCEPT",  # RFC 6855
         ]
 
     def greeting(self) -> list[Response]:
@@ -342,6 +356,10 @@ class Session:
             return [no(cmd.tag, "TLS is required: use STARTTLS first", "PRIVACYREQUIRED")]
         if self.state not in allowed_states(cmd):
             return [bad(cmd.tag, f"{cmd.full_name} is not valid in the {self.state.value} state")]
+        try:
+            cmd = names.incoming(cmd, self.utf8_names)
+        except names.Mutf7Error as exc:
+            return [bad(cmd.tag, f"{exc} (RFC 3501 5.1.3; or ENABLE UTF8=ACCEPT)")]
         replies: list[Output]
         try:
             replies = list(await handler(self, cmd))

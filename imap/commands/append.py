@@ -1,4 +1,5 @@
-"""APPEND (RFC 9051 6.3.12) and MULTIAPPEND (RFC 3502) with APPENDUID (RFC 4315).
+"""APPEND (RFC 9051 6.3.12) and MULTIAPPEND (RFC 3502) with APPENDUID (RFC 4315), each message
+as a literal8 too (RFC 3516 4.4).
 
 The messages go through the session's `MailboxHandle.append_many`, which encrypts each to the
 mailbox's certificates before the store sees it: nothing is ever stored in clear, whatever
@@ -9,12 +10,13 @@ core, and none is stored.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from imap.flags import check_flags
 from imap.protocol.commands import Append, SequenceSet
-from imap.protocol.response import Response, bad, ok
+from imap.protocol.response import Response, bad, no, ok
 from imap.replies import refused
 from mss.refusals import Reason, Refusal
 
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mss.imap")
 
+#: What makes content binary (RFC 3516 1): NUL, or CR and LF that are not a line end. MSS
+#: stores neither (RFC 5322 2.2, 3.5; DESIGN.md "Bad input").
+_BINARY = re.compile(rb"\x00|\r(?!\n)|(?<!\r)\n")
+
 
 async def append(session: Session, cmd: Append) -> list[Response]:
     items: list[tuple[bytes, list[str], datetime | None]] = []
@@ -30,6 +36,12 @@ async def append(session: Session, cmd: Append) -> list[Response]:
         which = f" (message {n})" if len(cmd.messages) > 1 else ""
         if not m.message:
             return [bad(cmd.tag, f"APPEND needs a non-empty message{which}")]
+        if m.utf8 and not session.utf8_accept:
+            return [bad(cmd.tag, "APPEND UTF8 (...) needs ENABLE UTF8=ACCEPT first (RFC 6855 4)")]
+        if m.binary and _BINARY.search(m.message):
+            # RFC 3516 4.4: a mailbox that cannot store binary content fails the APPEND so.
+            text = f"This server does not store binary content (NUL, bare CR or LF){which}"
+            return [no(cmd.tag, text, "UNKNOWN-CTE")]
         flags, why = check_flags(m.flags)
         if why:
             return [bad(cmd.tag, why + which)]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from crypto.dates import as_utc
 from imap import mime
 from imap.protocol.commands import Fetch, FetchAtt, SequenceSet
-from imap.protocol.response import Atom, Data, Literal, Response, Value, bad, ok
+from imap.protocol.response import Atom, Data, Literal, Literal8, Response, Value, bad, no, ok
 from imap.structure import Structure, structures
 from imap.view import flag_list
 from mss.records import MessageMeta
@@ -43,7 +43,8 @@ def internaldate(dt: datetime) -> str:
 
 
 def _sets_seen(att: FetchAtt) -> bool:
-    return att.name in _SETS_SEEN or (att.name == "BODY" and att.section is not None)
+    # RFC 3516 4.2: BINARY sets \Seen as BODY[] does; BINARY.PEEK and BINARY.SIZE do not.
+    return att.name in _SETS_SEEN or (att.name in ("BODY", "BINARY") and att.section is not None)
 
 
 def _needs_content(att: FetchAtt) -> bool:
@@ -81,6 +82,13 @@ async def fetch(session: Session, cmd: Fetch) -> list[Response]:
             if gone:
                 out.append(Data(Atom("VANISHED"), [Atom("EARLIER")], Atom(SequenceSet.compact(gone))))
 
+    # RFC 3516 4.3: a part whose encoding cannot be removed fails the whole request, so
+    # that is known before anything is sent or \Seen is set.
+    try:
+        loaded = await _check_binary(session, atts, [u for _, u in targets])
+    except mime.UnknownCte as exc:
+        return [*out, no(cmd.tag, f"Cannot decode Content-Transfer-Encoding {exc}", "UNKNOWN-CTE")]
+
     # RFC 9051 6.4.5: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \Seen.
     flags_changed: set[int]
     if not view.readonly and any(_sets_seen(a) for a in atts):
@@ -107,15 +115,37 @@ async def fetch(session: Session, cmd: Fetch) -> list[Response]:
     kept = await structures(box, view.info, [u for _, u in targets]) if want_structure else {}
     for i in range(0, len(targets), _CHUNK):
         chunk = targets[i : i + _CHUNK]
-        contents = await box.content(view.info, [u for _, u in chunk]) if want_content else {}
+        if loaded is not None:
+            contents = loaded
+        elif want_content:
+            contents = {u: _Content(r) for u, r in (await box.content(view.info, [u for _, u in chunk])).items()}
+        else:
+            contents = {}
         for seq, uid in chunk:
-            raw = contents.get(uid)
-            if (want_content and raw is None) or (want_structure and uid not in kept):
+            content = contents.get(uid)
+            if (want_content and content is None) or (want_structure and uid not in kept):
                 continue  # expunged meanwhile
-            content = _Content(raw) if raw is not None else None
             out.append(Data(seq, Atom("FETCH"), _items(atts, view.shown(metas[uid]), content, kept.get(uid))))
     out.append(ok(cmd.tag, f"{cmd.full_name} completed"))
     return out
+
+
+async def _check_binary(session: Session, atts: list[FetchAtt], uids: list[int]) -> dict[int, _Content] | None:
+    """Raise `mime.UnknownCte` if a BINARY item of one of `uids` cannot be decoded. The
+    messages are read for it; when they are few (one chunk) they are returned, parsed, for
+    the FETCH to use, otherwise they are read again chunk by chunk (None)."""
+    paths = {a.section.part for a in atts if a.binary and a.section is not None and a.section.part}
+    if not paths or not uids:
+        return None
+    box, info = session.box, session.folder.info
+    kept: dict[int, _Content] = {}
+    for i in range(0, len(uids), _CHUNK):
+        for uid, raw in (await box.content(info, uids[i : i + _CHUNK])).items():
+            content = _Content(raw)
+            for path in paths:
+                mime.check_binary(content.part, path)
+            kept[uid] = content
+    return kept if len(uids) <= _CHUNK else None
 
 
 class _Content:
@@ -176,6 +206,13 @@ def _content_item(att: FetchAtt, content: _Content) -> list[Value]:
     name = att.name
     raw = content.raw
     section = att.section
+    if section is not None and att.binary:
+        decoded = mime.binary_bytes(content.part, section.part) if section.part else raw
+        if name == "BINARY.SIZE":
+            return [Atom(att.response_name()), len(decoded)]
+        data = mime.partial(decoded, att.partial)
+        # RFC 3516 4.3: literal8 only when the content has a NUL; otherwise a string.
+        return [Atom(att.response_name()), Literal8(data) if b"\x00" in data else Literal(data)]
     if section is not None:
         if not section.part and section.text is None:
             data = raw  # BODY[]: the whole message, no parsing

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from imap.commands.mailbox import MAX_PATTERN, MAX_PATTERNS, Pattern, status_values
+from imap.names import outgoing
 from imap.protocol.commands import Create, List
 from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
 from mss.records import DELIMITER, FolderInfo
@@ -72,7 +73,8 @@ async def list_(session: Session, cmd: List) -> list[Response]:
     if patterns == ("",):
         # RFC 9051 6.3.9: the hierarchy delimiter and root of the reference.
         root = reference.split(DELIMITER)[0] + DELIMITER if DELIMITER in reference else ""
-        return [Data(Atom(kind), [Atom("\\Noselect")], DELIMITER, root), ok(cmd.tag, f"{kind} completed")]
+        wire = outgoing(root, session.utf8_names)
+        return [Data(Atom(kind), [Atom("\\Noselect")], DELIMITER, wire), ok(cmd.tag, f"{kind} completed")]
     if len(patterns) > MAX_PATTERNS or any(len(reference + p) > MAX_PATTERN for p in patterns):
         return [bad(cmd.tag, f"At most {MAX_PATTERNS} patterns of at most {MAX_PATTERN} characters")]
     # RFC 5258 3: an extended LIST (or a rev2 session, RFC 9051 7.3.1) learns \NonExistent.
@@ -127,10 +129,11 @@ async def list_(session: Session, cmd: List) -> list[Response]:
             attrs.append("\\Subscribed")
         if f is not None and f.special_use:
             attrs.append(f.special_use)
-        out.append(Data(Atom(kind), [Atom(a) for a in attrs], DELIMITER, name, *extra))
+        wire = outgoing(name, session.utf8_names)
+        out.append(Data(Atom(kind), [Atom(a) for a in attrs], DELIMITER, wire, *extra))
         if f is not None and "STATUS" in cmd.return_:
             # RFC 5819 2: after the folder's LIST line; none for a name that cannot be selected.
-            out.append(Data(Atom("STATUS"), f.name, await _status_of(session, f, cmd.status_items)))
+            out.append(Data(Atom("STATUS"), wire, await _status_of(session, f, cmd.status_items)))
     out.append(ok(cmd.tag, f"{kind} completed"))
     return out
 

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from imap.names import outgoing
 from imap.protocol.commands import Delete, Namespace, Qresync, Rename, Select, SequenceSet, Status, Subscribe, Unselect
 from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
 from imap.state import Event
@@ -114,7 +115,7 @@ async def _list_line(session: Session, info: FolderInfo) -> Data:
     """The LIST response a rev2 SELECT must send (RFC 9051 6.3.2), attributes accurate."""
     below = any(f.name.startswith(info.name + DELIMITER) for f in await session.box.folders())
     attrs = ["\\HasChildren" if below else "\\HasNoChildren"] + ([info.special_use] if info.special_use else [])
-    return Data(Atom("LIST"), [Atom(a) for a in attrs], DELIMITER, info.name)
+    return Data(Atom("LIST"), [Atom(a) for a in attrs], DELIMITER, outgoing(info.name, session.utf8_names))
 
 
 def _atoms(items: Iterable[str]) -> str:
@@ -231,7 +232,8 @@ async def status(session: Session, cmd: Status) -> list[Response]:
     items = await status_values(session, info, cmd.items)
     # RFC 7162 3.1: STATUS (HIGHESTMODSEQ) is a CONDSTORE enabling command.
     enabled = session.enable_condstore() if "HIGHESTMODSEQ" in cmd.items else []
-    return [*enabled, Data(Atom("STATUS"), info.name, items), ok(cmd.tag, "STATUS completed")]
+    wire = outgoing(info.name, session.utf8_names)
+    return [*enabled, Data(Atom("STATUS"), wire, items), ok(cmd.tag, "STATUS completed")]
 
 
 async def status_values(session: Session, info: FolderInfo, wanted: Iterable[str]) -> list[Value]:

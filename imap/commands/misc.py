@@ -38,7 +38,12 @@ async def id_(session: Session, cmd: Id) -> list[Response]:
 
 
 #: What ENABLE can switch on (upper-case -> as advertised), when the session offers it.
-ENABLEABLE = {"IMAP4REV2": "IMAP4rev2", "CONDSTORE": "CONDSTORE", "QRESYNC": "QRESYNC"}
+ENABLEABLE = {
+    "IMAP4REV2": "IMAP4rev2",
+    "CONDSTORE": "CONDSTORE",
+    "QRESYNC": "QRESYNC",
+    "UTF8=ACCEPT": "UTF8=ACCEPT",  # RFC 6855 3: UTF-8 mailbox names, APPEND UTF8 (...)
+}
 
 
 async def enable(session: Session, cmd: Enable) -> list[Response]:

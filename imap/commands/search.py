@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from imap import mime
 from imap.protocol.commands import Search, SearchKey, SequenceSet
-from imap.protocol.response import Atom, Data, Response, Value, no, ok
+from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
 from mss.records import FolderInfo, MessageMeta, OuterHeaders
 
 if TYPE_CHECKING:
@@ -255,6 +255,9 @@ async def matching(session: Session, key: SearchKey, *, fields: Iterable[str] = 
 
 async def search(session: Session, cmd: Search) -> list[Response]:
     charset = cmd.charset
+    if charset is not None and session.utf8_accept:
+        # RFC 6855 3: once UTF8=ACCEPT is enabled every string is UTF-8; a charset conflicts.
+        return [bad(cmd.tag, "No CHARSET after ENABLE UTF8=ACCEPT: strings are UTF-8 (RFC 6855 3)")]
     if charset not in (None, "UTF-8", "US-ASCII"):
         if cmd.save:
             session.folder.saved = frozenset()  # RFC 5182 2.1: a SAVE answered NO empties `$`

@@ -105,7 +105,8 @@ class Section:
 
 @dataclass(frozen=True)
 class FetchAtt:
-    """One `fetch-att`. `name` is upper-case: FLAGS, UID, BODY, BODY.PEEK, RFC822.SIZE, ..."""
+    """One `fetch-att`. `name` is upper-case: FLAGS, UID, BODY, BODY.PEEK, RFC822.SIZE, ...,
+    and the RFC 3516 BINARY, BINARY.PEEK and BINARY.SIZE (whose section is a part path only)."""
 
     name: str
     section: Section | None = None
@@ -113,13 +114,21 @@ class FetchAtt:
 
     @property
     def peek(self) -> bool:
-        return self.name == "BODY.PEEK"
+        return self.name in ("BODY.PEEK", "BINARY.PEEK")
+
+    @property
+    def binary(self) -> bool:
+        """BINARY, BINARY.PEEK or BINARY.SIZE (RFC 3516 4.2): the part's content decoded."""
+        return self.name.startswith("BINARY")
 
     def response_name(self, offset_only: bool = True) -> str:
-        """The item name echoed in the FETCH response: BODY.PEEK[x]<o.l> -> BODY[x]<o>."""
+        """The item name echoed in the FETCH response: BODY.PEEK[x]<o.l> -> BODY[x]<o>,
+        BINARY.PEEK[1]<o.l> -> BINARY[1]<o> (RFC 3516 4.3), BINARY.SIZE[1] as it is."""
         if self.section is None:
             return self.name
-        base = f"BODY[{self.section}]"
+        if self.name == "BINARY.SIZE":
+            return f"BINARY.SIZE[{self.section}]"
+        base = f"{'BINARY' if self.binary else 'BODY'}[{self.section}]"
         if self.partial is not None:
             base += f"<{self.partial[0]}>"
         return base
@@ -331,11 +340,14 @@ class Status(Command):
 @dataclass(frozen=True)
 class AppendMessage:
     """One message of an APPEND: its literal as received, the flags and the date-time
-    given before it (RFC 9051 6.3.12)."""
+    given before it (RFC 9051 6.3.12); `binary` when it came as a literal8 (RFC 3516 4.4),
+    `utf8` when as the RFC 6855 4 `UTF8 (literal8)` data."""
 
     message: bytes
     flags: tuple[str, ...] = ()
     date: datetime | None = None
+    binary: bool = False
+    utf8: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

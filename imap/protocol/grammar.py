@@ -353,9 +353,16 @@ def _append_message(r: Reader) -> AppendMessage:
     if r.peek() == b'"':
         when = r.date_time()
         r.sp()
+    utf8 = r.try_expect(b"UTF8 (")  # RFC 6855 4: append-data =/ "UTF8" SP "(" literal8 ")"
+    if utf8 and r.peek(2) != b"~{":
+        raise r.error("APPEND UTF8 needs the message as a literal8 (RFC 6855 4)")
     if r.peek() not in (b"{", b"~"):
         raise r.error("APPEND needs the message as a literal")
-    return AppendMessage(message=r.literal(), flags=tuple(flags), date=when)
+    binary = r.peek() == b"~"  # literal8, RFC 3516 4.4
+    message = r.literal()
+    if utf8:
+        r.expect(b")")
+    return AppendMessage(message=message, flags=tuple(flags), date=when, binary=binary, utf8=utf8)
 
 
 def _append(r: Reader, h: Head) -> Append:

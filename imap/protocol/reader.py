@@ -362,6 +362,16 @@ class Reader:
                 self.expect(b">")
                 partial = (start, length)
             return FetchAtt(name, section, partial)
+        if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE") and self.peek() == b"[":
+            section = self.section_binary()
+            partial = None
+            if name != "BINARY.SIZE" and self.try_expect(b"<"):
+                start = self.number()
+                self.expect(b".")
+                length = self.number(nz=True)
+                self.expect(b">")
+                partial = (start, length)
+            return FetchAtt(name, section, partial)
         if name in _SIMPLE_FETCH:
             return FetchAtt(name)
         raise self.error(f"Unknown FETCH attribute {name or self.peek().decode('ascii', 'replace')!r}")
@@ -388,6 +398,20 @@ class Reader:
                     fields = tuple(f.upper() for f in self.paren_list(self.astring, allow_empty=False))
         self.expect(b"]")
         return Section(tuple(part), text, fields)
+
+    def section_binary(self) -> Section:
+        """`section-binary = "[" [section-part] "]"` (RFC 3516 6): a part path, no HEADER,
+        TEXT or MIME (the decoded content of a part has no header of its own)."""
+        self.expect(b"[")
+        part: list[int] = []
+        if self.peek() != b"]":
+            part.append(self.number(nz=True))
+            while self.try_expect(b"."):
+                part.append(self.number(nz=True))
+        if self.peek() != b"]":
+            raise self.error("BINARY takes a part number only, no HEADER, TEXT or MIME (RFC 3516 4.2)")
+        self.pos += 1
+        return Section(tuple(part))
 
     # -- SEARCH --------------------------------------------------------------------------
 

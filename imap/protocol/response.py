@@ -2,7 +2,8 @@
 
 Values inside responses are plain Python: `None` is NIL, `int` a number, `str`/`bytes` a
 string (quoted when it can be, a literal otherwise), `list`/`tuple` a parenthesised list,
-`Atom` is written as it is (flags, FETCH item names), `Literal` forces a literal.
+`Atom` is written as it is (flags, FETCH item names), `Literal` forces a literal, `Literal8`
+a literal8 (RFC 3516).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Union
 # QUOTED-CHAR excludes CR, LF, NUL and 8-bit; such strings go as literals (RFC 9051 4.3).
 _QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*")
 _MAX_QUOTED = 1000
+# With UTF-8 allowed in quoted strings: anything but CR, LF and NUL.
+_QUOTABLE_UTF8 = re.compile(rb"[^\x00\r\n]*")
 
 
 class Atom(str):
@@ -23,6 +26,17 @@ class Atom(str):
 
 class Literal(bytes):
     """Always written as `{n}CRLF` followed by the bytes."""
+
+
+class Utf8Quoted(str):
+    """A string that may be quoted with UTF-8 in it (RFC 6855 3, `uQUOTED-CHAR`; RFC 9051
+    4.3): a mailbox name once the client has enabled UTF8=ACCEPT or IMAP4rev2. A literal
+    only when it has CR, LF or NUL or is long."""
+
+
+class Literal8(bytes):
+    """Always written as `~{n}CRLF` followed by the bytes: RFC 3516 literal8, for BINARY
+    content that has a NUL (4.3)."""
 
 
 class Serialised(bytes):
@@ -54,6 +68,13 @@ def serialise(value: Value) -> bytes:
         return bytes(value)
     if isinstance(value, Literal):
         return b"{%d}\r\n" % len(value) + bytes(value)
+    if isinstance(value, Literal8):
+        return b"~{%d}\r\n" % len(value) + bytes(value)
+    if isinstance(value, Utf8Quoted):
+        b = value.encode("utf-8")
+        if len(b) <= _MAX_QUOTED and _QUOTABLE_UTF8.fullmatch(b):
+            return b'"' + b.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        return b"{%d}\r\n" % len(b) + b
     if isinstance(value, str):
         return _string(value.encode("utf-8"))
     if isinstance(value, (bytes, bytearray, memoryview)):
