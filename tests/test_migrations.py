@@ -89,3 +89,46 @@ async def test_0004_converts_flags_and_starts_the_counter_above_old_uidvaliditie
         assert rows == {1: "", 2: "\\Seen", 3: "$Forwarded \\Answered \\Seen", 5: "k" * 255, 6: "\\Flagged k"}
     finally:
         await engine.dispose()
+
+
+async def test_0012_decodes_modified_utf7_folder_names(url):
+    from imap.mutf7 import encode
+
+    await asyncio.to_thread(_alembic, url, "upgrade", "0011")
+    names = {
+        encode("Envoyés"): "Envoyés",
+        encode("Patients/Éric & Zoé"): "Patients/Éric & Zoé",
+        "A&B": "A&B",  # not modified UTF-7: kept
+        "&AGE-": "&AGE-",  # encodes printable ASCII: not canonical, kept
+        encode("Reçus"): encode("Reçus"),  # "Reçus" exists already: kept, no collision
+        "Reçus": "Reçus",
+        "INBOX": "INBOX",
+    }
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as c:
+            for i, name in enumerate(names):
+                await c.execute(
+                    text(
+                        "INSERT INTO folder (mailbox, name, uidvalidity, uidnext, highestmodseq, subscribed) "
+                        "VALUES ('n@x.test', :n, :v, 1, 1, true)"
+                    ),
+                    {"n": name, "v": 100 + i},
+                )
+            await c.execute(
+                text(
+                    "INSERT INTO folder (mailbox, name, uidvalidity, uidnext, highestmodseq, subscribed) "
+                    "VALUES ('other@x.test', :n, 1, 1, 1, true)"
+                ),
+                {"n": encode("Envoyés")},
+            )
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(_alembic, url, "upgrade", "head")
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as c:
+            got = {(m, n) for m, n in (await c.execute(text("SELECT mailbox, name FROM folder"))).all()}
+    finally:
+        await engine.dispose()
+    assert got == {("n@x.test", v) for v in names.values()} | {("other@x.test", "Envoyés")}
