@@ -149,10 +149,10 @@ class Session:
 
     # -- capabilities (RFC 9051 7.2.2) ---------------------------------------------------
 
-    #: RFC 9051 is offered beside rev1 only once every capability rev2 includes works here
-    #: (missing: ESEARCH answers);
-    #: the rev2 differences already built are tested with this set on one session.
-    offer_imap4rev2: bool = False
+    #: RFC 9051 is offered beside rev1 (RFC 9051 appendix E lists what rev2 includes: ESEARCH
+    #: answers, SEARCHRES, BINARY, UTF-8 names, LIST-EXTENDED/STATUS, OK [CLOSED], no
+    #: \\Recent...); a client switches with `ENABLE IMAP4rev2`. False turns it off.
+    offer_imap4rev2: bool = True
 
     @property
     def append_limit(self) -> int:

@@ -1,5 +1,5 @@
-"""IMAP4rev2 (RFC 9051) beside rev1: what `ENABLE IMAP4rev2` changes, and that rev2 is not
-advertised while the capabilities it includes are missing (`Session.offer_imap4rev2`)."""
+"""IMAP4rev2 (RFC 9051) beside rev1: what `ENABLE IMAP4rev2` changes, and that rev2 is
+advertised beside rev1 (`Session.offer_imap4rev2`) with rev1 the default."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ def rev2(alice):
     return alice
 
 
-async def test_rev2_is_not_advertised_yet(alice):
+async def test_rev2_is_advertised_beside_rev1_and_rev1_stays_the_default(alice):
+    caps = (await alice.line("a CAPABILITY")).split("\r\n")[0].split()
+    assert caps[2:4] == ["IMAP4rev1", "IMAP4rev2"]
+    assert "RECENT 0" in await alice.line("c0 STATUS INBOX (RECENT)")  # rev1 until ENABLE
+    assert not alice.session.imap4rev2
+
+
+async def test_rev2_cannot_be_enabled_when_not_offered(alice):
+    alice.session.offer_imap4rev2 = False
     caps = (await alice.line("a CAPABILITY")).split("\r\n")[0].split()
     assert "IMAP4rev1" in caps and "IMAP4rev2" not in caps
     # RFC 5161 3: what is not offered cannot be enabled; ENABLED lists nothing.
