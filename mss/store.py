@@ -135,6 +135,10 @@ class Store:
         self.events = events or Events()
         #: Folder message lists by (UIDNEXT, HIGHESTMODSEQ) (`mss.folder_cache`).
         self.folder_cache = FolderCache()
+        #: Message list reads in flight, by the state their callers knew (`messages`).
+        self._list_reads: dict[tuple[str, int, tuple[int, int]], asyncio.Future[list[MessageMeta]]] = {}
+        #: \\Recent claims in flight (`claim_recent`).
+        self._claims: dict[tuple[str, int], asyncio.Future[tuple[int, int]]] = {}
         #: Folder state reads in flight, shared by whoever asks meanwhile (`folder_state`).
         self._state_reads: dict[tuple[str, int], asyncio.Future[tuple[int, int, int] | None]] = {}
         self.events.on_change(self._changed)
@@ -185,8 +189,23 @@ class Store:
         """Claim the folder's recent messages for one session (RFC 3501 2.3.2): returns the
         UIDs recent to the caller as a range [first, end), and moves the folder's `recent_uid` to `uidnext`, so
         no other session sees those messages as recent. One write, through the group
-        committer (serialised with the deliveries to this mailbox); nothing to claim, no write."""
+        committer (serialised with the deliveries to this mailbox); nothing to claim, no write.
 
+        While one claim for the folder is in flight, another caller gets nothing (an empty
+        range at its end) instead of a write of its own: every IDLE session on the folder
+        tries at once when mail arrives, and only one may have it. A message that lands
+        after that claim read UIDNEXT wakes the sessions again and is claimed then."""
+        key = (mailbox.lower(), folder_id)
+        pending = self._claims.get(key)
+        if pending is not None:
+            _, end = await asyncio.shield(pending)
+            return end, end
+        pending = asyncio.ensure_future(self._claim_recent(mailbox, folder_id))
+        self._claims[key] = pending
+        pending.add_done_callback(lambda _: self._claims.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _claim_recent(self, mailbox: str, folder_id: int) -> tuple[int, int]:
         async def run(s: AsyncSession) -> tuple[tuple[int, int], Iterable[int]]:
             row = (
                 await s.execute(
@@ -255,10 +274,22 @@ class Store:
         `known_state` is the (UIDNEXT, HIGHESTMODSEQ) the caller has just read
         (`folder_state`): when the cache holds the list for it, no read at all."""
         mailbox = mailbox.lower()
-        if known_state is not None:
-            hit = self.folder_cache.get(folder_id, mailbox, known_state)
-            if hit is not None:
-                return list(hit)
+        if known_state is None:
+            return await self._load_messages(mailbox, folder_id)
+        hit = self.folder_cache.get(folder_id, mailbox, known_state)
+        if hit is not None:
+            return list(hit)
+        # Every IDLE session on the folder asks at once after a change: one read for all who
+        # know the same state (the read starts after they read it, so it is at least as new).
+        key = (mailbox, folder_id, known_state)
+        pending = self._list_reads.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load_messages(mailbox, folder_id))
+            self._list_reads[key] = pending
+            pending.add_done_callback(lambda _: self._list_reads.pop(key, None))
+        return list(await asyncio.shield(pending))
+
+    async def _load_messages(self, mailbox: str, folder_id: int) -> list[MessageMeta]:
         async with self.sessions() as s:
             row = (
                 await s.execute(
