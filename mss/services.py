@@ -20,7 +20,17 @@ from typing import Literal, Protocol, TypeAlias
 from mss.config import Settings
 from mss.events import FolderWatch  # re-exported: what `MailboxHandle.watch` gives
 from mss.principal import Principal
-from mss.records import FlagMode, FolderInfo, MailDsn, MessageMeta, OuterHeaders, RcptDsn, StoredRef, TraceInfo
+from mss.records import (
+    FlagMode,
+    FolderInfo,
+    MailDsn,
+    MessageMeta,
+    OuterHeaders,
+    Quota,
+    RcptDsn,
+    StoredRef,
+    TraceInfo,
+)
 
 # -- who the client is --------------------------------------------------------------------
 
@@ -322,14 +332,22 @@ class MailboxHandle(Protocol):
 
     async def expunge(self, folder: FolderInfo, uids: Sequence[int] | None = None) -> list[int]: ...
 
-    async def copy(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]: ...
+    async def copy(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]:
+        """The copies count against the quota: `OVER_QUOTA`, nothing copied, when they do not fit."""
+        ...
 
     async def move(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]: ...
 
     async def append(
         self, folder: str, raw: bytes, flags: Iterable[str] = (), internaldate: datetime | None = None
     ) -> StoredRef:
-        """Encrypt to the mailbox's keys, then store (RFC 9051 6.3.12)."""
+        """Encrypt to the mailbox's keys, then store (RFC 9051 6.3.12); `OVER_QUOTA` when
+        it does not fit the mailbox's quota."""
+        ...
+
+    async def quota(self) -> Quota:
+        """The mailbox's usage and limits: its one quota root (IMAP QUOTA, RFC 9208). Only
+        the operator changes the limits (`mss mailbox quota`)."""
         ...
 
     def watch(self, folder: FolderInfo) -> AbstractContextManager[FolderWatch]: ...

@@ -655,7 +655,7 @@ def test_verify_and_export_do_not_migrate_the_database(empty_database_url, tmp_p
     for args in (("verify",), ("verify", "--json"), ("export",), ("anchor",)):
         res = run_mss(config, "audit", *args, check=False)
         assert res.returncode == 1, (args, res.stdout, res.stderr)
-        assert "schema at 0006, the newest is 0009" in res.stderr and "do not migrate" in res.stderr
+        assert "schema at 0006, the newest is 0010" in res.stderr and "do not migrate" in res.stderr
         assert res.stdout == ""
     assert asyncio.run(fetch(url, "SELECT version_num FROM alembic_version")) == [("0006",)]
     tables = {r[0] for r in asyncio.run(fetch(url, _TABLES[is_sqlite(url)]))}
