@@ -142,6 +142,9 @@ class Session:
             "MOVE",
             "CHILDREN",
             "ESEARCH",
+            "QUOTA",  # RFC 9208: GETQUOTA, GETQUOTAROOT; SETQUOTA is the operator's (no QUOTASET)
+            "QUOTA=RES-STORAGE",
+            "QUOTA=RES-MESSAGE",
             f"APPENDLIMIT={self.append_limit}",
             "LIST-EXTENDED",
             "LIST-STATUS",
