@@ -161,24 +161,32 @@ class DeliveryResult:
 
     stored: tuple[StoredRef, ...]
     queued: tuple[int, ...] = ()
+    #: Recipients accepted at RCPT whose mailbox had no room for the message at DATA: not
+    #: delivered, their sender told by a failure DSN (RFC 3461; status 5.2.2).
+    over_quota: tuple[str, ...] = ()
 
 
 class SubmissionTransaction(Protocol):
     """One mail transaction for one principal (RFC 5321 3.3): sender, recipients, content."""
 
-    def mail_from(self, address: str, dsn: MailDsn | None = None) -> None:
+    def mail_from(self, address: str, dsn: MailDsn | None = None, size: int | None = None) -> None:
         """Raises Refusal when the principal may not send as `address` (`""`, the null
-        reverse-path, only from another operator). `dsn`: RET and ENVID (RFC 3461 4.3, 4.4)."""
+        reverse-path, only from another operator). `dsn`: RET and ENVID (RFC 3461 4.3, 4.4);
+        `size`: the SIZE the client declared (RFC 1870), if any."""
         ...
 
     async def add_recipient(self, address: str, dsn: RcptDsn | None = None) -> Recipient:
-        """Resolve and check one recipient; raises Refusal. Carried to `deliver` with its
-        NOTIFY and ORCPT (RFC 3461 4.1, 4.2)."""
+        """Resolve and check one recipient; raises Refusal (`OVER_QUOTA` when its mailbox is
+        full, or has no room for the declared SIZE). Carried to `deliver` with its NOTIFY
+        and ORCPT (RFC 3461 4.1, 4.2)."""
         ...
 
     async def deliver(self, raw: bytes) -> DeliveryResult:
         """Parse once, check, encrypt for every recipient, store durably; returns only once
-        the transaction holding the message is committed (the SMTP 250 waits for it)."""
+        the transaction holding the message is committed (the SMTP 250 waits for it). A
+        local recipient whose mailbox has no room for the message is left out and its
+        sender gets a failure DSN (`DeliveryResult.over_quota`); `OVER_QUOTA` when that
+        leaves nobody to deliver to."""
         ...
 
 

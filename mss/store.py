@@ -238,6 +238,14 @@ class Store:
         async with self.sessions() as s:
             return {m.lower(): await read_quota(s, m, self.quota_limits) for m in set(mailboxes)}
 
+    async def fitting(self, batch: Sequence[NewMessage]) -> list[bool]:
+        """Whether each message would fit its mailbox's quota now, in batch order (each after
+        the ones before it that fit): what a delivery checks before it writes, to leave out
+        the recipients without room. Not a promise: `write` checks again, exactly."""
+        quotas = await self.quotas(i.mailbox for i in batch)
+        admitted = set(_admitted(batch, quotas))
+        return [i in admitted for i in range(len(batch))]
+
     async def _charge(self, s: AsyncSession, mailbox: str, octets: int, messages: int) -> None:
         """Count `messages` new messages of `octets` against the mailbox, or refuse them
         (`OVER_QUOTA`, RFC 9208 4.3) before anything is written. Exact: every write of a
@@ -841,18 +849,12 @@ class Store:
     async def _admit(self, s: AsyncSession, batch: Sequence[NewMessage], optional: frozenset[int]) -> list[int]:
         """The positions of the messages that fit their mailbox's quota (the optional ones
         that do not are dropped), or `OVER_QUOTA` for a required one; writes nothing."""
-        quotas: dict[str, Quota] = {}
-        admitted: list[int] = []
-        for i, item in enumerate(batch):
-            mailbox = item.mailbox.lower()
-            if mailbox not in quotas:
-                quotas[mailbox] = await read_quota(s, mailbox, self.quota_limits)
-            q, size = quotas[mailbox], len(item.content)
-            if q.fits(size, 1):
-                quotas[mailbox] = q.plus(size, 1)
-                admitted.append(i)
-            elif i not in optional:
-                raise _over_quota(q, size, 1)
+        quotas = {m: await read_quota(s, m, self.quota_limits) for m in {i.mailbox.lower() for i in batch}}
+        admitted = _admitted(batch, quotas)
+        refused = sorted(set(range(len(batch))) - set(admitted) - optional)
+        if refused:
+            i = refused[0]
+            raise _over_quota(_usage_before(batch, quotas, admitted, i), len(batch[i].content), 1)
         return admitted
 
     async def _write(
@@ -1023,6 +1025,26 @@ _COPY_MESSAGE = text(
 _COPY_KEYWORDS = text(
     "INSERT INTO message_keyword (message_id, keyword) SELECT :new, keyword FROM message_keyword WHERE message_id = :src"
 )
+
+
+def _admitted(batch: Sequence[NewMessage], quotas: Mapping[str, Quota]) -> list[int]:
+    """The positions of the messages that fit, in batch order, each counted after the ones
+    before it that fit (`quotas`: by lower-case mailbox)."""
+    room = dict(quotas)
+    out: list[int] = []
+    for i, item in enumerate(batch):
+        mailbox, size = item.mailbox.lower(), len(item.content)
+        if room[mailbox].fits(size, 1):
+            room[mailbox] = room[mailbox].plus(size, 1)
+            out.append(i)
+    return out
+
+
+def _usage_before(batch: Sequence[NewMessage], quotas: Mapping[str, Quota], admitted: list[int], i: int) -> Quota:
+    """The quota of message `i`'s mailbox as it stood when `i` was refused (for the log)."""
+    mailbox = batch[i].mailbox.lower()
+    before = [k for k in admitted if k < i and batch[k].mailbox.lower() == mailbox]
+    return quotas[mailbox].plus(sum(len(batch[k].content) for k in before), len(before))
 
 
 def _chunks(items: list[T], n: int) -> Iterable[list[T]]:
