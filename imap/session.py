@@ -185,6 +185,9 @@ class Session:
             "SORT",  # RFC 5256
             "THREAD=ORDEREDSUBJECT",
             "THREAD=REFERENCES",
+            "QUOTA",  # RFC 9208: GETQUOTA, GETQUOTAROOT; SETQUOTA is the operator's (no QUOTASET)
+            "QUOTA=RES-STORAGE",
+            "QUOTA=RES-MESSAGE",
             f"APPENDLIMIT={self.append_limit}",
             "LIST-EXTENDED",
             "LIST-STATUS",

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from mss.records import QuotaLimits
+
 DEFAULT_CONFIG_NAMES = ("mss.toml",)
 
 
@@ -216,6 +218,25 @@ class LimitSettings(_Section):
     # `smtpd_forbid_bare_newline = normalize` does, or refused with 550 5.5.2 (RFC 5321 2.3.8).
     # Only <CRLF>.<CRLF> ends DATA either way (docs/operations.md).
     bare_newline: Literal["normalize", "reject"] = "normalize"
+    # Every mailbox's quota (IMAP QUOTA, RFC 9208; SMTP 552 5.2.2), unless the operator set
+    # its own (`mss mailbox quota`): octets of stored ciphertext (what encryption makes of a
+    # message, a little over its size) and messages; 0 is no limit.
+    mailbox_quota: int = Field(10 * 1024**3, ge=0)
+    mailbox_quota_messages: int = Field(1_000_000, ge=0)
+
+    @property
+    def quota(self) -> QuotaLimits:
+        """The default limits as the store takes them."""
+        return QuotaLimits(storage=self.mailbox_quota, messages=self.mailbox_quota_messages)
+
+    @model_validator(mode="after")
+    def _quota_holds_a_message(self) -> LimitSettings:
+        if 0 < self.mailbox_quota < self.max_message_size:
+            raise ValueError(
+                "mailbox_quota must be 0 (no limit) or at least max_message_size: "
+                "a message of the largest accepted size could never be stored"
+            )
+        return self
 
 
 class DeliverySettings(_Section):

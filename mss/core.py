@@ -94,7 +94,7 @@ class Core:
         engine = create_engine(url)
         sessions = sessionmaker(engine)
         events = Events()
-        store = Store(sessions, events, max_batch=settings.delivery.group_commit_max)
+        store = Store(sessions, events, max_batch=settings.delivery.group_commit_max, quota=settings.limits.quota)
         sealer = Sealer(settings, sessions)
         a = settings.audit
         audit = AuditTrail(sessions, max_pending=a.max_pending, batch_max=a.batch_max, enabled=a.enabled)

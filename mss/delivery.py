@@ -68,14 +68,16 @@ class Transaction:
         self._trace = trace
         self._mail_from: str | None = None
         self._mail_dsn: MailDsn | None = None
+        self._size = 0  # the SIZE declared at MAIL (RFC 1870), 0 when none
         self._recipients: dict[str, Recipient] = {}
         self._accepted = 0  # RCPT commands accepted, duplicates included (RFC 5321 4.5.3.1.8)
 
-    def mail_from(self, address: str, dsn: MailDsn | None = None) -> None:
+    def mail_from(self, address: str, dsn: MailDsn | None = None, size: int | None = None) -> None:
         """The null reverse-path `""` only from another operator (`check_sender`)."""
         check_sender(self._principal, address)
         self._mail_from = address
         self._mail_dsn = dsn
+        self._size = max(0, size or 0)
 
     async def add_recipient(self, address: str, dsn: RcptDsn | None = None) -> Recipient:
         if self._mail_from is None:
@@ -92,6 +94,7 @@ class Transaction:
                     f"patient {self._principal.identifier} wrote to {address}",
                 )
         recipient = await self._delivery.resolve(address, principal=self._principal, sender=self._mail_from)
+        await self._delivery.check_room(recipient, self._size)
         if dsn is not None:
             recipient = replace(recipient, dsn=dsn)
         self._recipients.setdefault(recipient.address, recipient)
@@ -201,6 +204,28 @@ class Delivery:
         _check_can_receive(target)
         return recipient
 
+    async def check_room(self, recipient: Recipient, size: int = 0) -> None:
+        """RCPT: a local mailbox that is full (no message fits any more), or that has no room
+        for the SIZE its sender declared (RFC 1870), is refused `OVER_QUOTA` (552 5.2.2,
+        RFC 3463 "mailbox full"). The exact check is the store's, at DATA: the SIZE is the
+        clear message, a little smaller than what is stored."""
+        if recipient.target is None:
+            return
+        quota = await self.store.quota(recipient.target.address)
+        if quota.full:
+            raise Refusal(
+                Reason.OVER_QUOTA,
+                f"Mailbox <{recipient.address}> is full",
+                f"{quota.mailbox} full: {quota.storage_used}/{quota.storage_limit or '-'} octets, "
+                f"{quota.messages_used}/{quota.messages_limit or '-'} messages",
+            )
+        if size and not quota.fits(size, 1):
+            raise Refusal(
+                Reason.OVER_QUOTA,
+                f"Mailbox <{recipient.address}> has no room for a message of {size} octets",
+                f"{quota.mailbox}: {quota.storage_used}+{size}/{quota.storage_limit} octets",
+            )
+
     def is_postmaster(self, address: str) -> bool:
         """`postmaster` alone or at one of our domains, in any case (RFC 5321 4.5.1: every
         server that delivers mail MUST accept it, and 4.1.1.3 the bare form without a domain)."""
@@ -271,11 +296,8 @@ class Delivery:
             # the first two fields `accept` wrote, stay on top of it.
             ours = b"".join(f.terminated for f in message.fields[:2])
             sealable = replace(sealable, as_is=ours + sealable.as_is)
-        items: list[NewMessage] = []
-        patient_items: list[tuple[int, PatientTarget]] = []
-        local = [r for r in envelope.recipients if r.kind != "remote"]
-        remote = [r for r in envelope.recipients if r.kind == "remote"]
-        for r in local:
+        sealed_for: list[tuple[Recipient, NewMessage]] = []
+        for r in [r for r in envelope.recipients if r.kind != "remote"]:
             target = r.target
             if isinstance(target, PatientTarget):
                 if sealable.as_is is not None:
@@ -285,12 +307,32 @@ class Delivery:
                         "already-encrypted message to a patient",
                     )
                 sealed, headers = await self.sealer.seal_for_patient(sealable, target.certificate)
-                patient_items.append((len(items), target))
             elif target is not None:
                 sealed, headers = await self.sealer.seal(target.address, sealable, target.certificates)
             else:  # pragma: no cover - add_recipient refuses them
                 raise Refusal(Reason.CANNOT, "A recipient was not resolved")
-            items.append(NewMessage(mailbox=target.address, folder="INBOX", content=sealed, headers=headers))
+            sealed_for.append((r, NewMessage(mailbox=target.address, folder="INBOX", content=sealed, headers=headers)))
+        remote = [r for r in envelope.recipients if r.kind == "remote"]
+        # The quota, now that the stored size is known: a recipient whose mailbox has no room
+        # is left out and its sender told by a DSN (the 250 covers the others); with nobody
+        # left to deliver to, the whole message is refused (552 5.2.2) and nothing is stored.
+        room = await self.store.fitting([item for _, item in sealed_for])
+        over_quota = [r for (r, _), fits in zip(sealed_for, room, strict=True) if not fits]
+        delivered = [(r, item) for (r, item), fits in zip(sealed_for, room, strict=True) if fits]
+        if over_quota and not delivered and not remote:
+            raise Refusal(
+                Reason.OVER_QUOTA,
+                f"Mailbox <{over_quota[0].address}> has no room for this message"
+                if len(over_quota) == 1
+                else "No recipient's mailbox has room for this message",
+                f"over quota at DATA: {','.join(r.address for r in over_quota)}",
+            )
+        local = [r for r, _ in delivered]
+        items = [item for _, item in delivered]
+        patient_items = [(i, r.target) for i, r in enumerate(local) if isinstance(r.target, PatientTarget)]
+        #: Everything from here on (the Sent copy, the reports) is left out, not refused,
+        #: when its mailbox has no room: a report is never refused back to anyone.
+        required = len(items)
         sent_at = await self._sent_copy(principal, sender, sealable, items)
         if remote and not self.relaying:  # pragma: no cover - resolve refuses them
             raise Refusal(Reason.RELAY_NOT_ENABLED, "Relaying to other operators is not enabled on this server")
@@ -312,15 +354,17 @@ class Delivery:
                 )
             )
         await self._success_reports(principal, envelope, as_received, local, arrival, items, outgoing)
+        await self._over_quota_reports(principal, envelope, as_received, over_quota, arrival, items, outgoing)
         queued: list[int] = []
 
-        async def then(s: AsyncSession, refs: list[StoredRef]) -> None:
+        async def then(s: AsyncSession, refs: list[StoredRef | None]) -> None:
+            stored_patients: list[tuple[PatientTarget, StoredRef]] = []
+            for i, target in patient_items:
+                ref = refs[i]
+                assert ref is not None  # a recipient's copy is never optional
+                stored_patients.append((target, ref))
             await self.patients.after_delivery(
-                s,
-                sender=sender,
-                principal=principal,
-                message=message,
-                stored=[(target, refs[i]) for i, target in patient_items],
+                s, sender=sender, principal=principal, message=message, stored=stored_patients
             )
             if answering is not None:
                 msgid = (message_ids(message.outer.message_id) or [""])[0]
@@ -332,19 +376,34 @@ class Delivery:
                 # Assigned, not appended: a batch that failed is run again op by op (mss.commit).
                 queued[:] = await self.queue.enqueue(s, outgoing)
 
-        refs = await self.store.write(items, then=then)
+        try:
+            refs = await self.store.write_some(items, optional=range(required, len(items)), then=then)
+        except Refusal as exc:
+            if exc.reason is not Reason.OVER_QUOTA or (required <= 1 and not remote):
+                raise
+            # A mailbox filled up between the check above and the commit (another delivery
+            # at the same moment): the others must not be refused for good because of it.
+            raise Refusal(
+                Reason.TEMPORARILY_UNAVAILABLE,
+                "A recipient's mailbox filled up during delivery, try again later",
+                exc.log,
+            ) from None
         if outgoing:
             assert self.queue is not None
             self.queue.wakeup.set()
+        if sent_at is not None and refs[sent_at] is None:
+            log.warning("sent copy of %s not kept: the mailbox is over its quota", sender)
+        stored = tuple(r for r in refs if r is not None)
         log.info(
-            "delivered from=%s rcpts=%d stored=%d queued=%s size=%d",
+            "delivered from=%s rcpts=%d stored=%d queued=%s over_quota=%s size=%d",
             sender or "<>",
             len(envelope.recipients),
-            len(refs),
+            len(stored),
             ",".join(map(str, queued)) or "-",
+            ",".join(r.address for r in over_quota) or "-",
             len(raw),
         )
-        return DeliveryResult(stored=tuple(refs), queued=tuple(queued))
+        return DeliveryResult(stored=stored, queued=tuple(queued), over_quota=tuple(r.address for r in over_quota))
 
     async def _success_reports(
         self,
@@ -358,11 +417,61 @@ class Delivery:
     ) -> None:
         """The success DSN (RFC 3464, action "delivered", 2.0.0) of the local recipients that
         asked for one (NOTIFY=SUCCESS, RFC 3461 4.1): this operator is where final delivery
-        happens. It goes with the delivery's own transaction: to a local sender's INBOX
-        (sealed like any mail), or queued with the null sender to the sender's operator.
-        Never for a null-sender message (RFC 3461 6.2: no DSN about a DSN)."""
+        happens."""
         asked = [r for r in local if r.dsn is not None and r.dsn.notify and "SUCCESS" in r.dsn.notify]
-        if not asked or not envelope.mail_from:
+        outcomes = [
+            RecipientOutcome(
+                final_recipient=r.address,
+                original_recipient=r.dsn.orcpt if r.dsn else None,
+                action="delivered",
+                status="2.0.0",
+                last_attempt=arrival,
+            )
+            for r in asked
+        ]
+        await self._report(principal, envelope, original, outcomes, arrival, items, outgoing)
+
+    async def _over_quota_reports(
+        self,
+        principal: Principal,
+        envelope: Envelope,
+        original: bytes,
+        refused: Sequence[Recipient],
+        arrival: datetime,
+        items: list[NewMessage],
+        outgoing: list[OutboundMessage],
+    ) -> None:
+        """The failure DSN (action "failed", 5.2.2 "mailbox full", RFC 3463) of the recipients
+        whose mailbox had no room at DATA, after the 250 that covered the others: unless
+        their NOTIFY leaves FAILURE out (RFC 3461 4.1; absent means failures)."""
+        told = [r for r in refused if r.dsn is None or r.dsn.notify is None or "FAILURE" in r.dsn.notify]
+        outcomes = [
+            RecipientOutcome(
+                final_recipient=r.address,
+                original_recipient=r.dsn.orcpt if r.dsn else None,
+                action="failed",
+                status="5.2.2",
+                diagnostic=f"552 5.2.2 Mailbox <{r.address}> is over its quota",
+                last_attempt=arrival,
+            )
+            for r in told
+        ]
+        await self._report(principal, envelope, original, outcomes, arrival, items, outgoing)
+
+    async def _report(
+        self,
+        principal: Principal,
+        envelope: Envelope,
+        original: bytes,
+        outcomes: Sequence[RecipientOutcome],
+        arrival: datetime,
+        items: list[NewMessage],
+        outgoing: list[OutboundMessage],
+    ) -> None:
+        """A DSN of `outcomes` goes with the delivery's own transaction: to a local sender's
+        INBOX (sealed like any mail), or queued with the null sender to the sender's
+        operator. Never for a null-sender message (RFC 3461 6.2: no DSN about a DSN)."""
+        if not outcomes or not envelope.mail_from:
             return
 
         to = normalize_address(envelope.mail_from)
@@ -371,16 +480,7 @@ class Delivery:
             domain=self.settings.domain,
             to=to,
             original=original,
-            outcomes=[
-                RecipientOutcome(
-                    final_recipient=r.address,
-                    original_recipient=r.dsn.orcpt if r.dsn else None,
-                    action="delivered",
-                    status="2.0.0",
-                    last_attempt=arrival,
-                )
-                for r in asked
-            ],
+            outcomes=outcomes,
             envid=envelope.dsn.envid if envelope.dsn else None,
             ret=envelope.dsn.ret if envelope.dsn else None,
             arrival=arrival,
@@ -393,7 +493,7 @@ class Delivery:
         elif self.relaying and (principal.kind == "SERV" or await self._trusted(dom)):
             outgoing.append(await self._outbound_report(to, report))
         else:
-            log.info("success DSN for %s dropped: not a local mailbox nor another operator's", to)
+            log.info("DSN for %s dropped: not a local mailbox nor another operator's", to)
 
     async def _trusted(self, domain: str) -> bool:
         async with self.sessions() as s:
@@ -447,8 +547,11 @@ class Delivery:
         if self.is_postmaster(to) or dom in self.local_domains:
             item = await self._local_report(to, raw)
             if item is not None:
-                await self.store.write([item])
-                log.info("report delivered to %s", to)
+                (ref,) = await self.store.write_some([item], optional=[0])
+                if ref is None:
+                    log.warning("report for %s dropped: the mailbox is over its quota", to)
+                else:
+                    log.info("report delivered to %s", to)
             return
         if self.patients.is_patient_address(to):
             log.warning("report for patient address %s dropped", to)

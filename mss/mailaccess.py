@@ -17,7 +17,7 @@ from crypto.rfc5322 import to_crlf
 from mss.events import FolderWatch
 from mss.message import parse_message_async
 from mss.principal import Principal
-from mss.records import FlagMode, FolderInfo, MessageMeta, NewMessage, OuterHeaders, StoredRef
+from mss.records import FlagMode, FolderInfo, MessageMeta, NewMessage, OuterHeaders, Quota, StoredRef
 from mss.refusals import Reason, Refusal
 from mss.sealing import Sealer
 from mss.services import MAX_APPEND_MESSAGES, AppendItem, FolderState
@@ -165,6 +165,9 @@ class Handle:
                 )
             )
         return await self._store.write(batch)
+
+    async def quota(self) -> Quota:
+        return await self._store.quota(self._address)
 
     def watch(self, folder: FolderInfo) -> AbstractContextManager[FolderWatch]:
         return self._store.events.watch(self._own(folder))

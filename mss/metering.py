@@ -35,9 +35,9 @@ class MeteredTransaction:
         self._inner = inner
         self._protocol = protocol
 
-    def mail_from(self, address: str, dsn: MailDsn | None = None) -> None:
+    def mail_from(self, address: str, dsn: MailDsn | None = None, size: int | None = None) -> None:
         with metrics.refusals(self._protocol, "mail"):
-            self._inner.mail_from(address, dsn)
+            self._inner.mail_from(address, dsn, size)
 
     async def add_recipient(self, address: str, dsn: RcptDsn | None = None) -> Recipient:
         with metrics.refusals(self._protocol, "rcpt"):

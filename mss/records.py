@@ -4,7 +4,7 @@ so front ends can name them (through `mss.services`) without importing the store
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -34,6 +34,43 @@ class FolderInfo:
     #: Messages no session has seen as \\Recent yet, and the first UID of them (RFC 3501 2.3.2).
     recent: int = 0
     recent_uid: int = 1
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    """The default limits of every mailbox (`[limits] mailbox_quota`, `mailbox_quota_messages`):
+    octets of stored ciphertext and messages; 0 is no limit."""
+
+    storage: int = 0
+    messages: int = 0
+
+
+@dataclass(frozen=True)
+class Quota:
+    """One mailbox's usage and limits (its IMAP quota root, RFC 9208). A limit of 0 is
+    none; `*_override` is the operator's setting for this mailbox (None: the default)."""
+
+    mailbox: str
+    storage_used: int
+    messages_used: int
+    storage_limit: int
+    messages_limit: int
+    storage_override: int | None = None
+    messages_override: int | None = None
+
+    def fits(self, octets: int, messages: int = 1) -> bool:
+        """Whether `messages` more messages of `octets` in all stay within both limits."""
+        return (not self.storage_limit or self.storage_used + octets <= self.storage_limit) and (
+            not self.messages_limit or self.messages_used + messages <= self.messages_limit
+        )
+
+    @property
+    def full(self) -> bool:
+        """No message, however small, fits any more (the RCPT check)."""
+        return not self.fits(1, 1)
+
+    def plus(self, octets: int, messages: int) -> Quota:
+        return replace(self, storage_used=self.storage_used + octets, messages_used=self.messages_used + messages)
 
 
 @dataclass(frozen=True)

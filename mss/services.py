@@ -20,7 +20,17 @@ from typing import Literal, Protocol, TypeAlias
 from mss.config import Settings
 from mss.events import FolderWatch  # re-exported: what `MailboxHandle.watch` gives
 from mss.principal import Principal
-from mss.records import FlagMode, FolderInfo, MailDsn, MessageMeta, OuterHeaders, RcptDsn, StoredRef, TraceInfo
+from mss.records import (
+    FlagMode,
+    FolderInfo,
+    MailDsn,
+    MessageMeta,
+    OuterHeaders,
+    Quota,
+    RcptDsn,
+    StoredRef,
+    TraceInfo,
+)
 
 # -- who the client is --------------------------------------------------------------------
 
@@ -151,24 +161,32 @@ class DeliveryResult:
 
     stored: tuple[StoredRef, ...]
     queued: tuple[int, ...] = ()
+    #: Recipients accepted at RCPT whose mailbox had no room for the message at DATA: not
+    #: delivered, their sender told by a failure DSN (RFC 3461; status 5.2.2).
+    over_quota: tuple[str, ...] = ()
 
 
 class SubmissionTransaction(Protocol):
     """One mail transaction for one principal (RFC 5321 3.3): sender, recipients, content."""
 
-    def mail_from(self, address: str, dsn: MailDsn | None = None) -> None:
+    def mail_from(self, address: str, dsn: MailDsn | None = None, size: int | None = None) -> None:
         """Raises Refusal when the principal may not send as `address` (`""`, the null
-        reverse-path, only from another operator). `dsn`: RET and ENVID (RFC 3461 4.3, 4.4)."""
+        reverse-path, only from another operator). `dsn`: RET and ENVID (RFC 3461 4.3, 4.4);
+        `size`: the SIZE the client declared (RFC 1870), if any."""
         ...
 
     async def add_recipient(self, address: str, dsn: RcptDsn | None = None) -> Recipient:
-        """Resolve and check one recipient; raises Refusal. Carried to `deliver` with its
-        NOTIFY and ORCPT (RFC 3461 4.1, 4.2)."""
+        """Resolve and check one recipient; raises Refusal (`OVER_QUOTA` when its mailbox is
+        full, or has no room for the declared SIZE). Carried to `deliver` with its NOTIFY
+        and ORCPT (RFC 3461 4.1, 4.2)."""
         ...
 
     async def deliver(self, raw: bytes) -> DeliveryResult:
         """Parse once, check, encrypt for every recipient, store durably; returns only once
-        the transaction holding the message is committed (the SMTP 250 waits for it)."""
+        the transaction holding the message is committed (the SMTP 250 waits for it). A
+        local recipient whose mailbox has no room for the message is left out and its
+        sender gets a failure DSN (`DeliveryResult.over_quota`); `OVER_QUOTA` when that
+        leaves nobody to deliver to."""
         ...
 
 
@@ -354,14 +372,22 @@ class MailboxHandle(Protocol):
         """UIDs expunged by a change whose MODSEQ is above `since` (RFC 7162 3.2.5.1)."""
         ...
 
-    async def copy(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]: ...
+    async def copy(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]:
+        """The copies count against the quota: `OVER_QUOTA`, nothing copied, when they do not fit."""
+        ...
 
     async def move(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]: ...
 
     async def append(
         self, folder: str, raw: bytes, flags: Iterable[str] = (), internaldate: datetime | None = None
     ) -> StoredRef:
-        """Encrypt to the mailbox's keys, then store (RFC 9051 6.3.12)."""
+        """Encrypt to the mailbox's keys, then store (RFC 9051 6.3.12); `OVER_QUOTA` when
+        it does not fit the mailbox's quota."""
+        ...
+
+    async def quota(self) -> Quota:
+        """The mailbox's usage and limits: its one quota root (IMAP QUOTA, RFC 9208). Only
+        the operator changes the limits (`mss mailbox quota`)."""
         ...
 
     async def append_many(self, folder: str, messages: Sequence[AppendItem]) -> list[StoredRef]:

@@ -14,7 +14,7 @@ Front ends never see this class: they get a `mss.services.MailboxHandle`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC
 from typing import TypeVar
 
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crypto.dates import as_utc
 from mss.commit import GroupCommit, Locks
-from mss.db.models import Folder, Message, MessageKeyword, StoreCounter, Vanished
+from mss.db.models import Folder, MailboxUsage, Message, MessageKeyword, StoreCounter, Vanished
 from mss.events import Events
 from mss.folder_cache import FolderCache
 from mss.records import (
@@ -35,14 +35,17 @@ from mss.records import (
     MessageMeta,
     NewMessage,
     OuterHeaders,
+    Quota,
+    QuotaLimits,
     StoredRef,
     canonical_folder_name,
 )
 from mss.refusals import Reason, Refusal
 
 T = TypeVar("T")
-#: Work done in a write's own transaction once its rows exist (see `Store.write`).
-AfterWrite = Callable[[AsyncSession, list[StoredRef]], Awaitable[None]]
+#: Work done in a write's own transaction once its rows exist (see `Store.write_some`): the
+#: refs in batch order, None for an optional message the quota left out.
+AfterWrite = Callable[[AsyncSession, list[StoredRef | None]], Awaitable[None]]
 
 #: RFC 6154 special-use folders created with every mailbox.
 DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
@@ -89,6 +92,61 @@ def _no_folder(name: str | None = None) -> Refusal:
     return Refusal(Reason.NO_SUCH_FOLDER, f"No folder {name}" if name else "The folder no longer exists")
 
 
+def _over_quota(q: Quota, octets: int, messages: int) -> Refusal:
+    what = "storage" if not q.plus(octets, 0).fits(0, 0) else "messages"
+    return Refusal(
+        Reason.OVER_QUOTA,
+        f"Mailbox <{q.mailbox}> is over its quota",
+        f"{q.mailbox} over quota ({what}): {q.storage_used}+{octets}/{q.storage_limit or '-'} octets, "
+        f"{q.messages_used}+{messages}/{q.messages_limit or '-'} messages",
+    )
+
+
+async def read_quota(s: AsyncSession, mailbox: str, defaults: QuotaLimits) -> Quota:
+    """A mailbox's usage and limits as this transaction sees them (a mailbox never written to
+    has no row: nothing used, the defaults)."""
+    mailbox = mailbox.lower()
+    row = (
+        await s.execute(
+            select(
+                MailboxUsage.storage_bytes,
+                MailboxUsage.messages,
+                MailboxUsage.limit_bytes,
+                MailboxUsage.limit_messages,
+            ).where(MailboxUsage.mailbox == mailbox)
+        )
+    ).first()
+    used, count, own_bytes, own_messages = row if row is not None else (0, 0, None, None)
+    return Quota(
+        mailbox=mailbox,
+        storage_used=used,
+        messages_used=count,
+        storage_limit=defaults.storage if own_bytes is None else own_bytes,
+        messages_limit=defaults.messages if own_messages is None else own_messages,
+        storage_override=own_bytes,
+        messages_override=own_messages,
+    )
+
+
+async def set_quota_limits(s: AsyncSession, mailbox: str, changes: Mapping[str, int | None]) -> None:
+    """The operator's limits of one mailbox (`mss mailbox quota`), in the caller's transaction:
+    `changes` maps "storage" / "messages" to a limit (0: none) or None (the default); a key not
+    given keeps its value. Only the limit columns are written: a delivery committing at the
+    same moment keeps its usage change (one row, updated in place)."""
+    columns = {"storage": "limit_bytes", "messages": "limit_messages"}
+    if not changes or set(changes) - set(columns):
+        raise ValueError(f"changes must name some of {sorted(columns)}")
+    if any(v is not None and v < 0 for v in changes.values()):
+        raise ValueError("a quota limit is 0 (none) or positive")
+    values = {columns[k]: v for k, v in changes.items()}
+    upsert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await s.execute(
+        upsert(MailboxUsage)
+        .values(mailbox=mailbox.lower(), storage_bytes=0, messages=0, **values)
+        .on_conflict_do_update(index_elements=["mailbox"], set_=values)
+    )
+
+
 def _folder_info(f: Folder, exists: int = 0, unseen: int = 0, recent: int = 0) -> FolderInfo:
     return FolderInfo(
         id=f.id,
@@ -129,7 +187,12 @@ def _keywords(flags: Iterable[str]) -> set[str]:
 
 class Store:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], events: Events | None = None, *, max_batch: int = 64
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        events: Events | None = None,
+        *,
+        max_batch: int = 64,
+        quota: QuotaLimits | None = None,
     ) -> None:
         self.sessions = sessions
         self.events = events or Events()
@@ -142,6 +205,9 @@ class Store:
         #: Folder state reads in flight, shared by whoever asks meanwhile (`folder_state`).
         self._state_reads: dict[tuple[str, int], asyncio.Future[tuple[int, int, int] | None]] = {}
         self.events.on_change(self._changed)
+        #: Every mailbox's limits unless the operator set its own (none by default here; the
+        #: server passes `[limits] mailbox_quota`, `mailbox_quota_messages`).
+        self.quota_limits = quota or QuotaLimits()
         self.commit = GroupCommit(sessions, self._lock, self.events.publish, max_batch=max_batch)
 
     async def close(self) -> None:
@@ -184,6 +250,61 @@ class Store:
                 )
             ).one()
         return _folder_info(f, exists, unseen or 0, recent or 0)
+
+    async def quota(self, mailbox: str) -> Quota:
+        """The mailbox's usage and limits (IMAP GETQUOTA, the RCPT check)."""
+        async with self.sessions() as s:
+            return await read_quota(s, mailbox, self.quota_limits)
+
+    async def quotas(self, mailboxes: Iterable[str]) -> dict[str, Quota]:
+        """`quota` of several mailboxes, read together (a delivery's recipients)."""
+        async with self.sessions() as s:
+            return {m.lower(): await read_quota(s, m, self.quota_limits) for m in set(mailboxes)}
+
+    async def fitting(self, batch: Sequence[NewMessage]) -> list[bool]:
+        """Whether each message would fit its mailbox's quota now, in batch order (each after
+        the ones before it that fit): what a delivery checks before it writes, to leave out
+        the recipients without room. Not a promise: `write` checks again, exactly."""
+        quotas = await self.quotas(i.mailbox for i in batch)
+        admitted = set(_admitted(batch, quotas))
+        return [i in admitted for i in range(len(batch))]
+
+    async def _charge(self, s: AsyncSession, mailbox: str, octets: int, messages: int) -> None:
+        """Count `messages` new messages of `octets` against the mailbox, or refuse them
+        (`OVER_QUOTA`, RFC 9208 4.3) before anything is written. Exact: every write of a
+        mailbox holds its lock (`_lock`) until it commits, so no other write moves the
+        usage between this read and the commit."""
+        q = await read_quota(s, mailbox, self.quota_limits)
+        if not q.fits(octets, messages):
+            raise _over_quota(q, octets, messages)
+        await self._count(s, mailbox, octets, messages)
+
+    @staticmethod
+    async def _count(s: AsyncSession, mailbox: str, octets: int, messages: int) -> None:
+        """Add to (or, negative, take from) the mailbox's usage, in the write's transaction."""
+        if not octets and not messages:
+            return
+        mailbox = mailbox.lower()
+        if octets >= 0 and messages >= 0:
+            upsert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+            await s.execute(
+                upsert(MailboxUsage)
+                .values(mailbox=mailbox, storage_bytes=octets, messages=messages)
+                .on_conflict_do_update(
+                    index_elements=["mailbox"],
+                    set_={
+                        "storage_bytes": MailboxUsage.storage_bytes + octets,
+                        "messages": MailboxUsage.messages + messages,
+                    },
+                )
+            )
+            return
+        await s.execute(
+            update(MailboxUsage)
+            .where(MailboxUsage.mailbox == mailbox)
+            .values(storage_bytes=MailboxUsage.storage_bytes + octets, messages=MailboxUsage.messages + messages)
+            .execution_options(synchronize_session=False)
+        )
 
     async def claim_recent(self, mailbox: str, folder_id: int) -> tuple[int, int]:
         """Claim the folder's recent messages for one session (RFC 3501 2.3.2): returns the
@@ -527,8 +648,14 @@ class Store:
             ).scalar_one_or_none()
             if f is None:
                 raise _no_folder(name)
+            octets, count = (
+                await s.execute(
+                    select(func.coalesce(func.sum(Message.size), 0), func.count()).where(Message.folder_id == f.id)
+                )
+            ).one()
             await s.execute(delete(Message).where(Message.folder_id == f.id))
             await s.delete(f)
+            await self._count(s, mailbox, -octets, -count)
             return None, (f.id,)
 
         await self.commit.run(Locks(mailbox, folder_keys=frozenset({(mailbox, name)})), run)
@@ -583,6 +710,13 @@ class Store:
                 return 0, ()
             gone = (await s.execute(delete(Message).where(Message.folder_id.in_(ids)))).rowcount or 0
             await s.execute(delete(Folder).where(Folder.id.in_(ids)))
+            # Nothing stored any more; the operator's limits, if any, stay.
+            await s.execute(
+                update(MailboxUsage)
+                .where(MailboxUsage.mailbox == mailbox)
+                .values(storage_bytes=0, messages=0)
+                .execution_options(synchronize_session=False)
+            )
             return gone, ids
 
         return await self.commit.run(Locks(mailbox), run)
@@ -724,7 +858,7 @@ class Store:
                     gone += (await s.execute(q.where(Message.uid.in_(chunk)))).scalars()
                 gone.sort()
             if gone:
-                await self._delete_uids(s, folder_id, gone, await self._bump_modseq(s, folder_id, 1))
+                await self._delete_uids(s, mailbox, folder_id, gone, await self._bump_modseq(s, folder_id, 1))
             return gone, (folder_id,) if gone else ()
 
         return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
@@ -736,7 +870,7 @@ class Store:
         targets = list(uids)
 
         async def run(s: AsyncSession) -> tuple[list[tuple[int, int]], Iterable[int]]:
-            pairs = await self._copy(s, folder_id, targets, dest_folder_id)
+            pairs = await self._copy(s, mailbox, folder_id, targets, dest_folder_id)
             return pairs, (dest_folder_id,) if pairs else ()
 
         return await self.commit.run(
@@ -749,27 +883,45 @@ class Store:
         """RFC 6851 MOVE in one transaction: the copies and the removal commit together, so a
         crash never leaves a message in both folders or in neither. Moving into the same
         folder is a COPY then an EXPUNGE of the originals (RFC 6851 3.3 asks for no
-        exception): the messages come back under new UIDs."""
+        exception): the messages come back under new UIDs. The mailbox's usage does not
+        change (the messages stay in it), so MOVE is never refused for its quota."""
         targets = list(uids)
 
         async def run(s: AsyncSession) -> tuple[list[tuple[int, int]], Iterable[int]]:
-            pairs = await self._copy(s, folder_id, targets, dest_folder_id)
+            pairs = await self._copy(s, mailbox, folder_id, targets, dest_folder_id, charge=False)
             moved = [src for src, _ in pairs]
             if moved:
-                await self._delete_uids(s, folder_id, moved, await self._bump_modseq(s, folder_id, 1))
+                await self._delete_uids(
+                    s, mailbox, folder_id, moved, await self._bump_modseq(s, folder_id, 1), count=False
+                )
             return pairs, (folder_id, dest_folder_id) if pairs else ()
 
         return await self.commit.run(
             Locks(mailbox.lower(), frozenset({folder_id, dest_folder_id})), run, alone=len(targets) > BULK
         )
 
-    @staticmethod
-    async def _delete_uids(s: AsyncSession, folder_id: int, uids: Sequence[int], modseq: int) -> None:
-        """Delete messages and leave their tombstones (`vanished`, at the expunge's `modseq`)
-        in the same transaction, for QRESYNC (RFC 7162 3.2.5)."""
+    async def _delete_uids(
+        self, s: AsyncSession, mailbox: str, folder_id: int, uids: Sequence[int], modseq: int, *, count: bool = True
+    ) -> None:
+        """Delete messages of a folder, leave their tombstones (`vanished`, at the expunge's
+        `modseq`, for QRESYNC, RFC 7162 3.2.5) and, unless they move within the mailbox
+        (`count` False), take them off its usage; all in the caller's transaction."""
+        octets = removed = 0
         for chunk in _chunks(list(uids), IN_CHUNK):
-            await s.execute(delete(Message).where(Message.folder_id == folder_id, Message.uid.in_(chunk)))
+            sizes = (
+                await s.execute(
+                    delete(Message)
+                    .where(Message.folder_id == folder_id, Message.uid.in_(chunk))
+                    .returning(Message.size)
+                    .execution_options(synchronize_session=False)
+                )
+            ).scalars()
+            for size in sizes:
+                octets += size
+                removed += 1
         await s.execute(insert(Vanished), [{"folder_id": folder_id, "uid": u, "modseq": modseq} for u in uids])
+        if count:
+            await self._count(s, mailbox, -octets, -removed)
 
     async def vanished(self, mailbox: str, folder_id: int, since: int) -> list[int]:
         """UIDs expunged from the folder by a change with a MODSEQ above `since`, ascending
@@ -784,20 +936,33 @@ class Store:
             return list(rows.scalars())
 
     async def _copy(
-        self, s: AsyncSession, folder_id: int, uids: Sequence[int], dest_folder_id: int
+        self,
+        s: AsyncSession,
+        mailbox: str,
+        folder_id: int,
+        uids: Sequence[int],
+        dest_folder_id: int,
+        *,
+        charge: bool = True,
     ) -> list[tuple[int, int]]:
         """Copy rows inside the database (INSERT ... SELECT): the ciphertext never travels
-        through this process, however large the folder."""
+        through this process, however large the folder. The copies are counted against the
+        mailbox's quota (`charge`; not for a MOVE) and the whole COPY is refused, before
+        anything is written, when they do not all fit (RFC 9208 4.3: nothing is copied)."""
         rows = []
         for chunk in _chunks(list(uids), IN_CHUNK):
             rows += (
                 await s.execute(
-                    select(Message.id, Message.uid).where(Message.folder_id == folder_id, Message.uid.in_(chunk))
+                    select(Message.id, Message.uid, Message.size).where(
+                        Message.folder_id == folder_id, Message.uid.in_(chunk)
+                    )
                 )
             ).all()
         if not rows:
             return []
         rows.sort(key=lambda r: r.uid)
+        if charge:
+            await self._charge(s, mailbox, sum(r.size for r in rows), len(rows))
         first_uid, first_modseq = await self._reserve_by_id(s, dest_folder_id, len(rows))
         params = [
             {"src": r.id, "dest": dest_folder_id, "uid": first_uid + k, "modseq": first_modseq + k}
@@ -820,27 +985,55 @@ class Store:
         return [(r.uid, first_uid + k) for k, r in enumerate(rows)]
 
     async def write(self, batch: Sequence[NewMessage], *, then: AfterWrite | None = None) -> list[StoredRef]:
-        """Store new messages; returns once the commit holding them is durable.
+        """Store new messages; returns once the commit holding them is durable. A message
+        that does not fit its mailbox's quota refuses the whole batch (`OVER_QUOTA`, nothing
+        stored): IMAP APPEND answers NO [OVERQUOTA] (RFC 9208 4.3). `then`: see `write_some`."""
+        refs = await self.write_some(batch, then=then)
+        return [r for r in refs if r is not None]
+
+    async def write_some(
+        self, batch: Sequence[NewMessage], *, optional: Iterable[int] = (), then: AfterWrite | None = None
+    ) -> list[StoredRef | None]:
+        """`write`, where the messages at the positions `optional` (a sender's Sent copy, a
+        delivery report) are left out, their ref None, when their mailbox has no room for
+        them, instead of refusing the batch; any other message that does not fit refuses
+        it. Quotas are checked in batch order, each message after the ones before it.
 
         `then` runs in the same transaction once the rows exist (a delivery's conversation
         and notification rows): the messages and what the core records of them commit
         together or not at all."""
         items = list(batch)
+        skippable = frozenset(optional)
         keys = frozenset((i.mailbox.lower(), canonical_folder_name(i.folder)) for i in items)
 
-        async def run(s: AsyncSession) -> tuple[list[StoredRef], Iterable[int]]:
-            refs = await self._write(s, items)
+        async def run(s: AsyncSession) -> tuple[list[StoredRef | None], Iterable[int]]:
+            refs = await self._write(s, items, skippable)
             if then is not None:
                 await then(s, refs)
-            return refs, {r.folder_id for r in refs}
+            return refs, {r.folder_id for r in refs if r is not None}
 
         return await self.commit.run(Locks(folder_keys=keys), run)
 
-    async def _write(self, s: AsyncSession, batch: Sequence[NewMessage]) -> list[StoredRef]:
+    async def _admit(self, s: AsyncSession, batch: Sequence[NewMessage], optional: frozenset[int]) -> list[int]:
+        """The positions of the messages that fit their mailbox's quota (the optional ones
+        that do not are dropped), or `OVER_QUOTA` for a required one; writes nothing."""
+        quotas = {m: await read_quota(s, m, self.quota_limits) for m in {i.mailbox.lower() for i in batch}}
+        admitted = _admitted(batch, quotas)
+        refused = sorted(set(range(len(batch))) - set(admitted) - optional)
+        if refused:
+            i = refused[0]
+            raise _over_quota(_usage_before(batch, quotas, admitted, i), len(batch[i].content), 1)
+        return admitted
+
+    async def _write(
+        self, s: AsyncSession, batch: Sequence[NewMessage], optional: frozenset[int] = frozenset()
+    ) -> list[StoredRef | None]:
         """Insert messages: one counter update per folder, then one multi-row insert, so a
         group commit costs O(folders) statements, not O(messages)."""
+        admitted = await self._admit(s, batch, optional)
         by_folder: dict[tuple[str, str], list[int]] = {}
-        for i, item in enumerate(batch):
+        for i in admitted:
+            item = batch[i]
             by_folder.setdefault((item.mailbox.lower(), canonical_folder_name(item.folder)), []).append(i)
         # Refuse before writing anything (the `mss.commit` contract): a folder that is not a
         # default one must exist already.
@@ -881,12 +1074,18 @@ class Store:
         await s.flush()
         kw_rows = [
             {"message_id": row.id, "keyword": word}
-            for row, item in zip(_in_batch_order(rows, by_folder), batch, strict=False)
-            for word in sorted(_keywords(item.flags))
+            for row, i in zip(rows, [i for positions in by_folder.values() for i in positions], strict=True)
+            for word in sorted(_keywords(batch[i].flags))
         ]
         if kw_rows:
             await s.execute(insert(MessageKeyword), kw_rows)
-        return refs  # type: ignore[return-value]
+        usage: dict[str, tuple[int, int]] = {}
+        for i in admitted:
+            octets, count = usage.get(batch[i].mailbox.lower(), (0, 0))
+            usage[batch[i].mailbox.lower()] = (octets + len(batch[i].content), count + 1)
+        for mailbox, (octets, count) in usage.items():
+            await self._count(s, mailbox, octets, count)
+        return refs
 
     async def _reserve(self, s: AsyncSession, mailbox: str, name: str, n: int) -> tuple[int, int, int, int]:
         """Find the folder and reserve `n` UIDs and MODSEQs in one statement (row-locked on
@@ -997,15 +1196,24 @@ _COPY_KEYWORDS = text(
 )
 
 
-def _in_batch_order(rows: list[Message], by_folder: dict[tuple[str, str], list[int]]) -> list[Message]:
-    """`rows` were built folder by folder; put them back in the batch's own order."""
-    ordered: list[Message | None] = [None] * len(rows)
-    k = 0
-    for positions in by_folder.values():
-        for i in positions:
-            ordered[i] = rows[k]
-            k += 1
-    return ordered  # type: ignore[return-value]
+def _admitted(batch: Sequence[NewMessage], quotas: Mapping[str, Quota]) -> list[int]:
+    """The positions of the messages that fit, in batch order, each counted after the ones
+    before it that fit (`quotas`: by lower-case mailbox)."""
+    room = dict(quotas)
+    out: list[int] = []
+    for i, item in enumerate(batch):
+        mailbox, size = item.mailbox.lower(), len(item.content)
+        if room[mailbox].fits(size, 1):
+            room[mailbox] = room[mailbox].plus(size, 1)
+            out.append(i)
+    return out
+
+
+def _usage_before(batch: Sequence[NewMessage], quotas: Mapping[str, Quota], admitted: list[int], i: int) -> Quota:
+    """The quota of message `i`'s mailbox as it stood when `i` was refused (for the log)."""
+    mailbox = batch[i].mailbox.lower()
+    before = [k for k in admitted if k < i and batch[k].mailbox.lower() == mailbox]
+    return quotas[mailbox].plus(sum(len(batch[k].content) for k in before), len(before))
 
 
 def _chunks(items: list[T], n: int) -> Iterable[list[T]]:

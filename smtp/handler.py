@@ -333,7 +333,7 @@ class SubmissionHandler:
         dsn: MailDsn | None = getattr(server, "mail_dsn", None)
         transaction = self.submission.begin(principal, trace=self.trace(session, envelope, principal))
         try:
-            transaction.mail_from(sender, dsn)
+            transaction.mail_from(sender, dsn, declared_size(mail_options))
         except Refusal as exc:
             log.info(
                 "MAIL refused peer=%s id=%s from=%s reply=%r",
@@ -433,15 +433,35 @@ class SubmissionHandler:
             log.info("DATA refused peer=%s reply=%r", peer, refusal)
             return refusal
         try:
-            await transaction.deliver(raw)
+            result = await transaction.deliver(raw)
         except Refusal as exc:
             log.info("DATA refused peer=%s reply=%r", peer, smtp_reply(exc))
             return smtp_reply(exc)
         except Exception:
             log.exception("DATA storing failed peer=%s", peer)
             return "451 4.3.0 Message not stored because of a local error, try again later"
-        log.info("DATA stored peer=%s rcpts=%d size=%d", peer, len(envelope.rcpt_tos), len(raw))
+        log.info(
+            "DATA stored peer=%s rcpts=%d size=%d over_quota=%s",
+            peer,
+            len(envelope.rcpt_tos),
+            len(raw),
+            ",".join(result.over_quota) or "-",
+        )
+        if result.over_quota:
+            # One reply covers every recipient (RFC 5321 4.2.5): the others have the message,
+            # the sender gets a failure DSN for these.
+            return f"250 2.0.0 Ok: stored; not delivered, mailbox full: {len(result.over_quota)} recipient(s)"
         return "250 2.0.0 Ok: stored"
+
+
+def declared_size(mail_options: list[str]) -> int | None:
+    """The SIZE=n parameter of MAIL (RFC 1870 6), which aiosmtpd has checked to be digits
+    within the message size limit; None when not given."""
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return None
 
 
 def _data_lines_refusal(lines: DataLines | None) -> str | None:

@@ -133,3 +133,17 @@ def test_http_limits_have_safe_defaults_and_floors(tmp_path):
     assert (s.limits.http_max_head, s.limits.http_max_body, s.limits.http_max_connections) == (16384, 65536, 1000)
     with pytest.raises(ConfigError, match="limits.http_max_head"):
         load_settings(write(tmp_path, 'domain = "a.test"\n[limits]\nhttp_max_head = 100\n'))
+
+
+def test_mailbox_quota_defaults_and_bounds(tmp_path):
+    s = load_settings(write(tmp_path, 'domain = "a.test"\n'))
+    assert (s.limits.mailbox_quota, s.limits.mailbox_quota_messages) == (10 * 1024**3, 1_000_000)
+    s = load_settings(write(tmp_path, 'domain = "a.test"\n[limits]\nmailbox_quota = 0\nmailbox_quota_messages = 0\n'))
+    assert (s.limits.quota.storage, s.limits.quota.messages) == (0, 0)  # no limit
+    for bad, words in (
+        ("mailbox_quota = -1", "limits.mailbox_quota"),
+        ("mailbox_quota_messages = -5", "limits.mailbox_quota_messages"),
+        ("mailbox_quota = 1000", "at least max_message_size"),
+    ):
+        with pytest.raises(ConfigError, match=words):
+            load_settings(write(tmp_path, f'domain = "a.test"\n[limits]\n{bad}\n'))

@@ -132,3 +132,65 @@ async def test_0012_decodes_modified_utf7_folder_names(url):
     finally:
         await engine.dispose()
     assert got == {("n@x.test", v) for v in names.values()} | {("other@x.test", "Envoyés")}
+
+
+async def test_0013_counts_the_stored_messages_of_each_mailbox_and_goes_back(url):
+    await asyncio.to_thread(_alembic, url, "upgrade", "0012")
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as c:
+            for mailbox, name, uidvalidity in (
+                ("a@x.test", "INBOX", 1),
+                ("a@x.test", "Work", 2),
+                ("b@x.test", "INBOX", 3),
+            ):
+                await c.execute(
+                    text(
+                        "INSERT INTO folder (mailbox, name, uidvalidity, uidnext, highestmodseq, subscribed) "
+                        "VALUES (:m, :n, :v, 2, 2, true)"
+                    ),
+                    {"m": mailbox, "n": name, "v": uidvalidity},
+                )
+            ids = dict((await c.execute(text("SELECT mailbox || '/' || name, id FROM folder"))).all())
+            for key, uid, size in (("a@x.test/INBOX", 1, 100), ("a@x.test/Work", 1, 250), ("b@x.test/INBOX", 1, 7)):
+                await c.execute(
+                    text(
+                        "INSERT INTO message (folder_id, uid, modseq, internaldate, size, content, hdr_from, hdr_to, "
+                        "hdr_cc, hdr_subject, hdr_date, hdr_message_id) VALUES (:f, :uid, 1, "
+                        "'2026-11-02 10:00:00+00:00', :size, :c, '', '', '', '[...]', '', '')"
+                    ),
+                    {"f": ids[key], "uid": uid, "size": size, "c": b"x" * size},
+                )
+    finally:
+        await engine.dispose()
+
+    await asyncio.to_thread(_alembic, url, "upgrade", "head")
+    await asyncio.to_thread(_alembic, url, "upgrade", "head")  # a second run changes nothing
+    engine = create_engine(url)
+    store = Store(sessionmaker(engine))
+    try:
+        a, b = await store.quota("a@x.test"), await store.quota("b@x.test")
+        assert (a.storage_used, a.messages_used, b.storage_used, b.messages_used) == (350, 2, 7, 1)
+        await store.write([NewMessage("a@x.test", "INBOX", b"y" * 50, OuterHeaders())])
+        assert (await store.quota("a@x.test")).storage_used == 400
+    finally:
+        await store.close()
+        await engine.dispose()
+
+    await asyncio.to_thread(_alembic, url, "downgrade", "0012")
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as c:
+            tables = await c.run_sync(lambda sc: __import__("sqlalchemy").inspect(sc).get_table_names())
+            messages = (await c.execute(text("SELECT count(*) FROM message"))).scalar_one()
+        assert "mailbox_usage" not in tables and messages == 4
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(_alembic, url, "upgrade", "head")  # and up again, counted anew
+    engine = create_engine(url)
+    store = Store(sessionmaker(engine))
+    try:
+        assert (await store.quota("a@x.test")).storage_used == 400
+    finally:
+        await store.close()
+        await engine.dispose()

@@ -199,7 +199,7 @@ async def test_a_commit_cut_short_by_shutdown_fails_its_sessions_instead_of_stra
     never = asyncio.Event()
     real = store._write
 
-    async def hanging_write(s, batch):
+    async def hanging_write(s, batch, *rest):
         await never.wait()
 
     store._write = hanging_write

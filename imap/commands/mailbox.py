@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from imap.commands.quota import kib
 from imap.names import outgoing
 from imap.protocol.commands import Delete, Namespace, Qresync, Rename, Select, SequenceSet, Status, Subscribe, Unselect
 from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
@@ -241,7 +242,7 @@ async def status_values(session: Session, info: FolderInfo, wanted: Iterable[str
     (RFC 5819): item names and values, in the order asked."""
     wanted = tuple(wanted)
     metas: list[MessageMeta] = []
-    if {"SIZE", "DELETED"} & set(wanted):
+    if {"SIZE", "DELETED", "DELETED-STORAGE"} & set(wanted):
         metas = await session.box.messages(info)
     values: dict[str, Callable[[], int]] = {
         "MESSAGES": lambda: info.exists,
@@ -252,6 +253,8 @@ async def status_values(session: Session, info: FolderInfo, wanted: Iterable[str
         "HIGHESTMODSEQ": lambda: info.highestmodseq,
         "SIZE": lambda: sum(m.size for m in metas),
         "DELETED": lambda: sum(1 for m in metas if "\\Deleted" in m.flags),
+        # RFC 9208 4.4: what EXPUNGE would free, in the STORAGE resource's units (1024 octets).
+        "DELETED-STORAGE": lambda: kib(sum(m.size for m in metas if "\\Deleted" in m.flags)),
         "APPENDLIMIT": lambda: session.append_limit,
     }
     items: list[Value] = []

@@ -364,6 +364,28 @@ class Idle(Command):
     """IDLE (RFC 2177)."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class GetQuota(Command):
+    """GETQUOTA (RFC 9208 4.2): the quota root named."""
+
+    root: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class GetQuotaRoot(Command):
+    """GETQUOTAROOT (RFC 9208 4.3): the mailbox whose quota roots are asked for."""
+
+    mailbox: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetQuota(Command):
+    """SETQUOTA (RFC 9208 4.1): the root and the (resource name upper-case, limit) pairs."""
+
+    root: str
+    limits: tuple[tuple[str, int], ...] = ()
+
+
 # selected (RFC 9051 6.4)
 
 

@@ -30,6 +30,8 @@ from imap.protocol.commands import (
     Enable,
     Expunge,
     Fetch,
+    GetQuota,
+    GetQuotaRoot,
     Id,
     Idle,
     List,
@@ -43,6 +45,7 @@ from imap.protocol.commands import (
     SearchKey,
     Secret,
     Select,
+    SetQuota,
     Sort,
     SortCriterion,
     SortKey,
@@ -69,7 +72,10 @@ _STATUS_ITEMS = {
     "SIZE",
     "HIGHESTMODSEQ",
     "APPENDLIMIT",  # RFC 7889 3
+    "DELETED-STORAGE",  # RFC 9208 4.4
 }
+#: RFC 9208 9: number64 (a resource limit), at most 2^63 - 1.
+_MAX_NUMBER64 = 2**63 - 1
 _BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 
@@ -382,6 +388,45 @@ def _idle(r: Reader, h: Head) -> Idle:
     return Idle(tag=h.tag, name=h.name)
 
 
+def _getquota(r: Reader, h: Head) -> GetQuota:
+    """RFC 9208 9: `GETQUOTA SP quota-root-name` (an astring)."""
+    r.sp()
+    return GetQuota(tag=h.tag, name=h.name, root=r.astring())
+
+
+def _getquotaroot(r: Reader, h: Head) -> GetQuotaRoot:
+    """RFC 9208 9: `GETQUOTAROOT SP mailbox`."""
+    r.sp()
+    return GetQuotaRoot(tag=h.tag, name=h.name, mailbox=r.mailbox())
+
+
+def _number64(r: Reader) -> int:
+    digits = r.take(b"0123456789")
+    if not digits or len(digits) > 19 or int(digits) > _MAX_NUMBER64:
+        raise r.error("Expected a resource limit (number64)")
+    return int(digits)
+
+
+def _setquota(r: Reader, h: Head) -> SetQuota:
+    """RFC 9208 9: `SETQUOTA SP quota-root-name SP "(" [resource-name SP resource-limit
+    *(SP resource-name SP resource-limit)] ")"`; each resource at most once (4.1)."""
+    r.sp()
+    root = r.astring()
+    r.sp()
+    limits: list[tuple[str, int]] = []
+
+    def resource() -> None:
+        resource_name = r.atom().upper()
+        r.sp()
+        limits.append((resource_name, _number64(r)))
+
+    r.paren_list(resource)
+    names = [n for n, _ in limits]
+    if len(set(names)) != len(names):
+        raise r.error("SETQUOTA names a resource twice")
+    return SetQuota(tag=h.tag, name=h.name, root=root, limits=tuple(limits))
+
+
 # -- selected ------------------------------------------------------------------------------
 
 
@@ -605,6 +650,10 @@ COMMANDS: Mapping[str, CommandSpec] = {
     "STATUS": _spec(Status, _status),
     "APPEND": _spec(Append, _append),
     "IDLE": _spec(Idle, _idle),
+    # QUOTA (RFC 9208 4): authenticated and selected states
+    "GETQUOTA": _spec(GetQuota, _getquota),
+    "GETQUOTAROOT": _spec(GetQuotaRoot, _getquotaroot),
+    "SETQUOTA": _spec(SetQuota, _setquota),
     # selected (RFC 9051 6.4)
     "CHECK": _spec(Check, _check),
     "CLOSE": _spec(Unselect, _unselect),

@@ -1,4 +1,4 @@
-"""`mss mailbox`: this operator's mailboxes, their encryption keys and app passwords.
+"""`mss mailbox`: this operator's mailboxes, their encryption keys, app passwords and quotas.
 
 A mailbox's encryption certificate is issued by the deployment's test PKI when the mailbox is
 created; its private key is written once, as a password-protected PKCS#12 in `--out`, and the
@@ -84,7 +84,7 @@ async def _audit(s, settings, type: str, address: str, /, **fields) -> None:
 
 @click.group()
 def mailbox() -> None:
-    """Local mailboxes (BAL): create, key rollover, list, app passwords."""
+    """Local mailboxes (BAL): create, key rollover, list, app passwords, quotas."""
 
 
 @mailbox.command("create")
@@ -347,4 +347,114 @@ def app_password(address, label, list_only, revoke_ids, revoke_all, config, as_j
             f"#{i['id']} {i['label'] or '-'} created {i['created_at']} last used {i['last_used_at'] or 'never'}"
             for i in doc["app_passwords"]
         ]
+    emit(as_json, doc, lines)
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: str) -> int:
+    """`--storage`: octets, or a number with K, M, G or T (powers of 1024; `KiB`, `MB`...
+    are read the same way); 0 is no limit."""
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in _UNITS else (text, "")
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = -1.0
+    if not number or amount < 0 or amount != amount or amount * _UNITS[unit] >= 2**63:  # NaN is not a size
+        raise click.BadParameter(
+            f"not a size: {value!r} (octets, or a number with K, M, G or T)", param_hint="--storage"
+        )
+    return int(amount * _UNITS[unit])
+
+
+def _human(octets: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if octets >= _UNITS[unit]:
+            return f"{octets / _UNITS[unit]:.1f} {unit}iB"
+    return f"{octets} B"
+
+
+@mailbox.command("quota")
+@click.argument("address")
+@click.option("--storage", default=None, help="Storage limit: octets, or 10G, 500M...; 0 for none.")
+@click.option("--messages", type=click.IntRange(min=0), default=None, help="Message limit; 0 for none.")
+@click.option("--default", "use_default", is_flag=True, help="Back to the configured [limits] defaults.")
+@config_option
+@json_option
+def quota(address, storage, messages, use_default, config, as_json) -> None:
+    """Show ADDRESS's usage and quota (IMAP QUOTA, SMTP 552 5.2.2), or set its own limits.
+
+    Without options: the usage and the limits in force. --storage / --messages set this
+    mailbox's own limit (each alone keeps the other); --default drops both, so the
+    `[limits] mailbox_quota` and `mailbox_quota_messages` of mss.toml apply again. Usage
+    counts the stored ciphertext. A patient space's address (the patients' domain) works too.
+    """
+    settings = load(config)
+    address = address.strip().lower()
+    local, _, domain = address.rpartition("@")
+    if not local or domain not in (settings.domain, settings.patient_domain):
+        raise click.BadParameter(
+            f"{address} is not an address of this operator ({settings.domain} or {settings.patient_domain})",
+            param_hint="ADDRESS",
+        )
+    if use_default and (storage is not None or messages is not None):
+        raise click.UsageError("--default goes alone (it resets both limits)")
+    changes: dict[str, int | None] = {}
+    if use_default:
+        changes = {"storage": None, "messages": None}
+    if storage is not None:
+        changes["storage"] = parse_size(storage)
+    if messages is not None:
+        changes["messages"] = messages
+
+    async def go() -> dict:
+        from annuaire.local import LocalDirectory
+        from mss.patients import PatientSpaces
+        from mss.refusals import Refusal
+        from mss.store import Store, read_quota, set_quota_limits
+
+        async with database(settings) as sessions:
+            if domain == settings.domain:
+                async with sessions() as s:
+                    known = await LocalDirectory(s).get(address) is not None
+            else:
+                store = Store(sessions)
+                try:
+                    known = await PatientSpaces(settings, sessions, store).get(address) is not None
+                except Refusal as exc:
+                    raise click.BadParameter(exc.public, param_hint="ADDRESS") from exc
+                finally:
+                    await store.close()
+            if not known:
+                raise click.ClickException(f"no mailbox {address}")
+            async with sessions() as s, s.begin():
+                if changes:
+                    await set_quota_limits(s, address, changes)
+                    await _audit(
+                        s,
+                        settings,
+                        "mailbox.quota_set",
+                        address,
+                        **{f"{k}_limit": "default" if v is None else v for k, v in changes.items()},
+                    )
+                q = await read_quota(s, address, settings.limits.quota)
+        return {
+            "address": address,
+            "changed": sorted(changes),
+            "storage": {"used": q.storage_used, "limit": q.storage_limit, "default": q.storage_override is None},
+            "messages": {"used": q.messages_used, "limit": q.messages_limit, "default": q.messages_override is None},
+        }
+
+    doc = run(go())
+
+    def line(name: str, used: str, res: dict, limit: str) -> str:
+        where = "default" if res["default"] else "this mailbox's own"
+        return f"  {name}: {used} of {limit if res['limit'] else 'no limit'} ({where})"
+
+    st, ms = doc["storage"], doc["messages"]
+    lines = [f"quota of {address}" + (" updated" if doc["changed"] else "")]
+    lines.append(line("storage ", _human(st["used"]), st, _human(st["limit"])))
+    lines.append(line("messages", str(ms["used"]), ms, str(ms["limit"])))
     emit(as_json, doc, lines)

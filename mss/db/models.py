@@ -127,6 +127,22 @@ class MessageKeyword(Base):
     keyword: Mapped[str] = mapped_column(String(255), primary_key=True)
 
 
+class MailboxUsage(Base):
+    """What one mailbox stores and may store (IMAP QUOTA, RFC 9208: one quota root per
+    mailbox). `storage_bytes` is the sum of its messages' `size` (the stored ciphertext) and
+    `messages` their number, both changed in the transaction of the write that changes them
+    (`mss.store`). `limit_*`: the operator's override (`mss mailbox quota`); NULL means the
+    configured default, 0 unlimited."""
+
+    __tablename__ = "mailbox_usage"
+
+    mailbox: Mapped[str] = mapped_column(String(320), primary_key=True)
+    storage_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    messages: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    limit_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    limit_messages: Mapped[int | None] = mapped_column(BigInteger)
+
+
 # -- the patient space (mss.patients is the only writer) --------------------------------------
 
 

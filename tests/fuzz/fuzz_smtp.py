@@ -34,7 +34,7 @@ from mss.message import parse_message
 from mss.principal import Principal
 from mss.sasl import MECHANISMS
 from mss.sasl import exchange as sasl_exchange
-from mss.services import Failure
+from mss.services import DeliveryResult, Failure
 from smtp import handler as smtp_handler
 from smtp.server import SubmissionSMTP
 
@@ -70,7 +70,7 @@ class _Transaction:
     def __init__(self, log: list) -> None:
         self.log = log
 
-    def mail_from(self, address: str, dsn=None) -> None:
+    def mail_from(self, address: str, dsn=None, size=None) -> None:
         self.log.append(("mail", address))
 
     async def add_recipient(self, address: str, dsn=None):
@@ -80,7 +80,7 @@ class _Transaction:
     async def deliver(self, raw: bytes):
         parse_message(raw, max_size=MAX_SIZE)  # raises Refusal: answered by the handler
         self.log.append(("data", raw))
-        return None
+        return DeliveryResult(stored=())
 
 
 class _Submission:

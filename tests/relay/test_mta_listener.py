@@ -256,9 +256,9 @@ def test_a_good_peer_delivers_to_a_local_mailbox_with_its_dsn_parameters(env):
         calls.append({"principal": principal, **kw})
         mail_from, add_recipient = tx.mail_from, tx.add_recipient
 
-        def mail(address, dsn=None):
+        def mail(address, dsn=None, size=None):
             calls[-1]["mail"] = (address, dsn)
-            return mail_from(address, dsn)
+            return mail_from(address, dsn, size)
 
         async def rcpt(address, dsn=None):
             calls[-1].setdefault("rcpt", []).append((address, dsn))
