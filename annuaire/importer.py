@@ -395,6 +395,14 @@ def _text(raw: bytes, state: dict) -> str:
     return LINE_TOO_LONG if raw == b"\0" else _strip_line(_decode(raw, state))
 
 
+def _lines(src: _Source, state: dict, progress: ProgressFn | None) -> Iterator[tuple[int, str]]:
+    """(line number, text without EOL/trailing pipe); line 1 is the header. An over-long
+    line is given as LINE_TOO_LONG, for the caller to count as rejected (what the import
+    reads, as text; the fuzz target reads through it)."""
+    for n, raw in _raw_lines(src, progress):
+        yield n, _text(raw, state)
+
+
 def _line_hash(raw: bytes) -> int:
     """The 64-bit digest of a line as read, its end (CR, LF) left out: what an unchanged
     row is recognised by before it is even decoded (see `_import_source`)."""

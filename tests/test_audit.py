@@ -223,9 +223,10 @@ def test_concurrent_appends_from_two_processes_keep_one_valid_chain(db):
     rows = asyncio.run(fetch(url, "SELECT seq, subject FROM audit_event ORDER BY seq"))
     assert [r[0] for r in rows] == list(range(1, 2 * n + 1))  # gapless, unique
     assert {r[1] for r in rows} == {"writer-a", "writer-b"}
-    # Interleaved, not one process after the other (else the test proves nothing).
+    # Interleaved, not one process after the other (else the test proves nothing): at least
+    # a, then b, then a again. On a loaded machine the scheduler may give each a long run.
     switches = sum(1 for a, b in itertools.pairwise(rows) if a[1] != b[1])
-    assert switches > 2
+    assert switches >= 2
     code, out, doc = verify(config)
     assert code == 0, out
     assert doc["events"] == 2 * n and doc["ok"]
