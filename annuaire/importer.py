@@ -563,7 +563,7 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
         raise DirectoryFileError(f"{src.name}: no 'Adresse BAL' column")
     kidx = [layout.index.get(f, -1) for f in _ACTIVITY_KEY_FIELDS]
     for n, raw_line in raw_lines:
-        known = by_hash.get(_line_hash(raw_line))
+        known = by_hash.get(_line_hash(raw_line)) if by_hash else None  # a first load has none
         if known is not None:
             k = known
         elif ai is not None:
