@@ -29,6 +29,10 @@ class Principal:
     #: SERV only: the mail domains of the trust-space whitelist this operator's certificate
     #: names (its DNS names), i.e. the domains it may send from on the `mta` listener.
     domains: frozenset[str] = frozenset()
+    #: Which of `mailboxes` keep a copy of what they send in their Sent folder, read with
+    #: them at authentication, so that a submission needs no directory look-up for it.
+    #: None: not known (a principal built without its directory rows), look it up.
+    sent_copy: frozenset[str] | None = None
 
     @property
     def default_mailbox(self) -> str | None:
@@ -52,4 +56,9 @@ class Principal:
             cert_sha256=self.cert_sha256,
             mechanism=self.mechanism,
             acting_as=address,
+            sent_copy=None if self.sent_copy is None else self.sent_copy & {address},
         )
+
+    def keeps_sent_copy(self, address: str) -> bool | None:
+        """Whether `address` keeps a Sent copy, None when this principal does not know."""
+        return None if self.sent_copy is None else address.lower() in self.sent_copy
