@@ -140,7 +140,7 @@ class LocalDirectory:
             MailboxCertificate.address == LocalMailbox.address,
             and_(LocalMailbox.type == "ORG", MailboxCertificate.address.in_(readers.scalar_subquery())),
         )
-        res = await self.session.execute(
+        res = await (await self.session.connection()).execute(  # Core: no ORM layer on every RCPT
             select(
                 LocalMailbox.type,
                 LocalMailbox.sent_copy,
