@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import String, Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from annuaire.ids import address_ok, fold, idnat_ps_problem, normalize_address
@@ -63,6 +63,7 @@ MAX_REPORTED_LINES = 1000  # per report: line numbers kept for the operator, cou
 _RED_LIST_HEADERS = ("liste rouge", "listerouge", "liste rouge bal")
 
 ProgressFn = Callable[[int], None]
+NAME_KEY_LENGTH = 200  # national.NAME_KEY
 
 
 def _norm_header(h: str) -> str:
@@ -265,6 +266,12 @@ def _truthy(v: str) -> bool:
     return v in _TRUE or (bool(v) and v.strip().lower() in _TRUE)
 
 
+def _length(table: Table, col: str) -> int | None:
+    """The length bound of a text column (`String(n)`), None for `Text` and non-text ones."""
+    t = table.c[col].type
+    return getattr(t, "length", None) if isinstance(t, String) else None
+
+
 class _Parser:
     """Splits a line into its *raw* values, and turns raw values into a row (or a rejection).
 
@@ -296,6 +303,15 @@ class _Parser:
             ["red_list", "name_key", "row_hash"] if layout.kind == MAILBOX else ["extra", "name_key", "key", "row_hash"]
         )
         self.out_cols = self.cols + tail
+        # Columns of bounded length: PostgreSQL refuses a longer value, and one such value
+        # would fail the whole import. Such a row is rejected instead, on both databases.
+        # (name_key is cut to its length instead: it is ours, a search key.)
+        table = _table(layout.kind)
+        self.bounded = [
+            (i, c, n) for i, c in enumerate(self.out_cols) if c != "name_key" and (n := _length(table, c)) is not None
+        ]
+        self.bounded_get = operator.itemgetter(*(i for i, _, _ in self.bounded))
+        self.bounded_max = [n for _, _, n in self.bounded]
         self.p_idnat, self.p_pp_type, self.p_pp_id = pos["idnat"], pos["pp_type"], pos["pp_id"]
         self.p_last, self.p_first = pos["last_name"], pos["first_name"]
         if layout.kind == MAILBOX:
@@ -353,17 +369,24 @@ class _Parser:
             else:
                 s, o, tr = self.p_names
                 name_key = fold(v[s] or v[o] or v[tr])
-            v += (_truthy(raw[self.n]), name_key, row_hash)
-            return v, "", ""
+            v += (_truthy(raw[self.n]), name_key[:NAME_KEY_LENGTH], row_hash)
+            return self._bounded(v)
         if not idnat:
             return None, "missing_idnat", ""
         extra = dict(x.split("\x1e", 1) for x in raw[self.n + 1 :])
         v += (
             json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else "",
-            fold(f"{v[self.p_last]} {v[self.p_first]}"),
+            fold(f"{v[self.p_last]} {v[self.p_first]}")[:NAME_KEY_LENGTH],
             self.key(raw) if key is None else key,
             row_hash,
         )
+        return self._bounded(v)
+
+    def _bounded(self, v: list) -> tuple[list | None, str, str]:
+        if any(map(operator.gt, map(len, self.bounded_get(v)), self.bounded_max)):
+            for i, c, n in self.bounded:
+                if len(v[i]) > n:
+                    return None, "value_too_long", f"{c}: {len(v[i])} characters, at most {n}"
         return v, "", ""
 
     def row(self, raw: list[str], row_hash: int | None = None) -> tuple[dict | None, str, str]:
