@@ -5,14 +5,17 @@ Why it looks like this:
 * The files are large (about 536,000 mailbox rows and 600,000 activity rows) and drift in
   layout, so rows are **streamed** and mapped **by header name**; missing columns read as
   empty, unknown ones are ignored (mailboxes) or kept in `extra` (activities).
-* A re-import must cost little when little changed: every normalised row is reduced to a
-  64-bit hash and compared with the stored (key, hash) pairs; only additions, changes and
-  removals are written, in chunks with `executemany`, inside **one transaction** so that a
-  reader sees the old directory or the new one, never half of each.
-* Duplicate keys (a few hundred addresses appear twice nationally) are found in a first,
-  cheap pass over the keys; their rows are merged (first non-empty value of each field wins)
-  and reported with their line numbers.
-* Bad rows (bad RPPS check digit, bad address, mangled field count) are counted by reason,
+* A re-import must cost little when little changed: a row is stored with the 64-bit digest
+  of the line it came from, and a line whose digest is a stored one is that row unchanged,
+  recognised without being decoded (see `_import_source`). Only the other lines are parsed;
+  only additions, changes (the changed columns) and removals are written, in chunks with
+  `executemany` (`COPY` on PostgreSQL), inside **one transaction** so that a reader sees the
+  old directory or the new one, never half of each. docs/annuaire.md has the whole story.
+* Duplicate keys (a few hundred addresses appear twice nationally) are found in the first
+  pass, before anything is written; their rows are merged (first non-empty value of each
+  field wins) and reported with their line numbers.
+* Bad rows (bad RPPS check digit, bad address, mangled field count, a value longer than its
+  column) are counted by reason,
   with line numbers, and skipped: one bad row never stops an import.
 """
 

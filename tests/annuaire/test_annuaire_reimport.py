@@ -205,3 +205,19 @@ def test_block_reader_splits_lines_like_a_line_reader(monkeypatch, block):
         got = [b"LONG" if raw is importer._LONG else raw for _, raw in importer._raw_lines(src, None)]
         assert got == _reference_lines(data), data
         assert [n for n, _ in importer._raw_lines(src, None)] == list(range(1, len(got) + 1))
+
+
+async def test_a_change_sets_only_the_columns_that_changed(engine, tmp_path, monkeypatch):
+    """A new postcode rewrites that column and the digest, not the seven other indexed ones."""
+    await import_files(engine, [MAILBOX_FILE])
+    sets = []
+    real = importer._Writer._update
+
+    def recording(self, changed):
+        sets.append(changed)
+        return real(self, changed)
+
+    monkeypatch.setattr(importer._Writer, "_update", recording)
+    f = write_variant(tmp_path / "next.txt", MAILBOX_FILE, edit=_next_day)
+    (r,) = await import_files(engine, [f])
+    assert r.changed == 1 and sets == [("postcode", "row_hash")]
