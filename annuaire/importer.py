@@ -15,8 +15,8 @@ Why it looks like this:
   pass, before anything is written; their rows are merged (first non-empty value of each
   field wins) and reported with their line numbers.
 * Bad rows (bad RPPS check digit, bad address, mangled field count, a value longer than its
-  column) are counted by reason,
-  with line numbers, and skipped: one bad row never stops an import.
+  column) are counted by reason, with line numbers, and skipped: one bad row never stops an
+  import.
 """
 
 from __future__ import annotations
