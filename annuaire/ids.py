@@ -73,10 +73,14 @@ def fold(text: str) -> str:
     """
     if not text:
         return ""
-    t = text.lower().translate(_ACCENTS)
+    t = text.lower()
     if not t.isascii():
-        t = _slow_fold(t.casefold())
-    return " ".join(_FOLD_DROP.sub(" ", t).split())
+        t = t.translate(_ACCENTS)
+        if not t.isascii():
+            t = _slow_fold(t.casefold())
+    if not (t.isascii() and t.replace(" ", "").isalnum()):  # else only [a-z0-9 ]: nothing to drop
+        t = _FOLD_DROP.sub(" ", t)
+    return " ".join(t.split())
 
 
 def prefix_upper_bound(prefix: str) -> str:

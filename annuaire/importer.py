@@ -5,15 +5,18 @@ Why it looks like this:
 * The files are large (about 536,000 mailbox rows and 600,000 activity rows) and drift in
   layout, so rows are **streamed** and mapped **by header name**; missing columns read as
   empty, unknown ones are ignored (mailboxes) or kept in `extra` (activities).
-* A re-import must cost little when little changed: every normalised row is reduced to a
-  64-bit hash and compared with the stored (key, hash) pairs; only additions, changes and
-  removals are written, in chunks with `executemany`, inside **one transaction** so that a
-  reader sees the old directory or the new one, never half of each.
-* Duplicate keys (a few hundred addresses appear twice nationally) are found in a first,
-  cheap pass over the keys; their rows are merged (first non-empty value of each field wins)
-  and reported with their line numbers.
-* Bad rows (bad RPPS check digit, bad address, mangled field count) are counted by reason,
-  with line numbers, and skipped: one bad row never stops an import.
+* A re-import must cost little when little changed: a row is stored with the 64-bit digest
+  of the line it came from, and a line whose digest is a stored one is that row unchanged,
+  recognised without being decoded (see `_import_source`). Only the other lines are parsed;
+  only additions, changes (the changed columns) and removals are written, in chunks with
+  `executemany` (`COPY` on PostgreSQL), inside **one transaction** so that a reader sees the
+  old directory or the new one, never half of each. docs/annuaire.md has the whole story.
+* Duplicate keys (a few hundred addresses appear twice nationally) are found in the first
+  pass, before anything is written; their rows are merged (first non-empty value of each
+  field wins) and reported with their line numbers.
+* Bad rows (bad RPPS check digit, bad address, mangled field count, a value longer than its
+  column) are counted by reason, with line numbers, and skipped: one bad row never stops an
+  import.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ import json
 import operator
 import unicodedata
 import zipfile
+from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import String, Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from annuaire.ids import address_ok, fold, idnat_ps_problem, normalize_address
@@ -48,6 +52,13 @@ MAILBOX = "mailbox"
 ACTIVITY = "activity"
 
 CHUNK = 5000
+#: Lines of a re-import not recognised by their digest are kept in memory (their octets) for
+#: the second pass up to this many octets; beyond, the second pass reads the file again.
+TODO_BUFFER = 32 << 20
+#: Above this many keys to look up, one scan of every (key, digest) beats look-ups by key.
+LOOKUP_SCAN = 100_000
+#: Up to this many rows removed by digest in one statement (one scan: no index on row_hash).
+REMOVE_BY_DIGEST = 20_000
 MAX_REPORTED_LINES = 1000  # per report: line numbers kept for the operator, counts are exact
 
 # Optional columns some extractions carry (never in the public file today, but a private
@@ -55,6 +66,7 @@ MAX_REPORTED_LINES = 1000  # per report: line numbers kept for the operator, cou
 _RED_LIST_HEADERS = ("liste rouge", "listerouge", "liste rouge bal")
 
 ProgressFn = Callable[[int], None]
+NAME_KEY_LENGTH = 200  # national.NAME_KEY
 
 
 def _norm_header(h: str) -> str:
@@ -250,8 +262,17 @@ def _row_hash(raw: Sequence[str]) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+_TRUE = frozenset(("true", "vrai", "1", "o", "oui", "y", "yes"))
+
+
 def _truthy(v: str) -> bool:
-    return v.strip().lower() in ("true", "vrai", "1", "o", "oui", "y", "yes")
+    return v in _TRUE or (bool(v) and v.strip().lower() in _TRUE)
+
+
+def _length(table: Table, col: str) -> int | None:
+    """The length bound of a text column (`String(n)`), None for `Text` and non-text ones."""
+    t = table.c[col].type
+    return getattr(t, "length", None) if isinstance(t, String) else None
 
 
 class _Parser:
@@ -261,6 +282,9 @@ class _Parser:
     does not matter), then the red-list flag, then `header\x1evalue` for each non-empty
     unmapped column (activities), sorted by header. The row hash is computed over them, so
     an unchanged row is recognised before any validation or folding is done.
+
+    A row is a list of values in `out_cols` order (what the writer takes, no dict per row);
+    `row` gives the same as a dict.
     """
 
     def __init__(self, layout: _Layout) -> None:
@@ -270,6 +294,7 @@ class _Parser:
         # -1 reads the empty sentinel appended to every split line: a missing column is "".
         self.idx = [layout.index.get(f, -1) for f in self.cols]
         self.idx.append(layout.red_list_col if layout.red_list_col is not None else -1)
+        self.get = operator.itemgetter(*self.idx)  # at least two indexes: a tuple
         self.extra = (
             sorted(((h, i) for i, h in layout.extra_cols), key=lambda t: t[0]) if layout.kind == ACTIVITY else []
         )
@@ -277,6 +302,24 @@ class _Parser:
         pos = {f: i for i, f in enumerate(self.cols)}
         self.addr_pos = pos.get("address", -1)
         self.key_pos = [pos[f] for f in _ACTIVITY_KEY_FIELDS] if layout.kind == ACTIVITY else []
+        tail = (
+            ["red_list", "name_key", "row_hash"] if layout.kind == MAILBOX else ["extra", "name_key", "key", "row_hash"]
+        )
+        self.out_cols = self.cols + tail
+        # Columns of bounded length: PostgreSQL refuses a longer value, and one such value
+        # would fail the whole import. Such a row is rejected instead, on both databases.
+        # (name_key is cut to its length instead: it is ours, a search key.)
+        table = _table(layout.kind)
+        self.bounded = [
+            (i, c, n) for i, c in enumerate(self.out_cols) if c != "name_key" and (n := _length(table, c)) is not None
+        ]
+        self.bounded_get = operator.itemgetter(*(i for i, _, _ in self.bounded))
+        self.bounded_max = [n for _, _, n in self.bounded]
+        self.p_idnat, self.p_pp_type, self.p_pp_id = pos["idnat"], pos["pp_type"], pos["pp_id"]
+        self.p_last, self.p_first = pos["last_name"], pos["first_name"]
+        if layout.kind == MAILBOX:
+            self.p_type, self.p_demat = pos["type"], pos["dematerialisation"]
+            self.p_names = (pos["service"], pos["org_name"], pos["org_trade_name"])
 
     def fields(self, text: str) -> list[str] | None:
         parts = text.split("|")
@@ -291,7 +334,7 @@ class _Parser:
         return parts
 
     def raw(self, parts: list[str]) -> list[str]:
-        raw = [parts[i].strip() for i in self.idx]
+        raw = list(map(str.strip, self.get(parts)))
         if self.extra:
             for h, i in self.extra:
                 v = parts[i]
@@ -306,35 +349,53 @@ class _Parser:
         idnat = raw[kp[0]] or (raw[kp[1]] + raw[kp[2]])
         return "|".join([idnat] + [raw[i] for i in kp[3:]])
 
+    def values(self, raw: list[str], row_hash: int, key: str | None = None) -> tuple[list | None, str, str]:
+        """(values in `out_cols` order, reason, detail): values is None when rejected."""
+        v = raw[: self.n]
+        idnat = v[self.p_idnat]
+        if not idnat and v[self.p_pp_type] and v[self.p_pp_id]:
+            idnat = v[self.p_idnat] = v[self.p_pp_type] + v[self.p_pp_id]
+        problem = idnat_ps_problem(idnat)
+        if problem:
+            return None, problem, idnat
+        if self.kind == MAILBOX:
+            a = self.addr_pos
+            addr = normalize_address(v[a]) if key is None else key
+            if not address_ok(addr):
+                return None, "bad_address", v[a]
+            v[a] = addr
+            t = v[self.p_type] = v[self.p_type].upper()
+            v[self.p_demat] = _truthy(v[self.p_demat])
+            last = v[self.p_last]
+            if t == "PER" or last:
+                name_key = fold(f"{last} {v[self.p_first]}")
+            else:
+                s, o, tr = self.p_names
+                name_key = fold(v[s] or v[o] or v[tr])
+            v += (_truthy(raw[self.n]), name_key[:NAME_KEY_LENGTH], row_hash)
+            return self._bounded(v)
+        if not idnat:
+            return None, "missing_idnat", ""
+        extra = dict(x.split("\x1e", 1) for x in raw[self.n + 1 :])
+        v += (
+            json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else "",
+            fold(f"{v[self.p_last]} {v[self.p_first]}")[:NAME_KEY_LENGTH],
+            self.key(raw) if key is None else key,
+            row_hash,
+        )
+        return self._bounded(v)
+
+    def _bounded(self, v: list) -> tuple[list | None, str, str]:
+        if any(map(operator.gt, map(len, self.bounded_get(v)), self.bounded_max)):
+            for i, c, n in self.bounded:
+                if len(v[i]) > n:
+                    return None, "value_too_long", f"{c}: {len(v[i])} characters, at most {n}"
+        return v, "", ""
+
     def row(self, raw: list[str], row_hash: int | None = None) -> tuple[dict | None, str, str]:
         """(row bound to the table, reason, detail): row is None when rejected."""
-        r = dict(zip(self.cols, raw, strict=False))
-        if not r["idnat"] and r["pp_type"] and r["pp_id"]:
-            r["idnat"] = r["pp_type"] + r["pp_id"]
-        problem = idnat_ps_problem(r["idnat"])
-        if problem:
-            return None, problem, r["idnat"]
-        if self.kind == MAILBOX:
-            addr = normalize_address(r["address"])
-            if not address_ok(addr):
-                return None, "bad_address", r["address"]
-            r["address"] = addr
-            r["type"] = r["type"].upper()
-            r["red_list"] = _truthy(raw[self.n])
-            r["dematerialisation"] = _truthy(r["dematerialisation"])
-            if r["type"] == "PER" or r["last_name"]:
-                r["name_key"] = fold(f"{r['last_name']} {r['first_name']}")
-            else:
-                r["name_key"] = fold(r["service"] or r["org_name"] or r["org_trade_name"])
-        else:
-            if not r["idnat"]:
-                return None, "missing_idnat", ""
-            extra = dict(x.split("\x1e", 1) for x in raw[self.n + 1 :])
-            r["extra"] = json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else ""
-            r["name_key"] = fold(f"{r['last_name']} {r['first_name']}")
-            r["key"] = self.key(raw)
-        r["row_hash"] = _row_hash(raw) if row_hash is None else row_hash
-        return r, "", ""
+        v, reason, detail = self.values(raw, _row_hash(raw) if row_hash is None else row_hash)
+        return (dict(zip(self.out_cols, v, strict=True)) if v is not None else None), reason, detail
 
     def merge(self, first: list[str], other: list[str]) -> list[str]:
         """Duplicate rows: keep the first, fill its empty fields from the later one."""
@@ -348,51 +409,69 @@ class _Parser:
 MAX_LINE = 64 * 1024
 #: Stands for an over-long line in the stream of lines (no real line contains a NUL).
 LINE_TOO_LONG = "\x00line too long"
+#: The same in the stream of octets: compared by identity, so no line read can be taken for it.
+_LONG = b"\x00line too long"
+#: Octets read at a time.
+BLOCK = 1 << 20
 
 
-def _bounded_lines(fh) -> Iterator[bytes]:
-    """Lines of at most MAX_LINE octets; a longer one is consumed and replaced by b"\\0"."""
-    while True:
-        raw = fh.readline(MAX_LINE + 1)
-        if not raw:
-            return
-        if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
-            while raw and not raw.endswith(b"\n"):
-                raw = fh.readline(MAX_LINE + 1)
-            yield b"\0"
-            continue
-        yield raw
+def _line_blocks(src: _Source, progress: ProgressFn | None) -> Iterator[tuple[int, list[bytes]]]:
+    """(number of the first line, lines) for each block of about BLOCK octets read: the
+    lines as read without their LF (a CR stays), BOM removed from line 1, a line longer than
+    MAX_LINE octets given as `_LONG` (and never held whole). Split by the C code of
+    bytes.split: a Python step per line would cost more than the lines' digests."""
+    with src.open() as fh:
+        n = 1
+        carry = b""
+        skipping = False  # inside an over-long line
+        first = True
+        while True:
+            data = fh.read(BLOCK)
+            if not data:
+                break
+            if progress is not None:
+                progress(len(data))
+            pieces = data.split(b"\n")
+            tail = pieces.pop()
+            if skipping:
+                if not pieces:
+                    continue
+                pieces[0] = _LONG
+                skipping = False
+            elif carry:
+                if pieces:
+                    pieces[0] = carry + pieces[0]
+                else:
+                    tail = carry + tail
+            carry = tail
+            if len(carry) > MAX_LINE:
+                skipping, carry = True, b""
+            if not pieces:
+                continue
+            if max(map(len, pieces)) > MAX_LINE:
+                pieces = [_LONG if len(p) > MAX_LINE else p for p in pieces]
+            if first:
+                first = False
+                if pieces[0].startswith(codecs.BOM_UTF8):
+                    pieces[0] = pieces[0][3:]
+            yield n, pieces
+            n += len(pieces)
+        if skipping:
+            yield n, [_LONG]
+        elif carry:
+            yield n, [carry[3:] if first and carry.startswith(codecs.BOM_UTF8) else carry]
 
 
 def _raw_lines(src: _Source, progress: ProgressFn | None) -> Iterator[tuple[int, bytes]]:
-    """(line number, the line's octets as read, BOM removed); line 1 is the header. An
-    over-long line is given as b"\\0", for the caller to count as rejected."""
-    with src.open() as fh:
-        n = 0
-        pending = 0
-        first = True
-        for raw in _bounded_lines(fh):
-            n += 1
-            if raw == b"\0":
-                yield n, raw
-                continue
-            if first:
-                first = False
-                if raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[3:]
-            if progress is not None:
-                pending += len(raw)
-                if pending >= 1 << 20:
-                    progress(pending)
-                    pending = 0
-            yield n, raw
-        if progress is not None and pending:
-            progress(pending)
+    """(line number, the line's octets as read, BOM removed, LF left out); line 1 is the
+    header. An over-long line is given as `_LONG`, for the caller to count as rejected."""
+    for n, block in _line_blocks(src, progress):
+        yield from enumerate(block, n)
 
 
 def _text(raw: bytes, state: dict) -> str:
-    """A line read by `_raw_lines` as text without EOL/trailing pipe (LINE_TOO_LONG for b"\\0")."""
-    return LINE_TOO_LONG if raw == b"\0" else _strip_line(_decode(raw, state))
+    """A line read by `_raw_lines` as text without EOL/trailing pipe (LINE_TOO_LONG for `_LONG`)."""
+    return LINE_TOO_LONG if raw is _LONG else _strip_line(_decode(raw, state))
 
 
 def _lines(src: _Source, state: dict, progress: ProgressFn | None) -> Iterator[tuple[int, str]]:
@@ -403,11 +482,10 @@ def _lines(src: _Source, state: dict, progress: ProgressFn | None) -> Iterator[t
         yield n, _text(raw, state)
 
 
-def _line_hash(raw: bytes) -> int:
+def _line_hash(raw: bytes, _blake2b=hashlib.blake2b, _from_bytes=int.from_bytes) -> int:
     """The 64-bit digest of a line as read, its end (CR, LF) left out: what an unchanged
     row is recognised by before it is even decoded (see `_import_source`)."""
-    digest = hashlib.blake2b(raw.rstrip(b"\r\n"), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return _from_bytes(_blake2b(raw.rstrip(b"\r\n"), digest_size=8).digest(), "big", signed=True)
 
 
 # --------------------------------------------------------------------------- writing
@@ -424,28 +502,25 @@ class _Writer:
     per-row parameter processing would cost more than the database work at this size.
     """
 
-    def __init__(self, conn: AsyncConnection, kind: str) -> None:
+    def __init__(self, conn: AsyncConnection, kind: str, value_cols: Sequence[str]) -> None:
         self.conn = conn
         self.kind = kind
         self.t = _table(kind)
         self.pk = "address" if kind == MAILBOX else "key"
         self.ins: list[tuple] = []
-        self.upd: list[tuple] = []
+        self.upd: list[list] = []
         cols = [c.name for c in self.t.columns]
         others = [c for c in cols if c != self.pk]
         dialect = conn.dialect
         ci = insert(self.t).compile(dialect=dialect, column_keys=cols)
         self.insert_sql, self.insert_order = str(ci), list(ci.positiontup or cols)
-        cu = (
-            update(self.t)
-            .where(self.t.c[self.pk] == bindparam("_pk"))
-            .values({c: bindparam("_v_" + c) for c in others})
-            .compile(dialect=dialect)
-        )
-        self.update_sql = str(cu)
-        self.update_order = [n[3:] if n.startswith("_v_") else self.pk for n in (cu.positiontup or [])]
-        self.ins_get = operator.itemgetter(*self.insert_order)
-        self.upd_get = operator.itemgetter(*self.update_order)
+        # Rows come as lists in `value_cols` order (`_Parser.out_cols`): one C call reorders them.
+        pos = {c: i for i, c in enumerate(value_cols)}
+        self.ins_get = operator.itemgetter(*(pos[c] for c in self.insert_order))
+        self.pos = pos
+        self.others = others
+        self.old_cols = [self.t.c[c] for c in others]  # what a changed row is compared with
+        self.updates: dict[tuple[str, ...], tuple[str, operator.itemgetter]] = {}
         # One chunk is written while the next is parsed: the driver works in its own thread
         # (aiosqlite) or on the server (asyncpg), and at most one statement is outstanding.
         self.pending: asyncio.Task | None = None
@@ -466,15 +541,52 @@ class _Writer:
             self.t.name, records=rows, columns=self.insert_order
         )
 
-    async def add(self, row: dict) -> None:
+    async def add(self, row: list) -> None:
         self.ins.append(self.ins_get(row))
         if len(self.ins) >= CHUNK:
             await self.flush_inserts()
 
-    async def change(self, row: dict) -> None:
-        self.upd.append(self.upd_get(row))
+    async def change(self, row: list) -> None:
+        self.upd.append(row)
         if len(self.upd) >= CHUNK:
             await self.flush_updates()
+
+    def _update(self, changed: tuple[str, ...]) -> tuple[str, operator.itemgetter]:
+        """UPDATE of these columns only, compiled once, and what picks its parameters."""
+        got = self.updates.get(changed)
+        if got is None:
+            cu = (
+                update(self.t)
+                .where(self.t.c[self.pk] == bindparam("_pk"))
+                .values({c: bindparam("_v_" + c) for c in changed})
+                .compile(dialect=self.conn.dialect)
+            )
+            order = [n[3:] if n.startswith("_v_") else self.pk for n in (cu.positiontup or [])]
+            got = self.updates[changed] = (str(cu), operator.itemgetter(*(self.pos[c] for c in order)))
+        return got
+
+    async def _write_changes(self, rows: list[list]) -> None:
+        """Set only the columns whose value changed, compared with the stored row: a column
+        left out of the SET leaves its indexes alone, so a new service name rewrites one
+        table page instead of that page and a leaf of each of the eight indexes (nine times
+        the WAL and checkpoint traffic on SQLite; and PostgreSQL can update in place, HOT)."""
+        pk = self.t.c[self.pk]
+        p = self.pos[self.pk]
+        keys = [r[p] for r in rows]
+        old: dict[str, tuple] = {}
+        for i in range(0, len(keys), 1000):
+            res = await self.conn.execute(select(pk, *self.old_cols).where(pk.in_(keys[i : i + 1000])))
+            old.update((rec[0], tuple(rec[1:])) for rec in res)
+        cmp = [(j, self.pos[c]) for j, c in enumerate(self.others)]
+        groups: dict[tuple[str, ...], list[list]] = {}
+        for r in rows:
+            o = old.get(r[p])
+            changed = tuple(self.others[j] for j, i in cmp if o is None or o[j] != r[i])
+            if changed:
+                groups.setdefault(changed, []).append(r)
+        for changed, group in groups.items():
+            sql, get = self._update(changed)
+            await self.conn.exec_driver_sql(sql, [get(r) for r in group])
 
     async def flush_inserts(self) -> None:
         if self.ins:
@@ -488,13 +600,26 @@ class _Writer:
     async def flush_updates(self) -> None:
         if self.upd:
             rows, self.upd = self.upd, []
-            await self._send(self.update_sql, rows)
+            await self._wait()
+            self.pending = asyncio.ensure_future(self._write_changes(rows))
 
     async def remove(self, keys: list[str]) -> None:
         await self._wait()
         col = self.t.c[self.pk]
         for i in range(0, len(keys), 1000):
             await self.conn.execute(delete(self.t).where(col.in_(keys[i : i + 1000])))
+
+    async def remove_digests(self, digests: set[int]) -> None:
+        """Delete the rows with these digests (each names one row, see `_Stored`)."""
+        await self._wait()
+        if not digests:
+            return
+        if len(digests) <= REMOVE_BY_DIGEST:
+            await self.conn.execute(delete(self.t).where(self.t.c.row_hash.in_(list(digests))))
+            return
+        # Many: their keys from one scan, then by primary key.
+        keys = [k for k, h in (await _stored_hashes(self.conn, self.kind)).items() if h in digests]
+        await self.remove(keys)
 
     async def flush(self) -> None:
         await self.flush_inserts()
@@ -506,22 +631,78 @@ class _Writer:
             self.pending.cancel()
 
 
-async def _stored_hashes(conn: AsyncConnection, kind: str) -> dict[str, int]:
+def _is_asyncpg(conn: AsyncConnection) -> bool:
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "asyncpg"
+
+
+async def _first_column(conn: AsyncConnection, sql: str) -> list:
+    """Every value of a one-column query, through the driver's own cursor: a million
+    SQLAlchemy rows would cost more than the query."""
+    # A statement through SQLAlchemy first, so that the adapter has opened its transaction.
+    await conn.exec_driver_sql("SELECT 1")
+    drv = (await conn.get_raw_connection()).driver_connection
+    if _is_asyncpg(conn):
+        return [r[0] for r in await drv.fetch(sql)]  # type: ignore[union-attr]
+    if conn.dialect.name == "sqlite" and conn.dialect.driver == "aiosqlite":
+        async with drv.execute(sql) as cur:  # type: ignore[union-attr]
+            return [r[0] for r in await cur.fetchall()]
+    return list((await conn.exec_driver_sql(sql)).scalars())
+
+
+@dataclass
+class _Stored:
+    """The table as a re-import compares with it: the digests that name exactly one row, and
+    (key, digest) of the rows whose digest another row shares. The importer never writes
+    two rows with one digest (same line, same key), but a table edited by hand, or a 64-bit
+    collision, would: those rows are compared by key, the slow and sure way."""
+
+    digests: set[int]
+    shared: dict[str, int]
+    rows: int
+
+
+async def _stored_digests(conn: AsyncConnection, kind: str) -> _Stored:
     t = _table(kind)
-    pk = t.c["address" if kind == MAILBOX else "key"]
+    hashes = await _first_column(conn, f"SELECT row_hash FROM {t.name}")  # noqa: S608 - names from the model
+    digests = set(hashes)
+    shared: dict[str, int] = {}
+    if len(digests) != len(hashes):
+        twice = [h for h, c in Counter(hashes).items() if c > 1]
+        digests.difference_update(twice)
+        pk = t.c[_pk(kind)]
+        for i in range(0, len(twice), 1000):
+            rows = await conn.execute(select(pk, t.c.row_hash).where(t.c.row_hash.in_(twice[i : i + 1000])))
+            shared.update(rows.all())
+    return _Stored(digests, shared, len(hashes))
+
+
+def _pk(kind: str) -> str:
+    return "address" if kind == MAILBOX else "key"
+
+
+async def _stored_hashes(conn: AsyncConnection, kind: str, want: Collection[str] | None = None) -> dict[str, int]:
+    """(key -> digest) of the stored rows, of those whose key is in `want` when given."""
+    t = _table(kind)
+    pk = t.c[_pk(kind)]
     out: dict[str, int] = {}
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "asyncpg":
-        # The driver's own cursor: no per-row Row objects for a million pairs. A statement
-        # through SQLAlchemy first, so that the adapter has opened the transaction.
+    if want is not None and len(want) <= LOOKUP_SCAN:
+        keys = list(want)
+        for i in range(0, len(keys), 1000):
+            rows = await conn.execute(select(pk, t.c.row_hash).where(pk.in_(keys[i : i + 1000])))
+            out.update(rows.all())
+        return out
+    query = f"SELECT {pk.name}, row_hash FROM {t.name}"  # noqa: S608 - names from the model
+    if _is_asyncpg(conn):
+        # The driver's own cursor: no per-row Row objects for a million pairs.
         await conn.exec_driver_sql("SELECT 1")
         raw = (await conn.get_raw_connection()).driver_connection
-        query = f"SELECT {pk.name}, row_hash FROM {t.name}"  # noqa: S608 - names from the model
         async for rec in raw.cursor(query, prefetch=20000):  # type: ignore[union-attr]
-            out[rec[0]] = rec[1]
+            if want is None or rec[0] in want:
+                out[rec[0]] = rec[1]
         return out
     result = await conn.stream(select(pk, t.c.row_hash).execution_options(yield_per=20000))
     async for part in result.partitions():
-        out.update(part)  # type: ignore[arg-type]
+        out.update(kv for kv in part if want is None or kv[0] in want)  # type: ignore[misc]
     return out
 
 
@@ -536,104 +717,169 @@ async def import_table(
     return reports
 
 
+def _key_reader(layout: _Layout, parser: _Parser, state: dict) -> Callable[[bytes], str]:
+    """The key of a line, read cheaply (no validation): what duplicates are found by."""
+    if layout.kind == MAILBOX:
+        ai = layout.index["address"]
+
+        def mailbox_key(raw_line: bytes) -> str:
+            parts = _text(raw_line, state).split("|", ai + 1)
+            return parts[ai].strip().lower() if len(parts) > ai else ""
+
+        return mailbox_key
+    kidx = [layout.index.get(f, -1) for f in _ACTIVITY_KEY_FIELDS]
+
+    def activity_key(raw_line: bytes) -> str:
+        text = _text(raw_line, state)
+        parts = parser.fields(text)
+        if parts is None or not text.strip():
+            return ""
+        kv = [parts[i].strip() for i in kidx]
+        return "|".join([kv[0] or (kv[1] + kv[2])] + kv[3:])
+
+    return activity_key
+
+
 async def _import_source(conn: AsyncConnection, src: _Source, progress: ProgressFn | None) -> ImportReport:
+    """One table, in two passes over its lines.
+
+    Pass 1 reads every line. On a re-import, a line whose digest (`_line_hash`, over its
+    octets as read) is the digest of a stored row is that row unchanged: it costs one
+    blake2b and one set look-up, and is neither decoded nor split. The other lines (all of
+    them on a first load) have their key read, to find duplicates before anything is
+    written, and are kept for pass 2 (their octets in memory up to TODO_BUFFER, else their
+    line numbers, and pass 2 reads the file again).
+
+    Pass 2 parses and validates only those lines, compares them by key with the stored rows
+    (looked up by key, or one scan when they are many) and writes additions and changes.
+    Stored rows neither recognised nor named by a key are removed, by digest.
+
+    Rows merged from duplicate lines, and rows stored before line digests, carry the digest
+    of their values (`_row_hash`): never recognised in pass 1, they are compared by it in
+    pass 2 (unchanged rows of the second kind then get their line's digest, for next time).
+    """
     report = ImportReport(source=src.name)
     state: dict = {"encoding": "utf-8"}
 
-    # A row stored from a line is stored with the digest of that line as read (`_line_hash`),
-    # so a re-import recognises an unchanged row from its octets alone: one digest and one
-    # dictionary look-up, no decoding, no splitting, no validation. Rows merged from
-    # duplicate lines, and rows stored before this, carry the digest of their values
-    # (`_row_hash`) and are compared by it after parsing.
-    raw_lines = _raw_lines(src, None)
+    head = _raw_lines(src, None)
     try:
-        _, header_raw = next(raw_lines)
+        _, header_raw = next(head)
     except StopIteration:
         raise DirectoryFileError(f"{src.name}: empty file") from None
+    finally:
+        head.close()
     layout = _layout(_text(header_raw, state), report)
     parser = _Parser(layout)
-    stored = await _stored_hashes(conn, layout.kind)
-    by_hash = {h: k for k, h in stored.items()}
+    if layout.kind == MAILBOX and layout.index.get("address") is None:
+        raise DirectoryFileError(f"{src.name}: no 'Adresse BAL' column")
+    stored = await _stored_digests(conn, layout.kind)
+    first_load = stored.rows == 0
+    digests = stored.digests
 
-    # Pass 1: keys only, to find duplicates before anything is written.
+    # Pass 1. A first load reports progress in pass 2 (it reads the file again), a re-import here.
+    todo: list[tuple[int, bytes]] | None = None if first_load else []
+    todo_lines = array("q")
+    buffered = 0
+    matched = 0
     seen: dict[str, int] = {}
     dup_lines: dict[str, list[int]] = {}
-    ai = layout.index.get("address") if layout.kind == MAILBOX else None
-    if layout.kind == MAILBOX and ai is None:
-        raise DirectoryFileError(f"{src.name}: no 'Adresse BAL' column")
-    kidx = [layout.index.get(f, -1) for f in _ACTIVITY_KEY_FIELDS]
-    for n, raw_line in raw_lines:
-        known = by_hash.get(_line_hash(raw_line)) if by_hash else None  # a first load has none
-        if known is not None:
-            k = known
-        elif ai is not None:
-            parts = _text(raw_line, state).split("|", ai + 1)
-            if len(parts) <= ai:
-                continue
-            k = parts[ai].strip().lower()
-            if not k:
-                continue
-        else:
-            text = _text(raw_line, state)
-            parts = parser.fields(text)
-            if parts is None or not text.strip():
-                continue
-            kv = [parts[i].strip() for i in kidx]
-            k = "|".join([kv[0] or (kv[1] + kv[2])] + kv[3:])
-        first = seen.setdefault(k, n)
-        if first != n:
-            dup_lines.setdefault(k, [first]).append(n)
-    del seen
+    key_of = _key_reader(layout, parser, state)
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes  # the loop below runs a million times
+    for n0, block in _line_blocks(src, None if first_load else progress):
+        numbered = enumerate(block, n0)
+        if n0 == 1:
+            next(numbered)  # the header
+        for n, raw_line in numbered:
+            if digests:
+                h = from_bytes(blake2b(raw_line.rstrip(b"\r\n"), digest_size=8).digest(), "big", signed=True)
+                if h in digests:  # the very line this row was stored from (`_line_hash`)
+                    digests.remove(h)
+                    matched += 1
+                    continue
+            if todo is not None:
+                todo_lines.append(n)
+                todo.append((n, raw_line))
+                buffered += len(raw_line)
+                if buffered > TODO_BUFFER:
+                    todo = None  # pass 2 reads the file again
+            elif not first_load:
+                todo_lines.append(n)
+            k = key_of(raw_line) if raw_line is not _LONG else ""
+            if k:
+                first = seen.setdefault(k, n)
+                if first != n:
+                    dup_lines.setdefault(k, [first]).append(n)
 
-    # Pass 2: unchanged lines stop at their digest. Others are validated and written.
-    writer = _Writer(conn, layout.kind)
+    # The stored rows the other lines name: by key.
+    stored_for: dict[str, int] = dict(stored.shared)
+    if seen and not first_load:
+        stored_for.update(await _stored_hashes(conn, layout.kind, seen))
+    # A key read in pass 2 whose row was recognised in pass 1 by another line is a duplicate
+    # (the line was alone in the last file): that line joins the others of its key.
+    again = {h: k for k, h in stored_for.items() if k in seen and h not in digests and k not in stored.shared}
+    if again:
+        for n, raw_line in _raw_lines(src, None):
+            k = again.pop(_line_hash(raw_line), None) if n > 1 else None
+            if k is None:
+                continue
+            digests.add(stored_for[k])  # compared again, by key, with the merged row
+            matched -= 1
+            todo_lines.append(n)
+            if todo is not None:
+                todo.append((n, raw_line))
+            dup_lines[k] = sorted({n, *dup_lines.get(k, [seen[k]])})
+            if not again:
+                break
+        todo_lines = array("q", sorted(todo_lines))
+        if todo is not None:
+            todo.sort()
+    del seen
+    report.rows_read = report.unchanged = matched
+
+    # Pass 2: the lines not recognised are parsed, validated, compared by key and written.
+    writer = _Writer(conn, layout.kind, parser.out_cols)
     # First load into an empty table: build the secondary indexes once at the end (a sort)
     # instead of maintaining them row by row. Same transaction, so readers never see the
     # table without them.
-    bulk = not stored
-    if bulk:
+    if first_load:
         for ix in writer.t.indexes:
             await conn.run_sync(lambda c, ix=ix: ix.drop(c))
     dup_raw: dict[str, tuple[int, list[str]]] = {}
+    shared = stored.shared
+
+    def consume(k: str, old: int) -> None:
+        """The stored row of `k` is accounted for (unchanged or changed): not removed."""
+        del stored_for[k]
+        if shared.pop(k, None) is None:
+            digests.discard(old)
 
     async def apply(n: int, raw: list[str], k: str, h: int) -> None:
-        old = stored.get(k)
-        if old == h:
-            del stored[k]
+        old = stored_for.get(k)
+        if old is not None and (old == h or old == _row_hash(raw)):
+            # Unchanged. Stored with the digest of its values (before line digests, or merged
+            # from duplicates then): its digest becomes the line's, for next time.
+            consume(k, old)
             report.unchanged += 1
+            if old != h:
+                r, _, _ = parser.values(raw, h, k)
+                if r is not None:
+                    await writer.change(r)
             return
-        if old is not None and old == _row_hash(raw):
-            # Stored with the digest of its values (before line digests, or merged from
-            # duplicates then): unchanged. Its digest becomes the line's, for next time.
-            del stored[k]
-            report.unchanged += 1
-            r, _, _ = parser.row(raw, h)
-            if r is not None:
-                await writer.change(r)
-            return
-        r, reason, detail = parser.row(raw, h)
+        r, reason, detail = parser.values(raw, h, k)
         if r is None:
-            report.reject(n, reason, detail)
+            report.reject(n, reason, detail)  # a stored row of this key is removed
             return
         if old is None:
             report.added += 1
             await writer.add(r)
         else:
-            del stored[k]
+            consume(k, old)
             report.changed += 1
             await writer.change(r)
 
+    inserts, ins_get = writer.ins, writer.ins_get
     try:
-        lines = _raw_lines(src, progress)
-        next(lines)
-        for n, raw_line in lines:
-            h = _line_hash(raw_line)
-            k = by_hash.get(h)
-            if k is not None and k not in dup_lines and stored.get(k) == h:
-                del stored[k]  # the very line this row was stored from
-                report.rows_read += 1
-                report.unchanged += 1
-                continue
+        for n, raw_line in _todo_lines(src, progress, first_load, todo, todo_lines):
             text = _text(raw_line, state)
             if not text or text.isspace():
                 continue
@@ -648,7 +894,7 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
             raw = parser.raw(parts)
             k = parser.key(raw)
             if k in dup_lines:
-                r, reason, detail = parser.row(raw)
+                r, reason, detail = parser.values(raw, 0, k)
                 if r is None:  # a bad copy does not spoil the good one
                     report.reject(n, reason, detail)
                     continue
@@ -658,7 +904,18 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
             if layout.kind == MAILBOX and (not k or "@" not in k):
                 report.reject(n, "bad_address", k)
                 continue
-            await apply(n, raw, k, h)
+            if first_load:  # nothing to compare with: straight to the writer's buffer
+                r, reason, detail = parser.values(raw, _line_hash(raw_line), k)
+                if r is None:
+                    report.reject(n, reason, detail)
+                    continue
+                report.added += 1
+                inserts.append(ins_get(r))
+                if len(inserts) >= CHUNK:
+                    await writer.flush_inserts()
+                    inserts = writer.ins
+                continue
+            await apply(n, raw, k, _line_hash(raw_line))
         for k, (n, raw) in dup_raw.items():
             await apply(n, raw, k, _row_hash(raw))
         report.duplicates = dup_lines
@@ -673,13 +930,15 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
             except BaseException:  # noqa: BLE001, S110 - the original error is the one to raise
                 pass
         raise
-    if bulk:
+    if first_load:
         for ix in sorted(writer.t.indexes, key=lambda i: i.name or ""):
             await conn.run_sync(lambda c, ix=ix: ix.create(c))
-    removed = list(stored.keys())
-    stored.clear()
-    report.removed = len(removed)
-    await writer.remove(removed)
+    # Left: rows whose line is gone (or no longer valid). Rows with a digest of their own
+    # go by digest, those that share one by key.
+    report.removed = len(digests) + len(shared)
+    await writer.remove(list(shared))
+    await writer.remove_digests(digests)
+    digests.clear()
     report.encoding = state["encoding"]
     await conn.execute(
         insert(DirectoryImport.__table__),
@@ -697,6 +956,33 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
         ],
     )
     return report
+
+
+def _todo_lines(
+    src: _Source,
+    progress: ProgressFn | None,
+    first_load: bool,
+    todo: list[tuple[int, bytes]] | None,
+    todo_lines: array,
+) -> Iterator[tuple[int, bytes]]:
+    """The lines pass 2 parses: every line of a first load (read again), the lines pass 1
+    kept, or those it named by number (read again)."""
+    if todo is not None:
+        yield from todo
+        return
+    lines = _raw_lines(src, progress if first_load else None)
+    next(lines, None)
+    if first_load:
+        yield from lines
+        return
+    wanted = iter(todo_lines)
+    nxt = next(wanted, None)
+    for n, raw_line in lines:
+        if n == nxt:
+            yield n, raw_line
+            nxt = next(wanted, None)
+            if nxt is None:
+                return
 
 
 async def import_files(

@@ -1,9 +1,10 @@
 """Tables of the national directory extraction and of the trust-space whitelist.
 
 Declared on `annuaire.model.Base` so that they share metadata with the local mailbox tables;
-created by migration 0002. Every row carries `row_hash`, a 64-bit digest of its normalised
-content: a re-import compares hashes instead of columns, so an unchanged file costs one read
-of (key, hash) pairs and no writes.
+created by migration 0002. Every row carries `row_hash`, the 64-bit digest of the line it was
+imported from (of its values for rows merged from duplicate lines): a re-import compares
+digests instead of columns, so an unchanged file costs one read of the digests, one digest per
+line and no writes (annuaire/importer.py, docs/annuaire.md).
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
 """National-size benchmark of the directory import and look-ups (not a test).
 
-    python bench/annuaire_bench.py [--mailboxes 536000] [--activities 600000] [--pg URL]
+    python bench/annuaire_bench.py [--mailboxes 536000] [--activities 600000] [--pg URL] [--no-pg]
+                                   [--reference OTHER_CHECKOUT] [--data DIR]
 
 Generates synthetic extraction files (valid Luhn national ids, a few hundred duplicate
 addresses, accented names) in a temporary folder, then for SQLite and, when reachable,
 PostgreSQL measures: full import (time, peak RSS of a fresh process), re-import of the same
 files, re-import of a file with ~1% changes, resolve-by-address and name-search latency.
-Each import runs in a child process so that its peak memory is its own.
+Each import runs in a child process so that its peak memory is its own; it reports wall
+time, its CPU (user + system, all threads: aiosqlite's included) and, on PostgreSQL, the CPU
+of its server backend. With --reference, each step runs with that checkout's code too, right
+before ours, into a database of its own, and a table gives the ratio reference / new.
 """
 
 from __future__ import annotations
@@ -288,17 +292,22 @@ def generate(
 
 
 def mutate(src: Path, dst: Path, rate: float = 0.01, seed: int = 5) -> None:
-    """A 'next day' file: ~rate of rows changed, ~rate/2 removed, ~rate/2 added."""
+    """A 'next day' file: ~rate of rows changed, ~rate/2 removed, ~rate/2 added (for
+    activities, added rows differ only in a column that is not part of their key: they are
+    changes). The changed column is free text on both layouts (PostgreSQL checks lengths)."""
     rnd = random.Random(seed)
     with src.open(encoding="utf-8") as f, dst.open("w", encoding="utf-8", newline="") as g:
-        g.write(f.readline())
+        header = f.readline()
+        g.write(header)
+        cols = header.rstrip("|\n").split("|")
+        free = cols.index("Service de rattachement" if "Service de rattachement" in cols else "Raison sociale site")
         for n, line in enumerate(f):
             x = rnd.random()
             if x < rate / 2:
                 continue
             if x < rate * 1.5:
                 parts = line.split("|")
-                parts[7] = "Service modifié"
+                parts[free] = "Service modifié"
                 line = "|".join(parts)
             g.write(line)
             if x > 1 - rate / 2:
@@ -310,18 +319,39 @@ def mutate(src: Path, dst: Path, rate: float = 0.01, seed: int = 5) -> None:
 # ------------------------------------------------------------------ child: one import
 
 
-async def _child_import(url: str, files: list[str]) -> dict:
+def _proc_cpu(pid: int) -> float:
+    """user + system CPU seconds of a process of this machine (the PostgreSQL backend)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _child_import(url: str, files: list[str], root: str | None) -> dict:
+    if root:  # the code under comparison (--reference): its annuaire and mss, not ours
+        sys.path.insert(0, root)
     from annuaire.importer import import_files
     from mss.db.engine import create_engine
 
     engine = create_engine(url)
+    backend_pid = None
+    if url.startswith("postgresql"):
+        async with engine.connect() as c:  # the pooled connection the import then takes
+            backend_pid = (await c.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+    server0 = _proc_cpu(backend_pid) if backend_pid else 0.0
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     reports = await import_files(engine, files)
     dt = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    server = (_proc_cpu(backend_pid) - server0) if backend_pid else None
     await engine.dispose()
     return {
         "seconds": round(dt, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_s": round(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime, 2),
+        **({"server_cpu_s": round(server, 2)} if server is not None else {}),
+        "peak_rss_mb": round(r1.ru_maxrss / 1024, 1),
         "reports": [
             {
                 k: r.to_dict()[k]
@@ -333,10 +363,13 @@ async def _child_import(url: str, files: list[str]) -> dict:
     }
 
 
-def run_import(url: str, files: list[Path]) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child-import", url, *map(str, files)], check=True, capture_output=True, text=True
-    )
+def run_import(url: str, files: list[Path], root: Path | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--child-import", url, *map(str, files)]
+    if root is not None:
+        cmd[2:2] = ["--root", str(root)]
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"import failed ({' '.join(cmd)}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -387,7 +420,7 @@ async def latencies(url: str, addresses: list[str], names: list[str], n: int = 3
     return out
 
 
-async def _pg_reachable(url: str) -> str | None:
+async def _pg_reachable(url: str, name: str = "mss_annuaire_bench") -> str | None:
     """A scratch database on the server of `url`, or None when it cannot be reached."""
     import asyncpg
 
@@ -396,7 +429,6 @@ async def _pg_reachable(url: str) -> str | None:
         conn = await asyncpg.connect(raw, timeout=5)
     except Exception:
         return None
-    name = "mss_annuaire_bench"
     await conn.execute(f"DROP DATABASE IF EXISTS {name}")
     await conn.execute(f"CREATE DATABASE {name}")
     await conn.close()
@@ -404,21 +436,51 @@ async def _pg_reachable(url: str) -> str | None:
 
 
 def bench_backend(
-    label: str, url: str, files: list[Path], changed: list[Path], addresses: list[str], names: list[str]
+    label: str,
+    urls: dict[str, str],
+    files: list[Path],
+    changed: list[Path],
+    addresses: list[str],
+    names: list[str],
+    roots: dict[str, Path | None],
 ) -> dict:
+    """Each step for every code version in turn (`roots`: "new" is this checkout, "reference"
+    another one), each into its own database (`urls`), so that both meet the same machine."""
     from mss.db.engine import upgrade_sync
 
-    upgrade_sync(url)
+    for url in urls.values():
+        upgrade_sync(url)
     res: dict = {"backend": label}
-    res["full_import"] = run_import(url, files)
-    print(label, "full import", json.dumps(res["full_import"]), flush=True)
-    res["unchanged_reimport"] = run_import(url, files)
-    print(label, "unchanged re-import", json.dumps(res["unchanged_reimport"]), flush=True)
-    res["latency"] = asyncio.run(latencies(url, addresses, names))
-    print(label, "latency", json.dumps(res["latency"]), flush=True)
-    res["one_percent_diff"] = run_import(url, changed)
-    print(label, "1% diff re-import", json.dumps(res["one_percent_diff"]), flush=True)
+    for step, step_files in (("full_import", files), ("unchanged_reimport", files), ("one_percent_diff", changed)):
+        if step == "one_percent_diff":
+            res["latency"] = asyncio.run(latencies(urls["new"], addresses, names))
+            print(label, "latency", json.dumps(res["latency"]), flush=True)
+        for version, root in roots.items():
+            r = run_import(urls[version], step_files, root)
+            res.setdefault(step, {})[version] = r
+            print(label, version, step, json.dumps(r), flush=True)
     return res
+
+
+def _table(results: list[dict]) -> str:
+    """Seconds and CPU per step, and the ratio reference / new (above 1: the new code is faster)."""
+    lines = [f"{'backend':10} {'step':20} {'version':10} {'wall s':>7} {'cpu s':>6} {'server cpu s':>12} {'rss MB':>7}"]
+    for res in results:
+        for step in ("full_import", "unchanged_reimport", "one_percent_diff"):
+            runs = res[step]
+            for version, r in runs.items():
+                server = r.get("server_cpu_s", "")
+                lines.append(
+                    f"{res['backend']:10} {step:20} {version:10} {r['seconds']:7.2f} {r['cpu_s']:6.2f} "
+                    f"{server!s:>12} {r['peak_rss_mb']:7.1f}"
+                )
+            if "reference" in runs:
+                ref, new = runs["reference"], runs["new"]
+                lines.append(
+                    f"{res['backend']:10} {step:20} {'ratio':10} {ref['seconds'] / new['seconds']:7.2f} "
+                    f"{ref['cpu_s'] / max(new['cpu_s'], 0.01):6.2f}"
+                )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -427,44 +489,56 @@ def main() -> None:
     ap.add_argument("--activities", type=int, default=600_000)
     ap.add_argument("--pg", default=os.environ.get("MSS_BENCH_PG_URL", DEFAULT_PG))
     ap.add_argument("--no-pg", action="store_true")
+    ap.add_argument(
+        "--reference", type=Path, help="another checkout (e.g. `git worktree add /tmp/ref main`): run side by side"
+    )
+    ap.add_argument("--data", type=Path, help="keep the generated files here and reuse them on the next run")
     ap.add_argument("--child-import", nargs="+")
+    ap.add_argument("--root")
     a = ap.parse_args()
     if a.child_import:
         url, *files = a.child_import
-        print(json.dumps(asyncio.run(_child_import(url, files))))
+        print(json.dumps(asyncio.run(_child_import(url, files, a.root))))
         return
+    roots: dict[str, Path | None] = {"reference": a.reference.resolve(), "new": None} if a.reference else {"new": None}
     with tempfile.TemporaryDirectory(prefix="annuaire-bench-") as tmp:
         folder = Path(tmp)
+        data = a.data or folder
+        data.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        mb, act, addresses, names = generate(folder, a.mailboxes, a.activities)
-        nxt = folder / "next"
-        nxt.mkdir()
-        mutate(mb, nxt / mb.name)
-        mutate(act, nxt / act.name)
+        meta = data / f"bench-{a.mailboxes}-{a.activities}.json"
+        if meta.exists():
+            mb, act = (
+                data / "Extraction_Correspondance_MSSante_202611200600.txt",
+                data / ("PS_LibreAcces_Personne_activite_202611200600.txt"),
+            )
+            saved = json.loads(meta.read_text())
+            addresses, names = saved["addresses"], saved["names"]
+        else:
+            mb, act, addresses, names = generate(data, a.mailboxes, a.activities)
+            nxt = data / "next"
+            nxt.mkdir(exist_ok=True)
+            mutate(mb, nxt / mb.name)
+            mutate(act, nxt / act.name)
+            if a.data:
+                meta.write_text(json.dumps({"addresses": addresses, "names": names}))
+        nxt = data / "next"
         print(
-            f"generated {a.mailboxes} mailbox + {a.activities} activity rows in {time.perf_counter() - t0:.1f} s "
+            f"{a.mailboxes} mailbox + {a.activities} activity rows ready in {time.perf_counter() - t0:.1f} s "
             f"({mb.stat().st_size / 1e6:.0f} + {act.stat().st_size / 1e6:.0f} MB)",
             flush=True,
         )
-        results = [
-            bench_backend(
-                "sqlite",
-                f"sqlite+aiosqlite:///{folder / 'bench.db'}",
-                [mb, act],
-                [nxt / mb.name, nxt / act.name],
-                addresses,
-                names,
-            )
-        ]
+        files, changed = [mb, act], [nxt / mb.name, nxt / act.name]
+        sqlite = {v: f"sqlite+aiosqlite:///{folder / f'bench-{v}.db'}" for v in roots}
+        results = [bench_backend("sqlite", sqlite, files, changed, addresses, names, roots)]
         if not a.no_pg:
-            pg = asyncio.run(_pg_reachable(a.pg))
-            if pg is None:
+            pg = {v: asyncio.run(_pg_reachable(a.pg, f"mss_annuaire_bench_{v}")) for v in roots}
+            if None in pg.values():
                 print(f"postgresql: {a.pg} not reachable, skipped")
             else:
-                results.append(
-                    bench_backend("postgresql", pg, [mb, act], [nxt / mb.name, nxt / act.name], addresses, names)
-                )
+                results.append(bench_backend("postgresql", pg, files, changed, addresses, names, roots))  # type: ignore[arg-type]
         print(json.dumps(results, indent=2))
+        print(_table(results))
 
 
 if __name__ == "__main__":

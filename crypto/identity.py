@@ -65,18 +65,18 @@ class Identity:
 # --------------------------------------------------------------------------------------------
 
 
+# Digit octets -> their value, and -> the digit sum of their double (Luhn's doubled positions).
+_PLAIN = bytes.maketrans(b"0123456789", bytes(range(10)))
+_DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
+
+
 def _luhn_sum(digits: str, double_first: bool) -> int:
-    total = 0
-    double = double_first
-    for ch in reversed(digits):
-        n = ord(ch) - 48
-        if double:
-            n *= 2
-            if n > 9:
-                n -= 9
-        total += n
-        double = not double
-    return total
+    """Sum of the digits from the right, every other one doubled (digit sum), starting
+    with the rightmost when `double_first`. Sums over translated octets, not a Python loop:
+    the directory import checks a million RPPS numbers."""
+    b = digits.encode("ascii")[::-1]
+    plain, doubled = (b[1::2], b[0::2]) if double_first else (b[0::2], b[1::2])
+    return sum(plain.translate(_PLAIN)) + sum(doubled.translate(_DOUBLED))
 
 
 def luhn_valid(digits: str) -> bool:

@@ -37,7 +37,7 @@ NAME = "annuaire"
 MAX_LEN = 8192
 
 _FOLDED = re.compile(r"(?:[a-z0-9]+(?: [a-z0-9]+)*)?\Z")
-_REASONS = {"bad_rpps_format", "bad_rpps_check_digit", "bad_address", "missing_idnat"}
+_REASONS = {"bad_rpps_format", "bad_rpps_check_digit", "bad_address", "missing_idnat", "value_too_long"}
 _HEADERS = (
     "|".join(h for _, h in MAILBOX_FIELDS) + "|",
     "|".join(h for _, h in ACTIVITY_FIELDS) + "|",
@@ -95,6 +95,8 @@ def _parse_file(data: bytes, *, known_header: bool) -> None:
             check(reason in _REASONS, f"unknown rejection reason {reason!r}")
         else:
             check(reason == "" and row["row_hash"] == h, "accepted row with a reason or another hash")
+            check(all(len(row[c]) <= n for _, c, n in parser.bounded), "accepted a value longer than its column")
+            check(len(row["name_key"]) <= importer.NAME_KEY_LENGTH, "name_key longer than its column")
             check(_FOLDED.match(row["name_key"]) is not None, f"name_key {row['name_key'][:40]!r} not folded")
             check(idnat_ps_problem(row["idnat"]) is None, f"accepted idnat {row['idnat']!r}")
             if layout.kind == importer.MAILBOX:
