@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Callable, Sequence
 
 from imap.actions import Close, Output, StartTLS
-from imap.protocol.response import Response, bye
+from imap.protocol.response import Response, Wire, bye
 from imap.session import Session
 from imap.state import UNAUTHENTICATED, State
 from mss import metrics
@@ -144,20 +144,33 @@ class _Connection(asyncio.Protocol):
 
 
 async def _send(conn: _Connection, outputs: Sequence[Output]) -> bool:
-    """Write responses; returns False when the connection must close."""
-    buf = bytearray()
+    """Write responses; returns False when the connection must close. Small responses are
+    gathered into writes of about `_READ_CHUNK` bytes (one copy each); a large piece of a
+    `Wire` (a stored message) is written as it is. Each write waits while the peer is slow
+    to read (`_Connection.write`), so a FETCH of a whole folder never sits in our buffers."""
+    batch: list[bytes] = []
+    size = 0
     for item in outputs:
-        if isinstance(item, Response):
-            buf += item.to_bytes()
-            if len(buf) > _READ_CHUNK:
-                await conn.write(bytes(buf))
-                buf.clear()
-        elif isinstance(item, Close):
-            if buf:
-                await conn.write(bytes(buf))
+        if isinstance(item, Close):
+            if batch:
+                await conn.write(b"".join(batch))
             return False
-    if buf:
-        await conn.write(bytes(buf))
+        if not isinstance(item, Response):
+            continue
+        for piece in item.pieces if isinstance(item, Wire) else (item.to_bytes(),):
+            if len(piece) >= _READ_CHUNK:
+                if batch:
+                    await conn.write(b"".join(batch))
+                    batch, size = [], 0
+                await conn.write(piece)
+                continue
+            batch.append(piece)
+            size += len(piece)
+            if size >= _READ_CHUNK:
+                await conn.write(b"".join(batch))
+                batch, size = [], 0
+    if batch:
+        await conn.write(b"".join(batch))
     return True
 
 

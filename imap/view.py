@@ -8,7 +8,7 @@ that keeps every number it sends valid (EXPUNGE from the highest number down).
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
@@ -114,13 +114,30 @@ class FolderView:
     def resolve(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
         """(seq, uid) pairs a sequence set names, in ascending order. `$` names the saved
         result's messages, in a UID command or not (RFC 5182 2.1)."""
+        uids = self.uids
         if seqset.saved:
-            return [(i + 1, u) for i, u in enumerate(self.uids) if u in self.saved]
-        if uid:
-            star = self.uids[-1] if self.uids else 0
-            return [(i + 1, u) for i, u in enumerate(self.uids) if seqset.contains(u, star)]
-        n = len(self.uids)
-        return [(i + 1, u) for i, u in enumerate(self.uids) if seqset.contains(i + 1, n)]
+            return [(i + 1, u) for i, u in enumerate(uids) if u in self.saved]
+        # Each range as a slice of the (sorted) UID list, merged: no test per message.
+        n = len(uids)
+        star = (uids[-1] if uids else 0) if uid else n
+        spans: list[tuple[int, int]] = []
+        for lo, hi in seqset.ranges:
+            a = star if lo is None else lo
+            b = star if hi is None else hi
+            if a > b:
+                a, b = b, a
+            if uid:
+                spans.append((bisect_left(uids, a), bisect_right(uids, b)))
+            else:
+                spans.append((max(a, 1) - 1, min(b, n)))
+        out: list[tuple[int, int]] = []
+        end = 0
+        for a, b in sorted(spans):
+            a = max(a, end)
+            if a < b:
+                out += zip(range(a + 1, b + 1), uids[a:b], strict=True)
+                end = b
+        return out
 
     def names_uid(self, seqset: SequenceSet, uid: int, star: int) -> bool:
         """Whether a UID set (or `$`) names `uid`, which may be no longer in the view (an

@@ -41,6 +41,7 @@ from mss.records import (
     canonical_folder_name,
 )
 from mss.refusals import Reason, Refusal
+from mss.structure_cache import StructureCache
 
 T = TypeVar("T")
 #: Work done in a write's own transaction once its rows exist (see `Store.write_some`): the
@@ -198,6 +199,8 @@ class Store:
         self.events = events or Events()
         #: Folder message lists by (UIDNEXT, HIGHESTMODSEQ) (`mss.folder_cache`).
         self.folder_cache = FolderCache()
+        #: Kept structures by (mailbox, folder, UIDVALIDITY) (`mss.structure_cache`).
+        self.structure_cache = StructureCache()
         #: Message list reads in flight, by the state their callers knew (`messages`).
         self._list_reads: dict[tuple[str, int, tuple[int, int]], asyncio.Future[list[MessageMeta]]] = {}
         #: \\Recent claims in flight (`claim_recent`).
@@ -504,16 +507,29 @@ class Store:
 
     async def structures(self, mailbox: str, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         """The derived structures kept for these messages (`keep_structures`); a message
-        with none is missing from the answer."""
-        out: dict[int, bytes] = {}
+        with none is missing from the answer. Held in memory too (`mss.structure_cache`):
+        once read, a folder's structures cost one primary-key read of the folder row."""
+        mailbox = mailbox.lower()
         async with self.sessions() as s:
-            for chunk in _chunks(list(uids), IN_CHUNK):
+            validity = (
+                await s.execute(select(Folder.uidvalidity).where(Folder.id == folder_id, Folder.mailbox == mailbox))
+            ).scalar_one_or_none()
+            if validity is None:
+                return {}
+            key = (mailbox, folder_id, validity)
+            out, missing = self.structure_cache.get(key, uids)
+            if not missing:
+                return out
+            read: dict[int, bytes] = {}
+            for chunk in _chunks(missing, IN_CHUNK):
                 rows = await s.execute(
-                    self._in_folder(select(Message.uid, Message.structure), mailbox, folder_id).where(
-                        Message.uid.in_(chunk), Message.structure.is_not(None)
+                    select(Message.uid, Message.structure).where(
+                        Message.folder_id == folder_id, Message.uid.in_(chunk), Message.structure.is_not(None)
                     )
                 )
-                out.update({u: bytes(v) for u, v in rows.all()})
+                read.update({u: bytes(v) for u, v in rows.all()})
+        self.structure_cache.put(key, read)
+        out.update(read)
         return out
 
     async def keep_structures(self, mailbox: str, folder_id: int, structures: dict[int, bytes]) -> None:
@@ -523,16 +539,20 @@ class Store:
             return
         params = [{"fid": folder_id, "u": uid, "v": value} for uid, value in structures.items()]
 
-        async def run(s: AsyncSession) -> tuple[None, Iterable[int]]:
-            owned = (
-                await s.execute(select(Folder.id).where(Folder.id == folder_id, Folder.mailbox == mailbox.lower()))
-            ).first()
-            if owned is not None:
+        async def run(s: AsyncSession) -> tuple[int | None, Iterable[int]]:
+            validity = (
+                await s.execute(
+                    select(Folder.uidvalidity).where(Folder.id == folder_id, Folder.mailbox == mailbox.lower())
+                )
+            ).scalar_one_or_none()
+            if validity is not None:
                 conn = await s.connection()
                 await conn.execute(_KEEP_STRUCTURE, params)
-            return None, ()
+            return validity, ()
 
-        await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
+        validity = await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
+        if validity is not None:  # committed: what the next read would find
+            self.structure_cache.put((mailbox.lower(), folder_id, validity), structures)
 
     # -- folder writes ---------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from imap import mime
 from imap.protocol.commands import Search, SearchKey, SequenceSet
-from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
+from imap.protocol.response import Atom, Data, Response, Serialised, Value, bad, no, ok
 from mss.records import FolderInfo, MessageMeta, OuterHeaders
 
 if TYPE_CHECKING:
@@ -111,6 +111,8 @@ class Candidate:
     """One message of the selected folder as SEARCH sees it: its sequence number, its
     metadata, its clear outer header fields, and the other fields of its stored outer header
     section, read on demand."""
+
+    __slots__ = ("_load", "_part", "headers", "meta", "seq")
 
     def __init__(self, seq: int, meta: MessageMeta, headers: OuterHeaders | None, content_loader) -> None:
         self.seq = seq
@@ -222,7 +224,9 @@ async def matching(session: Session, key: SearchKey, *, fields: Iterable[str] = 
     columns when they hold them, the stored outer header section otherwise."""
     view = session.folder
     box = session.box
-    metas = {m.uid: view.shown(m) for m in await box.messages(view.info)}  # \Recent included
+    metas = {m.uid: m for m in await box.messages(view.info)}
+    for uid in view.recent & metas.keys():
+        metas[uid] = view.shown(metas[uid])  # \Recent included
     pairs = [(i, u) for i, u in enumerate(view.uids, 1) if u in metas]
     ops = list(_walk(key))
     needs_headers = any(k[0] in ("HEADER", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE") for k in ops)
@@ -238,11 +242,15 @@ async def matching(session: Session, key: SearchKey, *, fields: Iterable[str] = 
 
     n = len(view.uids)
     max_uid = view.uids[-1] if view.uids else 0
-    found: list[Candidate] = []
-    for seq, uid in pairs:
-        c = Candidate(seq, metas[uid], headers.get(uid), load)
-        if _match(key, c, n, max_uid, view.saved):
-            found.append(c)
+    found: list[Candidate]
+    if key == ("ALL",):  # what most clients ask first: no test per message
+        found = [Candidate(seq, metas[uid], None, load) for seq, uid in pairs]
+    else:
+        found = []
+        for seq, uid in pairs:
+            c = Candidate(seq, metas[uid], headers.get(uid), load)
+            if _match(key, c, n, max_uid, view.saved):
+                found.append(c)
     wanted = set(fields)
     if found and not needs_headers and wanted & _OUTER.keys():
         more = await box.headers(view.info, [c.uid for c in found])
@@ -277,7 +285,8 @@ async def search(session: Session, cmd: Search) -> list[Response]:
         returns = ("ALL",)  # RFC 9051 7.3.4: rev2 answers SEARCH with ESEARCH
     if returns is None:
         tail: list[Value] = [[Atom("MODSEQ"), modseq]] if modseq is not None else []
-        return [*enabled, Data(Atom("SEARCH"), *found, *tail), done]
+        numbers = [Serialised(" ".join(map(str, found)).encode())] if found else []  # one value, not 10,000
+        return [*enabled, Data(Atom("SEARCH"), *numbers, *tail), done]
     if not returns:
         return [*enabled, done]  # RFC 5182 2.1: SAVE alone suppresses the ESEARCH response
     return [*enabled, esearch(cmd.tag, cmd.uid, returns, found, modseq), done]

@@ -126,6 +126,25 @@ class Data(Response):
         return b"* " + b" ".join(serialise(v) for v in self.items) + b"\r\n"
 
 
+class Wire(Response):
+    """Responses already in wire form, as pieces written one after the other: the FETCH
+    lines of many messages at once (`imap.commands.fetch`), built as bytes rather than as
+    `Data` trees (a 10,000-message FETCH would otherwise allocate some 100,000 objects for
+    the garbage collector to walk). A message's stored bytes stay a piece of their own, so
+    they are never copied into a bigger buffer on their way to the socket."""
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self.pieces)
+
+    def __repr__(self) -> str:
+        return f"Wire({sum(len(p) for p in self.pieces)} bytes in {len(self.pieces)} pieces)"
+
+
 @dataclass(frozen=True)
 class Continue(Response):
     """A command continuation request (`+ text`), or a SASL challenge when `raw`."""

@@ -1,0 +1,71 @@
+"""A FETCH of many messages is written as `Wire` pieces, chunk by chunk (`imap.commands.fetch`):
+the bytes are those of the same FETCH one message at a time, across chunk boundaries, with
+items asked twice sent once, and a folder view's ranges resolve as the per-message test did."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from imap_fakes import ALICE, sample
+
+from imap.commands import fetch as fetch_module
+from imap.protocol.commands import SequenceSet
+from imap.protocol.response import Wire
+from imap.view import FolderView
+
+ITEMS = "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODY.PEEK[] BODY.PEEK[]<2.5> BODY.PEEK[HEADER] FLAGS UID)"
+
+
+@pytest.mark.parametrize("items", ["(FLAGS ENVELOPE)", ITEMS, "(BODYSTRUCTURE RFC822 MODSEQ)"])
+async def test_chunked_fetch_is_byte_for_byte_the_fetch_of_each_message(core, alice, monkeypatch, items) -> None:
+    for i in range(7):
+        await core.deliver(
+            ALICE, sample(subject=f"m{i}", body=f"body {i}\r\n" * (i + 1)), flags={"\\Flagged"} if i % 2 else ()
+        )
+    await alice.line("e ENABLE CONDSTORE")  # so that MODSEQ enables nothing on the first FETCH
+    await alice.line("s EXAMINE INBOX")  # read-only: RFC822 sets no \Seen, both runs see the same
+    one_by_one = ""
+    for n in range(1, 8):
+        out = await alice.line(f"f{n} FETCH {n} {items}")
+        assert out.endswith(f"f{n} OK FETCH completed\r\n"), out
+        one_by_one += out[: out.rindex(f"f{n} OK")]
+    monkeypatch.setattr(fetch_module, "_CHUNK", 2)  # contents read two by two
+    monkeypatch.setattr(fetch_module, "_LINES", 3)  # lines from metadata three by three
+    whole = await alice.line(f"g FETCH 1:* {items}")
+    assert whole == one_by_one + "g OK FETCH completed\r\n"
+    assert whole.count("UID ") <= 7 and whole.count(" FETCH (") == 7
+
+
+async def test_a_large_message_is_a_piece_of_its_own_and_arrives_whole(core, alice) -> None:
+    big = sample(subject="big", body=("z" * 998 + "\r\n") * 200)  # 200 KB: more than one write
+    await core.deliver(ALICE, big)
+    await alice.line("s SELECT INBOX")
+    alice.session.feed(b"f UID FETCH 1:* (BODY.PEEK[])\r\n")
+    out = await alice.session.process()
+    wire = [o for o in out if isinstance(o, Wire)]
+    assert len(wire) == 1 and any(p == big for p in wire[0].pieces)
+    assert wire[0].to_bytes() == b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(big) + big + b")\r\n"
+
+
+def _per_message(uids: list[int], seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
+    star = (uids[-1] if uids else 0) if uid else len(uids)
+    return [(i, u) for i, u in enumerate(uids, 1) if seqset.contains(u if uid else i, star)]
+
+
+def test_ranges_resolve_as_the_per_message_test_did() -> None:
+    from datetime import UTC, datetime
+
+    from mss.records import FolderInfo, MessageMeta
+
+    rnd = random.Random(7)
+    for _ in range(3000):
+        uids = sorted(rnd.sample(range(1, 60), rnd.randint(0, 20)))
+        metas = [MessageMeta(u, 1, frozenset(), datetime(2026, 1, 1, tzinfo=UTC), 1) for u in uids]
+        view = FolderView(FolderInfo(1, ALICE, "INBOX", 1, 60, 1, None, True), metas, False)
+        ranges = tuple(
+            (rnd.choice([None, *range(1, 65)]), rnd.choice([None, *range(1, 65)])) for _ in range(rnd.randint(1, 4))
+        )
+        seqset = SequenceSet(ranges)
+        for uid in (True, False):
+            assert view.resolve(seqset, uid) == _per_message(uids, seqset, uid), (uids, ranges, uid)
