@@ -18,6 +18,7 @@ content nor header values.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -27,6 +28,10 @@ __all__ = ["FolderCache"]
 
 #: Messages kept, all folders together: about 200 bytes each, so 40 MB at most by default.
 DEFAULT_MAX_MESSAGES = 200_000
+
+
+def _uid(m: MessageMeta) -> int:
+    return m.uid
 
 
 class FolderCache:
@@ -58,6 +63,33 @@ class FolderCache:
         while self._held > self.max_messages and self._entries:
             oldest = next(iter(self._entries))
             self._drop(oldest)
+
+    def advance(
+        self,
+        folder_id: int,
+        mailbox: str,
+        before: tuple[int, int],
+        after: tuple[int, int],
+        changed: Sequence[MessageMeta],
+    ) -> bool:
+        """A write of this process moved the folder from `before` to `after`, changing the
+        flags of `changed` and nothing else (a STORE, under the folder's lock): the list held
+        for `before`, if any, becomes the list for `after` with those messages replaced,
+        instead of a reload of the whole folder at the next read. Only a list that is not
+        newer than `before` (no MODSEQ above it) is advanced. Returns whether it was."""
+        entry = self._entries.get(folder_id)
+        if entry is None or entry[0] != mailbox or entry[1] != before:
+            return False
+        metas = list(entry[2])
+        if metas and max(m.modseq for m in metas) > before[1]:
+            return False
+        for m in changed:
+            i = bisect_left(metas, m.uid, key=_uid)
+            if i < len(metas) and metas[i].uid == m.uid:
+                metas[i] = m
+        self._entries[folder_id] = (mailbox, after, tuple(metas))
+        self._entries.move_to_end(folder_id)
+        return True
 
     def _drop(self, folder_id: int) -> None:
         entry = self._entries.pop(folder_id, None)

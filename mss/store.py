@@ -817,6 +817,9 @@ class Store:
                 changes.append((r, new, new != old))
             n = sum(1 for _, _, changed in changes if changed)
             modseq = (await self._bump_modseq(s, folder_id, n)) if n else 0
+            if n:  # the folder's state around this write, for the folder cache (`advance`)
+                uidnext = (await s.execute(select(Folder.uidnext).where(Folder.id == folder_id))).scalar_one()
+                moved.append(((uidnext, modseq - 1), (uidnext, modseq + n - 1)))
             updates: list[dict[str, object]] = []
             added: list[dict[str, object]] = []
             removed: list[tuple[int, str]] = []
@@ -851,7 +854,14 @@ class Store:
                 await s.execute(insert(MessageKeyword), added)
             return (result, modified), (folder_id,) if n else ()
 
-        return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run, alone=len(targets) > BULK)
+        moved: list[tuple[tuple[int, int], tuple[int, int]]] = []
+        result, modified = await self.commit.run(
+            Locks(mailbox.lower(), frozenset({folder_id})), run, alone=len(targets) > BULK
+        )
+        if moved:  # committed: the last attempt's states (a retried batch runs `run` again)
+            before, after = moved[-1]
+            self.folder_cache.advance(folder_id, mailbox.lower(), before, after, result)
+        return result, modified
 
     @staticmethod
     async def _keywords_of(s: AsyncSession, message_ids: Sequence[int]) -> dict[int, list[str]]:

@@ -270,16 +270,22 @@ async def search(session: Session, cmd: Search) -> list[Response]:
         if cmd.save:
             session.folder.saved = frozenset()  # RFC 5182 2.1: a SAVE answered NO empties `$`
         return [no(cmd.tag, f"Unsupported charset {charset}", "BADCHARSET (UTF-8 US-ASCII)")]
-    matched = await matching(session, cmd.key)  # `$` in the key is the result saved before
-    if cmd.save:
-        session.folder.saved = saved_result(cmd.return_ or (), matched)
-    found = [c.uid if cmd.uid else c.seq for c in matched]
-    done = ok(cmd.tag, f"{cmd.full_name} completed")
     # RFC 7162 3.1.5: SEARCH MODSEQ is a CONDSTORE enabling command, and its answer ends
     # with the highest MODSEQ of the messages found.
     with_modseq = any(k[0] == "MODSEQ" for k in _walk(cmd.key))
+    modseq = None
+    if cmd.key == ("ALL",):
+        seqs, uids = await every_message(session)
+        found = uids if cmd.uid else seqs
+    else:
+        matched = await matching(session, cmd.key)  # `$` in the key is the result saved before
+        uids = [c.uid for c in matched]
+        found = uids if cmd.uid else [c.seq for c in matched]
+        modseq = max(c.meta.modseq for c in matched) if with_modseq and matched else None
+    if cmd.save:
+        session.folder.saved = saved_result(cmd.return_ or (), uids)
+    done = ok(cmd.tag, f"{cmd.full_name} completed")
     enabled = session.enable_condstore() if with_modseq else []
-    modseq = max(c.meta.modseq for c in matched) if with_modseq and matched else None
     returns = cmd.return_
     if returns is None and session.imap4rev2:
         returns = ("ALL",)  # RFC 9051 7.3.4: rev2 answers SEARCH with ESEARCH
@@ -292,17 +298,30 @@ async def search(session: Session, cmd: Search) -> list[Response]:
     return [*enabled, esearch(cmd.tag, cmd.uid, returns, found, modseq), done]
 
 
-def saved_result(returns: tuple[str, ...], matched: list[Candidate]) -> frozenset[int]:
-    """What SAVE keeps as `$` (RFC 5182 2.4), as UIDs: with MIN and/or MAX and neither ALL
-    nor COUNT, only the message(s) those name; otherwise every message found."""
-    if not matched or "ALL" in returns or "COUNT" in returns or not {"MIN", "MAX"} & set(returns):
-        return frozenset(c.uid for c in matched)
+async def every_message(session: Session) -> tuple[list[int], list[int]]:
+    """SEARCH ALL: the sequence numbers and UIDs of the selected folder's messages that are
+    still stored (one set test each, no `Candidate`: most clients ask this first)."""
+    view = session.folder
+    stored = {m.uid for m in await session.box.messages(view.info)}
+    uids = view.uids
+    if len(stored) == len(uids) and all(u in stored for u in uids):
+        return list(range(1, len(uids) + 1)), list(uids)
+    pairs = [(i, u) for i, u in enumerate(uids, 1) if u in stored]
+    return [i for i, _ in pairs], [u for _, u in pairs]
+
+
+def saved_result(returns: tuple[str, ...], uids: Sequence[int]) -> frozenset[int]:
+    """What SAVE keeps as `$` (RFC 5182 2.4), as UIDs (`uids`: those found, in order): with
+    MIN and/or MAX and neither ALL nor COUNT, only the message(s) those name; otherwise
+    every message found."""
+    if not uids or "ALL" in returns or "COUNT" in returns or not {"MIN", "MAX"} & set(returns):
+        return frozenset(uids)
     # Sequence order is UID order, so the lowest (highest) number is the lowest (highest) UID.
     kept: set[int] = set()
     if "MIN" in returns:
-        kept.add(matched[0].uid)
+        kept.add(uids[0])
     if "MAX" in returns:
-        kept.add(matched[-1].uid)
+        kept.add(uids[-1])
     return frozenset(kept)
 
 
