@@ -24,7 +24,7 @@ from imap.commands import HANDLERS
 from imap.commands.auth import continue_authenticate
 from imap.protocol.commands import Command, Fetch, Logout, Search, Select, Sort, Store, Thread, UidCommand, Unselect
 from imap.protocol.parser import ContinuationNeeded, Limits, ParseError, Parser, RawLine
-from imap.protocol.response import Continue, Response, Status, bad, bye, no, ok
+from imap.protocol.response import Continue, Response, Status, bad, bye, no, ok, settle
 from imap.replies import refused
 from imap.state import (
     BEFORE_TLS,
@@ -333,6 +333,7 @@ class Session:
             elif self.state in IDLE or self.state is State.AUTHENTICATING:  # pragma: no cover
                 out.append(bad(event.tag, "Expected a continuation line"))  # the parser reads raw lines then
             else:
+                await settle(out)  # a FETCH still being read is answered before the next command runs
                 out += await self.dispatch(event)
         if self.state is State.LOGOUT and not (out and isinstance(out[-1], Close)):
             out.append(Close())

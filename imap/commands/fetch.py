@@ -7,14 +7,14 @@ the client decrypts with the mailbox key.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from crypto.dates import as_utc
 from imap import mime
 from imap.protocol.commands import Fetch, FetchAtt, SequenceSet
-from imap.protocol.response import Atom, Data, Literal, Literal8, Response, Value, Wire, bad, no, ok, serialise
+from imap.protocol.response import Atom, Data, Literal, Literal8, Response, Stream, Value, Wire, bad, no, ok, serialise
 from imap.structure import Structure, structures
 from imap.view import flag_list
 from mss.records import MessageMeta
@@ -28,7 +28,7 @@ _NEEDS_CONTENT = {"RFC822", "RFC822.HEADER", "RFC822.TEXT"}
 _STRUCTURE = {"ENVELOPE", "BODYSTRUCTURE", "BODY"}
 _SETS_SEEN = {"RFC822", "RFC822.TEXT"}
 _CHUNK = 200  # messages whose content is held in memory at once (a few MB)
-_LINES = 1000  # messages answered from metadata and kept structures, per `Wire` piece list
+_LINES = 500  # messages answered from metadata and kept structures, per `Wire`
 
 
 def internaldate(dt: datetime) -> str:
@@ -118,8 +118,8 @@ async def fetch(session: Session, cmd: Fetch) -> list[Response]:
     kept = await structures(box, view.info, [u for _, u in targets]) if want_structure else {}
     shown = view.shown
     step = _CHUNK if want_content else _LINES
-    for i in range(0, len(targets), step):
-        chunk = targets[i : i + step]
+
+    async def chunk_lines(chunk: list[tuple[int, int]]) -> Wire | None:
         if loaded is not None:
             contents = loaded
         elif want_content:
@@ -133,10 +133,29 @@ async def fetch(session: Session, cmd: Fetch) -> list[Response]:
             if (want_content and content is None) or (want_structure and structure is None):
                 continue  # expunged meanwhile
             rows.append((seq, shown(metas[uid]), content, structure))
-        if rows:
-            out.append(_render(writers, rows))
+        return _render(writers, rows) if rows else None
+
+    chunks = [targets[i : i + step] for i in range(0, len(targets), step)]
+    if loaded is None and len(chunks) > 1:
+        # The first chunk is read now (a storage failure before anything is sent is a NO,
+        # as for any command); the others while the first are written (`Stream`), so the
+        # client parses the first lines while the server writes the next.
+        first = await chunk_lines(chunks[0])
+        out.append(Stream(first or Wire([]), _later(chunk_lines, chunks[1:])))
+    else:
+        for chunk in chunks:
+            lines = await chunk_lines(chunk)
+            if lines is not None:
+                out.append(lines)
     out.append(ok(cmd.tag, f"{cmd.full_name} completed"))
     return out
+
+
+async def _later(
+    produce: Callable[[list[tuple[int, int]]], Awaitable[Wire | None]], chunks: list[list[tuple[int, int]]]
+) -> AsyncIterator[Wire | None]:
+    for chunk in chunks:
+        yield await produce(chunk)
 
 
 async def _check_binary(session: Session, atts: list[FetchAtt], uids: list[int]) -> dict[int, _Content] | None:

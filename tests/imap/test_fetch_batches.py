@@ -69,3 +69,57 @@ def test_ranges_resolve_as_the_per_message_test_did() -> None:
         seqset = SequenceSet(ranges)
         for uid in (True, False):
             assert view.resolve(seqset, uid) == _per_message(uids, seqset, uid), (uids, ranges, uid)
+
+
+async def test_a_fetch_of_many_contents_streams_and_a_pipelined_command_waits_for_it(core, alice, monkeypatch) -> None:
+    from imap.protocol.response import Stream
+
+    for i in range(5):
+        await core.deliver(ALICE, sample(subject=f"m{i}"))
+    await alice.line("s SELECT INBOX")
+    monkeypatch.setattr(fetch_module, "_CHUNK", 2)
+    alice.session.feed(b"f UID FETCH 1:* (BODY.PEEK[])\r\n")
+    (stream, done) = await alice.session.process()
+    assert isinstance(stream, Stream) and not stream.settled and done.tag == "f"
+    assert b"".join([w.to_bytes() async for w in stream.parts()]).count(b" FETCH (") == 5
+    # Pipelined behind it, an EXPUNGE of every message: the FETCH still answers all five.
+    alice.session.feed(b"g UID FETCH 1:* (BODY.PEEK[])\r\nh STORE 1:* +FLAGS.SILENT (\\Deleted)\r\ni EXPUNGE\r\n")
+    out = await alice.session.process()
+    first = next(o for o in out if isinstance(o, Stream))
+    assert first.settled and first.to_bytes().count(b" FETCH (") == 5
+    assert b"".join(o.to_bytes() for o in out).count(b" EXPUNGE\r\n") == 5
+
+
+async def test_a_storage_failure_in_the_middle_ends_the_stream_and_the_connection(core, alice, monkeypatch) -> None:
+    from imap.protocol.response import Stream
+    from imap.server import _send
+
+    for i in range(5):
+        await core.deliver(ALICE, sample(subject=f"m{i}"))
+    await alice.line("s SELECT INBOX")
+    monkeypatch.setattr(fetch_module, "_CHUNK", 2)
+    real = core.store.content
+    calls = []
+
+    async def content(mailbox, folder_id, uids):
+        calls.append(uids)
+        if len(calls) == 2:
+            raise ConnectionRefusedError("database went away")
+        return await real(mailbox, folder_id, uids)
+
+    monkeypatch.setattr(core.store, "content", content)
+    alice.session.feed(b"f UID FETCH 1:* (BODY.PEEK[])\r\n")
+    out = await alice.session.process()
+
+    class Conn:
+        written = b""
+
+        async def write(self, data: bytes) -> None:
+            self.written += data
+
+    conn = Conn()
+    assert await _send(conn, out) is False  # the connection is closed
+    stream = out[0]
+    assert isinstance(stream, Stream) and isinstance(stream.failed, ConnectionRefusedError)
+    assert conn.written.count(b" FETCH (") == 2 and b"f OK" not in conn.written
+    assert conn.written.endswith(b"* BYE Mail storage temporarily unavailable; try again later\r\n")
