@@ -39,6 +39,8 @@ class FolderCache:
         self.max_messages = max_messages
         self._entries: OrderedDict[int, tuple[str, tuple[int, int], tuple[MessageMeta, ...]]] = OrderedDict()
         self._held = 0
+        #: Unseen counts of the lists held, computed on demand (`unseen`).
+        self._unseen: dict[int, int] = {}
         self.hits = 0
         self.misses = 0
 
@@ -53,6 +55,17 @@ class FolderCache:
         self._entries.move_to_end(folder_id)
         self.hits += 1
         return entry[2]
+
+    def unseen(self, folder_id: int) -> int:
+        """How many messages of the list held for the folder lack \\Seen (counted once per
+        list: every SELECT and STATUS asks); 0 when none is held."""
+        n = self._unseen.get(folder_id)
+        if n is None:
+            entry = self._entries.get(folder_id)
+            if entry is None:
+                return 0
+            n = self._unseen[folder_id] = sum(1 for m in entry[2] if "\\Seen" not in m.flags)
+        return n
 
     def put(self, folder_id: int, mailbox: str, state: tuple[int, int], metas: Sequence[MessageMeta]) -> None:
         if len(metas) > self.max_messages:
@@ -89,9 +102,11 @@ class FolderCache:
                 metas[i] = m
         self._entries[folder_id] = (mailbox, after, tuple(metas))
         self._entries.move_to_end(folder_id)
+        self._unseen.pop(folder_id, None)
         return True
 
     def _drop(self, folder_id: int) -> None:
         entry = self._entries.pop(folder_id, None)
+        self._unseen.pop(folder_id, None)
         if entry is not None:
             self._held -= len(entry[2])

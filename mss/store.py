@@ -14,6 +14,7 @@ Front ends never see this class: they get a `mss.services.MailboxHandle`.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC
 from typing import TypeVar
@@ -182,6 +183,10 @@ def _system_values(flags: Iterable[str]) -> dict[str, bool]:
     return {column: name in present for name, column in SYSTEM_FLAGS.items()}
 
 
+def _meta_uid(m: MessageMeta) -> int:
+    return m.uid
+
+
 def _keywords(flags: Iterable[str]) -> set[str]:
     return {f for f in flags if f not in SYSTEM_FLAGS and not f.startswith("\\")}
 
@@ -240,8 +245,8 @@ class Store:
                 return None
             cached = self.folder_cache.get(f.id, f.mailbox, (f.uidnext, f.highestmodseq))
             if cached is not None:  # counted in memory: no scan of the folder's rows
-                unseen = sum(1 for m in cached if "\\Seen" not in m.flags)
-                recent = sum(1 for m in cached if m.uid >= f.recent_uid)
+                unseen = self.folder_cache.unseen(f.id)
+                recent = len(cached) - bisect_left(cached, f.recent_uid, key=_meta_uid)  # in UID order
                 return _folder_info(f, len(cached), unseen, recent)
             exists, unseen, recent = (
                 await s.execute(

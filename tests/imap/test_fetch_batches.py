@@ -59,7 +59,7 @@ def test_ranges_resolve_as_the_per_message_test_did() -> None:
     from mss.records import FolderInfo, MessageMeta
 
     rnd = random.Random(7)
-    for _ in range(3000):
+    for _ in range(1000):
         uids = sorted(rnd.sample(range(1, 60), rnd.randint(0, 20)))
         metas = [MessageMeta(u, 1, frozenset(), datetime(2026, 1, 1, tzinfo=UTC), 1) for u in uids]
         view = FolderView(FolderInfo(1, ALICE, "INBOX", 1, 60, 1, None, True), metas, False)
@@ -123,3 +123,42 @@ async def test_a_storage_failure_in_the_middle_ends_the_stream_and_the_connectio
     assert isinstance(stream, Stream) and isinstance(stream.failed, ConnectionRefusedError)
     assert conn.written.count(b" FETCH (") == 2 and b"f OK" not in conn.written
     assert conn.written.endswith(b"* BYE Mail storage temporarily unavailable; try again later\r\n")
+
+
+def test_sync_by_modseq_tells_what_the_full_comparison_tells() -> None:
+    """`FolderView.sync` looks only at messages with a MODSEQ above the one the client was
+    told of; a view made to compare everything (no known state) must say the same."""
+    from datetime import UTC, datetime
+
+    from mss.records import FolderInfo, MessageMeta
+
+    rnd = random.Random(11)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(60):
+        store = {u: MessageMeta(u, u, frozenset(), when, 1) for u in range(1, 30)}
+        modseq, uidnext = 30, 30
+        info = FolderInfo(1, ALICE, "INBOX", 1, uidnext, modseq, None, True)
+        fast = FolderView(info, sorted(store.values(), key=lambda m: m.uid), False)
+        full = FolderView(info, sorted(store.values(), key=lambda m: m.uid), False)
+        for _ in range(15):
+            for _ in range(rnd.randint(0, 3)):
+                op = rnd.random()
+                if op < 0.5 and store:
+                    u = rnd.choice(list(store))
+                    modseq += 1
+                    flags = frozenset(rnd.sample(["\\Seen", "\\Flagged", "$A", "$B"], rnd.randint(0, 2)))
+                    store[u] = MessageMeta(u, modseq, flags, when, 1)
+                elif op < 0.75 and store:
+                    del store[rnd.choice(list(store))]
+                    modseq += 1
+                else:
+                    store[uidnext] = MessageMeta(uidnext, modseq + 1, frozenset({"$C"}), when, 1)
+                    uidnext, modseq = uidnext + 1, modseq + 1
+            metas = sorted(store.values(), key=lambda m: m.uid)
+            expunge = rnd.random() < 0.6
+            state = (uidnext, modseq)
+            full.synced_state = None
+            got = fast.sync(metas, allow_expunge=expunge, uid_mode=True, state=state)
+            want = full.sync(metas, allow_expunge=expunge, uid_mode=True, state=state)
+            assert [r.to_bytes() for r in got] == [r.to_bytes() for r in want]
+            assert (fast.uids, fast.flags, fast.keywords) == (full.uids, full.flags, full.keywords)
