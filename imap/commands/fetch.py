@@ -7,6 +7,7 @@ the client decrypts with the mailbox key.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -71,7 +72,7 @@ async def fetch(session: Session, cmd: Fetch) -> list[Response]:
         out += session.enable_condstore()  # RFC 7162 3.1: enabling commands
     targets = view.resolve(cmd.set, cmd.uid)
     box = session.box
-    metas = {m.uid: m for m in await box.messages(view.info)}
+    metas = _by_uid(await box.messages(view.info), targets)
     targets = [(s, u) for s, u in targets if u in metas]  # expunged, not yet announced
     if cmd.changed_since is not None:
         since = cmd.changed_since
@@ -149,6 +150,23 @@ async def fetch(session: Session, cmd: Fetch) -> list[Response]:
                 out.append(lines)
     out.append(ok(cmd.tag, f"{cmd.full_name} completed"))
     return out
+
+
+def _by_uid(stored: list[MessageMeta], targets: list[tuple[int, int]]) -> dict[int, MessageMeta]:
+    """The stored messages (in UID order) of `targets` by UID: looked up one by one when they
+    are few (a client fetching its newest messages), else the whole list as a dict."""
+    if len(targets) * 16 >= len(stored):
+        return {m.uid: m for m in stored}
+    out: dict[int, MessageMeta] = {}
+    for _, uid in targets:
+        i = bisect_left(stored, uid, key=_meta_uid)
+        if i < len(stored) and stored[i].uid == uid:
+            out[uid] = stored[i]
+    return out
+
+
+def _meta_uid(m: MessageMeta) -> int:
+    return m.uid
 
 
 async def _later(
