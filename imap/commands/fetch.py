@@ -72,7 +72,7 @@ async def fetch(session: Session, cmd: Fetch) -> list[Response]:
         out += session.enable_condstore()  # RFC 7162 3.1: enabling commands
     targets = view.resolve(cmd.set, cmd.uid)
     box = session.box
-    metas = _by_uid(await box.messages(view.info), targets)
+    metas = _by_uid(await session.read_folder(), targets)
     targets = [(s, u) for s, u in targets if u in metas]  # expunged, not yet announced
     if cmd.changed_since is not None:
         since = cmd.changed_since

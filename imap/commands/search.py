@@ -224,7 +224,7 @@ async def matching(session: Session, key: SearchKey, *, fields: Iterable[str] = 
     columns when they hold them, the stored outer header section otherwise."""
     view = session.folder
     box = session.box
-    metas = {m.uid: m for m in await box.messages(view.info)}
+    metas = {m.uid: m for m in await session.read_folder()}
     for uid in view.recent & metas.keys():
         metas[uid] = view.shown(metas[uid])  # \Recent included
     pairs = [(i, u) for i, u in enumerate(view.uids, 1) if u in metas]
@@ -291,7 +291,7 @@ async def search(session: Session, cmd: Search) -> list[Response]:
         returns = ("ALL",)  # RFC 9051 7.3.4: rev2 answers SEARCH with ESEARCH
     if returns is None:
         tail: list[Value] = [[Atom("MODSEQ"), modseq]] if modseq is not None else []
-        numbers = [Serialised(" ".join(map(str, found)).encode())] if found else []  # one value, not 10,000
+        numbers = [Serialised(number_list(found))] if found else []  # one value, not 10,000
         return [*enabled, Data(Atom("SEARCH"), *numbers, *tail), done]
     if not returns:
         return [*enabled, done]  # RFC 5182 2.1: SAVE alone suppresses the ESEARCH response
@@ -302,12 +302,29 @@ async def every_message(session: Session) -> tuple[list[int], list[int]]:
     """SEARCH ALL: the sequence numbers and UIDs of the selected folder's messages that are
     still stored (one set test each, no `Candidate`: most clients ask this first)."""
     view = session.folder
-    stored = {m.uid for m in await session.box.messages(view.info)}
+    now = [m.uid for m in await session.read_folder()]
     uids = view.uids
-    if len(stored) == len(uids) and all(u in stored for u in uids):
-        return list(range(1, len(uids) + 1)), list(uids)
+    if now == uids:  # nothing expunged that the client was not told of
+        return list(range(1, len(uids) + 1)), now
+    stored = set(now)
     pairs = [(i, u) for i, u in enumerate(uids, 1) if u in stored]
     return [i for i, _ in pairs], [u for _, u in pairs]
+
+
+def number_list(numbers: list[int]) -> bytes:
+    """`1 2 3 ...` in wire form; the last long list is kept (a client asking `SEARCH ALL`
+    again and again, or after each new message, gets the same 10,000 numbers)."""
+    global _last_list
+    key = (len(numbers), numbers[0], numbers[-1]) if numbers else (0, 0, 0)
+    if _last_list is not None and _last_list[0] == key and _last_list[1] == numbers:
+        return _last_list[2]
+    wire = " ".join(map(str, numbers)).encode()
+    if len(numbers) > 1000:
+        _last_list = (key, list(numbers), wire)
+    return wire
+
+
+_last_list: tuple[tuple[int, int, int], list[int], bytes] | None = None
 
 
 def saved_result(returns: tuple[str, ...], uids: Sequence[int]) -> frozenset[int]:
