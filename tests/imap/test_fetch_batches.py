@@ -162,3 +162,30 @@ def test_sync_by_modseq_tells_what_the_full_comparison_tells() -> None:
             want = full.sync(metas, allow_expunge=expunge, uid_mode=True, state=state)
             assert [r.to_bytes() for r in got] == [r.to_bytes() for r in want]
             assert (fast.uids, fast.flags, fast.keywords) == (full.uids, full.flags, full.keywords)
+
+
+async def test_fetch_and_search_read_the_folder_state_once_and_still_report_changes(
+    core, alice, make_session, monkeypatch
+) -> None:
+    for i in range(3):
+        await core.deliver(ALICE, sample(subject=f"m{i}"))
+    await alice.line("s SELECT INBOX")
+    reads = []
+    real = core.store._read_state
+
+    async def counted(mailbox, folder_id):
+        reads.append(folder_id)
+        return await real(mailbox, folder_id)
+
+    monkeypatch.setattr(core.store, "_read_state", counted)
+    assert "* SEARCH 1 2 3\r\n" in await alice.line("a SEARCH ALL")
+    assert len(reads) == 1
+    await alice.line("b FETCH 1:* (FLAGS)")
+    assert len(reads) == 2
+    # Another session's change before the command is told by the sync after it.
+    bob = make_session()
+    await bob.line("x AUTHENTICATE EXTERNAL =")
+    await bob.line("y SELECT INBOX")
+    await bob.line("z STORE 2 +FLAGS (\\Flagged)")
+    out = await alice.line("c UID SEARCH ALL")
+    assert "* SEARCH 1 2 3\r\n* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent))\r\n" in out, out
