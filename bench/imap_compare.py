@@ -8,7 +8,9 @@ Both servers get the same N messages (10 KB, one INBOX):
 The same `imaplib` client then times, interleaving the two servers round by round, over TLS
 (MSS: implicit TLS with the professional's client certificate and AUTHENTICATE EXTERNAL;
 Dovecot: STARTTLS and LOGIN): a whole session (connect, log in, SELECT, logout), SELECT alone,
-`FETCH 1:* (FLAGS ENVELOPE)`, `UID FETCH 1:* (BODY.PEEK[])` and `UID SEARCH ALL`. Reported
+`FETCH 1:* (FLAGS ENVELOPE)`, `UID FETCH 1:* (BODY.PEEK[])` and `UID SEARCH ALL`; then the
+session cycle: 10 clients at once, each repeating log in → SELECT → FETCH (the newest 20) →
+STORE → APPEND (to a folder of its own) → LOGOUT, as cycles per second. Reported
 per round and as medians, with the ratio Dovecot time / MSS time (above 1: MSS faster) and the
 server CPU per operation (process trees, /proc).
 
@@ -43,7 +45,10 @@ from support import make_deployment, start_server  # noqa: E402
 from bench.dovecot import PASSWORD, ScratchDovecot, dovecot_available  # noqa: E402
 from bench.relay_bench import tree_cpu_s  # noqa: E402
 
-OPERATIONS = ("session", "select", "fetch_flags_envelope", "fetch_body_peek", "uid_search_all")
+OPERATIONS = ("session", "select", "fetch_flags_envelope", "fetch_body_peek", "uid_search_all", "cycle")
+#: The folder the session cycle appends to (made at fill time on both servers), so that the
+#: 10,000-message INBOX the other operations read stays as it is.
+CYCLE_FOLDER = "Bench"
 
 
 def _messages(n: int, sender: str, rcpt: str) -> list[bytes]:
@@ -86,6 +91,7 @@ class MssImap:
         chunks = [raws[i::4] for i in range(4)]
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(part, chunks))
+        _create_cycle_folder(self)
 
 
 class DovecotImap:
@@ -124,6 +130,14 @@ class DovecotImap:
         for raw in raws:
             lmtp.sendmail("bob@bench.test", ["alice@bench.test"], raw)
         lmtp.quit()
+        _create_cycle_folder(self)
+
+
+def _create_cycle_folder(target: MssImap | DovecotImap) -> None:
+    m = target.connect()
+    typ, data = m.create(CYCLE_FOLDER)
+    assert typ == "OK", data
+    m.logout()
 
 
 def _ops(target: MssImap | DovecotImap) -> dict[str, Callable[[imaplib.IMAP4], None]]:
@@ -136,6 +150,39 @@ def _ops(target: MssImap | DovecotImap) -> dict[str, Callable[[imaplib.IMAP4], N
         "fetch_body_peek": lambda m: check(m.uid("FETCH", "1:*", "(BODY.PEEK[])")),
         "uid_search_all": lambda m: check(m.uid("SEARCH", "ALL")),
     }
+
+
+def cycle(m: imaplib.IMAP4, k: int, raw: bytes) -> None:
+    """One client's work after logging in: SELECT, a FETCH of the newest 20 messages' flags
+    and envelopes, a STORE on one message, an APPEND (to `CYCLE_FOLDER`), LOGOUT."""
+
+    def check(res: tuple[str, list]) -> None:
+        assert res[0] == "OK", res
+
+    typ, data = m.select("INBOX")
+    check((typ, data))
+    n = int(data[0])
+    check(m.fetch(f"{max(1, n - 19)}:{n}", "(FLAGS ENVELOPE)"))
+    check(m.store(str(1 + k % n), "+FLAGS" if k % 2 else "-FLAGS", "(\\Flagged)"))
+    check(m.append(CYCLE_FOLDER, None, None, raw))
+    m.logout()
+
+
+def measure_cycles(target: MssImap | DovecotImap, clients: int, per_client: int, raw: bytes) -> tuple[float, float]:
+    """`clients` threads each running `per_client` login → select → fetch → store → append →
+    logout cycles at once: (cycles per second, server CPU seconds per cycle)."""
+
+    def run(c: int) -> None:
+        for i in range(per_client):
+            cycle(target.connect(), c * per_client + i, raw)
+
+    cpu0 = tree_cpu_s(target.pids())
+    t = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(run, range(clients)))
+    wall = time.perf_counter() - t
+    total = clients * per_client
+    return total / wall, (tree_cpu_s(target.pids()) - cpu0) / total
 
 
 def measure(target: MssImap | DovecotImap, repeat: int) -> dict[str, tuple[float, float]]:
@@ -172,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--messages", type=int, help="messages in the folder (default 10000, --quick 500)")
     ap.add_argument("--rounds", type=int, help="rounds (default 3, --quick 1)")
     ap.add_argument("--repeat", type=int, default=3, help="times each operation runs per round")
+    ap.add_argument("--clients", type=int, default=10, help="clients of the session cycle")
+    ap.add_argument("--cycles", type=int, default=10, help="cycles per client per round")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-reference", action="store_true")
     args = ap.parse_args(argv)
@@ -197,12 +246,18 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{t.name}: {n} messages stored in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
             for r in range(1, rounds + 1):
                 res = {t.name: measure(t, args.repeat) for t in targets}
+                for t in targets:
+                    # A cycle's time is 1 / (cycles per second), so the ratio reads as the others.
+                    rate, cpu = measure_cycles(t, args.clients, args.cycles, raws[0])
+                    res[t.name]["cycle"] = (1 / rate, cpu)
                 for op in OPERATIONS:
                     row: dict = {"bench": "imap", "round": r, "messages": n, "op": op}
                     for name, per_op in res.items():
                         secs, cpu = per_op[op]
                         row[f"{name}_ms"] = round(secs * 1000, 2)
                         row[f"{name}_cpu_ms"] = round(cpu * 1000, 2)
+                        if op == "cycle":
+                            row[f"{name}_cycles_per_s"] = round(1 / secs, 1)
                     if "dovecot" in res:
                         row["speed_ratio_mss_vs_dovecot"] = round(res["dovecot"][op][0] / res["mss"][op][0], 3)
                     rows.append(row)
@@ -211,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
             for t in targets:
                 t.stop()
     print()
-    print(f"{n} messages, {rounds} round(s), medians (ms; ratio > 1: MSS faster):")
+    print(f"{n} messages, {rounds} round(s), medians (ms; ratio > 1: MSS faster;")
+    print(f"cycle: ms per cycle, {args.clients} clients x {args.cycles} cycles at once, CPU per cycle):")
     print(f"{'operation':24} {'MSS':>10} {'Dovecot':>10} {'ratio':>8} {'MSS CPU':>9} {'Dov. CPU':>9}")
     for op in OPERATIONS:
         sel = [r for r in rows if r["op"] == op]

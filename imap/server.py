@@ -21,10 +21,10 @@ import asyncio
 import asyncio.sslproto as sslproto
 import logging
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from imap.actions import Close, Output, StartTLS
-from imap.protocol.response import Response, bye
+from imap.protocol.response import Response, Stream, Wire, bye
 from imap.session import Session
 from imap.state import UNAUTHENTICATED, State
 from mss import metrics
@@ -144,21 +144,55 @@ class _Connection(asyncio.Protocol):
 
 
 async def _send(conn: _Connection, outputs: Sequence[Output]) -> bool:
-    """Write responses; returns False when the connection must close."""
-    buf = bytearray()
+    """Write responses; returns False when the connection must close. Small responses are
+    gathered into writes of about `_READ_CHUNK` bytes (one copy each); a large piece of a
+    `Wire` (a stored message) is written as it is. Each write waits while the peer is slow
+    to read (`_Connection.write`), so a FETCH of a whole folder never sits in our buffers."""
+    batch: list[bytes] = []
+    size = 0
     for item in outputs:
-        if isinstance(item, Response):
-            buf += item.to_bytes()
-            if len(buf) > _READ_CHUNK:
-                await conn.write(bytes(buf))
-                buf.clear()
-        elif isinstance(item, Close):
-            if buf:
-                await conn.write(bytes(buf))
+        if isinstance(item, Close):
+            if batch:
+                await conn.write(b"".join(batch))
             return False
-    if buf:
-        await conn.write(bytes(buf))
+        if isinstance(item, Stream):
+            async for part in item.parts():
+                batch, size = await _write_pieces(conn, part.pieces, batch, size)
+                if batch:  # out before the next chunk is read: the client reads meanwhile
+                    await conn.write(b"".join(batch))
+                    batch, size = [], 0
+            if item.failed is not None:
+                log.error("imap fetch stopped: %s", item.failed)
+                batch.append(bye("Mail storage temporarily unavailable; try again later").to_bytes())
+                await conn.write(b"".join(batch))
+                return False
+        elif isinstance(item, Wire):
+            batch, size = await _write_pieces(conn, item.pieces, batch, size)
+        elif isinstance(item, Response):
+            batch, size = await _write_pieces(conn, (item.to_bytes(),), batch, size)
+    if batch:
+        await conn.write(b"".join(batch))
     return True
+
+
+async def _write_pieces(
+    conn: _Connection, pieces: Iterable[bytes], batch: list[bytes], size: int
+) -> tuple[list[bytes], int]:
+    """Gather small pieces into `batch` (written once about `_READ_CHUNK` bytes), write a
+    large one as it is; returns what is still gathered."""
+    for piece in pieces:
+        if len(piece) >= _READ_CHUNK:
+            if batch:
+                await conn.write(b"".join(batch))
+                batch, size = [], 0
+            await conn.write(piece)
+            continue
+        batch.append(piece)
+        size += len(piece)
+        if size >= _READ_CHUNK:
+            await conn.write(b"".join(batch))
+            batch, size = [], 0
+    return batch, size
 
 
 class _ImplicitTLS(asyncio.Protocol):

@@ -24,7 +24,7 @@ from imap.commands import HANDLERS
 from imap.commands.auth import continue_authenticate
 from imap.protocol.commands import Command, Fetch, Logout, Search, Select, Sort, Store, Thread, UidCommand, Unselect
 from imap.protocol.parser import ContinuationNeeded, Limits, ParseError, Parser, RawLine
-from imap.protocol.response import Continue, Response, Status, bad, bye, no, ok
+from imap.protocol.response import Continue, Response, Status, bad, bye, no, ok, settle
 from imap.replies import refused
 from imap.state import (
     BEFORE_TLS,
@@ -38,8 +38,9 @@ from imap.state import (
 )
 from imap.view import FolderView
 from mss.principal import Principal
+from mss.records import MessageMeta
 from mss.refusals import Refusal, storage_unavailable
-from mss.services import Authentication, ClientConnection, FolderWatch, ImapServices, MailboxHandle
+from mss.services import Authentication, ClientConnection, FolderState, FolderWatch, ImapServices, MailboxHandle
 
 __all__ = ["Action", "Close", "Idle", "Output", "PendingAuthentication", "Session", "StartTLS", "State"]
 
@@ -94,6 +95,9 @@ class Session:
         #: The core's authentication of this connection, from the moment TLS is up.
         self.authentication: Authentication | None = None
         self.pending_auth: PendingAuthentication | None = None
+        #: The selected folder's state a handler read for the command being run
+        #: (`read_folder`): the sync after it uses it rather than reading it again.
+        self.command_state: FolderState | None = None
 
     @property
     def state(self) -> State:
@@ -333,6 +337,7 @@ class Session:
             elif self.state in IDLE or self.state is State.AUTHENTICATING:  # pragma: no cover
                 out.append(bad(event.tag, "Expected a continuation line"))  # the parser reads raw lines then
             else:
+                await settle(out)  # a FETCH still being read is answered before the next command runs
                 out += await self.dispatch(event)
         if self.state is State.LOGOUT and not (out and isinstance(out[-1], Close)):
             out.append(Close())
@@ -364,6 +369,7 @@ class Session:
         except names.Mutf7Error as exc:
             return [bad(cmd.tag, f"{exc} (RFC 3501 5.1.3; or ENABLE UTF8=ACCEPT)")]
         replies: list[Output]
+        self.command_state = None
         try:
             replies = list(await handler(self, cmd))
         except Refusal as exc:
@@ -402,7 +408,7 @@ class Session:
         # 3.1), so one read of the folder rows says whether the message list must be
         # reloaded. The state is read before the list: a change landing in between is
         # seen again next time, never missed.
-        state = await self.box.folder_state(view.info)
+        state, self.command_state = self.command_state or await self.box.folder_state(view.info), None
         if state is not None and (state.uidnext, state.highestmodseq) == view.synced_state:
             return []
         recent = None
@@ -424,6 +430,15 @@ class Session:
             state=(state.uidnext, state.highestmodseq) if state else None,
             recent=recent,
         )
+
+    async def read_folder(self) -> list[MessageMeta]:
+        """The selected folder's messages for a command (FETCH, SEARCH): its state read once,
+        then the list (from the folder cache when the state has not moved); the sync after
+        the command tells the client of what that state shows, without a second read."""
+        view = self.folder
+        state = await self.box.folder_state(view.info)
+        self.command_state = state
+        return await self.box.messages(view.info, state)
 
     @property
     def box(self) -> MailboxHandle:

@@ -8,7 +8,7 @@ that keeps every number it sends valid (EXPUNGE from the highest number down).
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
@@ -43,7 +43,7 @@ class FolderView:
         self.info = info
         self.readonly = readonly
         self.uids: list[int] = [m.uid for m in metas]
-        self.flags: dict[int, frozenset[str]] = {m.uid: m.flags for m in metas}
+        self.flags: dict[int, frozenset[str]] = dict(zip(self.uids, [m.flags for m in metas], strict=True))
         self.max_uid = self.uids[-1] if self.uids else 0
         #: The UIDs that are \\Recent to this session (RFC 3501 2.3.2): claimed by its SELECT
         #: or when they arrived while it had the folder selected; none in IMAP4rev2.
@@ -53,7 +53,7 @@ class FolderView:
         #: Whether `* N RECENT` is sent when new messages arrive (not in IMAP4rev2).
         self.report_recent = True
         #: The keywords the client was told the folder has (FLAGS, PERMANENTFLAGS).
-        self.keywords: set[str] = {f for m in metas for f in m.flags if not f.startswith("\\")}
+        self.keywords: set[str] = {f for fs in set(self.flags.values()) for f in fs if not f.startswith("\\")}
         #: (UIDNEXT, HIGHESTMODSEQ) of the folder when the client was last told everything
         #: (None: unknown, reload at the next sync).
         self.synced_state: tuple[int, int] | None = (info.uidnext, info.highestmodseq)
@@ -114,13 +114,30 @@ class FolderView:
     def resolve(self, seqset: SequenceSet, uid: bool) -> list[tuple[int, int]]:
         """(seq, uid) pairs a sequence set names, in ascending order. `$` names the saved
         result's messages, in a UID command or not (RFC 5182 2.1)."""
+        uids = self.uids
         if seqset.saved:
-            return [(i + 1, u) for i, u in enumerate(self.uids) if u in self.saved]
-        if uid:
-            star = self.uids[-1] if self.uids else 0
-            return [(i + 1, u) for i, u in enumerate(self.uids) if seqset.contains(u, star)]
-        n = len(self.uids)
-        return [(i + 1, u) for i, u in enumerate(self.uids) if seqset.contains(i + 1, n)]
+            return [(i + 1, u) for i, u in enumerate(uids) if u in self.saved]
+        # Each range as a slice of the (sorted) UID list, merged: no test per message.
+        n = len(uids)
+        star = (uids[-1] if uids else 0) if uid else n
+        spans: list[tuple[int, int]] = []
+        for lo, hi in seqset.ranges:
+            a = star if lo is None else lo
+            b = star if hi is None else hi
+            if a > b:
+                a, b = b, a
+            if uid:
+                spans.append((bisect_left(uids, a), bisect_right(uids, b)))
+            else:
+                spans.append((max(a, 1) - 1, min(b, n)))
+        out: list[tuple[int, int]] = []
+        end = 0
+        for a, b in sorted(spans):
+            a = max(a, end)
+            if a < b:
+                out += zip(range(a + 1, b + 1), uids[a:b], strict=True)
+                end = b
+        return out
 
     def names_uid(self, seqset: SequenceSet, uid: int, star: int) -> bool:
         """Whether a UID set (or `$`) names `uid`, which may be no longer in the view (an
@@ -171,14 +188,27 @@ class FolderView:
         """Untagged updates for what changed in the store since the client last heard.
 
         `state` is the folder's (UIDNEXT, HIGHESTMODSEQ) read before `metas`; it is kept
-        only if the client was told everything (no EXPUNGE held back)."""
-        current = {m.uid: m for m in metas}
+        only if the client was told everything (no EXPUNGE held back).
+
+        When the client was told everything up to a known HIGHESTMODSEQ (`synced_state`),
+        only the messages with a greater MODSEQ can have changed (RFC 7162 3.1: every flag
+        change gives the message a new one), and none was expunged if as many messages as
+        the view knows remain: a STORE by another session on a 10,000-message folder then
+        costs a look at the messages it changed, not a comparison of all of them."""
+        prev = self.synced_state
+        known = bisect_right(metas, self.max_uid, key=_uid)  # in UID order: the ones the view had
+        if prev is not None and known == len(self.uids):
+            gone: list[int] = []
+            old = [m for m in metas[:known] if m.modseq > prev[1]]
+        else:
+            current = {m.uid for m in metas}
+            gone = [u for u in self.uids if u not in current]
+            old = list(metas[:known])
+        new = list(metas[known:])
         out: list[Response] = []
-        gone = [u for u in self.uids if u not in current]
         if allow_expunge:
             out += self.note_expunged(gone)
         self.synced_state = state if allow_expunge or not gone else None
-        new = [m for m in metas if m.uid > self.max_uid]
         if new:
             for m in new:
                 self.uids.append(m.uid)
@@ -191,17 +221,21 @@ class FolderView:
                 self.claimed_upto = max(self.claimed_upto, recent[1])
             if self.report_recent:
                 out.append(Data(len(self.recent), Atom("RECENT")))  # RFC 3501 7.3.2
-        new_uids = {m.uid for m in new}
         # New keywords first: the FETCH and EXISTS below may carry them (RFC 3501 7.2.6).
-        out = self.note_keywords(m.flags for m in metas) + out
-        for seq, uid in enumerate(self.uids, 1):
-            now = current.get(uid)
-            if now is None or uid in new_uids:
-                continue
+        out = self.note_keywords({m.flags for m in old} | {m.flags for m in new}) + out
+        for now in old:
+            uid = now.uid
             if now.flags != self.flags.get(uid):
+                seq = self.seq_of(uid)
+                if seq is None:  # pragma: no cover - `old` holds UIDs of the view only
+                    continue
                 self.flags[uid] = now.flags
                 items: list[Value] = [Atom("FLAGS"), flag_list(self.shown(now).flags)]
                 if uid_mode and not self.modseqs:
                     items = [Atom("UID"), uid, *items]
                 out.append(Data(seq, Atom("FETCH"), self.update_items(now, items)))
         return out
+
+
+def _uid(m: MessageMeta) -> int:
+    return m.uid

@@ -18,6 +18,7 @@ content nor header values.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -29,11 +30,17 @@ __all__ = ["FolderCache"]
 DEFAULT_MAX_MESSAGES = 200_000
 
 
+def _uid(m: MessageMeta) -> int:
+    return m.uid
+
+
 class FolderCache:
     def __init__(self, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
         self.max_messages = max_messages
         self._entries: OrderedDict[int, tuple[str, tuple[int, int], tuple[MessageMeta, ...]]] = OrderedDict()
         self._held = 0
+        #: Unseen counts of the lists held, computed on demand (`unseen`).
+        self._unseen: dict[int, int] = {}
         self.hits = 0
         self.misses = 0
 
@@ -49,6 +56,17 @@ class FolderCache:
         self.hits += 1
         return entry[2]
 
+    def unseen(self, folder_id: int) -> int:
+        """How many messages of the list held for the folder lack \\Seen (counted once per
+        list: every SELECT and STATUS asks); 0 when none is held."""
+        n = self._unseen.get(folder_id)
+        if n is None:
+            entry = self._entries.get(folder_id)
+            if entry is None:
+                return 0
+            n = self._unseen[folder_id] = sum(1 for m in entry[2] if "\\Seen" not in m.flags)
+        return n
+
     def put(self, folder_id: int, mailbox: str, state: tuple[int, int], metas: Sequence[MessageMeta]) -> None:
         if len(metas) > self.max_messages:
             return
@@ -59,7 +77,36 @@ class FolderCache:
             oldest = next(iter(self._entries))
             self._drop(oldest)
 
+    def advance(
+        self,
+        folder_id: int,
+        mailbox: str,
+        before: tuple[int, int],
+        after: tuple[int, int],
+        changed: Sequence[MessageMeta],
+    ) -> bool:
+        """A write of this process moved the folder from `before` to `after`, changing the
+        flags of `changed` and nothing else (a STORE, under the folder's lock): the list held
+        for `before`, if any, becomes the list for `after` with those messages replaced,
+        instead of a reload of the whole folder at the next read. Only a list that is not
+        newer than `before` (no MODSEQ above it) is advanced. Returns whether it was."""
+        entry = self._entries.get(folder_id)
+        if entry is None or entry[0] != mailbox or entry[1] != before:
+            return False
+        metas = list(entry[2])
+        if metas and max(m.modseq for m in metas) > before[1]:
+            return False
+        for m in changed:
+            i = bisect_left(metas, m.uid, key=_uid)
+            if i < len(metas) and metas[i].uid == m.uid:
+                metas[i] = m
+        self._entries[folder_id] = (mailbox, after, tuple(metas))
+        self._entries.move_to_end(folder_id)
+        self._unseen.pop(folder_id, None)
+        return True
+
     def _drop(self, folder_id: int) -> None:
         entry = self._entries.pop(folder_id, None)
+        self._unseen.pop(folder_id, None)
         if entry is not None:
             self._held -= len(entry[2])

@@ -14,6 +14,7 @@ Front ends never see this class: they get a `mss.services.MailboxHandle`.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC
 from typing import TypeVar
@@ -41,6 +42,7 @@ from mss.records import (
     canonical_folder_name,
 )
 from mss.refusals import Reason, Refusal
+from mss.structure_cache import StructureCache
 
 T = TypeVar("T")
 #: Work done in a write's own transaction once its rows exist (see `Store.write_some`): the
@@ -182,6 +184,10 @@ def _system_values(flags: Iterable[str]) -> dict[str, bool]:
     return {column: name in present for name, column in SYSTEM_FLAGS.items()}
 
 
+def _meta_uid(m: MessageMeta) -> int:
+    return m.uid
+
+
 def _keywords(flags: Iterable[str]) -> set[str]:
     return {f for f in flags if f not in SYSTEM_FLAGS and not f.startswith("\\")}
 
@@ -199,6 +205,8 @@ class Store:
         self.events = events or Events()
         #: Folder message lists by (UIDNEXT, HIGHESTMODSEQ) (`mss.folder_cache`).
         self.folder_cache = FolderCache()
+        #: Kept structures by (mailbox, folder, UIDVALIDITY) (`mss.structure_cache`).
+        self.structure_cache = StructureCache()
         #: Message list reads in flight, by the state their callers knew (`messages`).
         self._list_reads: dict[tuple[str, int, tuple[int, int]], asyncio.Future[list[MessageMeta]]] = {}
         #: \\Recent claims in flight (`claim_recent`).
@@ -238,8 +246,8 @@ class Store:
                 return None
             cached = self.folder_cache.get(f.id, f.mailbox, (f.uidnext, f.highestmodseq))
             if cached is not None:  # counted in memory: no scan of the folder's rows
-                unseen = sum(1 for m in cached if "\\Seen" not in m.flags)
-                recent = sum(1 for m in cached if m.uid >= f.recent_uid)
+                unseen = self.folder_cache.unseen(f.id)
+                recent = len(cached) - bisect_left(cached, f.recent_uid, key=_meta_uid)  # in UID order
                 return _folder_info(f, len(cached), unseen, recent)
             exists, unseen, recent = (
                 await s.execute(
@@ -505,16 +513,29 @@ class Store:
 
     async def structures(self, mailbox: str, folder_id: int, uids: Sequence[int]) -> dict[int, bytes]:
         """The derived structures kept for these messages (`keep_structures`); a message
-        with none is missing from the answer."""
-        out: dict[int, bytes] = {}
+        with none is missing from the answer. Held in memory too (`mss.structure_cache`):
+        once read, a folder's structures cost one primary-key read of the folder row."""
+        mailbox = mailbox.lower()
         async with self.sessions() as s:
-            for chunk in _chunks(list(uids), IN_CHUNK):
+            validity = (
+                await s.execute(select(Folder.uidvalidity).where(Folder.id == folder_id, Folder.mailbox == mailbox))
+            ).scalar_one_or_none()
+            if validity is None:
+                return {}
+            key = (mailbox, folder_id, validity)
+            out, missing = self.structure_cache.get(key, uids)
+            if not missing:
+                return out
+            read: dict[int, bytes] = {}
+            for chunk in _chunks(missing, IN_CHUNK):
                 rows = await s.execute(
-                    self._in_folder(select(Message.uid, Message.structure), mailbox, folder_id).where(
-                        Message.uid.in_(chunk), Message.structure.is_not(None)
+                    select(Message.uid, Message.structure).where(
+                        Message.folder_id == folder_id, Message.uid.in_(chunk), Message.structure.is_not(None)
                     )
                 )
-                out.update({u: bytes(v) for u, v in rows.all()})
+                read.update({u: bytes(v) for u, v in rows.all()})
+        self.structure_cache.put(key, read)
+        out.update(read)
         return out
 
     async def keep_structures(self, mailbox: str, folder_id: int, structures: dict[int, bytes]) -> None:
@@ -524,16 +545,20 @@ class Store:
             return
         params = [{"fid": folder_id, "u": uid, "v": value} for uid, value in structures.items()]
 
-        async def run(s: AsyncSession) -> tuple[None, Iterable[int]]:
-            owned = (
-                await s.execute(select(Folder.id).where(Folder.id == folder_id, Folder.mailbox == mailbox.lower()))
-            ).first()
-            if owned is not None:
+        async def run(s: AsyncSession) -> tuple[int | None, Iterable[int]]:
+            validity = (
+                await s.execute(
+                    select(Folder.uidvalidity).where(Folder.id == folder_id, Folder.mailbox == mailbox.lower())
+                )
+            ).scalar_one_or_none()
+            if validity is not None:
                 conn = await s.connection()
                 await conn.execute(_KEEP_STRUCTURE, params)
-            return None, ()
+            return validity, ()
 
-        await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
+        validity = await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
+        if validity is not None:  # committed: what the next read would find
+            self.structure_cache.put((mailbox.lower(), folder_id, validity), structures)
 
     # -- folder writes ---------------------------------------------------------------------
 
@@ -798,6 +823,9 @@ class Store:
                 changes.append((r, new, new != old))
             n = sum(1 for _, _, changed in changes if changed)
             modseq = (await self._bump_modseq(s, folder_id, n)) if n else 0
+            if n:  # the folder's state around this write, for the folder cache (`advance`)
+                uidnext = (await s.execute(select(Folder.uidnext).where(Folder.id == folder_id))).scalar_one()
+                moved.append(((uidnext, modseq - 1), (uidnext, modseq + n - 1)))
             updates: list[dict[str, object]] = []
             added: list[dict[str, object]] = []
             removed: list[tuple[int, str]] = []
@@ -832,7 +860,14 @@ class Store:
                 await s.execute(insert(MessageKeyword), added)
             return (result, modified), (folder_id,) if n else ()
 
-        return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run, alone=len(targets) > BULK)
+        moved: list[tuple[tuple[int, int], tuple[int, int]]] = []
+        result, modified = await self.commit.run(
+            Locks(mailbox.lower(), frozenset({folder_id})), run, alone=len(targets) > BULK
+        )
+        if moved:  # committed: the last attempt's states (a retried batch runs `run` again)
+            before, after = moved[-1]
+            self.folder_cache.advance(folder_id, mailbox.lower(), before, after, result)
+        return result, modified
 
     @staticmethod
     async def _keywords_of(s: AsyncSession, message_ids: Sequence[int]) -> dict[int, list[str]]:

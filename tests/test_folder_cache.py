@@ -90,3 +90,35 @@ def test_bounded_by_messages_least_recently_used_first() -> None:
     assert cache.get(4, "m", (1, 1)) is None
     assert cache.get(1, "m", (2, 1)) is None  # another state: dropped
     assert cache.get(1, "m", (1, 1)) is None
+
+
+async def test_a_store_of_this_node_advances_the_list_instead_of_a_reload(two_stores) -> None:
+    a, b = two_stores
+    refs = await a.write([_item(i) for i in range(4)])
+    fid = refs[0].folder_id
+    await a.messages("c@x.test", fid)
+    misses = a.folder_cache.misses
+    await a.set_flags("c@x.test", fid, [2, 3], {"\\Seen", "$Done"}, "add")
+    info = await a.get_folder("c@x.test", "INBOX")
+    advanced = await a.messages("c@x.test", fid, (info.uidnext, info.highestmodseq))
+    assert a.folder_cache.misses == misses  # answered from the advanced list, no reload
+    assert advanced == await b.messages("c@x.test", fid)  # what a fresh read finds
+    assert [m.uid for m in advanced if "\\Seen" in m.flags] == [2, 3] and info.unseen == 2
+    # A change by the other node moves the state past the list: read again, not advanced.
+    await b.set_flags("c@x.test", fid, [1], {"\\Flagged"}, "add")
+    await a.set_flags("c@x.test", fid, [4], {"\\Seen"}, "add")
+    assert await a.messages("c@x.test", fid) == await b.messages("c@x.test", fid)
+    assert a.folder_cache.misses == misses + 1
+
+
+def test_advance_takes_only_the_list_of_the_state_before_and_not_a_newer_one() -> None:
+    cache = FolderCache()
+    metas = _metas(3)
+    cache.put(1, "m", (4, 3), metas)
+    changed = [MessageMeta(2, 4, frozenset({"\\Seen"}), metas[1].internaldate, 1)]
+    assert not cache.advance(1, "m", (4, 2), (4, 4), changed)  # not the state held
+    assert not cache.advance(1, "other", (4, 3), (4, 4), changed)
+    assert cache.advance(1, "m", (4, 3), (4, 4), changed)
+    assert cache.get(1, "m", (4, 4)) == (metas[0], changed[0], metas[2])
+    cache.put(1, "m", (4, 4), [*metas[:2], MessageMeta(3, 9, frozenset(), metas[2].internaldate, 1)])
+    assert not cache.advance(1, "m", (4, 4), (4, 5), changed)  # holds a MODSEQ above its key

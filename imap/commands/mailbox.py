@@ -11,6 +11,7 @@ transaction, by the core; refusals come back as `Refusal` and the dispatcher ans
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -63,11 +64,12 @@ async def select(session: Session, cmd: Select) -> list[Response]:
     view.report_recent = not rev2
     view.modseqs = session.condstore
     view.vanished_mode = session.qresync
+    uids = view.uids  # in UID order: the recent ones are a slice
     if claimed is not None:
-        view.recent = {m.uid for m in metas if claimed[0] <= m.uid < claimed[1]}
+        view.recent = set(uids[bisect_left(uids, claimed[0]) : bisect_left(uids, claimed[1])])
         view.claimed_upto = claimed[1]
     elif not rev2:
-        view.recent = {m.uid for m in metas if m.uid >= info.recent_uid}
+        view.recent = set(uids[bisect_left(uids, info.recent_uid) :])
     flags_line, permanent_line = view.flags_responses()
     out: list[Response] = [
         *closed,

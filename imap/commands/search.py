@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from imap import mime
 from imap.protocol.commands import Search, SearchKey, SequenceSet
-from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
+from imap.protocol.response import Atom, Data, Response, Serialised, Value, bad, no, ok
 from mss.records import FolderInfo, MessageMeta, OuterHeaders
 
 if TYPE_CHECKING:
@@ -111,6 +111,8 @@ class Candidate:
     """One message of the selected folder as SEARCH sees it: its sequence number, its
     metadata, its clear outer header fields, and the other fields of its stored outer header
     section, read on demand."""
+
+    __slots__ = ("_load", "_part", "headers", "meta", "seq")
 
     def __init__(self, seq: int, meta: MessageMeta, headers: OuterHeaders | None, content_loader) -> None:
         self.seq = seq
@@ -222,7 +224,9 @@ async def matching(session: Session, key: SearchKey, *, fields: Iterable[str] = 
     columns when they hold them, the stored outer header section otherwise."""
     view = session.folder
     box = session.box
-    metas = {m.uid: view.shown(m) for m in await box.messages(view.info)}  # \Recent included
+    metas = {m.uid: m for m in await session.read_folder()}
+    for uid in view.recent & metas.keys():
+        metas[uid] = view.shown(metas[uid])  # \Recent included
     pairs = [(i, u) for i, u in enumerate(view.uids, 1) if u in metas]
     ops = list(_walk(key))
     needs_headers = any(k[0] in ("HEADER", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE") for k in ops)
@@ -238,11 +242,15 @@ async def matching(session: Session, key: SearchKey, *, fields: Iterable[str] = 
 
     n = len(view.uids)
     max_uid = view.uids[-1] if view.uids else 0
-    found: list[Candidate] = []
-    for seq, uid in pairs:
-        c = Candidate(seq, metas[uid], headers.get(uid), load)
-        if _match(key, c, n, max_uid, view.saved):
-            found.append(c)
+    found: list[Candidate]
+    if key == ("ALL",):  # what most clients ask first: no test per message
+        found = [Candidate(seq, metas[uid], None, load) for seq, uid in pairs]
+    else:
+        found = []
+        for seq, uid in pairs:
+            c = Candidate(seq, metas[uid], headers.get(uid), load)
+            if _match(key, c, n, max_uid, view.saved):
+                found.append(c)
     wanted = set(fields)
     if found and not needs_headers and wanted & _OUTER.keys():
         more = await box.headers(view.info, [c.uid for c in found])
@@ -262,38 +270,75 @@ async def search(session: Session, cmd: Search) -> list[Response]:
         if cmd.save:
             session.folder.saved = frozenset()  # RFC 5182 2.1: a SAVE answered NO empties `$`
         return [no(cmd.tag, f"Unsupported charset {charset}", "BADCHARSET (UTF-8 US-ASCII)")]
-    matched = await matching(session, cmd.key)  # `$` in the key is the result saved before
-    if cmd.save:
-        session.folder.saved = saved_result(cmd.return_ or (), matched)
-    found = [c.uid if cmd.uid else c.seq for c in matched]
-    done = ok(cmd.tag, f"{cmd.full_name} completed")
     # RFC 7162 3.1.5: SEARCH MODSEQ is a CONDSTORE enabling command, and its answer ends
     # with the highest MODSEQ of the messages found.
     with_modseq = any(k[0] == "MODSEQ" for k in _walk(cmd.key))
+    modseq = None
+    if cmd.key == ("ALL",):
+        seqs, uids = await every_message(session)
+        found = uids if cmd.uid else seqs
+    else:
+        matched = await matching(session, cmd.key)  # `$` in the key is the result saved before
+        uids = [c.uid for c in matched]
+        found = uids if cmd.uid else [c.seq for c in matched]
+        modseq = max(c.meta.modseq for c in matched) if with_modseq and matched else None
+    if cmd.save:
+        session.folder.saved = saved_result(cmd.return_ or (), uids)
+    done = ok(cmd.tag, f"{cmd.full_name} completed")
     enabled = session.enable_condstore() if with_modseq else []
-    modseq = max(c.meta.modseq for c in matched) if with_modseq and matched else None
     returns = cmd.return_
     if returns is None and session.imap4rev2:
         returns = ("ALL",)  # RFC 9051 7.3.4: rev2 answers SEARCH with ESEARCH
     if returns is None:
         tail: list[Value] = [[Atom("MODSEQ"), modseq]] if modseq is not None else []
-        return [*enabled, Data(Atom("SEARCH"), *found, *tail), done]
+        numbers = [Serialised(number_list(found))] if found else []  # one value, not 10,000
+        return [*enabled, Data(Atom("SEARCH"), *numbers, *tail), done]
     if not returns:
         return [*enabled, done]  # RFC 5182 2.1: SAVE alone suppresses the ESEARCH response
     return [*enabled, esearch(cmd.tag, cmd.uid, returns, found, modseq), done]
 
 
-def saved_result(returns: tuple[str, ...], matched: list[Candidate]) -> frozenset[int]:
-    """What SAVE keeps as `$` (RFC 5182 2.4), as UIDs: with MIN and/or MAX and neither ALL
-    nor COUNT, only the message(s) those name; otherwise every message found."""
-    if not matched or "ALL" in returns or "COUNT" in returns or not {"MIN", "MAX"} & set(returns):
-        return frozenset(c.uid for c in matched)
+async def every_message(session: Session) -> tuple[list[int], list[int]]:
+    """SEARCH ALL: the sequence numbers and UIDs of the selected folder's messages that are
+    still stored (one set test each, no `Candidate`: most clients ask this first)."""
+    view = session.folder
+    now = [m.uid for m in await session.read_folder()]
+    uids = view.uids
+    if now == uids:  # nothing expunged that the client was not told of
+        return list(range(1, len(uids) + 1)), now
+    stored = set(now)
+    pairs = [(i, u) for i, u in enumerate(uids, 1) if u in stored]
+    return [i for i, _ in pairs], [u for _, u in pairs]
+
+
+def number_list(numbers: list[int]) -> bytes:
+    """`1 2 3 ...` in wire form; the last long list is kept (a client asking `SEARCH ALL`
+    again and again, or after each new message, gets the same 10,000 numbers)."""
+    global _last_list
+    key = (len(numbers), numbers[0], numbers[-1]) if numbers else (0, 0, 0)
+    if _last_list is not None and _last_list[0] == key and _last_list[1] == numbers:
+        return _last_list[2]
+    wire = " ".join(map(str, numbers)).encode()
+    if len(numbers) > 1000:
+        _last_list = (key, list(numbers), wire)
+    return wire
+
+
+_last_list: tuple[tuple[int, int, int], list[int], bytes] | None = None
+
+
+def saved_result(returns: tuple[str, ...], uids: Sequence[int]) -> frozenset[int]:
+    """What SAVE keeps as `$` (RFC 5182 2.4), as UIDs (`uids`: those found, in order): with
+    MIN and/or MAX and neither ALL nor COUNT, only the message(s) those name; otherwise
+    every message found."""
+    if not uids or "ALL" in returns or "COUNT" in returns or not {"MIN", "MAX"} & set(returns):
+        return frozenset(uids)
     # Sequence order is UID order, so the lowest (highest) number is the lowest (highest) UID.
     kept: set[int] = set()
     if "MIN" in returns:
-        kept.add(matched[0].uid)
+        kept.add(uids[0])
     if "MAX" in returns:
-        kept.add(matched[-1].uid)
+        kept.add(uids[-1])
     return frozenset(kept)
 
 

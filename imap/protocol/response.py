@@ -9,7 +9,7 @@ a literal8 (RFC 3516).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Union
 
@@ -124,6 +124,90 @@ class Data(Response):
 
     def to_bytes(self) -> bytes:
         return b"* " + b" ".join(serialise(v) for v in self.items) + b"\r\n"
+
+
+class Wire(Response):
+    """Responses already in wire form, as pieces written one after the other: the FETCH
+    lines of many messages at once (`imap.commands.fetch`), built as bytes rather than as
+    `Data` trees (a 10,000-message FETCH would otherwise allocate some 100,000 objects for
+    the garbage collector to walk). A message's stored bytes stay a piece of their own, so
+    they are never copied into a bigger buffer on their way to the socket."""
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self.pieces)
+
+    def __repr__(self) -> str:
+        return f"Wire({sum(len(p) for p in self.pieces)} bytes in {len(self.pieces)} pieces)"
+
+
+class Stream(Response):
+    """Responses produced while the first of them are being written: a FETCH of many stored
+    messages reads them chunk by chunk (`rest`, one `Wire` or None per chunk), so the client
+    reads the first while the server reads the next, and no more than a chunk of a folder's
+    ciphertext is held at a time. The asyncio layer writes `parts()` as they come; `settle`
+    produces what is left at once, for whoever needs the whole bytes (a command pipelined
+    after it runs only once it is answered: `Session.process`).
+
+    A chunk that cannot be read (the storage went away) ends the stream: `failed` holds why,
+    and the connection is closed after what was produced, since the tagged completion that
+    follows would tell the client it had every message."""
+
+    def __init__(self, first: Wire, rest: AsyncIterator[Wire | None]) -> None:
+        self._parts: list[Wire] = [first]
+        self._rest: AsyncIterator[Wire | None] | None = rest
+        self.failed: Exception | None = None
+
+    async def parts(self) -> AsyncIterator[Wire]:
+        """Each part once, in order: those already produced, then the rest as it is read."""
+        i = 0
+        while True:
+            while i < len(self._parts):
+                yield self._parts[i]
+                i += 1
+            if not await self._next():
+                return
+
+    async def _next(self) -> bool:
+        """Produce one more part; False at the end (or once it failed)."""
+        while self._rest is not None:
+            try:
+                part = await anext(self._rest)
+            except StopAsyncIteration:
+                self._rest = None
+                return False
+            except Exception as exc:  # noqa: BLE001 - kept for the I/O layer, which closes the connection
+                self._rest = None
+                self.failed = exc
+                return False
+            if part is not None:
+                self._parts.append(part)
+                return True
+        return False
+
+    async def settle(self) -> None:
+        while await self._next():
+            pass
+
+    @property
+    def settled(self) -> bool:
+        return self._rest is None
+
+    def to_bytes(self) -> bytes:
+        if self._rest is not None:
+            raise RuntimeError("Stream.to_bytes before settle()")
+        return b"".join(p.to_bytes() for p in self._parts)
+
+
+async def settle(outputs: Sequence[object]) -> None:
+    """Produce every `Stream` among `outputs` to its end."""
+    for o in outputs:
+        if isinstance(o, Stream) and not o.settled:
+            await o.settle()
 
 
 @dataclass(frozen=True)

@@ -177,12 +177,13 @@ class Driver:
         self.actions: list = []
 
     async def send(self, data: bytes | str) -> bytes:
-        from imap.protocol.response import Response
+        from imap.protocol.response import Response, settle
 
         if isinstance(data, str):
             data = data.encode()
         self.session.feed(data)
         out = await self.session.process()
+        await settle(out)  # a FETCH of many messages comes as a `Stream`: read it to its end
         self.actions += [o for o in out if not isinstance(o, Response)]
         return b"".join(o.to_bytes() for o in out if isinstance(o, Response))
 

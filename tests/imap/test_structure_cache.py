@@ -8,6 +8,7 @@ from imap_fakes import ALICE, sample
 from sqlalchemy import text
 
 from imap.structure import Structure, derive
+from mss.structure_cache import StructureCache
 
 
 async def _kept(core) -> dict[int, bytes | None]:
@@ -53,6 +54,7 @@ async def test_copies_keep_it_and_a_damaged_value_is_derived_again(core, alice) 
     assert list((await _kept(core)).values()) == [(await _kept(core))[1]] * 2  # copied as it is
     async with core.engine.begin() as c:
         await c.execute(text("UPDATE message SET structure = :b"), {"b": b"MSS1\x00\x00"})
+    core.store.structure_cache = StructureCache()  # as a node that has not read them yet
     counter = _CountingContent(core.store)
     assert await alice.line("f FETCH 1 (ENVELOPE)") == want
     assert counter.read == 1
