@@ -18,7 +18,6 @@ and the reason instead of ending in a silent EOF.
 from __future__ import annotations
 
 import asyncio
-import asyncio.sslproto as sslproto
 import logging
 import ssl
 from collections.abc import Callable, Sequence
@@ -30,8 +29,9 @@ from imap.state import UNAUTHENTICATED, State
 from mss import metrics
 from mss.admission import CLOSE_GRACE_S, Admission, Ticket, close_soon
 from mss.peers import format_peer
-from mss.services import ImapServices
+from mss.services import FolderWatch, ImapServices
 from mss.tls import peer_certificate_der
+from mss.tls_protocol import server_tls_protocol
 
 log = logging.getLogger("mss.imap")
 
@@ -75,32 +75,37 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._eof = False
-        self._readable = asyncio.Event()
+        #: What a reader waits on (`read`, `wait_input`): one future while someone waits,
+        #: none otherwise, so an idle connection holds no `asyncio.Event` and no deque.
+        self._waiter: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
-        self.closed = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         if self._on_made is not None:
             self._on_made(self)
 
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def data_received(self, data: bytes) -> None:
         self._buf += data
-        self._readable.set()
+        self._wake()
         if len(self._buf) > 4 * _READ_CHUNK and self.transport is not None:
             self.transport.pause_reading()  # the session catches up first
 
     def eof_received(self) -> bool:
         self._eof = True
-        self._readable.set()
+        self._wake()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
-        self._readable.set()
+        self._wake()
         self._writable.set()
-        self.closed.set()
         if self.ticket is not None:
             self.ticket.release()  # only now: a closing connection keeps its slot (mss.admission)
 
@@ -110,11 +115,34 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writable.set()
 
+    @property
+    def has_input(self) -> bool:
+        """Whether `read` would return at once (bytes buffered, or the end of the stream)."""
+        return bool(self._buf) or self._eof
+
+    async def wait_input(self, also: FolderWatch | None = None, timeout: float | None = None) -> None:
+        """Wait until input is buffered, `also` fires, or `timeout` passes: one future and one
+        timer, woken by `data_received` or the watch's callback. Cancel-safe."""
+        if self.has_input or (also is not None and also.fired):
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        if also is not None:
+            also.wake = self._wake
+        timer = loop.call_later(timeout, self._wake) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if also is not None:
+                also.wake = None
+            if timer is not None:
+                timer.cancel()
+
     async def read(self) -> bytes:
         """Buffered bytes, waiting for some; b"" at end of stream. Cancel-safe."""
-        while not self._buf and not self._eof:
-            self._readable.clear()
-            await self._readable.wait()
+        while not self.has_input:
+            await self.wait_input()
         data = bytes(self._buf)
         self._buf.clear()
         if self.transport is not None and not self._eof:
@@ -181,9 +209,7 @@ class _ImplicitTLS(asyncio.Protocol):
         if isinstance(ticket, str):
             log.warning("imap connection refused peer=%s reason=%s", peer, ticket)
         waiter = loop.create_future()
-        tls = sslproto.SSLProtocol(
-            loop, self.app(ticket), self.ctx, waiter, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S
-        )
+        tls = server_tls_protocol(loop, self.app(ticket), self.ctx, waiter, handshake_timeout=HANDSHAKE_TIMEOUT_S)
         transport.set_protocol(tls)  # type: ignore[attr-defined]
         tls.connection_made(transport)
 
@@ -259,7 +285,9 @@ async def serve_connection(
         while session.state is not State.LOGOUT:
             outputs = await session.process()
             starttls = any(isinstance(o, StartTLS) for o in outputs)
-            if not await _send(conn, outputs):
+            sent = await _send(conn, outputs)
+            del outputs  # not kept alive while the connection waits (a SELECT's answer, say)
+            if not sent:
                 return
             if starttls:
                 conn.discard_input()  # nothing sent in clear after STARTTLS is kept
@@ -313,31 +341,24 @@ async def serve_connection(
 
 async def _read_or_idle(conn: _Connection, session: Session, timeout: float) -> bytes | None:
     """The next input, pushing IDLE updates meanwhile. None on timeout."""
-    if session.idle is None or session.idle.watch is None:
-        try:
-            return await asyncio.wait_for(conn.read(), timeout)
-        except TimeoutError:
-            return None
+    watch = session.idle.watch if session.idle is not None else None
+    if watch is None:
+        await conn.wait_input(None, timeout)
+        return await conn.read() if conn.has_input else None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    read = asyncio.ensure_future(conn.read())
-    try:
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                return None
-            change = asyncio.ensure_future(session.idle.watch.wait(left))
-            done, _ = await asyncio.wait({read, change}, return_when=asyncio.FIRST_COMPLETED)
-            if read in done:
-                change.cancel()
-                return read.result()
-            if change.result():
-                updates = await session.idle_updates()
-                if updates and not await _send(conn, updates):
-                    return b""
-    finally:
-        if not read.done():
-            read.cancel()
+    while True:
+        if conn.has_input:
+            return await conn.read()
+        if watch.take():
+            updates = await session.idle_updates()
+            if updates and not await _send(conn, updates):
+                return b""
+            continue
+        left = deadline - loop.time()
+        if left <= 0:
+            return None
+        await conn.wait_input(watch, left)
 
 
 async def start(
