@@ -1,5 +1,5 @@
 """IDLE fan-out (issue 12): a delivery reaches every idler of a folder with the right untagged
-responses, through the arrivals-only path (`FolderView._arrivals_only`) when nothing else
+responses, through the arrivals-only path (`FolderView.arrivals_only`) when nothing else
 changed, and through the full diff when an idler is behind or flags or expunges came too.
 Sans-IO sessions on the real Store (SQLite) and Events; the last test goes over real sockets."""
 
@@ -51,13 +51,13 @@ async def test_arrival_uses_the_fast_path_and_a_flag_change_the_full_diff(core, 
     await seed(core, 2)
     d = await idling(make_session)
     paths: list[str] = []
-    fast = FolderView._sync_arrivals
+    fast = FolderView.sync_arrivals
 
     def spy(self, *args, **kwargs):
         paths.append("arrivals")
         return fast(self, *args, **kwargs)
 
-    monkeypatch.setattr(FolderView, "_sync_arrivals", spy)
+    monkeypatch.setattr(FolderView, "sync_arrivals", spy)
     await core.deliver(ALICE, sample("one"))
     assert (await pushed(d)).startswith("* 3 EXISTS\r\n")
     assert paths == ["arrivals"]
@@ -127,7 +127,7 @@ async def test_idler_with_its_own_flag_change_pending_takes_the_full_diff(core, 
     assert out.startswith("* 3 EXISTS\r\n") and "FETCH" not in out  # told of its own flag already
 
 
-def test_arrivals_only_refuses_every_state_that_is_not_a_pure_arrival():
+def testarrivals_only_refuses_every_state_that_is_not_a_pure_arrival():
     from datetime import UTC, datetime
 
     from mss.records import FolderInfo, MessageMeta
@@ -140,20 +140,32 @@ def test_arrivals_only_refuses_every_state_that_is_not_a_pure_arrival():
     info = FolderInfo(1, "a@test", "INBOX", 1, 3, 2, None, True)
     view = FolderView(info, [meta(1, 1), meta(2, 2)], readonly=False)
     grown = [meta(1, 1), meta(2, 2), meta(3, 3)]
-    assert view._arrivals_only(grown, (4, 3)) == 2
-    assert view._arrivals_only(grown, (4, 4)) is None  # one more MODSEQ than UIDs: a flag or expunge
-    assert view._arrivals_only([meta(1, 1), meta(3, 3)], (4, 4)) is None  # 2 expunged
-    assert view._arrivals_only(grown, None) is None
+    assert view.arrivals_only(grown, (4, 3)) == 2
+    assert view.arrivals_only(grown, (4, 4)) is None  # one more MODSEQ than UIDs: a flag or expunge
+    assert view.arrivals_only([meta(1, 1), meta(3, 3)], (4, 4)) is None  # 2 expunged
+    assert view.arrivals_only(grown, None) is None
     view.synced_state = None
-    assert view._arrivals_only(grown, (4, 3)) is None
+    assert view.arrivals_only(grown, (4, 3)) is None
 
 
 @pytest.mark.timeout(60)
-async def test_idlers_over_real_tls_sockets_all_receive_exists(deployment):
+async def test_idlers_over_real_tls_sockets_all_receive_exists(deployment, monkeypatch):
     """Several IMAPS clients in IDLE on one folder (each with its TLS read buffer shared,
-    `mss.tls_protocol`), one APPEND by another connection: every idler reads `* n EXISTS`."""
+    `mss.tls_protocol`), one APPEND by another connection: every idler reads `* n EXISTS`,
+    most of them written by the fan-out in one pass (`imap.server._Fanout`) rather than by
+    their own session's sync."""
     from imap import server as imap_server
+    from imap.session import Session
     from mss.core import Core
+
+    own_syncs = []
+    idle_updates = Session.idle_updates
+
+    async def counted(self):
+        own_syncs.append(self)
+        return await idle_updates(self)
+
+    monkeypatch.setattr(Session, "idle_updates", counted)
 
     settings = deployment.settings()
     settings = settings.model_copy(update={"listen": settings.listen.model_copy(update={"imap": 0, "imaps": 0})})
@@ -191,6 +203,7 @@ async def test_idlers_over_real_tls_sockets_all_receive_exists(deployment):
 
         got = await asyncio.gather(*(exists(r) for r in readers))
         assert got == [b"* 1 EXISTS\r\n"] * len(readers)
+        assert 1 <= len(own_syncs) < len(readers)  # the one that took \\Recent, maybe a few more
     finally:
         for w in writers:
             w.close()
