@@ -20,8 +20,15 @@ per connection (the server its accepted sockets, this one its clients), so the s
 RLIMIT_NOFILE is raised to the hard limit's reach in this process, which the server inherits.
 
 The issue's targets: under 30 KB per idle connection, push p99 under 1 s for 5,000 idlers.
-Dovecot is not run beside it: its one-process-per-connection model needs a process limit
-raised for thousands of idlers, and its figure (about 500 KB each) is known.
+Dovecot is not run beside it (yet): its one-process-per-connection model needs its process
+and per-user connection limits raised for thousands of idlers, each `imap` process wants an
+inotify instance (the kernel's default is 128 per user, after which Dovecot polls every
+`mailbox_idle_check_interval`, 30 s), and the fair comparison for idle memory is Dovecot with
+`imap_hibernate_timeout` (idle clients moved into one `imap-hibernate` process). Its figure
+without hibernation (about 500 KB each) is known.
+
+The latency is the client's view: one client process reads every idler's TLS record, so at
+thousands of idlers it adds its own delay; the server CPU per idler is the figure to compare.
 """
 
 from __future__ import annotations
