@@ -18,7 +18,6 @@ and the reason instead of ending in a silent EOF.
 from __future__ import annotations
 
 import asyncio
-import asyncio.sslproto as sslproto
 import logging
 import ssl
 from collections.abc import Callable, Iterable, Sequence
@@ -30,8 +29,9 @@ from imap.state import UNAUTHENTICATED, State
 from mss import metrics
 from mss.admission import CLOSE_GRACE_S, Admission, Ticket, close_soon
 from mss.peers import format_peer
-from mss.services import ImapServices
+from mss.services import FolderWatch, ImapServices
 from mss.tls import peer_certificate_der
+from mss.tls_protocol import server_tls_protocol
 
 log = logging.getLogger("mss.imap")
 
@@ -75,32 +75,37 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._eof = False
-        self._readable = asyncio.Event()
+        #: What a reader waits on (`read`, `wait_input`): one future while someone waits,
+        #: none otherwise, so an idle connection holds no `asyncio.Event` and no deque.
+        self._waiter: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
-        self.closed = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         if self._on_made is not None:
             self._on_made(self)
 
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def data_received(self, data: bytes) -> None:
         self._buf += data
-        self._readable.set()
+        self._wake()
         if len(self._buf) > 4 * _READ_CHUNK and self.transport is not None:
             self.transport.pause_reading()  # the session catches up first
 
     def eof_received(self) -> bool:
         self._eof = True
-        self._readable.set()
+        self._wake()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
-        self._readable.set()
+        self._wake()
         self._writable.set()
-        self.closed.set()
         if self.ticket is not None:
             self.ticket.release()  # only now: a closing connection keeps its slot (mss.admission)
 
@@ -110,11 +115,41 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writable.set()
 
+    @property
+    def has_input(self) -> bool:
+        """Whether `read` would return at once (bytes buffered, or the end of the stream)."""
+        return bool(self._buf) or self._eof
+
+    async def wait_input(
+        self,
+        also: FolderWatch | None = None,
+        timeout: float | None = None,
+        on_fire: Callable[[], None] | None = None,
+    ) -> None:
+        """Wait until input is buffered, `also` fires, or `timeout` passes: one future and one
+        timer, woken by `data_received` or the watch's callback. `on_fire`, if given, is
+        called instead of waking when `also` fires (the IDLE fan-out answers for this
+        connection, or wakes it). Cancel-safe."""
+        if self.has_input or (also is not None and also.fired):
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        if also is not None:
+            also.wake = on_fire or self._wake
+        timer = loop.call_later(timeout, self._wake) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if also is not None:
+                also.wake = None
+            if timer is not None:
+                timer.cancel()
+
     async def read(self) -> bytes:
         """Buffered bytes, waiting for some; b"" at end of stream. Cancel-safe."""
-        while not self._buf and not self._eof:
-            self._readable.clear()
-            await self._readable.wait()
+        while not self.has_input:
+            await self.wait_input()
         data = bytes(self._buf)
         self._buf.clear()
         if self.transport is not None and not self._eof:
@@ -215,9 +250,7 @@ class _ImplicitTLS(asyncio.Protocol):
         if isinstance(ticket, str):
             log.warning("imap connection refused peer=%s reason=%s", peer, ticket)
         waiter = loop.create_future()
-        tls = sslproto.SSLProtocol(
-            loop, self.app(ticket), self.ctx, waiter, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S
-        )
+        tls = server_tls_protocol(loop, self.app(ticket), self.ctx, waiter, handshake_timeout=HANDSHAKE_TIMEOUT_S)
         transport.set_protocol(tls)  # type: ignore[attr-defined]
         tls.connection_made(transport)
 
@@ -293,7 +326,9 @@ async def serve_connection(
         while session.state is not State.LOGOUT:
             outputs = await session.process()
             starttls = any(isinstance(o, StartTLS) for o in outputs)
-            if not await _send(conn, outputs):
+            sent = await _send(conn, outputs)
+            del outputs  # not kept alive while the connection waits (a SELECT's answer, say)
+            if not sent:
                 return
             if starttls:
                 conn.discard_input()  # nothing sent in clear after STARTTLS is kept
@@ -347,31 +382,140 @@ async def serve_connection(
 
 async def _read_or_idle(conn: _Connection, session: Session, timeout: float) -> bytes | None:
     """The next input, pushing IDLE updates meanwhile. None on timeout."""
-    if session.idle is None or session.idle.watch is None:
-        try:
-            return await asyncio.wait_for(conn.read(), timeout)
-        except TimeoutError:
-            return None
+    watch = session.idle.watch if session.idle is not None else None
+    if watch is None:
+        await conn.wait_input(None, timeout)
+        return await conn.read() if conn.has_input else None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    read = asyncio.ensure_future(conn.read())
-    try:
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                return None
-            change = asyncio.ensure_future(session.idle.watch.wait(left))
-            done, _ = await asyncio.wait({read, change}, return_when=asyncio.FIRST_COMPLETED)
-            if read in done:
-                change.cancel()
-                return read.result()
-            if change.result():
-                updates = await session.idle_updates()
-                if updates and not await _send(conn, updates):
-                    return b""
-    finally:
-        if not read.done():
-            read.cancel()
+    idler = _Idler(conn, session, watch)
+    while True:
+        if conn.has_input:
+            return await conn.read()
+        if watch.take():
+            updates = await session.idle_updates()
+            if updates and not await _send(conn, updates):
+                return b""
+            continue
+        left = deadline - loop.time()
+        if left <= 0:
+            return None
+        idler.waiting = True
+        try:
+            await conn.wait_input(watch, left, on_fire=idler.fired)
+        finally:
+            idler.waiting = False
+
+
+class _Idler:
+    """A session waiting in IDLE, as the fan-out sees it."""
+
+    __slots__ = ("conn", "session", "waiting", "watch")
+
+    def __init__(self, conn: _Connection, session: Session, watch: FolderWatch) -> None:
+        self.conn = conn
+        self.session = session
+        self.watch = watch
+        #: In `wait_input`: its task is parked, the fan-out may answer for it.
+        self.waiting = False
+
+    def fired(self) -> None:
+        _FANOUT.poke(self)
+
+    def wake(self) -> None:
+        """Let the session's own task sync (the full diff, the \\Recent claim)."""
+        self.watch.fired = True
+        self.conn._wake()
+
+
+class _Fanout:
+    """One delivery, thousands of idlers on the folder: told in one pass (issue 12).
+
+    The watches that fire in one turn of the loop are gathered; per folder (and mailbox),
+    one session's task is woken to sync by itself (it takes the \\Recent claim, RFC 3501
+    2.3.2), the folder's state and list are read once, and every other idler whose view was
+    up to date and for which only new messages came (`FolderView.arrivals_only`) is told
+    `* n EXISTS` here, its bytes encoded once for all who are told the same, written straight
+    to its transport: no task switch, no timer, no await per idler. Any other idler (behind,
+    flags or expunges came, its writes paused by a slow reader) is woken to sync by itself."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[object, ...], list[_Idler]] = {}
+        self._scheduled = False
+
+    def poke(self, idler: _Idler) -> None:
+        view = idler.session.view
+        if view is None:
+            idler.wake()
+            return
+        key = (view.info.id, idler.session.mailbox, idler.session.principal)
+        self._pending.setdefault(key, []).append(idler)
+        if not self._scheduled:
+            self._scheduled = True
+            loop = asyncio.get_running_loop()
+            task = loop.create_task(self._flush())
+            _TASKS.add(task)
+            task.add_done_callback(_TASKS.discard)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # the rest of this turn's wake-ups join in
+        self._scheduled = False
+        groups, self._pending = self._pending, {}
+        await asyncio.gather(*(self._fan_out(idlers) for idlers in groups.values()))
+
+    async def _fan_out(self, idlers: list[_Idler]) -> None:
+        if len(idlers) < 2:
+            for i in idlers:
+                i.wake()
+            return
+        # The one that syncs by itself: the first that may claim \Recent.
+        first = next((i for i in idlers if i.session.view and not i.session.view.readonly), idlers[0])
+        first.wake()
+        rest = [i for i in idlers if i is not first]
+        try:
+            box, info = first.session.box, first.session.folder.info
+            state = await box.folder_state(info)  # shared with `first`'s own read
+            metas = await box.messages(info, state) if state is not None else None
+        except Exception:  # noqa: BLE001 - each idler then syncs by itself and meets (and logs) it its own way
+            for i in rest:
+                i.wake()
+            return
+        if state is None or metas is None:
+            for i in rest:
+                i.wake()
+            return
+        at = (state.uidnext, state.highestmodseq)
+        encoded: dict[tuple[object, ...], bytes] = {}
+        for i in rest:
+            view, transport = i.session.view, i.conn.transport
+            if (
+                not i.waiting
+                or i.session.idle is None
+                or i.session.idle.watch is not i.watch
+                or view is None
+                or transport is None
+                or transport.is_closing()
+                or not i.conn._writable.is_set()
+            ):
+                i.wake()
+                continue
+            start = view.arrivals_only(metas, at)
+            if start is None:
+                i.wake()
+                continue
+            updates = view.sync_arrivals(metas, start, at, None)
+            i.watch.fired = False  # answered: its task has nothing to sync when it next looks
+            try:
+                key: tuple[object, ...] = tuple(updates)
+                data = encoded.get(key)
+                if data is None:
+                    data = encoded[key] = b"".join(r.to_bytes() for r in updates)
+            except TypeError:  # an unhashable response (a FLAGS list): encoded for this one
+                data = b"".join(r.to_bytes() for r in updates)
+            transport.write(data)
+
+
+_FANOUT = _Fanout()
 
 
 async def start(

@@ -67,6 +67,11 @@ class FolderCache:
             n = self._unseen[folder_id] = sum(1 for m in entry[2] if "\\Seen" not in m.flags)
         return n
 
+    def holds(self, folder_id: int, mailbox: str, state: tuple[int, int]) -> bool:
+        """Whether the list read under `state` is here (not counted as a hit or a miss)."""
+        entry = self._entries.get(folder_id)
+        return entry is not None and entry[0] == mailbox and entry[1] == state
+
     def put(self, folder_id: int, mailbox: str, state: tuple[int, int], metas: Sequence[MessageMeta]) -> None:
         if len(metas) > self.max_messages:
             return

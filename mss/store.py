@@ -321,15 +321,14 @@ class Store:
         no other session sees those messages as recent. One write, through the group
         committer (serialised with the deliveries to this mailbox); nothing to claim, no write.
 
-        While one claim for the folder is in flight, another caller gets nothing (an empty
-        range at its end) instead of a write of its own: every IDLE session on the folder
-        tries at once when mail arrives, and only one may have it. A message that lands
-        after that claim read UIDNEXT wakes the sessions again and is claimed then."""
+        While one claim for the folder is in flight, another caller gets nothing at once (an
+        empty range, (0, 0)) instead of a write of its own, and does not wait for the claim's
+        commit: every IDLE session on the folder tries at once when mail arrives, only one
+        may have it, and the others' `* n EXISTS` need not wait for its fsync. A message that
+        lands after that claim read UIDNEXT wakes the sessions again and is claimed then."""
         key = (mailbox.lower(), folder_id)
-        pending = self._claims.get(key)
-        if pending is not None:
-            _, end = await asyncio.shield(pending)
-            return end, end
+        if key in self._claims:
+            return 0, 0
         pending = asyncio.ensure_future(self._claim_recent(mailbox, folder_id))
         self._claims[key] = pending
         pending.add_done_callback(lambda _: self._claims.pop(key, None))
@@ -374,6 +373,10 @@ class Store:
         return await asyncio.shield(pending)
 
     async def _read_state(self, mailbox: str, folder_id: int) -> tuple[int, int, int] | None:
+        """The state row; and when the folder cache has no list for that state, the list
+        too, in the same read: whoever asks for a folder's state asks for its list next
+        when the state moved (`imap.session.Session.sync`), and thousands of IDLE sessions
+        woken by one delivery then find it cached instead of waiting for a second read."""
         async with self.sessions() as s:
             row = (
                 await s.execute(
@@ -382,7 +385,12 @@ class Store:
                     )
                 )
             ).first()
-        return (row[0], row[1], row[2]) if row else None
+            if row is None:
+                return None
+            state = (row[0], row[1])
+            if not self.folder_cache.holds(folder_id, mailbox, state):
+                self.folder_cache.put(folder_id, mailbox, state, await self._read_messages(s, mailbox, folder_id))
+        return (row[0], row[1], row[2])
 
     def _changed(self, folder_id: int) -> None:
         """An event for `folder_id`: reads of its state started before it are not shared on."""

@@ -29,7 +29,6 @@ of what a health messaging server must do (DESIGN.md, Known ground and Bad input
 from __future__ import annotations
 
 import asyncio
-import asyncio.sslproto as sslproto
 import base64
 import collections
 import logging
@@ -45,6 +44,7 @@ from mss.config import Settings
 from mss.peers import format_peer
 from mss.records import MailDsn, RcptDsn
 from mss.services import SmtpServices
+from mss.tls_protocol import server_tls_protocol
 from smtp import auth as sasl
 from smtp.data import DataLines
 from smtp.dsn_params import DsnSyntaxError, parse_mail_params, parse_rcpt_params
@@ -545,14 +545,7 @@ class ImplicitTLS(asyncio.Protocol):
             # Closed during the handshake: nothing can be said in clear inside TLS.
             ticket.on_evict = lambda reason: _closing_silently(transport, reason, peer)
         app: asyncio.Protocol = _Refused(ticket) if isinstance(ticket, str) else self.factory(ticket)
-        tls = sslproto.SSLProtocol(
-            loop,
-            app,
-            self.context,
-            waiter,
-            server_side=True,
-            ssl_handshake_timeout=self.handshake_timeout,
-        )
+        tls = server_tls_protocol(loop, app, self.context, waiter, handshake_timeout=self.handshake_timeout)
         transport.set_protocol(tls)  # type: ignore[attr-defined]
         tls.connection_made(transport)
 
