@@ -22,6 +22,7 @@ from imap import names
 from imap.actions import Action, Close, Output, PendingAuthentication, StartTLS
 from imap.commands import HANDLERS
 from imap.commands.auth import continue_authenticate
+from imap.namespaces import Namespaces
 from imap.protocol.commands import Command, Fetch, Logout, Search, Select, Sort, Store, Thread, UidCommand, Unselect
 from imap.protocol.parser import ContinuationNeeded, Limits, ParseError, Parser, RawLine
 from imap.protocol.response import Continue, Response, Status, bad, bye, no, ok
@@ -39,7 +40,7 @@ from imap.state import (
 from imap.view import FolderView
 from mss.principal import Principal
 from mss.refusals import Refusal, storage_unavailable
-from mss.services import Authentication, ClientConnection, FolderWatch, ImapServices, MailboxHandle
+from mss.services import Authentication, ClientConnection, FolderWatch, ImapServices
 
 __all__ = ["Action", "Close", "Idle", "Output", "PendingAuthentication", "Session", "StartTLS", "State"]
 
@@ -87,7 +88,8 @@ class Session:
             Limits(line=lim.imap_line, literal=min(lim.imap_literal, PREAUTH_LITERAL), nesting=lim.imap_nesting)
         )
         self.client_certificate: bytes | None = None
-        self.handle: MailboxHandle | None = None  # the one mailbox this session is bound to
+        #: Its own mailbox, and the shared ones under the shared namespace (`imap.namespaces`).
+        self.handle: Namespaces | None = None
         self.view: FolderView | None = None
         self.idle: Idle | None = None
         self.enabled: set[str] = set()
@@ -196,6 +198,8 @@ class Session:
             "QRESYNC",
             "BINARY",  # RFC 3516
             "UTF8=ACCEPT",  # RFC 6855
+            "ACL",  # RFC 4314: rights are the operator's to set (SETACL is NO [NOPERM])
+            "RIGHTS=texk",  # RFC 4314 2.2: the RFC 4314 rights, not RFC 2086's "c" and "d"
         ]
 
     def greeting(self) -> list[Response]:
@@ -207,7 +211,7 @@ class Session:
     def apply(self, event: Literal[Event.AUTH_CONTINUE], data: PendingAuthentication) -> None: ...
 
     @overload
-    def apply(self, event: Literal[Event.AUTH_OK], data: MailboxHandle) -> None: ...
+    def apply(self, event: Literal[Event.AUTH_OK], data: Namespaces) -> None: ...
 
     @overload
     def apply(self, event: Literal[Event.SELECT_OK], data: FolderView) -> None: ...
@@ -230,7 +234,7 @@ class Session:
         ],
     ) -> None: ...
 
-    def apply(self, event: Event, data: PendingAuthentication | MailboxHandle | FolderView | str | None = None) -> None:
+    def apply(self, event: Event, data: PendingAuthentication | Namespaces | FolderView | str | None = None) -> None:
         """Fire `event`: the one place the session's state changes (`imap.state.TRANSITIONS`).
 
         `data` is what the new state keeps: the exchange waiting for its next line
@@ -252,7 +256,7 @@ class Session:
             self.pending_auth = data
             self.parser.expect_line()  # the response is no command: read it raw
         elif event is Event.AUTH_OK:
-            if data is None or isinstance(data, (PendingAuthentication, FolderView, str)):
+            if not isinstance(data, Namespaces):
                 raise LocalProtocolError("AUTH_OK needs the opened mailbox")
             self.pending_auth = None
             self.handle = data
@@ -426,7 +430,7 @@ class Session:
         )
 
     @property
-    def box(self) -> MailboxHandle:
+    def box(self) -> Namespaces:
         """The authenticated session's mailbox (the dispatcher lets no command that needs
         it run before authentication)."""
         if self.handle is None:  # pragma: no cover - the state table forbids it

@@ -20,7 +20,9 @@ async def core(fresh_deployment):
 
 
 def _principal(entry: dict, *more: str) -> Principal:
-    return Principal("PS", "810000000001", "x", frozenset({entry["address"], *more}), entry["address"])
+    """The professional owning `entry` (their real idNat_PS: a member's rights on an ORG
+    mailbox are read from the directory, `mss.rights`)."""
+    return Principal("PS", entry["idnat"], "x", frozenset({entry["address"], *more}), entry["address"])
 
 
 async def test_a_handle_cannot_be_had_for_someone_elses_mailbox(core, fresh_deployment):

@@ -123,7 +123,8 @@ async def list_(session: Session, cmd: List) -> list[Response]:
             if childinfo:
                 extra = [["CHILDINFO", [o for o in cmd.select if o in _CRITERIA]]]
         if f is None and not attrs:
-            attrs.append("\\NonExistent" if extended else "\\Noselect")
+            # The levels of the shared namespace are \Noselect (RFC 3501 7.2.2), not missing.
+            attrs.append("\\NonExistent" if extended and not session.box.is_level(name) else "\\Noselect")
         attrs.append("\\HasChildren" if below else "\\HasNoChildren")
         if f is not None and show_subscribed and f.subscribed:
             attrs.append("\\Subscribed")

@@ -46,7 +46,7 @@ async def getquotaroot(session: Session, cmd: GetQuotaRoot) -> list[Response]:
     info = await session.box.folder(cmd.mailbox)
     if info is None:
         return [no(cmd.tag, f"No folder {cmd.mailbox}", "NONEXISTENT")]
-    quota = quota_response(await session.box.quota())
+    quota = quota_response(await session.box.quota_of(info))
     if quota is None:
         return [Data(Atom("QUOTAROOT"), info.name), ok(cmd.tag, "GETQUOTAROOT completed")]
     return [Data(Atom("QUOTAROOT"), info.name, ROOT), quota, ok(cmd.tag, "GETQUOTAROOT completed")]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from annuaire.model import Base as DirectoryBase
 from mss.auth import CoreCredentials
 from mss.config import Settings
 from mss.db.engine import create_engine, sessionmaker
@@ -137,6 +138,7 @@ async def open_test_core(db: Path) -> ImapTestCore:
     engine = create_engine(f"sqlite+aiosqlite:///{db}")
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
+        await conn.run_sync(DirectoryBase.metadata.create_all)  # rights read local_mailbox
     events = Events()
     store = Store(sessionmaker(engine), events)
     sealer = FakeSealer()

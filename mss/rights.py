@@ -1,0 +1,149 @@
+"""Who may do what on a mailbox: RFC 4314 rights, decided in the core.
+
+RFC 4314 2.1 names eleven rights, one letter each:
+
+    l lookup (LIST)              r read (SELECT, FETCH, SEARCH, STATUS, COPY from)
+    s keep \\Seen                w write the other flags and keywords
+    i insert (APPEND, COPY into) p post (submission to the folder's address: not used here)
+    k create folders             x delete and rename folders
+    t delete messages (\\Deleted) e expunge
+    a administer (SETACL ...)
+
+Who gets which:
+
+- the owner of a PER mailbox, and a structure certificate on its own ORG or APP mailbox:
+  every right but "a" (`OWNER`): rights are administered by the operator, with
+  `mss mailbox grant` / `revoke`, never over IMAP;
+- a professional (PS principal) on an ORG mailbox: the rights of their membership
+  (`local_mailbox_member.rights`), whether they reach it in the shared namespace or by
+  naming it as SASL authorization identity: the ACL holds whichever way;
+- anyone else: nothing.
+
+Named grants (`mss mailbox grant --rights`): `read` = "lrs" (see the folders, read, keep
+their own \\Seen), `write` = "lrswite" (also flag, file in, delete and expunge; no folder
+creation, deletion or renaming). Letters may be given instead, checked against RFC 4314 2.1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mss.principal import Principal
+
+#: RFC 4314 2.1, in the RFC's order (the order rights are written in).
+RIGHTS = "lrswipkxtea"
+#: Every right but administration: what an owner has.
+OWNER = "lrswipkxte"
+#: The named grants of `mss mailbox grant --rights`.
+NAMED_RIGHTS: dict[str, str] = {"read": "lrs", "write": "lrswite"}
+#: The rights that make a SELECT read-write (RFC 4314 4: READ-ONLY when none of them).
+WRITE_RIGHTS = frozenset("stwie")
+
+__all__ = ["NAMED_RIGHTS", "OWNER", "RIGHTS", "Access", "DirectoryRights", "RightsError", "canonical", "parse_rights"]
+
+
+class RightsError(ValueError):
+    """Rights that are not RFC 4314 letters nor a named grant; the message says which."""
+
+
+def canonical(letters: str) -> str:
+    """`letters` in RFC order, each once."""
+    return "".join(c for c in RIGHTS if c in letters)
+
+
+def parse_rights(value: str) -> str:
+    """A named grant (`read`, `write`) or RFC 4314 2.1 letters, as canonical letters.
+
+    Raises RightsError for anything else, naming the unknown letters (the obsolete "c" and
+    "d" of RFC 2086 included: RFC 4314 2.1.1 split them into "k" and "x", "t", "e")."""
+    value = value.strip()
+    if value.lower() in NAMED_RIGHTS:
+        return NAMED_RIGHTS[value.lower()]
+    if not value:
+        raise RightsError("no rights given: use read, write or RFC 4314 letters (lrswipkxte)")
+    unknown = sorted({c for c in value if c not in RIGHTS})
+    if unknown:
+        hint = " (c and d are RFC 2086's: use k, or x, t and e, RFC 4314 2.1.1)" if set(unknown) & set("cd") else ""
+        raise RightsError(
+            f"unknown right(s) {''.join(unknown)!r}: use read, write or RFC 4314 letters among {RIGHTS}{hint}"
+        )
+    if "a" in value:
+        raise RightsError("'a' (administration) is the operator's: mss mailbox grant/revoke")
+    return canonical(value)
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a principal may do on one mailbox: its rights, and whose \\Seen it sees.
+
+    `reader`: the member (idNat_PS) whose own \\Seen is kept and shown (RFC 4314 4: \\Seen
+    is per user on a shared mailbox); None for the owner, who uses the mailbox-wide \\Seen."""
+
+    rights: str
+    reader: str | None = None
+
+    def has(self, right: str) -> bool:
+        return right in self.rights
+
+
+class DirectoryRights:
+    """`mss.services.MailboxRights` over the directory tables (`local_mailbox`,
+    `local_mailbox_member`). Read at every `MailAccess.open`, so a grant or revoke holds
+    from the member's next session (login) on."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def access(self, principal: Principal, mailbox: str) -> Access:
+        """The principal's rights on `mailbox` (module docstring); `Access("")` for none."""
+        from annuaire.model import LocalMailbox
+
+        address = mailbox.lower()
+        if not principal.may_use(address):
+            return Access("")
+        async with self._sessions() as s:
+            kind = (await s.execute(select(LocalMailbox.type).where(LocalMailbox.address == address))).scalar()
+            if kind == "ORG" and principal.kind == "PS":
+                return Access(await self._member_rights(s, principal, address), reader=principal.identifier)
+        return Access(OWNER)
+
+    async def shared(self, principal: Principal) -> dict[str, Access]:
+        """The ORG mailboxes this professional is a member of with the "l" right, by address
+        (none for a structure certificate, or once narrowed by an authorization identity)."""
+        from annuaire.model import LocalMailbox, LocalMailboxMember
+
+        if principal.kind != "PS" or principal.acting_as is not None:
+            return {}
+        person = select(LocalMailbox.address).where(LocalMailbox.idnat == principal.identifier)
+        async with self._sessions() as s:
+            rows = (
+                await s.execute(
+                    select(LocalMailboxMember.mailbox, LocalMailboxMember.rights).where(
+                        LocalMailboxMember.member.in_(person)
+                    )
+                )
+            ).all()
+        found: dict[str, str] = {}
+        for address, rights in rows:
+            found[address] = found.get(address, "") + (rights or "")
+        return {
+            a: Access(canonical(r), reader=principal.identifier)
+            for a, r in sorted(found.items())
+            if "l" in r and principal.may_use(a)
+        }
+
+    @staticmethod
+    async def _member_rights(s: AsyncSession, principal: Principal, address: str) -> str:
+        """The union of the memberships of the professional's PER mailboxes in `address`."""
+        from annuaire.model import LocalMailbox, LocalMailboxMember
+
+        person = select(LocalMailbox.address).where(LocalMailbox.idnat == principal.identifier)
+        rows = await s.execute(
+            select(LocalMailboxMember.rights).where(
+                LocalMailboxMember.mailbox == address, LocalMailboxMember.member.in_(person)
+            )
+        )
+        return canonical("".join(r or "" for r in rows.scalars()))
