@@ -72,6 +72,11 @@ class Handle:
         """Whether the principal reads this mailbox as one member of it (its own \\Seen)."""
         return self._reader is not None
 
+    @property
+    def _as_reader(self) -> dict[str, str]:
+        """The store's `reader` argument, given only for a member (whose \\Seen is theirs)."""
+        return {"reader": self._reader} if self._reader is not None else {}
+
     def _need(self, *rights: str) -> None:
         """Refuse unless the principal has every one of `rights` (RFC 4314 4)."""
         missing = "".join(r for r in rights if r not in self._access.rights)
@@ -111,13 +116,13 @@ class Handle:
         """Every folder, with the "l" right (RFC 4314 4, LIST); none without it."""
         if not self._access.has("l"):
             return []
-        found = await self._store.list_folders(self._address, self._reader)
+        found = await self._store.list_folders(self._address, **self._as_reader)
         self._issued.update(f.id for f in found)
         return found
 
     async def folder(self, name: str) -> FolderInfo | None:
         """The folder; its counts (what STATUS tells) only with the "r" right."""
-        info = await self._store.get_folder(self._address, name, self._reader)
+        info = await self._store.get_folder(self._address, name, **self._as_reader)
         if info is not None and not self._access.has("r"):
             info = replace(info, exists=0, unseen=0, recent=0)
         return self._issue(info)
@@ -139,7 +144,7 @@ class Handle:
     async def subscribe(self, name: str, subscribed: bool) -> None:
         """A member's subscription is their own (`member_subscription`)."""
         self._need("l")
-        await self._store.set_subscribed(self._address, name, subscribed, self._reader)
+        await self._store.set_subscribed(self._address, name, subscribed, **self._as_reader)
 
     async def folder_state(self, folder: FolderInfo) -> FolderState | None:
         self._need("r")
@@ -153,7 +158,7 @@ class Handle:
     async def messages(self, folder: FolderInfo, known: FolderState | None = None) -> list[MessageMeta]:
         self._need("r")
         at = (known.uidnext, known.highestmodseq) if known is not None else None
-        return await self._store.messages(self._address, self._own(folder), at, self._reader)
+        return await self._store.messages(self._address, self._own(folder), at, **self._as_reader)
 
     async def headers(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, OuterHeaders]:
         self._need("r")
@@ -194,7 +199,7 @@ class Handle:
             return [(list(uids), allowed, mode)] if allowed else []
         if not have:
             self._need("w")
-        metas = {m.uid: m for m in await self._store.messages(self._address, self._own(folder), None, self._reader)}
+        metas = {m.uid: m for m in await self._store.messages(self._address, self._own(folder), None, **self._as_reader)}
         groups: dict[frozenset[str], list[int]] = {}
         for uid in uids:
             m = metas.get(uid)
@@ -211,7 +216,7 @@ class Handle:
         fid = self._own(folder)
         done: list[MessageMeta] = []
         for group, target, how in await self._flag_plan(folder, uids, flags, mode):
-            done += await self._store.set_flags(self._address, fid, group, target, how, self._reader)
+            done += await self._store.set_flags(self._address, fid, group, target, how, **self._as_reader)
         return sorted(done, key=lambda m: m.uid)
 
     async def set_flags_unchanged_since(
@@ -223,7 +228,7 @@ class Handle:
         modified: list[int] = []
         for group, target, how in await self._flag_plan(folder, uids, flags, mode):
             d, m = await self._store.set_flags_unchanged_since(
-                self._address, fid, group, target, how, unchanged_since, self._reader
+                self._address, fid, group, target, how, unchanged_since, **self._as_reader
             )
             done += d
             modified += m
