@@ -199,7 +199,9 @@ class Handle:
             return [(list(uids), allowed, mode)] if allowed else []
         if not have:
             self._need("w")
-        metas = {m.uid: m for m in await self._store.messages(self._address, self._own(folder), None, **self._as_reader)}
+        metas = {
+            m.uid: m for m in await self._store.messages(self._address, self._own(folder), None, **self._as_reader)
+        }
         groups: dict[frozenset[str], list[int]] = {}
         for uid in uids:
             m = metas.get(uid)
@@ -356,7 +358,7 @@ class MailAccessService:
         address = (mailbox or principal.default_mailbox or "").lower()
         if not address:
             raise Refusal(Reason.NOT_ALLOWED, "No mailbox for this identity", f"{principal.identifier} has no mailbox")
-        if not principal.may_use(address):
+        if not principal.may_open(address):
             raise Refusal(
                 Reason.NOT_ALLOWED,
                 "Not allowed to open this mailbox",

@@ -102,20 +102,24 @@ class DirectoryRights:
         from annuaire.model import LocalMailbox
 
         address = mailbox.lower()
-        if not principal.may_use(address):
+        if not principal.may_open(address):
             return Access("")
         async with self._sessions() as s:
             kind = (await s.execute(select(LocalMailbox.type).where(LocalMailbox.address == address))).scalar()
             if kind == "ORG" and principal.kind == "PS":
                 return Access(await self._member_rights(s, principal, address), reader=principal.identifier)
+        if not principal.may_use(address):
+            return Access("")  # kept only to be read as a member: not an ORG mailbox
         return Access(OWNER)
 
     async def shared(self, principal: Principal) -> dict[str, Access]:
         """The ORG mailboxes this professional is a member of with the "l" right, by address
-        (none for a structure certificate, or once narrowed by an authorization identity)."""
+        (none for a structure certificate, nor once narrowed to another mailbox than its own
+        PER one: `Principal.shared_candidates`)."""
         from annuaire.model import LocalMailbox, LocalMailboxMember
 
-        if principal.kind != "PS" or principal.acting_as is not None:
+        candidates = principal.shared_candidates
+        if principal.kind != "PS" or not candidates:
             return {}
         person = select(LocalMailbox.address).where(LocalMailbox.idnat == principal.identifier)
         async with self._sessions() as s:
@@ -132,7 +136,7 @@ class DirectoryRights:
         return {
             a: Access(canonical(r), reader=principal.identifier)
             for a, r in sorted(found.items())
-            if "l" in r and principal.may_use(a)
+            if "l" in r and a in candidates
         }
 
     @staticmethod

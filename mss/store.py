@@ -1059,6 +1059,15 @@ class Store:
                 rows = [{"folder_id": dest_folder_id, "member": dest_reader, "uid": b} for a, b in pairs if a in seen]
                 if rows:
                     await s.execute(insert(MessageSeen), rows)
+            if dest_reader is not None and pairs:
+                # A member's \\Seen is theirs: the copies start unseen for the mailbox.
+                for chunk in _chunks([b for _, b in pairs], IN_CHUNK):
+                    await s.execute(
+                        update(Message)
+                        .where(Message.folder_id == dest_folder_id, Message.uid.in_(chunk))
+                        .values(seen=False)
+                        .execution_options(synchronize_session=False)
+                    )
             elif reader is not None and pairs:
                 conn = await s.connection()
                 await conn.execute(

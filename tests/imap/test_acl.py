@@ -1,0 +1,297 @@
+"""Shared ORG mailboxes through the sans-IO session: the shared namespace (RFC 2342), RFC 4314
+rights enforced by the core's handle whatever the path, per-member \\Seen, the ACL commands.
+
+Alice has the `write` grant (lrswite) on the ORG mailbox, Carol the `read` grant (lrs), Bob
+none. The directory rows are real (`annuaire.local`); rights come from `mss.rights`.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+from imap_fakes import ALICE, ALICE_CERT, BOB, BOB_CERT, ORG, FakeAuth, sample
+
+from annuaire.local import LocalDirectory
+from mss.principal import Principal
+
+CAROL = "carol@test.mss"
+CAROL_CERT = b"cert-carol"
+SHARED = f"Partag&AOk-s/{ORG}"  # modified UTF-7 (RFC 3501 5.1.3) of "Partagés/<org>"
+INBOX = f'"{SHARED}/INBOX"'
+
+
+@pytest.fixture
+async def shared(core, monkeypatch):
+    """The directory: Alice and Carol are members of ORG (write and read), Bob is not."""
+    principals = dict(FakeAuth.principals)
+    principals[CAROL_CERT] = Principal("PS", "810000000003", "Carol", frozenset({CAROL, ORG}), primary=CAROL)
+    monkeypatch.setattr(FakeAuth, "principals", principals)
+    monkeypatch.setattr(FakeAuth, "app_passwords", {**FakeAuth.app_passwords, CAROL: "carol-app-pass"})
+    async with core.store.sessions() as s, s.begin():
+        d = LocalDirectory(s)
+        await d.add_mailbox(ALICE, "PER", idnat="810000000001")
+        await d.add_mailbox(BOB, "PER", idnat="810000000002")
+        await d.add_mailbox(CAROL, "PER", idnat="810000000003")
+        await d.add_mailbox(ORG, "ORG", structure_id="1234567890", members=[ALICE])
+        await d.grant(ORG, CAROL, "lrs")
+    await core.store.ensure_default_folders(ORG)
+    return core
+
+
+async def login(make_session, cert: bytes, authzid: str = "", *, enable: str | None = None):
+    d = make_session(cert=cert)
+    arg = base64.b64encode(authzid.encode()).decode() if authzid else "="
+    out = await d.line(f"a0 AUTHENTICATE EXTERNAL {arg}")
+    assert "a0 OK" in out, out
+    if enable:
+        assert "OK" in await d.line(f"e0 ENABLE {enable}")
+    return d
+
+
+def tagged(out: str, tag: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith(tag + " "))
+
+
+async def test_namespace_shows_the_shared_namespace_to_members_only(shared, make_session):
+    alice = await login(make_session, ALICE_CERT)
+    out = await alice.line("n NAMESPACE")
+    assert '* NAMESPACE (("" "/")) NIL (("Partag&AOk-s/" "/"))' in out
+    utf8 = await login(make_session, ALICE_CERT, enable="UTF8=ACCEPT")
+    assert '* NAMESPACE (("" "/")) NIL (("Partagés/" "/"))' in await utf8.line("n NAMESPACE")
+    bob = await login(make_session, BOB_CERT)
+    assert '* NAMESPACE (("" "/")) NIL NIL' in await bob.line("n NAMESPACE")
+    # Narrowed to the ORG mailbox (authzid), the session has one mailbox, as before.
+    narrowed = await login(make_session, ALICE_CERT, ORG)
+    assert '* NAMESPACE (("" "/")) NIL NIL' in await narrowed.line("n NAMESPACE")
+
+
+async def test_list_shows_the_levels_noselect_and_the_shared_folders(shared, make_session):
+    carol = await login(make_session, CAROL_CERT)
+    out = await carol.line('l LIST "" "*"')
+    assert '* LIST (\\Noselect \\HasChildren) "/" "Partag&AOk-s"' in out
+    assert f'* LIST (\\Noselect \\HasChildren) "/" "{SHARED}"' in out
+    assert f'* LIST (\\HasNoChildren) "/" {INBOX}' in out
+    assert f'* LIST (\\HasNoChildren \\Sent) "/" "{SHARED}/Sent"' in out
+    assert '"INBOX"' in out  # her own folders too
+    # LIST-EXTENDED keeps the levels \Noselect (they are levels, not missing folders), and
+    # RETURN (STATUS) answers the shared folders' counts.
+    out = await carol.line('x LIST () "" "Partag&AOk-s/%/%" RETURN (SPECIAL-USE STATUS (MESSAGES UNSEEN))')
+    assert f"* STATUS {INBOX} (MESSAGES 0 UNSEEN 0)" in out and "x OK" in out
+    out = await carol.line('y LIST "" "Partag&AOk-s/%"')
+    assert f'* LIST (\\Noselect \\HasChildren) "/" "{SHARED}"' in out
+    # Subscriptions are each member's own (RFC 9051 6.3.7).
+    assert "u OK" in await carol.line(f"u UNSUBSCRIBE {INBOX}")
+    assert INBOX not in await carol.line('s LSUB "" "*"')
+    alice = await login(make_session, ALICE_CERT)
+    assert f'* LSUB (\\HasNoChildren) "/" {INBOX}' in await alice.line('s LSUB "" "*"')
+    out = await carol.line('t LSUB "" "Partag&AOk-s/%"')
+    assert f'* LSUB (\\Noselect \\HasChildren) "/" "{SHARED}"' in out  # a parent of her subscribed Sent
+    assert "v OK" in await carol.line(f"v SUBSCRIBE {INBOX}")
+    assert f'* LSUB (\\HasNoChildren) "/" {INBOX}' in await carol.line('w LSUB "" "*"')
+    assert "NO [NONEXISTENT]" in await carol.line('z SUBSCRIBE "Partag&AOk-s"')
+
+
+async def test_a_non_member_neither_lists_nor_selects_nor_asks_rights(shared, make_session):
+    await shared.deliver(ORG, sample("for the cabinet", to=ORG))
+    bob = await login(make_session, BOB_CERT)
+    assert "Partag" not in await bob.line('l LIST "" "*"')
+    for cmd in (f"s SELECT {INBOX}", f"t STATUS {INBOX} (MESSAGES)", f"m MYRIGHTS {INBOX}", f"g GETACL {INBOX}"):
+        out = await bob.line(cmd)
+        assert "NO [NONEXISTENT]" in out, (cmd, out)
+    assert "NO" in tagged(await bob.line(f"a APPEND {INBOX} {{2+}}\r\nhi"), "a")
+
+
+async def test_per_member_seen_status_search_and_the_mailbox_wide_seen(shared, make_session):
+    for n in range(2):
+        await shared.deliver(ORG, sample(f"msg {n}", to=ORG))
+    alice = await login(make_session, ALICE_CERT, enable="CONDSTORE")
+    carol = await login(make_session, CAROL_CERT)
+    assert "READ-WRITE" in await alice.line(f"s SELECT {INBOX}")
+    # Carol has no right on shared flags nor "i"/"e" (RFC 4314 4): READ-ONLY, though she
+    # keeps her own \Seen, so only \Seen is a permanent flag for her.
+    out = await carol.line(f"s SELECT {INBOX}")
+    assert "[READ-ONLY]" in out and "PERMANENTFLAGS (\\Seen)" in out, out
+    out = await alice.line("f FETCH 1 (BODY[])")
+    assert "\\Seen" in out
+    assert "FLAGS ()" in await carol.line("f FETCH 1 FLAGS")
+    assert "* SEARCH 1 2" in await carol.line("q SEARCH UNSEEN")
+    assert "* SEARCH 2" in await alice.line("q SEARCH UNSEEN")
+    assert "* SEARCH 1" in await alice.line("r SEARCH SEEN")
+    assert "UNSEEN 2" in await carol.line(f"u STATUS {INBOX} (UNSEEN)")
+    assert "UNSEEN 1" in await alice.line(f"u STATUS {INBOX} (UNSEEN)")
+    # Carol's own \Seen, in her READ-ONLY folder: the "s" right lets her (RFC 4314 4).
+    out = await carol.line("t STORE 2 +FLAGS (\\Seen)")
+    assert "FLAGS (\\Seen)" in out and "t OK" in out
+    assert "* SEARCH 2\r\n" in await alice.line("q SEARCH UNSEEN")  # Carol's \Seen is not hers
+    # The mailbox-wide \Seen (what a structure certificate sees) is left alone.
+    inbox = await shared.store.get_folder(ORG, "INBOX")
+    assert all("\\Seen" not in m.flags for m in await shared.store.messages(ORG, inbox.id))
+    # Alice's CONDSTORE session learns of her own change (new MODSEQ) and sees Carol's only
+    # as a spurious FETCH: her flags are unchanged.
+    other = await login(make_session, ALICE_CERT, enable="CONDSTORE")
+    await other.line(f"s SELECT {INBOX}")
+    out = await other.line("f FETCH 1:* (FLAGS) (CHANGEDSINCE 1)")
+    assert re.search(r"\* 1 FETCH \(FLAGS \(\\Seen\) MODSEQ \(\d+\)\)", out), out
+    assert re.search(r"\* 2 FETCH \(FLAGS \(\) MODSEQ \(\d+\)\)", out), out
+
+
+async def test_the_write_members_flags_are_the_mailboxs(shared, make_session):
+    await shared.deliver(ORG, sample("flag me", to=ORG))
+    alice = await login(make_session, ALICE_CERT)
+    carol = await login(make_session, CAROL_CERT)
+    await alice.line(f"s SELECT {INBOX}")
+    await carol.line(f"s SELECT {INBOX}")
+    assert "a OK" in await alice.line("a STORE 1 +FLAGS (\\Flagged $Urgent)")
+    out = await carol.line("n NOOP")
+    assert "\\Flagged" in out and "$Urgent" in out, out
+
+
+async def test_every_refusal_of_a_read_member_is_noperm_and_changes_nothing(shared, make_session):
+    await shared.deliver(ORG, sample("read only", to=ORG))
+    await shared.deliver(CAROL, sample("mine", to=CAROL))
+    carol = await login(make_session, CAROL_CERT)
+    await carol.line(f"s SELECT {INBOX}")
+    refused = {
+        "STORE \\Deleted": "a STORE 1 +FLAGS (\\Deleted)",
+        "STORE \\Flagged": "b STORE 1 +FLAGS (\\Flagged)",
+        "EXPUNGE": "d EXPUNGE",
+        "MOVE from": "e MOVE 1 INBOX",
+        "CREATE under": f'f CREATE "{SHARED}/Archive"',
+        "DELETE": f'g DELETE "{SHARED}/Junk"',
+        "RENAME": f'h RENAME "{SHARED}/Junk" "{SHARED}/Spam"',
+        "APPEND": f"i APPEND {INBOX} {{2+}}\r\nhi",
+        "SETACL": f"j SETACL {INBOX} {BOB} +lr",
+        "DELETEACL": f"k DELETEACL {INBOX} {ALICE}",
+        "GETACL": f"l GETACL {INBOX}",
+        "LISTRIGHTS": f"m LISTRIGHTS {INBOX} {ALICE}",
+    }
+    for what, line in refused.items():
+        out = await carol.line(line)
+        tag = line.split()[0]
+        assert "NO [NOPERM]" in tagged(out, tag), (what, out)
+    assert "mss mailbox grant" in tagged(await carol.line(f"l GETACL {INBOX}"), "l")
+    # COPY into the shared folder from her own INBOX needs "i" there.
+    await carol.line("s SELECT INBOX")
+    assert "NO [NOPERM]" in tagged(await carol.line(f"n COPY 1 {INBOX}"), "n")
+    # STORE of \Seen and \Flagged: she may change one of them, so the STORE succeeds and
+    # changes only that one (RFC 4314 4: "SHOULD NOT fail if the user has rights to modify
+    # at least one flag").
+    await carol.line(f"s SELECT {INBOX}")
+    out = await carol.line("o STORE 1 +FLAGS (\\Seen \\Flagged)")
+    assert "FLAGS (\\Seen)" in out and "o OK" in out, out
+    out = await carol.line("p STORE 1 FLAGS ()")  # replace: only \Seen is hers to clear
+    assert "FLAGS ()" in out and "p OK" in out
+    assert "* 1 EXISTS" in await carol.line(f"t SELECT {INBOX}")  # nothing expunged, nothing added
+    inbox = await shared.store.get_folder(ORG, "INBOX")
+    (meta,) = await shared.store.messages(ORG, inbox.id)
+    assert meta.flags == frozenset()
+    assert {f.name for f in await shared.store.list_folders(ORG)} == {"INBOX", "Sent", "Drafts", "Trash", "Junk"}
+
+
+async def test_myrights_answers_each_folders_rights(shared, make_session):
+    alice = await login(make_session, ALICE_CERT)
+    carol = await login(make_session, CAROL_CERT)
+    assert f"* MYRIGHTS {INBOX} lrs" in await carol.line(f"m MYRIGHTS {INBOX}")
+    assert f"* MYRIGHTS {INBOX} lrswite" in await alice.line(f"m MYRIGHTS {INBOX}")
+    assert '* MYRIGHTS "INBOX" lrswipkxte' in await alice.line("m MYRIGHTS INBOX")
+    assert "NO [NONEXISTENT]" in await alice.line('m MYRIGHTS "Partag&AOk-s"')
+    caps = await alice.line("c CAPABILITY")
+    assert " ACL " in caps and "RIGHTS=texk" in caps
+
+
+async def test_copy_and_move_between_personal_and_shared_folders(shared, make_session):
+    await shared.deliver(ALICE, sample("from my inbox", to=ALICE))
+    await shared.deliver(ORG, sample("from the cabinet", to=ORG))
+    alice = await login(make_session, ALICE_CERT)
+    await alice.line("s SELECT INBOX")
+    await alice.line("f FETCH 1 BODY[]")  # her \Seen
+    out = await alice.line(f"c COPY 1 {INBOX}")
+    assert re.search(r"c OK \[COPYUID \d+ 1 2\]", out), out
+    await alice.line(f"s SELECT {INBOX}")
+    out = await alice.line("f FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert "from my inbox" in out and out.count("\\Seen") == 1  # her \Seen came along as hers
+    inbox = await shared.store.get_folder(ORG, "INBOX")
+    assert [m.flags for m in await shared.store.messages(ORG, inbox.id)] == [frozenset(), frozenset()]
+    # MOVE from the shared INBOX into her own folder: the copy is hers, the original gone.
+    out = await alice.line("m UID MOVE 1 Trash")
+    assert "* 1 EXPUNGE" in out and "m OK" in out, out
+    async with shared.store.sessions() as s:
+        from sqlalchemy import func, select
+
+        from mss.db.models import MessageSeen
+
+        rows = (await s.execute(select(func.count()).select_from(MessageSeen))).scalar_one()
+    assert rows == 1  # Alice's \Seen of the copy; none left behind for the moved message
+    trash = await shared.store.get_folder(ALICE, "Trash")
+    (moved,) = await shared.store.messages(ALICE, trash.id)
+    assert moved.flags == frozenset()
+    # Carol may read what was copied in, as stored (readable by whoever could before: E2E).
+    carol = await login(make_session, CAROL_CERT)
+    await carol.line(f"s EXAMINE {INBOX}")
+    assert "from my inbox" in await carol.line("f FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+
+
+async def test_append_and_expunge_by_the_write_member(shared, make_session):
+    alice = await login(make_session, ALICE_CERT)
+    out = await alice.line(f"a APPEND {INBOX} (\\Seen \\Flagged) {{2+}}\r\nhi")
+    assert "a OK [APPENDUID" in out, out
+    assert shared.sealer.appended[-1] == b"hi"  # sealed (FakeSealer) for the ORG mailbox
+    carol = await login(make_session, CAROL_CERT)
+    await carol.line(f"s SELECT {INBOX}")
+    assert "\\Seen" not in await carol.line("f FETCH 1 FLAGS")  # Alice's \Seen is hers
+    await alice.line(f"s SELECT {INBOX}")
+    assert "FLAGS (\\Flagged \\Seen)" in await alice.line("f FETCH 1 FLAGS")
+    assert "OK" in tagged(await alice.line("d STORE 1 +FLAGS.SILENT (\\Deleted)"), "d")
+    assert "* 1 EXPUNGE" in await alice.line("e EXPUNGE")
+    # Folder creation needs "k", which `write` does not give.
+    assert "NO [NOPERM]" in await alice.line(f'c CREATE "{SHARED}/Projets"')
+
+
+async def test_authzid_keeps_working_bounded_by_the_members_rights(shared, make_session):
+    await shared.deliver(ORG, sample("via authzid", to=ORG))
+    carol = await login(make_session, CAROL_CERT, ORG)
+    assert carol.session.mailbox == ORG
+    assert "[READ-ONLY]" in await carol.line("s SELECT INBOX")
+    assert "NO [NOPERM]" in await carol.line("a STORE 1 +FLAGS (\\Flagged)")
+    assert "NO [NOPERM]" in tagged(await carol.line("b APPEND INBOX {2+}\r\nhi"), "b")
+    assert '* MYRIGHTS "INBOX" lrs' in await carol.line("m MYRIGHTS INBOX")
+    # Her \Seen is hers however she reaches the mailbox (one rule for both ways).
+    await carol.line("f FETCH 1 BODY[]")
+    plain = await login(make_session, CAROL_CERT)
+    await plain.line(f"s SELECT {INBOX}")
+    assert "\\Seen" in await plain.line("f FETCH 1 FLAGS")
+    alice = await login(make_session, ALICE_CERT, ORG)
+    assert "READ-WRITE" in await alice.line("s SELECT INBOX")
+    assert "\\Seen" not in await alice.line("f FETCH 1 FLAGS")
+
+
+async def test_an_app_password_login_to_ones_own_mailbox_still_shows_the_shared_ones(shared, make_session):
+    d = make_session(cert=CAROL_CERT)
+    assert "a OK" in await d.line(f"a LOGIN {CAROL} carol-app-pass")
+    assert "Partag&AOk-s" in await d.line("n NAMESPACE")
+    assert "* MYRIGHTS" in await d.line(f"m MYRIGHTS {INBOX}")
+
+
+async def test_a_revoked_member_loses_the_mailbox_at_the_next_session(shared, make_session):
+    async with shared.store.sessions() as s, s.begin():
+        await LocalDirectory(s).revoke(ORG, CAROL)
+    carol = await login(make_session, CAROL_CERT)  # her principal still names ORG
+    assert "Partag" not in await carol.line('l LIST "" "*"')
+    assert "NO [NONEXISTENT]" in await carol.line(f"s SELECT {INBOX}")
+    assert "NO" in tagged(await login_fails(make_session, CAROL_CERT, ORG), "a0")
+
+
+async def login_fails(make_session, cert: bytes, authzid: str) -> str:
+    d = make_session(cert=cert)
+    return await d.line(f"a0 AUTHENTICATE EXTERNAL {base64.b64encode(authzid.encode()).decode()}")
+
+
+async def test_no_personal_folder_under_the_shared_namespace(shared, make_session):
+    alice = await login(make_session, ALICE_CERT)
+    assert "NO [CANNOT]" in await alice.line('c CREATE "Partag&AOk-s/mine"')
+    assert "NO [CANNOT]" in await alice.line('d CREATE "Partag&AOk-s"')
+    assert "NO [CANNOT]" in await alice.line('r RENAME Junk "Partag&AOk-s/Junk"')
+    # Renaming across mailboxes is refused; within the personal namespace it works.
+    assert "NO [CANNOT]" in await alice.line(f'x RENAME Junk "{SHARED}/Junk2"')
