@@ -1,0 +1,129 @@
+"""`mss mailbox grant` / `revoke`: RFC 4314 rights of the members of a shared ORG mailbox,
+shown by `mss mailbox list`, audited, and refused with a clear error that changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from support import ROOT
+
+from mss.rights import RightsError, parse_rights
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def mss(dep, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mss", *args, "-c", str(dep.config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def listed(dep) -> dict:
+    res = mss(dep, "mailbox", "list", "--json")
+    assert res.returncode == 0, res.stderr
+    return {m["address"]: m for m in json.loads(res.stdout)["mailboxes"]}
+
+
+def audit(dep, *types: str) -> list[dict]:
+    events = [json.loads(line) for line in mss(dep, "audit", "export").stdout.splitlines()]
+    return [e for e in events if e["type"] in types]
+
+
+@pytest.mark.parametrize(
+    ("value", "letters"),
+    [("read", "lrs"), ("WRITE", "lrswite"), ("lr", "lr"), ("etiwsrl", "lrswite"), ("lrswipkxte", "lrswipkxte")],
+)
+def test_named_grants_and_letters(value, letters):
+    assert parse_rights(value) == letters
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("", "no rights"), ("lrz", "'z'"), ("lrc", "RFC 2086"), ("lra", "operator"), ("admin", "unknown right")],
+)
+def test_bad_rights_are_refused_by_name(value, why):
+    with pytest.raises(RightsError, match=why):
+        parse_rights(value)
+
+
+def test_grant_revoke_list_and_audit(fresh_deployment):
+    dep = fresh_deployment
+    org = dep.mailbox("ORG")["address"]
+    claire, paul = dep.mailbox("PER", 0)["address"], dep.mailbox("PER", 1)["address"]
+    # The demo's members have the `write` grant (as every member had before rights existed).
+    assert listed(dep)[org]["rights"] == {claire: "lrswite", paul: "lrswite"}
+
+    res = mss(dep, "mailbox", "grant", org, paul.upper(), "--rights", "read", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {
+        "address": org,
+        "member": paul,
+        "rights": "lrs",
+        "before": "lrswite",
+        "new_member": False,
+    }
+    text = mss(dep, "mailbox", "list").stdout
+    assert f"{paul}(lrs)" in text and f"{claire}(lrswite)" in text
+
+    res = mss(dep, "mailbox", "revoke", org, paul)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        f"{paul} is no longer a member of {org} (had: lrs)",
+        "  takes effect at the member's next login; new messages are no longer encrypted to their key",
+    ]
+    assert listed(dep)[org]["members"] == [claire]
+
+    res = mss(dep, "mailbox", "grant", org, paul, "--rights", "lrsw")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        f"{paul} has rights lrsw on {org} (was: no member)",
+        "  new member: messages arriving from now on are encrypted to their key too; "
+        "messages stored earlier stay readable by the earlier members only",
+        "  takes effect at the member's next login",
+    ]
+    assert listed(dep)[org]["rights"] == {claire: "lrswite", paul: "lrsw"}
+
+    events = audit(dep, "mailbox.granted", "mailbox.revoked")
+    assert [(e["type"], e["subject"], e["fields"]) for e in events] == [
+        ("mailbox.granted", org, {"member": paul, "rights": "lrs", "before": "lrswite"}),
+        ("mailbox.revoked", org, {"member": paul, "before": "lrs"}),
+        ("mailbox.granted", org, {"member": paul, "rights": "lrsw", "before": "none"}),
+    ]
+    assert all(e["actor"].startswith("cli:") for e in events)
+
+
+def test_refusals_change_nothing(fresh_deployment):
+    dep = fresh_deployment
+    org = dep.mailbox("ORG")["address"]
+    app = dep.mailbox("APP")["address"]
+    claire, paul = dep.mailbox("PER", 0)["address"], dep.mailbox("PER", 1)["address"]
+    before = listed(dep)
+    assert mss(dep, "mailbox", "revoke", org, paul).returncode == 0  # paul is now no member
+    before = listed(dep)
+    for args, why in [
+        (["grant", "nobody@" + dep.domain, claire, "--rights", "read"], "no local mailbox"),
+        (["grant", claire, paul, "--rights", "read"], "not an ORG one"),
+        (["grant", app, paul, "--rights", "read"], "not an ORG one"),
+        (["grant", org, "nobody@" + dep.domain, "--rights", "read"], "is not a local PER mailbox"),
+        (["grant", org, app, "--rights", "read"], "is not a local PER mailbox"),
+        (["grant", org, "paul@elsewhere.test", "--rights", "read"], "not in this operator's domain"),
+        (["grant", org, paul, "--rights", "lrq"], "unknown right(s) 'q'"),
+        (["grant", org, paul, "--rights", "lra"], "operator"),
+        (["grant", org, paul], "--rights"),
+        (["revoke", org, paul], "is not a member"),
+        (["revoke", claire, paul], "not an ORG one"),
+        (["revoke", "nobody@" + dep.domain, paul], "no local mailbox"),
+    ]:
+        res = mss(dep, "mailbox", *args)
+        assert res.returncode != 0 and why in res.stderr, (args, res.stderr)
+    assert listed(dep) == before
+    assert [e["type"] for e in audit(dep, "mailbox.granted", "mailbox.revoked")] == ["mailbox.revoked"]
