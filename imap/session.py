@@ -69,8 +69,10 @@ class Session:
     """Feed it bytes (`feed`), let it work (`process`), send what it returns.
 
     `core` is what the core gives front ends (`mss.services.ImapServices`). Once
-    authenticated the session holds one `MailboxHandle`, already authorised for its
-    principal: every folder and message operation goes through it. `tls` says whether the
+    authenticated the session holds its `imap.namespaces.Namespaces`: its own mailbox's
+    `MailboxHandle`, and one per shared mailbox it lists under `Partagés/`, each already
+    authorised for its principal and checking its RFC 4314 rights: every folder and message
+    operation goes through them. `tls` says whether the
     connection is already encrypted (implicit TLS); `starttls` whether STARTTLS may be offered.
     """
 

@@ -2,8 +2,9 @@
 DELETE, RENAME, SUBSCRIBE/UNSUBSCRIBE, STATUS, and the LIST pattern matcher. CREATE and
 LIST/LSUB (LIST-EXTENDED, LIST-STATUS, SPECIAL-USE) are in `imap.commands.listing`.
 
-A session sees the folders of the one mailbox it is bound to (its `MailboxHandle`), in a
-personal namespace with "/" as hierarchy delimiter. (IMAP "mailbox" in the RFCs is our
+A session sees the folders of its own mailbox in the personal namespace, and those of the
+shared mailboxes it is a member of under `Partagés/<address>/` (`imap.namespaces`), "/" being
+the hierarchy delimiter of both. (IMAP "mailbox" in the RFCs is our
 `Folder`.) Folder names are checked, and RENAME carried out with its inferiors in one
 transaction, by the core; refusals come back as `Refusal` and the dispatcher answers them.
 """
