@@ -60,7 +60,7 @@ _BY_UID = {
     # Runs since ACL is advertised (RFC 4314, shared mailboxes): GETACL needs the "a" right
     # (RFC 4314 4), which nobody holds over IMAP, the owner included: rights are the
     # operator's (`mss mailbox grant`), so GETACL is NO [NOPERM] (docs/imap.md, Shared mailboxes).
-    "test_getacl": "by design: GETACL needs the \"a\" right (RFC 4314 4), which nobody holds over IMAP: "
+    "test_getacl": 'by design: GETACL needs the "a" right (RFC 4314 4), which nobody holds over IMAP: '
     "rights are set by the operator (mss mailbox grant), so GETACL answers NO [NOPERM]",
 }
 
