@@ -295,3 +295,16 @@ async def test_no_personal_folder_under_the_shared_namespace(shared, make_sessio
     assert "NO [CANNOT]" in await alice.line('r RENAME Junk "Partag&AOk-s/Junk"')
     # Renaming across mailboxes is refused; within the personal namespace it works.
     assert "NO [CANNOT]" in await alice.line(f'x RENAME Junk "{SHARED}/Junk2"')
+
+
+async def test_idle_on_a_shared_folder_hears_of_mail_for_the_org_mailbox(shared, make_session):
+    carol = await login(make_session, CAROL_CERT)
+    await carol.line(f"s SELECT {INBOX}")
+    assert (await carol.line("i IDLE")) == "+ idling\r\n"
+    watch = carol.session.idle.watch
+    assert watch is not None
+    await shared.deliver(ORG, sample("while idling", to=ORG))
+    assert await watch.wait(1)  # the ORG folder's watch woke
+    out = b"".join(r.to_bytes() for r in await carol.session.idle_updates()).decode()
+    assert "* 1 EXISTS" in out
+    assert (await carol.line("DONE")) == "i OK IDLE terminated\r\n"
