@@ -14,6 +14,7 @@ Front ends never see this class: they get a `mss.services.MailboxHandle`.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC
@@ -81,6 +82,8 @@ BULK = 500
 #: Most values in one SQL IN list (PostgreSQL and SQLite cap bound parameters near 32,766).
 IN_CHUNK = 1000
 MAX_FOLDER_NAME = 255
+#: (folder, member) \\Seen sets kept (`Store._seen_set`).
+SEEN_SETS = 4096
 _UIDVALIDITY = "uidvalidity:"  # + mailbox: one counter per BAL
 _FLOOR = "uidvalidity-floor"  # where a mailbox's first counter starts (migration 0004)
 _MAX_UIDVALIDITY = 2**32 - 1  # RFC 9051 9: nz-number, 32 bits
@@ -210,6 +213,8 @@ class Store:
         self.folder_cache = FolderCache()
         #: Message list reads in flight, by the state their callers knew (`messages`).
         self._list_reads: dict[tuple[str, int, tuple[int, int]], asyncio.Future[list[MessageMeta]]] = {}
+        #: Members' own \\Seen UIDs by (folder, member), under the folder's state (`_seen_set`).
+        self._seen_sets: OrderedDict[tuple[int, str], tuple[tuple[int, int], frozenset[int]]] = OrderedDict()
         #: \\Recent claims in flight (`claim_recent`).
         self._claims: dict[tuple[str, int], asyncio.Future[tuple[int, int]]] = {}
         #: Folder state reads in flight, shared by whoever asks meanwhile (`folder_state`).
@@ -437,9 +442,36 @@ class Store:
         metas = await self._messages(mailbox, folder_id, known_state)
         if reader is None:
             return metas
+        return _overlay_seen(metas, await self._seen_set(mailbox.lower(), folder_id, reader))
+
+    async def _seen_set(self, mailbox: str, folder_id: int, reader: str) -> frozenset[int]:
+        """The UIDs `reader` has seen, kept per (folder, member) under the folder's state:
+        every change of `message_seen` rows moves UIDNEXT or HIGHESTMODSEQ in its own
+        transaction (a member's \\Seen change gives the message a new MODSEQ), so the set
+        read under a state holds while the folder row shows it. A few ints per member and
+        folder, bounded like the folder cache; the member's list itself is not kept."""
         async with self.sessions() as s:
-            seen = await self._seen_by(s, folder_id, reader)
-        return _overlay_seen(metas, seen)
+            row = (
+                await s.execute(
+                    select(Folder.uidnext, Folder.highestmodseq).where(
+                        Folder.id == folder_id, Folder.mailbox == mailbox
+                    )
+                )
+            ).first()
+            if row is None:
+                return frozenset()
+            state = (row[0], row[1])
+            key = (folder_id, reader)
+            hit = self._seen_sets.get(key)
+            if hit is not None and hit[0] == state:
+                self._seen_sets.move_to_end(key)
+                return hit[1]
+            seen = frozenset(await self._seen_by(s, folder_id, reader))
+        self._seen_sets[key] = (state, seen)
+        self._seen_sets.move_to_end(key)
+        while len(self._seen_sets) > SEEN_SETS:
+            self._seen_sets.popitem(last=False)
+        return seen
 
     @staticmethod
     async def _seen_by(s: AsyncSession, folder_id: int, reader: str, uids: Sequence[int] | None = None) -> set[int]:
@@ -1437,13 +1469,18 @@ def _chunks(items: list[T], n: int) -> Iterable[list[T]]:
         yield items[i : i + n]
 
 
-def _overlay_seen(metas: Sequence[MessageMeta], seen: set[int]) -> list[MessageMeta]:
-    """`metas` with a member's own \\Seen (`seen`: their UIDs) in place of the mailbox's."""
+def _overlay_seen(metas: Sequence[MessageMeta], seen: frozenset[int] | set[int]) -> list[MessageMeta]:
+    """`metas` with a member's own \\Seen (`seen`: their UIDs) in place of the mailbox's.
+    The flag sets are shared, as `_read_messages` shares them: one per distinct set."""
     out: list[MessageMeta] = []
+    swapped: dict[frozenset[str], frozenset[str]] = {}
     for m in metas:
-        has = m.uid in seen
-        if has == ("\\Seen" in m.flags):
+        flags = m.flags
+        if (m.uid in seen) == ("\\Seen" in flags):
             out.append(m)
-        else:
-            out.append(replace(m, flags=m.flags | _SEEN if has else m.flags - _SEEN))
+            continue
+        other = swapped.get(flags)
+        if other is None:
+            other = swapped[flags] = flags - _SEEN if "\\Seen" in flags else flags | _SEEN
+        out.append(MessageMeta(m.uid, m.modseq, other, m.internaldate, m.size))
     return out
