@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from annuaire.ids import normalize_address  # also imported from here by mss.credentials, mss.delivery
@@ -154,9 +154,9 @@ class LocalDirectory:
     async def delivery_target(
         self, address: str, *, at: datetime | None = None, certificates: bool = True
     ) -> DeliveryTarget | None:
-        """What delivery needs of a mailbox, in two queries: its type, whether it keeps a
-        Sent copy, and (unless `certificates` is false) the certificates a message for it
-        is encrypted to.
+        """What delivery needs of a mailbox, in one query (what every RCPT asks): its type,
+        whether it keeps a Sent copy, and (unless `certificates` is false) the certificates
+        a message for it is encrypted to.
 
         An ORG mailbox is encrypted to every member's active certificate (and to its own,
         if it has one). Certificates outside their validity window are skipped, so that an
@@ -164,30 +164,44 @@ class LocalDirectory:
         """
         at = at or datetime.now(UTC)
         address = normalize_address(address)
-        row = (
-            await self.session.execute(
-                select(LocalMailbox.type, LocalMailbox.sent_copy).where(LocalMailbox.address == address)
-            )
-        ).first()
-        if row is None:
-            return None
         if not certificates:
-            return DeliveryTarget(address, row.type, bool(row.sent_copy), ())
-        owners = MailboxCertificate.address == address
-        if row.type == "ORG":
-            members = select(LocalMailboxMember.member).where(LocalMailboxMember.mailbox == address)
-            owners = or_(owners, MailboxCertificate.address.in_(members))
-        res = await self.session.execute(
-            select(MailboxCertificate.cert_der, MailboxCertificate.not_before, MailboxCertificate.not_after)
-            .where(owners, MailboxCertificate.active.is_(True))
+            row = (
+                await self.session.execute(
+                    select(LocalMailbox.type, LocalMailbox.sent_copy).where(LocalMailbox.address == address)
+                )
+            ).first()
+            return None if row is None else DeliveryTarget(address, row.type, bool(row.sent_copy), ())
+        # The mailbox row, outer-joined to its active certificates and, for an ORG mailbox,
+        # its members' (the mailbox comes back once with NULLs when it has none).
+        readers = select(LocalMailboxMember.member).where(LocalMailboxMember.mailbox == LocalMailbox.address)
+        owners = or_(
+            MailboxCertificate.address == LocalMailbox.address,
+            and_(LocalMailbox.type == "ORG", MailboxCertificate.address.in_(readers.scalar_subquery())),
+        )
+        res = await (await self.session.connection()).execute(  # Core: no ORM layer on every RCPT
+            select(
+                LocalMailbox.type,
+                LocalMailbox.sent_copy,
+                MailboxCertificate.cert_der,
+                MailboxCertificate.not_before,
+                MailboxCertificate.not_after,
+            )
+            .select_from(LocalMailbox)
+            .outerjoin(MailboxCertificate, and_(owners, MailboxCertificate.active.is_(True)))
+            .where(LocalMailbox.address == address)
             .order_by(MailboxCertificate.id)
         )
+        rows = res.all()
+        if not rows:
+            return None
         certs = []
-        for der, nb, na in res.all():
-            nb, na = as_utc(nb), as_utc(na)
+        for row in rows:
+            if row.cert_der is None:
+                continue
+            nb, na = as_utc(row.not_before), as_utc(row.not_after)
             if nb <= at <= na:
-                certs.append(x509.load_der_x509_certificate(der))
-        return DeliveryTarget(address, row.type, bool(row.sent_copy), tuple(certs))
+                certs.append(x509.load_der_x509_certificate(row.cert_der))
+        return DeliveryTarget(address, rows[0].type, bool(rows[0].sent_copy), tuple(certs))
 
     async def encryption_certificates(self, address: str, *, at: datetime | None = None) -> list[x509.Certificate]:
         """The certificates a message for `address` is encrypted to (see `delivery_target`)."""

@@ -133,6 +133,7 @@ class Authenticator:
             identifier=identity.identifier,
             display_name=name,
             mailboxes=frozenset(e.address for e in entries),
+            sent_copy=frozenset(e.address for e in entries if e.sent_copy),
             primary=primary or entries[0].address,
             cert_sha256=fp,
         )
@@ -216,6 +217,7 @@ class Authenticator:
             identifier=idnat,
             display_name=str(claims.get("name") or idnat),
             mailboxes=frozenset(e.address for e in entries),
+            sent_copy=frozenset(e.address for e in entries if e.sent_copy),
             primary=primary or entries[0].address,
             cert_sha256=hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(),
             mechanism=mechanism,

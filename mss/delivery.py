@@ -583,11 +583,14 @@ class Delivery:
             own = await self.patients.own_target(sender)
             sealed, headers = await self.sealer.seal_for_patient(sealable, own.certificate)
         else:
+            # The principal read its mailboxes' Sent-copy setting at authentication: no
+            # look-up for the usual sender that keeps none.
+            if principal.keeps_sent_copy(sender) is False:
+                return None
             async with self.sessions() as s:
-                local = await LocalDirectory(s).delivery_target(sender, certificates=False)
+                local = await LocalDirectory(s).delivery_target(sender)
                 if local is None or not local.sent_copy:
                     return None
-                local = await LocalDirectory(s).delivery_target(sender)
             assert local is not None
             sealed, headers = await self.sealer.seal(sender, sealable, local.certificates)
         items.append(

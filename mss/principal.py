@@ -34,6 +34,10 @@ class Principal:
     #: read as a member in the shared namespace (IMAP `Partagés/`, `mss.rights`), never
     #: send as nor open as its session's mailbox.
     shared: frozenset[str] = frozenset()
+    #: Which of `mailboxes` keep a copy of what they send in their Sent folder, read with
+    #: them at authentication, so that a submission needs no directory look-up for it.
+    #: None: not known (a principal built without its directory rows), look it up.
+    sent_copy: frozenset[str] | None = None
 
     @property
     def default_mailbox(self) -> str | None:
@@ -70,4 +74,9 @@ class Principal:
             acting_as=address,
             # Narrowed to its own PER mailbox, a professional still sees the shared ones.
             shared=self.mailboxes - {address} if self.kind == "PS" and address == self.primary else frozenset(),
+            sent_copy=None if self.sent_copy is None else self.sent_copy & {address},
         )
+
+    def keeps_sent_copy(self, address: str) -> bool | None:
+        """Whether `address` keeps a Sent copy, None when this principal does not know."""
+        return None if self.sent_copy is None else address.lower() in self.sent_copy

@@ -119,8 +119,9 @@ async def read_quota(s: AsyncSession, mailbox: str, defaults: QuotaLimits) -> Qu
     """A mailbox's usage and limits as this transaction sees them (a mailbox never written to
     has no row: nothing used, the defaults)."""
     mailbox = mailbox.lower()
+    # Core on the session's connection (no ORM layer): read at RCPT, before and in each write.
     row = (
-        await s.execute(
+        await (await s.connection()).execute(
             select(
                 MailboxUsage.storage_bytes,
                 MailboxUsage.messages,
@@ -328,7 +329,7 @@ class Store:
         mailbox = mailbox.lower()
         if octets >= 0 and messages >= 0:
             upsert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-            await s.execute(
+            await (await s.connection()).execute(
                 upsert(MailboxUsage)
                 .values(mailbox=mailbox, storage_bytes=octets, messages=messages)
                 .on_conflict_do_update(
@@ -1288,14 +1289,14 @@ class Store:
             ):
                 raise _no_folder(name)
         refs: list[StoredRef | None] = [None] * len(batch)
-        rows: list[Message] = []
+        rows: list[dict[str, object]] = []
         for mailbox, name in by_folder:
             positions = by_folder[(mailbox, name)]
             folder_id, uidvalidity, first_uid, first_modseq = await self._reserve(s, mailbox, name, len(positions))
             for k, i in enumerate(positions):
                 item, h = batch[i], batch[i].headers
                 rows.append(
-                    Message(
+                    dict(
                         folder_id=folder_id,
                         uid=first_uid + k,
                         modseq=first_modseq + k,
@@ -1313,15 +1314,23 @@ class Store:
                     )
                 )
                 refs[i] = StoredRef(mailbox, folder_id, uidvalidity, first_uid + k)
-        s.add_all(rows)
-        await s.flush()
-        kw_rows = [
-            {"message_id": row.id, "keyword": word}
-            for row, i in zip(rows, [i for positions in by_folder.values() for i in positions], strict=True)
-            for word in sorted(_keywords(batch[i].flags))
-        ]
-        if kw_rows:
-            await s.execute(insert(MessageKeyword), kw_rows)
+        # Core on the transaction's connection, not the ORM's unit of work nor its bulk path:
+        # the hot path of every delivery. The new ids come back (in the rows' order) only
+        # when keywords need them.
+        conn = await s.connection()
+        order = [i for positions in by_folder.values() for i in positions]
+        if any(_keywords(batch[i].flags) for i in order):
+            inserted = await conn.execute(
+                insert(Message.__table__).returning(Message.__table__.c.id, sort_by_parameter_order=True), rows
+            )
+            kw_rows = [
+                {"message_id": message_id, "keyword": word}
+                for message_id, i in zip(inserted.scalars().all(), order, strict=True)
+                for word in sorted(_keywords(batch[i].flags))
+            ]
+            await conn.execute(insert(MessageKeyword.__table__), kw_rows)
+        elif rows:
+            await conn.execute(insert(Message.__table__), rows)
         usage: dict[str, tuple[int, int]] = {}
         for i in admitted:
             octets, count = usage.get(batch[i].mailbox.lower(), (0, 0))
@@ -1338,14 +1347,14 @@ class Store:
             .where(Folder.mailbox == mailbox, Folder.name == name)
             .values(uidnext=Folder.uidnext + n, highestmodseq=Folder.highestmodseq + n)
             .returning(Folder.id, Folder.uidvalidity, Folder.uidnext, Folder.highestmodseq)
-            .execution_options(synchronize_session=False)
         )
-        row = (await s.execute(stmt)).first()
+        conn = await s.connection()  # Core: the one statement every delivery's write makes per folder
+        row = (await conn.execute(stmt)).first()
         if row is None:
             if name not in {n_ for n_, _ in DEFAULT_FOLDERS}:
                 raise _no_folder(name)
             await self._ensure_defaults(s, mailbox)
-            row = (await s.execute(stmt)).one()
+            row = (await conn.execute(stmt)).one()
         folder_id, uidvalidity, uidnext, modseq = row
         return folder_id, uidvalidity, uidnext - n, modseq - n + 1
 

@@ -156,3 +156,31 @@ async def test_operator_may_hide_the_clear_subject_of_messages_encrypted_by_thei
     )
     hidden, headers = await Sealer(hiding, core.sessions).seal(paul, sent)
     assert b"DUPONT" not in hidden and headers.subject == "[...]"
+
+
+async def test_the_sent_copy_follows_what_the_principal_read_at_authentication(core, fresh_deployment):
+    """A principal carries which of its mailboxes keep a Sent copy (read with them at
+    authentication), so a submission looks nothing up for it; one built without that
+    knowledge (None) still gets the directory's answer."""
+    app = fresh_deployment.mailbox("APP")
+    paul = fresh_deployment.mailbox("PER", 1)["address"]
+    raw = (f"From: <{app['address']}>\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nSubject: s\r\n\r\nbody\r\n").encode()
+    stored = {}
+    for name, sent_copy in (("unknown", None), ("keeps", frozenset({app["address"]})), ("keeps none", frozenset())):
+        me = Principal("ORG", "x", "DPI", frozenset({app["address"]}), app["address"], sent_copy=sent_copy)
+        tx = core.submission.begin(me)
+        tx.mail_from(app["address"])
+        await tx.add_recipient(paul)
+        stored[name] = sorted(ref.mailbox for ref in (await tx.deliver(raw)).stored)
+    assert stored == {
+        "unknown": sorted([paul, app["address"]]),
+        "keeps": sorted([paul, app["address"]]),
+        "keeps none": [paul],
+    }
+    narrowed = Principal(
+        "PS", "x", "C", frozenset({"a@x.test", "b@x.test"}), "a@x.test", sent_copy=frozenset({"b@x.test"})
+    )
+    assert (narrowed.keeps_sent_copy("B@x.test"), narrowed.keeps_sent_copy("a@x.test")) == (True, False)
+    assert narrowed.restricted_to("a@x.test").keeps_sent_copy("a@x.test") is False
+    assert narrowed.restricted_to("b@x.test").keeps_sent_copy("b@x.test") is True
+    assert PRO.keeps_sent_copy(PRO.primary) is None

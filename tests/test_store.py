@@ -256,6 +256,29 @@ async def test_system_flags_are_columns_and_keywords_rows(store: Store):
         assert (await s.execute(text("SELECT count(*) FROM message_keyword"))).scalar_one() == 0
 
 
+async def test_one_write_over_several_folders_gives_each_message_its_own_keywords(store: Store):
+    """The multi-row insert gives back the new ids in its rows' order: each message's keywords
+    go to it, whichever folder and mailbox it is in, with or without keywords of its own."""
+
+    def kw(mailbox: str, folder: str, n: int, flags: set[str]) -> NewMessage:
+        return NewMessage(mailbox, folder, b"c-%d" % n, OuterHeaders(), frozenset(flags))
+
+    batch = [
+        kw("a@x.test", "INBOX", 1, {"$Label1"}),
+        kw("b@x.test", "INBOX", 2, set()),
+        kw("a@x.test", "Sent", 3, {"\\Seen", "Work", "$Label2"}),
+        kw("a@x.test", "INBOX", 4, {"Home"}),
+        kw("b@x.test", "INBOX", 5, {"$Forwarded"}),
+    ]
+    refs = await store.write(batch)
+    got = {}
+    for ref, n in zip(refs, range(1, 6), strict=True):
+        (meta,) = [m for m in await store.messages(ref.mailbox, ref.folder_id) if m.uid == ref.uid]
+        got[n] = meta.flags
+    assert got == {n: frozenset(batch[n - 1].flags) for n in range(1, 6)}
+    assert [r.uid for r in refs] == [1, 1, 1, 2, 2]
+
+
 async def test_a_folder_id_of_another_mailbox_matches_nothing(store: Store):
     """The store checks every folder id against the mailbox named with it, in SQL."""
     (ref,) = await store.write([item("victim@x.test", 0)])
