@@ -29,7 +29,9 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime
+from time import monotonic
 
+from mss import mailaccess
 from mss.principal import Principal
 from mss.records import DELIMITER, FlagMode, FolderInfo, MessageMeta, OuterHeaders, Quota, StoredRef
 from mss.refusals import Reason, Refusal
@@ -55,6 +57,7 @@ class Namespaces:
         #: The shared mailboxes listed at login, and their handles once opened (None: refused).
         self.shared_addresses: tuple[str, ...] = tuple(sorted(shared))
         self._opened: dict[str, MailboxHandle | None] = {}
+        self._refused_at: dict[str, float] = {}
 
     # -- what the session is -------------------------------------------------------------
 
@@ -94,11 +97,16 @@ class Namespaces:
     async def _shared_handle(self, address: str) -> MailboxHandle | None:
         if address not in self.shared_addresses:
             return None
-        if address not in self._opened:
+        if address not in self._opened or (
+            self._opened[address] is None and monotonic() - self._refused_at.get(address, 0.0) >= mailaccess.RIGHTS_TTL
+        ):
             try:
                 self._opened[address] = await self._mail.open(self.principal, address)
             except Refusal:
-                self._opened[address] = None  # revoked since login: not there any more
+                # Revoked since login: not there any more (asked again after RIGHTS_TTL, in
+                # case it is granted back). An opened handle reads its rights again itself.
+                self._opened[address] = None
+                self._refused_at[address] = monotonic()
         return self._opened[address]
 
     async def route(self, name: str) -> tuple[MailboxHandle, str] | None:

@@ -389,6 +389,10 @@ class Session:
             uid = isinstance(cmd, UidCommand) and cmd.uid
             try:
                 updates = await self.sync(allow_expunge=uid or not isinstance(cmd, _NO_EXPUNGE), uid_mode=uid)
+            except Refusal:
+                # The rights on the selected folder were revoked (`mss.mailaccess.RIGHTS_TTL`):
+                # nothing more is told of it; every command on it is refused (NOPERM).
+                updates = []
             except Exception as exc:
                 if not storage_unavailable(exc):
                     raise

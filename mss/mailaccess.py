@@ -10,6 +10,14 @@ Each handle carries the principal's RFC 4314 rights on its mailbox (`mss.rights`
 `open`) and checks them itself, method by method, following RFC 4314 4's table: a missing
 right is `Refusal(NOT_ALLOWED)` (IMAP `NO [NOPERM]`, RFC 5530), whichever front end asks.
 A member of a shared mailbox also has their own \\Seen there (`Access.reader`).
+
+A member's rights can change while a session is open (`mss mailbox grant` / `revoke`): the
+handle reads them again (one indexed query, `MailboxRights.access`) when they are older
+than `RIGHTS_TTL` on any method, and always when a folder is named anew (`folder`: SELECT,
+EXAMINE, STATUS, a COPY/MOVE destination) and on APPEND. So a revocation stops an open
+session within `RIGHTS_TTL` at most, and at once for a new SELECT or APPEND; a grant that
+raises rights holds within the same bound. An owner's rights (`OWNER`) are not revocable
+and are not read again.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
+from time import monotonic
 
 from crypto.rfc5322 import to_crlf
 from mss.events import FolderWatch
@@ -29,6 +38,11 @@ from mss.rights import OWNER, Access, DirectoryRights
 from mss.sealing import Sealer
 from mss.services import MAX_APPEND_MESSAGES, AppendItem, FolderState, MailboxHandle, MailboxRights
 from mss.store import Store
+
+#: How long (seconds) a member's rights read from the directory are trusted before the handle
+#: reads them again (module docstring): the bound on how late a revocation reaches an open
+#: session.
+RIGHTS_TTL = 5.0
 
 #: Which right changing a flag takes (RFC 4314 4, STORE): \\Seen "s", \\Deleted "t", any
 #: other flag or keyword "w".
@@ -50,6 +64,7 @@ class Handle:
         address: str,
         max_size: int,
         access: Access | None = None,
+        rights: MailboxRights | None = None,
     ) -> None:
         self._store = store
         self._sealer = sealer
@@ -61,6 +76,9 @@ class Handle:
         self._reader = self._access.reader
         #: The folder ids this handle handed out: the only ones it accepts.
         self._issued: set[int] = set()
+        #: Where a member's rights are read again, and when they last were (module docstring).
+        self._rights_source = rights if self._reader is not None else None
+        self._checked_at = monotonic()
 
     @property
     def rights(self) -> str:
@@ -76,6 +94,22 @@ class Handle:
     def _as_reader(self) -> dict[str, str]:
         """The store's `reader` argument, given only for a member (whose \\Seen is theirs)."""
         return {"reader": self._reader} if self._reader is not None else {}
+
+    async def _refresh(self, *, force: bool = False) -> None:
+        """Read a member's rights again when older than `RIGHTS_TTL` (or `force`)."""
+        if self._rights_source is None:
+            return
+        now = monotonic()
+        if not force and now - self._checked_at < RIGHTS_TTL:
+            return
+        access = await self._rights_source.access(self._principal, self._address)
+        self._access = Access(access.rights, reader=self._reader)
+        self._checked_at = now
+
+    async def _check(self, *rights: str, force: bool = False) -> None:
+        """`_need`, on rights read again if stale (`_refresh`)."""
+        await self._refresh(force=force)
+        self._need(*rights)
 
     def _need(self, *rights: str) -> None:
         """Refuse unless the principal has every one of `rights` (RFC 4314 4)."""
@@ -114,6 +148,7 @@ class Handle:
 
     async def folders(self) -> list[FolderInfo]:
         """Every folder, with the "l" right (RFC 4314 4, LIST); none without it."""
+        await self._refresh()
         if not self._access.has("l"):
             return []
         found = await self._store.list_folders(self._address, **self._as_reader)
@@ -121,59 +156,64 @@ class Handle:
         return found
 
     async def folder(self, name: str) -> FolderInfo | None:
-        """The folder; its counts (what STATUS tells) only with the "r" right."""
+        """The folder; its counts (what STATUS tells) only with the "r" right. None (no such
+        folder) once the principal has no rights left here: rights are read again first
+        (SELECT, EXAMINE, STATUS, a COPY destination name a folder through here)."""
+        await self._refresh(force=True)
+        if not self._access.rights:
+            return None
         info = await self._store.get_folder(self._address, name, **self._as_reader)
         if info is not None and not self._access.has("r"):
             info = replace(info, exists=0, unseen=0, recent=0)
         return self._issue(info)
 
     async def create_folder(self, name: str, special_use: str | None = None) -> FolderInfo:
-        self._need("k")  # RFC 4314 4: CREATE needs "k" on the parent (here: the mailbox)
+        await self._check("k")  # RFC 4314 4: CREATE needs "k" on the parent (here: the mailbox)
         created = await self._store.create_folder(self._address, name, special_use)
         self._issued.add(created.id)
         return created
 
     async def delete_folder(self, name: str) -> None:
-        self._need("x")
+        await self._check("x")
         await self._store.delete_folder(self._address, name)
 
     async def rename_folder(self, old: str, new: str) -> None:
-        self._need("x", "k")  # RFC 4314 4: "x" on the old name, "k" on the new parent
+        await self._check("x", "k")  # RFC 4314 4: "x" on the old name, "k" on the new parent
         await self._store.rename_folder(self._address, old, new)
 
     async def subscribe(self, name: str, subscribed: bool) -> None:
         """A member's subscription is their own (`member_subscription`)."""
-        self._need("l")
+        await self._check("l")
         await self._store.set_subscribed(self._address, name, subscribed, **self._as_reader)
 
     async def folder_state(self, folder: FolderInfo) -> FolderState | None:
-        self._need("r")
+        await self._check("r")
         state = await self._store.folder_state(self._address, self._own(folder))
         return FolderState(*state) if state else None
 
     async def claim_recent(self, folder: FolderInfo) -> tuple[int, int]:
-        self._need("r")
+        await self._check("r")
         return await self._store.claim_recent(self._address, self._own(folder))
 
     async def messages(self, folder: FolderInfo, known: FolderState | None = None) -> list[MessageMeta]:
-        self._need("r")
+        await self._check("r")
         at = (known.uidnext, known.highestmodseq) if known is not None else None
         return await self._store.messages(self._address, self._own(folder), at, **self._as_reader)
 
     async def headers(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, OuterHeaders]:
-        self._need("r")
+        await self._check("r")
         return await self._store.headers(self._address, self._own(folder), uids)
 
     async def content(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, bytes]:
-        self._need("r")
+        await self._check("r")
         return await self._store.content(self._address, self._own(folder), uids)
 
     async def structures(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, bytes]:
-        self._need("r")
+        await self._check("r")
         return await self._store.structures(self._address, self._own(folder), uids)
 
     async def keep_structures(self, folder: FolderInfo, structures: dict[int, bytes]) -> None:
-        self._need("r")
+        await self._check("r")
         await self._store.keep_structures(self._address, self._own(folder), structures)
 
     def allowed_flags(self, flags: Iterable[str]) -> frozenset[str]:
@@ -195,10 +235,10 @@ class Handle:
         if mode != "replace":
             allowed = self.allowed_flags(wanted)
             if wanted and not allowed:
-                self._need(*sorted({flag_right(f) for f in wanted}))
+                await self._check(*sorted({flag_right(f) for f in wanted}))
             return [(list(uids), allowed, mode)] if allowed else []
         if not have:
-            self._need("w")
+            await self._check("w")
         metas = {
             m.uid: m for m in await self._store.messages(self._address, self._own(folder), None, **self._as_reader)
         }
@@ -214,7 +254,7 @@ class Handle:
     async def set_flags(
         self, folder: FolderInfo, uids: Sequence[int], flags: Iterable[str], mode: FlagMode
     ) -> list[MessageMeta]:
-        self._need("r")
+        await self._check("r")
         fid = self._own(folder)
         done: list[MessageMeta] = []
         for group, target, how in await self._flag_plan(folder, uids, flags, mode):
@@ -224,7 +264,7 @@ class Handle:
     async def set_flags_unchanged_since(
         self, folder: FolderInfo, uids: Sequence[int], flags: Iterable[str], mode: FlagMode, unchanged_since: int
     ) -> tuple[list[MessageMeta], list[int]]:
-        self._need("r")
+        await self._check("r")
         fid = self._own(folder)
         done: list[MessageMeta] = []
         modified: list[int] = []
@@ -237,19 +277,19 @@ class Handle:
         return sorted(done, key=lambda m: m.uid), sorted(modified)
 
     async def expunge(self, folder: FolderInfo, uids: Sequence[int] | None = None) -> list[int]:
-        self._need("e")  # RFC 4314 4: EXPUNGE needs "e"
+        await self._check("e")  # RFC 4314 4: EXPUNGE needs "e"
         return await self._store.expunge(self._address, self._own(folder), uids)
 
     async def vanished(self, folder: FolderInfo, since: int) -> list[int]:
-        self._need("r")
+        await self._check("r")
         return await self._store.vanished(self._address, self._own(folder), since)
 
     async def copy(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]:
-        self._need("r", "i")  # RFC 4314 4: "r" on the source, "i" on the destination
+        await self._check("r", "i", force=True)  # RFC 4314 4: "r" on the source, "i" on the destination
         return await self._store.copy(self._address, self._own(folder), uids, self._own(dest))
 
     async def move(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]:
-        self._need("r", "t", "e", "i")  # RFC 6851 3.3 / RFC 4314 4: COPY, then \\Deleted and EXPUNGE
+        await self._check("r", "t", "e", "i", force=True)  # RFC 6851 3.3 / RFC 4314 4: COPY, then \\Deleted and EXPUNGE
         return await self._store.move(self._address, self._own(folder), uids, self._own(dest))
 
     async def copy_to(
@@ -261,8 +301,8 @@ class Handle:
             raise Refusal(Reason.NOT_ALLOWED, "Not a mailbox of this session", "copy_to across principals")
         if other is self or other.address == self._address:
             return await (self.move if move else self.copy)(folder, uids, dest)
-        self._need("r", *(("t", "e") if move else ()))
-        other._need("i")
+        await self._check("r", *(("t", "e") if move else ()))
+        await other._check("i", force=True)
         return await self._store.copy_between(
             self._address,
             self._own(folder),
@@ -288,7 +328,7 @@ class Handle:
         refusal, before or in the write, stores none of them."""
         if not messages:
             raise ValueError("append_many needs at least one message")
-        self._need("i")  # RFC 4314 4: APPEND needs "i"; flags without their right are dropped
+        await self._check("i", force=True)  # RFC 4314 4: APPEND needs "i"; flags without their right are dropped
         messages = [(raw, self.allowed_flags(flags), when) for raw, flags, when in messages]
         if len(messages) > MAX_APPEND_MESSAGES:
             raise Refusal(Reason.MALFORMED_MESSAGE, f"At most {MAX_APPEND_MESSAGES} messages in one APPEND")
@@ -324,7 +364,7 @@ class Handle:
         return refs
 
     async def quota(self) -> Quota:
-        self._need("r")
+        await self._check("r")
         return await self._store.quota(self._address)
 
     def watch(self, folder: FolderInfo) -> AbstractContextManager[FolderWatch]:
@@ -373,4 +413,4 @@ class MailAccessService:
             )
         # A mailbox's special-use folders exist from its first session on (no write once they do).
         await self._store.ensure_default_folders(address)
-        return self.handle_type(self._store, self._sealer, principal, address, self._max_size, access)
+        return self.handle_type(self._store, self._sealer, principal, address, self._max_size, access, self.rights)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mss.principal import Principal
@@ -91,23 +91,41 @@ class Access:
 
 class DirectoryRights:
     """`mss.services.MailboxRights` over the directory tables (`local_mailbox`,
-    `local_mailbox_member`). Read at every `MailAccess.open`, so a grant or revoke holds
-    from the member's next session (login) on."""
+    `local_mailbox_member`). Read at every `MailAccess.open`, and again by an open handle
+    (`mss.mailaccess.RIGHTS_TTL`), so a grant or revoke reaches open sessions too."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
     async def access(self, principal: Principal, mailbox: str) -> Access:
-        """The principal's rights on `mailbox` (module docstring); `Access("")` for none."""
-        from annuaire.model import LocalMailbox
+        """The principal's rights on `mailbox` (module docstring); `Access("")` for none.
+
+        One indexed query (the mailbox's row, outer-joined to the memberships of the
+        professional's PER mailboxes in it): what an open handle asks again every
+        `mss.mailaccess.RIGHTS_TTL` seconds."""
+        from annuaire.model import LocalMailbox, LocalMailboxMember
 
         address = mailbox.lower()
         if not principal.may_open(address):
             return Access("")
+        person = select(LocalMailbox.address).where(LocalMailbox.idnat == principal.identifier)
         async with self._sessions() as s:
-            kind = (await s.execute(select(LocalMailbox.type).where(LocalMailbox.address == address))).scalar()
-            if kind == "ORG" and principal.kind == "PS":
-                return Access(await self._member_rights(s, principal, address), reader=principal.identifier)
+            rows = (
+                await s.execute(
+                    select(LocalMailbox.type, LocalMailboxMember.rights)
+                    .select_from(LocalMailbox)
+                    .outerjoin(
+                        LocalMailboxMember,
+                        and_(
+                            LocalMailboxMember.mailbox == LocalMailbox.address,
+                            LocalMailboxMember.member.in_(person.scalar_subquery()),
+                        ),
+                    )
+                    .where(LocalMailbox.address == address)
+                )
+            ).all()
+        if rows and rows[0].type == "ORG" and principal.kind == "PS":
+            return Access(canonical("".join(r.rights or "" for r in rows)), reader=principal.identifier)
         if not principal.may_use(address):
             return Access("")  # kept only to be read as a member: not an ORG mailbox
         return Access(OWNER)
@@ -138,16 +156,3 @@ class DirectoryRights:
             for a, r in sorted(found.items())
             if "l" in r and a in candidates
         }
-
-    @staticmethod
-    async def _member_rights(s: AsyncSession, principal: Principal, address: str) -> str:
-        """The union of the memberships of the professional's PER mailboxes in `address`."""
-        from annuaire.model import LocalMailbox, LocalMailboxMember
-
-        person = select(LocalMailbox.address).where(LocalMailbox.idnat == principal.identifier)
-        rows = await s.execute(
-            select(LocalMailboxMember.rights).where(
-                LocalMailboxMember.mailbox == address, LocalMailboxMember.member.in_(person)
-            )
-        )
-        return canonical("".join(r or "" for r in rows.scalars()))

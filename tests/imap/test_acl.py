@@ -308,3 +308,49 @@ async def test_idle_on_a_shared_folder_hears_of_mail_for_the_org_mailbox(shared,
     out = b"".join(r.to_bytes() for r in await carol.session.idle_updates()).decode()
     assert "* 1 EXISTS" in out
     assert (await carol.line("DONE")) == "i OK IDLE terminated\r\n"
+
+
+async def test_a_revocation_reaches_an_open_session(shared, make_session, monkeypatch):
+    """RFC 4314 rights are read again by the open handle (`mss.mailaccess.RIGHTS_TTL`)."""
+    from mss import mailaccess
+
+    await shared.deliver(ORG, sample("before the revocation", to=ORG))
+    alice = await login(make_session, ALICE_CERT)
+    assert "READ-WRITE" in await alice.line(f"s SELECT {INBOX}")
+    assert "before the revocation" in await alice.line("f FETCH 1 BODY[]")
+    async with shared.store.sessions() as s, s.begin():
+        await LocalDirectory(s).revoke(ORG, ALICE)
+    # Within the bound, a new SELECT and an APPEND already ask again: refused.
+    assert "NO [NONEXISTENT]" in tagged(await alice.line(f"t SELECT {INBOX}"), "t")
+    assert "NO" in tagged(await alice.line(f"a APPEND {INBOX} {{2+}}\r\nhi"), "a")
+    assert "NO [NONEXISTENT]" in tagged(await alice.line(f"u STATUS {INBOX} (MESSAGES)"), "u")
+    # The other commands of a selected folder, once the rights are older than the bound.
+    monkeypatch.setattr(mailaccess, "RIGHTS_TTL", 0.0)
+    async with shared.store.sessions() as s, s.begin():
+        await LocalDirectory(s).grant(ORG, ALICE, "lrswite")
+    other = await login(make_session, ALICE_CERT)
+    assert "READ-WRITE" in await other.line(f"s SELECT {INBOX}")
+    async with shared.store.sessions() as s, s.begin():
+        await LocalDirectory(s).revoke(ORG, ALICE)
+    for line in ("f FETCH 1 BODY[]", "g STORE 1 +FLAGS (\\Flagged)", "h EXPUNGE", "i UID SEARCH ALL"):
+        out = await other.line(line)
+        assert "NO [NOPERM]" in tagged(out, line.split()[0]), (line, out)
+    assert "Partag" not in await other.line('l LIST "" "*"')
+    inbox = await shared.store.get_folder(ORG, "INBOX")
+    (meta,) = await shared.store.messages(ORG, inbox.id)
+    assert "\\Flagged" not in meta.flags
+
+
+async def test_a_grant_raising_rights_reaches_an_open_session(shared, make_session, monkeypatch):
+    from mss import mailaccess
+
+    await shared.deliver(ORG, sample("flag me later", to=ORG))
+    carol = await login(make_session, CAROL_CERT)
+    await carol.line(f"s SELECT {INBOX}")
+    assert "NO [NOPERM]" in await carol.line("a STORE 1 +FLAGS (\\Flagged)")
+    async with shared.store.sessions() as s, s.begin():
+        await LocalDirectory(s).grant(ORG, CAROL, "lrsw")
+    monkeypatch.setattr(mailaccess, "RIGHTS_TTL", 0.0)
+    out = await carol.line("b STORE 1 +FLAGS (\\Flagged)")
+    assert "\\Flagged" in out and "b OK" in tagged(out, "b"), out
+    assert f"* MYRIGHTS {INBOX} lrsw" in await carol.line(f"m MYRIGHTS {INBOX}")
