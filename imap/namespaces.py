@@ -31,7 +31,7 @@ from dataclasses import replace
 from datetime import datetime
 from time import monotonic
 
-from mss import mailaccess
+from mss import services
 from mss.principal import Principal
 from mss.records import DELIMITER, FlagMode, FolderInfo, MessageMeta, OuterHeaders, Quota, StoredRef
 from mss.refusals import Reason, Refusal
@@ -98,7 +98,7 @@ class Namespaces:
         if address not in self.shared_addresses:
             return None
         if address not in self._opened or (
-            self._opened[address] is None and monotonic() - self._refused_at.get(address, 0.0) >= mailaccess.RIGHTS_TTL
+            self._opened[address] is None and monotonic() - self._refused_at.get(address, 0.0) >= services.RIGHTS_TTL
         ):
             try:
                 self._opened[address] = await self._mail.open(self.principal, address)

@@ -390,7 +390,7 @@ class Session:
             try:
                 updates = await self.sync(allow_expunge=uid or not isinstance(cmd, _NO_EXPUNGE), uid_mode=uid)
             except Refusal:
-                # The rights on the selected folder were revoked (`mss.mailaccess.RIGHTS_TTL`):
+                # The rights on the selected folder were revoked (`mss.services.RIGHTS_TTL`):
                 # nothing more is told of it; every command on it is refused (NOPERM).
                 updates = []
             except Exception as exc:

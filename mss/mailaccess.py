@@ -13,7 +13,7 @@ A member of a shared mailbox also has their own \\Seen there (`Access.reader`).
 
 A member's rights can change while a session is open (`mss mailbox grant` / `revoke`): the
 handle reads them again (one indexed query, `MailboxRights.access`) when they are older
-than `RIGHTS_TTL` on any method, and always when a folder is named anew (`folder`: SELECT,
+than `mss.services.RIGHTS_TTL` (5 s) on any method, and always when a folder is named anew (`folder`: SELECT,
 EXAMINE, STATUS, a COPY/MOVE destination) and on APPEND. So a revocation stops an open
 session within `RIGHTS_TTL` at most, and at once for a new SELECT or APPEND; a grant that
 raises rights holds within the same bound. An owner's rights (`OWNER`) are not revocable
@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from time import monotonic
 
 from crypto.rfc5322 import to_crlf
+from mss import services
 from mss.events import FolderWatch
 from mss.message import parse_message_async
 from mss.principal import Principal
@@ -38,11 +39,6 @@ from mss.rights import OWNER, Access, DirectoryRights
 from mss.sealing import Sealer
 from mss.services import MAX_APPEND_MESSAGES, AppendItem, FolderState, MailboxHandle, MailboxRights
 from mss.store import Store
-
-#: How long (seconds) a member's rights read from the directory are trusted before the handle
-#: reads them again (module docstring): the bound on how late a revocation reaches an open
-#: session.
-RIGHTS_TTL = 5.0
 
 #: Which right changing a flag takes (RFC 4314 4, STORE): \\Seen "s", \\Deleted "t", any
 #: other flag or keyword "w".
@@ -96,11 +92,11 @@ class Handle:
         return {"reader": self._reader} if self._reader is not None else {}
 
     async def _refresh(self, *, force: bool = False) -> None:
-        """Read a member's rights again when older than `RIGHTS_TTL` (or `force`)."""
+        """Read a member's rights again when older than `services.RIGHTS_TTL` (or `force`)."""
         if self._rights_source is None:
             return
         now = monotonic()
-        if not force and now - self._checked_at < RIGHTS_TTL:
+        if not force and now - self._checked_at < services.RIGHTS_TTL:
             return
         access = await self._rights_source.access(self._principal, self._address)
         self._access = Access(access.rights, reader=self._reader)

@@ -92,7 +92,7 @@ class Access:
 class DirectoryRights:
     """`mss.services.MailboxRights` over the directory tables (`local_mailbox`,
     `local_mailbox_member`). Read at every `MailAccess.open`, and again by an open handle
-    (`mss.mailaccess.RIGHTS_TTL`), so a grant or revoke reaches open sessions too."""
+    (`mss.services.RIGHTS_TTL`), so a grant or revoke reaches open sessions too."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -102,7 +102,7 @@ class DirectoryRights:
 
         One indexed query (the mailbox's row, outer-joined to the memberships of the
         professional's PER mailboxes in it): what an open handle asks again every
-        `mss.mailaccess.RIGHTS_TTL` seconds."""
+        `mss.services.RIGHTS_TTL` seconds."""
         from annuaire.model import LocalMailbox, LocalMailboxMember
 
         address = mailbox.lower()

@@ -301,6 +301,11 @@ class FolderState:
 AppendItem: TypeAlias = "tuple[bytes, Iterable[str], datetime | None]"
 #: Most messages one `MailboxHandle.append_many` stores (IMAP MULTIAPPEND, RFC 3502).
 MAX_APPEND_MESSAGES = 1000
+#: How long (seconds) a handle trusts a member's RFC 4314 rights read from the directory
+#: before reading them again (`mss.mailaccess`): the bound on how late a `mss mailbox revoke`
+#: or `grant` reaches an open session. SELECT, EXAMINE, STATUS, APPEND and a COPY
+#: destination always read them again.
+RIGHTS_TTL = 5.0
 
 
 class MailboxHandle(Protocol):

@@ -311,8 +311,8 @@ async def test_idle_on_a_shared_folder_hears_of_mail_for_the_org_mailbox(shared,
 
 
 async def test_a_revocation_reaches_an_open_session(shared, make_session, monkeypatch):
-    """RFC 4314 rights are read again by the open handle (`mss.mailaccess.RIGHTS_TTL`)."""
-    from mss import mailaccess
+    """RFC 4314 rights are read again by the open handle (`mss.services.RIGHTS_TTL`)."""
+    from mss import services
 
     await shared.deliver(ORG, sample("before the revocation", to=ORG))
     alice = await login(make_session, ALICE_CERT)
@@ -325,7 +325,7 @@ async def test_a_revocation_reaches_an_open_session(shared, make_session, monkey
     assert "NO" in tagged(await alice.line(f"a APPEND {INBOX} {{2+}}\r\nhi"), "a")
     assert "NO [NONEXISTENT]" in tagged(await alice.line(f"u STATUS {INBOX} (MESSAGES)"), "u")
     # The other commands of a selected folder, once the rights are older than the bound.
-    monkeypatch.setattr(mailaccess, "RIGHTS_TTL", 0.0)
+    monkeypatch.setattr(services, "RIGHTS_TTL", 0.0)
     async with shared.store.sessions() as s, s.begin():
         await LocalDirectory(s).grant(ORG, ALICE, "lrswite")
     other = await login(make_session, ALICE_CERT)
@@ -342,7 +342,7 @@ async def test_a_revocation_reaches_an_open_session(shared, make_session, monkey
 
 
 async def test_a_grant_raising_rights_reaches_an_open_session(shared, make_session, monkeypatch):
-    from mss import mailaccess
+    from mss import services
 
     await shared.deliver(ORG, sample("flag me later", to=ORG))
     carol = await login(make_session, CAROL_CERT)
@@ -350,7 +350,7 @@ async def test_a_grant_raising_rights_reaches_an_open_session(shared, make_sessi
     assert "NO [NOPERM]" in await carol.line("a STORE 1 +FLAGS (\\Flagged)")
     async with shared.store.sessions() as s, s.begin():
         await LocalDirectory(s).grant(ORG, CAROL, "lrsw")
-    monkeypatch.setattr(mailaccess, "RIGHTS_TTL", 0.0)
+    monkeypatch.setattr(services, "RIGHTS_TTL", 0.0)
     out = await carol.line("b STORE 1 +FLAGS (\\Flagged)")
     assert "\\Flagged" in out and "b OK" in tagged(out, "b"), out
     assert f"* MYRIGHTS {INBOX} lrsw" in await carol.line(f"m MYRIGHTS {INBOX}")
