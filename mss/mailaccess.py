@@ -35,18 +35,10 @@ from mss.message import parse_message_async
 from mss.principal import Principal
 from mss.records import FlagMode, FolderInfo, MessageMeta, NewMessage, OuterHeaders, Quota, StoredRef
 from mss.refusals import Reason, Refusal
-from mss.rights import OWNER, Access, DirectoryRights
+from mss.rights import FLAG_CLASSES, OWNER, Access, DirectoryRights, flag_right
 from mss.sealing import Sealer
 from mss.services import MAX_APPEND_MESSAGES, AppendItem, FolderState, MailboxHandle, MailboxRights
 from mss.store import Store
-
-#: Which right changing a flag takes (RFC 4314 4, STORE): \\Seen "s", \\Deleted "t", any
-#: other flag or keyword "w".
-_FLAG_RIGHT = {"\\Seen": "s", "\\Deleted": "t"}
-
-
-def flag_right(flag: str) -> str:
-    return _FLAG_RIGHT.get(flag, "w")
 
 
 class Handle:
@@ -216,61 +208,49 @@ class Handle:
         """The flags among `flags` this principal may change (RFC 4314 4, STORE)."""
         return frozenset(f for f in flags if flag_right(f) in self._access.rights)
 
-    async def _flag_plan(
-        self, folder: FolderInfo, uids: Sequence[int], flags: Iterable[str], mode: FlagMode
-    ) -> list[tuple[list[int], frozenset[str], FlagMode]]:
-        """What a STORE may do with these rights (RFC 4314 4): the flags it has no right to
-        change are left as they are, and it "SHOULD NOT fail if the user has rights to modify
-        at least one flag"; with none it is refused. A replacing STORE without every right
-        becomes, per message, the replacement of the changeable flags only."""
+    async def _changeable(self, flags: Iterable[str], mode: FlagMode) -> frozenset[str] | None:
+        """The flag classes (`mss.rights.FLAG_CLASSES`) a STORE may change with these rights
+        (RFC 4314 4); None: all of them. The flags of the other classes are left as they
+        are, by the store, in the STORE's own transaction under the folder's lock (so a
+        concurrent change of them by another member is never undone), and the STORE "SHOULD
+        NOT fail if the user has rights to modify at least one flag"; with none it is
+        refused."""
+        await self._check("r")
+        have = FLAG_CLASSES & set(self._access.rights)
+        if have == FLAG_CLASSES:
+            return None
         wanted = frozenset(flags)
-        classes = {"s", "t", "w"}
-        have = classes & set(self._access.rights)
-        if have == classes:
-            return [(list(uids), wanted, mode)]
         if mode != "replace":
-            allowed = self.allowed_flags(wanted)
-            if wanted and not allowed:
-                await self._check(*sorted({flag_right(f) for f in wanted}))
-            return [(list(uids), allowed, mode)] if allowed else []
-        if not have:
-            await self._check("w")
-        metas = {
-            m.uid: m for m in await self._store.messages(self._address, self._own(folder), None, **self._as_reader)
-        }
-        groups: dict[frozenset[str], list[int]] = {}
-        for uid in uids:
-            m = metas.get(uid)
-            if m is None:
-                continue
-            kept = frozenset(f for f in m.flags if flag_right(f) not in have and f != "\\Recent")
-            groups.setdefault(self.allowed_flags(wanted) | kept, []).append(uid)
-        return [(group, target, "replace") for target, group in groups.items()]
+            if wanted and not self.allowed_flags(wanted):
+                self._need(*sorted({flag_right(f) for f in wanted}))
+        elif not have:
+            self._need("w")
+        return frozenset(have)
 
     async def set_flags(
         self, folder: FolderInfo, uids: Sequence[int], flags: Iterable[str], mode: FlagMode
     ) -> list[MessageMeta]:
-        await self._check("r")
-        fid = self._own(folder)
-        done: list[MessageMeta] = []
-        for group, target, how in await self._flag_plan(folder, uids, flags, mode):
-            done += await self._store.set_flags(self._address, fid, group, target, how, **self._as_reader)
-        return sorted(done, key=lambda m: m.uid)
+        flags = frozenset(flags)
+        changeable = await self._changeable(flags, mode)
+        return await self._store.set_flags(
+            self._address, self._own(folder), uids, flags, mode, changeable=changeable, **self._as_reader
+        )
 
     async def set_flags_unchanged_since(
         self, folder: FolderInfo, uids: Sequence[int], flags: Iterable[str], mode: FlagMode, unchanged_since: int
     ) -> tuple[list[MessageMeta], list[int]]:
-        await self._check("r")
-        fid = self._own(folder)
-        done: list[MessageMeta] = []
-        modified: list[int] = []
-        for group, target, how in await self._flag_plan(folder, uids, flags, mode):
-            d, m = await self._store.set_flags_unchanged_since(
-                self._address, fid, group, target, how, unchanged_since, **self._as_reader
-            )
-            done += d
-            modified += m
-        return sorted(done, key=lambda m: m.uid), sorted(modified)
+        flags = frozenset(flags)
+        changeable = await self._changeable(flags, mode)
+        return await self._store.set_flags_unchanged_since(
+            self._address,
+            self._own(folder),
+            uids,
+            flags,
+            mode,
+            unchanged_since,
+            changeable=changeable,
+            **self._as_reader,
+        )
 
     async def expunge(self, folder: FolderInfo, uids: Sequence[int] | None = None) -> list[int]:
         await self._check("e")  # RFC 4314 4: EXPUNGE needs "e"

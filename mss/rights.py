@@ -42,7 +42,29 @@ NAMED_RIGHTS: dict[str, str] = {"read": "lrs", "write": "lrswite"}
 #: The rights that make a SELECT read-write (RFC 4314 4: READ-ONLY when none of them).
 WRITE_RIGHTS = frozenset("stwie")
 
-__all__ = ["NAMED_RIGHTS", "OWNER", "RIGHTS", "Access", "DirectoryRights", "RightsError", "canonical", "parse_rights"]
+#: Which right changing a flag takes (RFC 4314 4, STORE): \\Seen "s", \\Deleted "t", any
+#: other flag or keyword "w". These three letters are the flag classes.
+_FLAG_RIGHT = {"\\Seen": "s", "\\Deleted": "t"}
+FLAG_CLASSES = frozenset("stw")
+
+
+def flag_right(flag: str) -> str:
+    """The right (flag class) changing `flag` takes."""
+    return _FLAG_RIGHT.get(flag, "w")
+
+
+__all__ = [
+    "FLAG_CLASSES",
+    "NAMED_RIGHTS",
+    "OWNER",
+    "RIGHTS",
+    "Access",
+    "DirectoryRights",
+    "RightsError",
+    "canonical",
+    "flag_right",
+    "parse_rights",
+]
 
 
 class RightsError(ValueError):

@@ -39,6 +39,7 @@ from mss.db.models import (
 )
 from mss.events import Events
 from mss.folder_cache import FolderCache
+from mss.rights import flag_right
 from mss.records import (
     DELIMITER,
     FlagMode,
@@ -860,13 +861,18 @@ class Store:
         flags: Iterable[str],
         mode: FlagMode,
         reader: str | None = None,
+        *,
+        changeable: frozenset[str] | None = None,
     ) -> list[MessageMeta]:
         """Change flags; each changed message gets a new MODSEQ. Returns the new state.
 
         The folder is locked before the rows are read, so two sessions changing flags at
-        once cannot each write a state computed from a stale read.
+        once cannot each write a state computed from a stale read. `changeable`: see
+        `set_flags_unchanged_since`.
         """
-        done, _ = await self.set_flags_unchanged_since(mailbox, folder_id, uids, flags, mode, None, reader)
+        done, _ = await self.set_flags_unchanged_since(
+            mailbox, folder_id, uids, flags, mode, None, reader, changeable=changeable
+        )
         return done
 
     async def set_flags_unchanged_since(
@@ -878,6 +884,8 @@ class Store:
         mode: FlagMode,
         unchanged_since: int | None,
         reader: str | None = None,
+        *,
+        changeable: frozenset[str] | None = None,
     ) -> tuple[list[MessageMeta], list[int]]:
         """`set_flags`, conditional when `unchanged_since` is given (RFC 7162 3.1.3
         UNCHANGEDSINCE): a message whose MODSEQ is above it is left as it is and its UID is
@@ -888,7 +896,12 @@ class Store:
         flags the mailbox's. A change of their \\Seen alone still gives the message a new
         MODSEQ, for everyone: the other members' CONDSTORE/QRESYNC sync then fetches its
         flags again and finds them unchanged (a spurious FETCH, RFC 7162 allows it), and the
-        member's own other sessions learn of it."""
+        member's own other sessions learn of it.
+
+        `changeable`: the flag classes (`mss.rights.FLAG_CLASSES`: "s" \\Seen, "t" \\Deleted,
+        "w" the others) the caller has the RFC 4314 right to change; None: all. A flag of
+        another class keeps, on each message, the value read here under the lock, whatever
+        the mode (a replacing STORE of a member with "s" only changes their \\Seen alone)."""
         wanted = frozenset(flags)
         too_long = [k for k in _keywords(wanted) if len(k) > MAX_KEYWORD]
         if too_long:
@@ -924,6 +937,10 @@ class Store:
                 base = _flag_set(r, keywords.get(r.id, ()))
                 old = base if reader is None else (base - _SEEN) | (_SEEN if r.uid in seen else frozenset())
                 new = old | wanted if mode == "add" else old - wanted if mode == "remove" else wanted
+                if changeable is not None:  # the flags it may not change stay as read under the lock
+                    new = frozenset(f for f in new if flag_right(f) in changeable) | frozenset(
+                        f for f in old if flag_right(f) not in changeable
+                    )
                 if reader is not None:
                     if "\\Seen" in new and "\\Seen" not in old:
                         seen_added.append({"folder_id": folder_id, "member": reader, "uid": r.uid})

@@ -354,3 +354,50 @@ async def test_a_grant_raising_rights_reaches_an_open_session(shared, make_sessi
     out = await carol.line("b STORE 1 +FLAGS (\\Flagged)")
     assert "\\Flagged" in out and "b OK" in tagged(out, "b"), out
     assert f"* MYRIGHTS {INBOX} lrsw" in await carol.line(f"m MYRIGHTS {INBOX}")
+
+
+async def test_a_read_members_replacing_store_keeps_the_flags_it_may_not_change(shared, make_session):
+    await shared.deliver(ORG, sample("flagged by alice", to=ORG))
+    alice = await login(make_session, ALICE_CERT)
+    carol = await login(make_session, CAROL_CERT)
+    await alice.line(f"s SELECT {INBOX}")
+    await carol.line(f"s SELECT {INBOX}")
+    assert "a OK" in await alice.line("a STORE 1 +FLAGS (\\Flagged $Urgent)")
+    out = await carol.line("c STORE 1 FLAGS (\\Seen)")
+    assert "c OK" in tagged(out, "c"), out
+    assert "\\Flagged" in out and "$Urgent" in out and "\\Seen" in out, out
+    inbox = await shared.store.get_folder(ORG, "INBOX")
+    (meta,) = await shared.store.messages(ORG, inbox.id)
+    assert meta.flags == frozenset({"\\Flagged", "$Urgent"})  # Carol's \Seen is hers
+
+
+async def test_a_read_members_store_never_undoes_a_concurrent_change(shared, make_session):
+    """The flags Carol may not change are read under the folder's lock, in her STORE's own
+    transaction: Alice's concurrent -FLAGS (\\Flagged) is never undone."""
+    import asyncio
+
+    await shared.deliver(ORG, sample("raced", to=ORG))
+    alice = await login(make_session, ALICE_CERT)
+    carol = await login(make_session, CAROL_CERT)
+    await alice.line(f"s SELECT {INBOX}")
+    await carol.line(f"s SELECT {INBOX}")
+    inbox = await shared.store.get_folder(ORG, "INBOX")
+    lost, seen = 0, "\\Seen"
+    for n in range(12):
+        assert "OK" in await alice.line(f"a{n} STORE 1 +FLAGS.SILENT (\\Flagged)")
+        await asyncio.gather(
+            carol.line(f"c{n} STORE 1 FLAGS.SILENT ({seen if n % 2 else ''})"),
+            alice.line(f"b{n} STORE 1 -FLAGS.SILENT (\\Flagged)"),
+        )
+        (meta,) = await shared.store.messages(ORG, inbox.id)
+        lost += "\\Flagged" in meta.flags
+    assert lost == 0, f"{lost} of 12 lost"
+    # And the same with UNCHANGEDSINCE (one transaction too).
+    for n in range(5):
+        assert "OK" in await alice.line(f"d{n} STORE 1 +FLAGS.SILENT (\\Flagged)")
+        await asyncio.gather(
+            carol.line(f"e{n} STORE 1 (UNCHANGEDSINCE 1000000) FLAGS.SILENT (\\Seen)"),
+            alice.line(f"f{n} STORE 1 -FLAGS.SILENT (\\Flagged)"),
+        )
+        (meta,) = await shared.store.messages(ORG, inbox.id)
+        assert "\\Flagged" not in meta.flags
