@@ -39,7 +39,6 @@ from mss.db.models import (
 )
 from mss.events import Events
 from mss.folder_cache import FolderCache
-from mss.rights import flag_right
 from mss.records import (
     DELIMITER,
     FlagMode,
@@ -53,6 +52,7 @@ from mss.records import (
     canonical_folder_name,
 )
 from mss.refusals import Reason, Refusal
+from mss.rights import flag_right
 
 T = TypeVar("T")
 #: Work done in a write's own transaction once its rows exist (see `Store.write_some`): the
