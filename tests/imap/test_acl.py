@@ -401,3 +401,23 @@ async def test_a_read_members_store_never_undoes_a_concurrent_change(shared, mak
         )
         (meta,) = await shared.store.messages(ORG, inbox.id)
         assert "\\Flagged" not in meta.flags
+
+
+async def test_list_status_leaves_out_what_a_lookup_only_member_may_not_read(shared, make_session):
+    """RFC 5819 2 with RFC 4314 4: no STATUS line without "r", and the LIST succeeds."""
+    await shared.deliver(ORG, sample("not for her eyes", to=ORG))
+    await shared.deliver(CAROL, sample("hers", to=CAROL))
+    async with shared.store.sessions() as s, s.begin():
+        await LocalDirectory(s).grant(ORG, CAROL, "l")
+    carol = await login(make_session, CAROL_CERT, enable="CONDSTORE")
+    for items in ("MESSAGES UIDNEXT HIGHESTMODSEQ", "SIZE", "MESSAGES UNSEEN"):
+        out = await carol.line(f'x LIST "" "*" RETURN (STATUS ({items}))')
+        assert "x OK" in tagged(out, "x"), out
+        assert f'* LIST (\\HasNoChildren) "/" {INBOX}' in out  # still listed ("l")
+        assert f"* STATUS {INBOX}" not in out and '* STATUS "Partag' not in out, out
+        assert '* STATUS "INBOX" (' in out  # her own folders keep theirs
+    assert "NO [NOPERM]" in tagged(await carol.line(f"s STATUS {INBOX} (MESSAGES)"), "s")
+    # A member with "r" gets the counts of the non-empty folder.
+    alice = await login(make_session, ALICE_CERT)
+    out = await alice.line('y LIST "" "Partag&AOk-s/%/INBOX" RETURN (STATUS (MESSAGES))')
+    assert f"* STATUS {INBOX} (MESSAGES 1)" in out, out
