@@ -239,7 +239,7 @@ class LocalDirectory:
         for m in member_list:
             self.session.add(LocalMailboxMember(mailbox=address, member=m))
         await self.session.flush()
-        return _entry(row, {m: "lrswite" for m in member_list})  # the column default: `write`
+        return _entry(row, {m: "lrswikxte" for m in member_list})  # the column default: `write`
 
     async def add_certificate(self, address: str, cert: x509.Certificate, *, active: bool = True) -> None:
         der = cert.public_bytes(Encoding.DER)

@@ -53,7 +53,7 @@ class LocalMailboxMember(Base):
         String(320), ForeignKey("local_mailbox.address", ondelete="CASCADE"), primary_key=True
     )
     member: Mapped[str] = mapped_column(String(320), primary_key=True, index=True)
-    rights: Mapped[str] = mapped_column(String(32), default="lrswite", server_default="lrswite")
+    rights: Mapped[str] = mapped_column(String(32), default="lrswikxte", server_default="lrswikxte")
 
 
 class MailboxCertificate(Base):

@@ -20,8 +20,11 @@ Who gets which:
 - anyone else: nothing.
 
 Named grants (`mss mailbox grant --rights`): `read` = "lrs" (see the folders, read, keep
-their own \\Seen), `write` = "lrswite" (also flag, file in, delete and expunge; no folder
-creation, deletion or renaming). Letters may be given instead, checked against RFC 4314 2.1.
+their own \\Seen), `write` = "lrswikxte" (everything but "a": also flag, file in, delete
+and expunge, and manage the folders: create, delete, rename), what `mss mailbox create
+--member` gives and what existing members got from migration 0014 (they had full access
+through the SASL authorization identity before). Letters may be given instead, checked
+against RFC 4314 2.1.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ RIGHTS = "lrswipkxtea"
 #: Every right but administration: what an owner has.
 OWNER = "lrswipkxte"
 #: The named grants of `mss mailbox grant --rights`.
-NAMED_RIGHTS: dict[str, str] = {"read": "lrs", "write": "lrswite"}
+NAMED_RIGHTS: dict[str, str] = {"read": "lrs", "write": "lrswikxte"}
 #: The rights that make a SELECT read-write (RFC 4314 4: READ-ONLY when none of them).
 WRITE_RIGHTS = frozenset("stwie")
 

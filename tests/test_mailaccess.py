@@ -43,7 +43,7 @@ async def test_a_handle_cannot_be_had_for_someone_elses_mailbox(core, fresh_depl
     own = me.restricted_to(claire["address"])
     assert not own.may_use(org["address"])
     as_member = await core.mail.open(own, org["address"])
-    assert (as_member.rights, as_member.shared) == ("lrswite", True)
+    assert (as_member.rights, as_member.shared) == ("lrswikxte", True)
     assert await core.mail.shared(own) == [org["address"]]
     assert await core.mail.shared(narrowed) == []
     nobody = dataclasses.replace(me, mailboxes=frozenset(), primary=None)

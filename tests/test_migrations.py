@@ -222,7 +222,7 @@ async def test_0014_gives_existing_members_the_write_grant_and_goes_back(url):
     try:
         async with engine.connect() as c:
             rights = (await c.execute(text("SELECT rights FROM local_mailbox_member"))).scalar_one()
-        assert rights == "lrswite"
+        assert rights == "lrswikxte"
         refs = await store.write([NewMessage("org@x.test", "INBOX", b"y", OuterHeaders())])
         await store.set_flags("org@x.test", refs[0].folder_id, [1], {"\\Seen"}, "add", reader="810000000001")
         (meta,) = await store.messages("org@x.test", refs[0].folder_id, reader="810000000001")

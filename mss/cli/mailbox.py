@@ -282,8 +282,8 @@ def _columns(table: list[tuple[str, ...]]) -> list[str]:
 
 
 _RIGHTS_HELP = (
-    "read (= lrs: see the folders, read, keep one's own \\Seen), write (= lrswite: also flag, "
-    "file in, delete, expunge), or RFC 4314 letters among lrswipkxte "
+    "read (= lrs: see the folders, read, keep one's own \\Seen), write (= lrswikxte, the default "
+    "of create --member: also flag, file in, delete, expunge, create/delete/rename folders), or RFC 4314 letters among lrswipkxte "
     "(k: create folders, x: delete/rename folders, p: post)."
 )
 
@@ -312,8 +312,9 @@ def grant(org_address, member_address, rights_arg, config, as_json) -> None:
 
     A new member becomes a recipient key of the messages that arrive from now on; messages
     stored earlier stay encrypted to the earlier members only (end-to-end: the server
-    cannot re-encrypt them). Takes effect at the member's next login (IMAP: the shared
-    mailbox appears under Partagés/ORG_ADDRESS/).
+    cannot re-encrypt them). New rights reach the member's open sessions within
+    mss.services.RIGHTS_TTL (5 s); a new member sees the mailbox (IMAP: under
+    Partagés/ORG_ADDRESS/) from their next login.
     """
     from mss.rights import RightsError, parse_rights
 
@@ -341,7 +342,7 @@ def grant(org_address, member_address, rights_arg, config, as_json) -> None:
             "  new member: messages arriving from now on are encrypted to their key too; "
             "messages stored earlier stay readable by the earlier members only"
         )
-    lines.append("  takes effect at the member's next login")
+    lines.append("  open sessions of the member follow within 5 s; a new member sees it from their next login")
     emit(as_json, doc, lines)
 
 
@@ -352,7 +353,7 @@ def grant(org_address, member_address, rights_arg, config, as_json) -> None:
 @json_option
 def revoke(org_address, member_address, config, as_json) -> None:
     """End MEMBER_ADDRESS's membership of the shared ORG_ADDRESS mailbox: no more access
-    (from their next login on), and no new message is encrypted to their key. Messages
+    (open sessions too, within mss.services.RIGHTS_TTL = 5 s), and no new message is encrypted to their key. Messages
     stored while they were a member stay encrypted to their key too (end-to-end)."""
     settings = load(config)
     org, member = _check_domain(settings, org_address), _check_domain(settings, member_address)
@@ -373,7 +374,7 @@ def revoke(org_address, member_address, config, as_json) -> None:
     doc = run(go())
     lines = [
         f"{member} is no longer a member of {org} (had: {doc['before']})",
-        "  takes effect at the member's next login; new messages are no longer encrypted to their key",
+        "  open sessions of the member lose it within 5 s; new messages are no longer encrypted to their key",
     ]
     if not doc["members_left"]:
         lines.append(f"  {org} has no member left: nobody can read the mail it receives until a grant")

@@ -1,7 +1,7 @@
 """Shared ORG mailboxes through the sans-IO session: the shared namespace (RFC 2342), RFC 4314
 rights enforced by the core's handle whatever the path, per-member \\Seen, the ACL commands.
 
-Alice has the `write` grant (lrswite) on the ORG mailbox, Carol the `read` grant (lrs), Bob
+Alice has the `write` grant (lrswikxte) on the ORG mailbox, Carol the `read` grant (lrs), Bob
 none. The directory rows are real (`annuaire.local`); rights come from `mss.rights`.
 """
 
@@ -194,7 +194,7 @@ async def test_myrights_answers_each_folders_rights(shared, make_session):
     alice = await login(make_session, ALICE_CERT)
     carol = await login(make_session, CAROL_CERT)
     assert f"* MYRIGHTS {INBOX} lrs" in await carol.line(f"m MYRIGHTS {INBOX}")
-    assert f"* MYRIGHTS {INBOX} lrswite" in await alice.line(f"m MYRIGHTS {INBOX}")
+    assert f"* MYRIGHTS {INBOX} lrswikxte" in await alice.line(f"m MYRIGHTS {INBOX}")
     assert '* MYRIGHTS "INBOX" lrswipkxte' in await alice.line("m MYRIGHTS INBOX")
     assert "NO [NONEXISTENT]" in await alice.line('m MYRIGHTS "Partag&AOk-s"')
     caps = await alice.line("c CAPABILITY")
@@ -245,8 +245,10 @@ async def test_append_and_expunge_by_the_write_member(shared, make_session):
     assert "FLAGS (\\Flagged \\Seen)" in await alice.line("f FETCH 1 FLAGS")
     assert "OK" in tagged(await alice.line("d STORE 1 +FLAGS.SILENT (\\Deleted)"), "d")
     assert "* 1 EXPUNGE" in await alice.line("e EXPUNGE")
-    # Folder creation needs "k", which `write` does not give.
-    assert "NO [NOPERM]" in await alice.line(f'c CREATE "{SHARED}/Projets"')
+    # `write` gives folder management too ("k", "x"); Carol's `read` does not (NOPERM above).
+    assert "c OK" in await alice.line(f'c CREATE "{SHARED}/Projets"')
+    assert "r OK" in await alice.line(f'r RENAME "{SHARED}/Projets" "{SHARED}/Archives"')
+    assert "d OK" in await alice.line(f'd DELETE "{SHARED}/Archives"')
 
 
 async def test_authzid_keeps_working_bounded_by_the_members_rights(shared, make_session):

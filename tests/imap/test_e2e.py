@@ -122,12 +122,10 @@ def test_org_member_opens_the_org_mailbox_with_authzid(server, deployment, clair
     assert claire["address"] in org["members"]
     m = connect(server, deployment, claire, authzid=org["address"])
     try:
-        # The demo's members have the `write` grant (lrswite): no "k" to create folders
-        # (RFC 4314 4), through an authorization identity as well.
-        typ, data = m.create(folder)
-        assert typ == "NO" and b"[NOPERM]" in data[0] and b"mss mailbox grant" in data[0]
+        # The demo's members have the `write` grant (lrswikxte): folder management included.
+        assert m.create(folder)[0] == "OK"
         raw = message("org " + folder, claire["address"], org["address"])
-        typ, data = m.append("Drafts", None, None, raw)
+        typ, data = m.append(folder, None, None, raw)
         assert typ == "OK" and b"APPENDUID" in data[0]
     finally:
         m.logout()

@@ -121,7 +121,7 @@ def test_two_members_read_the_shared_mailbox_with_their_own_keys_and_rights(fres
 
             # MYRIGHTS, and everything `read` (lrs) does not give: NO [NOPERM], nothing done.
             assert ok(p.myrights(inbox))[0] == f"{inbox} lrs".encode()
-            assert ok(c.myrights(inbox))[0] == f"{inbox} lrswite".encode()
+            assert ok(c.myrights(inbox))[0] == f"{inbox} lrswikxte".encode()
             noperm(p.store("1", "+FLAGS", "(\\Deleted)"))
             noperm(p.store("1", "+FLAGS", "(\\Flagged)"))
             noperm(p.expunge())

@@ -1,8 +1,9 @@
 """Shared ORG mailboxes: RFC 4314 rights per member, \\Seen and subscriptions per member.
 
 - `local_mailbox_member.rights`: the member's RFC 4314 rights letters on the ORG mailbox
-  (`mss.rights`, `mss mailbox grant`). Existing members get "lrswite" (the `write` grant):
-  until now every member had full access through a SASL authorization identity.
+  (`mss.rights`, `mss mailbox grant`). Existing members get "lrswikxte" (the `write` grant:
+  every right but "a"): until now every member had full access through a SASL
+  authorization identity, folder management included.
 - `message_seen (folder_id, member, uid)`: \\Seen of one member (their idNat_PS) on one
   message of a shared mailbox (RFC 4314 4, the "s" right); the `message.seen` column stays
   the mailbox-wide \\Seen the ORG identity itself sees.
@@ -32,7 +33,7 @@ def upgrade() -> None:
     columns = {c["name"] for c in inspector.get_columns("local_mailbox_member")}
     if "rights" not in columns:
         with op.batch_alter_table("local_mailbox_member") as batch:
-            batch.add_column(sa.Column("rights", sa.String(32), nullable=False, server_default="lrswite"))
+            batch.add_column(sa.Column("rights", sa.String(32), nullable=False, server_default="lrswikxte"))
     tables = set(inspector.get_table_names())
     if "message_seen" not in tables:
         op.create_table(
