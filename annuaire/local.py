@@ -158,7 +158,8 @@ class LocalDirectory:
         whether it keeps a Sent copy, and (unless `certificates` is false) the certificates
         a message for it is encrypted to.
 
-        An ORG mailbox is encrypted to every member's active certificate (and to its own,
+        An ORG mailbox is encrypted to the active certificate of every member with the "r"
+        right (and to its own,
         if it has one). Certificates outside their validity window are skipped, so that an
         expired key never receives new mail.
         """
@@ -173,7 +174,10 @@ class LocalDirectory:
             return None if row is None else DeliveryTarget(address, row.type, bool(row.sent_copy), ())
         # The mailbox row, outer-joined to its active certificates and, for an ORG mailbox,
         # its members' (the mailbox comes back once with NULLs when it has none).
-        readers = select(LocalMailboxMember.member).where(LocalMailboxMember.mailbox == LocalMailbox.address)
+        # Members without the "r" right (RFC 4314 2.1) may not read it: not encrypted to them.
+        readers = select(LocalMailboxMember.member).where(
+            LocalMailboxMember.mailbox == LocalMailbox.address, LocalMailboxMember.rights.contains("r")
+        )
         owners = or_(
             MailboxCertificate.address == LocalMailbox.address,
             and_(LocalMailbox.type == "ORG", MailboxCertificate.address.in_(readers.scalar_subquery())),

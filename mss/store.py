@@ -116,6 +116,23 @@ def _over_quota(q: Quota, octets: int, messages: int) -> Refusal:
     )
 
 
+async def forget_member(s: AsyncSession, mailbox: str, member: str) -> int:
+    """Delete a former member's own \\Seen (`message_seen`) and subscriptions
+    (`member_subscription`) on the folders of the shared `mailbox`, in the caller's
+    transaction (`mss mailbox revoke`: nothing of their idNat_PS stays behind). Returns how
+    many rows went. The folders' state does not move: nobody else sees these rows."""
+    folders = select(Folder.id).where(Folder.mailbox == mailbox.lower()).scalar_subquery()
+    gone = 0
+    for model in (MessageSeen, MemberSubscription):
+        res = await s.execute(
+            delete(model)
+            .where(model.folder_id.in_(folders), model.member == member)
+            .execution_options(synchronize_session=False)
+        )
+        gone += res.rowcount or 0
+    return gone
+
+
 async def read_quota(s: AsyncSession, mailbox: str, defaults: QuotaLimits) -> Quota:
     """A mailbox's usage and limits as this transaction sees them (a mailbox never written to
     has no row: nothing used, the defaults)."""

@@ -127,3 +127,46 @@ def test_refusals_change_nothing(fresh_deployment):
         assert res.returncode != 0 and why in res.stderr, (args, res.stderr)
     assert listed(dep) == before
     assert [e["type"] for e in audit(dep, "mailbox.granted", "mailbox.revoked")] == ["mailbox.revoked"]
+
+
+def _seen_and_subscriptions(dep, org: str, idnat: str, *, add: bool) -> tuple[int, int]:
+    """Paul's own \\Seen and subscription rows on the ORG mailbox's INBOX (added first when `add`)."""
+    import asyncio
+
+    from sqlalchemy import func, insert, select
+
+    from mss.config import resolve_database_url
+    from mss.db.engine import create_engine, sessionmaker
+    from mss.db.models import MemberSubscription, MessageSeen
+    from mss.store import Store
+
+    async def go() -> tuple[int, int]:
+        engine = create_engine(resolve_database_url(dep.database_url, dep.directory))
+        try:
+            sessions = sessionmaker(engine)
+            await Store(sessions).ensure_default_folders(org)
+            inbox = await Store(sessions).get_folder(org, "INBOX")
+            async with sessions() as s, s.begin():
+                if add:
+                    await s.execute(insert(MessageSeen), [{"folder_id": inbox.id, "member": idnat, "uid": 1}])
+                    await s.execute(insert(MemberSubscription), [{"folder_id": inbox.id, "member": idnat}])
+                counts = []
+                for model in (MessageSeen, MemberSubscription):
+                    q = select(func.count()).select_from(model).where(model.member == idnat)
+                    counts.append((await s.execute(q)).scalar_one())
+            return counts[0], counts[1]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def test_revoke_deletes_the_members_own_seen_and_subscriptions(fresh_deployment):
+    dep = fresh_deployment
+    org = dep.mailbox("ORG")["address"]
+    paul = dep.mailbox("PER", 1)
+    idnat = paul["idnat"]
+    assert _seen_and_subscriptions(dep, org, idnat, add=True) == (1, 1)
+    res = mss(dep, "mailbox", "revoke", org, paul["address"])
+    assert res.returncode == 0, res.stderr
+    assert _seen_and_subscriptions(dep, org, idnat, add=False) == (0, 0)

@@ -364,10 +364,18 @@ def revoke(org_address, member_address, config, as_json) -> None:
         async with database(settings) as sessions, sessions() as s, s.begin():
             d = LocalDirectory(s)
             await _membership_target(d, settings, org, member)
+            who = await d.get(member)
             before = await d.revoke(org, member)
             if before is None:
                 raise click.ClickException(f"{member} is not a member of {org}; nothing changed")
             left = await d.members(org)
+            # Their own \Seen and subscriptions go in the same transaction, unless another PER
+            # mailbox of the same professional (same idNat_PS) is still a member.
+            still = {e.idnat for e in [await d.get(m) for m in left] if e is not None}
+            if who is not None and who.idnat and who.idnat not in still:
+                from mss.store import forget_member
+
+                await forget_member(s, org, who.idnat)
             await _audit(s, settings, "mailbox.revoked", org, member=member, before=before)
         return {"address": org, "member": member, "before": before, "members_left": sorted(left)}
 
