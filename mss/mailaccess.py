@@ -204,6 +204,12 @@ class Handle:
         await self._check("r")
         await self._store.keep_structures(self._address, self._own(folder), structures)
 
+    def _settable(self) -> frozenset[str] | None:
+        """The flag classes this principal may set here (RFC 4314 2.1: "s", "t", "w" govern
+        setting flags during APPEND and COPY); None: all of them."""
+        have = FLAG_CLASSES & set(self._access.rights)
+        return None if have == FLAG_CLASSES else frozenset(have)
+
     def allowed_flags(self, flags: Iterable[str]) -> frozenset[str]:
         """The flags among `flags` this principal may change (RFC 4314 4, STORE)."""
         return frozenset(f for f in flags if flag_right(f) in self._access.rights)
@@ -262,11 +268,15 @@ class Handle:
 
     async def copy(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]:
         await self._check("r", "i", force=True)  # RFC 4314 4: "r" on the source, "i" on the destination
-        return await self._store.copy(self._address, self._own(folder), uids, self._own(dest))
+        return await self._store.copy(
+            self._address, self._own(folder), uids, self._own(dest), settable=self._settable(), reader=self._reader
+        )
 
     async def move(self, folder: FolderInfo, uids: Sequence[int], dest: FolderInfo) -> list[tuple[int, int]]:
         await self._check("r", "t", "e", "i", force=True)  # RFC 6851 3.3 / RFC 4314 4: COPY, then \\Deleted and EXPUNGE
-        return await self._store.move(self._address, self._own(folder), uids, self._own(dest))
+        return await self._store.move(
+            self._address, self._own(folder), uids, self._own(dest), settable=self._settable(), reader=self._reader
+        )
 
     async def copy_to(
         self, folder: FolderInfo, uids: Sequence[int], other: MailboxHandle, dest: FolderInfo, *, move: bool = False
@@ -288,6 +298,7 @@ class Handle:
             move=move,
             reader=self._reader,
             dest_reader=other._reader,
+            settable=other._settable(),
         )
 
     async def append(

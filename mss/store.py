@@ -1042,13 +1042,22 @@ class Store:
         return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
 
     async def copy(
-        self, mailbox: str, folder_id: int, uids: Sequence[int], dest_folder_id: int
+        self,
+        mailbox: str,
+        folder_id: int,
+        uids: Sequence[int],
+        dest_folder_id: int,
+        *,
+        settable: frozenset[str] | None = None,
+        reader: str | None = None,
     ) -> list[tuple[int, int]]:
-        """Copy ciphertext rows as they are (RFC 4315 COPYUID pairs returned)."""
+        """Copy ciphertext rows as they are (RFC 4315 COPYUID pairs returned). `settable`,
+        `reader`: see `_drop_flags`."""
         targets = list(uids)
 
         async def run(s: AsyncSession) -> tuple[list[tuple[int, int]], Iterable[int]]:
             pairs = await self._copy(s, mailbox, folder_id, targets, dest_folder_id)
+            await self._drop_flags(s, dest_folder_id, [b for _, b in pairs], settable, reader)
             return pairs, (dest_folder_id,) if pairs else ()
 
         return await self.commit.run(
@@ -1056,7 +1065,14 @@ class Store:
         )
 
     async def move(
-        self, mailbox: str, folder_id: int, uids: Sequence[int], dest_folder_id: int
+        self,
+        mailbox: str,
+        folder_id: int,
+        uids: Sequence[int],
+        dest_folder_id: int,
+        *,
+        settable: frozenset[str] | None = None,
+        reader: str | None = None,
     ) -> list[tuple[int, int]]:
         """RFC 6851 MOVE in one transaction: the copies and the removal commit together, so a
         crash never leaves a message in both folders or in neither. Moving into the same
@@ -1067,6 +1083,7 @@ class Store:
 
         async def run(s: AsyncSession) -> tuple[list[tuple[int, int]], Iterable[int]]:
             pairs = await self._copy(s, mailbox, folder_id, targets, dest_folder_id, charge=False)
+            await self._drop_flags(s, dest_folder_id, [b for _, b in pairs], settable, reader)
             moved = [src for src, _ in pairs]
             if moved:
                 await self._delete_uids(
@@ -1089,6 +1106,7 @@ class Store:
         move: bool = False,
         reader: str | None = None,
         dest_reader: str | None = None,
+        settable: frozenset[str] | None = None,
     ) -> list[tuple[int, int]]:
         """COPY or MOVE from a folder of one mailbox to a folder of another (a member's
         personal folders and a shared mailbox's): the ciphertext rows as they are, so a copy
@@ -1122,7 +1140,7 @@ class Store:
             pairs = await self._copy(
                 s, mailbox, folder_id, targets, dest_folder_id, carry_seen=False, charge_to=dest_mailbox
             )
-            if dest_reader is not None:
+            if dest_reader is not None and (settable is None or "s" in settable):
                 rows = [{"folder_id": dest_folder_id, "member": dest_reader, "uid": b} for a, b in pairs if a in seen]
                 if rows:
                     await s.execute(insert(MessageSeen), rows)
@@ -1144,6 +1162,7 @@ class Store:
                     .execution_options(synchronize_session=False),
                     [{"duid": b, "v_seen": a in seen} for a, b in pairs],
                 )
+            await self._drop_flags(s, dest_folder_id, [b for _, b in pairs], settable, None)
             changed = [dest_folder_id] if pairs else []
             if move and pairs:
                 moved = [src for src, _ in pairs]
@@ -1158,6 +1177,42 @@ class Store:
             run,
             alone=len(targets) > BULK,
         )
+
+    @staticmethod
+    async def _drop_flags(
+        s: AsyncSession, folder_id: int, uids: Sequence[int], settable: frozenset[str] | None, reader: str | None
+    ) -> None:
+        """Clear, on copies just made, the flags the copier may not set in the destination
+        (RFC 4314 2.1: "s", "w", "t" govern setting flags during APPEND and COPY, as for
+        `MailboxHandle.append_many`): `settable` holds the flag classes
+        (`mss.rights.FLAG_CLASSES`) they may set there; None: all. Without "s", `reader`'s
+        own \\Seen on the copies goes too. In the caller's transaction."""
+        if settable is None or not uids:
+            return
+        values: dict[str, bool] = {}
+        if "s" not in settable:
+            values["seen"] = False
+        if "t" not in settable:
+            values["deleted"] = False
+        if "w" not in settable:
+            values.update(answered=False, flagged=False, draft=False)
+        for chunk in _chunks(list(uids), IN_CHUNK):
+            if values:
+                await s.execute(
+                    update(Message)
+                    .where(Message.folder_id == folder_id, Message.uid.in_(chunk))
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+            if "w" not in settable:
+                ids = select(Message.id).where(Message.folder_id == folder_id, Message.uid.in_(chunk))
+                await s.execute(delete(MessageKeyword).where(MessageKeyword.message_id.in_(ids)))
+            if "s" not in settable and reader is not None:
+                await s.execute(
+                    delete(MessageSeen).where(
+                        MessageSeen.folder_id == folder_id, MessageSeen.member == reader, MessageSeen.uid.in_(chunk)
+                    )
+                )
 
     async def _folder_name(self, mailbox: str, folder_id: int) -> str:
         async with self.sessions() as s:

@@ -423,3 +423,35 @@ async def test_list_status_leaves_out_what_a_lookup_only_member_may_not_read(sha
     alice = await login(make_session, ALICE_CERT)
     out = await alice.line('y LIST "" "Partag&AOk-s/%/INBOX" RETURN (STATUS (MESSAGES))')
     assert f"* STATUS {INBOX} (MESSAGES 1)" in out, out
+
+
+async def test_copy_into_a_folder_drops_the_flags_the_user_may_not_set_there(shared, make_session):
+    """RFC 4314 2.1: "s", "w", "t" govern setting flags during COPY, as for APPEND."""
+    await shared.deliver(CAROL, sample("carol's own", to=CAROL))
+    await shared.deliver(ORG, sample("the cabinet's", to=ORG))
+    async with shared.store.sessions() as s, s.begin():
+        await LocalDirectory(s).grant(ORG, CAROL, "lrsi")
+    alice = await login(make_session, ALICE_CERT)
+    await alice.line(f"s SELECT {INBOX}")
+    assert "OK" in await alice.line("a STORE 1 +FLAGS (\\Flagged \\Deleted $Urgent)")
+    carol = await login(make_session, CAROL_CERT)
+    await carol.line("s SELECT INBOX")
+    assert "OK" in await carol.line("a STORE 1 +FLAGS (\\Seen \\Flagged \\Deleted $Mine)")
+    out = await carol.line(f"c COPY 1 {INBOX}")
+    assert "c OK [COPYUID" in out, out
+    await carol.line(f"t SELECT {INBOX}")
+    # Within the shared mailbox too: Alice's flags do not come along with Carol's copy.
+    assert "d OK" in tagged(await carol.line(f'd COPY 1 "{SHARED}/Sent"'), "d")
+    out = await carol.line("f FETCH 2 FLAGS")
+    assert "FLAGS (\\Recent \\Seen)" in out, out  # her own \Seen ("s"), nothing else
+    inbox = await shared.store.get_folder(ORG, "INBOX")
+    flags = {m.uid: m.flags for m in await shared.store.messages(ORG, inbox.id)}
+    assert flags[2] == frozenset()
+    sent = await shared.store.get_folder(ORG, "Sent")
+    assert [m.flags for m in await shared.store.messages(ORG, sent.id)] == [frozenset()]
+    # Alice (write: every flag right) keeps her flags on a copy.
+    await alice.line(f"s SELECT {INBOX}")
+    assert "OK" in await alice.line(f'e COPY 1 "{SHARED}/Junk"')
+    junk = await shared.store.get_folder(ORG, "Junk")
+    ((meta),) = await shared.store.messages(ORG, junk.id)
+    assert {"\\Flagged", "\\Deleted", "$Urgent"} <= meta.flags
