@@ -18,6 +18,7 @@ from imap.protocol.commands import (
     Copy,
     Create,
     Delete,
+    GetQuota,
     GetQuotaRoot,
     List,
     Rename,
@@ -39,6 +40,7 @@ _NAME_FIELDS: dict[type[Command], tuple[str, ...]] = {
     Copy: ("mailbox",),
     List: ("reference", "patterns"),
     GetQuotaRoot: ("mailbox",),
+    GetQuota: ("root",),  # a shared mailbox's root is named after its namespace prefix
     Acl: ("mailbox",),
 }
 

@@ -295,6 +295,20 @@ class Namespaces:
         """The quota of the mailbox `folder` belongs to (each mailbox is one quota root)."""
         return await self.handle_of(folder).quota()
 
+    def quota_root(self, folder: FolderInfo) -> str:
+        """The name of the one quota root of `folder` (RFC 9208 4.3): "" for the personal
+        mailbox, a shared mailbox's namespace prefix (`Partagés/<address>`) for its folders."""
+        return "" if folder.mailbox == self._personal.address else shared_name(folder.mailbox)
+
+    async def quota_of_root(self, root: str) -> Quota | None:
+        """The quota of the root named `root` (`quota_root`), None for no such root."""
+        if root == "":
+            return await self._personal.quota()
+        if not root.startswith(SHARED_PREFIX):
+            return None
+        handle = await self._shared_handle(root[len(SHARED_PREFIX) :])
+        return None if handle is None else await handle.quota()
+
     def watch(self, folder: FolderInfo) -> AbstractContextManager[FolderWatch]:
         h, f = self._call(folder)
         return h.watch(f)

@@ -455,3 +455,28 @@ async def test_copy_into_a_folder_drops_the_flags_the_user_may_not_set_there(sha
     junk = await shared.store.get_folder(ORG, "Junk")
     ((meta),) = await shared.store.messages(ORG, junk.id)
     assert {"\\Flagged", "\\Deleted", "$Urgent"} <= meta.flags
+
+
+async def test_a_shared_folders_quota_root_is_its_namespace_prefix(shared, make_session):
+    """RFC 9208 4.3: one root per mailbox; the shared one's is named after its prefix."""
+    from mss.records import QuotaLimits
+
+    shared.store.quota_limits = QuotaLimits(storage=100 * 1024, messages=50)
+    await shared.deliver(ORG, sample("for the cabinet", to=ORG))
+    await shared.deliver(ORG, sample("and another", to=ORG))
+    carol = await login(make_session, CAROL_CERT)
+    out = await carol.line(f"q GETQUOTAROOT {INBOX}")
+    assert f'* QUOTAROOT {INBOX} "{SHARED}"\r\n* QUOTA "{SHARED}" (STORAGE ' in out, out
+    assert "MESSAGE 2 50)" in out and "q OK" in out
+    out = await carol.line(f'g GETQUOTA "{SHARED}"')
+    assert out.startswith(f'* QUOTA "{SHARED}" (STORAGE ') and "MESSAGE 2 50)" in out, out
+    # Her own mailbox keeps the root "", with its own usage.
+    assert '* QUOTA "" (STORAGE 0 100 MESSAGE 0 50)' in await carol.line('h GETQUOTA ""')
+    assert '* QUOTAROOT "INBOX" ""' in await carol.line("i GETQUOTAROOT INBOX")
+    utf8 = await login(make_session, CAROL_CERT, enable="UTF8=ACCEPT")
+    out = await utf8.line(f'j GETQUOTA "Partagés/{ORG}"')
+    assert f'* QUOTA "Partagés/{ORG}" (STORAGE ' in out, out
+    # A root of another ORG, or none, is no root of this session.
+    bob = await login(make_session, BOB_CERT)
+    assert "NO [NONEXISTENT]" in await bob.line(f'k GETQUOTA "{SHARED}"')
+    assert "NO [NONEXISTENT]" in await carol.line('l GETQUOTA "Partag&AOk-s/other@test.mss"')
