@@ -83,8 +83,10 @@ BULK = 500
 #: Most values in one SQL IN list (PostgreSQL and SQLite cap bound parameters near 32,766).
 IN_CHUNK = 1000
 MAX_FOLDER_NAME = 255
-#: (folder, member) \\Seen sets kept (`Store._seen_set`).
-SEEN_SETS = 4096
+#: Most UIDs the members' \\Seen sets hold in all (`Store._seen_set`), least recently used
+#: evicted first: about 2,000,000 ints (some tens of MB), whatever the number of (folder,
+#: member) entries; a set larger than this alone is not kept.
+SEEN_UIDS = 2_000_000
 _UIDVALIDITY = "uidvalidity:"  # + mailbox: one counter per BAL
 _FLOOR = "uidvalidity-floor"  # where a mailbox's first counter starts (migration 0004)
 _MAX_UIDVALIDITY = 2**32 - 1  # RFC 9051 9: nz-number, 32 bits
@@ -234,6 +236,8 @@ class Store:
         self._list_reads: dict[tuple[str, int, tuple[int, int]], asyncio.Future[list[MessageMeta]]] = {}
         #: Members' own \\Seen UIDs by (folder, member), under the folder's state (`_seen_set`).
         self._seen_sets: OrderedDict[tuple[int, str], tuple[tuple[int, int], frozenset[int]]] = OrderedDict()
+        #: How many UIDs `_seen_sets` holds in all (bounded by `SEEN_UIDS`).
+        self._seen_uids = 0
         #: \\Recent claims in flight (`claim_recent`).
         self._claims: dict[tuple[str, int], asyncio.Future[tuple[int, int]]] = {}
         #: Folder state reads in flight, shared by whoever asks meanwhile (`folder_state`).
@@ -467,8 +471,10 @@ class Store:
         """The UIDs `reader` has seen, kept per (folder, member) under the folder's state:
         every change of `message_seen` rows moves UIDNEXT or HIGHESTMODSEQ in its own
         transaction (a member's \\Seen change gives the message a new MODSEQ), so the set
-        read under a state holds while the folder row shows it. A few ints per member and
-        folder, bounded like the folder cache; the member's list itself is not kept."""
+        read under a state holds while the folder row shows it. One UID set per (folder,
+        member), the sets bounded together by the UIDs they hold (`SEEN_UIDS`, least recently
+        used evicted); the member's message list itself is not kept (the folder cache's
+        mailbox-wide list is shared by all)."""
         async with self.sessions() as s:
             row = (
                 await s.execute(
@@ -486,10 +492,15 @@ class Store:
                 self._seen_sets.move_to_end(key)
                 return hit[1]
             seen = frozenset(await self._seen_by(s, folder_id, reader))
-        self._seen_sets[key] = (state, seen)
-        self._seen_sets.move_to_end(key)
-        while len(self._seen_sets) > SEEN_SETS:
-            self._seen_sets.popitem(last=False)
+        old = self._seen_sets.pop(key, None)
+        if old is not None:
+            self._seen_uids -= len(old[1])
+        if len(seen) <= SEEN_UIDS:
+            self._seen_sets[key] = (state, seen)
+            self._seen_uids += len(seen)
+        while self._seen_uids > SEEN_UIDS:
+            _, (_, evicted) = self._seen_sets.popitem(last=False)
+            self._seen_uids -= len(evicted)
         return seen
 
     @staticmethod

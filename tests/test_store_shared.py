@@ -143,3 +143,27 @@ async def test_subscriptions_of_members_are_their_own(store: Store):
     assert (await store.get_folder(ORG, "Junk", reader=A)).subscribed
     async with store.sessions() as s:
         assert (await s.execute(select(func.count()).select_from(MemberSubscription))).scalar_one() == 0
+
+
+async def test_the_seen_sets_are_bounded_by_the_uids_they_hold(store: Store, monkeypatch):
+    """`SEEN_UIDS` bounds the cached members' \\Seen sets by UIDs held, least recently used
+    evicted, however few (folder, member) entries there are; answers stay right."""
+    import mss.store as store_module
+
+    monkeypatch.setattr(store_module, "SEEN_UIDS", 10)
+    refs = await store.write([item(ORG, i) for i in range(8)])
+    fid = refs[0].folder_id
+    await store.set_flags(ORG, fid, list(range(1, 7)), {"\\Seen"}, "add", reader=A)  # 6 UIDs
+    await store.set_flags(ORG, fid, list(range(1, 6)), {"\\Seen"}, "add", reader=B)  # 5 UIDs
+    assert seen(await store.messages(ORG, fid, reader=A)) == [1, 2, 3, 4, 5, 6]
+    assert store._seen_uids == 6
+    # B's set (5) with A's (6) is 11 > 10: A's, the least recently used, goes.
+    assert seen(await store.messages(ORG, fid, reader=B)) == [1, 2, 3, 4, 5]
+    assert list(store._seen_sets) == [(fid, B)] and store._seen_uids == 5
+    assert seen(await store.messages(ORG, fid, reader=A)) == [1, 2, 3, 4, 5, 6]  # read again
+    assert list(store._seen_sets) == [(fid, A)] and store._seen_uids == 6
+    # A set larger than the bound alone is not kept, and evicts nothing more than it must.
+    await store.set_flags(ORG, fid, list(range(1, 9)), {"\\Seen"}, "add", reader=A)
+    monkeypatch.setattr(store_module, "SEEN_UIDS", 7)
+    assert seen(await store.messages(ORG, fid, reader=A)) == list(range(1, 9))
+    assert store._seen_uids <= 7 and (fid, A) not in store._seen_sets
