@@ -20,11 +20,14 @@ mailbox; a COPY or MOVE between mailboxes goes through the core's `copy_to`.
 
 Once narrowed by an authorization identity (SASL authzid = the ORG address) the session has
 one mailbox and no shared namespace, as before; the member's rights still hold there.
-A personal folder cannot be created under `Partagés/` (the name is the namespace's).
+A personal folder cannot be created under `Partagés/` (the name is the namespace's, compared
+after NFC normalisation), nor renamed there. A personal folder of that name from before
+(none can be made since) is hidden while the session has a shared namespace.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -155,6 +158,8 @@ class Namespaces:
         return found
 
     def _reserved(self, name: str) -> None:
+        # NFC first: an NFD "Partage\u0301s/x" is the same name to the user (RFC 5198 2).
+        name = unicodedata.normalize("NFC", name)
         if name == SHARED_ROOT or name.startswith(SHARED_PREFIX):
             raise Refusal(Reason.CANNOT, f"{SHARED_ROOT} is the shared namespace: no folder of yours goes there")
 

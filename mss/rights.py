@@ -42,7 +42,7 @@ RIGHTS = "lrswipkxtea"
 OWNER = "lrswipkxte"
 #: The named grants of `mss mailbox grant --rights`.
 NAMED_RIGHTS: dict[str, str] = {"read": "lrs", "write": "lrswikxte"}
-#: The rights that make a SELECT read-write (RFC 4314 4: READ-ONLY when none of them).
+#: The rights that make a SELECT read-write (RFC 4314 5.2: READ-ONLY when none of them).
 WRITE_RIGHTS = frozenset("stwie")
 
 #: Which right changing a flag takes (RFC 4314 4, STORE): \\Seen "s", \\Deleted "t", any

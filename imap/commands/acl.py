@@ -31,7 +31,7 @@ async def acl(session: Session, cmd: Acl) -> list[Response]:
         return [no(cmd.tag, f"No folder {cmd.mailbox}", "NONEXISTENT")]
     rights = box.rights_of(info)
     if cmd.name == "MYRIGHTS":
-        if "l" not in rights and "r" not in rights:
+        if not rights:  # RFC 4314 4: MYRIGHTS is answered with any right at all
             return [no(cmd.tag, f"No folder {cmd.mailbox}", "NONEXISTENT")]
         wire = outgoing(info.name, session.utf8_names)
         return [Data(Atom("MYRIGHTS"), wire, Atom(rights)), ok(cmd.tag, "MYRIGHTS completed")]

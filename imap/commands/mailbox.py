@@ -103,7 +103,7 @@ async def select(session: Session, cmd: Select) -> list[Response]:
     if resync is not None:
         out += _resync(view, metas, vanished, resync)
     session.apply(Event.SELECT_OK, view)
-    # RFC 4314 4: READ-WRITE when the user has "i", "e" or a right on flags the other users
+    # RFC 4314 5.2: READ-WRITE when the user has "i", "e" or a right on flags the other users
     # share ("t", "w"; not "s": \Seen is each member's own on a shared mailbox, and a member
     # with "s" alone still keeps their own \Seen in a READ-ONLY folder).
     mode = "READ-ONLY" if cmd.readonly or not set("itwe") & set(rights) else "READ-WRITE"

@@ -480,3 +480,18 @@ async def test_a_shared_folders_quota_root_is_its_namespace_prefix(shared, make_
     bob = await login(make_session, BOB_CERT)
     assert "NO [NONEXISTENT]" in await bob.line(f'k GETQUOTA "{SHARED}"')
     assert "NO [NONEXISTENT]" in await carol.line('l GETQUOTA "Partag&AOk-s/other@test.mss"')
+
+
+async def test_the_reserved_name_is_compared_after_nfc_and_myrights_answers_any_right(shared, make_session):
+    utf8 = await login(make_session, ALICE_CERT, enable="UTF8=ACCEPT")
+    for name in ("Partagés/x", "Partage\u0301s/x", "Partage\u0301s"):
+        assert "NO [CANNOT]" in await utf8.line(f'c CREATE "{name}"'), name
+    assert "NO [CANNOT]" in await utf8.line('r RENAME Junk "Partage\u0301s/Junk"')
+    assert {f.name for f in await shared.store.list_folders(ALICE)} == {"INBOX", "Sent", "Drafts", "Trash", "Junk"}
+    # RFC 4314 4: MYRIGHTS with any right, here "i" alone (no "l" nor "r").
+    async with shared.store.sessions() as s, s.begin():
+        await LocalDirectory(s).grant(ORG, CAROL, "li")
+    carol = await login(make_session, CAROL_CERT)
+    async with shared.store.sessions() as s, s.begin():
+        await LocalDirectory(s).grant(ORG, CAROL, "i")
+    assert f"* MYRIGHTS {INBOX} i" in await carol.line(f"m MYRIGHTS {INBOX}")
