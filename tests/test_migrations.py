@@ -216,7 +216,6 @@ async def test_0014_gives_existing_members_the_write_grant_and_goes_back(url):
         await engine.dispose()
 
     await asyncio.to_thread(_alembic, url, "upgrade", "head")
-    await asyncio.to_thread(_alembic, url, "upgrade", "head")  # a second run changes nothing
     engine = create_engine(url)
     store = Store(sessionmaker(engine))
     try:
@@ -225,6 +224,22 @@ async def test_0014_gives_existing_members_the_write_grant_and_goes_back(url):
         assert rights == "lrswikxte"
         refs = await store.write([NewMessage("org@x.test", "INBOX", b"y", OuterHeaders())])
         await store.set_flags("org@x.test", refs[0].folder_id, [1], {"\\Seen"}, "add", reader="810000000001")
+        async with engine.begin() as c:
+            await c.execute(text("UPDATE local_mailbox_member SET rights = 'lr'"))
+    finally:
+        await store.close()
+        await engine.dispose()
+    # 0014 run a second time for real (SQLite runs DDL outside the migration's transaction,
+    # so a crash can leave it half done): it changes nothing, keeps the rows written since.
+    await asyncio.to_thread(_alembic, url, "stamp", "0013")
+    await asyncio.to_thread(_alembic, url, "upgrade", "head")
+    engine = create_engine(url)
+    store = Store(sessionmaker(engine))
+    try:
+        async with engine.connect() as c:
+            rights = (await c.execute(text("SELECT rights FROM local_mailbox_member"))).scalar_one()
+            version = (await c.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+        assert (rights, version) == ("lr", "0014")
         (meta,) = await store.messages("org@x.test", refs[0].folder_id, reader="810000000001")
         assert "\\Seen" in meta.flags
     finally:

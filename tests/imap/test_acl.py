@@ -100,7 +100,7 @@ async def test_a_non_member_neither_lists_nor_selects_nor_asks_rights(shared, ma
     for cmd in (f"s SELECT {INBOX}", f"t STATUS {INBOX} (MESSAGES)", f"m MYRIGHTS {INBOX}", f"g GETACL {INBOX}"):
         out = await bob.line(cmd)
         assert "NO [NONEXISTENT]" in out, (cmd, out)
-    assert "NO" in tagged(await bob.line(f"a APPEND {INBOX} {{2+}}\r\nhi"), "a")
+    assert "NO [TRYCREATE]" in tagged(await bob.line(f"a APPEND {INBOX} {{2+}}\r\nhi"), "a")
 
 
 async def test_per_member_seen_status_search_and_the_mailbox_wide_seen(shared, make_session):
@@ -214,21 +214,28 @@ async def test_copy_and_move_between_personal_and_shared_folders(shared, make_se
     assert "from my inbox" in out and out.count("\\Seen") == 1  # her \Seen came along as hers
     inbox = await shared.store.get_folder(ORG, "INBOX")
     assert [m.flags for m in await shared.store.messages(ORG, inbox.id)] == [frozenset(), frozenset()]
-    # MOVE from the shared INBOX into her own folder: the copy is hers, the original gone.
+    # MOVE from the shared INBOX into her own folder: the copy is hers, the original gone,
+    # with every member's own \Seen of it.
+    from sqlalchemy import func, select
+
+    from mss.db.models import MessageSeen
+
+    async def seen_rows() -> int:
+        async with shared.store.sessions() as s:
+            return (await s.execute(select(func.count()).select_from(MessageSeen))).scalar_one()
+
+    assert "w OK" in await alice.line("w UID STORE 1 +FLAGS.SILENT (\\Seen)")
+    carol = await login(make_session, CAROL_CERT)
+    await carol.line(f"s SELECT {INBOX}")
+    assert "w OK" in await carol.line("w UID STORE 1 +FLAGS.SILENT (\\Seen)")
+    assert await seen_rows() == 3  # Alice's of the copy and of UID 1, Carol's of UID 1
     out = await alice.line("m UID MOVE 1 Trash")
     assert "* 1 EXPUNGE" in out and "m OK" in out, out
-    async with shared.store.sessions() as s:
-        from sqlalchemy import func, select
-
-        from mss.db.models import MessageSeen
-
-        rows = (await s.execute(select(func.count()).select_from(MessageSeen))).scalar_one()
-    assert rows == 1  # Alice's \Seen of the copy; none left behind for the moved message
+    assert await seen_rows() == 1  # Alice's \Seen of the copy; none left behind for the moved message
     trash = await shared.store.get_folder(ALICE, "Trash")
     (moved,) = await shared.store.messages(ALICE, trash.id)
-    assert moved.flags == frozenset()
+    assert moved.flags == frozenset({"\\Seen"})  # as she saw it, now her mailbox's own
     # Carol may read what was copied in, as stored (readable by whoever could before: E2E).
-    carol = await login(make_session, CAROL_CERT)
     await carol.line(f"s EXAMINE {INBOX}")
     assert "from my inbox" in await carol.line("f FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
 
@@ -282,7 +289,7 @@ async def test_a_revoked_member_loses_the_mailbox_at_the_next_session(shared, ma
     carol = await login(make_session, CAROL_CERT)  # her principal still names ORG
     assert "Partag" not in await carol.line('l LIST "" "*"')
     assert "NO [NONEXISTENT]" in await carol.line(f"s SELECT {INBOX}")
-    assert "NO" in tagged(await login_fails(make_session, CAROL_CERT, ORG), "a0")
+    assert "a0 NO" in tagged(await login_fails(make_session, CAROL_CERT, ORG), "a0")
 
 
 async def login_fails(make_session, cert: bytes, authzid: str) -> str:
@@ -324,7 +331,7 @@ async def test_a_revocation_reaches_an_open_session(shared, make_session, monkey
         await LocalDirectory(s).revoke(ORG, ALICE)
     # Within the bound, a new SELECT and an APPEND already ask again: refused.
     assert "NO [NONEXISTENT]" in tagged(await alice.line(f"t SELECT {INBOX}"), "t")
-    assert "NO" in tagged(await alice.line(f"a APPEND {INBOX} {{2+}}\r\nhi"), "a")
+    assert "NO [NOPERM]" in tagged(await alice.line(f"a APPEND {INBOX} {{2+}}\r\nhi"), "a")
     assert "NO [NONEXISTENT]" in tagged(await alice.line(f"u STATUS {INBOX} (MESSAGES)"), "u")
     # The other commands of a selected folder, once the rights are older than the bound.
     monkeypatch.setattr(services, "RIGHTS_TTL", 0.0)
@@ -495,3 +502,52 @@ async def test_the_reserved_name_is_compared_after_nfc_and_myrights_answers_any_
     async with shared.store.sessions() as s, s.begin():
         await LocalDirectory(s).grant(ORG, CAROL, "i")
     assert f"* MYRIGHTS {INBOX} i" in await carol.line(f"m MYRIGHTS {INBOX}")
+
+
+async def test_a_member_of_one_org_cannot_name_another_orgs_folders(shared, make_session):
+    other = "autre@test.mss"
+    async with shared.store.sessions() as s, s.begin():
+        await LocalDirectory(s).add_mailbox(other, "ORG", structure_id="1234567891", members=[BOB])
+    await shared.store.ensure_default_folders(other)
+    await shared.deliver(other, sample("not for carol", to=other))
+    carol = await login(make_session, CAROL_CERT)
+    name = f'"Partag&AOk-s/{other}/INBOX"'
+    for line in (f"s SELECT {name}", f"t STATUS {name} (MESSAGES)", f"m MYRIGHTS {name}", f"q GETQUOTAROOT {name}"):
+        assert "NO [NONEXISTENT]" in tagged(await carol.line(line), line.split()[0]), line
+    assert "NO [TRYCREATE]" in tagged(await carol.line(f"a APPEND {name} {{2+}}\r\nhi"), "a")
+    await carol.line(f"s SELECT {INBOX}")
+    await shared.deliver(ORG, sample("hers to copy", to=ORG))
+    await carol.line("n NOOP")
+    assert "NO [TRYCREATE]" in tagged(await carol.line(f"c COPY 1 {name}"), "c")
+    assert other not in await carol.line('l LIST "" "*"')
+
+
+async def test_close_and_uid_expunge_without_the_e_right(shared, make_session):
+    await shared.deliver(ORG, sample("deleted but kept", to=ORG))
+    async with shared.store.sessions() as s, s.begin():
+        await LocalDirectory(s).grant(ORG, CAROL, "lrst")  # may flag \Deleted, not expunge
+    carol = await login(make_session, CAROL_CERT)
+    assert "READ-WRITE" in await carol.line(f"s SELECT {INBOX}")
+    assert "d OK" in tagged(await carol.line("d STORE 1 +FLAGS.SILENT (\\Deleted)"), "d")
+    assert "NO [NOPERM]" in tagged(await carol.line("u UID EXPUNGE 1"), "u")
+    assert "c OK" in tagged(await carol.line("c CLOSE"), "c")  # closes, expunges nothing
+    inbox = await shared.store.get_folder(ORG, "INBOX")
+    (meta,) = await shared.store.messages(ORG, inbox.id)
+    assert "\\Deleted" in meta.flags
+
+
+async def test_login_with_the_org_app_password_is_bounded_by_the_members_rights(shared, make_session):
+    """The ORG mailbox's app password, typed by a member on their certificate, opens the ORG
+    mailbox as that member (like the authzid): their rights, their own \\Seen."""
+    await shared.deliver(ORG, sample("for the org", to=ORG))
+    carol = make_session(cert=CAROL_CERT)
+    assert "a OK" in await carol.line(f"a LOGIN {ORG} org-app-pass")
+    assert carol.session.mailbox == ORG
+    assert '* NAMESPACE (("" "/")) NIL NIL' in await carol.line("n NAMESPACE")
+    assert "[READ-ONLY]" in await carol.line("s SELECT INBOX")
+    assert '* MYRIGHTS "INBOX" lrs' in await carol.line("m MYRIGHTS INBOX")
+    assert "NO [NOPERM]" in tagged(await carol.line("f STORE 1 +FLAGS (\\Flagged)"), "f")
+    alice = make_session(cert=ALICE_CERT)
+    assert "a OK" in await alice.line(f"a LOGIN {ORG} org-app-pass")
+    assert '* MYRIGHTS "INBOX" lrswikxte' in await alice.line("m MYRIGHTS INBOX")
+    assert "b NO" in tagged(await make_session(cert=CAROL_CERT).line(f"b LOGIN {ORG} wrong"), "b")
