@@ -133,9 +133,10 @@ class ImapTestCore:
         await self.engine.dispose()
 
 
-async def open_test_core(db: Path) -> ImapTestCore:
-    """A fresh core over a new SQLite file `db`; `aclose` it when done."""
-    engine = create_engine(f"sqlite+aiosqlite:///{db}")
+async def open_test_core(db: Path, url: str | None = None) -> ImapTestCore:
+    """A fresh core over a new SQLite file `db` (or the empty database at `url`); `aclose` it
+    when done."""
+    engine = create_engine(url or f"sqlite+aiosqlite:///{db}")
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
         await conn.run_sync(DirectoryBase.metadata.create_all)  # rights read local_mailbox

@@ -7,11 +7,13 @@ none. The directory rows are real (`annuaire.local`); rights come from `mss.righ
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 
 import pytest
-from imap_fakes import ALICE, ALICE_CERT, BOB, BOB_CERT, ORG, FakeAuth, sample
+from imap_fakes import ALICE, ALICE_CERT, BOB, BOB_CERT, ORG, FakeAuth, open_test_core, sample
+from support import create_pg_database, drop_pg_database
 
 from annuaire.local import LocalDirectory
 from mss.principal import Principal
@@ -20,6 +22,19 @@ CAROL = "carol@test.mss"
 CAROL_CERT = b"cert-carol"
 SHARED = f"Partag&AOk-s/{ORG}"  # modified UTF-7 (RFC 3501 5.1.3) of "Partagés/<org>"
 INBOX = f'"{SHARED}/INBOX"'
+
+
+@pytest.fixture
+async def core(backend, tmp_path):
+    """The test core on each backend (the store's rights, \\Seen rows and locks on both)."""
+    pg_name = url = None
+    if backend == "postgresql":
+        pg_name, url = await asyncio.to_thread(create_pg_database)
+    c = await open_test_core(tmp_path / "imap.db", url)
+    yield c
+    await c.aclose()
+    if pg_name:
+        await asyncio.to_thread(drop_pg_database, pg_name)
 
 
 @pytest.fixture
