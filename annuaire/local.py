@@ -45,6 +45,8 @@ class MailboxEntry:
     display_name: str
     sent_copy: bool
     members: tuple[str, ...] = ()
+    #: (member, RFC 4314 rights letters) of an ORG mailbox, by member (`mss.rights`).
+    member_rights: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class DeliveryTarget:
     certificates: tuple[x509.Certificate, ...]
 
 
-def _entry(row: LocalMailbox, members: Iterable[str] = ()) -> MailboxEntry:
+def _entry(row: LocalMailbox, members: Iterable[str] | dict[str, str] = ()) -> MailboxEntry:
+    rights = members if isinstance(members, dict) else {}
     return MailboxEntry(
         address=row.address,
         type=row.type,
@@ -66,6 +69,7 @@ def _entry(row: LocalMailbox, members: Iterable[str] = ()) -> MailboxEntry:
         display_name=row.display_name,
         sent_copy=row.sent_copy,
         members=tuple(sorted(members)),
+        member_rights=tuple(sorted(rights.items())),
     )
 
 
@@ -80,13 +84,47 @@ class LocalDirectory:
         row = await self.session.get(LocalMailbox, address)
         if row is None:
             return None
-        return _entry(row, await self.members(address))
+        return _entry(row, await self.member_rights(address))
 
     async def members(self, address: str) -> list[str]:
         res = await self.session.execute(
             select(LocalMailboxMember.member).where(LocalMailboxMember.mailbox == normalize_address(address))
         )
         return list(res.scalars())
+
+    async def member_rights(self, address: str) -> dict[str, str]:
+        """An ORG mailbox's members and their RFC 4314 rights letters."""
+        res = await self.session.execute(
+            select(LocalMailboxMember.member, LocalMailboxMember.rights).where(
+                LocalMailboxMember.mailbox == normalize_address(address)
+            )
+        )
+        return dict(res.all())
+
+    async def grant(self, address: str, member: str, rights: str) -> str | None:
+        """Give `member` (a PER mailbox) `rights` on the ORG mailbox `address`, adding the
+        membership if new; returns the rights it had before (None: it was no member)."""
+        address, member = normalize_address(address), normalize_address(member)
+        row = await self.session.get(LocalMailboxMember, (address, member))
+        if row is None:
+            self.session.add(LocalMailboxMember(mailbox=address, member=member, rights=rights))
+            await self.session.flush()
+            return None
+        before = row.rights
+        row.rights = rights
+        await self.session.flush()
+        return before
+
+    async def revoke(self, address: str, member: str) -> str | None:
+        """End `member`'s membership of `address`; returns the rights it had (None: none)."""
+        address, member = normalize_address(address), normalize_address(member)
+        row = await self.session.get(LocalMailboxMember, (address, member))
+        if row is None:
+            return None
+        before = row.rights
+        await self.session.delete(row)
+        await self.session.flush()
+        return before
 
     async def for_idnat(self, idnat: str) -> list[MailboxEntry]:
         """PER mailboxes of a professional, plus the ORG mailboxes any of them belongs to."""
@@ -120,7 +158,8 @@ class LocalDirectory:
         whether it keeps a Sent copy, and (unless `certificates` is false) the certificates
         a message for it is encrypted to.
 
-        An ORG mailbox is encrypted to every member's active certificate (and to its own,
+        An ORG mailbox is encrypted to the active certificate of every member with the "r"
+        right (and to its own,
         if it has one). Certificates outside their validity window are skipped, so that an
         expired key never receives new mail.
         """
@@ -135,7 +174,10 @@ class LocalDirectory:
             return None if row is None else DeliveryTarget(address, row.type, bool(row.sent_copy), ())
         # The mailbox row, outer-joined to its active certificates and, for an ORG mailbox,
         # its members' (the mailbox comes back once with NULLs when it has none).
-        readers = select(LocalMailboxMember.member).where(LocalMailboxMember.mailbox == LocalMailbox.address)
+        # Members without the "r" right (RFC 4314 2.1) may not read it: not encrypted to them.
+        readers = select(LocalMailboxMember.member).where(
+            LocalMailboxMember.mailbox == LocalMailbox.address, LocalMailboxMember.rights.contains("r")
+        )
         owners = or_(
             MailboxCertificate.address == LocalMailbox.address,
             and_(LocalMailbox.type == "ORG", MailboxCertificate.address.in_(readers.scalar_subquery())),
@@ -201,7 +243,7 @@ class LocalDirectory:
         for m in member_list:
             self.session.add(LocalMailboxMember(mailbox=address, member=m))
         await self.session.flush()
-        return _entry(row, member_list)
+        return _entry(row, {m: "lrswikxte" for m in member_list})  # the column default: `write`
 
     async def add_certificate(self, address: str, cert: x509.Certificate, *, active: bool = True) -> None:
         der = cert.public_bytes(Encoding.DER)
@@ -253,12 +295,14 @@ class LocalDirectory:
     async def all(self) -> list[MailboxEntry]:
         """Every local mailbox with its members, by address."""
         rows = (await self.session.execute(select(LocalMailbox).order_by(LocalMailbox.address))).scalars().all()
-        members: dict[str, list[str]] = {}
-        for mbox, member in (
-            await self.session.execute(select(LocalMailboxMember.mailbox, LocalMailboxMember.member))
+        members: dict[str, dict[str, str]] = {}
+        for mbox, member, rights in (
+            await self.session.execute(
+                select(LocalMailboxMember.mailbox, LocalMailboxMember.member, LocalMailboxMember.rights)
+            )
         ).all():
-            members.setdefault(mbox, []).append(member)
-        return [_entry(r, members.get(r.address, ())) for r in rows]
+            members.setdefault(mbox, {})[member] = rights
+        return [_entry(r, members.get(r.address, {})) for r in rows]
 
     async def certificates(self, address: str) -> list[CertificateEntry]:
         """The mailbox's own encryption certificates, oldest first (active and retired)."""

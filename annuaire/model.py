@@ -44,7 +44,8 @@ class LocalMailbox(Base):
 
 
 class LocalMailboxMember(Base):
-    """Membership of an ORG mailbox: `member` is the address of a PER mailbox."""
+    """Membership of an ORG mailbox: `member` is the address of a PER mailbox; `rights` its
+    RFC 4314 rights letters on the mailbox (`mss.rights`; `mss mailbox grant`)."""
 
     __tablename__ = "local_mailbox_member"
 
@@ -52,6 +53,7 @@ class LocalMailboxMember(Base):
         String(320), ForeignKey("local_mailbox.address", ondelete="CASCADE"), primary_key=True
     )
     member: Mapped[str] = mapped_column(String(320), primary_key=True, index=True)
+    rights: Mapped[str] = mapped_column(String(32), default="lrswikxte", server_default="lrswikxte")
 
 
 class MailboxCertificate(Base):

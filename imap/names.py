@@ -11,7 +11,21 @@ from __future__ import annotations
 import dataclasses
 
 from imap import mutf7
-from imap.protocol.commands import Append, Command, Copy, Create, Delete, List, Rename, Select, Status, Subscribe
+from imap.protocol.commands import (
+    Acl,
+    Append,
+    Command,
+    Copy,
+    Create,
+    Delete,
+    GetQuota,
+    GetQuotaRoot,
+    List,
+    Rename,
+    Select,
+    Status,
+    Subscribe,
+)
 from imap.protocol.response import Utf8Quoted, Value
 
 #: The fields of each command that hold a mailbox name (or a LIST reference or pattern).
@@ -25,6 +39,9 @@ _NAME_FIELDS: dict[type[Command], tuple[str, ...]] = {
     Append: ("mailbox",),
     Copy: ("mailbox",),
     List: ("reference", "patterns"),
+    GetQuotaRoot: ("mailbox",),
+    GetQuota: ("root",),  # a shared mailbox's root is named after its namespace prefix
+    Acl: ("mailbox",),
 }
 
 Mutf7Error = mutf7.Mutf7Error

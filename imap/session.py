@@ -22,6 +22,7 @@ from imap import names
 from imap.actions import Action, Close, Output, PendingAuthentication, StartTLS
 from imap.commands import HANDLERS
 from imap.commands.auth import continue_authenticate
+from imap.namespaces import Namespaces
 from imap.protocol.commands import Command, Fetch, Logout, Search, Select, Sort, Store, Thread, UidCommand, Unselect
 from imap.protocol.parser import ContinuationNeeded, Limits, ParseError, Parser, RawLine
 from imap.protocol.response import Continue, Response, Status, bad, bye, no, ok, settle
@@ -40,7 +41,7 @@ from imap.view import FolderView
 from mss.principal import Principal
 from mss.records import MessageMeta
 from mss.refusals import Refusal, storage_unavailable
-from mss.services import Authentication, ClientConnection, FolderState, FolderWatch, ImapServices, MailboxHandle
+from mss.services import Authentication, ClientConnection, FolderState, FolderWatch, ImapServices
 
 __all__ = ["Action", "Close", "Idle", "Output", "PendingAuthentication", "Session", "StartTLS", "State"]
 
@@ -69,8 +70,10 @@ class Session:
     """Feed it bytes (`feed`), let it work (`process`), send what it returns.
 
     `core` is what the core gives front ends (`mss.services.ImapServices`). Once
-    authenticated the session holds one `MailboxHandle`, already authorised for its
-    principal: every folder and message operation goes through it. `tls` says whether the
+    authenticated the session holds its `imap.namespaces.Namespaces`: its own mailbox's
+    `MailboxHandle`, and one per shared mailbox it lists under `Partagés/`, each already
+    authorised for its principal and checking its RFC 4314 rights: every folder and message
+    operation goes through them. `tls` says whether the
     connection is already encrypted (implicit TLS); `starttls` whether STARTTLS may be offered.
     """
 
@@ -88,7 +91,8 @@ class Session:
             Limits(line=lim.imap_line, literal=min(lim.imap_literal, PREAUTH_LITERAL), nesting=lim.imap_nesting)
         )
         self.client_certificate: bytes | None = None
-        self.handle: MailboxHandle | None = None  # the one mailbox this session is bound to
+        #: Its own mailbox, and the shared ones under the shared namespace (`imap.namespaces`).
+        self.handle: Namespaces | None = None
         self.view: FolderView | None = None
         self.idle: Idle | None = None
         self.enabled: set[str] = set()
@@ -200,6 +204,8 @@ class Session:
             "QRESYNC",
             "BINARY",  # RFC 3516
             "UTF8=ACCEPT",  # RFC 6855
+            "ACL",  # RFC 4314: rights are the operator's to set (SETACL is NO [NOPERM])
+            "RIGHTS=texk",  # RFC 4314 2.2: the RFC 4314 rights, not RFC 2086's "c" and "d"
         ]
 
     def greeting(self) -> list[Response]:
@@ -211,7 +217,7 @@ class Session:
     def apply(self, event: Literal[Event.AUTH_CONTINUE], data: PendingAuthentication) -> None: ...
 
     @overload
-    def apply(self, event: Literal[Event.AUTH_OK], data: MailboxHandle) -> None: ...
+    def apply(self, event: Literal[Event.AUTH_OK], data: Namespaces) -> None: ...
 
     @overload
     def apply(self, event: Literal[Event.SELECT_OK], data: FolderView) -> None: ...
@@ -234,7 +240,7 @@ class Session:
         ],
     ) -> None: ...
 
-    def apply(self, event: Event, data: PendingAuthentication | MailboxHandle | FolderView | str | None = None) -> None:
+    def apply(self, event: Event, data: PendingAuthentication | Namespaces | FolderView | str | None = None) -> None:
         """Fire `event`: the one place the session's state changes (`imap.state.TRANSITIONS`).
 
         `data` is what the new state keeps: the exchange waiting for its next line
@@ -256,7 +262,7 @@ class Session:
             self.pending_auth = data
             self.parser.expect_line()  # the response is no command: read it raw
         elif event is Event.AUTH_OK:
-            if data is None or isinstance(data, (PendingAuthentication, FolderView, str)):
+            if not isinstance(data, Namespaces):
                 raise LocalProtocolError("AUTH_OK needs the opened mailbox")
             self.pending_auth = None
             self.handle = data
@@ -389,6 +395,10 @@ class Session:
             uid = isinstance(cmd, UidCommand) and cmd.uid
             try:
                 updates = await self.sync(allow_expunge=uid or not isinstance(cmd, _NO_EXPUNGE), uid_mode=uid)
+            except Refusal:
+                # The rights on the selected folder were revoked (`mss.services.RIGHTS_TTL`):
+                # nothing more is told of it; every command on it is refused (NOPERM).
+                updates = []
             except Exception as exc:
                 if not storage_unavailable(exc):
                     raise
@@ -441,7 +451,7 @@ class Session:
         return await self.box.messages(view.info, state)
 
     @property
-    def box(self) -> MailboxHandle:
+    def box(self) -> Namespaces:
         """The authenticated session's mailbox (the dispatcher lets no command that needs
         it run before authentication)."""
         if self.handle is None:  # pragma: no cover - the state table forbids it

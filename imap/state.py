@@ -28,6 +28,7 @@ import enum
 from collections.abc import Mapping
 
 from imap.protocol.commands import (
+    Acl,
     Append,
     Authenticate,
     Capability,
@@ -199,6 +200,7 @@ COMMAND_STATES: Mapping[type[Command], frozenset[State]] = {
     GetQuota: _AUTH,  # RFC 9208 4: authenticated and selected states
     GetQuotaRoot: _AUTH,
     SetQuota: _AUTH,
+    Acl: _AUTH,  # RFC 4314 3: authenticated and selected states
     Check: _SELECTED,
     Unselect: _SELECTED,
     Expunge: _SELECTED,

@@ -35,6 +35,8 @@ def _with_recent(flags: frozenset[str]) -> frozenset[str]:
 
 
 #: The system flags every folder permits (RFC 9051 2.3.2), in the order FLAGS lists them.
+#: RFC 4314 4: the right that changing each flag takes ("w" for any other).
+_FLAG_RIGHTS = {"\\Seen": "s", "\\Deleted": "t"}
 _SYSTEM = ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen")
 
 
@@ -42,6 +44,9 @@ class FolderView:
     def __init__(self, info: FolderInfo, metas: Sequence[MessageMeta], readonly: bool) -> None:
         self.info = info
         self.readonly = readonly
+        #: The user's RFC 4314 rights on the folder's mailbox, when not every right to
+        #: change flags (a shared mailbox's member): PERMANENTFLAGS lists only what they allow.
+        self.rights: str | None = None
         self.uids: list[int] = [m.uid for m in metas]
         #: The flags the client was told of, parallel to `uids` (`flags` reads it by UID): a
         #: list of references to the folder's few shared flag sets costs 8 bytes a message,
@@ -90,6 +95,9 @@ class FolderView:
         PERMANENTFLAGS is empty when the folder was opened read-only (EXAMINE)."""
         flags = [Atom(f) for f in _SYSTEM] + [Atom(k) for k in sorted(self.keywords)]
         permanent = [] if self.readonly else [*flags, Atom("\\*")]
+        if self.rights is not None:
+            # RFC 4314 4: only the flags the user's rights let it change are permanent.
+            permanent = [a for a in permanent if _FLAG_RIGHTS.get(str(a), "w") in self.rights]
         text = "(" + " ".join(permanent) + ")"
         return [Data(Atom("FLAGS"), flags), ok(None, "Flags permitted", f"PERMANENTFLAGS {text}")]
 

@@ -29,6 +29,11 @@ class Principal:
     #: SERV only: the mail domains of the trust-space whitelist this operator's certificate
     #: names (its DNS names), i.e. the domains it may send from on the `mta` listener.
     domains: frozenset[str] = frozenset()
+    #: PS only, once narrowed to its own PER mailbox (an app password of it, or that
+    #: address as authorization identity): the mailboxes it had besides, which it may still
+    #: read as a member in the shared namespace (IMAP `Partagés/`, `mss.rights`), never
+    #: send as nor open as its session's mailbox.
+    shared: frozenset[str] = frozenset()
     #: Which of `mailboxes` keep a copy of what they send in their Sent folder, read with
     #: them at authentication, so that a submission needs no directory look-up for it.
     #: None: not known (a principal built without its directory rows), look it up.
@@ -41,6 +46,17 @@ class Principal:
 
     def may_use(self, address: str) -> bool:
         return address.lower() in self.mailboxes
+
+    @property
+    def shared_candidates(self) -> frozenset[str]:
+        """The mailboxes it may read as a member of in the shared namespace, if the
+        directory says it is one (`mss.rights.DirectoryRights.shared`): all of its own when
+        not narrowed; once narrowed, only what it kept as `shared`."""
+        return self.mailboxes if self.acting_as is None else self.shared
+
+    def may_open(self, address: str) -> bool:
+        """`may_use`, or one of its shared candidates (`MailAccess.open` of a shared mailbox)."""
+        return self.may_use(address) or address.lower() in self.shared
 
     def restricted_to(self, authzid: str) -> Principal:
         """The same principal narrowed to one mailbox (SASL authorization identity)."""
@@ -56,6 +72,8 @@ class Principal:
             cert_sha256=self.cert_sha256,
             mechanism=self.mechanism,
             acting_as=address,
+            # Narrowed to its own PER mailbox, a professional still sees the shared ones.
+            shared=self.mailboxes - {address} if self.kind == "PS" and address == self.primary else frozenset(),
             sent_copy=None if self.sent_copy is None else self.sent_copy & {address},
         )
 

@@ -31,6 +31,7 @@ from mss.records import (
     StoredRef,
     TraceInfo,
 )
+from mss.rights import Access
 
 # -- who the client is --------------------------------------------------------------------
 
@@ -300,17 +301,51 @@ class FolderState:
 AppendItem: TypeAlias = "tuple[bytes, Iterable[str], datetime | None]"
 #: Most messages one `MailboxHandle.append_many` stores (IMAP MULTIAPPEND, RFC 3502).
 MAX_APPEND_MESSAGES = 1000
+#: How long (seconds) a handle trusts a member's RFC 4314 rights read from the directory
+#: before reading them again (`mss.mailaccess`): the bound on how late a `mss mailbox revoke`
+#: or `grant` reaches an open session. SELECT, EXAMINE, STATUS, APPEND and a COPY
+#: destination always read them again.
+RIGHTS_TTL = 5.0
 
 
 class MailboxHandle(Protocol):
     """One mailbox (BAL) opened for one principal. Every method is already authorised; the
-    folders it takes are the `FolderInfo` objects it handed out."""
+    folders it takes are the `FolderInfo` objects it handed out.
+
+    Each method checks the principal's RFC 4314 rights (`rights`) as RFC 4314 4 asks (LIST
+    "l"; SELECT, FETCH, SEARCH, STATUS "r"; STORE \\Seen "s", \\Deleted "t", other flags
+    "w"; APPEND and COPY into "i"; EXPUNGE "e"; CREATE "k"; DELETE, RENAME "x"): a missing
+    one is `Refusal(NOT_ALLOWED)`, whichever front end asks."""
 
     @property
     def address(self) -> str: ...
 
     @property
     def principal(self) -> Principal: ...
+
+    @property
+    def rights(self) -> str:
+        """The principal's RFC 4314 rights letters on this mailbox (`mss.rights`): every
+        right but "a" for an owner, the membership's for a member of a shared mailbox."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether the principal reads the mailbox as one of its members: \\Seen and
+        subscriptions are then its own (RFC 4314 4), the other flags the mailbox's."""
+        ...
+
+    def allowed_flags(self, flags: Iterable[str]) -> frozenset[str]:
+        """The flags among `flags` the principal's rights let it change (RFC 4314 4)."""
+        ...
+
+    async def copy_to(
+        self, folder: FolderInfo, uids: Sequence[int], other: MailboxHandle, dest: FolderInfo, *, move: bool = False
+    ) -> list[tuple[int, int]]:
+        """COPY (or MOVE) into a folder of another mailbox the same principal opened: the
+        stored ciphertext as it is (readable by whoever could read it before, E2E by
+        design); "r" here (and "t", "e" to move), "i" there; the destination's quota."""
+        ...
 
     async def folders(self) -> list[FolderInfo]: ...
 
@@ -400,8 +435,27 @@ class MailboxHandle(Protocol):
     def watch(self, folder: FolderInfo) -> AbstractContextManager[FolderWatch]: ...
 
 
+class MailboxRights(Protocol):
+    """RFC 4314 rights of principals on mailboxes (`mss.rights.DirectoryRights`)."""
+
+    async def access(self, principal: Principal, mailbox: str) -> Access:
+        """The principal's rights on `mailbox` and whose \\Seen it sees; no rights
+        (`Access("")`) when it may not use the mailbox."""
+        ...
+
+    async def shared(self, principal: Principal) -> dict[str, Access]:
+        """The shared (ORG) mailboxes a professional is a member of with "l", by address;
+        none once narrowed by an authorization identity."""
+        ...
+
+
 class MailAccess(Protocol):
     def mailboxes(self, principal: Principal) -> list[str]: ...
+
+    async def shared(self, principal: Principal) -> list[str]:
+        """The shared mailboxes the principal lists in its shared namespace (IMAP
+        NAMESPACE, RFC 2342): the ORG mailboxes it is a member of with "l"."""
+        ...
 
     async def open(self, principal: Principal, mailbox: str | None = None) -> MailboxHandle:
         """The principal's mailbox (its default one when None); Refusal(NOT_ALLOWED) when the

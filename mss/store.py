@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC
 from typing import TypeVar
 
@@ -26,7 +28,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crypto.dates import as_utc
 from mss.commit import GroupCommit, Locks
-from mss.db.models import Folder, MailboxUsage, Message, MessageKeyword, StoreCounter, Vanished
+from mss.db.models import (
+    Folder,
+    MailboxUsage,
+    MemberSubscription,
+    Message,
+    MessageKeyword,
+    MessageSeen,
+    StoreCounter,
+    Vanished,
+)
 from mss.events import Events
 from mss.folder_cache import FolderCache
 from mss.records import (
@@ -42,6 +53,7 @@ from mss.records import (
     canonical_folder_name,
 )
 from mss.refusals import Reason, Refusal
+from mss.rights import flag_right
 from mss.structure_cache import StructureCache
 
 T = TypeVar("T")
@@ -73,6 +85,10 @@ BULK = 500
 #: Most values in one SQL IN list (PostgreSQL and SQLite cap bound parameters near 32,766).
 IN_CHUNK = 1000
 MAX_FOLDER_NAME = 255
+#: Most UIDs the members' \\Seen sets hold in all (`Store._seen_set`), least recently used
+#: evicted first: about 2,000,000 ints (some tens of MB), whatever the number of (folder,
+#: member) entries; a set larger than this alone is not kept.
+SEEN_UIDS = 2_000_000
 _UIDVALIDITY = "uidvalidity:"  # + mailbox: one counter per BAL
 _FLOOR = "uidvalidity-floor"  # where a mailbox's first counter starts (migration 0004)
 _MAX_UIDVALIDITY = 2**32 - 1  # RFC 9051 9: nz-number, 32 bits
@@ -102,6 +118,23 @@ def _over_quota(q: Quota, octets: int, messages: int) -> Refusal:
         f"{q.mailbox} over quota ({what}): {q.storage_used}+{octets}/{q.storage_limit or '-'} octets, "
         f"{q.messages_used}+{messages}/{q.messages_limit or '-'} messages",
     )
+
+
+async def forget_member(s: AsyncSession, mailbox: str, member: str) -> int:
+    """Delete a former member's own \\Seen (`message_seen`) and subscriptions
+    (`member_subscription`) on the folders of the shared `mailbox`, in the caller's
+    transaction (`mss mailbox revoke`: nothing of their idNat_PS stays behind). Returns how
+    many rows went. The folders' state does not move: nobody else sees these rows."""
+    folders = select(Folder.id).where(Folder.mailbox == mailbox.lower()).scalar_subquery()
+    gone = 0
+    for model in (MessageSeen, MemberSubscription):
+        res = await s.execute(
+            delete(model)
+            .where(model.folder_id.in_(folders), model.member == member)
+            .execution_options(synchronize_session=False)
+        )
+        gone += res.rowcount or 0
+    return gone
 
 
 async def read_quota(s: AsyncSession, mailbox: str, defaults: QuotaLimits) -> Quota:
@@ -209,6 +242,10 @@ class Store:
         self.structure_cache = StructureCache()
         #: Message list reads in flight, by the state their callers knew (`messages`).
         self._list_reads: dict[tuple[str, int, tuple[int, int]], asyncio.Future[list[MessageMeta]]] = {}
+        #: Members' own \\Seen UIDs by (folder, member), under the folder's state (`_seen_set`).
+        self._seen_sets: OrderedDict[tuple[int, str], tuple[tuple[int, int], frozenset[int]]] = OrderedDict()
+        #: How many UIDs `_seen_sets` holds in all (bounded by `SEEN_UIDS`).
+        self._seen_uids = 0
         #: \\Recent claims in flight (`claim_recent`).
         self._claims: dict[tuple[str, int], asyncio.Future[tuple[int, int]]] = {}
         #: Folder state reads in flight, shared by whoever asks meanwhile (`folder_state`).
@@ -225,17 +262,33 @@ class Store:
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def list_folders(self, mailbox: str) -> list[FolderInfo]:
+    async def list_folders(self, mailbox: str, reader: str | None = None) -> list[FolderInfo]:
+        """The mailbox's folders by name; `reader`: a member of a shared mailbox, whose own
+        subscriptions are shown (`member_subscription`)."""
         async with self.sessions() as s:
             rows = (
                 (await s.execute(select(Folder).where(Folder.mailbox == mailbox.lower()).order_by(Folder.name)))
                 .scalars()
                 .all()
             )
-        return [_folder_info(f) for f in rows]
+            out = [_folder_info(f) for f in rows]
+            if reader is not None and out:
+                own = await self._subscriptions(s, [f.id for f in out], reader)
+                out = [replace(f, subscribed=own.get(f.id, True)) for f in out]
+        return out
 
-    async def get_folder(self, mailbox: str, name: str) -> FolderInfo | None:
-        """The folder with its message and unseen counts, or None."""
+    @staticmethod
+    async def _subscriptions(s: AsyncSession, folder_ids: Sequence[int], reader: str) -> dict[int, bool]:
+        rows = await s.execute(
+            select(MemberSubscription.folder_id, MemberSubscription.subscribed).where(
+                MemberSubscription.folder_id.in_(folder_ids), MemberSubscription.member == reader
+            )
+        )
+        return dict(rows.all())
+
+    async def get_folder(self, mailbox: str, name: str, reader: str | None = None) -> FolderInfo | None:
+        """The folder with its message and unseen counts, or None. `reader`: a member of a
+        shared mailbox; the unseen count and the subscription are theirs (RFC 4314 4)."""
         async with self.sessions() as s:
             f = (
                 await s.execute(
@@ -248,17 +301,27 @@ class Store:
             if cached is not None:  # counted in memory: no scan of the folder's rows
                 unseen = self.folder_cache.unseen(f.id)
                 recent = len(cached) - bisect_left(cached, f.recent_uid, key=_meta_uid)  # in UID order
-                return _folder_info(f, len(cached), unseen, recent)
-            exists, unseen, recent = (
-                await s.execute(
-                    select(
-                        func.count(),
-                        func.count().filter(Message.seen.is_(False)),
-                        func.count().filter(Message.uid >= f.recent_uid),
-                    ).where(Message.folder_id == f.id)
-                )
-            ).one()
-        return _folder_info(f, exists, unseen or 0, recent or 0)
+                exists = len(cached)
+            else:
+                exists, unseen, recent = (
+                    await s.execute(
+                        select(
+                            func.count(),
+                            func.count().filter(Message.seen.is_(False)),
+                            func.count().filter(Message.uid >= f.recent_uid),
+                        ).where(Message.folder_id == f.id)
+                    )
+                ).one()
+            info = _folder_info(f, exists, unseen or 0, recent or 0)
+            if reader is not None:
+                seen = (
+                    await s.execute(
+                        select(func.count()).where(MessageSeen.folder_id == f.id, MessageSeen.member == reader)
+                    )
+                ).scalar_one()
+                own = await self._subscriptions(s, [f.id], reader)
+                info = replace(info, unseen=max(exists - seen, 0), subscribed=own.get(f.id, True))
+        return info
 
     async def quota(self, mailbox: str) -> Quota:
         """The mailbox's usage and limits (IMAP GETQUOTA, the RCPT check)."""
@@ -405,12 +468,71 @@ class Store:
         )
 
     async def messages(
-        self, mailbox: str, folder_id: int, known_state: tuple[int, int] | None = None
+        self, mailbox: str, folder_id: int, known_state: tuple[int, int] | None = None, reader: str | None = None
     ) -> list[MessageMeta]:
         """Every message of the folder in UID order (their sequence numbers are 1..n): from
         the folder cache when the folder's state has not moved since it was read.
         `known_state` is the (UIDNEXT, HIGHESTMODSEQ) the caller has just read
-        (`folder_state`): when the cache holds the list for it, no read at all."""
+        (`folder_state`): when the cache holds the list for it, no read at all.
+
+        `reader`: a member of a shared mailbox, whose own \\Seen replaces the mailbox-wide
+        one (RFC 4314 4). Laid over the cached list (one indexed read of the member's
+        `message_seen` rows): the cache holds the mailbox-wide list only, shared by all."""
+        metas = await self._messages(mailbox, folder_id, known_state)
+        if reader is None:
+            return metas
+        return _overlay_seen(metas, await self._seen_set(mailbox.lower(), folder_id, reader))
+
+    async def _seen_set(self, mailbox: str, folder_id: int, reader: str) -> frozenset[int]:
+        """The UIDs `reader` has seen, kept per (folder, member) under the folder's state:
+        every change of `message_seen` rows moves UIDNEXT or HIGHESTMODSEQ in its own
+        transaction (a member's \\Seen change gives the message a new MODSEQ), so the set
+        read under a state holds while the folder row shows it. One UID set per (folder,
+        member), the sets bounded together by the UIDs they hold (`SEEN_UIDS`, least recently
+        used evicted); the member's message list itself is not kept (the folder cache's
+        mailbox-wide list is shared by all)."""
+        async with self.sessions() as s:
+            row = (
+                await s.execute(
+                    select(Folder.uidnext, Folder.highestmodseq).where(
+                        Folder.id == folder_id, Folder.mailbox == mailbox
+                    )
+                )
+            ).first()
+            if row is None:
+                return frozenset()
+            state = (row[0], row[1])
+            key = (folder_id, reader)
+            hit = self._seen_sets.get(key)
+            if hit is not None and hit[0] == state:
+                self._seen_sets.move_to_end(key)
+                return hit[1]
+            seen = frozenset(await self._seen_by(s, folder_id, reader))
+        old = self._seen_sets.pop(key, None)
+        if old is not None:
+            self._seen_uids -= len(old[1])
+        if len(seen) <= SEEN_UIDS:
+            self._seen_sets[key] = (state, seen)
+            self._seen_uids += len(seen)
+        while self._seen_uids > SEEN_UIDS:
+            _, (_, evicted) = self._seen_sets.popitem(last=False)
+            self._seen_uids -= len(evicted)
+        return seen
+
+    @staticmethod
+    async def _seen_by(s: AsyncSession, folder_id: int, reader: str, uids: Sequence[int] | None = None) -> set[int]:
+        """The UIDs `reader` has seen in the folder (all, or among `uids`)."""
+        q = select(MessageSeen.uid).where(MessageSeen.folder_id == folder_id, MessageSeen.member == reader)
+        if uids is None:
+            return set((await s.execute(q)).scalars())
+        out: set[int] = set()
+        for chunk in _chunks(list(uids), IN_CHUNK):
+            out.update((await s.execute(q.where(MessageSeen.uid.in_(chunk)))).scalars())
+        return out
+
+    async def _messages(
+        self, mailbox: str, folder_id: int, known_state: tuple[int, int] | None = None
+    ) -> list[MessageMeta]:
         mailbox = mailbox.lower()
         if known_state is None:
             return await self._load_messages(mailbox, folder_id)
@@ -688,6 +810,8 @@ class Store:
                 )
             ).one()
             await s.execute(delete(Message).where(Message.folder_id == f.id))
+            await s.execute(delete(MessageSeen).where(MessageSeen.folder_id == f.id))
+            await s.execute(delete(MemberSubscription).where(MemberSubscription.folder_id == f.id))
             await s.delete(f)
             await self._count(s, mailbox, -octets, -count)
             return None, (f.id,)
@@ -743,6 +867,8 @@ class Store:
             if not ids:
                 return 0, ()
             gone = (await s.execute(delete(Message).where(Message.folder_id.in_(ids)))).rowcount or 0
+            await s.execute(delete(MessageSeen).where(MessageSeen.folder_id.in_(ids)))
+            await s.execute(delete(MemberSubscription).where(MemberSubscription.folder_id.in_(ids)))
             await s.execute(delete(Folder).where(Folder.id.in_(ids)))
             # Nothing stored any more; the operator's limits, if any, stay.
             await s.execute(
@@ -755,10 +881,25 @@ class Store:
 
         return await self.commit.run(Locks(mailbox), run)
 
-    async def set_subscribed(self, mailbox: str, name: str, subscribed: bool) -> None:
+    async def set_subscribed(self, mailbox: str, name: str, subscribed: bool, reader: str | None = None) -> None:
+        """`reader`: a member of a shared mailbox subscribing for themselves only."""
         mailbox, name = mailbox.lower(), canonical_folder_name(name)
 
         async def run(s: AsyncSession) -> tuple[None, Iterable[int]]:
+            if reader is not None:
+                fid = (
+                    await s.execute(select(Folder.id).where(Folder.mailbox == mailbox, Folder.name == name))
+                ).scalar()
+                if fid is None:
+                    raise _no_folder(name)
+                await s.execute(
+                    delete(MemberSubscription).where(
+                        MemberSubscription.folder_id == fid, MemberSubscription.member == reader
+                    )
+                )
+                if not subscribed:
+                    await s.execute(insert(MemberSubscription), [{"folder_id": fid, "member": reader}])
+                return None, ()
             res = await s.execute(
                 update(Folder)
                 .where(Folder.mailbox == mailbox, Folder.name == name)
@@ -774,14 +915,25 @@ class Store:
     # -- message writes --------------------------------------------------------------------
 
     async def set_flags(
-        self, mailbox: str, folder_id: int, uids: Sequence[int], flags: Iterable[str], mode: FlagMode
+        self,
+        mailbox: str,
+        folder_id: int,
+        uids: Sequence[int],
+        flags: Iterable[str],
+        mode: FlagMode,
+        reader: str | None = None,
+        *,
+        changeable: frozenset[str] | None = None,
     ) -> list[MessageMeta]:
         """Change flags; each changed message gets a new MODSEQ. Returns the new state.
 
         The folder is locked before the rows are read, so two sessions changing flags at
-        once cannot each write a state computed from a stale read.
+        once cannot each write a state computed from a stale read. `changeable`: see
+        `set_flags_unchanged_since`.
         """
-        done, _ = await self.set_flags_unchanged_since(mailbox, folder_id, uids, flags, mode, None)
+        done, _ = await self.set_flags_unchanged_since(
+            mailbox, folder_id, uids, flags, mode, None, reader, changeable=changeable
+        )
         return done
 
     async def set_flags_unchanged_since(
@@ -792,11 +944,25 @@ class Store:
         flags: Iterable[str],
         mode: FlagMode,
         unchanged_since: int | None,
+        reader: str | None = None,
+        *,
+        changeable: frozenset[str] | None = None,
     ) -> tuple[list[MessageMeta], list[int]]:
         """`set_flags`, conditional when `unchanged_since` is given (RFC 7162 3.1.3
         UNCHANGEDSINCE): a message whose MODSEQ is above it is left as it is and its UID is
         returned second (the MODIFIED set). The test and the writes are one transaction
-        under the folder's lock, so no change can land between them."""
+        under the folder's lock, so no change can land between them.
+
+        `reader`: a member of a shared mailbox; \\Seen is theirs (`message_seen`), the other
+        flags the mailbox's. A change of their \\Seen alone still gives the message a new
+        MODSEQ, for everyone: the other members' CONDSTORE/QRESYNC sync then fetches its
+        flags again and finds them unchanged (a spurious FETCH, RFC 7162 allows it), and the
+        member's own other sessions learn of it.
+
+        `changeable`: the flag classes (`mss.rights.FLAG_CLASSES`: "s" \\Seen, "t" \\Deleted,
+        "w" the others) the caller has the RFC 4314 right to change; None: all. A flag of
+        another class keeps, on each message, the value read here under the lock, whatever
+        the mode (a replacing STORE of a member with "s" only changes their \\Seen alone)."""
         wanted = frozenset(flags)
         too_long = [k for k in _keywords(wanted) if len(k) > MAX_KEYWORD]
         if too_long:
@@ -824,12 +990,26 @@ class Store:
                 modified = [r.uid for r in rows if r.modseq > unchanged_since]
                 rows = [r for r in rows if r.modseq <= unchanged_since]
             keywords = await self._keywords_of(s, [r.id for r in rows])
+            seen = await self._seen_by(s, folder_id, reader, [r.uid for r in rows]) if reader is not None else set()
             changes = []
+            seen_added: list[dict[str, object]] = []
+            seen_removed: list[int] = []
             for r in rows:
-                old = _flag_set(r, keywords.get(r.id, ()))
+                base = _flag_set(r, keywords.get(r.id, ()))
+                old = base if reader is None else (base - _SEEN) | (_SEEN if r.uid in seen else frozenset())
                 new = old | wanted if mode == "add" else old - wanted if mode == "remove" else wanted
-                changes.append((r, new, new != old))
-            n = sum(1 for _, _, changed in changes if changed)
+                if changeable is not None:  # the flags it may not change stay as read under the lock
+                    new = frozenset(f for f in new if flag_right(f) in changeable) | frozenset(
+                        f for f in old if flag_right(f) not in changeable
+                    )
+                if reader is not None:
+                    if "\\Seen" in new and "\\Seen" not in old:
+                        seen_added.append({"folder_id": folder_id, "member": reader, "uid": r.uid})
+                    elif "\\Seen" in old and "\\Seen" not in new:
+                        seen_removed.append(r.uid)
+                column = new if reader is None else (new - _SEEN) | (base & _SEEN)
+                changes.append((r, new, column, new != old))
+            n = sum(1 for *_, changed in changes if changed)
             modseq = (await self._bump_modseq(s, folder_id, n)) if n else 0
             if n:  # the folder's state around this write, for the folder cache (`advance`)
                 uidnext = (await s.execute(select(Folder.uidnext).where(Folder.id == folder_id))).scalar_one()
@@ -838,19 +1018,22 @@ class Store:
             added: list[dict[str, object]] = []
             removed: list[tuple[int, str]] = []
             result: list[MessageMeta] = []
-            for r, new, changed in changes:
+            shared[:] = []
+            for r, new, column, changed in changes:
                 current = r.modseq
                 if changed:
                     current = modseq
                     modseq += 1
                     updates.append(
-                        {"mid": r.id, "new_modseq": current, **{f"v_{c}": v for c, v in _system_values(new).items()}}
+                        {"mid": r.id, "new_modseq": current, **{f"v_{c}": v for c, v in _system_values(column).items()}}
                     )
                     before = set(keywords.get(r.id, ()))
                     after = _keywords(new)
                     added += [{"message_id": r.id, "keyword": k} for k in sorted(after - before)]
                     removed += [(r.id, k) for k in sorted(before - after)]
                 result.append(MessageMeta(r.uid, current, new, as_utc(r.internaldate), r.size))
+                # The folder cache holds the mailbox's flags, never a member's own \Seen.
+                shared.append(MessageMeta(r.uid, current, column, as_utc(r.internaldate), r.size))
             if updates:
                 conn = await s.connection()  # a Core executemany, not an ORM bulk update by key
                 await conn.execute(
@@ -866,15 +1049,24 @@ class Store:
                 )
             if added:
                 await s.execute(insert(MessageKeyword), added)
+            if seen_added:
+                await s.execute(insert(MessageSeen), seen_added)
+            for chunk in _chunks(seen_removed, IN_CHUNK):
+                await s.execute(
+                    delete(MessageSeen).where(
+                        MessageSeen.folder_id == folder_id, MessageSeen.member == reader, MessageSeen.uid.in_(chunk)
+                    )
+                )
             return (result, modified), (folder_id,) if n else ()
 
         moved: list[tuple[tuple[int, int], tuple[int, int]]] = []
+        shared: list[MessageMeta] = []
         result, modified = await self.commit.run(
             Locks(mailbox.lower(), frozenset({folder_id})), run, alone=len(targets) > BULK
         )
         if moved:  # committed: the last attempt's states (a retried batch runs `run` again)
             before, after = moved[-1]
-            self.folder_cache.advance(folder_id, mailbox.lower(), before, after, result)
+            self.folder_cache.advance(folder_id, mailbox.lower(), before, after, shared)
         return result, modified
 
     @staticmethod
@@ -908,13 +1100,22 @@ class Store:
         return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
 
     async def copy(
-        self, mailbox: str, folder_id: int, uids: Sequence[int], dest_folder_id: int
+        self,
+        mailbox: str,
+        folder_id: int,
+        uids: Sequence[int],
+        dest_folder_id: int,
+        *,
+        settable: frozenset[str] | None = None,
+        reader: str | None = None,
     ) -> list[tuple[int, int]]:
-        """Copy ciphertext rows as they are (RFC 4315 COPYUID pairs returned)."""
+        """Copy ciphertext rows as they are (RFC 4315 COPYUID pairs returned). `settable`,
+        `reader`: see `_drop_flags`."""
         targets = list(uids)
 
         async def run(s: AsyncSession) -> tuple[list[tuple[int, int]], Iterable[int]]:
             pairs = await self._copy(s, mailbox, folder_id, targets, dest_folder_id)
+            await self._drop_flags(s, dest_folder_id, [b for _, b in pairs], settable, reader)
             return pairs, (dest_folder_id,) if pairs else ()
 
         return await self.commit.run(
@@ -922,7 +1123,14 @@ class Store:
         )
 
     async def move(
-        self, mailbox: str, folder_id: int, uids: Sequence[int], dest_folder_id: int
+        self,
+        mailbox: str,
+        folder_id: int,
+        uids: Sequence[int],
+        dest_folder_id: int,
+        *,
+        settable: frozenset[str] | None = None,
+        reader: str | None = None,
     ) -> list[tuple[int, int]]:
         """RFC 6851 MOVE in one transaction: the copies and the removal commit together, so a
         crash never leaves a message in both folders or in neither. Moving into the same
@@ -933,6 +1141,7 @@ class Store:
 
         async def run(s: AsyncSession) -> tuple[list[tuple[int, int]], Iterable[int]]:
             pairs = await self._copy(s, mailbox, folder_id, targets, dest_folder_id, charge=False)
+            await self._drop_flags(s, dest_folder_id, [b for _, b in pairs], settable, reader)
             moved = [src for src, _ in pairs]
             if moved:
                 await self._delete_uids(
@@ -943,6 +1152,134 @@ class Store:
         return await self.commit.run(
             Locks(mailbox.lower(), frozenset({folder_id, dest_folder_id})), run, alone=len(targets) > BULK
         )
+
+    async def copy_between(
+        self,
+        mailbox: str,
+        folder_id: int,
+        uids: Sequence[int],
+        dest_mailbox: str,
+        dest_folder_id: int,
+        *,
+        move: bool = False,
+        reader: str | None = None,
+        dest_reader: str | None = None,
+        settable: frozenset[str] | None = None,
+    ) -> list[tuple[int, int]]:
+        """COPY or MOVE from a folder of one mailbox to a folder of another (a member's
+        personal folders and a shared mailbox's): the ciphertext rows as they are, so a copy
+        stays readable by whoever could decrypt it before, no one else (E2E by design). The
+        copies count against the destination's quota (a MOVE takes them off the source's);
+        \\Seen goes as the copier saw it (`reader`, `dest_reader`: a member's own \\Seen on
+        either side). One transaction, both mailboxes locked (in sorted order, as always)."""
+        mailbox, dest_mailbox = mailbox.lower(), dest_mailbox.lower()
+        targets = list(uids)
+
+        async def run(s: AsyncSession) -> tuple[list[tuple[int, int]], Iterable[int]]:
+            dest_ok = (
+                await s.execute(select(Folder.id).where(Folder.id == dest_folder_id, Folder.mailbox == dest_mailbox))
+            ).first()
+            if dest_ok is None:
+                raise _no_folder()
+            if reader is not None:
+                seen = await self._seen_by(s, folder_id, reader, targets)
+            else:
+                seen = set()
+                for chunk in _chunks(targets, IN_CHUNK):
+                    seen.update(
+                        (
+                            await s.execute(
+                                select(Message.uid).where(
+                                    Message.folder_id == folder_id, Message.uid.in_(chunk), Message.seen.is_(True)
+                                )
+                            )
+                        ).scalars()
+                    )
+            pairs = await self._copy(
+                s, mailbox, folder_id, targets, dest_folder_id, carry_seen=False, charge_to=dest_mailbox
+            )
+            if dest_reader is not None and (settable is None or "s" in settable):
+                rows = [{"folder_id": dest_folder_id, "member": dest_reader, "uid": b} for a, b in pairs if a in seen]
+                if rows:
+                    await s.execute(insert(MessageSeen), rows)
+            if dest_reader is not None and pairs:
+                # A member's \\Seen is theirs: the copies start unseen for the mailbox.
+                for chunk in _chunks([b for _, b in pairs], IN_CHUNK):
+                    await s.execute(
+                        update(Message)
+                        .where(Message.folder_id == dest_folder_id, Message.uid.in_(chunk))
+                        .values(seen=False)
+                        .execution_options(synchronize_session=False)
+                    )
+            elif reader is not None and pairs:
+                conn = await s.connection()
+                await conn.execute(
+                    update(Message)
+                    .where(Message.folder_id == dest_folder_id, Message.uid == bindparam("duid"))
+                    .values(seen=bindparam("v_seen"))
+                    .execution_options(synchronize_session=False),
+                    [{"duid": b, "v_seen": a in seen} for a, b in pairs],
+                )
+            await self._drop_flags(s, dest_folder_id, [b for _, b in pairs], settable, None)
+            changed = [dest_folder_id] if pairs else []
+            if move and pairs:
+                moved = [src for src, _ in pairs]
+                await self._delete_uids(s, mailbox, folder_id, moved, await self._bump_modseq(s, folder_id, 1))
+                changed.append(folder_id)
+            return pairs, changed
+
+        # The destination is locked by key: `Locks` scopes folder ids to one mailbox.
+        dest_name = await self._folder_name(dest_mailbox, dest_folder_id)
+        return await self.commit.run(
+            Locks(mailbox, frozenset({folder_id}), frozenset({(dest_mailbox, dest_name)})),
+            run,
+            alone=len(targets) > BULK,
+        )
+
+    @staticmethod
+    async def _drop_flags(
+        s: AsyncSession, folder_id: int, uids: Sequence[int], settable: frozenset[str] | None, reader: str | None
+    ) -> None:
+        """Clear, on copies just made, the flags the copier may not set in the destination
+        (RFC 4314 2.1: "s", "w", "t" govern setting flags during APPEND and COPY, as for
+        `MailboxHandle.append_many`): `settable` holds the flag classes
+        (`mss.rights.FLAG_CLASSES`) they may set there; None: all. Without "s", `reader`'s
+        own \\Seen on the copies goes too. In the caller's transaction."""
+        if settable is None or not uids:
+            return
+        values: dict[str, bool] = {}
+        if "s" not in settable:
+            values["seen"] = False
+        if "t" not in settable:
+            values["deleted"] = False
+        if "w" not in settable:
+            values.update(answered=False, flagged=False, draft=False)
+        for chunk in _chunks(list(uids), IN_CHUNK):
+            if values:
+                await s.execute(
+                    update(Message)
+                    .where(Message.folder_id == folder_id, Message.uid.in_(chunk))
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+            if "w" not in settable:
+                ids = select(Message.id).where(Message.folder_id == folder_id, Message.uid.in_(chunk))
+                await s.execute(delete(MessageKeyword).where(MessageKeyword.message_id.in_(ids)))
+            if "s" not in settable and reader is not None:
+                await s.execute(
+                    delete(MessageSeen).where(
+                        MessageSeen.folder_id == folder_id, MessageSeen.member == reader, MessageSeen.uid.in_(chunk)
+                    )
+                )
+
+    async def _folder_name(self, mailbox: str, folder_id: int) -> str:
+        async with self.sessions() as s:
+            name = (
+                await s.execute(select(Folder.name).where(Folder.id == folder_id, Folder.mailbox == mailbox))
+            ).scalar()
+        if name is None:
+            raise _no_folder()
+        return name
 
     async def _delete_uids(
         self, s: AsyncSession, mailbox: str, folder_id: int, uids: Sequence[int], modseq: int, *, count: bool = True
@@ -963,6 +1300,8 @@ class Store:
             for size in sizes:
                 octets += size
                 removed += 1
+        for chunk in _chunks(list(uids), IN_CHUNK):
+            await s.execute(delete(MessageSeen).where(MessageSeen.folder_id == folder_id, MessageSeen.uid.in_(chunk)))
         await s.execute(insert(Vanished), [{"folder_id": folder_id, "uid": u, "modseq": modseq} for u in uids])
         if count:
             await self._count(s, mailbox, -octets, -removed)
@@ -988,6 +1327,8 @@ class Store:
         dest_folder_id: int,
         *,
         charge: bool = True,
+        carry_seen: bool = True,
+        charge_to: str | None = None,
     ) -> list[tuple[int, int]]:
         """Copy rows inside the database (INSERT ... SELECT): the ciphertext never travels
         through this process, however large the folder. The copies are counted against the
@@ -1006,7 +1347,7 @@ class Store:
             return []
         rows.sort(key=lambda r: r.uid)
         if charge:
-            await self._charge(s, mailbox, sum(r.size for r in rows), len(rows))
+            await self._charge(s, charge_to or mailbox, sum(r.size for r in rows), len(rows))
         first_uid, first_modseq = await self._reserve_by_id(s, dest_folder_id, len(rows))
         params = [
             {"src": r.id, "dest": dest_folder_id, "uid": first_uid + k, "modseq": first_modseq + k}
@@ -1026,7 +1367,13 @@ class Store:
                 ).all()
             )
         await s.execute(_COPY_KEYWORDS, [{"src": p["src"], "new": new_ids[p["uid"]]} for p in params])
-        return [(r.uid, first_uid + k) for k, r in enumerate(rows)]
+        pairs = [(r.uid, first_uid + k) for k, r in enumerate(rows)]
+        if carry_seen:
+            # Within one mailbox each member's own \\Seen goes with the copy (RFC 4314 4).
+            await s.execute(
+                _COPY_SEEN, [{"src": folder_id, "suid": a, "dest": dest_folder_id, "duid": b} for a, b in pairs]
+            )
+        return pairs
 
     async def write(self, batch: Sequence[NewMessage], *, then: AfterWrite | None = None) -> list[StoredRef]:
         """Store new messages; returns once the commit holding them is durable. A message
@@ -1243,6 +1590,11 @@ _COPY_MESSAGE = text(
     f"SELECT :dest, :uid, :modseq, {_COLUMNS} FROM message WHERE id = :src"
 )
 _KEEP_STRUCTURE = text("UPDATE message SET structure = :v WHERE folder_id = :fid AND uid = :u")
+_SEEN = frozenset({"\\Seen"})
+_COPY_SEEN = text(
+    "INSERT INTO message_seen (folder_id, member, uid) "
+    "SELECT :dest, member, :duid FROM message_seen WHERE folder_id = :src AND uid = :suid"
+)
 _COPY_KEYWORDS = text(
     "INSERT INTO message_keyword (message_id, keyword) SELECT :new, keyword FROM message_keyword WHERE message_id = :src"
 )
@@ -1271,3 +1623,20 @@ def _usage_before(batch: Sequence[NewMessage], quotas: Mapping[str, Quota], admi
 def _chunks(items: list[T], n: int) -> Iterable[list[T]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def _overlay_seen(metas: Sequence[MessageMeta], seen: frozenset[int] | set[int]) -> list[MessageMeta]:
+    """`metas` with a member's own \\Seen (`seen`: their UIDs) in place of the mailbox's.
+    The flag sets are shared, as `_read_messages` shares them: one per distinct set."""
+    out: list[MessageMeta] = []
+    swapped: dict[frozenset[str], frozenset[str]] = {}
+    for m in metas:
+        flags = m.flags
+        if (m.uid in seen) == ("\\Seen" in flags):
+            out.append(m)
+            continue
+        other = swapped.get(flags)
+        if other is None:
+            other = swapped[flags] = flags - _SEEN if "\\Seen" in flags else flags | _SEEN
+        out.append(MessageMeta(m.uid, m.modseq, other, m.internaldate, m.size))
+    return out

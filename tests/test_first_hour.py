@@ -293,7 +293,7 @@ def test_mailbox_list_columns_line_up(fresh_deployment, tmp_path):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     header = lines[0]
-    assert header.split() == ["TYPE", "ADDRESS", "ID", "KEYS", "APP-PASSWORDS", "MEMBERS"]
+    assert header.split() == ["TYPE", "ADDRESS", "ID", "KEYS", "APP-PASSWORDS", "MEMBERS(RIGHTS)"]
     starts = [m.start() for m in re.finditer(r"\S+", header)]
     assert len(lines) == 1 + len(dep.doc["mailboxes"]) + 1
     for line in lines[1:]:

@@ -20,7 +20,9 @@ async def core(fresh_deployment):
 
 
 def _principal(entry: dict, *more: str) -> Principal:
-    return Principal("PS", "810000000001", "x", frozenset({entry["address"], *more}), entry["address"])
+    """The professional owning `entry` (their real idNat_PS: a member's rights on an ORG
+    mailbox are read from the directory, `mss.rights`)."""
+    return Principal("PS", entry["idnat"], "x", frozenset({entry["address"], *more}), entry["address"])
 
 
 async def test_a_handle_cannot_be_had_for_someone_elses_mailbox(core, fresh_deployment):
@@ -31,10 +33,19 @@ async def test_a_handle_cannot_be_had_for_someone_elses_mailbox(core, fresh_depl
         with pytest.raises(Refusal) as err:
             await core.mail.open(me, mailbox)
         assert err.value.reason is Reason.NOT_ALLOWED
-    # Narrowed to one mailbox (an authorization identity), the others are gone too.
-    narrowed = me.restricted_to(claire["address"])
+    # Narrowed to one mailbox (an authorization identity), the others are gone too...
+    narrowed = me.restricted_to(org["address"])
     with pytest.raises(Refusal):
-        await core.mail.open(narrowed, org["address"])
+        await core.mail.open(narrowed, claire["address"])
+    # ...except that narrowed to its own PER mailbox (its app password, as mail clients log
+    # in), a professional still reads the ORG mailboxes it is a member of, as a member only:
+    # the membership's rights, its own \Seen (mss.rights), and never to send as them.
+    own = me.restricted_to(claire["address"])
+    assert not own.may_use(org["address"])
+    as_member = await core.mail.open(own, org["address"])
+    assert (as_member.rights, as_member.shared) == ("lrswikxte", True)
+    assert await core.mail.shared(own) == [org["address"]]
+    assert await core.mail.shared(narrowed) == []
     nobody = dataclasses.replace(me, mailboxes=frozenset(), primary=None)
     with pytest.raises(Refusal):
         await core.mail.open(nobody)

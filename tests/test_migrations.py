@@ -194,3 +194,71 @@ async def test_0013_counts_the_stored_messages_of_each_mailbox_and_goes_back(url
     finally:
         await store.close()
         await engine.dispose()
+
+
+async def test_0014_gives_existing_members_the_write_grant_and_goes_back(url):
+    await asyncio.to_thread(_alembic, url, "upgrade", "0013")
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as c:
+            for address, kind in (("org@x.test", "ORG"), ("a@x.test", "PER")):
+                await c.execute(
+                    text(
+                        "INSERT INTO local_mailbox (address, type, display_name, sent_copy, red_list, created_at) "
+                        "VALUES (:a, :t, '', false, false, '2026-11-02 10:00:00+00:00')"
+                    ),
+                    {"a": address, "t": kind},
+                )
+            await c.execute(
+                text("INSERT INTO local_mailbox_member (mailbox, member) VALUES ('org@x.test', 'a@x.test')")
+            )
+    finally:
+        await engine.dispose()
+
+    await asyncio.to_thread(_alembic, url, "upgrade", "head")
+    engine = create_engine(url)
+    store = Store(sessionmaker(engine))
+    try:
+        async with engine.connect() as c:
+            rights = (await c.execute(text("SELECT rights FROM local_mailbox_member"))).scalar_one()
+        assert rights == "lrswikxte"
+        refs = await store.write([NewMessage("org@x.test", "INBOX", b"y", OuterHeaders())])
+        await store.set_flags("org@x.test", refs[0].folder_id, [1], {"\\Seen"}, "add", reader="810000000001")
+        async with engine.begin() as c:
+            await c.execute(text("UPDATE local_mailbox_member SET rights = 'lr'"))
+    finally:
+        await store.close()
+        await engine.dispose()
+    # 0014 run a second time for real (SQLite runs DDL outside the migration's transaction,
+    # so a crash can leave it half done): it changes nothing, keeps the rows written since.
+    await asyncio.to_thread(_alembic, url, "stamp", "0013")
+    await asyncio.to_thread(_alembic, url, "upgrade", "head")
+    engine = create_engine(url)
+    store = Store(sessionmaker(engine))
+    try:
+        async with engine.connect() as c:
+            rights = (await c.execute(text("SELECT rights FROM local_mailbox_member"))).scalar_one()
+            version = (await c.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+        assert (rights, version) == ("lr", "0014")
+        (meta,) = await store.messages("org@x.test", refs[0].folder_id, reader="810000000001")
+        assert "\\Seen" in meta.flags
+    finally:
+        await store.close()
+        await engine.dispose()
+
+    await asyncio.to_thread(_alembic, url, "downgrade", "0013")
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as c:
+            tables = await c.run_sync(lambda sc: __import__("sqlalchemy").inspect(sc).get_table_names())
+            columns = await c.run_sync(
+                lambda sc: [
+                    col["name"] for col in __import__("sqlalchemy").inspect(sc).get_columns("local_mailbox_member")
+                ]
+            )
+            members = (await c.execute(text("SELECT count(*) FROM local_mailbox_member"))).scalar_one()
+        assert "message_seen" not in tables and "member_subscription" not in tables
+        assert "rights" not in columns and members == 1
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(_alembic, url, "upgrade", "head")  # and up again

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from imap.actions import Output
-from imap.commands import append, auth, fetch, idle, listing, mailbox, misc, quota, search, sort, store
+from imap.commands import acl, append, auth, fetch, idle, listing, mailbox, misc, quota, search, sort, store
 from imap.protocol import commands as c
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ HANDLERS: Mapping[type[c.Command], Handler] = dict(
         _bind(c.GetQuota, quota.getquota),
         _bind(c.GetQuotaRoot, quota.getquotaroot),
         _bind(c.SetQuota, quota.setquota),
+        _bind(c.Acl, acl.acl),
         _bind(c.Expunge, store.expunge),
         _bind(c.Search, search.search),
         _bind(c.Sort, sort.sort),

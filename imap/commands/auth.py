@@ -27,6 +27,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from imap.actions import PendingAuthentication, StartTLS
+from imap.namespaces import Namespaces
 from imap.protocol.commands import Authenticate, Login, StartTls
 from imap.protocol.response import Continue, Response, Status, bad, bye, no, ok
 from imap.state import Event, State
@@ -111,10 +112,12 @@ async def _outcome(session: Session, tag: str, outcome: Success | Failure) -> li
     principal = outcome.principal
     try:
         handle = await session.core.mail.open(principal)
+        # Without an authorization identity, the shared mailboxes it may list (RFC 2342).
+        shared = await session.core.mail.shared(principal)
     except Refusal as exc:
         log.warning("imap login refused peer=%s id=%s reason=%r", session.peer, principal.identifier, exc.log)
         return _failed(session, tag, Failure("unauthorized", exc.public))
-    session.apply(Event.AUTH_OK, handle)
+    session.apply(Event.AUTH_OK, Namespaces(handle, session.core.mail, shared))
     return [ok(tag, f"Authenticated; mailbox {handle.address}", "CAPABILITY " + " ".join(session.capabilities()))]
 
 

@@ -94,7 +94,8 @@ async def fetch(session: Session, cmd: Fetch) -> list[Response]:
 
     # RFC 9051 6.4.5: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \Seen.
     flags_changed: set[int]
-    if not view.readonly and any(_sets_seen(a) for a in atts):
+    # RFC 4314 4: the implicit \Seen needs "s"; without it the FETCH goes on, as a PEEK.
+    if not view.readonly and "s" in box.rights_of(view.info) and any(_sets_seen(a) for a in atts):
         unseen = [u for _, u in targets if "\\Seen" not in metas[u].flags]
         if unseen:
             for m in await box.set_flags(view.info, unseen, {"\\Seen"}, "add"):

@@ -23,6 +23,7 @@ from imap.names import outgoing
 from imap.protocol.commands import Create, List
 from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
 from mss.records import DELIMITER, FolderInfo
+from mss.refusals import Refusal
 
 if TYPE_CHECKING:
     from imap.session import Session
@@ -123,7 +124,8 @@ async def list_(session: Session, cmd: List) -> list[Response]:
             if childinfo:
                 extra = [["CHILDINFO", [o for o in cmd.select if o in _CRITERIA]]]
         if f is None and not attrs:
-            attrs.append("\\NonExistent" if extended else "\\Noselect")
+            # The levels of the shared namespace are \Noselect (RFC 3501 7.2.2), not missing.
+            attrs.append("\\NonExistent" if extended and not session.box.is_level(name) else "\\Noselect")
         attrs.append("\\HasChildren" if below else "\\HasNoChildren")
         if f is not None and show_subscribed and f.subscribed:
             attrs.append("\\Subscribed")
@@ -132,16 +134,27 @@ async def list_(session: Session, cmd: List) -> list[Response]:
         wire = outgoing(name, session.utf8_names)
         out.append(Data(Atom(kind), [Atom(a) for a in attrs], DELIMITER, wire, *extra))
         if f is not None and "STATUS" in cmd.return_:
-            # RFC 5819 2: after the folder's LIST line; none for a name that cannot be selected.
-            out.append(Data(Atom("STATUS"), wire, await _status_of(session, f, cmd.status_items)))
+            # RFC 5819 2: after the folder's LIST line; none for a name that cannot be selected,
+            # nor for one whose STATUS would fail, e.g. without the "r" right (RFC 4314 4): the
+            # LIST itself still succeeds and tells nothing of the folder's counts.
+            values = await _status_of(session, f, cmd.status_items)
+            if values is not None:
+                out.append(Data(Atom("STATUS"), wire, values))
     out.append(ok(cmd.tag, f"{kind} completed"))
     return out
 
 
-async def _status_of(session: Session, listed: FolderInfo, items: Sequence[str]) -> list[Value]:
-    """`folders()` leaves the counts out: STATUS reads the folder as STATUS does."""
-    info = await session.box.folder(listed.name) or listed
-    return await status_values(session, info, items)
+async def _status_of(session: Session, listed: FolderInfo, items: Sequence[str]) -> list[Value] | None:
+    """`folders()` leaves the counts out: STATUS reads the folder as STATUS does. None when
+    the user may not ask its STATUS (no "r", RFC 4314 4) or it is gone (RFC 5819 2: the
+    STATUS line is then left out)."""
+    info = await session.box.folder(listed.name)
+    if info is None or "r" not in session.box.rights_of(info):
+        return None
+    try:
+        return await status_values(session, info, items)
+    except Refusal:
+        return None
 
 
 async def create(session: Session, cmd: Create) -> list[Response]:

@@ -2,8 +2,9 @@
 DELETE, RENAME, SUBSCRIBE/UNSUBSCRIBE, STATUS, and the LIST pattern matcher. CREATE and
 LIST/LSUB (LIST-EXTENDED, LIST-STATUS, SPECIAL-USE) are in `imap.commands.listing`.
 
-A session sees the folders of the one mailbox it is bound to (its `MailboxHandle`), in a
-personal namespace with "/" as hierarchy delimiter. (IMAP "mailbox" in the RFCs is our
+A session sees the folders of its own mailbox in the personal namespace, and those of the
+shared mailboxes it is a member of under `Partagés/<address>/` (`imap.namespaces`), "/" being
+the hierarchy delimiter of both. (IMAP "mailbox" in the RFCs is our
 `Folder`.) Folder names are checked, and RENAME carried out with its inferiors in one
 transaction, by the core; refusals come back as `Refusal` and the dispatcher answers them.
 """
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from imap.commands.quota import kib
 from imap.names import outgoing
+from imap.namespaces import SHARED_PREFIX
 from imap.protocol.commands import Delete, Namespace, Qresync, Rename, Select, SequenceSet, Status, Subscribe, Unselect
 from imap.protocol.response import Atom, Data, Response, Value, bad, no, ok
 from imap.state import Event
@@ -30,7 +32,13 @@ log = logging.getLogger("mss.imap")
 
 
 async def namespace(session: Session, cmd: Namespace) -> list[Response]:
-    return [Data(Atom("NAMESPACE"), [["", DELIMITER]], None, None), ok(cmd.tag, "NAMESPACE completed")]
+    """RFC 2342 5: the personal namespace ("" with "/"), no other users' namespace, and the
+    shared namespace `Partagés/` when the session has shared mailboxes (`imap.namespaces`),
+    named as every other name (modified UTF-7, or UTF-8 once UTF8=ACCEPT/IMAP4rev2)."""
+    shared: Value = None
+    if session.box.shared_addresses:
+        shared = [[outgoing(SHARED_PREFIX, session.utf8_names), DELIMITER]]
+    return [Data(Atom("NAMESPACE"), [["", DELIMITER]], None, shared), ok(cmd.tag, "NAMESPACE completed")]
 
 
 async def select(session: Session, cmd: Select) -> list[Response]:
@@ -49,6 +57,10 @@ async def select(session: Session, cmd: Select) -> list[Response]:
         if info is None:
             session.apply(Event.SELECT_FAILED)
             return [no(cmd.tag, f"No folder {cmd.mailbox}", "NONEXISTENT")]
+        rights = box.rights_of(info)
+        if "r" not in rights:  # RFC 4314 4: SELECT and EXAMINE need "r"
+            session.apply(Event.SELECT_FAILED)
+            return [no(cmd.tag, f'No right to read {cmd.mailbox} (RFC 4314 "r")', "NOPERM")]
         rev2 = session.imap4rev2
         # RFC 3501 2.3.2: SELECT takes the folder's recent messages for this session (claimed
         # before the list is read, so each goes to one session); EXAMINE only looks.
@@ -61,6 +73,8 @@ async def select(session: Session, cmd: Select) -> list[Response]:
         session.apply(Event.SELECT_FAILED)
         raise
     view = FolderView(info, metas, cmd.readonly)
+    if not set("stw") <= set(rights):
+        view.rights = rights
     view.report_recent = not rev2
     view.modseqs = session.condstore
     view.vanished_mode = session.qresync
@@ -91,7 +105,10 @@ async def select(session: Session, cmd: Select) -> list[Response]:
     if resync is not None:
         out += _resync(view, metas, vanished, resync)
     session.apply(Event.SELECT_OK, view)
-    mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
+    # RFC 4314 5.2: READ-WRITE when the user has "i", "e" or a right on flags the other users
+    # share ("t", "w"; not "s": \Seen is each member's own on a shared mailbox, and a member
+    # with "s" alone still keeps their own \Seen in a READ-ONLY folder).
+    mode = "READ-ONLY" if cmd.readonly or not set("itwe") & set(rights) else "READ-WRITE"
     out.append(ok(cmd.tag, f"{cmd.name} completed", mode))
     return out
 
@@ -128,8 +145,8 @@ def _atoms(items: Iterable[str]) -> str:
 async def unselect(session: Session, cmd: Unselect) -> list[Response]:
     """UNSELECT (RFC 3691) and CLOSE (RFC 9051 6.4.1: expunges silently, unless read-only)."""
     view = session.folder
-    if cmd.expunge and not view.readonly:
-        await session.box.expunge(view.info)
+    if cmd.expunge and not view.readonly and "e" in session.box.rights_of(view.info):
+        await session.box.expunge(view.info)  # without "e" (RFC 4314 4) CLOSE expunges nothing
     session.apply(Event.CLOSE)
     return [ok(cmd.tag, f"{cmd.name} completed")]
 
@@ -232,6 +249,8 @@ async def status(session: Session, cmd: Status) -> list[Response]:
     info = await session.box.folder(cmd.mailbox)
     if info is None:
         return [no(cmd.tag, f"No folder {cmd.mailbox}", "NONEXISTENT")]
+    if "r" not in session.box.rights_of(info):  # RFC 4314 4: STATUS needs "r"
+        return [no(cmd.tag, f'No right to read {cmd.mailbox} (RFC 4314 "r")', "NOPERM")]
     items = await status_values(session, info, cmd.items)
     # RFC 7162 3.1: STATUS (HIGHESTMODSEQ) is a CONDSTORE enabling command.
     enabled = session.enable_condstore() if "HIGHESTMODSEQ" in cmd.items else []

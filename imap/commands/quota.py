@@ -1,6 +1,8 @@
 """GETQUOTA, GETQUOTAROOT and SETQUOTA (RFC 9208 4.1-4.3): each mailbox (BAL) is one quota
-root, named "" (an empty string is a valid root name, RFC 9208 3.1), shared by all its
-folders; its resources are STORAGE (the stored ciphertext, in units of 1024 octets, RFC 9208
+root shared by all its folders, named "" for the session's own mailbox (an empty string is
+a valid root name, RFC 9208 3.1) and, for a shared ORG mailbox, after its namespace prefix
+(`Partagés/<address>`, in the session's name encoding): GETQUOTA of it answers the ORG
+mailbox's usage; its resources are STORAGE (the stored ciphertext, in units of 1024 octets, RFC 9208
 5.1) and MESSAGE (messages in all its folders, 5.2).
 
 A resource without a limit is not listed (a QUOTA response has no form for "unlimited");
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from imap.names import outgoing
 from imap.protocol.commands import GetQuota, GetQuotaRoot, SetQuota
 from imap.protocol.response import Atom, Data, Response, Value, no, ok
 from mss.records import Quota
@@ -30,7 +33,7 @@ def kib(octets: int) -> int:
     return -(-octets // 1024)
 
 
-def quota_response(q: Quota) -> Data | None:
+def quota_response(q: Quota, root: Value = ROOT) -> Data | None:
     """`* QUOTA "" (STORAGE used limit MESSAGE used limit)` (RFC 9208 5.1), or None when no
     resource is limited. The storage limit is rounded down: never more room than there is."""
     resources: list[Value] = []
@@ -38,7 +41,7 @@ def quota_response(q: Quota) -> Data | None:
         resources += [Atom("STORAGE"), kib(q.storage_used), q.storage_limit // 1024]
     if q.messages_limit:
         resources += [Atom("MESSAGE"), q.messages_used, q.messages_limit]
-    return Data(Atom("QUOTA"), ROOT, resources) if resources else None
+    return Data(Atom("QUOTA"), root, resources) if resources else None
 
 
 async def getquotaroot(session: Session, cmd: GetQuotaRoot) -> list[Response]:
@@ -46,15 +49,18 @@ async def getquotaroot(session: Session, cmd: GetQuotaRoot) -> list[Response]:
     info = await session.box.folder(cmd.mailbox)
     if info is None:
         return [no(cmd.tag, f"No folder {cmd.mailbox}", "NONEXISTENT")]
-    quota = quota_response(await session.box.quota())
+    root = outgoing(session.box.quota_root(info), session.utf8_names)
+    name = outgoing(info.name, session.utf8_names)
+    quota = quota_response(await session.box.quota_of(info), root)
     if quota is None:
-        return [Data(Atom("QUOTAROOT"), info.name), ok(cmd.tag, "GETQUOTAROOT completed")]
-    return [Data(Atom("QUOTAROOT"), info.name, ROOT), quota, ok(cmd.tag, "GETQUOTAROOT completed")]
+        return [Data(Atom("QUOTAROOT"), name), ok(cmd.tag, "GETQUOTAROOT completed")]
+    return [Data(Atom("QUOTAROOT"), name, root), quota, ok(cmd.tag, "GETQUOTAROOT completed")]
 
 
 async def getquota(session: Session, cmd: GetQuota) -> list[Response]:
     """RFC 9208 4.2: a root that does not exist is answered NO."""
-    quota = quota_response(await session.box.quota()) if cmd.root == ROOT else None
+    q = await session.box.quota_of_root(cmd.root)
+    quota = None if q is None else quota_response(q, outgoing(cmd.root, session.utf8_names))
     if quota is None:
         return [no(cmd.tag, f"No quota root {cmd.root!r}", "NONEXISTENT")]
     return [quota, ok(cmd.tag, "GETQUOTA completed")]

@@ -386,6 +386,17 @@ class SetQuota(Command):
     limits: tuple[tuple[str, int], ...] = ()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Acl(Command):
+    """The RFC 4314 3 commands, one class: SETACL, DELETEACL, GETACL, LISTRIGHTS, MYRIGHTS
+    (`name`). `identifier` for SETACL, DELETEACL, LISTRIGHTS; `rights` for SETACL (its
+    `mod-rights`, with a leading "+" or "-" kept)."""
+
+    mailbox: str
+    identifier: str | None = None
+    rights: str | None = None
+
+
 # selected (RFC 9051 6.4)
 
 

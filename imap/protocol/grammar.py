@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from imap.protocol.commands import (
+    Acl,
     Append,
     AppendMessage,
     Authenticate,
@@ -400,6 +401,28 @@ def _getquotaroot(r: Reader, h: Head) -> GetQuotaRoot:
     return GetQuotaRoot(tag=h.tag, name=h.name, mailbox=r.mailbox())
 
 
+def _acl(r: Reader, h: Head) -> Acl:
+    """RFC 4314 3 and 8 (formal syntax):
+
+    setacl     = "SETACL" SP mailbox SP identifier SP mod-rights
+    deleteacl  = "DELETEACL" SP mailbox SP identifier
+    getacl     = "GETACL" SP mailbox
+    listrights = "LISTRIGHTS" SP mailbox SP identifier
+    myrights   = "MYRIGHTS" SP mailbox
+    identifier = astring;  mod-rights = astring ("+" or "-" then rights)
+    """
+    r.sp()
+    mailbox = r.mailbox()
+    identifier = rights = None
+    if h.name in ("SETACL", "DELETEACL", "LISTRIGHTS"):
+        r.sp()
+        identifier = r.astring()
+    if h.name == "SETACL":
+        r.sp()
+        rights = r.astring()
+    return Acl(tag=h.tag, name=h.name, mailbox=mailbox, identifier=identifier, rights=rights)
+
+
 def _number64(r: Reader) -> int:
     digits = r.take(b"0123456789")
     if not digits or len(digits) > 19 or int(digits) > _MAX_NUMBER64:
@@ -654,6 +677,12 @@ COMMANDS: Mapping[str, CommandSpec] = {
     "GETQUOTA": _spec(GetQuota, _getquota),
     "GETQUOTAROOT": _spec(GetQuotaRoot, _getquotaroot),
     "SETQUOTA": _spec(SetQuota, _setquota),
+    # ACL (RFC 4314 3): authenticated and selected states
+    "SETACL": _spec(Acl, _acl),
+    "DELETEACL": _spec(Acl, _acl),
+    "GETACL": _spec(Acl, _acl),
+    "LISTRIGHTS": _spec(Acl, _acl),
+    "MYRIGHTS": _spec(Acl, _acl),
     # selected (RFC 9051 6.4)
     "CHECK": _spec(Check, _check),
     "CLOSE": _spec(Unselect, _unselect),

@@ -84,7 +84,7 @@ async def _audit(s, settings, type: str, address: str, /, **fields) -> None:
 
 @click.group()
 def mailbox() -> None:
-    """Local mailboxes (BAL): create, key rollover, list, app passwords, quotas."""
+    """Local mailboxes (BAL): create, key rollover, list, app passwords, quotas, shared access."""
 
 
 @mailbox.command("create")
@@ -248,6 +248,7 @@ def list_(config, as_json) -> None:
                         "structure": e.structure_id,
                         "name": e.display_name,
                         "members": list(e.members),
+                        "rights": dict(e.member_rights),
                         "certificates": [
                             {"sha256": c.sha256, "active": c.active, "not_after": c.not_after.isoformat()}
                             for c in certs
@@ -258,7 +259,7 @@ def list_(config, as_json) -> None:
         return out
 
     rows = run(go())
-    table = [("TYPE", "ADDRESS", "ID", "KEYS", "APP-PASSWORDS", "MEMBERS")]
+    table = [("TYPE", "ADDRESS", "ID", "KEYS", "APP-PASSWORDS", "MEMBERS(RIGHTS)")]
     for r in rows:
         active = sum(1 for c in r["certificates"] if c["active"])
         table.append(
@@ -268,7 +269,7 @@ def list_(config, as_json) -> None:
                 r["idnat"] or r["structure"] or "-",
                 f"{active}/{len(r['certificates'])}",
                 str(r["app_passwords"]),
-                ",".join(r["members"]) or "-",
+                ",".join(f"{m}({r['rights'].get(m, '?')})" for m in r["members"]) or "-",
             )
         )
     emit(as_json, {"mailboxes": rows}, _columns(table))
@@ -278,6 +279,114 @@ def _columns(table: list[tuple[str, ...]]) -> list[str]:
     """Rows of cells padded to each column's widest cell (the last column is not padded)."""
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
+
+
+_RIGHTS_HELP = (
+    "read (= lrs: see the folders, read, keep one's own \\Seen), write (= lrswikxte, the default "
+    "of create --member: also flag, file in, delete, expunge, create/delete/rename folders), or RFC 4314 letters among lrswipkxte "
+    "(k: create folders, x: delete/rename folders, p: post)."
+)
+
+
+async def _membership_target(d, settings, org: str, member: str):
+    """The ORG mailbox and the PER member a grant or revoke names, or a ClickException."""
+    entry = await d.get(org)
+    if entry is None:
+        raise click.ClickException(f"no local mailbox {org}; nothing changed")
+    if entry.type != "ORG":
+        raise click.ClickException(f"{org} is a {entry.type} mailbox, not an ORG one: only ORG mailboxes are shared")
+    who = await d.get(member)
+    if who is None or who.type != "PER":
+        raise click.ClickException(f"member {member} is not a local PER mailbox; nothing changed")
+    return entry
+
+
+@mailbox.command("grant")
+@click.argument("org_address")
+@click.argument("member_address")
+@click.option("--rights", "rights_arg", required=True, help=_RIGHTS_HELP)
+@config_option
+@json_option
+def grant(org_address, member_address, rights_arg, config, as_json) -> None:
+    """Give MEMBER_ADDRESS (a PER mailbox) RIGHTS on the shared ORG_ADDRESS mailbox.
+
+    A new member becomes a recipient key of the messages that arrive from now on; messages
+    stored earlier stay encrypted to the earlier members only (end-to-end: the server
+    cannot re-encrypt them). New rights reach the member's open sessions within
+    mss.services.RIGHTS_TTL (5 s); a new member sees the mailbox (IMAP: under
+    Partagés/ORG_ADDRESS/) from their next login.
+    """
+    from mss.rights import RightsError, parse_rights
+
+    settings = load(config)
+    org, member = _check_domain(settings, org_address), _check_domain(settings, member_address)
+    try:
+        rights = parse_rights(rights_arg)
+    except RightsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rights") from exc
+
+    async def go() -> dict:
+        from annuaire.local import LocalDirectory
+
+        async with database(settings) as sessions, sessions() as s, s.begin():
+            d = LocalDirectory(s)
+            await _membership_target(d, settings, org, member)
+            before = await d.grant(org, member, rights)
+            await _audit(s, settings, "mailbox.granted", org, member=member, rights=rights, before=before or "none")
+        return {"address": org, "member": member, "rights": rights, "before": before, "new_member": before is None}
+
+    doc = run(go())
+    lines = [f"{member} has rights {doc['rights']} on {org} (was: {doc['before'] or 'no member'})"]
+    if doc["new_member"]:
+        lines.append(
+            "  new member: messages arriving from now on are encrypted to their key too; "
+            "messages stored earlier stay readable by the earlier members only"
+        )
+    lines.append("  open sessions of the member follow within 5 s; a new member sees it from their next login")
+    emit(as_json, doc, lines)
+
+
+@mailbox.command("revoke")
+@click.argument("org_address")
+@click.argument("member_address")
+@config_option
+@json_option
+def revoke(org_address, member_address, config, as_json) -> None:
+    """End MEMBER_ADDRESS's membership of the shared ORG_ADDRESS mailbox: no more access
+    (open sessions too, within mss.services.RIGHTS_TTL = 5 s), and no new message is encrypted to their key. Messages
+    stored while they were a member stay encrypted to their key too (end-to-end)."""
+    settings = load(config)
+    org, member = _check_domain(settings, org_address), _check_domain(settings, member_address)
+
+    async def go() -> dict:
+        from annuaire.local import LocalDirectory
+
+        async with database(settings) as sessions, sessions() as s, s.begin():
+            d = LocalDirectory(s)
+            await _membership_target(d, settings, org, member)
+            who = await d.get(member)
+            before = await d.revoke(org, member)
+            if before is None:
+                raise click.ClickException(f"{member} is not a member of {org}; nothing changed")
+            left = await d.members(org)
+            # Their own \Seen and subscriptions go in the same transaction, unless another PER
+            # mailbox of the same professional (same idNat_PS) is still a member.
+            still = {e.idnat for e in [await d.get(m) for m in left] if e is not None}
+            if who is not None and who.idnat and who.idnat not in still:
+                from mss.store import forget_member
+
+                await forget_member(s, org, who.idnat)
+            await _audit(s, settings, "mailbox.revoked", org, member=member, before=before)
+        return {"address": org, "member": member, "before": before, "members_left": sorted(left)}
+
+    doc = run(go())
+    lines = [
+        f"{member} is no longer a member of {org} (had: {doc['before']})",
+        "  open sessions of the member lose it within 5 s; new messages are no longer encrypted to their key",
+    ]
+    if not doc["members_left"]:
+        lines.append(f"  {org} has no member left: nobody can read the mail it receives until a grant")
+    emit(as_json, doc, lines)
 
 
 @mailbox.command("app-password")

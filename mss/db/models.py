@@ -127,6 +127,34 @@ class MessageKeyword(Base):
     keyword: Mapped[str] = mapped_column(String(255), primary_key=True)
 
 
+class MessageSeen(Base):
+    """\\Seen of one member of a shared (ORG) mailbox on one message (RFC 4314 4, the "s"
+    right: \\Seen is per user). `member` is the professional's national id (idNat_PS), the
+    same whichever PER mailbox of theirs the membership names. A row means "seen by that
+    member"; the message's `seen` column stays the mailbox-wide \\Seen that the ORG identity
+    (a structure certificate) sees. Rows go with their message (`mss.store` deletes them in
+    the expunge, move and folder delete that remove it)."""
+
+    __tablename__ = "message_seen"
+
+    folder_id: Mapped[int] = mapped_column(Integer, ForeignKey("folder.id", ondelete="CASCADE"), primary_key=True)
+    member: Mapped[str] = mapped_column(String(32), primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+    __table_args__ = (Index("ix_message_seen_folder_uid", "folder_id", "uid"),)
+
+
+class MemberSubscription(Base):
+    """A member's own subscription to a folder of a shared (ORG) mailbox (RFC 9051 6.3.7:
+    subscriptions are per user). No row: subscribed, as every folder is once created."""
+
+    __tablename__ = "member_subscription"
+
+    folder_id: Mapped[int] = mapped_column(Integer, ForeignKey("folder.id", ondelete="CASCADE"), primary_key=True)
+    member: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subscribed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
 class MailboxUsage(Base):
     """What one mailbox stores and may store (IMAP QUOTA, RFC 9208: one quota root per
     mailbox). `storage_bytes` is the sum of its messages' `size` (the stored ciphertext) and

@@ -94,3 +94,17 @@ async def test_mailbox_without_key_unknown_mailbox_and_no_certificates_asked(ses
         # A certificate past its window is left out at that instant, not at another.
         later = await local.delivery_target("per@a.test", at=NOW + timedelta(days=10))
         assert sorted(_cns(later)) == ["per-current", "per-not-yet"]
+
+
+async def test_org_is_not_encrypted_to_members_without_the_read_right(session_factory):
+    """RFC 4314 2.1: a member without "r" may not read the mailbox: no copy for their key."""
+    async with session_factory() as s:
+        await _setup(s)
+        local = LocalDirectory(s)
+        await local.grant("org@a.test", "other@a.test", "l")  # lookup only
+        await s.commit()
+        assert sorted(_cns(await local.delivery_target("org@a.test"))) == ["org-own", "per-current"]
+        await local.grant("org@a.test", "other@a.test", "lr")
+        await local.grant("org@a.test", "per@a.test", "lsw")  # "r" taken away
+        await s.commit()
+        assert sorted(_cns(await local.delivery_target("org@a.test"))) == ["org-own", "other-current"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from annuaire.model import Base as DirectoryBase
 from mss.auth import CoreCredentials
 from mss.config import Settings
 from mss.db.engine import create_engine, sessionmaker
@@ -132,11 +133,13 @@ class ImapTestCore:
         await self.engine.dispose()
 
 
-async def open_test_core(db: Path) -> ImapTestCore:
-    """A fresh core over a new SQLite file `db`; `aclose` it when done."""
-    engine = create_engine(f"sqlite+aiosqlite:///{db}")
+async def open_test_core(db: Path, url: str | None = None) -> ImapTestCore:
+    """A fresh core over a new SQLite file `db` (or the empty database at `url`); `aclose` it
+    when done."""
+    engine = create_engine(url or f"sqlite+aiosqlite:///{db}")
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
+        await conn.run_sync(DirectoryBase.metadata.create_all)  # rights read local_mailbox
     events = Events()
     store = Store(sessionmaker(engine), events)
     sealer = FakeSealer()

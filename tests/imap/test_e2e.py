@@ -122,6 +122,7 @@ def test_org_member_opens_the_org_mailbox_with_authzid(server, deployment, clair
     assert claire["address"] in org["members"]
     m = connect(server, deployment, claire, authzid=org["address"])
     try:
+        # The demo's members have the `write` grant (lrswikxte): folder management included.
         assert m.create(folder)[0] == "OK"
         raw = message("org " + folder, claire["address"], org["address"])
         typ, data = m.append(folder, None, None, raw)

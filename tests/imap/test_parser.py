@@ -320,6 +320,11 @@ SAMPLES = {
     "GETQUOTA": ' ""',
     "GETQUOTAROOT": " INBOX",
     "SETQUOTA": ' "" (STORAGE 512)',
+    "SETACL": " INBOX fred +lrs",
+    "DELETEACL": " INBOX fred",
+    "GETACL": " INBOX",
+    "LISTRIGHTS": " INBOX fred",
+    "MYRIGHTS": " INBOX",
     "CHECK": "",
     "CLOSE": "",
     "UNSELECT": "",
@@ -357,3 +362,17 @@ def test_every_registered_name_parses_into_its_registered_class():
     # Command objects are values: frozen, hashable, equal when parsed from the same bytes.
     line = b"t FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (FROM)])\r\n"
     assert one(line) == one(line) and hash(one(line)) == hash(one(line))
+
+
+def test_acl_commands_parse_into_one_typed_event_rfc_4314_3():
+    from imap.protocol.commands import Acl
+
+    setacl = one(b't1 SETACL "Partag&AOk-s/x@y/INBOX" fred -w\r\n')
+    assert setacl == Acl(tag="t1", name="SETACL", mailbox="Partag&AOk-s/x@y/INBOX", identifier="fred", rights="-w")
+    assert one(b"t2 MYRIGHTS INBOX\r\n") == Acl(tag="t2", name="MYRIGHTS", mailbox="INBOX")
+    assert one(b"t3 LISTRIGHTS INBOX {4+}\r\nfred\r\n") == Acl(
+        tag="t3", name="LISTRIGHTS", mailbox="INBOX", identifier="fred"
+    )
+    for line in (b"t4 SETACL INBOX fred\r\n", b"t5 GETACL\r\n", b"t6 DELETEACL INBOX\r\n"):
+        with pytest.raises(Exception, match="Missing arguments"):
+            one(line)
