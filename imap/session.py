@@ -327,6 +327,7 @@ class Session:
         Input is read only in the states that read it (`imap.state.READING`): nothing after
         LOGOUT, nothing between STARTTLS and the end of the handshake."""
         out: list[Output] = []
+        settled = 0  # `out[:settled]` holds no Stream still being read: settling stays linear
         while self.state in READING:
             event = self.parser.next_event()
             if event is None:
@@ -343,7 +344,11 @@ class Session:
             elif self.state in IDLE or self.state is State.AUTHENTICATING:  # pragma: no cover
                 out.append(bad(event.tag, "Expected a continuation line"))  # the parser reads raw lines then
             else:
-                await settle(out)  # a FETCH still being read is answered before the next command runs
+                # A FETCH still being read is answered before the next command runs; only
+                # what the previous command added is looked at (thousands of pipelined
+                # commands in one read must not cost a pass over all the earlier replies each).
+                await settle(out[settled:])
+                settled = len(out)
                 out += await self.dispatch(event)
         if self.state is State.LOGOUT and not (out and isinstance(out[-1], Close)):
             out.append(Close())
