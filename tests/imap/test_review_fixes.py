@@ -185,9 +185,9 @@ async def test_move_is_one_store_call_with_rfc6851_responses(core, alice, monkey
     moves = []
     real_move = core.store.move
 
-    async def move(mailbox, folder_id, uids, dest_id):
+    async def move(mailbox, folder_id, uids, dest_id, **flag_rights):
         moves.append(list(uids))
-        return await real_move(mailbox, folder_id, uids, dest_id)
+        return await real_move(mailbox, folder_id, uids, dest_id, **flag_rights)
 
     async def forbidden(*a, **k):
         raise AssertionError("MOVE must be one Store.move transaction")
