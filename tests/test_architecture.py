@@ -31,6 +31,7 @@ PUBLIC_CORE = {
     "mss.sasl",
     "mss.config",
     "mss.tls",
+    "mss.tls_protocol",  # the lean TLS layer implicit-TLS listeners install (transport only, no core state)
     "mss.metrics",  # metric definitions, no I/O (front ends count their sessions)
 }
 COMPOSITION_ROOT = {"mss/serve.py"}
