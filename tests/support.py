@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +57,25 @@ def create_pg_database() -> tuple[str, str]:
 
 def drop_pg_database(name: str) -> None:
     asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@asynccontextmanager
+async def scratch_database(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a fresh, migrated database of `backend` for one test: a SQLite file under
+    `tmp_path`, or a PostgreSQL database of its own, dropped afterwards."""
+    from mss.db.engine import upgrade
+
+    pg_name = None
+    if backend == "postgresql":
+        pg_name, url = await asyncio.to_thread(create_pg_database)
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    try:
+        await upgrade(url)
+        yield url
+    finally:
+        if pg_name:
+            await asyncio.to_thread(drop_pg_database, pg_name)
 
 
 @dataclass

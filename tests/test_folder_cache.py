@@ -4,12 +4,10 @@ change made by another process (another node) on the same database."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from support import create_pg_database, drop_pg_database
+from support import scratch_database
 
-from mss.db.engine import create_engine, sessionmaker, upgrade
+from mss.db.engine import create_engine, sessionmaker
 from mss.folder_cache import FolderCache
 from mss.records import MessageMeta, NewMessage, OuterHeaders
 from mss.store import Store
@@ -18,21 +16,14 @@ from mss.store import Store
 @pytest.fixture
 async def two_stores(backend, tmp_path):
     """Two stores on one database, as two nodes would have."""
-    pg_name = None
-    if backend == "postgresql":
-        pg_name, url = await asyncio.to_thread(create_pg_database)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    await upgrade(url)
-    engines = [create_engine(url), create_engine(url)]
-    stores = [Store(sessionmaker(e)) for e in engines]
-    yield stores
-    for st in stores:
-        await st.close()
-    for e in engines:
-        await e.dispose()
-    if pg_name:
-        await asyncio.to_thread(drop_pg_database, pg_name)
+    async with scratch_database(backend, tmp_path) as url:
+        engines = [create_engine(url), create_engine(url)]
+        stores = [Store(sessionmaker(e)) for e in engines]
+        yield stores
+        for st in stores:
+            await st.close()
+        for e in engines:
+            await e.dispose()
 
 
 def _item(n: int) -> NewMessage:

@@ -8,9 +8,9 @@ import asyncio
 
 import pytest
 from sqlalchemy import func, select
-from support import create_pg_database, drop_pg_database
+from support import scratch_database
 
-from mss.db.engine import create_engine, sessionmaker, upgrade
+from mss.db.engine import create_engine, sessionmaker
 from mss.db.models import Folder, Message
 from mss.records import NewMessage, OuterHeaders, QuotaLimits
 from mss.refusals import Reason, Refusal
@@ -22,26 +22,19 @@ A = "a@x.test"
 @pytest.fixture
 async def make_store(backend, tmp_path):
     """`make_store(limits)`: a store on a fresh database with those default limits."""
-    pg_name = None
-    if backend == "postgresql":
-        pg_name, url = await asyncio.to_thread(create_pg_database)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    await upgrade(url)
-    engine = create_engine(url)
-    stores: list[Store] = []
+    async with scratch_database(backend, tmp_path) as url:
+        engine = create_engine(url)
+        stores: list[Store] = []
 
-    def make(limits: QuotaLimits | None = None) -> Store:
-        store = Store(sessionmaker(engine), quota=limits)
-        stores.append(store)
-        return store
+        def make(limits: QuotaLimits | None = None) -> Store:
+            store = Store(sessionmaker(engine), quota=limits)
+            stores.append(store)
+            return store
 
-    yield make
-    for store in stores:
-        await store.close()
-    await engine.dispose()
-    if pg_name:
-        await asyncio.to_thread(drop_pg_database, pg_name)
+        yield make
+        for store in stores:
+            await store.close()
+        await engine.dispose()
 
 
 def item(n: int, size: int = 100, mailbox: str = A, folder: str = "INBOX") -> NewMessage:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support import create_pg_database, drop_pg_database
+from support import scratch_database
 
-from mss.db.engine import create_engine, sessionmaker, upgrade
+from mss.db.engine import create_engine, sessionmaker
 from mss.records import NewMessage, OuterHeaders
 from mss.refusals import Reason, Refusal
 from mss.store import Store
@@ -16,19 +16,12 @@ from mss.store import Store
 
 @pytest.fixture
 async def store(backend, tmp_path):
-    pg_name = None
-    if backend == "postgresql":
-        pg_name, url = await asyncio.to_thread(create_pg_database)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    await upgrade(url)
-    engine = create_engine(url)
-    store = Store(sessionmaker(engine))
-    yield store
-    await store.close()
-    await engine.dispose()
-    if pg_name:
-        await asyncio.to_thread(drop_pg_database, pg_name)
+    async with scratch_database(backend, tmp_path) as url:
+        engine = create_engine(url)
+        store = Store(sessionmaker(engine))
+        yield store
+        await store.close()
+        await engine.dispose()
 
 
 def item(mailbox: str, n: int, folder: str = "INBOX") -> NewMessage:
@@ -344,9 +337,7 @@ async def test_two_nodes_crossing_writes_do_not_deadlock(backend, tmp_path):
     'deadlock detected' on PostgreSQL, no lost write anywhere."""
     if backend != "postgresql":
         pytest.skip("one writer at a time on SQLite: nothing to deadlock")
-    pg_name, url = await asyncio.to_thread(create_pg_database)
-    try:
-        await upgrade(url)
+    async with scratch_database(backend, tmp_path) as url:
         engines = [create_engine(url), create_engine(url)]
         a, b = (Store(sessionmaker(e)) for e in engines)
         box1, box2 = "one@x.test", "two@x.test"
@@ -370,8 +361,6 @@ async def test_two_nodes_crossing_writes_do_not_deadlock(backend, tmp_path):
         await b.close()
         for e in engines:
             await e.dispose()
-    finally:
-        await asyncio.to_thread(drop_pg_database, pg_name)
 
 
 async def test_expunges_and_moves_leave_tombstones_at_their_modseq(store: Store):

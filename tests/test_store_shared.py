@@ -5,13 +5,11 @@ its changes giving the message a new MODSEQ (RFC 7162 3.1) so CONDSTORE sessions
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from sqlalchemy import func, select
-from support import create_pg_database, drop_pg_database
+from support import scratch_database
 
-from mss.db.engine import create_engine, sessionmaker, upgrade
+from mss.db.engine import create_engine, sessionmaker
 from mss.db.models import MemberSubscription, MessageSeen
 from mss.records import NewMessage, OuterHeaders
 from mss.store import Store
@@ -22,19 +20,12 @@ A, B = "810000000001", "810000000002"  # two members (idNat_PS)
 
 @pytest.fixture
 async def store(backend, tmp_path):
-    pg_name = None
-    if backend == "postgresql":
-        pg_name, url = await asyncio.to_thread(create_pg_database)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    await upgrade(url)
-    engine = create_engine(url)
-    store = Store(sessionmaker(engine))
-    yield store
-    await store.close()
-    await engine.dispose()
-    if pg_name:
-        await asyncio.to_thread(drop_pg_database, pg_name)
+    async with scratch_database(backend, tmp_path) as url:
+        engine = create_engine(url)
+        store = Store(sessionmaker(engine))
+        yield store
+        await store.close()
+        await engine.dispose()
 
 
 def item(mailbox: str, n: int, folder: str = "INBOX", flags=frozenset()) -> NewMessage:

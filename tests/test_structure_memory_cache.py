@@ -4,13 +4,11 @@ folder, and a store serves a second read from memory, on either backend."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from sqlalchemy import text
-from support import create_pg_database, drop_pg_database
+from support import scratch_database
 
-from mss.db.engine import create_engine, sessionmaker, upgrade
+from mss.db.engine import create_engine, sessionmaker
 from mss.records import NewMessage, OuterHeaders
 from mss.store import Store
 from mss.structure_cache import StructureCache
@@ -40,19 +38,12 @@ def test_the_bound_evicts_the_least_recently_used_folder_and_counts_replacements
 
 @pytest.fixture
 async def store(backend, tmp_path):
-    pg_name = None
-    if backend == "postgresql":
-        pg_name, url = await asyncio.to_thread(create_pg_database)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    await upgrade(url)
-    engine = create_engine(url)
-    st = Store(sessionmaker(engine))
-    yield st, engine
-    await st.close()
-    await engine.dispose()
-    if pg_name:
-        await asyncio.to_thread(drop_pg_database, pg_name)
+    async with scratch_database(backend, tmp_path) as url:
+        engine = create_engine(url)
+        st = Store(sessionmaker(engine))
+        yield st, engine
+        await st.close()
+        await engine.dispose()
 
 
 async def test_a_kept_structure_is_read_from_memory_and_only_by_its_mailbox(store) -> None:
