@@ -146,8 +146,11 @@ def percentile(values: list[float], q: float) -> float:
 class MssTarget:
     """One `mss serve` of a demo deployment on one database."""
 
-    def __init__(self, tmp: Path, backend: str) -> None:
+    def __init__(self, tmp: Path, backend: str, workers: str = "auto") -> None:
         self.name = f"mss-{backend}"
+        #: `workers` of the node (mss.workers): "auto" is one per core, as the reference
+        #: stack spreads over every core too.
+        self.workers = workers
         self.pg_name: str | None = None
         self.deployment, self.pg_name = make_deployment(tmp, backend)
         # 50 sessions from one address: above the per-address defaults meant for the internet
@@ -163,7 +166,7 @@ class MssTarget:
         self.server: ServerProcess | None = None
 
     def start(self) -> None:
-        self.server = start_server(self.deployment)
+        self.server = start_server(self.deployment, env={"MSS_WORKERS": self.workers})
 
     def stop(self) -> None:
         if self.server is not None:
@@ -342,6 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="a smoke run: 60 messages, 10 sessions, 1 round")
     ap.add_argument("--no-pg", action="store_true", help="MSS on SQLite only")
     ap.add_argument("--no-reference", action="store_true", help="MSS only (no root, no Postfix/Dovecot)")
+    ap.add_argument(
+        "--workers", default="auto", help="MSS worker processes (mss.workers; default auto: one per core)"
+    )
     args = ap.parse_args(argv)
     n = args.messages or (60 if args.quick else 500)
     sessions = [int(x) for x in (args.sessions or ("10" if args.quick else "10,50")).split(",")]
@@ -362,9 +368,9 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="mss-compare-") as tmp_s:
         tmp = Path(tmp_s)
-        targets: list[MssTarget | ReferenceTarget] = [MssTarget(tmp / "mss-sqlite", "sqlite")]
+        targets: list[MssTarget | ReferenceTarget] = [MssTarget(tmp / "mss-sqlite", "sqlite", args.workers)]
         if use_pg:
-            targets.append(MssTarget(tmp / "mss-postgresql", "postgresql"))
+            targets.append(MssTarget(tmp / "mss-postgresql", "postgresql", args.workers))
         first = targets[0]
         assert isinstance(first, MssTarget)
         if why_not is None:

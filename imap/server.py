@@ -586,10 +586,14 @@ async def start(
         conn.ticket = ticket
         return conn
 
+    # Worker processes share each port (mss.workers): SO_REUSEPORT.
+    shared = core.settings.worker_count > 1
     servers: dict[str, asyncio.Server] = {
-        "imap": await loop.create_server(lambda: _Connection(handler(False)), listen.host, listen.imap),
+        "imap": await loop.create_server(
+            lambda: _Connection(handler(False)), listen.host, listen.imap, reuse_port=shared
+        ),
         "imaps": await loop.create_server(
-            lambda: _ImplicitTLS(implicit_app, ctx, admission), listen.host, listen.imaps
+            lambda: _ImplicitTLS(implicit_app, ctx, admission), listen.host, listen.imaps, reuse_port=shared
         ),
     }
     for name, srv in servers.items():

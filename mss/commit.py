@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mss import metrics
 from mss.refusals import Reason, Refusal
 from mss.storage_full import storage_full_refusal
+from mss.write_gate import ProcessWriteGate
 
 log = logging.getLogger("mss.commit")
 
@@ -76,8 +77,12 @@ class GroupCommit:
         publish: Callable[[int], None],
         *,
         max_batch: int = 64,
+        gate: ProcessWriteGate | None = None,
     ) -> None:
         self.sessions = sessions
+        #: Across the worker processes of a node on SQLite: one transaction at a time
+        #: (`mss.write_gate`); None with one process, or on PostgreSQL (its locks are rows).
+        self.gate = gate
         self.lock = lock
         self.publish = publish
         self.max_batch = max_batch
@@ -186,6 +191,12 @@ class GroupCommit:
 
     async def _transaction(self, batch: list[WriteOp[object]]) -> list[object]:
         """Run a batch in one transaction; each op's result, or the Refusal it raised."""
+        if self.gate is None:
+            return await self._transaction_held(batch)
+        async with self.gate.hold():
+            return await self._transaction_held(batch)
+
+    async def _transaction_held(self, batch: list[WriteOp[object]]) -> list[object]:
         outcomes: list[object] = []
         changed: set[int] = set()
         async with self.sessions() as s, s.begin():

@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
@@ -443,6 +443,9 @@ class Settings(BaseModel):
     #: This node's name among the nodes sharing one PostgreSQL (`mss demo --nodes`): it tells
     #: apart the relay-queue leases of nodes run from the same folder (docs/scale.md).
     node: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
+    #: Worker processes of this node (`mss.workers`): every listener is shared by all of them
+    #: (SO_REUSEPORT), so a node uses as many cores as it has workers. "auto": one per core.
+    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
     log_file: Path | None = Path("mss.log")
     log_level: str = "INFO"
     listen: ListenSettings = Field(default_factory=ListenSettings)
@@ -486,6 +489,14 @@ class Settings(BaseModel):
     def path(self, p: Path | str) -> Path:
         p = Path(p)
         return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes `mss serve` starts (`workers`, "auto" read as the cores
+        this process may run on)."""
+        if self.workers == "auto":
+            return max(1, min(64, len(os.sched_getaffinity(0))))
+        return self.workers
 
     @property
     def patient_domain(self) -> str:
@@ -543,6 +554,11 @@ def load_settings(path: Path | str | None = None) -> Settings:
         if len(node) > 64 or not re.fullmatch(r"[A-Za-z0-9._-]+", node):
             raise ConfigError(f"MSS_NODE: letters, digits, '.', '_' and '-' only (at most 64), not {node!r}")
         settings.node = node
+    workers = os.environ.get("MSS_WORKERS", "").strip().lower()
+    if workers:
+        if workers != "auto" and not (workers.isdigit() and 1 <= int(workers) <= 64):
+            raise ConfigError(f"MSS_WORKERS: a number from 1 to 64, or auto, not {workers!r}")
+        settings.workers = "auto" if workers == "auto" else int(workers)
     tls = os.environ.get("MSS_LISTEN_HTTP_TLS", "").strip().lower()
     if tls:
         if tls not in ("true", "false", "1", "0"):

@@ -9,6 +9,7 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -36,6 +37,11 @@ from mss.services import RelayTransport
 from mss.store import Store
 from mss.throttle import Throttle
 from mss.tls import server_context
+from mss.worker_events import WorkerEvents
+from mss.write_gate import ProcessWriteGate, sqlite_gate_path
+
+if TYPE_CHECKING:
+    from mss.workers import WorkerSlot
 
 log = logging.getLogger("mss.core")
 
@@ -67,6 +73,8 @@ class Core:
     #: Folder-change events to and from the other nodes on the same PostgreSQL.
     cluster: ClusterEvents | None = field(default=None, repr=False)
     cluster_task: asyncio.Task | None = field(default=None, repr=False)
+    #: Folder-change events to and from this node's other worker processes, on SQLite.
+    worker_events: WorkerEvents | None = field(default=None, repr=False)
     #: `mss.services.Credentials` over `auth`: what the front ends authenticate with.
     credentials: CoreCredentials = field(init=False, repr=False)
     #: `mss.services.Directory`: the published directory the web front end shows.
@@ -94,7 +102,15 @@ class Core:
         engine = create_engine(url)
         sessions = sessionmaker(engine)
         events = Events()
-        store = Store(sessions, events, max_batch=settings.delivery.group_commit_max, quota=settings.limits.quota)
+        # Several worker processes on one SQLite file take turns to write (mss.write_gate).
+        gate_path = sqlite_gate_path(url) if settings.worker_count > 1 else None
+        store = Store(
+            sessions,
+            events,
+            max_batch=settings.delivery.group_commit_max,
+            quota=settings.limits.quota,
+            write_gate=ProcessWriteGate(gate_path) if gate_path is not None else None,
+        )
         sealer = Sealer(settings, sessions)
         a = settings.audit
         audit = AuditTrail(sessions, max_pending=a.max_pending, batch_max=a.batch_max, enabled=a.enabled)
@@ -133,13 +149,29 @@ class Core:
         metrics.watch_crls(validator)
         return core
 
-    def start_background(self) -> None:
-        """The tasks a serving node runs beside its listeners (not the CLI's short-lived cores)."""
-        notifier = notifier_for(self.settings, self.sessions)
-        if notifier is not None and self.notify_task is None:
-            self.notify_task = asyncio.get_running_loop().create_task(notifier.run(), name="patient-notify")
+    def start_background(self, worker: WorkerSlot | None = None) -> None:
+        """The tasks a serving node runs beside its listeners (not the CLI's short-lived cores).
+
+        With several worker processes (`mss.workers`), the node's own background work (the
+        patient notifier, the relay worker) runs in the first worker only, once per node as
+        with one process; every worker hears the others' folder changes."""
+        if worker is None or worker.primary:
+            notifier = notifier_for(self.settings, self.sessions)
+            if notifier is not None and self.notify_task is None:
+                self.notify_task = asyncio.get_running_loop().create_task(notifier.run(), name="patient-notify")
         self.start_cluster_events()
-        self.start_relay()
+        if worker is not None and worker.bus is not None and self.engine.dialect.name != "postgresql":
+            self.start_worker_events(worker.bus.receiving(worker.index), worker.bus.peers(worker.index))
+        if worker is None or worker.primary:
+            self.start_relay()
+
+    def start_worker_events(self, receiving: socket.socket, peers: list[socket.socket]) -> None:
+        """On SQLite with several workers: folder changes to and from the sibling workers
+        (mss.worker_events)."""
+        if self.worker_events is not None:
+            return
+        self.worker_events = WorkerEvents(self.events, receiving, peers)
+        self.worker_events.start()
 
     def start_cluster_events(self) -> None:
         """On PostgreSQL, the LISTEN/NOTIFY bridge to the other nodes (mss.cluster_events):
@@ -190,6 +222,9 @@ class Core:
             except Exception:
                 log.exception("relay worker ended with an error")
             self.relay_task = None
+        if self.worker_events is not None:
+            self.worker_events.close()
+            self.worker_events = None
         if self.cluster_task is not None:
             self.cluster_task.cancel()
             try:

@@ -27,6 +27,8 @@ from typing import IO
 from mss.config import ConfigError, Settings, check_http_transport, default_config_path, load_settings
 from mss.core import Core
 from mss.logging_setup import setup_logging
+from mss.worker_events import WorkerBus
+from mss.workers import WorkerSlot
 
 log = logging.getLogger("mss.serve")
 
@@ -85,7 +87,13 @@ def _bind_failure(settings: Settings, stage: str, exc: OSError) -> ServeError:
             if len(candidates) == 1
             else next((n for n in candidates if ports[n] and _busy(listen.host, ports[n])), candidates[0])
         )
-    port = ports[name]
+    return listener_error(settings, name, exc)
+
+
+def listener_error(settings: Settings, name: str, exc: OSError) -> ServeError:
+    """The one line that says which listener could not bind, why, and what to do."""
+    listen = settings.listen
+    port = listen.ports()[name]
     where = f"{listen.host}:{port}"
     if exc.errno == errno.EADDRINUSE:
         why = "the port is already in use (another program, or another `mss serve` on these ports)"
@@ -126,11 +134,14 @@ async def run(
     *,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[dict[str, int]], None] | None = None,
+    worker: WorkerSlot | None = None,
 ) -> None:
     """Open the core, start SMTP, IMAP and HTTP, log `ready`, wait for a stop signal.
 
     Once bound, `settings.listen` holds the real ports (ephemeral `0` resolved), so what the
     listeners advertise (web.autoconfig) is what they are. `on_ready` gets the ports by role.
+    `worker`: this process is one of the node's workers (mss.workers); the supervisor logs
+    the node's `ready`, the worker its own.
     """
     from imap.server import start as start_imap
     from smtp.server import start as start_smtp
@@ -177,11 +188,14 @@ async def run(
         from smtp.relay import SmtpRelayClient
 
         core.relay_transport = SmtpRelayClient(settings)
-        core.start_background()
+        core.start_background(worker)
         ports = {name: _port(srv) for name, srv in servers.items()}
         ports["http"] = http.port
         settle_heap()
-        log.info("ready host=%s ports=%s", settings.listen.host, json.dumps(ports, sort_keys=True))
+        if worker is None:
+            log.info("ready host=%s ports=%s", settings.listen.host, json.dumps(ports, sort_keys=True))
+        else:
+            log.info("worker serving index=%d pid=%d", worker.index + 1, os.getpid())
         if on_ready is not None:
             on_ready(ports)
         await stop.wait()
@@ -254,15 +268,62 @@ def main(config: Path | str | None, *, on_ready: Callable[[dict[str, int]], None
     setup_logging(settings)
     lock = acquire_instance_lock(config_path)
     try:
-        try:
-            import uvloop
-
-            uvloop.install()
-        except ImportError:
-            pass
-        asyncio.run(run(settings, on_ready=on_ready))
+        count = settings.worker_count
+        if count > 1:
+            supervise(settings, count, on_ready=on_ready)
+        else:
+            _install_uvloop()
+            asyncio.run(run(settings, on_ready=on_ready))
     finally:
         if lock is not None:
             with suppress(OSError):
                 lock.truncate(0)  # the file stays (removing it would race a new instance)
             lock.close()
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+
+def supervise(settings: Settings, count: int, *, on_ready: Callable[[dict[str, int]], None] | None = None) -> None:
+    """Serve with `count` worker processes (mss.workers) until SIGTERM or SIGINT."""
+    from mss.db.engine import is_sqlite
+    from mss.workers import Supervisor, WorkerFailed, reserve_ports
+
+    held = reserve_ports(settings, lambda name, exc: listener_error(settings, name, exc))
+    bus = WorkerBus(count) if is_sqlite(settings.resolved_database_url) else None
+    ports = settings.listen.ports()
+
+    def work(slot: WorkerSlot, ready: Callable[[], None]) -> int:
+        for sock in held:
+            sock.close()
+        _install_uvloop()
+        asyncio.run(run(settings, on_ready=lambda _ports: ready(), worker=slot))
+        return 0
+
+    def announce() -> None:
+        log.info(
+            "ready host=%s ports=%s workers=%d",
+            settings.listen.host,
+            json.dumps(ports, sort_keys=True),
+            count,
+        )
+        if on_ready is not None:
+            on_ready(ports)
+
+    supervisor = Supervisor(settings, count, work, bus=bus, on_ready=announce)
+    try:
+        supervisor.run()
+    except WorkerFailed as exc:
+        raise ServeError(str(exc)) from None
+    finally:
+        for sock in held:
+            sock.close()
+        if bus is not None:
+            bus.close()
+        log.info("stopped")

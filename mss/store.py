@@ -55,6 +55,7 @@ from mss.records import (
 from mss.refusals import Reason, Refusal
 from mss.rights import flag_right
 from mss.structure_cache import StructureCache
+from mss.write_gate import ProcessWriteGate
 
 T = TypeVar("T")
 #: Work done in a write's own transaction once its rows exist (see `Store.write_some`): the
@@ -233,6 +234,7 @@ class Store:
         *,
         max_batch: int = 64,
         quota: QuotaLimits | None = None,
+        write_gate: ProcessWriteGate | None = None,
     ) -> None:
         self.sessions = sessions
         self.events = events or Events()
@@ -254,11 +256,13 @@ class Store:
         #: Every mailbox's limits unless the operator set its own (none by default here; the
         #: server passes `[limits] mailbox_quota`, `mailbox_quota_messages`).
         self.quota_limits = quota or QuotaLimits()
-        self.commit = GroupCommit(sessions, self._lock, self.events.publish, max_batch=max_batch)
+        self.commit = GroupCommit(sessions, self._lock, self.events.publish, max_batch=max_batch, gate=write_gate)
 
     async def close(self) -> None:
         """Commit what is queued, then stop the committer."""
         await self.commit.stop()
+        if self.commit.gate is not None:
+            self.commit.gate.close()
 
     # -- reads ---------------------------------------------------------------------------
 

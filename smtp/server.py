@@ -670,14 +670,19 @@ async def start(core: SmtpServices) -> dict[str, asyncio.AbstractServer]:
         )
 
     servers: dict[str, asyncio.AbstractServer] = {}
+    # Worker processes share each port (mss.workers): SO_REUSEPORT.
+    shared = settings.worker_count > 1
     try:
-        servers["submission"] = await loop.create_server(submission, host, settings.listen.submission)
+        servers["submission"] = await loop.create_server(
+            submission, host, settings.listen.submission, reuse_port=shared
+        )
         servers["submissions"] = await loop.create_server(
             lambda: ImplicitTLS(submissions_smtp, context, handshake_timeout, admission),
             host,
             settings.listen.submissions,
+            reuse_port=shared,
         )
-        servers["mta"] = await loop.create_server(mta, host, settings.listen.mta)
+        servers["mta"] = await loop.create_server(mta, host, settings.listen.mta, reuse_port=shared)
     except BaseException:
         await stop(servers)
         raise

@@ -64,14 +64,17 @@ class WebListener:
         await self._task
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on the first address `host` resolves to."""
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on the first address `host` resolves to; `reuse_port` when
+    worker processes share the port (mss.workers)."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
@@ -120,7 +123,7 @@ async def start(services: WebServices, *, host: str | None = None, port: int | N
     host = listen.host if host is None else host
     if tls is None and not is_loopback_host(host):
         raise ConfigError(f"listen.http_tls: plain HTTP is served only on a loopback address, not {host!r}")
-    sock = bind(host, listen.http if port is None else port)
+    sock = bind(host, listen.http if port is None else port, reuse_port=settings.worker_count > 1)
     try:
         server = _EmbeddedServer(config(services, tls))
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name="http")
