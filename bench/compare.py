@@ -345,9 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="a smoke run: 60 messages, 10 sessions, 1 round")
     ap.add_argument("--no-pg", action="store_true", help="MSS on SQLite only")
     ap.add_argument("--no-reference", action="store_true", help="MSS only (no root, no Postfix/Dovecot)")
-    ap.add_argument(
-        "--workers", default="auto", help="MSS worker processes (mss.workers; default auto: one per core)"
-    )
+    ap.add_argument("--workers", default="auto", help="MSS worker processes (mss.workers; default auto: one per core)")
     args = ap.parse_args(argv)
     n = args.messages or (60 if args.quick else 500)
     sessions = [int(x) for x in (args.sessions or ("10" if args.quick else "10,50")).split(",")]
