@@ -59,13 +59,16 @@ def _messages(n: int, sender: str, rcpt: str) -> list[bytes]:
 class MssImap:
     name = "mss"
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, workers: str = "auto") -> None:
         self.deployment, _ = make_deployment(tmp, "sqlite")
         self.entry = self.deployment.mailbox("PER", 0)
         self.server = None
+        #: `workers` of the node (mss.workers): "auto" is one per core, as Dovecot spreads
+        #: its imap processes over every core.
+        self.workers = workers
 
     def start(self) -> None:
-        self.server = start_server(self.deployment)
+        self.server = start_server(self.deployment, env={"MSS_WORKERS": self.workers})
 
     def stop(self) -> None:
         if self.server is not None:
@@ -223,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cycles", type=int, default=10, help="cycles per client per round")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--workers", default="auto", help="MSS worker processes (default auto: one per core)")
     args = ap.parse_args(argv)
     n = args.messages or (500 if args.quick else 10_000)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="mss-imap-bench-") as tmp_s:
         tmp = Path(tmp_s)
-        mss = MssImap(tmp / "mss")
+        mss = MssImap(tmp / "mss", args.workers)
         targets: list[MssImap | DovecotImap] = [mss]
         if why_not is None:
             pki = mss.deployment.directory / "pki" / "ca"
