@@ -152,9 +152,11 @@ class Core:
     def start_background(self, worker: WorkerSlot | None = None) -> None:
         """The tasks a serving node runs beside its listeners (not the CLI's short-lived cores).
 
-        With several worker processes (`mss.workers`), the node's own background work (the
-        patient notifier, the relay worker) runs in the first worker only, once per node as
-        with one process; every worker hears the others' folder changes."""
+        With several worker processes (`mss.workers`), the patient notifier runs in the first
+        worker only (once per node, as with one process). Every worker runs a relay worker of
+        its own, with a lease owner of its own: mail a worker queued is sent at once by that
+        worker (the queue's wake-up is in-process), and a restarted worker takes up only the
+        leases it held itself. Every worker hears the others' folder changes."""
         if worker is None or worker.primary:
             notifier = notifier_for(self.settings, self.sessions)
             if notifier is not None and self.notify_task is None:
@@ -162,8 +164,7 @@ class Core:
         self.start_cluster_events()
         if worker is not None and worker.bus is not None and self.engine.dialect.name != "postgresql":
             self.start_worker_events(worker.bus.receiving(worker.index), worker.bus.peers(worker.index))
-        if worker is None or worker.primary:
-            self.start_relay()
+        self.start_relay(worker)
 
     def start_worker_events(self, receiving: socket.socket, peers: list[socket.socket]) -> None:
         """On SQLite with several workers: folder changes to and from the sibling workers
@@ -181,7 +182,7 @@ class Core:
         self.cluster = ClusterEvents(self.settings.resolved_database_url, self.events)
         self.cluster_task = asyncio.get_running_loop().create_task(self.cluster.run(), name="cluster-events")
 
-    def start_relay(self) -> None:
+    def start_relay(self, worker: WorkerSlot | None = None) -> None:
         """The relay worker (mss.relay), when `[relay] enabled` and a transport was given."""
         if self.relay_task is not None or self.queue is None:
             return
@@ -204,8 +205,10 @@ class Core:
         place = str(self.settings.base_dir.resolve()) + (f"\0{node}" if node else "")
         folder = hashlib.sha256(place.encode()).hexdigest()[:12]
         owner = f"{socket.gethostname()[:150]}:{folder}"
-        worker = RelayWorker(self.settings, self.queue, self.submission, self.relay_transport, owner)
-        self.relay_task = asyncio.get_running_loop().create_task(worker.run(), name="relay-worker")
+        if worker is not None:  # one of the node's worker processes: leases of its own
+            owner += f":w{worker.index + 1}"
+        relay = RelayWorker(self.settings, self.queue, self.submission, self.relay_transport, owner)
+        self.relay_task = asyncio.get_running_loop().create_task(relay.run(), name="relay-worker")
 
     def server_ssl_context(self) -> ssl.SSLContext:
         return server_context(self.settings)

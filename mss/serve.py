@@ -294,9 +294,16 @@ def supervise(settings: Settings, count: int, *, on_ready: Callable[[dict[str, i
     """Serve with `count` worker processes (mss.workers) until SIGTERM or SIGINT."""
     from mss.db.engine import is_sqlite
     from mss.workers import Supervisor, WorkerFailed, reserve_ports
+    from mss.write_gate import sqlite_gate_path
 
+    url = settings.resolved_database_url
+    if is_sqlite(url) and sqlite_gate_path(url) is None:
+        raise ServeError(
+            f"workers = {count} needs a database the workers share: {url} is in one process's memory "
+            "(use a SQLite file, or PostgreSQL, or workers = 1)"
+        )
     held = reserve_ports(settings, lambda name, exc: listener_error(settings, name, exc))
-    bus = WorkerBus(count) if is_sqlite(settings.resolved_database_url) else None
+    bus = WorkerBus(count) if is_sqlite(url) else None
     ports = settings.listen.ports()
 
     def work(slot: WorkerSlot, ready: Callable[[], None]) -> int:

@@ -30,9 +30,10 @@ What the supervisor does, and only that:
   die with the supervisor (PR_SET_PDEATHSIG), so `kill -9` of the supervisor leaves no worker
   holding the ports.
 
-Only the first worker runs the node's background work (the relay worker, the patient
-notifier): one of each per node, as with one process. Each worker has its own connection
-caps (`[limits]` apply per worker) and its own `/metrics` counters.
+Only the first worker runs the patient notifier (once per node, as with one process); each
+worker runs a relay worker with a lease owner of its own (`Core.start_background`). Each
+worker has its own connection caps (`[limits]` apply per worker), its own memory of refused
+recipients and its own `/metrics` counters.
 """
 
 from __future__ import annotations
@@ -60,10 +61,10 @@ RESTART_WINDOW_S = 60.0
 RESTART_DELAY_S = 0.5
 #: Graceful stop, then SIGKILL.
 STOP_TIMEOUT_S = 30.0
-#: How long a worker may take to be ready (migrations, the first connection pool).
-START_TIMEOUT_S = 120.0
 
 _PR_SET_PDEATHSIG = 1
+#: What the supervisor handles (through its wake-up fd) and a worker resets to the default.
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 
 
 @dataclass(frozen=True)
@@ -97,23 +98,37 @@ def reserve_ports(settings: Settings, on_error: Callable[[str, OSError], Excepti
             for family, kind, proto, _, address in socket.getaddrinfo(
                 listen.host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             ):
-                sock = socket.socket(family, kind, proto)
+                # First without SO_REUSEPORT: a port held by anyone, even another node of
+                # ours with workers (whose sockets all have SO_REUSEPORT), is refused here,
+                # instead of this node quietly sharing its clients.
+                with _socket(family, kind, proto, reuse_port=False) as probe:
+                    try:
+                        probe.bind((address[0], resolved, *address[2:]))
+                    except OSError as exc:
+                        raise on_error(name, exc) from exc
+                    resolved = probe.getsockname()[1]
+                sock = _socket(family, kind, proto, reuse_port=True)
                 held.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 try:
                     sock.bind((address[0], resolved, *address[2:]))
                 except OSError as exc:
                     raise on_error(name, exc) from exc
-                resolved = sock.getsockname()[1]
             setattr(listen, name, resolved)
     except BaseException:
         for sock in held:
             sock.close()
         raise
     return held
+
+
+def _socket(family: int, kind: int, proto: int, *, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return sock
 
 
 def die_with_parent() -> None:
@@ -162,16 +177,17 @@ class Supervisor:
 
     # -- the child's side -------------------------------------------------------------
 
-    def _child(self, worker: _Worker) -> None:
-        """In the forked child: become the worker; never returns."""
+    def _child(self, worker: _Worker, parent: int) -> None:
+        """In the forked child (signals still blocked): become the worker; never returns."""
         code = 1
         try:
             die_with_parent()
-            if os.getppid() == 1:  # the supervisor died before prctl took effect
+            if os.getppid() != parent:  # the supervisor died before prctl took effect
                 os._exit(1)
             signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            for sig in _SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
             os.close(self._ready_r)
             os.close(self._signal_r)
             os.close(self._signal_w)
@@ -180,7 +196,7 @@ class Supervisor:
             ready_w = self._ready_w
 
             def ready() -> None:
-                os.write(ready_w, f"{worker.slot.index}\n".encode("ascii"))
+                os.write(ready_w, f"{worker.slot.index} {os.getpid()}\n".encode("ascii"))
 
             code = self._work(worker.slot, ready)
         except BaseException:
@@ -192,9 +208,17 @@ class Supervisor:
     # -- the supervisor's side ----------------------------------------------------------
 
     def _spawn(self, worker: _Worker) -> None:
-        pid = os.fork()
-        if pid == 0:
-            self._child(worker)
+        parent = os.getpid()
+        # Signals wait until the child has its own handlers: a SIGTERM that came between the
+        # fork and the child's reset would run the supervisor's handler in the child, and
+        # that worker would not stop.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._child(worker, parent)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         worker.pid = pid
         worker.ready = False
         log.info("worker %d starting pid=%d", worker.slot.index + 1, pid)
@@ -205,7 +229,7 @@ class Supervisor:
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; the exit status of the node."""
         os.set_blocking(self._signal_w, False)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)}
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _SIGNALS}
         old_fd = signal.set_wakeup_fd(self._signal_w)
         try:
             self._spawn(self._workers[0])
@@ -223,7 +247,6 @@ class Supervisor:
     def _loop(self) -> str | None:
         """Until stopped: read ready lines and signals, reap and restart workers."""
         failure: str | None = None
-        started = time.monotonic()
         stop_deadline: float | None = None
         buffered = b""
         while True:
@@ -239,10 +262,6 @@ class Supervisor:
                             _kill(w.pid, signal.SIGKILL)
                     stop_deadline = now + STOP_TIMEOUT_S
                 timeout = min(timeout, max(0.0, stop_deadline - now))
-            elif not self._announced and now - started > START_TIMEOUT_S:
-                failure = f"the workers were not ready within {START_TIMEOUT_S:.0f} s"
-                stop_deadline = self._stop()
-                continue
             try:
                 readable, _, _ = select.select([self._ready_r, self._signal_r], [], [], timeout)
             except InterruptedError:
@@ -256,7 +275,9 @@ class Supervisor:
                 buffered += os.read(self._ready_r, 512)
                 *lines, buffered = buffered.split(b"\n")
                 for line in lines:
-                    self._mark_ready(int(line))
+                    index, pid = (int(x) for x in line.split())
+                    if self._workers[index].pid == pid:  # not a line of an incarnation now dead
+                        self._mark_ready(index)
             problem = self._reap()
             if problem is not None and not self._stopping:
                 failure = problem

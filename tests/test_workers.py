@@ -249,3 +249,31 @@ def test_workers_auto_is_one_per_usable_core(tmp_path, monkeypatch):
     cfg.write_text('domain = "x.test"\n')
     monkeypatch.delenv("MSS_WORKERS")
     assert load_settings(cfg).worker_count == 1
+
+
+def test_a_port_another_node_shares_with_reuseport_is_refused_not_joined():
+    """Another node of the same user with workers holds its ports with SO_REUSEPORT; this
+    node must not quietly join that group and take half of its clients."""
+    first = _settings()
+    held = reserve_ports(first, lambda name, exc: RuntimeError(name))
+    worker = socket.socket()  # one of the first node's workers, listening
+    try:
+        worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        worker.bind(("127.0.0.1", first.listen.submission))
+        worker.listen(8)
+        second = _settings(submission=first.listen.submission)
+        with pytest.raises(RuntimeError, match="^submission$"):
+            reserve_ports(second, lambda name, exc: RuntimeError(name))
+    finally:
+        worker.close()
+        for s in held:
+            s.close()
+
+
+def test_workers_with_sqlite_in_memory_are_refused(monkeypatch):
+    from mss.serve import ServeError, supervise
+
+    monkeypatch.delenv("MSS_DATABASE_URL", raising=False)
+    settings = Settings.model_validate({"domain": "x.test", "database_url": "sqlite+aiosqlite:///:memory:"})
+    with pytest.raises(ServeError, match="memory"):
+        supervise(settings, 2)
