@@ -8,6 +8,8 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from mss.db.sqlite_cursor import use_one_trip_cursors
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -24,6 +26,8 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
+            # One trip to the connection's thread per statement (mss.db.sqlite_cursor).
+            use_one_trip_cursors(dbapi_conn)
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             # FULL: the WAL is fsynced at every commit, so a 250 survives a power cut.
