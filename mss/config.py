@@ -79,6 +79,10 @@ class TLSSettings(_Section):
     # CA unless this is false (then it is logged and accepted).
     crl_fail_closed: bool = True
     crl_max_age_s: float | None = None
+    # An accepted client certificate is remembered this long (0: never), within its notAfter
+    # and its CRLs' freshness, and forgotten at every CRL refresh (crypto.validate): a
+    # client's next connections skip the chain and CRL checks. docs/operations.md.
+    accept_cache_s: float = Field(300.0, ge=0, le=3600)
 
 
 class PKISettings(_Section):

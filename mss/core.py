@@ -265,6 +265,7 @@ def build_validator(settings: Settings, anchors: TrustAnchors | None = None) -> 
         [*(settings.path(p) for p in settings.tls.crl_files), *settings.tls.crl_urls],
         crl_max_age=timedelta(seconds=max_age) if max_age else None,
         fail_closed_on_stale_crl=settings.tls.crl_fail_closed,
+        accept_cache_s=settings.tls.accept_cache_s,
     )
 
 
