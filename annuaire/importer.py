@@ -842,6 +842,7 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
     # instead of maintaining them row by row. Same transaction, so readers never see the
     # table without them.
     if first_load:
+        await _begin_write(conn)
         for ix in writer.t.indexes:
             await conn.run_sync(lambda c, ix=ix: ix.drop(c))
     dup_raw: dict[str, tuple[int, list[str]]] = {}
@@ -956,6 +957,20 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
         ],
     )
     return report
+
+
+async def _begin_write(conn: AsyncConnection) -> None:
+    """Open the write transaction now, on SQLite, if no statement has yet.
+
+    The sqlite3 module begins a transaction only before an INSERT, UPDATE or DELETE: a DROP
+    INDEX before any would run, and commit, on its own, and a failed first load would leave
+    the table without its indexes (and the next import failing on them). The reads before
+    (the stored digests) stay outside, without the write lock (see `_import_source`)."""
+    if conn.dialect.name != "sqlite":
+        return  # PostgreSQL: the transaction is open, DDL included
+    drv = (await conn.get_raw_connection()).driver_connection
+    if not drv.in_transaction:  # type: ignore[union-attr]
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _todo_lines(

@@ -173,6 +173,28 @@ async def test_all_or_nothing(engine, session_factory, tmp_path):
     assert await _count(session_factory, NationalMailbox) == 0
 
 
+async def test_a_failed_first_load_keeps_the_indexes(engine, session_factory, tmp_path):
+    """The indexes a first load drops (to build them once at the end) come back with the
+    rollback: the drop is inside the transaction (on SQLite the driver would otherwise have
+    committed it on its own), and the next import works."""
+    from sqlalchemy import inspect
+
+    bogus = tmp_path / "bogus.txt"
+    bogus.write_text("a|b|c|\n1|2|3|\n", encoding="utf-8")
+
+    async def indexes() -> set[str]:
+        async with engine.connect() as c:
+            return await c.run_sync(lambda s: {i["name"] for i in inspect(s).get_indexes("national_mailbox")})
+
+    before = await indexes()
+    assert "ix_national_mailbox_name_key" in before
+    with pytest.raises(DirectoryFileError):
+        await import_files(engine, [MAILBOX_FILE, bogus])
+    assert await indexes() == before
+    (r,) = await import_files(engine, [MAILBOX_FILE])
+    assert r.added == 60 and await indexes() == before
+
+
 async def test_readers_see_old_directory_during_import(engine, session_factory, db_url, tmp_path):
     await import_files(engine, [MAILBOX_FILE])
     seen = []
