@@ -220,6 +220,30 @@ async def test_readers_see_old_directory_during_import(engine, session_factory, 
     assert await _count(session_factory, NationalMailbox) == 51
 
 
+async def test_look_ups_are_not_blocked_by_a_first_load(engine, session_factory, db_url):
+    """Mid first load, another connection reads the (still empty) directory at once: no lock
+    held by the import stops it (on PostgreSQL a DROP INDEX would, until the commit)."""
+    seen = []
+
+    async def resolve_elsewhere() -> int:
+        other = create_engine(db_url)
+        try:
+            async with other.connect() as c:
+                if c.dialect.name == "postgresql":
+                    await c.exec_driver_sql("SET lock_timeout = '2s'")
+                return (await c.execute(select(func.count()).select_from(NationalMailbox))).scalar_one()
+        finally:
+            await other.dispose()
+
+    def probe(_n: int) -> None:  # called mid-import, inside the open write transaction
+        with ThreadPoolExecutor(1) as pool:
+            seen.append(pool.submit(asyncio.run, resolve_elsewhere()).result())
+
+    (r,) = await import_files(engine, [MAILBOX_FILE], progress=probe)
+    assert r.added == 60 and seen and set(seen) == {0}
+    assert await _count(session_factory, NationalMailbox) == 60
+
+
 async def test_red_list_column(engine, session_factory, tmp_path):
     f = write_variant(
         tmp_path / "rl.txt",
