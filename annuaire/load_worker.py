@@ -61,6 +61,7 @@ class LoadWorker:
             self._proc = ctx.Process(target=_serve, args=(child,), name="mss-annuaire-parse", daemon=True)
             self._proc.start()
             child.close()
+            self._queue = queue.Queue(READ_AHEAD)  # nothing left from a child stopped before
             self._reader = threading.Thread(target=_read, args=(self._conn, self._queue), daemon=True)
             self._reader.start()
         return self._conn
