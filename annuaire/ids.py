@@ -77,7 +77,7 @@ def fold(text: str) -> str:
     if not t.isascii():
         t = t.translate(_ACCENTS)
         if not t.isascii():
-            t = _slow_fold(t.casefold())
+            t = _slow_fold(t.casefold()).lower()  # NFKD may give capitals: 𝓐 (no lower case) -> A
     if not (t.isascii() and t.replace(" ", "").isalnum()):  # else only [a-z0-9 ]: nothing to drop
         t = _FOLD_DROP.sub(" ", t)
     return " ".join(t.split())

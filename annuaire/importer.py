@@ -31,15 +31,17 @@ import unicodedata
 import zipfile
 from array import array
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import String, Table, bindparam, delete, insert, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from annuaire.ids import address_ok, fold, idnat_ps_problem, normalize_address
+from annuaire.load_worker import LoadWorker
 from annuaire.national import (
     ACTIVITY_FIELDS,
     MAILBOX_FIELDS,
@@ -52,6 +54,10 @@ MAILBOX = "mailbox"
 ACTIVITY = "activity"
 
 CHUNK = 5000
+#: A first load of a table at least this large (octets) is parsed in a worker process
+#: (`annuaire.load_worker`) while this one writes; a smaller one here (a process start costs
+#: more than it saves).
+PARALLEL_MIN = 8 << 20
 #: Lines of a re-import not recognised by their digest are kept in memory (their octets) for
 #: the second pass up to this many octets; beyond, the second pass reads the file again.
 TODO_BUFFER = 32 << 20
@@ -157,6 +163,10 @@ class _Source:
     name: str
     size: int
     open: Callable[[], io.BufferedIOBase]
+    #: Where it comes from (the file, and the zip member): what a parse worker process opens
+    #: again on its side. None for a stream of octets (tests): parsed in this process.
+    path: Path | None = None
+    member: str | None = None
 
 
 class _ZipMember(io.BufferedReader):
@@ -186,11 +196,19 @@ def _sources(path: Path) -> list[_Source]:
                     zf2 = zipfile.ZipFile(path)
                     return _ZipMember(zf2.open(member), zf2)
 
-                out.append(_Source(f"{path.name}:{info.filename}", info.file_size, opener))
+                out.append(_Source(f"{path.name}:{info.filename}", info.file_size, opener, path, info.filename))
         if not out:
             raise DirectoryFileError(f"{path}: the zip holds no .txt table")
         return out
-    return [_Source(path.name, path.stat().st_size, lambda: open(path, "rb", buffering=1 << 20))]
+    return [_Source(path.name, path.stat().st_size, lambda: open(path, "rb", buffering=1 << 20), path)]
+
+
+def _source(path: Path, member: str | None) -> _Source:
+    """The source `_sources(path)` gives for `member` (None: the file itself), in a worker."""
+    for src in _sources(path):
+        if src.member == member:
+            return src
+    raise DirectoryFileError(f"{path}: no table {member!r}")
 
 
 def _decode(raw: bytes, state: dict) -> str:
@@ -474,6 +492,20 @@ def _text(raw: bytes, state: dict) -> str:
     return LINE_TOO_LONG if raw is _LONG else _strip_line(_decode(raw, state))
 
 
+def _usual_split(raw: bytes, state: dict, width: int) -> list[str] | None:
+    """The usual line, split in one step: all `width` fields then the trailing `|` (and a CR
+    for CRLF), as the national files write them. Its first `width` pieces are those `_text`
+    then `_Parser.fields` give, but for a CR left at the end of the last one, which every
+    reader strips with the blanks. None for any other line (the caller takes the slow path):
+    a narrower or wider one, an over-long one, a header of one column."""
+    if raw is _LONG or width < 2:
+        return None
+    parts = _decode(raw, state).split("|")
+    if len(parts) == width + 1 and (parts[-1] == "" or parts[-1] == "\r"):
+        return parts
+    return None
+
+
 def _lines(src: _Source, state: dict, progress: ProgressFn | None) -> Iterator[tuple[int, str]]:
     """(line number, text without EOL/trailing pipe); line 1 is the header. An over-long
     line is given as LINE_TOO_LONG, for the caller to count as rejected (what the import
@@ -495,6 +527,13 @@ def _table(kind: str) -> Table:
     return (NationalMailbox if kind == MAILBOX else NationalActivity).__table__  # type: ignore[return-value]
 
 
+def _insert_statement(dialect: Dialect, t: Table) -> tuple[str, list[str]]:
+    """The INSERT of every column of `t` for `dialect`, and the columns in parameter order."""
+    cols = [c.name for c in t.columns]
+    ci = insert(t).compile(dialect=dialect, column_keys=cols)
+    return str(ci), list(ci.positiontup or cols)
+
+
 class _Writer:
     """Buffers inserts and updates and flushes them in chunks with the driver's executemany.
 
@@ -512,8 +551,7 @@ class _Writer:
         cols = [c.name for c in self.t.columns]
         others = [c for c in cols if c != self.pk]
         dialect = conn.dialect
-        ci = insert(self.t).compile(dialect=dialect, column_keys=cols)
-        self.insert_sql, self.insert_order = str(ci), list(ci.positiontup or cols)
+        self.insert_sql, self.insert_order = _insert_statement(dialect, self.t)
         # Rows come as lists in `value_cols` order (`_Parser.out_cols`): one C call reorders them.
         pos = {c: i for i, c in enumerate(value_cols)}
         self.ins_get = operator.itemgetter(*(pos[c] for c in self.insert_order))
@@ -524,6 +562,10 @@ class _Writer:
         # One chunk is written while the next is parsed: the driver works in its own thread
         # (aiosqlite) or on the server (asyncpg), and at most one statement is outstanding.
         self.pending: asyncio.Task | None = None
+
+    async def drain(self) -> None:
+        """Until the statement in flight, if any, is done."""
+        await self._wait()
 
     async def _wait(self) -> None:
         if self.pending is not None:
@@ -630,6 +672,17 @@ class _Writer:
         if self.pending is not None:
             self.pending.cancel()
 
+    async def abandon(self) -> None:
+        """On an error: do not leave a statement running on the connection that is about to
+        roll back."""
+        if self.pending is not None:
+            task = self.pending
+            self.cancel()
+            try:
+                await task
+            except BaseException:  # noqa: BLE001, S110 - the original error is the one to raise
+                pass
+
 
 def _is_asyncpg(conn: AsyncConnection) -> bool:
     return conn.dialect.name == "postgresql" and conn.dialect.driver == "asyncpg"
@@ -707,13 +760,20 @@ async def _stored_hashes(conn: AsyncConnection, kind: str, want: Collection[str]
 
 
 async def import_table(
-    conn: AsyncConnection, path: Path | str, *, progress: ProgressFn | None = None
+    conn: AsyncConnection,
+    path: Path | str,
+    *,
+    progress: ProgressFn | None = None,
+    worker: LoadWorker | None = None,
 ) -> list[ImportReport]:
-    """Import one file (or each table of one zip) inside the caller's transaction."""
+    """Import one file (or each table of one zip) inside the caller's transaction.
+
+    `worker` parses a large first load in a process of its own (`annuaire.load_worker`); the
+    caller closes it. Without one, everything runs in this process."""
     path = Path(path)
     reports = []
     for src in _sources(path):
-        reports.append(await _import_source(conn, src, progress))
+        reports.append(await _import_source(conn, src, progress, worker))
     return reports
 
 
@@ -723,13 +783,25 @@ def _key_reader(layout: _Layout, parser: _Parser, state: dict) -> Callable[[byte
         ai = layout.index["address"]
 
         def mailbox_key(raw_line: bytes) -> str:
+            # The address field alone, from the octets, when it is ASCII (as it is): what
+            # decoding and stripping the whole line first would give, at a third of the cost.
+            parts = raw_line.split(b"|", ai + 1)
+            if len(parts) > ai and (piece := parts[ai]).isascii():
+                return piece.decode("ascii").strip().lower()
             parts = _text(raw_line, state).split("|", ai + 1)
             return parts[ai].strip().lower() if len(parts) > ai else ""
 
         return mailbox_key
     kidx = [layout.index.get(f, -1) for f in _ACTIVITY_KEY_FIELDS]
 
+    w = layout.width
+    kfast = [w if i < 0 else i for i in kidx]  # a missing column: the empty piece after the last `|`
+
     def activity_key(raw_line: bytes) -> str:
+        parts = _usual_split(raw_line, state, w)
+        if parts is not None:
+            kv = [parts[i].strip() for i in kfast]
+            return "|".join([kv[0] or (kv[1] + kv[2])] + kv[3:])
         text = _text(raw_line, state)
         parts = parser.fields(text)
         if parts is None or not text.strip():
@@ -740,8 +812,10 @@ def _key_reader(layout: _Layout, parser: _Parser, state: dict) -> Callable[[byte
     return activity_key
 
 
-async def _import_source(conn: AsyncConnection, src: _Source, progress: ProgressFn | None) -> ImportReport:
-    """One table, in two passes over its lines.
+async def _import_source(
+    conn: AsyncConnection, src: _Source, progress: ProgressFn | None, worker: LoadWorker | None = None
+) -> ImportReport:
+    """One table, in two passes over its lines (a first load: `_first_load`).
 
     Pass 1 reads every line. On a re-import, a line whose digest (`_line_hash`, over its
     octets as read) is the digest of a stored row is that row unchanged: it costs one
@@ -773,11 +847,16 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
     if layout.kind == MAILBOX and layout.index.get("address") is None:
         raise DirectoryFileError(f"{src.name}: no 'Adresse BAL' column")
     stored = await _stored_digests(conn, layout.kind)
-    first_load = stored.rows == 0
+    if stored.rows == 0:
+        report = await _first_load(conn, src, report, parser.out_cols, progress, worker)
+        await _record(conn, report)
+        return report
+    if worker is not None and src.path is not None and worker.planned(src.path, src.member):
+        await worker.aclose()  # planned as a first load, wrongly: no worker for the rest
     digests = stored.digests
 
-    # Pass 1. A first load reports progress in pass 2 (it reads the file again), a re-import here.
-    todo: list[tuple[int, bytes]] | None = None if first_load else []
+    # Pass 1 (progress is reported here: pass 2 reads few lines).
+    todo: list[tuple[int, bytes]] | None = []
     todo_lines = array("q")
     buffered = 0
     matched = 0
@@ -785,7 +864,7 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
     dup_lines: dict[str, list[int]] = {}
     key_of = _key_reader(layout, parser, state)
     blake2b, from_bytes = hashlib.blake2b, int.from_bytes  # the loop below runs a million times
-    for n0, block in _line_blocks(src, None if first_load else progress):
+    for n0, block in _line_blocks(src, progress):
         numbered = enumerate(block, n0)
         if n0 == 1:
             next(numbered)  # the header
@@ -802,7 +881,7 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
                 buffered += len(raw_line)
                 if buffered > TODO_BUFFER:
                     todo = None  # pass 2 reads the file again
-            elif not first_load:
+            else:
                 todo_lines.append(n)
             k = key_of(raw_line) if raw_line is not _LONG else ""
             if k:
@@ -812,7 +891,7 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
 
     # The stored rows the other lines name: by key.
     stored_for: dict[str, int] = dict(stored.shared)
-    if seen and not first_load:
+    if seen:
         stored_for.update(await _stored_hashes(conn, layout.kind, seen))
     # A key read in pass 2 whose row was recognised in pass 1 by another line is a duplicate
     # (the line was alone in the last file): that line joins the others of its key.
@@ -838,12 +917,6 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
 
     # Pass 2: the lines not recognised are parsed, validated, compared by key and written.
     writer = _Writer(conn, layout.kind, parser.out_cols)
-    # First load into an empty table: build the secondary indexes once at the end (a sort)
-    # instead of maintaining them row by row. Same transaction, so readers never see the
-    # table without them.
-    if first_load:
-        for ix in writer.t.indexes:
-            await conn.run_sync(lambda c, ix=ix: ix.drop(c))
     dup_raw: dict[str, tuple[int, list[str]]] = {}
     shared = stored.shared
 
@@ -877,9 +950,8 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
             report.changed += 1
             await writer.change(r)
 
-    inserts, ins_get = writer.ins, writer.ins_get
     try:
-        for n, raw_line in _todo_lines(src, progress, first_load, todo, todo_lines):
+        for n, raw_line in _todo_lines(src, todo, todo_lines):
             text = _text(raw_line, state)
             if not text or text.isspace():
                 continue
@@ -904,35 +976,14 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
             if layout.kind == MAILBOX and (not k or "@" not in k):
                 report.reject(n, "bad_address", k)
                 continue
-            if first_load:  # nothing to compare with: straight to the writer's buffer
-                r, reason, detail = parser.values(raw, _line_hash(raw_line), k)
-                if r is None:
-                    report.reject(n, reason, detail)
-                    continue
-                report.added += 1
-                inserts.append(ins_get(r))
-                if len(inserts) >= CHUNK:
-                    await writer.flush_inserts()
-                    inserts = writer.ins
-                continue
             await apply(n, raw, k, _line_hash(raw_line))
         for k, (n, raw) in dup_raw.items():
             await apply(n, raw, k, _row_hash(raw))
         report.duplicates = dup_lines
         await writer.flush()
     except BaseException:
-        # Do not leave a statement running on the connection that is about to roll back.
-        if writer.pending is not None:
-            task = writer.pending
-            writer.cancel()
-            try:
-                await task
-            except BaseException:  # noqa: BLE001, S110 - the original error is the one to raise
-                pass
+        await writer.abandon()
         raise
-    if first_load:
-        for ix in sorted(writer.t.indexes, key=lambda i: i.name or ""):
-            await conn.run_sync(lambda c, ix=ix: ix.create(c))
     # Left: rows whose line is gone (or no longer valid). Rows with a digest of their own
     # go by digest, those that share one by key.
     report.removed = len(digests) + len(shared)
@@ -940,6 +991,12 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
     await writer.remove_digests(digests)
     digests.clear()
     report.encoding = state["encoding"]
+    await _record(conn, report)
+    return report
+
+
+async def _record(conn: AsyncConnection, report: ImportReport) -> None:
+    """The run's line in `directory_import`, for operators and audits."""
     await conn.execute(
         insert(DirectoryImport.__table__),
         [
@@ -955,26 +1012,194 @@ async def _import_source(conn: AsyncConnection, src: _Source, progress: Progress
             }
         ],
     )
+
+
+async def _first_load(
+    conn: AsyncConnection,
+    src: _Source,
+    report: ImportReport,
+    value_cols: Sequence[str],
+    progress: ProgressFn | None,
+    worker: LoadWorker | None,
+) -> ImportReport:
+    """A table with no stored row: nothing to compare with, every valid line is an addition.
+
+    The lines are parsed by `_first_load_rows`, in the worker process for a large file (this
+    process only writes, on its own core), here otherwise. On SQLite the secondary indexes
+    are dropped and built once at the end (a sort each) instead of being maintained row by
+    row; all in the caller's transaction, so readers never see the table without them (nor
+    wait: WAL readers take no lock). PostgreSQL keeps them: COPY maintains them for about
+    the same wall time (bench, 27 s either way), and its DROP INDEX would block readers."""
+    writer = _Writer(conn, report.kind, value_cols)
+    await _begin_write(conn)
+    # Only on SQLite: on PostgreSQL a DROP INDEX locks the table (ACCESS EXCLUSIVE) until the
+    # commit, and every look-up (mail routing) would wait for the whole import.
+    rebuild = conn.dialect.name == "sqlite"
+    for ix in writer.t.indexes if rebuild else ():
+        await conn.run_sync(lambda c, ix=ix: ix.drop(c))
+    parallel = worker is not None and src.path is not None and worker.planned(src.path, src.member)
+    if parallel:
+        assert worker is not None and src.path is not None
+        chunks = worker.rows(src.path, src.member)
+    else:
+        if worker is not None:
+            await worker.aclose()  # it was parsing another file (planned wrong): none for the rest
+        chunks = _here(src, report, writer.insert_order, progress)
+    try:
+        async for rows, read, done in chunks:
+            if progress is not None and read:
+                progress(read)
+            if rows:
+                writer.ins = rows
+                await writer.flush_inserts()
+                if parallel:
+                    # Written before the next chunk is decoded: the two would fight for the
+                    # GIL (the driver's thread gives it up and takes it back at every row).
+                    # Parsed here, a chunk is parsed while the last one is written.
+                    await writer.drain()
+            if done is not None:
+                report = done
+        await writer.flush()
+    except BaseException:
+        await writer.abandon()
+        raise
+    for ix in sorted(writer.t.indexes, key=lambda i: i.name or "") if rebuild else ():
+        await conn.run_sync(lambda c, ix=ix: ix.create(c))
     return report
 
 
-def _todo_lines(
+async def _begin_write(conn: AsyncConnection) -> None:
+    """Open the write transaction now, on SQLite, if no statement has yet.
+
+    The sqlite3 module begins a transaction only before an INSERT, UPDATE or DELETE: a DROP
+    INDEX before any would run, and commit, on its own, and a failed first load would leave
+    the table without its indexes (and the next import failing on them). The reads before
+    (the stored digests) stay outside, without the write lock (see `_import_source`)."""
+    if conn.dialect.name != "sqlite":
+        return  # PostgreSQL: the transaction is open, DDL included
+    drv = (await conn.get_raw_connection()).driver_connection
+    if not drv.in_transaction:  # type: ignore[union-attr]
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def _here(
+    src: _Source, report: ImportReport, insert_order: Sequence[str], progress: ProgressFn | None
+) -> AsyncIterator[tuple[list[tuple], int, ImportReport | None]]:
+    """`_first_load_rows` in this process, as the worker's chunks come (progress is told directly)."""
+    for rows in _first_load_rows(src, report, insert_order, progress, CHUNK):
+        yield rows, 0, None
+        await asyncio.sleep(0)  # the event loop runs between chunks
+    yield [], 0, report
+
+
+def _first_load_rows(
     src: _Source,
+    report: ImportReport,
+    insert_order: Sequence[str],
     progress: ProgressFn | None,
-    first_load: bool,
-    todo: list[tuple[int, bytes]] | None,
-    todo_lines: array,
-) -> Iterator[tuple[int, bytes]]:
-    """The lines pass 2 parses: every line of a first load (read again), the lines pass 1
-    kept, or those it named by number (read again)."""
+    chunk: int = CHUNK,
+) -> Iterator[list[tuple]]:
+    """The rows of a first load, in chunks of `chunk` tuples in `insert_order`; once exhausted,
+    `report` says what they did (rows read, added, rejected, duplicates, encoding).
+
+    Pure parsing, no database: it runs in the worker process for a large file
+    (`annuaire.load_worker`) and in the importer's otherwise, the same code either way. Pass 1
+    reads every line's key, to find duplicates before a row is given; pass 2 reads the file
+    again (progress is told here), parses and validates each line and gives its row; the
+    rows merged from duplicate lines come last."""
+    state: dict = {"encoding": "utf-8"}
+    head = _raw_lines(src, None)
+    try:
+        _, header_raw = next(head)
+    except StopIteration:
+        raise DirectoryFileError(f"{src.name}: empty file") from None
+    finally:
+        head.close()
+    layout = _layout(_text(header_raw, state), report)
+    parser = _Parser(layout)
+    pos = {c: i for i, c in enumerate(parser.out_cols)}
+    get = operator.itemgetter(*(pos[c] for c in insert_order))
+
+    seen: dict[str, int] = {}
+    dup_lines: dict[str, list[int]] = {}
+    key_of = _key_reader(layout, parser, state)
+    for n0, block in _line_blocks(src, None):
+        numbered = enumerate(block, n0)
+        if n0 == 1:
+            next(numbered)  # the header
+        for n, raw_line in numbered:
+            k = key_of(raw_line) if raw_line is not _LONG else ""
+            if k:
+                first = seen.setdefault(k, n)
+                if first != n:
+                    dup_lines.setdefault(k, [first]).append(n)
+    del seen
+
+    dup_raw: dict[str, tuple[int, list[str]]] = {}
+    rows: list[tuple] = []
+    lines = _raw_lines(src, progress)
+    next(lines, None)
+    mailbox = layout.kind == MAILBOX
+    width = layout.width
+    for n, raw_line in lines:
+        parts = _usual_split(raw_line, state, width)
+        if parts is not None:
+            parts[-1] = ""  # what `fields` appends: the value of a missing column
+            report.rows_read += 1
+        else:
+            text = _text(raw_line, state)
+            if not text or text.isspace():
+                continue
+            report.rows_read += 1
+            if text is LINE_TOO_LONG:
+                report.reject(n, "line_too_long", f"longer than {MAX_LINE} octets")
+                continue
+            parts = parser.fields(text)
+            if parts is None:
+                report.reject(n, "field_count", f"{text.count('|') + 1} fields, header has {layout.width}")
+                continue
+        raw = parser.raw(parts)
+        k = parser.key(raw)
+        if k in dup_lines:
+            r, reason, detail = parser.values(raw, 0, k)
+            if r is None:  # a bad copy does not spoil the good one
+                report.reject(n, reason, detail)
+                continue
+            prev = dup_raw.get(k)
+            dup_raw[k] = (n, raw) if prev is None else (prev[0], parser.merge(prev[1], raw))
+            continue
+        if mailbox and (not k or "@" not in k):
+            report.reject(n, "bad_address", k)
+            continue
+        r, reason, detail = parser.values(raw, _line_hash(raw_line), k)
+        if r is None:
+            report.reject(n, reason, detail)
+            continue
+        report.added += 1
+        rows.append(get(r))
+        if len(rows) >= chunk:
+            yield rows
+            rows = []
+    for k, (n, raw) in dup_raw.items():
+        r, reason, detail = parser.values(raw, _row_hash(raw), k)
+        if r is None:
+            report.reject(n, reason, detail)
+            continue
+        report.added += 1
+        rows.append(get(r))
+    if rows:
+        yield rows
+    report.duplicates = dup_lines
+    report.encoding = state["encoding"]
+
+
+def _todo_lines(src: _Source, todo: list[tuple[int, bytes]] | None, todo_lines: array) -> Iterator[tuple[int, bytes]]:
+    """The lines pass 2 parses: the lines pass 1 kept, or those it named by number (read again)."""
     if todo is not None:
         yield from todo
         return
-    lines = _raw_lines(src, progress if first_load else None)
+    lines = _raw_lines(src, None)
     next(lines, None)
-    if first_load:
-        yield from lines
-        return
     wanted = iter(todo_lines)
     nxt = next(wanted, None)
     for n, raw_line in lines:
@@ -1000,10 +1225,61 @@ async def import_files(
             # A bigger page cache for the bulk writes of this one connection (about 64 MB).
             await conn.exec_driver_sql("PRAGMA cache_size=-65536")
         reports: list[ImportReport] = []
-        for p in paths:
-            reports.extend(await import_table(conn, p, progress=progress))
+        worker = LoadWorker()
+        try:
+            await _plan(conn, paths, worker)
+            for p in paths:
+                reports.extend(await import_table(conn, p, progress=progress, worker=worker))
+        finally:
+            await worker.aclose()
         await _analyze(conn, {r.kind for r in reports})
         return reports
+
+
+async def _plan(conn: AsyncConnection, paths: Sequence[Path | str], worker: LoadWorker) -> None:
+    """Give the worker the large first loads of this import, in order, so that it parses the
+    next file while this process still writes (and indexes) the last one.
+
+    A first load is a table empty now and not filled by an earlier file of this import. A
+    file that cannot be read stops the plan there (its import reports the error). Should a
+    plan be wrong all the same, the import notices (`worker.planned`) and parses the rest in
+    this process: it is a matter of speed, never of what is written."""
+    empty: dict[str, bool] = {}
+    for p in paths:
+        try:
+            sources = _sources(Path(p))
+        except (OSError, ValueError, zipfile.BadZipFile):
+            return
+        for src in sources:
+            kind = _kind_of(src)
+            if kind is None:
+                return
+            if kind not in empty:
+                t = _table(kind)
+                empty[kind] = (await conn.execute(select(t.c.row_hash).limit(1))).first() is None
+            if empty[kind] and src.path is not None and src.size >= PARALLEL_MIN:
+                try:
+                    worker.plan(src.path, src.member, _insert_statement(conn.dialect, _table(kind))[1], CHUNK)
+                except OSError:  # no process to be had: all of it here, as for small files
+                    await worker.aclose()
+                    return
+            empty[kind] = False
+
+
+def _kind_of(src: _Source) -> str | None:
+    """MAILBOX or ACTIVITY by the header of `src`; None when it cannot be imported."""
+    try:
+        head = _raw_lines(src, None)
+        try:
+            _, raw = next(head, (0, b""))
+        finally:
+            head.close()
+        layout = _layout(_text(raw, {"encoding": "utf-8"}), ImportReport(source=src.name))
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    if layout.kind == MAILBOX and "address" not in layout.index:
+        return None
+    return layout.kind
 
 
 async def _analyze(conn: AsyncConnection, kinds: set[str]) -> None:

@@ -1,16 +1,20 @@
 """National-size benchmark of the directory import and look-ups (not a test).
 
-    python bench/annuaire_bench.py [--mailboxes 536000] [--activities 600000] [--pg URL] [--no-pg]
-                                   [--reference OTHER_CHECKOUT] [--data DIR]
+    python -m bench annuaire [--quick] [--mailboxes 536000] [--activities 600000] [--pg URL] [--no-pg]
+                             [--reference OTHER_CHECKOUT] [--data DIR] [--lookups-during]
 
 Generates synthetic extraction files (valid Luhn national ids, a few hundred duplicate
 addresses, accented names) in a temporary folder, then for SQLite and, when reachable,
 PostgreSQL measures: full import (time, peak RSS of a fresh process), re-import of the same
 files, re-import of a file with ~1% changes, resolve-by-address and name-search latency.
 Each import runs in a child process so that its peak memory is its own; it reports wall
-time, its CPU (user + system, all threads: aiosqlite's included) and, on PostgreSQL, the CPU
-of its server backend. With --reference, each step runs with that checkout's code too, right
-before ours, into a database of its own, and a table gives the ratio reference / new.
+time, its CPU (user + system, all threads: aiosqlite's included, and the parse worker's of
+a first load, also given alone with its peak RSS) and, on PostgreSQL, the CPU of its server
+backend. With --reference, each step runs with that checkout's code too, right before ours,
+into a database of its own, and a table gives the ratio reference / new. With
+--lookups-during, `resolve` runs every 5 ms in the bench's process during two more imports
+(a full one into a fresh database, and the first day's files over the next day's): its
+latency is what a delivery sees while an operator imports.
 """
 
 from __future__ import annotations
@@ -341,17 +345,31 @@ async def _child_import(url: str, files: list[str], root: str | None) -> dict:
             backend_pid = (await c.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
     server0 = _proc_cpu(backend_pid) if backend_pid else 0.0
     r0 = resource.getrusage(resource.RUSAGE_SELF)
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     reports = await import_files(engine, files)
     dt = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the parse worker (annuaire/load_worker.py)
     server = (_proc_cpu(backend_pid) - server0) if backend_pid else None
     await engine.dispose()
     return {
         "seconds": round(dt, 2),
-        "cpu_s": round(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime, 2),
+        "cpu_s": round(
+            r1.ru_utime
+            - r0.ru_utime
+            + r1.ru_stime
+            - r0.ru_stime
+            + c1.ru_utime
+            - c0.ru_utime
+            + c1.ru_stime
+            - c0.ru_stime,
+            2,
+        ),
+        "worker_cpu_s": round(c1.ru_utime - c0.ru_utime + c1.ru_stime - c0.ru_stime, 2),
         **({"server_cpu_s": round(server, 2)} if server is not None else {}),
         "peak_rss_mb": round(r1.ru_maxrss / 1024, 1),
+        "worker_peak_rss_mb": round(c1.ru_maxrss / 1024, 1),
         "reports": [
             {
                 k: r.to_dict()[k]
@@ -363,14 +381,67 @@ async def _child_import(url: str, files: list[str], root: str | None) -> dict:
     }
 
 
-def run_import(url: str, files: list[Path], root: Path | None = None) -> dict:
+def _import_cmd(url: str, files: list[Path], root: Path | None) -> list[str]:
     cmd = [sys.executable, __file__, "--child-import", url, *map(str, files)]
     if root is not None:
         cmd[2:2] = ["--root", str(root)]
+    return cmd
+
+
+def run_import(url: str, files: list[Path], root: Path | None = None) -> dict:
+    cmd = _import_cmd(url, files, root)
     out = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"import failed ({' '.join(cmd)}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_import_with_lookups(url: str, files: list[Path], addresses: list[str], root: Path | None = None) -> dict:
+    """The import in its child process and, in this one meanwhile, `resolve` of random
+    addresses at a steady pace (what mail routing does while an operator imports): the
+    latency a delivery sees during an import, from the first second to the commit."""
+    cmd = _import_cmd(url, files, root)
+    with tempfile.TemporaryFile("w+") as err, tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        lookups = asyncio.run(_resolve_while(url, proc, addresses))
+        if proc.wait():
+            err.seek(0)
+            raise RuntimeError(f"import failed ({' '.join(cmd)}):\n{err.read()[-3000:]}")
+        out.seek(0)
+        r = json.loads(out.read().strip().splitlines()[-1])
+    return r | {"lookups_during": lookups}
+
+
+async def _resolve_while(url: str, proc: subprocess.Popen, addresses: list[str], pace: float = 0.005) -> dict:
+    """One `resolve` every `pace` seconds, each in a session of its own (a delivery's), until
+    `proc` ends. A first load: the old directory is empty, so the look-ups find nothing but
+    still read the table's index, beside the import's writes."""
+    from annuaire.search import Directory
+    from mss.db.engine import create_engine, sessionmaker
+
+    engine = create_engine(url)
+    sm = sessionmaker(engine)
+    rnd = random.Random(11)
+    ts: list[float] = []
+    found = 0
+    while proc.poll() is None:
+        async with sm() as session:
+            d = Directory(session)
+            t0 = time.perf_counter()
+            e = await d.resolve(rnd.choice(addresses))
+            ts.append(time.perf_counter() - t0)
+        found += e is not None
+        await asyncio.sleep(pace)
+    await engine.dispose()
+    if not ts:
+        return {}
+    return {
+        "n": len(ts),
+        "found": found,
+        "p50_ms": round(_pct(ts, 0.5) * 1e3, 3),
+        "p99_ms": round(_pct(ts, 0.99) * 1e3, 3),
+        "max_ms": round(max(ts) * 1e3, 3),
+    }
 
 
 # ------------------------------------------------------------------ latency
@@ -443,12 +514,16 @@ def bench_backend(
     addresses: list[str],
     names: list[str],
     roots: dict[str, Path | None],
+    fresh: dict[str, str] | None = None,
 ) -> dict:
     """Each step for every code version in turn (`roots`: "new" is this checkout, "reference"
-    another one), each into its own database (`urls`), so that both meet the same machine."""
+    another one), each into its own database (`urls`), so that both meet the same machine.
+    With `fresh` (another empty database per version), two more steps measure `resolve`
+    during an import: a full import into that one, and the files of the first day imported
+    again over the next day's (a 1 % diff back)."""
     from mss.db.engine import upgrade_sync
 
-    for url in urls.values():
+    for url in [*urls.values(), *(fresh or {}).values()]:
         upgrade_sync(url)
     res: dict = {"backend": label}
     for step, step_files in (("full_import", files), ("unchanged_reimport", files), ("one_percent_diff", changed)):
@@ -459,20 +534,31 @@ def bench_backend(
             r = run_import(urls[version], step_files, root)
             res.setdefault(step, {})[version] = r
             print(label, version, step, json.dumps(r), flush=True)
+    if fresh:
+        for step, step_urls in (("full_import_with_lookups", fresh), ("diff_back_with_lookups", urls)):
+            for version, root in roots.items():
+                r = run_import_with_lookups(step_urls[version], files, addresses, root)
+                res.setdefault(step, {})[version] = r
+                print(label, version, step, json.dumps(r), flush=True)
     return res
 
 
 def _table(results: list[dict]) -> str:
     """Seconds and CPU per step, and the ratio reference / new (above 1: the new code is faster)."""
-    lines = [f"{'backend':10} {'step':20} {'version':10} {'wall s':>7} {'cpu s':>6} {'server cpu s':>12} {'rss MB':>7}"]
+    lines = [
+        f"{'backend':10} {'step':24} {'version':10} {'wall s':>7} {'cpu s':>6} {'server cpu s':>12} {'rss MB':>7}"
+        f" {'worker MB':>9} {'resolve p50/p99/max ms':>24}"
+    ]
     for res in results:
-        for step in ("full_import", "unchanged_reimport", "one_percent_diff"):
-            runs = res[step]
+        for step in STEPS:
+            runs = res.get(step, {})
             for version, r in runs.items():
                 server = r.get("server_cpu_s", "")
+                lk = r.get("lookups_during")
+                lookups = f"{lk['p50_ms']}/{lk['p99_ms']}/{lk['max_ms']}" if lk else ""
                 lines.append(
-                    f"{res['backend']:10} {step:20} {version:10} {r['seconds']:7.2f} {r['cpu_s']:6.2f} "
-                    f"{server!s:>12} {r['peak_rss_mb']:7.1f}"
+                    f"{res['backend']:10} {step:24} {version:10} {r['seconds']:7.2f} {r['cpu_s']:6.2f} "
+                    f"{server!s:>12} {r['peak_rss_mb']:7.1f} {r.get('worker_peak_rss_mb', '')!s:>9} {lookups:>24}"
                 )
             if "reference" in runs:
                 ref, new = runs["reference"], runs["new"]
@@ -483,8 +569,11 @@ def _table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+STEPS = ("full_import", "unchanged_reimport", "one_percent_diff", "full_import_with_lookups", "diff_back_with_lookups")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench annuaire", description=__doc__.split("\n\n")[0])
     ap.add_argument("--mailboxes", type=int, default=536_000)
     ap.add_argument("--activities", type=int, default=600_000)
     ap.add_argument("--pg", default=os.environ.get("MSS_BENCH_PG_URL", DEFAULT_PG))
@@ -493,9 +582,15 @@ def main() -> None:
         "--reference", type=Path, help="another checkout (e.g. `git worktree add /tmp/ref main`): run side by side"
     )
     ap.add_argument("--data", type=Path, help="keep the generated files here and reuse them on the next run")
+    ap.add_argument(
+        "--lookups-during", action="store_true", help="two more steps: resolve latency during a full import and a diff"
+    )
+    ap.add_argument("--quick", action="store_true", help="a tenth of the national size (53,600 + 60,000 rows)")
     ap.add_argument("--child-import", nargs="+")
     ap.add_argument("--root")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.mailboxes, a.activities = a.mailboxes // 10, a.activities // 10
     if a.child_import:
         url, *files = a.child_import
         print(json.dumps(asyncio.run(_child_import(url, files, a.root))))
@@ -530,13 +625,21 @@ def main() -> None:
         )
         files, changed = [mb, act], [nxt / mb.name, nxt / act.name]
         sqlite = {v: f"sqlite+aiosqlite:///{folder / f'bench-{v}.db'}" for v in roots}
-        results = [bench_backend("sqlite", sqlite, files, changed, addresses, names, roots)]
+        fresh = (
+            {v: f"sqlite+aiosqlite:///{folder / f'bench-{v}-lookups.db'}" for v in roots} if a.lookups_during else None
+        )
+        results = [bench_backend("sqlite", sqlite, files, changed, addresses, names, roots, fresh)]
         if not a.no_pg:
             pg = {v: asyncio.run(_pg_reachable(a.pg, f"mss_annuaire_bench_{v}")) for v in roots}
             if None in pg.values():
                 print(f"postgresql: {a.pg} not reachable, skipped")
             else:
-                results.append(bench_backend("postgresql", pg, files, changed, addresses, names, roots))  # type: ignore[arg-type]
+                pg_fresh = (
+                    {v: asyncio.run(_pg_reachable(a.pg, f"mss_annuaire_bench_{v}_lookups")) for v in roots}
+                    if a.lookups_during
+                    else None
+                )
+                results.append(bench_backend("postgresql", pg, files, changed, addresses, names, roots, pg_fresh))  # type: ignore[arg-type]
         print(json.dumps(results, indent=2))
         print(_table(results))
 

@@ -173,6 +173,28 @@ async def test_all_or_nothing(engine, session_factory, tmp_path):
     assert await _count(session_factory, NationalMailbox) == 0
 
 
+async def test_a_failed_first_load_keeps_the_indexes(engine, session_factory, tmp_path):
+    """The indexes a first load drops (to build them once at the end) come back with the
+    rollback: the drop is inside the transaction (on SQLite the driver would otherwise have
+    committed it on its own), and the next import works."""
+    from sqlalchemy import inspect
+
+    bogus = tmp_path / "bogus.txt"
+    bogus.write_text("a|b|c|\n1|2|3|\n", encoding="utf-8")
+
+    async def indexes() -> set[str]:
+        async with engine.connect() as c:
+            return await c.run_sync(lambda s: {i["name"] for i in inspect(s).get_indexes("national_mailbox")})
+
+    before = await indexes()
+    assert "ix_national_mailbox_name_key" in before
+    with pytest.raises(DirectoryFileError):
+        await import_files(engine, [MAILBOX_FILE, bogus])
+    assert await indexes() == before
+    (r,) = await import_files(engine, [MAILBOX_FILE])
+    assert r.added == 60 and await indexes() == before
+
+
 async def test_readers_see_old_directory_during_import(engine, session_factory, db_url, tmp_path):
     await import_files(engine, [MAILBOX_FILE])
     seen = []
@@ -196,6 +218,30 @@ async def test_readers_see_old_directory_during_import(engine, session_factory, 
     assert r.removed == 9
     assert len(seen) >= 2 and set(seen) == {60}
     assert await _count(session_factory, NationalMailbox) == 51
+
+
+async def test_look_ups_are_not_blocked_by_a_first_load(engine, session_factory, db_url):
+    """Mid first load, another connection reads the (still empty) directory at once: no lock
+    held by the import stops it (on PostgreSQL a DROP INDEX would, until the commit)."""
+    seen = []
+
+    async def resolve_elsewhere() -> int:
+        other = create_engine(db_url)
+        try:
+            async with other.connect() as c:
+                if c.dialect.name == "postgresql":
+                    await c.exec_driver_sql("SET lock_timeout = '2s'")
+                return (await c.execute(select(func.count()).select_from(NationalMailbox))).scalar_one()
+        finally:
+            await other.dispose()
+
+    def probe(_n: int) -> None:  # called mid-import, inside the open write transaction
+        with ThreadPoolExecutor(1) as pool:
+            seen.append(pool.submit(asyncio.run, resolve_elsewhere()).result())
+
+    (r,) = await import_files(engine, [MAILBOX_FILE], progress=probe)
+    assert r.added == 60 and seen and set(seen) == {0}
+    assert await _count(session_factory, NationalMailbox) == 60
 
 
 async def test_red_list_column(engine, session_factory, tmp_path):

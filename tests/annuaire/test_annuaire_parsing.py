@@ -26,6 +26,7 @@ def test_luhn_and_ids():
     assert idnat_ps_problem("0123456789") is None  # ADELI: no key check
     assert fold("  Côté-LEFÈVRE  Éric ") == "cote lefevre eric"
     assert fold("Œdipe Straße Ångström") == "oedipe strasse angstrom"
+    assert fold("𝓐𝓑 Ｃ") == "ab c"  # letters with no lower case of their own fold to capitals first
     assert idna_domain("Clinique-Sainte-Hélène.mssante.fr.") == "xn--clinique-sainte-hlne-61bu.mssante.fr"
 
 
