@@ -11,14 +11,7 @@ correct for anyone who sees that key, and the next change moves the key.
 
 Why: an IMAP session asks for its folder's list at SELECT and at most commands (FETCH,
 SEARCH, STORE, the sync after each), and a 10,000-message folder costs about 80 ms to read
-and build.
-
-When the state moved, the list held for the older state is brought up to date instead of
-read again (`Store._fresh_list`): the messages whose MODSEQ is above the old HIGHESTMODSEQ
-(new ones, and every flag or keyword change: each moves the message's MODSEQ, RFC 7162 3.1)
-replace or join theirs, and the UIDs expunged since (their tombstones in `vanished`, at the
-expunge's MODSEQ) leave. A flag changed by another worker process or node then costs a read
-of the changed rows, not of the whole folder. The cache is bounded by the number of messages it holds (least recently used
+and build. The cache is bounded by the number of messages it holds (least recently used
 folders go first), and holds metadata only: UIDs, MODSEQs, flags, dates and sizes, never
 content nor header values.
 """
@@ -50,29 +43,18 @@ class FolderCache:
         self._unseen: dict[int, int] = {}
         self.hits = 0
         self.misses = 0
-        #: Lists brought up to date from the changes since their state (`Store._fresh_list`).
-        self.deltas = 0
 
     def get(self, folder_id: int, mailbox: str, state: tuple[int, int]) -> tuple[MessageMeta, ...] | None:
-        """The list read under `state`, or None. A list of an older state stays (`base`):
-        the reader brings it up to date from the changes since, not from the whole folder."""
+        """The list read under `state`, or None (and the stale entry dropped)."""
         entry = self._entries.get(folder_id)
         if entry is None or entry[0] != mailbox or entry[1] != state:
-            if entry is not None and entry[0] != mailbox:
+            if entry is not None:
                 self._drop(folder_id)
             self.misses += 1
             return None
         self._entries.move_to_end(folder_id)
         self.hits += 1
         return entry[2]
-
-    def base(self, folder_id: int, mailbox: str) -> tuple[tuple[int, int], tuple[MessageMeta, ...]] | None:
-        """The list held for the folder whatever its state, with that state: what a reader
-        whose state moved updates with the messages changed since (`mss.store`)."""
-        entry = self._entries.get(folder_id)
-        if entry is None or entry[0] != mailbox:
-            return None
-        return entry[1], entry[2]
 
     def unseen(self, folder_id: int) -> int:
         """How many messages of the list held for the folder lack \\Seen (counted once per

@@ -456,7 +456,7 @@ class Store:
                 return None
             state = (row[0], row[1])
             if not self.folder_cache.holds(folder_id, mailbox, state):
-                self.folder_cache.put(folder_id, mailbox, state, await self._fresh_list(s, mailbox, folder_id, state))
+                self.folder_cache.put(folder_id, mailbox, state, await self._read_messages(s, mailbox, folder_id))
         return (row[0], row[1], row[2])
 
     def _changed(self, folder_id: int) -> None:
@@ -568,81 +568,34 @@ class Store:
             cached = self.folder_cache.get(folder_id, mailbox, state)
             if cached is not None:
                 return list(cached)
-            out = await self._fresh_list(s, mailbox, folder_id, state)
+            out = await self._read_messages(s, mailbox, folder_id)
         self.folder_cache.put(folder_id, mailbox, state, out)
         return out
 
-    async def _fresh_list(
-        self, s: AsyncSession, mailbox: str, folder_id: int, state: tuple[int, int]
-    ) -> list[MessageMeta]:
-        """The folder's list for `state` (read just before): the list held for an older state
-        brought up to date with what changed since its HIGHESTMODSEQ (`mss.folder_cache`),
-        else the whole folder. Read after the state row, so possibly newer than `state`,
-        which is what the cache allows (a list newer than its key)."""
-        base = self.folder_cache.base(folder_id, mailbox)
-        if base is None:
-            return await self._read_messages(s, mailbox, folder_id)
-        (base_uidnext, since), metas = base
-        if since > state[1] or base_uidnext > state[0]:  # not an older state of this folder
-            return await self._read_messages(s, mailbox, folder_id)
-        changed = await self._read_messages(s, mailbox, folder_id, since=since)
-        gone = set(
-            (await s.execute(select(Vanished.uid).where(Vanished.folder_id == folder_id, Vanished.modseq > since)))
-            .scalars()
-            .all()
-        )
-        self.folder_cache.deltas += 1
-        by_uid = {m.uid: m for m in changed}
-        out = [by_uid.pop(m.uid, m) for m in metas if m.uid not in gone]
-        if by_uid:  # new messages: UIDs above every one held, unless gone already
-            top = out[-1].uid if out else 0
-            new = [m for uid, m in sorted(by_uid.items()) if uid not in gone]
-            out.extend(new)
-            if new and new[0].uid < top:
-                out.sort(key=_meta_uid)
-        return out
-
-    async def _read_messages(
-        self, s: AsyncSession, mailbox: str, folder_id: int, *, since: int | None = None
-    ) -> list[MessageMeta]:
-        """The folder's messages in UID order; `since`: only those whose MODSEQ is above it."""
-        query = self._in_folder(
-            select(
-                Message.id,
-                Message.uid,
-                Message.modseq,
-                Message.internaldate,
-                Message.size,
-                *(getattr(Message, c) for c in SYSTEM_FLAGS.values()),
-            ),
-            mailbox,
-            folder_id,
-        )
-        if since is not None:
-            query = query.where(Message.modseq > since)
-        rows = (await s.execute(query.order_by(Message.uid))).all()
-        keywords = (
-            await self._folder_keywords(s, folder_id)
-            if since is None
-            else await self._message_keywords(s, [r[0] for r in rows])
-        )
+    async def _read_messages(self, s: AsyncSession, mailbox: str, folder_id: int) -> list[MessageMeta]:
+        rows = (
+            await s.execute(
+                self._in_folder(
+                    select(
+                        Message.id,
+                        Message.uid,
+                        Message.modseq,
+                        Message.internaldate,
+                        Message.size,
+                        *(getattr(Message, c) for c in SYSTEM_FLAGS.values()),
+                    ),
+                    mailbox,
+                    folder_id,
+                ).order_by(Message.uid)
+            )
+        ).all()
+        keywords = await self._folder_keywords(s, folder_id)
         # The hot loop of SELECT on a large folder: plain tuple unpacking, shared flag sets.
         out: list[MessageMeta] = []
         for mid, uid, modseq, when, size, f0, f1, f2, f3, f4 in rows:
             flags = _FLAG_SETS[f0 | f1 << 1 | f2 << 2 | f3 << 3 | f4 << 4]
             words = keywords.get(mid)
             out.append(MessageMeta(uid, modseq, flags.union(words) if words else flags, as_utc(when), size))
-        return out
-
-    @staticmethod
-    async def _message_keywords(s: AsyncSession, message_ids: list[int]) -> dict[int, list[str]]:
-        out: dict[int, list[str]] = {}
-        for chunk in _chunks(message_ids, 500):
-            rows = await s.execute(
-                select(MessageKeyword.message_id, MessageKeyword.keyword).where(MessageKeyword.message_id.in_(chunk))
-            )
-            for mid, word in rows.all():
-                out.setdefault(mid, []).append(word)
         return out
 
     @staticmethod
