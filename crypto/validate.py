@@ -270,6 +270,9 @@ class CertificateValidator:
         self.accept_cache_s = accept_cache_s
         self.accept_cache_max = accept_cache_max
         self._accepted: OrderedDict[tuple[bytes, str], _Accepted] = OrderedDict()
+        #: Moves at every CRL reload: an answer computed with the CRLs of an older generation
+        #: (the reload ran in another thread meanwhile) is never remembered.
+        self._generation = 0
         self.crl_files: list[Path | str] = [p if is_url(p) else Path(p) for p in crl_files]
         self.crl_max_age = crl_max_age
         self.fail_closed_on_stale_crl = fail_closed_on_stale_crl
@@ -305,6 +308,7 @@ class CertificateValidator:
         with self._lock:
             self._crls = loaded
             self._accepted.clear()
+            self._generation += 1
         if failures:
             raise ValueError("cannot load CRL " + "; ".join(failures))
 
@@ -491,8 +495,10 @@ class CertificateValidator:
         # Only "now" and the peer's leaf alone are remembered (`accept_cache_s`).
         key = (_fingerprint(leaf), usage) if self.accept_cache_s > 0 and at is None and not chain else None
         at = as_utc(at) if at is not None else datetime.now(UTC)
+        generation = -1
         if key is not None:
             with self._lock:
+                generation = self._generation
                 hit = self._accepted.get(key)
                 if hit is not None and at < hit.until:
                     self._accepted.move_to_end(key)
@@ -518,6 +524,8 @@ class CertificateValidator:
                 *(c.not_valid_after_utc for c in path),
             )
             with self._lock:
+                if generation != self._generation:  # the CRLs changed while this ran
+                    return leaf
                 self._accepted[key] = _Accepted(leaf, until)
                 while len(self._accepted) > self.accept_cache_max:
                     self._accepted.popitem(last=False)

@@ -110,3 +110,25 @@ def test_the_memory_is_bounded(pki, tmp_path):
     for leaf in leaves:
         v.validate(leaf.cert)
     assert len(v._accepted) == 2
+
+
+def test_an_answer_computed_across_a_crl_reload_is_not_remembered(pki, tmp_path):
+    """The reload runs in another thread: a validation that read the old CRLs and ends after
+    the reload must not leave its (old) acceptance behind for the revoked certificate."""
+    v, crl_dir = _validator(pki, tmp_path)
+    leaf = pki.issue_org("1209270651", "CLINIQUE", "APP")
+    pki.revoke(leaf.cert)
+    pki.write_crls(crl_dir)
+    opinion = v._second_opinion
+
+    def reload_meanwhile(path, at):
+        v._second_opinion = opinion  # type: ignore[method-assign]
+        v.reload_crls()  # the revocation arrives after the old CRLs were read
+        return opinion(path, at)
+
+    v._second_opinion = reload_meanwhile  # type: ignore[method-assign]
+    assert v.validate(leaf.cert) == leaf.cert  # answered from the CRLs it started with
+    assert not v._accepted
+    with pytest.raises(CertificateRejected) as exc:
+        v.validate(leaf.cert)
+    assert exc.value.reason == "revoked"
