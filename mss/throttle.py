@@ -58,6 +58,12 @@ _MAX_KEYS = 8  # a request names a handful of keys, never more
 _PURGE_BATCH = 500
 
 
+def utc_now() -> datetime:
+    """The throttle's clock: one name, so that a test can hold time still (a back-off window
+    of 1 s must not run out between two attempts of a slow test machine)."""
+    return datetime.now(UTC)
+
+
 def backoff_s(failures: int, free: int, cap: int) -> int:
     """Seconds to wait after `failures` failures: 0 for the free ones, then 1, 2, 4... s,
     at most `cap`."""
@@ -151,7 +157,7 @@ class Throttle:
         names = _keys(keys)
         if not names:
             return 0.0
-        now = now or datetime.now(UTC)
+        now = now or utc_now()
         cutoff = now - FORGET_AFTER
         async with self._sessions() as s, s.begin():
             insert = insert_for(s)
@@ -201,7 +207,7 @@ class Throttle:
         names = _keys(keys)
         if not names:
             return 0.0
-        now = now or datetime.now(UTC)
+        now = now or utc_now()
         async with self._sessions() as s:
             rows = (
                 await s.execute(select(ThrottleCounter.blocked_until).where(ThrottleCounter.key.in_(names)))
@@ -213,7 +219,7 @@ class Throttle:
         """Count one failure under each key; its back-off starts now. Atomic per key (an
         upsert that increments in SQL), so concurrent failures on two nodes both count."""
         names = _keys(keys)
-        now = now or datetime.now(UTC)
+        now = now or utc_now()
         cutoff = now - FORGET_AFTER
         async with self._sessions() as s, s.begin():
             insert = insert_for(s)

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from support import run_alembic
 from test_patients import CLIENT, PASSWORD, ins, patient_inbox, professional, send
 
+import mss.throttle
 from crypto.patient import normalise_activation_code
 from mss.core import Core
 from mss.portal import BAD_ACTIVATION, BAD_CODE, BAD_LOGIN, EXPIRED_ACTIVATION, CorePortal, build_answer, clean_subject
@@ -250,10 +251,14 @@ async def test_throttle_backs_off_exponentially_per_key_and_resets_on_success(co
     assert longest <= 255
 
 
-async def test_parallel_guesses_cannot_pass_the_throttle_together(core):
+async def test_parallel_guesses_cannot_pass_the_throttle_together(core, monkeypatch):
     """Each attempt is reserved before its secret is checked: of 40 attempts sent at once,
     only the free ones and one more go through; a success refunds its reservation on the
-    keys it does not reset, and account-wide and address keys have their own allowance."""
+    keys it does not reset, and account-wide and address keys have their own allowance.
+    Time stands still: the first back-off is 1 s, which a loaded machine can spend between
+    two attempts (CI once let an eighth through)."""
+    frozen = datetime.now(UTC)
+    monkeypatch.setattr(mss.throttle, "utc_now", lambda: frozen)
     portal = core.portal
     core.settings.portal.account_free_failures = 3
     core.settings.portal.account_wide_free_failures = 10
