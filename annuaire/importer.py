@@ -812,6 +812,52 @@ def _key_reader(layout: _Layout, parser: _Parser, state: dict) -> Callable[[byte
     return activity_key
 
 
+def _checked_fields(
+    n: int, raw_line: bytes, state: dict, parser: _Parser, layout: _Layout, report: ImportReport
+) -> list[str] | None:
+    """The fields of line `n`, counted as read; None for a blank line, and for a line too long
+    or with the wrong number of fields (rejected in `report`). One definition for the re-import
+    and the first load, so that both reject the same lines the same way."""
+    text = _text(raw_line, state)
+    if not text or text.isspace():
+        return None
+    report.rows_read += 1
+    if text is LINE_TOO_LONG:
+        report.reject(n, "line_too_long", f"longer than {MAX_LINE} octets")
+        return None
+    parts = parser.fields(text)
+    if parts is None:
+        report.reject(n, "field_count", f"{text.count('|') + 1} fields, header has {layout.width}")
+    return parts
+
+
+def _set_aside(
+    n: int,
+    raw: list[str],
+    k: str,
+    parser: _Parser,
+    report: ImportReport,
+    dup_lines: dict[str, list[int]],
+    dup_raw: dict[str, tuple[int, list[str]]],
+    mailbox: bool,
+) -> bool:
+    """True when line `n` is not a row of its own: a copy of a duplicated key (merged into
+    `dup_raw`, or rejected alone: a bad copy does not spoil the good one), or a mailbox line
+    without an address (rejected)."""
+    if k in dup_lines:
+        r, reason, detail = parser.values(raw, 0, k)
+        if r is None:
+            report.reject(n, reason, detail)
+            return True
+        prev = dup_raw.get(k)
+        dup_raw[k] = (n, raw) if prev is None else (prev[0], parser.merge(prev[1], raw))
+        return True
+    if mailbox and (not k or "@" not in k):
+        report.reject(n, "bad_address", k)
+        return True
+    return False
+
+
 async def _import_source(
     conn: AsyncConnection, src: _Source, progress: ProgressFn | None, worker: LoadWorker | None = None
 ) -> ImportReport:
@@ -951,30 +997,14 @@ async def _import_source(
             await writer.change(r)
 
     try:
+        mailbox = layout.kind == MAILBOX
         for n, raw_line in _todo_lines(src, todo, todo_lines):
-            text = _text(raw_line, state)
-            if not text or text.isspace():
-                continue
-            report.rows_read += 1
-            if text is LINE_TOO_LONG:
-                report.reject(n, "line_too_long", f"longer than {MAX_LINE} octets")
-                continue
-            parts = parser.fields(text)
+            parts = _checked_fields(n, raw_line, state, parser, layout, report)
             if parts is None:
-                report.reject(n, "field_count", f"{text.count('|') + 1} fields, header has {layout.width}")
                 continue
             raw = parser.raw(parts)
             k = parser.key(raw)
-            if k in dup_lines:
-                r, reason, detail = parser.values(raw, 0, k)
-                if r is None:  # a bad copy does not spoil the good one
-                    report.reject(n, reason, detail)
-                    continue
-                prev = dup_raw.get(k)
-                dup_raw[k] = (n, raw) if prev is None else (prev[0], parser.merge(prev[1], raw))
-                continue
-            if layout.kind == MAILBOX and (not k or "@" not in k):
-                report.reject(n, "bad_address", k)
+            if _set_aside(n, raw, k, parser, report, dup_lines, dup_raw, mailbox):
                 continue
             await apply(n, raw, k, _line_hash(raw_line))
         for k, (n, raw) in dup_raw.items():
@@ -1147,29 +1177,12 @@ def _first_load_rows(
             parts[-1] = ""  # what `fields` appends: the value of a missing column
             report.rows_read += 1
         else:
-            text = _text(raw_line, state)
-            if not text or text.isspace():
-                continue
-            report.rows_read += 1
-            if text is LINE_TOO_LONG:
-                report.reject(n, "line_too_long", f"longer than {MAX_LINE} octets")
-                continue
-            parts = parser.fields(text)
+            parts = _checked_fields(n, raw_line, state, parser, layout, report)
             if parts is None:
-                report.reject(n, "field_count", f"{text.count('|') + 1} fields, header has {layout.width}")
                 continue
         raw = parser.raw(parts)
         k = parser.key(raw)
-        if k in dup_lines:
-            r, reason, detail = parser.values(raw, 0, k)
-            if r is None:  # a bad copy does not spoil the good one
-                report.reject(n, reason, detail)
-                continue
-            prev = dup_raw.get(k)
-            dup_raw[k] = (n, raw) if prev is None else (prev[0], parser.merge(prev[1], raw))
-            continue
-        if mailbox and (not k or "@" not in k):
-            report.reject(n, "bad_address", k)
+        if _set_aside(n, raw, k, parser, report, dup_lines, dup_raw, mailbox):
             continue
         r, reason, detail = parser.values(raw, _line_hash(raw_line), k)
         if r is None:
