@@ -1,5 +1,5 @@
 """The message lists of recently read folders, kept per process and keyed by the folder's
-(UIDNEXT, HIGHESTMODSEQ).
+(UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ) (`ListState`).
 
 Every change to a folder's messages (delivery, copy, flag, keyword, expunge) moves one of
 the two counters in the transaction that makes it (RFC 7162 3.1.1; `mss.store`), so a list
@@ -14,6 +14,20 @@ SEARCH, STORE, the sync after each), and a 10,000-message folder costs about 80 
 and build. The cache is bounded by the number of messages it holds (least recently used
 folders go first), and holds metadata only: UIDs, MODSEQs, flags, dates and sizes, never
 content nor header values.
+
+UIDVALIDITY is in the key because a folder id alone does not name one folder for ever: SQLite
+gives a new row the highest id plus one, so a folder deleted last and a folder created after
+it share an id, and their counters can meet (three messages each: UIDNEXT 4, HIGHESTMODSEQ 3).
+Every folder of a mailbox gets a UIDVALIDITY of its own (`mss.store`, RFC 3501 2.3.1.1), so
+a list never serves, nor is brought up to date for, the folder that took its id.
+
+When the state moved, the list held for an older state of the same folder is brought up to
+date instead of read again (`mss.store.Store._fresh_list`): the messages whose MODSEQ is
+above the old HIGHESTMODSEQ (new ones, and every flag or keyword change: each moves the
+message's MODSEQ, RFC 7162 3.1) replace or join theirs, and the UIDs expunged since (their
+tombstones in `vanished`, at the expunge's MODSEQ, deleted only with the folder) leave. A
+flag changed by another worker process or node then costs a read of the changed rows, not of
+the whole folder.
 """
 
 from __future__ import annotations
@@ -21,10 +35,11 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from mss.records import MessageMeta
 
-__all__ = ["FolderCache"]
+__all__ = ["FolderCache", "ListState"]
 
 #: Messages kept, all folders together: about 200 bytes each, so 40 MB at most by default.
 DEFAULT_MAX_MESSAGES = 200_000
@@ -34,27 +49,46 @@ def _uid(m: MessageMeta) -> int:
     return m.uid
 
 
+class ListState(NamedTuple):
+    """The folder row's counters a list was read under (see the module's docstring)."""
+
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+
+
 class FolderCache:
     def __init__(self, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
         self.max_messages = max_messages
-        self._entries: OrderedDict[int, tuple[str, tuple[int, int], tuple[MessageMeta, ...]]] = OrderedDict()
+        self._entries: OrderedDict[int, tuple[str, ListState, tuple[MessageMeta, ...]]] = OrderedDict()
         self._held = 0
         #: Unseen counts of the lists held, computed on demand (`unseen`).
         self._unseen: dict[int, int] = {}
         self.hits = 0
         self.misses = 0
+        #: Lists brought up to date from the changes since their state (`Store._fresh_list`).
+        self.deltas = 0
 
-    def get(self, folder_id: int, mailbox: str, state: tuple[int, int]) -> tuple[MessageMeta, ...] | None:
-        """The list read under `state`, or None (and the stale entry dropped)."""
+    def get(self, folder_id: int, mailbox: str, state: ListState) -> tuple[MessageMeta, ...] | None:
+        """The list read under `state`, or None. The list of another state of the folder
+        stays (`base`): a reader brings it up to date from the changes since."""
         entry = self._entries.get(folder_id)
         if entry is None or entry[0] != mailbox or entry[1] != state:
-            if entry is not None:
+            if entry is not None and entry[0] != mailbox:
                 self._drop(folder_id)
             self.misses += 1
             return None
         self._entries.move_to_end(folder_id)
         self.hits += 1
         return entry[2]
+
+    def base(self, folder_id: int, mailbox: str, uidvalidity: int) -> tuple[ListState, tuple[MessageMeta, ...]] | None:
+        """The list held for this folder (same mailbox, same UIDVALIDITY) whatever its state,
+        with that state: what a reader whose state moved brings up to date (`mss.store`)."""
+        entry = self._entries.get(folder_id)
+        if entry is None or entry[0] != mailbox or entry[1].uidvalidity != uidvalidity:
+            return None
+        return entry[1], entry[2]
 
     def unseen(self, folder_id: int) -> int:
         """How many messages of the list held for the folder lack \\Seen (counted once per
@@ -67,12 +101,12 @@ class FolderCache:
             n = self._unseen[folder_id] = sum(1 for m in entry[2] if "\\Seen" not in m.flags)
         return n
 
-    def holds(self, folder_id: int, mailbox: str, state: tuple[int, int]) -> bool:
+    def holds(self, folder_id: int, mailbox: str, state: ListState) -> bool:
         """Whether the list read under `state` is here (not counted as a hit or a miss)."""
         entry = self._entries.get(folder_id)
         return entry is not None and entry[0] == mailbox and entry[1] == state
 
-    def put(self, folder_id: int, mailbox: str, state: tuple[int, int], metas: Sequence[MessageMeta]) -> None:
+    def put(self, folder_id: int, mailbox: str, state: ListState, metas: Sequence[MessageMeta]) -> None:
         if len(metas) > self.max_messages:
             return
         self._drop(folder_id)
@@ -86,8 +120,8 @@ class FolderCache:
         self,
         folder_id: int,
         mailbox: str,
-        before: tuple[int, int],
-        after: tuple[int, int],
+        before: ListState,
+        after: ListState,
         changed: Sequence[MessageMeta],
     ) -> bool:
         """A write of this process moved the folder from `before` to `after`, changing the
@@ -99,7 +133,7 @@ class FolderCache:
         if entry is None or entry[0] != mailbox or entry[1] != before:
             return False
         metas = list(entry[2])
-        if metas and max(m.modseq for m in metas) > before[1]:
+        if metas and max(m.modseq for m in metas) > before.highestmodseq:
             return False
         for m in changed:
             i = bisect_left(metas, m.uid, key=_uid)

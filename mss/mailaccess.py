@@ -31,6 +31,7 @@ from time import monotonic
 from crypto.rfc5322 import to_crlf
 from mss import services
 from mss.events import FolderWatch
+from mss.folder_cache import ListState
 from mss.message import parse_message_async
 from mss.principal import Principal
 from mss.records import FlagMode, FolderInfo, MessageMeta, NewMessage, OuterHeaders, Quota, StoredRef
@@ -185,7 +186,7 @@ class Handle:
 
     async def messages(self, folder: FolderInfo, known: FolderState | None = None) -> list[MessageMeta]:
         await self._check("r")
-        at = (known.uidnext, known.highestmodseq) if known is not None else None
+        at = ListState(folder.uidvalidity, known.uidnext, known.highestmodseq) if known is not None else None
         return await self._store.messages(self._address, self._own(folder), at, **self._as_reader)
 
     async def headers(self, folder: FolderInfo, uids: Sequence[int]) -> dict[int, OuterHeaders]:

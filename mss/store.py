@@ -39,7 +39,7 @@ from mss.db.models import (
     Vanished,
 )
 from mss.events import Events
-from mss.folder_cache import FolderCache
+from mss.folder_cache import FolderCache, ListState
 from mss.records import (
     DELIMITER,
     FlagMode,
@@ -245,7 +245,7 @@ class Store:
         #: Message list reads in flight, by the state their callers knew (`messages`).
         self._list_reads: dict[tuple[str, int, tuple[int, int]], asyncio.Future[list[MessageMeta]]] = {}
         #: Members' own \\Seen UIDs by (folder, member), under the folder's state (`_seen_set`).
-        self._seen_sets: OrderedDict[tuple[int, str], tuple[tuple[int, int], frozenset[int]]] = OrderedDict()
+        self._seen_sets: OrderedDict[tuple[int, str], tuple[ListState, frozenset[int]]] = OrderedDict()
         #: How many UIDs `_seen_sets` holds in all (bounded by `SEEN_UIDS`).
         self._seen_uids = 0
         #: \\Recent claims in flight (`claim_recent`).
@@ -301,7 +301,7 @@ class Store:
             ).scalar_one_or_none()
             if f is None:
                 return None
-            cached = self.folder_cache.get(f.id, f.mailbox, (f.uidnext, f.highestmodseq))
+            cached = self.folder_cache.get(f.id, f.mailbox, ListState(f.uidvalidity, f.uidnext, f.highestmodseq))
             if cached is not None:  # counted in memory: no scan of the folder's rows
                 unseen = self.folder_cache.unseen(f.id)
                 recent = len(cached) - bisect_left(cached, f.recent_uid, key=_meta_uid)  # in UID order
@@ -447,16 +447,16 @@ class Store:
         async with self.sessions() as s:
             row = (
                 await s.execute(
-                    select(Folder.uidnext, Folder.highestmodseq, Folder.recent_uid).where(
+                    select(Folder.uidnext, Folder.highestmodseq, Folder.recent_uid, Folder.uidvalidity).where(
                         Folder.id == folder_id, Folder.mailbox == mailbox
                     )
                 )
             ).first()
             if row is None:
                 return None
-            state = (row[0], row[1])
+            state = ListState(row[3], row[0], row[1])
             if not self.folder_cache.holds(folder_id, mailbox, state):
-                self.folder_cache.put(folder_id, mailbox, state, await self._read_messages(s, mailbox, folder_id))
+                self.folder_cache.put(folder_id, mailbox, state, await self._fresh_list(s, mailbox, folder_id, state))
         return (row[0], row[1], row[2])
 
     def _changed(self, folder_id: int) -> None:
@@ -472,12 +472,13 @@ class Store:
         )
 
     async def messages(
-        self, mailbox: str, folder_id: int, known_state: tuple[int, int] | None = None, reader: str | None = None
+        self, mailbox: str, folder_id: int, known_state: ListState | None = None, reader: str | None = None
     ) -> list[MessageMeta]:
         """Every message of the folder in UID order (their sequence numbers are 1..n): from
         the folder cache when the folder's state has not moved since it was read.
-        `known_state` is the (UIDNEXT, HIGHESTMODSEQ) the caller has just read
-        (`folder_state`): when the cache holds the list for it, no read at all.
+        `known_state` is the folder's UIDVALIDITY with the (UIDNEXT, HIGHESTMODSEQ) the
+        caller has just read (`folder_state`): when the cache holds the list for it, no read
+        at all.
 
         `reader`: a member of a shared mailbox, whose own \\Seen replaces the mailbox-wide
         one (RFC 4314 4). Laid over the cached list (one indexed read of the member's
@@ -498,14 +499,14 @@ class Store:
         async with self.sessions() as s:
             row = (
                 await s.execute(
-                    select(Folder.uidnext, Folder.highestmodseq).where(
+                    select(Folder.uidvalidity, Folder.uidnext, Folder.highestmodseq).where(
                         Folder.id == folder_id, Folder.mailbox == mailbox
                     )
                 )
             ).first()
             if row is None:
                 return frozenset()
-            state = (row[0], row[1])
+            state = ListState(*row)
             key = (folder_id, reader)
             hit = self._seen_sets.get(key)
             if hit is not None and hit[0] == state:
@@ -534,9 +535,7 @@ class Store:
             out.update((await s.execute(q.where(MessageSeen.uid.in_(chunk)))).scalars())
         return out
 
-    async def _messages(
-        self, mailbox: str, folder_id: int, known_state: tuple[int, int] | None = None
-    ) -> list[MessageMeta]:
+    async def _messages(self, mailbox: str, folder_id: int, known_state: ListState | None = None) -> list[MessageMeta]:
         mailbox = mailbox.lower()
         if known_state is None:
             return await self._load_messages(mailbox, folder_id)
@@ -557,39 +556,75 @@ class Store:
         async with self.sessions() as s:
             row = (
                 await s.execute(
-                    select(Folder.uidnext, Folder.highestmodseq).where(
+                    select(Folder.uidvalidity, Folder.uidnext, Folder.highestmodseq).where(
                         Folder.id == folder_id, Folder.mailbox == mailbox
                     )
                 )
             ).first()
             if row is None:
                 return []
-            state = (row[0], row[1])
+            state = ListState(*row)
             cached = self.folder_cache.get(folder_id, mailbox, state)
             if cached is not None:
                 return list(cached)
-            out = await self._read_messages(s, mailbox, folder_id)
+            out = await self._fresh_list(s, mailbox, folder_id, state)
         self.folder_cache.put(folder_id, mailbox, state, out)
         return out
 
-    async def _read_messages(self, s: AsyncSession, mailbox: str, folder_id: int) -> list[MessageMeta]:
-        rows = (
-            await s.execute(
-                self._in_folder(
-                    select(
-                        Message.id,
-                        Message.uid,
-                        Message.modseq,
-                        Message.internaldate,
-                        Message.size,
-                        *(getattr(Message, c) for c in SYSTEM_FLAGS.values()),
-                    ),
-                    mailbox,
-                    folder_id,
-                ).order_by(Message.uid)
-            )
-        ).all()
-        keywords = await self._folder_keywords(s, folder_id)
+    async def _fresh_list(self, s: AsyncSession, mailbox: str, folder_id: int, state: ListState) -> list[MessageMeta]:
+        """The folder's list for `state` (read just before, in this session): the list held
+        for an older state of the same folder brought up to date with what changed since
+        its HIGHESTMODSEQ (`mss.folder_cache`), else the whole folder. Read after the state
+        row, so possibly newer than `state`, which the cache allows (a list newer than its
+        key is correct for whoever sees the key; the next change moves it)."""
+        base = self.folder_cache.base(folder_id, mailbox, state.uidvalidity)
+        if base is None:
+            return await self._read_messages(s, mailbox, folder_id)
+        held, metas = base
+        if held.highestmodseq > state.highestmodseq or held.uidnext > state.uidnext:  # not older
+            return await self._read_messages(s, mailbox, folder_id)
+        since = held.highestmodseq
+        changed = await self._read_messages(s, mailbox, folder_id, since=since)
+        gone = set(
+            (await s.execute(select(Vanished.uid).where(Vanished.folder_id == folder_id, Vanished.modseq > since)))
+            .scalars()
+            .all()
+        )
+        self.folder_cache.deltas += 1
+        by_uid = {m.uid: m for m in changed}
+        out = [by_uid.pop(m.uid, m) for m in metas if m.uid not in gone]
+        if by_uid:  # new messages (UIDs above every one held), unless expunged already
+            top = out[-1].uid if out else 0
+            new = [m for uid, m in sorted(by_uid.items()) if uid not in gone]
+            out.extend(new)
+            if new and new[0].uid < top:  # never by UIDs (RFC 3501 2.3.1.1), but stay sorted
+                out.sort(key=_meta_uid)
+        return out
+
+    async def _read_messages(
+        self, s: AsyncSession, mailbox: str, folder_id: int, *, since: int | None = None
+    ) -> list[MessageMeta]:
+        """The folder's messages in UID order; `since`: only those whose MODSEQ is above it."""
+        query = self._in_folder(
+            select(
+                Message.id,
+                Message.uid,
+                Message.modseq,
+                Message.internaldate,
+                Message.size,
+                *(getattr(Message, c) for c in SYSTEM_FLAGS.values()),
+            ),
+            mailbox,
+            folder_id,
+        )
+        if since is not None:
+            query = query.where(Message.modseq > since)
+        rows = (await s.execute(query.order_by(Message.uid))).all()
+        keywords = (
+            await self._folder_keywords(s, folder_id)
+            if since is None
+            else await self._keywords_of(s, [r[0] for r in rows])
+        )
         # The hot loop of SELECT on a large folder: plain tuple unpacking, shared flag sets.
         out: list[MessageMeta] = []
         for mid, uid, modseq, when, size, f0, f1, f2, f3, f4 in rows:
@@ -1016,8 +1051,12 @@ class Store:
             n = sum(1 for *_, changed in changes if changed)
             modseq = (await self._bump_modseq(s, folder_id, n)) if n else 0
             if n:  # the folder's state around this write, for the folder cache (`advance`)
-                uidnext = (await s.execute(select(Folder.uidnext).where(Folder.id == folder_id))).scalar_one()
-                moved.append(((uidnext, modseq - 1), (uidnext, modseq + n - 1)))
+                uidvalidity, uidnext = (
+                    await s.execute(select(Folder.uidvalidity, Folder.uidnext).where(Folder.id == folder_id))
+                ).one()
+                moved.append(
+                    (ListState(uidvalidity, uidnext, modseq - 1), ListState(uidvalidity, uidnext, modseq + n - 1))
+                )
             updates: list[dict[str, object]] = []
             added: list[dict[str, object]] = []
             removed: list[tuple[int, str]] = []
@@ -1063,7 +1102,7 @@ class Store:
                 )
             return (result, modified), (folder_id,) if n else ()
 
-        moved: list[tuple[tuple[int, int], tuple[int, int]]] = []
+        moved: list[tuple[ListState, ListState]] = []
         shared: list[MessageMeta] = []
         result, modified = await self.commit.run(
             Locks(mailbox.lower(), frozenset({folder_id})), run, alone=len(targets) > BULK
