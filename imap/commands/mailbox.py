@@ -63,8 +63,16 @@ async def select(session: Session, cmd: Select) -> list[Response]:
             return [no(cmd.tag, f'No right to read {cmd.mailbox} (RFC 4314 "r")', "NOPERM")]
         rev2 = session.imap4rev2
         # RFC 3501 2.3.2: SELECT takes the folder's recent messages for this session (claimed
-        # before the list is read, so each goes to one session); EXAMINE only looks.
-        claimed = None if cmd.readonly or rev2 else await box.claim_recent(info)
+        # before the list is read, so each goes to one session); EXAMINE only looks. When the
+        # folder row just read shows nothing unclaimed, no claim: a claim is a write through
+        # the group committer, and most SELECTs find nothing new. A message landing after
+        # that read is claimed by the next sync (`Session.sync`: UIDNEXT above `claimed_upto`).
+        if cmd.readonly or rev2:
+            claimed = None
+        elif info.recent_uid < info.uidnext:
+            claimed = await box.claim_recent(info)
+        else:
+            claimed = (info.uidnext, info.uidnext)
         metas = await box.messages(info)
         list_line = await _list_line(session, info) if rev2 else None
         resync = cmd.qresync if cmd.qresync is not None and cmd.qresync.uidvalidity == info.uidvalidity else None

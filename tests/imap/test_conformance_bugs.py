@@ -168,6 +168,25 @@ async def test_recent_belongs_to_the_first_session_that_selects(alice, make_sess
     assert "RECENT 0" in await other.line("s2 STATUS INBOX (RECENT)")
 
 
+async def test_a_select_with_nothing_new_to_claim_writes_nothing(alice, make_session, core) -> None:
+    """The claim of \\Recent is a write transaction: a SELECT whose folder shows nothing
+    unclaimed makes none, and a message arriving after it is still recent to it."""
+    await _append(alice, MSG)
+    assert "* 1 RECENT" in await alice.line("s SELECT INBOX")
+    other = make_session()
+    assert "a0 OK" in await other.line("a0 AUTHENTICATE EXTERNAL =")
+    commits = core.store.commit.commits
+    out = await other.line("s SELECT INBOX")
+    assert "* 1 EXISTS" in out and "* 0 RECENT" in out, out
+    assert core.store.commit.commits == commits
+    writer = make_session()
+    assert "a0 OK" in await writer.line("a0 AUTHENTICATE EXTERNAL =")
+    await _append(writer, PLAIN_MSG)
+    out = await other.line("n NOOP")
+    assert "* 2 EXISTS" in out and "* 1 RECENT" in out, out
+    assert "\\Recent" in await other.line("f FETCH 2 FLAGS")
+
+
 async def test_a_message_arriving_is_recent_to_the_session_that_has_the_folder_selected(alice, make_session) -> None:
     assert "s OK" in await alice.line("s SELECT INBOX")
     writer = make_session()
