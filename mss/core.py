@@ -38,6 +38,7 @@ from mss.store import Store
 from mss.throttle import Throttle
 from mss.tls import server_context
 from mss.worker_events import WorkerEvents
+from mss.worker_metrics import WorkerRegistries
 from mss.write_gate import ProcessWriteGate, sqlite_gate_path
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ class Core:
     cluster_task: asyncio.Task | None = field(default=None, repr=False)
     #: Folder-change events to and from this node's other worker processes, on SQLite.
     worker_events: WorkerEvents | None = field(default=None, repr=False)
+    #: With several worker processes: this worker's metrics socket, and `/metrics` for all.
+    worker_metrics: WorkerRegistries | None = field(default=None, repr=False)
+    metrics_task: asyncio.Task | None = field(default=None, repr=False)
     #: `mss.services.Credentials` over `auth`: what the front ends authenticate with.
     credentials: CoreCredentials = field(init=False, repr=False)
     #: `mss.services.Directory`: the published directory the web front end shows.
@@ -165,6 +169,16 @@ class Core:
         if worker is not None and worker.bus is not None and self.engine.dialect.name != "postgresql":
             self.start_worker_events(worker.bus.receiving(worker.index), worker.bus.peers(worker.index))
         self.start_relay(worker)
+        if worker is not None and worker.metrics_dir is not None and self.worker_metrics is None:
+            self.worker_metrics = WorkerRegistries(worker.metrics_dir, worker.index, worker.count)
+            self.metrics_task = asyncio.get_running_loop().create_task(self.worker_metrics.start(), name="metrics")
+
+    async def metrics_exposition(self) -> bytes:
+        """The node's Prometheus metrics: this process's registry, or, with several worker
+        processes, every worker's, labelled by worker (`mss.worker_metrics`)."""
+        if self.worker_metrics is not None:
+            return await self.worker_metrics.exposition()
+        return metrics.exposition()
 
     def start_worker_events(self, receiving: socket.socket, peers: list[socket.socket]) -> None:
         """On SQLite with several workers: folder changes to and from the sibling workers
@@ -228,6 +242,15 @@ class Core:
         if self.worker_events is not None:
             self.worker_events.close()
             self.worker_events = None
+        if self.metrics_task is not None:
+            try:
+                await self.metrics_task
+            except Exception:
+                log.exception("the metrics socket could not be opened")
+            self.metrics_task = None
+        if self.worker_metrics is not None:
+            await self.worker_metrics.close()
+            self.worker_metrics = None
         if self.cluster_task is not None:
             self.cluster_task.cancel()
             try:

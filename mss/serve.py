@@ -17,8 +17,10 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
+import tempfile
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -304,6 +306,7 @@ def supervise(settings: Settings, count: int, *, on_ready: Callable[[dict[str, i
         )
     held = reserve_ports(settings, lambda name, exc: listener_error(settings, name, exc))
     bus = WorkerBus(count) if is_sqlite(url) else None
+    metrics_dir = Path(tempfile.mkdtemp(prefix="mss-metrics-"))  # mode 0700: the node's user only
     ports = settings.listen.ports()
 
     def work(slot: WorkerSlot, ready: Callable[[], None]) -> int:
@@ -323,7 +326,7 @@ def supervise(settings: Settings, count: int, *, on_ready: Callable[[dict[str, i
         if on_ready is not None:
             on_ready(ports)
 
-    supervisor = Supervisor(settings, count, work, bus=bus, on_ready=announce)
+    supervisor = Supervisor(settings, count, work, bus=bus, metrics_dir=metrics_dir, on_ready=announce)
     try:
         supervisor.run()
     except WorkerFailed as exc:
@@ -333,4 +336,5 @@ def supervise(settings: Settings, count: int, *, on_ready: Callable[[dict[str, i
             sock.close()
         if bus is not None:
             bus.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("stopped")

@@ -603,6 +603,11 @@ class WebServices(Protocol):
     @property
     def portal(self) -> PatientPortal: ...
 
+    async def metrics_exposition(self) -> bytes:
+        """The node's Prometheus metrics in the text format (`GET /metrics`): with several
+        worker processes, every worker's, whichever worker takes the scrape."""
+        ...
+
 
 # -- the patient portal ---------------------------------------------------------------------
 

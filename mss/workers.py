@@ -21,6 +21,8 @@ What the supervisor does, and only that:
 - on SQLite it makes the workers' event bus (`mss.worker_events`) before forking, so an IDLE
   session on one worker sees what another delivered; on PostgreSQL each worker uses
   LISTEN/NOTIFY as a node would (`mss.cluster_events`);
+- it makes a private folder (mode 0700) where each worker answers for its metrics on a Unix
+  socket, so a scrape of `/metrics` taken by any worker shows them all (`mss.worker_metrics`);
 - it starts worker 1 alone (it runs the migrations), then the others, and logs `ready` once
   every worker is serving;
 - a worker that dies is started again (a crash loop, more than `MAX_RESTARTS` within
@@ -33,7 +35,7 @@ What the supervisor does, and only that:
 Only the first worker runs the patient notifier (once per node, as with one process); each
 worker runs a relay worker with a lease owner of its own (`Core.start_background`). Each
 worker has its own connection caps (`[limits]` apply per worker), its own memory of refused
-recipients and its own `/metrics` counters.
+recipients; `/metrics` shows every worker's counters, labelled by worker.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mss.config import Settings
 from mss.worker_events import WorkerBus
@@ -70,11 +73,13 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 @dataclass(frozen=True)
 class WorkerSlot:
     """What a worker knows of its place: its index (0 is the first) and the count; `bus`,
-    on SQLite, reaches its siblings (`mss.worker_events`)."""
+    on SQLite, reaches its siblings (`mss.worker_events`); `metrics_dir` holds the workers'
+    metrics sockets (`mss.worker_metrics`)."""
 
     index: int
     count: int
     bus: WorkerBus | None = None
+    metrics_dir: Path | None = None
 
     @property
     def primary(self) -> bool:
@@ -160,6 +165,7 @@ class Supervisor:
         work: Callable[[WorkerSlot, Callable[[], None]], int],
         *,
         bus: WorkerBus | None = None,
+        metrics_dir: Path | None = None,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -169,7 +175,7 @@ class Supervisor:
         self._work = work
         self._bus = bus
         self._on_ready = on_ready
-        self._workers = [_Worker(WorkerSlot(i, count, bus)) for i in range(count)]
+        self._workers = [_Worker(WorkerSlot(i, count, bus, metrics_dir)) for i in range(count)]
         self._stopping = False
         self._announced = False
         self._ready_r, self._ready_w = os.pipe()

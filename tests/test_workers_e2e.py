@@ -20,11 +20,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mail import RawImap, imap_login, send
+from prometheus_client.parser import text_string_to_metric_families
 from support import ROOT, Deployment, ServerProcess, backends, make_deployment, start_server, stored_messages
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -156,6 +158,29 @@ def test_a_flag_change_on_one_worker_reaches_a_session_selected_on_the_other(nod
     finally:
         for c in conns.values():
             c.close()
+
+
+def test_metrics_show_every_worker_whichever_takes_the_scrape(node):
+    """Each scrape lands on one worker (SO_REUSEPORT) and shows both, labelled by worker: the
+    node's counters do not jump between scrapes."""
+    dep, srv = node
+    alice, bob = dep.mailbox("PER", 0), dep.mailbox("PER", 1)
+    send(srv, bob, alice["address"], "counted whichever worker took it")
+    totals = set()
+    for _ in range(6):
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.port('http')}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+        assert {s.labels.get("worker") for s in samples if s.name == "process_cpu_seconds_total"} == {"1", "2"}
+        assert [s.value for s in samples if s.name == "mss_metrics_workers_missing"] == [0]
+        totals.add(
+            sum(
+                s.value
+                for s in samples
+                if s.name == "mss_messages_accepted_total" and s.labels.get("protocol") == "smtp"
+            )
+        )
+    assert len(totals) == 1 and totals.pop() >= 1, totals
 
 
 def test_a_worker_killed_mid_load_is_started_again_and_no_acknowledged_message_is_lost(tmp_path):

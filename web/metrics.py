@@ -21,10 +21,10 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request, Response
 
-from mss import metrics
 from mss.config import ConfigError, Settings
 
 log = logging.getLogger("mss.web")
@@ -61,8 +61,9 @@ def _address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
     return mapped if mapped is not None else ip
 
 
-def router(settings: Settings) -> APIRouter:
-    """The `/metrics` route, or no route when `[metrics] enabled = false`."""
+def router(settings: Settings, exposition: Callable[[], Awaitable[bytes]]) -> APIRouter:
+    """The `/metrics` route, or no route when `[metrics] enabled = false`. `exposition`: the
+    node's metrics (`WebServices.metrics_exposition`: every worker's, with several)."""
     api = APIRouter()
     if not settings.metrics.enabled:
         return api
@@ -93,6 +94,6 @@ def router(settings: Settings) -> APIRouter:
                     media_type="text/plain",
                     headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
                 )
-        return Response(metrics.exposition(), 200, media_type=CONTENT_TYPE)
+        return Response(await exposition(), 200, media_type=CONTENT_TYPE)
 
     return api

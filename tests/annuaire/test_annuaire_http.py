@@ -19,6 +19,7 @@ from annuaire.fhir import EXT_EMAIL_TYPE, EXT_MAILBOX_META
 from annuaire.importer import import_files
 from annuaire.local import LocalDirectory
 from annuaire.model import LocalMailbox
+from mss import metrics
 from mss.config import Settings
 from mss.directory import CoreDirectory
 from web.app import create_app
@@ -50,6 +51,9 @@ class Services:
 
     settings: Settings
     directory: CoreDirectory
+
+    async def metrics_exposition(self) -> bytes:
+        return metrics.exposition()
 
 
 def services(sf) -> Services:

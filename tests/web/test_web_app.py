@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mss import metrics
 from mss.config import Settings
 from mss.services import DirectoryQueryError, DirectorySearch, PublishedMailbox
 from web.app import create_app
@@ -79,6 +80,9 @@ class FakeDirectory:
 class Services:
     settings: Settings
     directory: FakeDirectory
+
+    async def metrics_exposition(self) -> bytes:
+        return metrics.exposition()
 
 
 @pytest.fixture
