@@ -78,7 +78,6 @@ class Core:
     worker_events: WorkerEvents | None = field(default=None, repr=False)
     #: With several worker processes: this worker's metrics socket, and `/metrics` for all.
     worker_metrics: WorkerRegistries | None = field(default=None, repr=False)
-    metrics_task: asyncio.Task | None = field(default=None, repr=False)
     #: `mss.services.Credentials` over `auth`: what the front ends authenticate with.
     credentials: CoreCredentials = field(init=False, repr=False)
     #: `mss.services.Directory`: the published directory the web front end shows.
@@ -169,9 +168,15 @@ class Core:
         if worker is not None and worker.bus is not None and self.engine.dialect.name != "postgresql":
             self.start_worker_events(worker.bus.receiving(worker.index), worker.bus.peers(worker.index))
         self.start_relay(worker)
-        if worker is not None and worker.metrics_dir is not None and self.worker_metrics is None:
-            self.worker_metrics = WorkerRegistries(worker.metrics_dir, worker.index, worker.count)
-            self.metrics_task = asyncio.get_running_loop().create_task(self.worker_metrics.start(), name="metrics")
+
+    async def start_worker_metrics(self, worker: WorkerSlot | None) -> None:
+        """With several worker processes: this worker's metrics socket, so that the node's
+        `/metrics` shows it whichever worker takes the scrape (`mss.worker_metrics`)."""
+        if worker is None or worker.metrics_dir is None or self.worker_metrics is not None:
+            return
+        registries = WorkerRegistries(worker.metrics_dir, worker.index, worker.count)
+        await registries.start()
+        self.worker_metrics = registries
 
     async def metrics_exposition(self) -> bytes:
         """The node's Prometheus metrics: this process's registry, or, with several worker
@@ -242,12 +247,6 @@ class Core:
         if self.worker_events is not None:
             self.worker_events.close()
             self.worker_events = None
-        if self.metrics_task is not None:
-            try:
-                await self.metrics_task
-            except Exception:
-                log.exception("the metrics socket could not be opened")
-            self.metrics_task = None
         if self.worker_metrics is not None:
             await self.worker_metrics.close()
             self.worker_metrics = None

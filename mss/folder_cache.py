@@ -107,9 +107,9 @@ class FolderCache:
         return entry is not None and entry[0] == mailbox and entry[1] == state
 
     def put(self, folder_id: int, mailbox: str, state: ListState, metas: Sequence[MessageMeta]) -> None:
+        self._drop(folder_id)  # an older list must not stay as the base of later updates
         if len(metas) > self.max_messages:
             return
-        self._drop(folder_id)
         self._entries[folder_id] = (mailbox, state, tuple(metas))
         self._held += len(metas)
         while self._held > self.max_messages and self._entries:

@@ -31,6 +31,9 @@ from datetime import UTC, datetime
 from mss.config import Settings
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+#: In a worker process of a node with several (`mss.workers`): the logger name says which,
+#: `mss.imap[w2]`, so the interleaved lines of the workers can be told apart.
+WORKER_FORMAT = "%(asctime)s %(levelname)s %(name)s[w%(worker)d] %(message)s"
 
 # What a reader could take for the end of a line, or what rewrites a terminal:
 # - C0 controls and DEL (CR, LF, NUL, ESC, and VT, FF, FS, GS, RS, which str.splitlines()
@@ -163,7 +166,12 @@ def structured_fields(record: logging.LogRecord) -> tuple[str, dict[str, object]
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, on one line (JSON lines)."""
+    """One JSON object per record, on one line (JSON lines); `worker` (1, 2, ...) in a
+    worker process of a node with several."""
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
 
     def format(self, record: logging.LogRecord) -> str:
         message = escape_controls(record.getMessage())
@@ -175,6 +183,8 @@ class JsonFormatter(logging.Formatter):
             "event": event,
             "message": message,
         }
+        if self.worker is not None:
+            doc["worker"] = self.worker
         if fields:
             doc["fields"] = fields
         if record.exc_info:
@@ -184,9 +194,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=True, default=str)
 
 
-def formatter(settings: Settings) -> logging.Formatter:
-    """The formatter `[logging] format` names."""
-    return JsonFormatter() if settings.logging.format == "json" else EscapingFormatter(FORMAT)
+def formatter(settings: Settings, worker: int | None = None) -> logging.Formatter:
+    """The formatter `[logging] format` names; `worker`: the number (1, 2, ...) of this
+    worker process, shown on each line."""
+    if settings.logging.format == "json":
+        return JsonFormatter(worker)
+    if worker is None:
+        return EscapingFormatter(FORMAT)
+    return EscapingFormatter(WORKER_FORMAT, defaults={"worker": worker})
+
+
+def tag_worker(settings: Settings, worker: int) -> None:
+    """In a freshly forked worker: its lines carry its number from now on (the handlers are
+    the supervisor's, inherited; only their formatters change)."""
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter(settings, worker))
 
 
 def setup_logging(settings: Settings) -> None:

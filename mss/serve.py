@@ -28,7 +28,7 @@ from typing import IO
 
 from mss.config import ConfigError, Settings, check_http_transport, default_config_path, load_settings
 from mss.core import Core
-from mss.logging_setup import setup_logging
+from mss.logging_setup import setup_logging, tag_worker
 from mss.worker_events import WorkerBus
 from mss.workers import WorkerSlot
 
@@ -191,6 +191,7 @@ async def run(
 
         core.relay_transport = SmtpRelayClient(settings)
         core.start_background(worker)
+        await core.start_worker_metrics(worker)
         ports = {name: _port(srv) for name, srv in servers.items()}
         ports["http"] = http.port
         settle_heap()
@@ -306,12 +307,12 @@ def supervise(settings: Settings, count: int, *, on_ready: Callable[[dict[str, i
         )
     held = reserve_ports(settings, lambda name, exc: listener_error(settings, name, exc))
     bus = WorkerBus(count) if is_sqlite(url) else None
-    metrics_dir = Path(tempfile.mkdtemp(prefix="mss-metrics-"))  # mode 0700: the node's user only
     ports = settings.listen.ports()
 
     def work(slot: WorkerSlot, ready: Callable[[], None]) -> int:
         for sock in held:
             sock.close()
+        tag_worker(settings, slot.index + 1)
         _install_uvloop()
         asyncio.run(run(settings, on_ready=lambda _ports: ready(), worker=slot))
         return 0
@@ -326,9 +327,11 @@ def supervise(settings: Settings, count: int, *, on_ready: Callable[[dict[str, i
         if on_ready is not None:
             on_ready(ports)
 
-    supervisor = Supervisor(settings, count, work, bus=bus, metrics_dir=metrics_dir, on_ready=announce)
+    # Mode 0700: only the node's user reaches the workers' metrics sockets. In the temporary
+    # folder (a socket path has at most 107 bytes; a deployment's folder may be deeper).
+    metrics_dir = Path(tempfile.mkdtemp(prefix="mss-metrics-"))
     try:
-        supervisor.run()
+        Supervisor(settings, count, work, bus=bus, metrics_dir=metrics_dir, on_ready=announce).run()
     except WorkerFailed as exc:
         raise ServeError(str(exc)) from None
     finally:

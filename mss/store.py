@@ -238,12 +238,12 @@ class Store:
     ) -> None:
         self.sessions = sessions
         self.events = events or Events()
-        #: Folder message lists by (UIDNEXT, HIGHESTMODSEQ) (`mss.folder_cache`).
+        #: Folder message lists by (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ) (`mss.folder_cache`).
         self.folder_cache = FolderCache()
         #: Kept structures by (mailbox, folder, UIDVALIDITY) (`mss.structure_cache`).
         self.structure_cache = StructureCache()
         #: Message list reads in flight, by the state their callers knew (`messages`).
-        self._list_reads: dict[tuple[str, int, tuple[int, int]], asyncio.Future[list[MessageMeta]]] = {}
+        self._list_reads: dict[tuple[str, int, ListState], asyncio.Future[list[MessageMeta]]] = {}
         #: Members' own \\Seen UIDs by (folder, member), under the folder's state (`_seen_set`).
         self._seen_sets: OrderedDict[tuple[int, str], tuple[ListState, frozenset[int]]] = OrderedDict()
         #: How many UIDs `_seen_sets` holds in all (bounded by `SEEN_UIDS`).

@@ -11,10 +11,13 @@ format allows one `# TYPE` per family). Sums across workers are the dashboard's
 
 How: each worker listens on a Unix socket of its own, `w<N>.sock` in a folder the supervisor
 makes for the node (mode 0700, removed when the node stops), and answers a connection with
-its registry in the text format, then closes it: no request to parse, and only the node's
-user can connect. A sibling that does not answer within `PEER_TIMEOUT_S` (being restarted, or
-stuck) is left out of that scrape and counted in `mss_metrics_workers_missing`, rather than
-hold the scrape; an answer larger than `MAX_PEER_BYTES` is left out the same way.
+its registry in the text format, preceded by its length in ASCII digits and a newline, then
+closes it: no request to parse, and only the node's user can connect. The length tells a
+whole answer from one cut short by a worker dying in mid-write. A sibling that does not
+answer within `PEER_TIMEOUT_S` (being restarted, or stuck), answers less or more than it
+announced, more than `MAX_PEER_BYTES`, or text that does not parse, is left out of that
+scrape and counted in `mss_metrics_workers_missing`: one sick worker never costs the scrape
+the others' metrics.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ async def serve_registry(directory: Path, index: int) -> asyncio.AbstractServer:
 
     async def answer(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            writer.write(metrics.exposition())
+            body = metrics.exposition()
+            writer.write(b"%d\n" % len(body) + body)
             await writer.drain()
         except OSError:
             pass  # the asking worker gave up
@@ -65,35 +69,40 @@ async def serve_registry(directory: Path, index: int) -> asyncio.AbstractServer:
     return await asyncio.start_unix_server(answer, path=str(path))
 
 
-async def _peer_registry(path: Path) -> bytes | None:
-    """A sibling's registry, or None when it does not answer in time or answers too much."""
-    chunks: list[bytes] = []
-    size = 0
+async def _peer_registry(path: Path) -> list[Metric] | None:
+    """A sibling's registry, parsed; None when it does not answer in time, or its answer is
+    not whole, too large or not the text format (see the module's docstring)."""
     try:
         async with asyncio.timeout(PEER_TIMEOUT_S):
             reader, writer = await asyncio.open_unix_connection(str(path))
             try:
-                while chunk := await reader.read(65536):
-                    size += len(chunk)
-                    if size > MAX_PEER_BYTES:
-                        log.warning("metrics: %s answered more than %d bytes, left out", path.name, MAX_PEER_BYTES)
-                        return None
-                    chunks.append(chunk)
+                head = await reader.readuntil(b"\n")
+                if not head[:-1].isdigit() or int(head) > MAX_PEER_BYTES:
+                    raise ValueError(f"announced {head[:20]!r}")
+                body = await reader.readexactly(int(head))
+                if await reader.read(1):
+                    raise ValueError("more than announced")
             finally:
                 writer.close()
-    except (OSError, TimeoutError) as exc:
-        log.warning("metrics: no answer from %s (%s)", path.name, exc)
+        return list(text_string_to_metric_families(body.decode("utf-8")))
+    except (OSError, TimeoutError, EOFError, asyncio.LimitOverrunError, ValueError) as exc:
+        # IncompleteReadError is an EOFError; a bad number or text is a ValueError.
+        log.warning("metrics: left out %s (%s)", path.name, exc or type(exc).__name__)
         return None
-    return b"".join(chunks)
 
 
-def merge(registries: dict[int, bytes], missing: int = 0) -> bytes:
+def parse(exposition: bytes) -> list[Metric]:
+    """A registry in the text format, as metric families."""
+    return list(text_string_to_metric_families(exposition.decode("utf-8")))
+
+
+def merge(registries: dict[int, list[Metric]], missing: int = 0) -> bytes:
     """The registries of workers (by index, 0 first) as one exposition: each family once,
     its samples from every worker labelled `worker="N"`; then `mss_metrics_workers_missing`."""
     families: dict[str, Metric] = {}
     for index in sorted(registries):
         label = str(index + 1)
-        for family in text_string_to_metric_families(registries[index].decode("utf-8")):
+        for family in registries[index]:
             merged = families.get(family.name)
             if merged is None:
                 merged = families[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
@@ -121,7 +130,7 @@ async def node_exposition(directory: Path, index: int, count: int) -> bytes:
     the `count - 1` others, asked at once."""
     others = [i for i in range(count) if i != index]
     answers = await asyncio.gather(*(_peer_registry(socket_path(directory, i)) for i in others))
-    registries = {index: metrics.exposition()}
+    registries = {index: parse(metrics.exposition())}
     registries.update({i: a for i, a in zip(others, answers, strict=True) if a is not None})
     return merge(registries, missing=count - len(registries))
 
@@ -134,6 +143,8 @@ class WorkerRegistries:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
+        """Listen on this worker's socket (before the worker says it is ready, so that no
+        sibling's scrape finds it missing; a failure stops the worker's start)."""
         self._server = await serve_registry(self.directory, self.index)
 
     async def exposition(self) -> bytes:

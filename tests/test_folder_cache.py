@@ -84,6 +84,8 @@ def test_bounded_by_messages_least_recently_used_first() -> None:
     assert cache.base(1, "m", 7)[0] == (7, 1, 1)  # ...and the list stays, the base of an update
     assert cache.base(1, "m", 8) is None  # not for another folder that took the id
     assert cache.get(1, "other", ListState(7, 1, 1)) is None and cache.base(1, "m", 7) is None  # dropped
+    cache.put(3, "m", ListState(7, 9, 9), _metas(11))  # outgrew the cache: its older list goes too
+    assert cache.base(3, "m", 7) is None
 
 
 async def test_a_store_of_this_node_advances_the_list_instead_of_a_reload(two_stores) -> None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import re
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mss import metrics, worker_metrics
-from mss.worker_metrics import WorkerRegistries, merge, socket_path
+from mss.worker_metrics import WorkerRegistries, merge, parse, socket_path
 
 ONE = b"""# HELP mss_messages_accepted_total Messages accepted.
 # TYPE mss_messages_accepted_total counter
@@ -35,7 +36,7 @@ def _samples(text: bytes) -> dict[tuple[str, tuple], float]:
 
 
 def test_merge_gives_each_family_once_with_every_workers_samples_labelled() -> None:
-    out = merge({0: ONE, 1: TWO}, missing=1)
+    out = merge({0: parse(ONE), 1: parse(TWO)}, missing=1)
     assert len(re.findall(rb"^# TYPE mss_messages_accepted_total counter$", out, re.M)) == 1
     got = _samples(out)
     assert got[("mss_messages_accepted_total", (("protocol", "smtp"), ("worker", "1")))] == 3
@@ -74,17 +75,31 @@ async def test_a_scrape_reads_the_siblings_and_counts_the_one_that_does_not_answ
     assert not socket_path(tmp_path, 1).exists()  # a stopped worker takes its socket away
 
 
-async def test_a_sibling_answering_too_much_is_left_out(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(worker_metrics, "MAX_PEER_BYTES", 1000)
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",  # closed without a word (its registry raised)
+        b"5000\n" + b"# TYPE x counter\n",  # cut short: the worker died in mid-write
+        b"12\n# TYPE x gau",  # the length of what came, but not the text format
+        b"3\nabcdef",  # more than announced
+        b"99999999999\n",  # more than MAX_PEER_BYTES announced
+        b"x" * 100,  # no length at all
+    ],
+)
+async def test_a_sibling_whose_answer_is_not_whole_is_left_out_and_the_scrape_still_answers(
+    tmp_path, monkeypatch, answer
+) -> None:
+    monkeypatch.setattr(worker_metrics, "PEER_TIMEOUT_S", 0.5)
 
-    async def flood(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        w.write(b"x" * 5000)
+    async def sick(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(answer)
         await w.drain()
         w.close()
 
-    srv = await asyncio.start_unix_server(flood, path=str(socket_path(tmp_path, 1)))
+    srv = await asyncio.start_unix_server(sick, path=str(socket_path(tmp_path, 1)))
     try:
         got = _samples(await WorkerRegistries(tmp_path, 0, 2).exposition())
     finally:
         srv.close()
     assert got[("mss_metrics_workers_missing", ())] == 1
+    assert {dict(labels).get("worker") for name, labels in got if name == "process_open_fds"} == {"1"}

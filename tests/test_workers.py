@@ -277,3 +277,21 @@ def test_workers_with_sqlite_in_memory_are_refused(monkeypatch):
     settings = Settings.model_validate({"domain": "x.test", "database_url": "sqlite+aiosqlite:///:memory:"})
     with pytest.raises(ServeError, match="memory"):
         supervise(settings, 2)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_workers_log_lines_carry_its_number_and_stay_escaped(fmt) -> None:
+    import json
+    import logging
+
+    from mss.logging_setup import formatter
+
+    settings = Settings(domain="x.test", logging={"format": fmt})
+    record = logging.LogRecord("mss.imap", logging.INFO, __file__, 1, "session opened peer=%s", ("a\r\nb",), None)
+    line = formatter(settings, 2).format(record)
+    plain = formatter(settings).format(record)
+    if fmt == "json":
+        assert json.loads(line)["worker"] == 2 and "worker" not in json.loads(plain)
+    else:
+        assert " mss.imap[w2] session opened peer=a\\r\\nb" in line
+        assert " mss.imap session opened" in plain and "[w" not in plain

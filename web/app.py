@@ -64,7 +64,7 @@ def create_api(services: WebServices) -> FastAPI:
 
     api.include_router(jwks.router(settings))
     # Prometheus, for the operator's own network only (web.metrics, [metrics] allow).
-    api.include_router(metrics.router(settings, services.metrics_exposition))
+    api.include_router(metrics.router(settings, lambda: services.metrics_exposition()))
     api.include_router(directory.json_router(services.directory))
     api.include_router(directory.fhir_router(services.directory))
     # Thunderbird autoconfig and Outlook autodiscover (XML for mail clients, out of the OpenAPI).

@@ -65,15 +65,19 @@ async def select(session: Session, cmd: Select) -> list[Response]:
         # RFC 3501 2.3.2: SELECT takes the folder's recent messages for this session (claimed
         # before the list is read, so each goes to one session); EXAMINE only looks. When the
         # folder row just read shows nothing unclaimed, no claim: a claim is a write through
-        # the group committer, and most SELECTs find nothing new. A message landing after
-        # that read is claimed by the next sync (`Session.sync`: UIDNEXT above `claimed_upto`).
+        # the group committer, and most SELECTs find nothing new. A message that landed
+        # between that read and the list's is in the list: it is claimed then, as it would
+        # have been (the next sync claims only above the list's highest UID).
+        skipped = not (cmd.readonly or rev2) and info.recent_uid >= info.uidnext
         if cmd.readonly or rev2:
             claimed = None
-        elif info.recent_uid < info.uidnext:
-            claimed = await box.claim_recent(info)
-        else:
+        elif skipped:
             claimed = (info.uidnext, info.uidnext)
+        else:
+            claimed = await box.claim_recent(info)
         metas = await box.messages(info)
+        if skipped and metas and metas[-1].uid >= info.uidnext:
+            claimed = await box.claim_recent(info)
         list_line = await _list_line(session, info) if rev2 else None
         resync = cmd.qresync if cmd.qresync is not None and cmd.qresync.uidvalidity == info.uidvalidity else None
         vanished = await box.vanished(info, resync.modseq) if resync is not None else []

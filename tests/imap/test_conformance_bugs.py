@@ -187,6 +187,35 @@ async def test_a_select_with_nothing_new_to_claim_writes_nothing(alice, make_ses
     assert "\\Recent" in await other.line("f FETCH 2 FLAGS")
 
 
+async def test_a_message_landing_between_the_folder_read_and_the_list_is_recent_to_the_select(
+    alice, make_session, core, monkeypatch
+) -> None:
+    """SELECT read a folder with nothing to claim, then a delivery came before its list was
+    read: the message is in the list, so it is this session's \\Recent, not the next one's."""
+    await _append(alice, MSG)
+    assert "* 1 RECENT" in await alice.line("s SELECT INBOX")
+    real = core.store.messages
+    landed = []
+
+    async def messages(mailbox, folder_id, known_state=None, reader=None):
+        if not landed:
+            landed.append(await _append(writer, PLAIN_MSG))
+        return await real(mailbox, folder_id, known_state, reader=reader)
+
+    writer = make_session()
+    assert "a0 OK" in await writer.line("a0 AUTHENTICATE EXTERNAL =")
+    other = make_session()
+    assert "a0 OK" in await other.line("a0 AUTHENTICATE EXTERNAL =")
+    monkeypatch.setattr(core.store, "messages", messages)
+    out = await other.line("s SELECT INBOX")
+    assert b"ap OK" in landed[0]
+    assert "* 2 EXISTS" in out and "* 1 RECENT" in out, out
+    assert "\\Recent" in await other.line("f FETCH 2 FLAGS")
+    third = make_session()
+    assert "a0 OK" in await third.line("a0 AUTHENTICATE EXTERNAL =")
+    assert "* 0 RECENT" in await third.line("s SELECT INBOX")
+
+
 async def test_a_message_arriving_is_recent_to_the_session_that_has_the_folder_selected(alice, make_session) -> None:
     assert "s OK" in await alice.line("s SELECT INBOX")
     writer = make_session()
