@@ -437,7 +437,8 @@ class Session:
             # Messages arrived (or were copied in): those no other session took first are
             # \Recent to this one (RFC 3501 2.3.2), claimed before the list is read.
             recent = await self.box.claim_recent(view.info)
-        metas = await self.box.messages(view.info, state)
+        # Gone (deleted, or its id taken by a new folder): every message of the view is.
+        metas = await self.box.messages(view.info, state) if state is not None else []
         return view.sync(
             metas,
             allow_expunge=allow_expunge,
@@ -453,7 +454,7 @@ class Session:
         view = self.folder
         state = await self.box.folder_state(view.info)
         self.command_state = state
-        return await self.box.messages(view.info, state)
+        return await self.box.messages(view.info, state) if state is not None else []
 
     @property
     def box(self) -> Namespaces:

@@ -177,7 +177,7 @@ class Handle:
 
     async def folder_state(self, folder: FolderInfo) -> FolderState | None:
         await self._check("r")
-        state = await self._store.folder_state(self._address, self._own(folder))
+        state = await self._store.folder_state(self._address, self._own(folder), folder.uidvalidity)
         return FolderState(*state) if state else None
 
     async def claim_recent(self, folder: FolderInfo) -> tuple[int, int]:

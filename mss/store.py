@@ -251,7 +251,7 @@ class Store:
         #: \\Recent claims in flight (`claim_recent`).
         self._claims: dict[tuple[str, int], asyncio.Future[tuple[int, int]]] = {}
         #: Folder state reads in flight, shared by whoever asks meanwhile (`folder_state`).
-        self._state_reads: dict[tuple[str, int], asyncio.Future[tuple[int, int, int] | None]] = {}
+        self._state_reads: dict[tuple[str, int], asyncio.Future[tuple[int, int, int, int] | None]] = {}
         self.events.on_change(self._changed)
         #: Every mailbox's limits unless the operator set its own (none by default here; the
         #: server passes `[limits] mailbox_quota`, `mailbox_quota_messages`).
@@ -421,10 +421,14 @@ class Store:
 
         return await self.commit.run(Locks(mailbox.lower(), frozenset({folder_id})), run)
 
-    async def folder_state(self, mailbox: str, folder_id: int) -> tuple[int, int, int] | None:
+    async def folder_state(
+        self, mailbox: str, folder_id: int, uidvalidity: int | None = None
+    ) -> tuple[int, int, int] | None:
         """(UIDNEXT, HIGHESTMODSEQ, first UID not yet claimed as \\Recent) of a folder, None
         if it is gone: one primary-key read, so a session can tell after each command
-        whether anything changed.
+        whether anything changed. `uidvalidity`: the folder's as the caller knows it; a
+        folder row of another UIDVALIDITY is another folder that took the id (SQLite gives a
+        new row the id of the row deleted last), so the caller's folder is gone.
 
         Concurrent asks for one folder share one read (a new message wakes every IDLE
         session on the folder at once); a change published here or by another node drops
@@ -437,9 +441,12 @@ class Store:
             pending.add_done_callback(
                 lambda f: self._state_reads.pop(key, None) if self._state_reads.get(key) is f else None
             )
-        return await asyncio.shield(pending)
+        row = await asyncio.shield(pending)
+        if row is None or (uidvalidity is not None and row[3] != uidvalidity):
+            return None
+        return row[:3]
 
-    async def _read_state(self, mailbox: str, folder_id: int) -> tuple[int, int, int] | None:
+    async def _read_state(self, mailbox: str, folder_id: int) -> tuple[int, int, int, int] | None:
         """The state row; and when the folder cache has no list for that state, the list
         too, in the same read: whoever asks for a folder's state asks for its list next
         when the state moved (`imap.session.Session.sync`), and thousands of IDLE sessions
@@ -457,7 +464,7 @@ class Store:
             state = ListState(row[3], row[0], row[1])
             if not self.folder_cache.holds(folder_id, mailbox, state):
                 self.folder_cache.put(folder_id, mailbox, state, await self._fresh_list(s, mailbox, folder_id, state))
-        return (row[0], row[1], row[2])
+        return (row[0], row[1], row[2], row[3])
 
     def _changed(self, folder_id: int) -> None:
         """An event for `folder_id`: reads of its state started before it are not shared on."""

@@ -240,3 +240,25 @@ async def test_imap4rev2_sessions_see_nothing_recent(alice) -> None:
     assert "e OK" in await alice.line("e ENABLE IMAP4rev2")
     out = await alice.line("s SELECT INBOX")
     assert "RECENT" not in out and "\\Recent" not in await alice.line("f FETCH 1 FLAGS")
+
+
+async def test_a_selected_folder_whose_id_a_new_folder_took_is_gone_not_replaced(alice, make_session, core) -> None:
+    """SQLite gives a folder created after a deletion the deleted folder's id: a session that
+    still has the deleted folder selected sees its messages expunged, never the new folder's
+    messages under the old UIDVALIDITY (RFC 3501 2.3.1.1)."""
+    assert "c OK" in await alice.line("c CREATE Projets")
+    await _append(alice, MSG, "Projets")
+    out = await alice.line("s SELECT Projets")
+    assert "* 1 EXISTS" in out, out
+    old_id = alice.session.view.info.id
+    other = make_session()
+    assert "a0 OK" in await other.line("a0 AUTHENTICATE EXTERNAL =")
+    assert "d OK" in await other.line("d DELETE Projets")
+    assert "c OK" in await other.line("c CREATE Autre")
+    for text in (PLAIN_MSG, MSG):
+        await _append(other, text, "Autre")
+    autre = await core.store.get_folder(ALICE, "Autre")
+    out = await alice.line("n NOOP")
+    assert "* 1 EXPUNGE" in out and "EXISTS" not in out, (autre.id == old_id, out)
+    out = await alice.line("f FETCH 1:* (FLAGS)")
+    assert "FETCH (" not in out, out
