@@ -125,8 +125,17 @@ async def forget_member(s: AsyncSession, mailbox: str, member: str) -> int:
     """Delete a former member's own \\Seen (`message_seen`) and subscriptions
     (`member_subscription`) on the folders of the shared `mailbox`, in the caller's
     transaction (`mss mailbox revoke`: nothing of their idNat_PS stays behind). Returns how
-    many rows went. The folders' state does not move: nobody else sees these rows."""
+    many rows went. The HIGHESTMODSEQ of each folder where the member had seen something
+    moves by one: a serving node keeps each member's \\Seen set under the folder's state
+    (`Store._seen_set`), and must not show the member, granted again, what this forgot."""
     folders = select(Folder.id).where(Folder.mailbox == mailbox.lower()).scalar_subquery()
+    touched = select(MessageSeen.folder_id).where(MessageSeen.folder_id.in_(folders), MessageSeen.member == member)
+    await s.execute(
+        update(Folder)
+        .where(Folder.id.in_(touched.distinct().scalar_subquery()))
+        .values(highestmodseq=Folder.highestmodseq + 1)
+        .execution_options(synchronize_session=False)
+    )
     gone = 0
     for model in (MessageSeen, MemberSubscription):
         res = await s.execute(

@@ -13,7 +13,7 @@ from mss.db.engine import create_engine, sessionmaker
 from mss.db.models import MemberSubscription, MessageSeen
 from mss.folder_cache import ListState
 from mss.records import NewMessage, OuterHeaders
-from mss.store import Store
+from mss.store import Store, forget_member
 
 ORG, PER = "org@x.test", "per@x.test"
 A, B = "810000000001", "810000000002"  # two members (idNat_PS)
@@ -161,3 +161,16 @@ async def test_the_seen_sets_are_bounded_by_the_uids_they_hold(store: Store, mon
     monkeypatch.setattr(store_module, "SEEN_UIDS", 7)
     assert seen(await store.messages(ORG, fid, reader=A)) == list(range(1, 9))
     assert store._seen_uids <= 7 and (fid, A) not in store._seen_sets
+
+
+async def test_a_forgotten_members_seen_is_not_shown_again_from_a_nodes_memory(store: Store) -> None:
+    """`mss mailbox revoke` deletes a member's \\Seen rows from another process; a node that
+    kept the member's set must not show it when the member is granted again."""
+    refs = await store.write([item(ORG, i) for i in range(3)])
+    fid = refs[0].folder_id
+    await store.set_flags(ORG, fid, [1, 3], {"\\Seen"}, "add", reader=A)
+    assert seen(await store.messages(ORG, fid, reader=A)) == [1, 3]  # kept in memory
+    async with store.sessions() as s, s.begin():
+        assert await forget_member(s, ORG, A) == 2
+    assert seen(await store.messages(ORG, fid, reader=A)) == []
+    assert (await store.get_folder(ORG, "INBOX", reader=A)).unseen == 3
