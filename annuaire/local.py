@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Select, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from annuaire.ids import normalize_address  # also imported from here by mss.credentials, mss.delivery
@@ -71,6 +71,37 @@ def _entry(row: LocalMailbox, members: Iterable[str] | dict[str, str] = ()) -> M
         members=tuple(sorted(members)),
         member_rights=tuple(sorted(rights.items())),
     )
+
+
+def _delivery_target() -> Select:
+    """The one query of `delivery_target` (what every RCPT asks), built once: the mailbox row,
+    outer-joined to its active certificates and, for an ORG mailbox, its members' (the mailbox
+    comes back once with NULLs when it has none). Members without the "r" right (RFC 4314 2.1)
+    may not read it: not encrypted to them. Built per call, its expression took more CPU than
+    running it (py-spy under SMTP load)."""
+    readers = select(LocalMailboxMember.member).where(
+        LocalMailboxMember.mailbox == LocalMailbox.address, LocalMailboxMember.rights.contains("r")
+    )
+    owners = or_(
+        MailboxCertificate.address == LocalMailbox.address,
+        and_(LocalMailbox.type == "ORG", MailboxCertificate.address.in_(readers.scalar_subquery())),
+    )
+    return (
+        select(
+            LocalMailbox.type,
+            LocalMailbox.sent_copy,
+            MailboxCertificate.cert_der,
+            MailboxCertificate.not_before,
+            MailboxCertificate.not_after,
+        )
+        .select_from(LocalMailbox)
+        .outerjoin(MailboxCertificate, and_(owners, MailboxCertificate.active.is_(True)))
+        .where(LocalMailbox.address == bindparam("b_address"))
+        .order_by(MailboxCertificate.id)
+    )
+
+
+_DELIVERY_TARGET = _delivery_target()
 
 
 class LocalDirectory:
@@ -172,29 +203,7 @@ class LocalDirectory:
                 )
             ).first()
             return None if row is None else DeliveryTarget(address, row.type, bool(row.sent_copy), ())
-        # The mailbox row, outer-joined to its active certificates and, for an ORG mailbox,
-        # its members' (the mailbox comes back once with NULLs when it has none).
-        # Members without the "r" right (RFC 4314 2.1) may not read it: not encrypted to them.
-        readers = select(LocalMailboxMember.member).where(
-            LocalMailboxMember.mailbox == LocalMailbox.address, LocalMailboxMember.rights.contains("r")
-        )
-        owners = or_(
-            MailboxCertificate.address == LocalMailbox.address,
-            and_(LocalMailbox.type == "ORG", MailboxCertificate.address.in_(readers.scalar_subquery())),
-        )
-        res = await (await self.session.connection()).execute(  # Core: no ORM layer on every RCPT
-            select(
-                LocalMailbox.type,
-                LocalMailbox.sent_copy,
-                MailboxCertificate.cert_der,
-                MailboxCertificate.not_before,
-                MailboxCertificate.not_after,
-            )
-            .select_from(LocalMailbox)
-            .outerjoin(MailboxCertificate, and_(owners, MailboxCertificate.active.is_(True)))
-            .where(LocalMailbox.address == address)
-            .order_by(MailboxCertificate.id)
-        )
+        res = await (await self.session.connection()).execute(_DELIVERY_TARGET, {"b_address": address})
         rows = res.all()
         if not rows:
             return None
