@@ -171,7 +171,6 @@ _TAKE_USAGE = (
         storage_bytes=MailboxUsage.storage_bytes + bindparam("b_octets"),
         messages=MailboxUsage.messages + bindparam("b_messages"),
     )
-    .execution_options(synchronize_session=False)
 )
 
 

@@ -407,11 +407,13 @@ class SubmissionSMTP(SMTP):
         regular expression says; the result is the parser's, tests/smtp show it.
         """
         plain = _PLAIN_PATH.match(arg)
-        rest = arg[plain.end() :].lstrip(" \t") if plain is not None else ""
+        rest = arg[plain.end() :] if plain is not None else ""
+        if rest[:1] in (" ", "\t"):  # as the parser's folding white space: then every blank goes
+            rest = rest.lstrip()
         if plain is not None and not rest.startswith("("):  # `<dot-atom@domain>`, nearly every path
-            if self.local_part_limit and len(plain.group(2)) > self.local_part_limit:
+            if self.local_part_limit and len(plain.group("local")) > self.local_part_limit:
                 return None, None
-            return plain.group(1), rest  # the parser too drops the blanks after `>`
+            return plain.group(1), rest
         try:
             return super()._getaddr(arg)
         except Exception:  # noqa: BLE001 - the stdlib parser's bugs on hostile input, contained
