@@ -152,6 +152,16 @@ async def forget_member(s: AsyncSession, mailbox: str, member: str) -> int:
 # The statements every delivery makes, built once with bound parameters: building a
 # SQLAlchemy expression per message (`Folder.uidnext + n`, `MailboxUsage.mailbox == m`) took
 # about a fifth of the event loop's busy time under SMTP load (py-spy, bench compare).
+#: What a folder list holds of each message (`MessageMeta`), and STORE reads under its lock:
+#: flags and dates only, never the ciphertext. The row's id first, for its keywords.
+_META_COLUMNS = (
+    Message.id,
+    Message.uid,
+    Message.modseq,
+    Message.internaldate,
+    Message.size,
+    *(getattr(Message, c) for c in SYSTEM_FLAGS.values()),
+)
 _READ_QUOTA = select(
     MailboxUsage.storage_bytes,
     MailboxUsage.messages,
@@ -642,18 +652,7 @@ class Store:
         self, s: AsyncSession, mailbox: str, folder_id: int, *, since: int | None = None
     ) -> list[MessageMeta]:
         """The folder's messages in UID order; `since`: only those whose MODSEQ is above it."""
-        query = self._in_folder(
-            select(
-                Message.id,
-                Message.uid,
-                Message.modseq,
-                Message.internaldate,
-                Message.size,
-                *(getattr(Message, c) for c in SYSTEM_FLAGS.values()),
-            ),
-            mailbox,
-            folder_id,
-        )
+        query = self._in_folder(select(*_META_COLUMNS), mailbox, folder_id)
         if since is not None:
             query = query.where(Message.modseq > since)
         rows = (await s.execute(query.order_by(Message.uid))).all()
@@ -1050,14 +1049,7 @@ class Store:
             for chunk in _chunks(targets, IN_CHUNK):  # never the ciphertext: flags only
                 rows += (
                     await s.execute(
-                        select(
-                            Message.id,
-                            Message.uid,
-                            Message.modseq,
-                            Message.internaldate,
-                            Message.size,
-                            *(getattr(Message, c) for c in SYSTEM_FLAGS.values()),
-                        ).where(Message.folder_id == folder_id, Message.uid.in_(chunk))
+                        select(*_META_COLUMNS).where(Message.folder_id == folder_id, Message.uid.in_(chunk))
                     )
                 ).all()
             rows.sort(key=lambda r: r.uid)
